@@ -1,0 +1,59 @@
+GO            ?= go
+PREFIX        ?= /usr/local
+BINDIR        ?= $(PREFIX)/bin
+MANDIR        ?= $(PREFIX)/share/man
+VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS       := -X qbox/commands.Version=$(VERSION)
+PERSONALITIES := sendmail qmail-inject qmail-qmqpc mailq maildirqmtp
+FUZZTIME      ?= 20s
+
+.PHONY: build peers test demo fuzz bench man lint install clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o qbox .
+
+# Real peers for the tests (Postfix, mailfront, ucspi-tcp, swaks).
+peers:
+	bash testdata/peers.sh
+
+# The one test command: README, CI and developers all run this.
+test: peers
+	$(GO) test -race -count=1 -timeout 45m ./...
+
+# The main job on the embedded default: serve into a maildir, inject a
+# message, show it arrived.
+demo: build
+	bash testdata/demo.sh ./qbox
+
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+# Every benchmark once, each beside a peer measured in the same run; prints
+# one table and writes testdata/bench-results.md.
+bench: build peers
+	bash testdata/bench.sh
+
+# Manual pages from the CLI definitions: qbox(1), one per command and one
+# per personality, into ./man (generated, not committed).
+man: build
+	rm -rf man
+	./qbox man man >/dev/null
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+install: build man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 qbox $(DESTDIR)$(BINDIR)/qbox
+	for p in $(PERSONALITIES); do ln -sf qbox $(DESTDIR)$(BINDIR)/$$p; done
+	install -m 0644 man/*.1 $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 man/*.8 $(DESTDIR)$(MANDIR)/man8
+
+clean:
+	rm -f qbox
+	rm -rf man

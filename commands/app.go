@@ -1,0 +1,88 @@
+// Package commands wires qbox's commands and personalities to the command
+// line. Each command lives in its own sub-package with a core that takes
+// readers, writers and a config; this package only assembles them.
+package commands
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"qbox/commands/exitcode"
+	"qbox/commands/flush"
+	"qbox/commands/inject"
+	"qbox/commands/mxcheck"
+	"qbox/commands/probe"
+	"qbox/commands/sendmail"
+	"qbox/commands/serve"
+)
+
+// Version is set at build time with -ldflags "-X qbox/commands.Version=...".
+var Version = "dev"
+
+// A Personality is qbox run under another program's name (a symlink), with
+// that program's arguments, I/O conventions and exit codes.
+type Personality func(args []string) int
+
+// Personalities maps argv[0]'s base name to the program qbox stands in for.
+var Personalities = map[string]Personality{
+	"qmail-qmqpc":  inject.QmqpcMain,
+	"sendmail":     sendmail.SendmailMain,
+	"qmail-inject": sendmail.QmailInjectMain,
+	"mailq":        sendmail.MailqMain,
+	"maildirqmtp":  flush.MaildirqmtpMain,
+}
+
+// Main runs qbox with the process's arguments and returns the exit status.
+func Main(args []string) int {
+	if p, ok := Personalities[filepath.Base(args[0])]; ok {
+		return p(args)
+	}
+	app := App(os.Stdin, os.Stdout, os.Stderr)
+	if err := app.Run(args); err != nil {
+		return exitcode.Of(err)
+	}
+	return 0
+}
+
+// App builds the qbox command-line application.
+func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:                 "qbox",
+		Usage:                "a toolbox for QMQP and QMTP: inject, serve, flush a maildir, check MX and probe",
+		Version:              Version,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		Commands: []*cli.Command{
+			inject.Command(),
+			serve.Command(),
+			flush.Command(),
+			mxcheck.Command(),
+			probe.Command(),
+			completionCommand(),
+			manCommand(),
+		},
+		// Errors are printed once, here, and turned into an exit status
+		// by Main; commands never call os.Exit.
+		ExitErrHandler: func(c *cli.Context, err error) {
+			if err == nil {
+				return
+			}
+			name := "qbox"
+			if c != nil && c.Command != nil && c.Command.Name != "" {
+				name += " " + c.Command.Name
+			}
+			var silent *exitcode.Error
+			if errors.As(err, &silent) && silent.Err == nil {
+				return
+			}
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		},
+	}
+}

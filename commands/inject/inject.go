@@ -1,0 +1,214 @@
+// Package inject is `qbox inject`, a QMQP client for scripts, and the
+// qmail-qmqpc personality (mini-qmail's bin/qmail-queue).
+package inject
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"qbox/commands/exitcode"
+	"qbox/proto"
+	"qbox/proto/message"
+	"qbox/proto/qmqp"
+)
+
+// Defaults as qmail-qmqpc has them.
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultTimeout        = 60 * time.Second
+)
+
+// Command returns the inject command.
+func Command() *cli.Command {
+	return &cli.Command{
+		Name:      "inject",
+		Usage:     "send one message (stdin) to a QMQP server",
+		ArgsUsage: "[RECIPIENT...] < message",
+		Description: `Sends the message on stdin over QMQP (port 628) to the first server that takes the
+connection, and exits with the answer. By default the message is prepared as
+qmail-inject does: Date, Message-ID and From are added when missing (From from
+$QMAILUSER/$USER at $QMAILHOST or control/defaulthost, name from $QMAILNAME or
+$NAME), Bcc, Resent-Bcc, Return-Path and Content-Length are removed, CRLF becomes
+LF and a final newline is added; a bare recipient ("root") gets the default host.
+--raw sends the bytes untouched.
+
+Servers: the --server flags, else $QMQPSERVERS (comma or space separated), else
+$QMAILHOME/control/qmqpservers (one per line; QMAILHOME defaults to /var/qmail).
+Each is HOST, HOST:PORT or [IPv6]:PORT; the port defaults to 628.
+
+Failover: servers are tried in order, and the next one only when the connection
+to this one fails (refused, timed out, unreachable). Once the connection is up
+and bytes were sent, any failure is final and no other server is tried: the
+first server may already have queued the message, and a retry elsewhere could
+deliver it twice. Retry later instead (exit 111).
+
+Recipients: the arguments, plus with -t those in To, Cc and Bcc (Resent-To,
+Resent-Cc and Resent-Bcc when the message has Resent- fields). A message with no
+recipient at all is refused (qmail-inject would silently lose it).
+
+Memory stays small for any size: a file on stdin is streamed from disk; a pipe is
+held in memory up to 2 MiB, then spooled to a temporary file in $TMPDIR.
+
+Exit status:
+   0    the server accepted the message (K)
+   100  permanent: the server rejected it (D), no recipients, bad usage,
+        bad address or header, no server configured
+   111  temporary: the server deferred it (Z), no server reachable, the
+        connection failed or timed out, or the reply was missing or malformed
+The server's reply text is printed on stderr unless it is K.
+
+   qbox inject -s mx1.example.com -s mx2.example.com -f me@example.com you@example.org < msg
+   echo 'Subject: test' | QMQPSERVERS=10.0.0.1 qbox inject -t`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "from", Aliases: []string{"f"}, Usage: "envelope sender `ADDR` (empty or <> = null sender; default: Return-Path, else $QMAILSUSER/$QMAILUSER/$USER)"},
+			&cli.StringSliceFlag{Name: "server", Aliases: []string{"s"}, Usage: "QMQP server `HOST[:PORT]` (repeatable, tried in order; IPv6 in brackets)"},
+			&cli.DurationFlag{Name: "timeout-connect", Value: DefaultConnectTimeout, Usage: "connect timeout per server"},
+			&cli.DurationFlag{Name: "timeout", Value: DefaultTimeout, Usage: "timeout of each read and write once connected"},
+			&cli.BoolFlag{Name: "t", Usage: "also send to the To, Cc and Bcc recipients of the header"},
+			&cli.BoolFlag{Name: "raw", Usage: "send the message bytes untouched (no header completion, no CRLF conversion)"},
+		},
+		Action: action,
+	}
+}
+
+func action(c *cli.Context) error {
+	servers, err := Servers(c.StringSlice("server"), os.Getenv)
+	if err != nil {
+		return exitcode.Perm(err)
+	}
+	mcfg, err := message.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	cfg := Config{
+		Servers:          servers,
+		Recipients:       c.Args().Slice(),
+		HeaderRecipients: c.Bool("t"),
+		Raw:              c.Bool("raw"),
+		ConnectTimeout:   c.Duration("timeout-connect"),
+		Timeout:          c.Duration("timeout"),
+		Message:          mcfg,
+	}
+	if c.IsSet("from") {
+		f := c.String("from")
+		cfg.Sender = &f
+	}
+	stdin := c.App.Reader
+	if stdin == nil {
+		stdin = os.Stdin
+	}
+	_, err = Run(c.Context, cfg, stdin)
+	return err
+}
+
+// Config is one injection.
+type Config struct {
+	Servers          []string
+	Sender           *string // nil: from the message's Return-Path or the environment
+	Recipients       []string
+	HeaderRecipients bool // -t
+	Raw              bool // send the bytes untouched
+	ConnectTimeout   time.Duration
+	Timeout          time.Duration
+	Message          message.Config
+	SpillThreshold   int64 // 0 means DefaultSpillThreshold
+}
+
+// Run prepares the message read from in and sends it. It returns the
+// server's reply; the error (nil only for K) carries the exit status
+// (exitcode.Of): 100 for D and bad input, 111 for Z and network failures.
+func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	src, err := OpenSource(in, cfg.SpillThreshold)
+	if err != nil {
+		return proto.Reply{}, exitcode.Temp(err)
+	}
+	defer src.Close()
+	env, body, size, err := Prepare(src, cfg)
+	if err != nil {
+		return proto.Reply{}, err
+	}
+	client := &qmqp.Client{Servers: cfg.Servers, ConnectTimeout: cfg.ConnectTimeout, Timeout: cfg.Timeout}
+	reply, err := client.Send(ctx, env, body, size)
+	if err != nil {
+		var ce *qmqp.ConnectError
+		if errors.As(err, &ce) && len(ce.Tried) == 0 {
+			return proto.Reply{}, exitcode.Perm(ErrNoServers)
+		}
+		return proto.Reply{}, exitcode.Temp(err)
+	}
+	switch reply.Status {
+	case proto.OK:
+		return reply, nil
+	case proto.Permanent:
+		return reply, exitcode.Perm(reply.Err())
+	default:
+		return reply, exitcode.Temp(reply.Err())
+	}
+}
+
+// Prepare turns a re-readable message into the envelope and the exact
+// bytes to send, with their size, without holding the body in memory: in
+// the default mode the header is completed and the body is read twice
+// (once to count it after CRLF conversion, once to send it).
+func Prepare(src *Source, cfg Config) (proto.Envelope, io.Reader, int64, error) {
+	r, err := src.At(0)
+	if err != nil {
+		return proto.Envelope{}, nil, 0, exitcode.Temp(err)
+	}
+	m, err := message.Prepare(r, cfg.Message, message.Options{
+		Sender:           cfg.Sender,
+		Recipients:       cfg.Recipients,
+		HeaderRecipients: cfg.HeaderRecipients,
+	})
+	if err != nil {
+		if errors.Is(err, message.ErrBadAddress) || errors.Is(err, message.ErrHeaderTooLarge) {
+			return proto.Envelope{}, nil, 0, exitcode.Perm(err)
+		}
+		return proto.Envelope{}, nil, 0, exitcode.Temp(fmt.Errorf("reading the message: %w", err))
+	}
+	env := proto.Envelope{Sender: m.Sender, Recipients: m.Recipients}
+	if len(env.Recipients) == 0 {
+		hint := "give recipients as arguments"
+		if !cfg.HeaderRecipients {
+			hint += " or use -t to take them from To, Cc and Bcc"
+		}
+		return env, nil, 0, exitcode.Usage("no recipients: %s (a message for nobody would be lost)", hint)
+	}
+	for _, a := range append([]string{env.Sender}, env.Recipients...) {
+		if strings.IndexByte(a, 0) >= 0 || strings.ContainsAny(a, "\r\n") {
+			return env, nil, 0, exitcode.Usage("address %q contains a NUL or line break", proto.Printable(a, 200))
+		}
+	}
+	if cfg.Raw {
+		body, err := src.At(0)
+		if err != nil {
+			return env, nil, 0, exitcode.Temp(err)
+		}
+		return env, body, src.Size(), nil
+	}
+	r, err = src.At(m.BodyOffset)
+	if err != nil {
+		return env, nil, 0, exitcode.Temp(err)
+	}
+	n, err := io.Copy(io.Discard, message.NormalizeBody(r))
+	if err != nil {
+		return env, nil, 0, exitcode.Temp(fmt.Errorf("reading the message: %w", err))
+	}
+	r, err = src.At(m.BodyOffset)
+	if err != nil {
+		return env, nil, 0, exitcode.Temp(err)
+	}
+	body := io.MultiReader(bytes.NewReader(m.Header), message.NormalizeBody(r))
+	return env, body, int64(len(m.Header)) + n, nil
+}

@@ -1,0 +1,293 @@
+package inject
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"qbox/netstring"
+	"qbox/proto/testpeer"
+)
+
+func TestInjectToQmqpSink(t *testing.T) {
+	sink := testpeer.QmqpSink(t)
+	env, _ := baseEnv(t)
+	code, stderr := inject(t, env, "Subject: to the sink\n\nhello\n", "-s", sink, "rcpt@example.test")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// Through Postfix's qmqpd into a real mailbox: the body arrives byte for
+// byte, the header completed as qmail-inject would.
+func TestInjectToPostfixQmqpd(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	token := testpeer.Token(t)
+	var body bytes.Buffer
+	fmt.Fprintf(&body, "token %s\n", token)
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&body, "line %d: 8-bit \xe4\xf6\xfc\xdf and a tab\there, trailing space \n", i)
+	}
+	body.WriteString(strings.Repeat("x", 990) + "\n")
+	msg := "Subject: " + token + "\nTo: Someone <someone@" + pf.Domain + ">\n\n" + body.String()
+	env, _ := baseEnv(t)
+	code, stderr := inject(t, env, msg, "-s", pf.QMQPAddr, "-f", "sender@"+pf.Domain, "-t")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	got := pf.WaitFor(t, token, 1, 30*time.Second)[0]
+	if !bytes.Equal(testpeer.Body(got), body.Bytes()) {
+		t.Fatalf("delivered body differs from the one sent (%d vs %d bytes)", len(testpeer.Body(got)), body.Len())
+	}
+	for _, want := range []string{"Return-Path: <sender@" + pf.Domain + ">", "\nDate: ", "\nMessage-ID: <", "\nFrom: tester@example.test\n", "\nSubject: " + token} {
+		if !bytes.Contains(got, []byte(want)) {
+			t.Errorf("delivered message lacks %q:\n%s", want, got[:bytes.Index(got, []byte("\n\n"))])
+		}
+	}
+}
+
+// A file on stdin is streamed from disk with its size; --raw keeps every
+// byte, CRLF included. Postfix stores what it got.
+func TestInjectRawFileToPostfix(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	token := testpeer.Token(t)
+	msg := []byte("Subject: " + token + "\nX-Raw: yes\n\nraw body " + token + "\n\xff\xfe bytes\n")
+	env, _ := baseEnv(t)
+	code, stderr := inject(t, env, writeFile(t, "msg", msg), "--raw", "-s", pf.QMQPAddr, "-f", "", "raw@"+pf.Domain)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	got := pf.WaitFor(t, token, 1, 30*time.Second)[0]
+	if !bytes.Equal(testpeer.Body(got), testpeer.Body(msg)) {
+		t.Fatalf("body differs:\n%q\nwant\n%q", testpeer.Body(got), testpeer.Body(msg))
+	}
+	if bytes.Contains(got, []byte("Message-ID:")) {
+		t.Fatal("--raw added a Message-ID")
+	}
+	if !bytes.Contains(got, []byte("Return-Path: <>")) {
+		t.Fatal("-f '' did not give the null sender")
+	}
+}
+
+func TestRawKeepsBytesDefaultPrepares(t *testing.T) {
+	srv := startScripted(t, "2:Kk,")
+	env, _ := baseEnv(t)
+	msg := "Subject: crlf\r\nBcc: hidden@example.test\r\n\r\nline\r\nlast"
+	if code, stderr := inject(t, env, msg, "--raw", "-s", srv.addr, "a@example.test"); code != 0 {
+		t.Fatalf("raw: exit %d %q", code, stderr)
+	}
+	got, _, rcpts := srv.received(t, 0)
+	if string(got) != msg {
+		t.Fatalf("--raw sent %q, want %q", got, msg)
+	}
+	if strings.Join(rcpts, ",") != "a@example.test" {
+		t.Fatalf("recipients %q", rcpts)
+	}
+	if code, stderr := inject(t, env, msg, "-s", srv.addr, "-t", "a@example.test"); code != 0 {
+		t.Fatalf("default: exit %d %q", code, stderr)
+	}
+	got, sender, rcpts := srv.received(t, 1)
+	if bytes.Contains(got, []byte("\r")) || bytes.Contains(got, []byte("Bcc")) || !bytes.HasSuffix(got, []byte("\n\nline\nlast\n")) {
+		t.Fatalf("prepared message %q", got)
+	}
+	if sender != "tester@example.test" || strings.Join(rcpts, ",") != "a@example.test,hidden@example.test" {
+		t.Fatalf("envelope %q %q", sender, rcpts)
+	}
+}
+
+// A pipe larger than the in-memory threshold is spilled and sent whole.
+func TestPipeSpillsToFile(t *testing.T) {
+	srv := startScripted(t, "2:Kk,")
+	env, _ := baseEnv(t)
+	env = append(env, "TMPDIR="+t.TempDir())
+	var msg bytes.Buffer
+	msg.WriteString("Subject: big\n\n")
+	for msg.Len() < 3*DefaultSpillThreshold {
+		msg.WriteString("0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n")
+	}
+	code, stderr := inject(t, env, bytes.NewReader(msg.Bytes()), "--raw", "-s", srv.addr, "a@example.test")
+	if code != 0 {
+		t.Fatalf("exit %d %q", code, stderr)
+	}
+	got, _, _ := srv.received(t, 0)
+	if !bytes.Equal(got, msg.Bytes()) {
+		t.Fatalf("sent %d bytes, want %d identical", len(got), msg.Len())
+	}
+	// The temporary file was unlinked.
+	for _, kv := range env {
+		if dir, ok := strings.CutPrefix(kv, "TMPDIR="); ok {
+			if left, _ := os.ReadDir(dir); len(left) != 0 {
+				t.Fatalf("temporary files left: %v", left)
+			}
+		}
+	}
+}
+
+func TestFailoverOnConnectFailure(t *testing.T) {
+	sink := testpeer.QmqpSink(t)
+	env, _ := baseEnv(t)
+	code, stderr := inject(t, env, "Subject: x\n\nbody\n", "-s", refusedAddr(t), "-s", sink, "a@example.test")
+	if code != 0 {
+		t.Fatalf("exit %d %q", code, stderr)
+	}
+	// Every server refused: temporary, each one named.
+	r1, r2 := refusedAddr(t), refusedAddr(t)
+	code, stderr = inject(t, env, "Subject: x\n\nbody\n", "-s", r1, "-s", r2, "a@example.test")
+	if code != 111 || !strings.Contains(stderr, r1) || !strings.Contains(stderr, r2) || !strings.Contains(stderr, "refused") {
+		t.Fatalf("all refused: exit %d %q", code, stderr)
+	}
+}
+
+// Once connected, a failure is final: the next server is not tried.
+func TestAcceptAndCloseIsFinal(t *testing.T) {
+	first := startScripted(t, closeAtOnce)
+	second := startScripted(t, "2:Kk,")
+	env, _ := baseEnv(t)
+	code, stderr := inject(t, env, "Subject: x\n\nbody\n", "-s", first.addr, "-s", second.addr, "a@example.test")
+	if code != 111 {
+		t.Fatalf("exit %d, want 111; stderr %q", code, stderr)
+	}
+	if n := second.conns.Load(); n != 0 {
+		t.Fatalf("second server got %d connections after the first accepted", n)
+	}
+	if first.conns.Load() != 1 || !strings.Contains(stderr, first.addr) {
+		t.Fatalf("stderr %q does not name the server", stderr)
+	}
+}
+
+func TestReplies(t *testing.T) {
+	cases := []struct {
+		name, reply string
+		code        int
+		stderr      string
+	}{
+		{"K", ns("Kok 123 qp 45"), 0, ""},
+		{"Z", ns("Zsorry, try again later (#4.3.0)"), 111, "temporary failure: sorry, try again later (#4.3.0)"},
+		{"D", ns("Dno such mailbox (#5.1.1)"), 100, "permanent failure: no such mailbox (#5.1.1)"},
+		{"D with control bytes", ns("Dbad\x1b[31m\n"), 100, "permanent failure: bad?[31m?"},
+		{"no comma", "3:Kok", 111, "malformed reply: connection closed in the middle of the reply"},
+		{"too long", "99999:K", 111, "malformed reply: reply longer than"},
+		{"bad netstring", "x:Kok,", 111, "malformed reply"},
+		{"leading zero", "03:Kok,", 111, "malformed reply"},
+		{"wrong length", "5:Kok,", 111, "malformed reply"},
+		{"empty", "0:,", 111, "empty reply"},
+		{"unknown status", "3:Xok,", 111, "unknown status byte"},
+		{"no reply", "", 111, "without a reply"},
+	}
+	env, _ := baseEnv(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startScripted(t, tc.reply)
+			code, stderr := inject(t, env, "Subject: x\n\nbody\n", "-s", srv.addr, "a@example.test")
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tc.code, stderr)
+			}
+			if tc.stderr != "" && !strings.Contains(stderr, tc.stderr) {
+				t.Fatalf("stderr %q lacks %q", stderr, tc.stderr)
+			}
+			if tc.code == 0 && stderr != "" {
+				t.Fatalf("K printed %q", stderr)
+			}
+		})
+	}
+}
+
+func ns(s string) string { return string(netstring.AppendString(nil, s)) }
+
+func TestZeroRecipients(t *testing.T) {
+	srv := startScripted(t, "2:Kk,")
+	env, _ := baseEnv(t)
+	// No arguments and no -t; and -t with no recipient fields.
+	for _, args := range [][]string{{"-s", srv.addr}, {"-s", srv.addr, "-t"}} {
+		code, stderr := inject(t, env, "Subject: nobody\n\nbody\n", args...)
+		if code != 100 || !strings.Contains(stderr, "no recipients") {
+			t.Fatalf("%v: exit %d %q", args, code, stderr)
+		}
+	}
+	if n := srv.conns.Load(); n != 0 {
+		t.Fatalf("server contacted %d times for a message to nobody", n)
+	}
+}
+
+func TestServerConfiguration(t *testing.T) {
+	srv := startScripted(t, "2:Kk,")
+	env, home := baseEnv(t)
+	msg := "Subject: x\n\nbody\n"
+	// None anywhere: a configuration error, permanent.
+	code, stderr := inject(t, env, msg, "a@example.test")
+	if code != 100 || !strings.Contains(stderr, "no QMQP server configured") {
+		t.Fatalf("no servers: exit %d %q", code, stderr)
+	}
+	// The control file.
+	ctl := filepath.Join(home, "control", "qmqpservers")
+	os.WriteFile(ctl, []byte("# cluster\n\n"+srv.addr+"\n"), 0o644)
+	if code, stderr := inject(t, env, msg, "a@example.test"); code != 0 {
+		t.Fatalf("control file: exit %d %q", code, stderr)
+	}
+	// $QMQPSERVERS wins over the control file.
+	os.WriteFile(ctl, []byte(refusedAddr(t)+"\n"), 0o644)
+	if code, stderr := inject(t, append(env, "QMQPSERVERS="+refusedAddr(t)+", "+srv.addr), msg, "a@example.test"); code != 0 {
+		t.Fatalf("QMQPSERVERS: exit %d %q", code, stderr)
+	}
+	// --server wins over both.
+	if code, stderr := inject(t, append(env, "QMQPSERVERS="+refusedAddr(t)), msg, "-s", srv.addr, "a@example.test"); code != 0 {
+		t.Fatalf("--server: exit %d %q", code, stderr)
+	}
+	if n := srv.conns.Load(); n != 3 {
+		t.Fatalf("server got %d connections, want 3", n)
+	}
+	// A bad server is a usage error.
+	if code, _ := inject(t, env, msg, "-s", "host:notaport", "a@example.test"); code != 100 {
+		t.Fatalf("bad server: exit %d", code)
+	}
+}
+
+func TestHelpExplains(t *testing.T) {
+	env, _ := baseEnv(t)
+	cmd := testpeer.Binary(t)
+	out, err := execOutput(cmd, env, "inject", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Failover", "only when the connection", "deliver it twice", "QMQPSERVERS", "qmqpservers", "100", "111", "--raw", "--timeout-connect"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+func TestServersFunc(t *testing.T) {
+	home := t.TempDir()
+	os.MkdirAll(filepath.Join(home, "control"), 0o755)
+	env := map[string]string{"QMAILHOME": home}
+	getenv := func(k string) string { return env[k] }
+	if _, err := Servers(nil, getenv); err != ErrNoServers {
+		t.Fatalf("err %v", err)
+	}
+	os.WriteFile(filepath.Join(home, "control", "qmqpservers"), []byte(" 10.0.0.1 \n#x\n[::1]:1628\nmx.example.com\n"), 0o644)
+	got, err := Servers(nil, getenv)
+	if err != nil || strings.Join(got, " ") != "10.0.0.1 [::1]:1628 mx.example.com" {
+		t.Fatalf("control file: %q %v", got, err)
+	}
+	env["QMQPSERVERS"] = "a.example, b.example:1628 c.example"
+	got, _ = Servers(nil, getenv)
+	if strings.Join(got, " ") != "a.example b.example:1628 c.example" {
+		t.Fatalf("QMQPSERVERS: %q", got)
+	}
+	got, _ = Servers([]string{"x.example", "[2001:db8::1]"}, getenv)
+	if strings.Join(got, " ") != "x.example [2001:db8::1]" {
+		t.Fatalf("flags: %q", got)
+	}
+	os.Chmod(filepath.Join(home, "control"), 0)
+	defer os.Chmod(filepath.Join(home, "control"), 0o755)
+	delete(env, "QMQPSERVERS")
+	if os.Geteuid() != 0 { // root reads anything
+		if _, err := Servers(nil, getenv); err == nil || err == ErrNoServers {
+			t.Fatalf("unreadable control file: %v", err)
+		}
+	}
+}

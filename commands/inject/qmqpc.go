@@ -1,0 +1,89 @@
+package inject
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"qbox/proto"
+	"qbox/proto/qmailqueue"
+	"qbox/proto/qmqp"
+)
+
+// QmqpcMain is qbox run as qmail-qmqpc: the qmail-queue interface (message
+// on fd 0, envelope on fd 1) forwarded over QMQP to the servers in
+// $QMAILHOME/control/qmqpservers, so it can stand in as mini-qmail's
+// bin/qmail-queue or be named by $QMAILQUEUE. It exits with qmail-queue
+// codes: 0 accepted, 31 D, 71 Z, 72 the last connection timed out, 73 it
+// was refused, 74 communication failed after connecting, 91 malformed
+// envelope, 54 read error, 55 no usable server configured.
+func QmqpcMain(args []string) int {
+	return Qmqpc(context.Background(), os.Stdin, os.NewFile(1, "envelope"), os.Stderr, os.Getenv)
+}
+
+// Qmqpc is the personality's core. The message is read completely (or, a
+// regular file, just measured) before the envelope: a caller such as
+// qmail-inject writes the envelope only after closing the message pipe.
+// The message bytes are sent untouched.
+func Qmqpc(ctx context.Context, msg, envelope io.Reader, stderr io.Writer, getenv func(string) string) int {
+	fail := func(code int, format string, a ...any) int {
+		fmt.Fprintf(stderr, "qmail-qmqpc: "+format+"\n", a...)
+		return code
+	}
+	path := ControlFile(getenv)
+	lines, err := ReadServersFile(path)
+	if err != nil {
+		return fail(qmailqueue.ExitConfig, "unable to read %s: %v", path, err)
+	}
+	var servers []string
+	for _, s := range lines {
+		// qmail takes IPv4 addresses only and skips other lines; qbox also
+		// takes host names and host:port, and skips what is neither.
+		if checkServer(s) == nil {
+			servers = append(servers, s)
+		}
+	}
+	if len(servers) == 0 {
+		return fail(qmailqueue.ExitConfig, "no usable QMQP server in %s", path)
+	}
+
+	src, err := OpenSource(msg, 0)
+	if err != nil {
+		return fail(qmailqueue.ExitReadError, "%v", err)
+	}
+	defer src.Close()
+	env, err := qmailqueue.ReadEnvelope(envelope, 0)
+	if err != nil {
+		var ee *qmailqueue.EnvelopeError
+		if errors.As(err, &ee) {
+			return fail(ee.ExitCode(), "%v", err)
+		}
+		return fail(qmailqueue.ExitReadError, "reading the envelope: %v", err)
+	}
+	body, err := src.At(0)
+	if err != nil {
+		return fail(qmailqueue.ExitReadError, "%v", err)
+	}
+	client := &qmqp.Client{Servers: servers, ConnectTimeout: DefaultConnectTimeout, Timeout: DefaultTimeout}
+	reply, err := client.Send(ctx, env, body, src.Size())
+	if err != nil {
+		var ce *qmqp.ConnectError
+		if errors.As(err, &ce) {
+			if ce.TimedOut() {
+				return fail(qmailqueue.ExitConnectTimeout, "%v", err)
+			}
+			return fail(qmailqueue.ExitConnectRefused, "%v", err)
+		}
+		return fail(qmailqueue.ExitSession, "%v", err)
+	}
+	switch reply.Status {
+	case proto.OK:
+		return qmailqueue.ExitOK
+	case proto.Permanent:
+		return fail(qmailqueue.ExitRejected, "%v", reply.Err())
+	default:
+		return fail(qmailqueue.ExitTempRejected, "%v", reply.Err())
+	}
+}

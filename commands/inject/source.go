@@ -1,0 +1,110 @@
+package inject
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// DefaultSpillThreshold is how much of a message read from a pipe is held
+// in memory before it goes to a temporary file.
+const DefaultSpillThreshold = 2 << 20
+
+// Source is a message input that can be read again from its start: a
+// regular file as it is, or a pipe's content spooled to memory or a
+// temporary file. QMQP needs the size before the first byte is sent, and
+// header completion needs a second pass over the body to count it.
+type Source struct {
+	rs    io.ReadSeeker
+	base  int64 // where the message starts in rs
+	size  int64
+	close func() error
+}
+
+// Size is the message's size in bytes.
+func (s *Source) Size() int64 { return s.size }
+
+// At returns a reader of the message from offset off to its end.
+func (s *Source) At(off int64) (io.Reader, error) {
+	if _, err := s.rs.Seek(s.base+off, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return io.LimitReader(s.rs, s.size-off), nil
+}
+
+// Close releases the temporary file, if any.
+func (s *Source) Close() error {
+	if s.close != nil {
+		return s.close()
+	}
+	return nil
+}
+
+// OpenSource makes in re-readable. A regular file (stdin redirected from a
+// file) is used in place from its current offset, its size from fstat;
+// anything else is read to its end, held in memory up to threshold bytes
+// and spilled to an unlinked temporary file in $TMPDIR beyond that, so
+// memory stays bounded whatever the size.
+func OpenSource(in io.Reader, threshold int64) (*Source, error) {
+	if threshold <= 0 {
+		threshold = DefaultSpillThreshold
+	}
+	if f, ok := in.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			if cur, err := f.Seek(0, io.SeekCurrent); err == nil {
+				return &Source{rs: f, base: cur, size: st.Size() - cur}, nil
+			}
+		}
+	}
+	return spool(in, threshold)
+}
+
+func spool(in io.Reader, threshold int64) (*Source, error) {
+	buf := make([]byte, 0, 64<<10)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) >= threshold {
+				break
+			}
+			newCap := min(2*cap(buf), int(threshold))
+			nb := make([]byte, len(buf), newCap)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := in.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return &Source{rs: bytes.NewReader(buf), size: int64(len(buf))}, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading the message: %w", err)
+		}
+	}
+	f, err := os.CreateTemp("", "qbox-inject-")
+	if err != nil {
+		return nil, fmt.Errorf("message over %d bytes needs a temporary file: %w", threshold, err)
+	}
+	// Unlinked at once: the space is freed when the file is closed, even
+	// if qbox is killed.
+	os.Remove(f.Name())
+	fail := func(err error) (*Source, error) {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Write(buf); err != nil {
+		return fail(fmt.Errorf("spilling the message to %s: %w", os.TempDir(), err))
+	}
+	held := int64(len(buf))
+	buf = nil
+	n, err := io.Copy(f, in)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) && pe.Path == f.Name() {
+			return fail(fmt.Errorf("spilling the message to %s: %w", os.TempDir(), err))
+		}
+		return fail(fmt.Errorf("reading the message: %w", err))
+	}
+	return &Source{rs: f, size: held + n, close: f.Close}, nil
+}

@@ -1,0 +1,47 @@
+package proto
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Envelope is a message's sender and recipients as the client sent them.
+// An empty Sender is the null sender (bounces).
+type Envelope struct {
+	Sender     string
+	Recipients []string
+}
+
+// Peer describes the client of a server session, for Received lines and
+// logs.
+type Peer struct {
+	Protocol   string // "QMQP" or "QMTP"
+	RemoteIP   string
+	RemoteHost string // may be empty
+	LocalHost  string // the server's own name
+	Time       time.Time
+}
+
+// Backend takes messages from a protocol server. Both QMQP and QMTP send
+// the message before the envelope, so a delivery first receives the message
+// bytes and only then learns where they go.
+type Backend interface {
+	// Begin starts one delivery. An error makes the server answer Z for
+	// the package without reading further into the store.
+	Begin(ctx context.Context, peer Peer, size int64) (Delivery, error)
+}
+
+// Delivery receives one message. The server writes the message (LF line
+// ends, exactly as to be stored) to it, then calls exactly one of Commit or
+// Abort.
+type Delivery interface {
+	io.Writer
+	// Commit is called after the client's final byte. It returns one
+	// reply per recipient, in order; K only once the message is durably
+	// stored or accepted by the program handed to.
+	Commit(ctx context.Context, env Envelope) []Reply
+	// Abort discards everything written: the client went away or broke
+	// the protocol.
+	Abort()
+}

@@ -1,0 +1,150 @@
+package proto
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Conn is what a protocol server needs from its client connection. A
+// net.Conn satisfies it; `serve --stdio` adapts stdin/stdout. The server
+// never closes it: the caller does, after ServeConn returns.
+type Conn interface {
+	io.Reader
+	io.Writer
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// Defaults shared by the QMQP and QMTP servers.
+const (
+	DefaultTimeout      = 60 * time.Second // idle: per read and per write
+	DefaultSessionLimit = time.Hour        // the specs' whole-session bound
+)
+
+// Errors a TimedConn read fails with, so a server can say why a session
+// ended. They wrap the underlying timeout.
+var (
+	ErrIdleTimeout  = errors.New("idle timeout")
+	ErrSessionLimit = errors.New("session time limit reached")
+	ErrShutdown     = errors.New("server shutting down")
+)
+
+// TimedConn arms a fresh deadline before every Read and Write, so idle
+// bounds inactivity rather than the whole transfer, and caps reads at the
+// session's end. When ctx is cancelled, a blocked or later Read fails at
+// once with ErrShutdown. Writes are bounded by idle only, never by the
+// session end or ctx: replies a server already owes (QMTP's for queued
+// packages) are still delivered after the client's time is up, because a
+// lost reply makes the client send the message again.
+type TimedConn struct {
+	conn Conn
+	ctx  context.Context
+	idle time.Duration
+	end  time.Time
+
+	mu   sync.Mutex // orders deadline changes against ctx cancellation
+	stop func() bool
+}
+
+// NewTimedConn wraps conn. idle and session of 0 or less mean
+// DefaultTimeout and DefaultSessionLimit; the session starts now. Call
+// Close when done to release the context watcher (it does not close conn).
+func NewTimedConn(ctx context.Context, conn Conn, idle, session time.Duration) *TimedConn {
+	if idle <= 0 {
+		idle = DefaultTimeout
+	}
+	if session <= 0 {
+		session = DefaultSessionLimit
+	}
+	t := &TimedConn{conn: conn, ctx: ctx, idle: idle, end: time.Now().Add(session)}
+	t.stop = context.AfterFunc(ctx, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		// A deadline in the past wakes a Read blocked right now.
+		t.conn.SetReadDeadline(time.Unix(1, 0))
+	})
+	return t
+}
+
+// Close stops watching the context. It does not close the connection.
+func (t *TimedConn) Close() { t.stop() }
+
+// Read reads from the connection with the idle deadline, capped at the
+// session's end.
+func (t *TimedConn) Read(p []byte) (int, error) {
+	t.mu.Lock()
+	if err := t.ctx.Err(); err != nil {
+		t.mu.Unlock()
+		return 0, fmt.Errorf("%w: %v", ErrShutdown, err)
+	}
+	now := time.Now()
+	if !now.Before(t.end) {
+		t.mu.Unlock()
+		return 0, ErrSessionLimit
+	}
+	deadline := now.Add(t.idle)
+	sessionCapped := false
+	if deadline.After(t.end) {
+		deadline, sessionCapped = t.end, true
+	}
+	t.conn.SetReadDeadline(deadline)
+	t.mu.Unlock()
+
+	n, err := t.conn.Read(p)
+	if err != nil && isTimeout(err) {
+		switch {
+		case t.ctx.Err() != nil:
+			err = fmt.Errorf("%w: %v", ErrShutdown, t.ctx.Err())
+		case sessionCapped:
+			err = fmt.Errorf("%w: %v", ErrSessionLimit, err)
+		default:
+			err = fmt.Errorf("%w (%v): %v", ErrIdleTimeout, t.idle, err)
+		}
+	}
+	return n, err
+}
+
+// Write writes with the idle deadline.
+func (t *TimedConn) Write(p []byte) (int, error) {
+	t.conn.SetWriteDeadline(time.Now().Add(t.idle))
+	n, err := t.conn.Write(p)
+	if err != nil && isTimeout(err) {
+		err = fmt.Errorf("%w (%v) writing: %v", ErrIdleTimeout, t.idle, err)
+	}
+	return n, err
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Linger bounds how long and how much Linger drains.
+const (
+	LingerTime  = 2 * time.Second
+	LingerBytes = 1 << 20
+)
+
+// Linger is for a server that stops reading before the client has stopped
+// sending (an immediate refusal, a protocol error in a pipelined stream).
+// Closing a socket with unread input makes the kernel reset the
+// connection, and a reset can destroy replies the client has not read
+// yet. So Linger half-closes conn when it can (CloseWrite), then reads and
+// discards what still arrives, for at most LingerTime and LingerBytes,
+// before the caller closes it.
+func Linger(conn Conn) {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	conn.SetReadDeadline(time.Now().Add(LingerTime))
+	io.CopyN(io.Discard, conn, LingerBytes)
+}

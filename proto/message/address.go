@@ -1,0 +1,253 @@
+package message
+
+import (
+	"errors"
+	"strings"
+)
+
+// ErrBadAddress is wrapped by every address that cannot be parsed.
+var ErrBadAddress = errors.New("unparsable address")
+
+// token kinds of RFC 822 structured header text.
+type tokKind int
+
+const (
+	tokAtom    tokKind = iota // atom, or any run of ordinary characters
+	tokQuoted                 // "quoted string" (unquoted text)
+	tokLiteral                // [domain literal] (with brackets)
+	tokSpecial                // one of < > @ , ; : .
+)
+
+type token struct {
+	kind tokKind
+	text string
+	// spaceBefore records white space or a comment before the token:
+	// qmail reads "a b" in an address list as two addresses.
+	spaceBefore bool
+}
+
+// tokenize splits structured header text into tokens, dropping comments
+// (nested, with quoted-pairs) and folding white space.
+func tokenize(s string) ([]token, error) {
+	var toks []token
+	space := false
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			space = true
+			i++
+		case c == '(':
+			depth := 0
+			for ; i < len(s); i++ {
+				switch s[i] {
+				case '\\':
+					i++
+				case '(':
+					depth++
+				case ')':
+					depth--
+				}
+				if depth == 0 {
+					break
+				}
+			}
+			if depth != 0 {
+				return nil, errors.New("unterminated comment")
+			}
+			i++
+			space = true
+		case c == '"':
+			var b strings.Builder
+			i++
+			closed := false
+			for i < len(s) {
+				if s[i] == '\\' && i+1 < len(s) {
+					b.WriteByte(s[i+1])
+					i += 2
+					continue
+				}
+				if s[i] == '"' {
+					closed = true
+					i++
+					break
+				}
+				if s[i] != '\r' && s[i] != '\n' {
+					b.WriteByte(s[i])
+				}
+				i++
+			}
+			if !closed {
+				return nil, errors.New("unterminated quoted string")
+			}
+			toks = append(toks, token{kind: tokQuoted, text: b.String(), spaceBefore: space})
+			space = false
+		case c == '[':
+			j := strings.IndexByte(s[i:], ']')
+			if j < 0 {
+				return nil, errors.New("unterminated domain literal")
+			}
+			toks = append(toks, token{kind: tokLiteral, text: s[i : i+j+1], spaceBefore: space})
+			space = false
+			i += j + 1
+		case strings.IndexByte("<>@,;:.", c) >= 0:
+			toks = append(toks, token{kind: tokSpecial, text: s[i : i+1], spaceBefore: space})
+			space = false
+			i++
+		default:
+			j := i
+			for j < len(s) && strings.IndexByte(" \t\r\n()\"[<>@,;:.", s[j]) < 0 {
+				j++
+			}
+			toks = append(toks, token{kind: tokAtom, text: s[i:j], spaceBefore: space})
+			space = false
+			i = j
+		}
+	}
+	return toks, nil
+}
+
+func (t token) is(special string) bool { return t.kind == tokSpecial && t.text == special }
+
+// ParseAddressList returns the addresses of an RFC 822 address list (the
+// value of a To, Cc or Bcc field) as plain envelope addresses: display
+// names, comments and groups' names are dropped, quoted local parts are
+// unquoted, source routes are stripped. "<>" yields nothing. Addresses are
+// not rewritten.
+func ParseAddressList(s string) ([]string, error) {
+	addrs, err := parseList(s)
+	if err != nil {
+		return nil, err
+	}
+	out := addrs[:0]
+	for _, a := range addrs {
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// parseList is ParseAddressList keeping "<>" as an empty address (for
+// Return-Path).
+func parseList(s string) ([]string, error) {
+	toks, err := tokenize(s)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	var cur []token // tokens of the current mailbox outside angle brackets
+	flush := func() {
+		addrs = append(addrs, splitBare(cur)...)
+		cur = cur[:0]
+	}
+	for i := 0; i < len(toks); i++ {
+		t := toks[i]
+		switch {
+		case t.is(","), t.is(";"):
+			flush()
+		case t.is(":"):
+			// A group's name ("friends: a, b;") or, inside no angle
+			// brackets, nothing else: drop the phrase before it.
+			cur = cur[:0]
+		case t.is("<"):
+			j := i + 1
+			for j < len(toks) && !toks[j].is(">") {
+				j++
+			}
+			if j == len(toks) {
+				return nil, errors.New("missing '>'")
+			}
+			addrs = append(addrs, addrSpec(stripRoute(toks[i+1:j])))
+			cur = cur[:0] // the display name
+			i = j
+			// Anything up to the next ',' or ';' (a stray comment was
+			// already dropped) is ignored.
+			for i+1 < len(toks) && !toks[i+1].is(",") && !toks[i+1].is(";") {
+				i++
+			}
+		case t.is(">"):
+			return nil, errors.New("unexpected '>'")
+		default:
+			cur = append(cur, t)
+		}
+	}
+	flush()
+	return addrs, nil
+}
+
+// stripRoute removes an obsolete source route ("@a,@b:") from the tokens
+// inside angle brackets.
+func stripRoute(toks []token) []token {
+	if len(toks) > 0 && toks[0].is("@") {
+		for i, t := range toks {
+			if t.is(":") {
+				return toks[i+1:]
+			}
+		}
+	}
+	return toks
+}
+
+// splitBare turns the tokens of bare addr-specs into addresses. Two words
+// with white space and no '.' or '@' between them are two addresses, as
+// qmail-inject reads them ("To: joe fred").
+func splitBare(toks []token) []string {
+	var out []string
+	start := 0
+	for i := 1; i < len(toks); i++ {
+		prev, t := toks[i-1], toks[i]
+		if t.spaceBefore && isWord(prev) && isWord(t) {
+			out = append(out, addrSpec(toks[start:i]))
+			start = i
+		}
+	}
+	if start < len(toks) {
+		out = append(out, addrSpec(toks[start:]))
+	}
+	return out
+}
+
+func isWord(t token) bool { return t.kind == tokAtom || t.kind == tokQuoted || t.kind == tokLiteral }
+
+// addrSpec joins the tokens of local@domain without white space; a quoted
+// local part comes out unquoted, as qmail's envelope addresses are.
+func addrSpec(toks []token) string {
+	var b strings.Builder
+	for _, t := range toks {
+		b.WriteString(t.text)
+	}
+	return b.String()
+}
+
+// quoteLocal quotes an address's local part for a header field when it
+// holds characters an atom cannot.
+func quoteLocal(local string) string {
+	if local == "" {
+		return `""`
+	}
+	for i := 0; i < len(local); i++ {
+		c := local[i]
+		if c <= ' ' || c >= 127 || strings.IndexByte(`()<>@,;:\".[]`, c) >= 0 {
+			// Dots are fine between atoms; quote only when needed.
+			if c == '.' && i > 0 && i < len(local)-1 && local[i-1] != '.' {
+				continue
+			}
+			return quoteString(local)
+		}
+	}
+	return local
+}
+
+func quoteString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}

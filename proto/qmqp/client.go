@@ -1,0 +1,266 @@
+// Package qmqp implements D. J. Bernstein's Quick Mail Queuing Protocol
+// (cr.yp.to/proto/qmqp.html): one message, one envelope and one K/Z/D reply
+// per connection.
+package qmqp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"qbox/netstring"
+	"qbox/proto"
+)
+
+// DefaultPort is QMQP's TCP port.
+const DefaultPort = "628"
+
+// Client sends messages to a list of QMQP servers.
+type Client struct {
+	// Servers are tried in order; a server is skipped only when the
+	// connection to it fails. Each is host or host:port ([v6]:port).
+	Servers        []string
+	ConnectTimeout time.Duration // per server; 0 means 10s
+	Timeout        time.Duration // per read and per write; 0 means 60s
+	// Dial overrides how connections are made (tests, link simulator).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// ConnectError means no server could be reached; nothing was sent, so the
+// message may be retried anywhere.
+type ConnectError struct {
+	Tried []ServerError
+}
+
+// ServerError is one failed connection attempt.
+type ServerError struct {
+	Server string
+	Err    error
+}
+
+func (e *ConnectError) Error() string {
+	if len(e.Tried) == 0 {
+		return "qmqp: no servers configured"
+	}
+	s := "qmqp: no server reachable:"
+	for _, t := range e.Tried {
+		s += fmt.Sprintf(" %s: %v;", t.Server, t.Err)
+	}
+	return s[:len(s)-1]
+}
+
+// TimedOut reports whether the last attempt timed out (qmail-qmqpc's 72).
+func (e *ConnectError) TimedOut() bool {
+	if len(e.Tried) == 0 {
+		return false
+	}
+	var ne net.Error
+	last := e.Tried[len(e.Tried)-1].Err
+	return errors.As(last, &ne) && ne.Timeout() || errors.Is(last, context.DeadlineExceeded)
+}
+
+// Refused reports whether the last attempt was refused (qmail-qmqpc's 73).
+func (e *ConnectError) Refused() bool {
+	return len(e.Tried) > 0 && errors.Is(e.Tried[len(e.Tried)-1].Err, syscall.ECONNREFUSED)
+}
+
+// SessionError means the connection broke (or the reply was malformed)
+// after bytes were sent. The outcome is unknown, so it is a temporary
+// failure, and the message must not be sent to another server now: that
+// could deliver it twice.
+type SessionError struct {
+	Server string
+	Err    error
+}
+
+func (e *SessionError) Error() string {
+	return fmt.Sprintf("qmqp: %s: %v", e.Server, e.Err)
+}
+
+func (e *SessionError) Unwrap() error { return e.Err }
+
+// WithDefaultPort adds QMQP's port to an address that has none; IPv6
+// literals go in brackets ("[::1]" or "[::1]:628").
+func WithDefaultPort(server, port string) string {
+	if _, _, err := net.SplitHostPort(server); err == nil {
+		return server
+	}
+	if len(server) > 1 && server[0] == '[' && server[len(server)-1] == ']' {
+		server = server[1 : len(server)-1]
+	}
+	return net.JoinHostPort(server, port)
+}
+
+// Send delivers one message of exactly size bytes read from msg. It
+// returns the server's reply (K, Z or D) with a nil error, or a
+// *ConnectError (nothing sent) or *SessionError (outcome unknown).
+func (c *Client) Send(ctx context.Context, env proto.Envelope, msg io.Reader, size int64) (proto.Reply, error) {
+	connectTimeout := c.ConnectTimeout
+	if connectTimeout <= 0 {
+		connectTimeout = 10 * time.Second
+	}
+	dial := c.Dial
+	if dial == nil {
+		d := &net.Dialer{}
+		dial = d.DialContext
+	}
+	cerr := &ConnectError{}
+	for _, s := range c.Servers {
+		addr := WithDefaultPort(s, DefaultPort)
+		dctx, cancel := context.WithTimeout(ctx, connectTimeout)
+		conn, err := dial(dctx, "tcp", addr)
+		cancel()
+		if err != nil {
+			cerr.Tried = append(cerr.Tried, ServerError{Server: addr, Err: err})
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		defer conn.Close()
+		reply, err := Exchange(conn, env, msg, size, c.Timeout)
+		if err != nil {
+			return proto.Reply{}, &SessionError{Server: addr, Err: err}
+		}
+		return reply, nil
+	}
+	return proto.Reply{}, cerr
+}
+
+// Exchange runs one QMQP session on an open connection: it sends the
+// package, then reads and validates the reply. timeout bounds each read and
+// each write (0 means 60s).
+func Exchange(conn net.Conn, env proto.Envelope, msg io.Reader, size int64, timeout time.Duration) (proto.Reply, error) {
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	dw := &deadlineConn{conn: conn, timeout: timeout}
+	bw := bufio.NewWriterSize(dw, 64<<10)
+	err := WritePackage(bw, env, msg, size)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		if peerClosed(err) {
+			return proto.Reply{}, fmt.Errorf("%w (while sending: %v)", ErrNoReply, err)
+		}
+		return proto.Reply{}, fmt.Errorf("sending: %w", err)
+	}
+	return ReadReply(dw)
+}
+
+// PackageSize is the length of the outer netstring's body.
+func PackageSize(env proto.Envelope, size int64) int64 {
+	n := netstring.Size(size) + netstring.Size(int64(len(env.Sender)))
+	for _, r := range env.Recipients {
+		n += netstring.Size(int64(len(r)))
+	}
+	return n
+}
+
+// WritePackage writes netstring(netstring(msg) netstring(sender)
+// netstring(rcpt)...), streaming the message body.
+func WritePackage(w io.Writer, env proto.Envelope, msg io.Reader, size int64) error {
+	nw := netstring.NewWriter(w)
+	if err := nw.WriteHeader(PackageSize(env, size)); err != nil {
+		return err
+	}
+	if err := nw.WriteFrom(size, msg); err != nil {
+		return err
+	}
+	if err := nw.WriteString(env.Sender); err != nil {
+		return err
+	}
+	for _, r := range env.Recipients {
+		if err := nw.WriteString(r); err != nil {
+			return err
+		}
+	}
+	return nw.WriteTrailer()
+}
+
+// ReadReply reads one reply netstring and validates it. A connection
+// closed without a reply, a malformed netstring, an empty reply or an
+// unknown status byte is an error (a temporary failure for the caller).
+func ReadReply(r io.Reader) (proto.Reply, error) {
+	cr := &countingReader{r: r}
+	nr := netstring.NewReader(bufio.NewReaderSize(cr, 512))
+	b, err := nr.ReadBytes(proto.MaxReplyText)
+	if err != nil {
+		if errors.Is(err, netstring.ErrUnexpectedEOF) {
+			if cr.n == 0 {
+				return proto.Reply{}, ErrNoReply
+			}
+			return proto.Reply{}, fmt.Errorf("%w: connection closed in the middle of the reply", proto.ErrBadReply)
+		}
+		if errors.Is(err, netstring.ErrTooLong) {
+			return proto.Reply{}, fmt.Errorf("%w: reply longer than %d bytes", proto.ErrBadReply, proto.MaxReplyText)
+		}
+		if cr.n == 0 && peerClosed(err) {
+			return proto.Reply{}, fmt.Errorf("%w (%v)", ErrNoReply, err)
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return proto.Reply{}, fmt.Errorf("no reply: %w", err)
+		}
+		if isReplyGrammar(err) {
+			return proto.Reply{}, fmt.Errorf("%w: %v", proto.ErrBadReply, err)
+		}
+		return proto.Reply{}, fmt.Errorf("reading the reply: %w", err)
+	}
+	return proto.ParseReply(b)
+}
+
+// ErrNoReply: the server closed the connection without answering. The
+// message may or may not have been queued: a temporary failure.
+var ErrNoReply = errors.New("connection closed without a reply")
+
+// peerClosed: the server closed (or reset) the connection. Which of the two
+// the client sees depends on timing, so both read as "no reply".
+func peerClosed(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func isReplyGrammar(err error) bool {
+	for _, e := range []error{netstring.ErrEmptyLength, netstring.ErrNonDigit, netstring.ErrLeadingZero,
+		netstring.ErrMissingColon, netstring.ErrMissingComma} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// countingReader tells "nothing at all" from "a reply cut short".
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// deadlineConn sets a fresh deadline before every read and write, so the
+// timeout bounds inactivity rather than the whole transfer.
+type deadlineConn struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d *deadlineConn) Read(p []byte) (int, error) {
+	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.conn.Read(p)
+}
+
+func (d *deadlineConn) Write(p []byte) (int, error) {
+	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.conn.Write(p)
+}

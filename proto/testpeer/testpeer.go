@@ -1,0 +1,248 @@
+// Package testpeer starts the real peers qbox's tests talk to: the qbox
+// binary itself, Postfix (qmqpd, smtpd, qmqp-sink, qmqp-source,
+// smtp-source), mailfront and tcpserver. Everything listens on 127.0.0.1.
+// A missing peer fails the test: it is never skipped, because a skipped
+// peer would report untested code as passing.
+package testpeer
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Root returns the module's root directory.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Binary builds qbox once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "qbox-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "qbox")
+		cmd := exec.Command("go", "build", "-o", buildPath, ".")
+		cmd.Dir = Root()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// Personality returns the path of a symlink called name pointing at the
+// qbox binary, in a fresh directory.
+func Personality(t testing.TB, name string) string {
+	t.Helper()
+	link := filepath.Join(t.TempDir(), name)
+	if err := os.Symlink(Binary(t), link); err != nil {
+		t.Fatal(err)
+	}
+	return link
+}
+
+// Require returns the path of an installed program, failing the test with
+// the package to install when it is missing.
+func Require(t testing.TB, prog, pkg string) string {
+	t.Helper()
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/lib/postfix/sbin", "/usr/local/bin", "/usr/local/sbin"} {
+		p := filepath.Join(dir, prog)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(prog); err == nil {
+		return p
+	}
+	t.Fatalf("%s not found: install the Debian package %s (make peers does)", prog, pkg)
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WaitListening waits until addr accepts connections.
+func WaitListening(t testing.TB, addr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not listening after %v: %v", addr, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Start starts a long-running peer process, kills it (and its children)
+// when the test ends, and returns the command.
+func Start(t testing.TB, env []string, argv ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", argv[0], err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		if t.Failed() && stderr.Len() > 0 {
+			t.Logf("%s stderr:\n%s", argv[0], stderr.String())
+		}
+	})
+	return cmd
+}
+
+// QmqpSink starts Postfix's qmqp-sink (answers K, discards) and returns its
+// address.
+func QmqpSink(t testing.TB) string {
+	t.Helper()
+	sink := Require(t, "qmqp-sink", "postfix")
+	addr := "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	Start(t, nil, sink, "inet:"+addr, "1024")
+	WaitListening(t, addr, 10*time.Second)
+	return addr
+}
+
+// TCPServer runs prog under ucspi-tcp's tcpserver on 127.0.0.1 and returns
+// the address. env is added to prog's environment.
+func TCPServer(t testing.TB, env []string, prog ...string) string {
+	t.Helper()
+	ts := Require(t, "tcpserver", "ucspi-tcp")
+	port := strconv.Itoa(FreePort(t))
+	argv := append([]string{ts, "-R", "-H", "-c", "200", "127.0.0.1", port}, prog...)
+	Start(t, env, argv...)
+	addr := "127.0.0.1:" + port
+	WaitListening(t, addr, 10*time.Second)
+	return addr
+}
+
+// Mailfront runs mailfront's qmqpfront-echo or qmtpfront-echo (proto is
+// "qmqp" or "qmtp") under tcpserver with the accept plugin and returns its
+// address. The echo back end writes what it receives to its stderr.
+func Mailfront(t testing.TB, proto string) string {
+	t.Helper()
+	prog := Require(t, proto+"front-echo", "mailfront")
+	return TCPServer(t, []string{"PLUGINS=accept"}, prog)
+}
+
+// Postfix describes the machine's Postfix configured by
+// testdata/postfix-up.sh.
+type Postfix struct {
+	QMQPAddr string // qmqpd; only 127.0.0.1 is authorized
+	SMTPAddr string // smtpd
+	Domain   string // mail for any user at Domain lands in Maildir
+	Maildir  string // the maildir (new/ holds delivered files)
+}
+
+var (
+	postfixOnce sync.Once
+	postfixErr  error
+)
+
+// StartPostfix configures and starts the system Postfix (once per test
+// process; the script is idempotent and serialised with flock across
+// processes). It needs root.
+func StartPostfix(t testing.TB) *Postfix {
+	t.Helper()
+	postfixOnce.Do(func() {
+		if os.Geteuid() != 0 {
+			postfixErr = fmt.Errorf("Postfix peer needs root to start (run the tests as root, as CI does)")
+			return
+		}
+		script := filepath.Join(Root(), "testdata", "postfix-up.sh")
+		cmd := exec.Command("flock", "/tmp/qbox-postfix.lock", "bash", script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			postfixErr = fmt.Errorf("%s: %v\n%s", script, err, out)
+		}
+	})
+	if postfixErr != nil {
+		t.Fatal(postfixErr)
+	}
+	return &Postfix{
+		QMQPAddr: "127.0.0.1:1628",
+		SMTPAddr: "127.0.0.1:25",
+		Domain:   "example.test",
+		Maildir:  "/tmp/qbox-postfix/mail/inbox",
+	}
+}
+
+// WaitFor waits until n delivered files contain token and returns their
+// contents. Tests share the mailbox, so each test marks its mail with a
+// token of its own (see Token).
+func (p *Postfix) WaitFor(t testing.TB, token string, n int, within time.Duration) [][]byte {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var found [][]byte
+		for _, sub := range []string{"new", "cur"} {
+			entries, _ := os.ReadDir(filepath.Join(p.Maildir, sub))
+			for _, e := range entries {
+				b, err := os.ReadFile(filepath.Join(p.Maildir, sub, e.Name()))
+				if err == nil && bytes.Contains(b, []byte(token)) {
+					found = append(found, b)
+				}
+			}
+		}
+		if len(found) >= n || time.Now().After(deadline) {
+			if len(found) < n {
+				t.Fatalf("Postfix delivered %d messages containing %q within %v, want %d", len(found), token, within, n)
+			}
+			return found
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Body returns what follows the first blank line of a delivered message.
+func Body(msg []byte) []byte {
+	if i := bytes.Index(msg, []byte("\n\n")); i >= 0 {
+		return msg[i+2:]
+	}
+	return nil
+}
+
+// Token returns a string unique to this test run, to find its mail.
+func Token(t testing.TB) string {
+	return fmt.Sprintf("qbox-%s-%d-%d", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), os.Getpid(), time.Now().UnixNano())
+}
