@@ -1,0 +1,265 @@
+package serve_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"qbox/netstring"
+	"qbox/proto"
+	"qbox/proto/qmqp"
+	"qbox/proto/testpeer"
+)
+
+// qmqpSourceRate runs qmqp-source -s 20 -m 5000 -l 2000 against addr and
+// returns messages per second.
+func qmqpSourceRate(b *testing.B, addr, to string) float64 {
+	b.Helper()
+	src := testpeer.Require(b, "qmqp-source", "postfix")
+	start := time.Now()
+	out, err := exec.Command(src, "-s", "20", "-m", "5000", "-l", "2000", "-f", "bench@example.test", "-t", to, addr).CombinedOutput()
+	if err != nil {
+		b.Fatalf("qmqp-source into %s: %v\n%s", addr, err, out)
+	}
+	return 5000 / time.Since(start).Seconds()
+}
+
+// qbox serve --maildir (fsync on) beside Postfix's qmqpd (its fsync'd
+// queue), the same load in the same run.
+func BenchmarkQmqpSourceVsPostfix(b *testing.B) {
+	pf := testpeer.StartPostfix(b)
+	dir := b.TempDir()
+	s := startServe(b, "--maildir", dir)
+	token := testpeer.Token(b)
+	var qboxRate, pfRate float64
+	for b.Loop() {
+		pfRate = qmqpSourceRate(b, pf.QMQPAddr, token+"@"+pf.Domain)
+		// Postfix delivers after its K: let that finish (and clear the
+		// shared mailbox) so it does not compete with qbox's run.
+		cleanPostfixMaildir(b, pf, token)
+		os.RemoveAll(filepath.Join(dir, "new"))
+		os.Mkdir(filepath.Join(dir, "new"), 0700)
+		qboxRate = qmqpSourceRate(b, s.qmqp, "bench@example.test")
+	}
+	if n := countFiles(b, filepath.Join(dir, "new")); n != 5000 {
+		b.Fatalf("%d files stored, want 5000", n)
+	}
+	b.ReportMetric(qboxRate, "qbox-msgs/s")
+	b.ReportMetric(pfRate, "postfix-qmqpd-msgs/s")
+	b.ReportMetric(qboxRate/pfRate, "ratio")
+}
+
+// cleanPostfixMaildir removes the benchmark's mail from the Postfix
+// maildir other tests search, once Postfix has delivered it (bounded).
+func cleanPostfixMaildir(b *testing.B, pf *testpeer.Postfix, token string) {
+	deadline := time.Now().Add(60 * time.Second)
+	removed := 0
+	for removed < 5000 && time.Now().Before(deadline) {
+		for _, sub := range []string{"new", "cur"} {
+			entries, _ := os.ReadDir(filepath.Join(pf.Maildir, sub))
+			for _, e := range entries {
+				p := filepath.Join(pf.Maildir, sub, e.Name())
+				head := make([]byte, 512)
+				f, err := os.Open(p)
+				if err != nil {
+					continue
+				}
+				n, _ := f.Read(head)
+				f.Close()
+				if bytes.Contains(head[:n], []byte(token)) && os.Remove(p) == nil {
+					removed++
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// peakRSS returns a process's peak resident set size in MiB (VmHWM).
+func peakRSS(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmHWM in /proc/PID/status")
+	return 0
+}
+
+// patternReader yields n bytes of mail-like lines without holding them.
+type patternReader struct{ left int64 }
+
+var patternLine = []byte(strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz", 2) + "\n")
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.left <= 0 {
+		return 0, io.EOF
+	}
+	lim := len(b)
+	if int64(lim) > p.left {
+		lim = int(p.left)
+	}
+	n := 0
+	for n < lim {
+		n += copy(b[n:lim], patternLine)
+	}
+	p.left -= int64(n)
+	return n, nil
+}
+
+const gib = 1 << 30
+
+// A 1 GiB message through QMQP and through QMTP: serve's peak RSS
+// (target 64 MiB), the message streamed to disk and copied file to file.
+func BenchmarkOneGiBMessageRSS(b *testing.B) {
+	for _, p := range []string{"QMQP", "QMTP"} {
+		b.Run(p, func(b *testing.B) {
+			dir := b.TempDir()
+			s := startServe(b, "--maildir", dir, "--max-size", "2G", "--timeout", "120s")
+			env := proto.Envelope{Sender: "big@example.test", Recipients: []string{"r@example.test"}}
+			for b.Loop() {
+				var r proto.Reply
+				var err error
+				if p == "QMQP" {
+					c := &qmqp.Client{Servers: []string{s.qmqp}, Timeout: 120 * time.Second}
+					r, err = c.Send(context.Background(), env, &patternReader{left: gib}, gib)
+				} else {
+					r, err = sendQMTPStream(s.qmtp, env, &patternReader{left: gib}, gib)
+				}
+				if err != nil || r.Status != proto.OK {
+					b.Fatalf("%s 1 GiB: %q %v", p, r.String(), err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(peakRSS(b, s.cmd.Process.Pid), "peak-RSS-MiB")
+			b.ReportMetric(64, "target-MiB")
+			files := readMaildirNames(b, dir)
+			for _, f := range files {
+				if st, err := os.Stat(f); err != nil || st.Size() < gib {
+					b.Fatalf("stored file %s: %v", f, err)
+				}
+				os.Remove(f)
+			}
+		})
+	}
+}
+
+func readMaildirNames(b *testing.B, dir string) []string {
+	names, _ := filepath.Glob(filepath.Join(dir, "new", "*"))
+	if len(names) == 0 {
+		b.Fatal("nothing stored")
+	}
+	return names
+}
+
+// sendQMTPStream sends one QMTP package (LF encoding) streaming size bytes
+// from msg and reads the recipient's reply.
+func sendQMTPStream(addr string, env proto.Envelope, msg io.Reader, size int64) (proto.Reply, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return proto.Reply{}, err
+	}
+	defer c.Close()
+	bw := bufio.NewWriterSize(c, 256<<10)
+	nw := netstring.NewWriter(bw)
+	nw.WriteHeader(size + 1)
+	bw.WriteByte('\n')
+	if _, err := io.CopyN(bw, msg, size); err != nil {
+		return proto.Reply{}, err
+	}
+	nw.WriteTrailer()
+	nw.WriteString(env.Sender)
+	var list []byte
+	for _, r := range env.Recipients {
+		list = netstring.AppendString(list, r)
+	}
+	nw.WriteBytes(list)
+	if err := bw.Flush(); err != nil {
+		return proto.Reply{}, err
+	}
+	rs, err := readReplies(c, 1, 120*time.Second)
+	if err != nil {
+		return proto.Reply{}, err
+	}
+	return rs[0], nil
+}
+
+// 200 sessions in flight at once, each mid-way through a 1 MiB message:
+// serve's peak RSS (target 128 MiB).
+func BenchmarkConcurrentSessionsRSS(b *testing.B) {
+	const sessions, size = 200, 1 << 20
+	dir := b.TempDir()
+	s := startServe(b, "--maildir", dir, "--max-conns", "256")
+	msg := make([]byte, size)
+	(&patternReader{left: size}).Read(msg)
+	var items []byte
+	items = netstring.Append(items, msg)
+	items = netstring.AppendString(items, "a@example.test")
+	items = netstring.AppendString(items, "b@example.test")
+	pkg := netstring.Append(nil, items)
+	for b.Loop() {
+		var connected, wg sync.WaitGroup
+		release := make(chan struct{})
+		errs := make(chan error, sessions)
+		for range sessions {
+			connected.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := net.Dial("tcp", s.qmqp)
+				if err != nil {
+					connected.Done()
+					errs <- err
+					return
+				}
+				defer c.Close()
+				_, err = c.Write(pkg[:len(pkg)/2])
+				connected.Done()
+				if err != nil {
+					errs <- err
+					return
+				}
+				<-release // all sessions hold half a message now
+				if _, err := c.Write(pkg[len(pkg)/2:]); err != nil {
+					errs <- err
+					return
+				}
+				rs, err := readReplies(c, 1, 60*time.Second)
+				if err != nil || rs[0].Status != proto.OK {
+					errs <- fmt.Errorf("reply %s %v", fmtReplies(rs), err)
+				}
+			}()
+		}
+		connected.Wait()
+		time.Sleep(500 * time.Millisecond) // the server reads what was sent
+		close(release)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(peakRSS(b, s.cmd.Process.Pid), "peak-RSS-MiB")
+	b.ReportMetric(128, "target-MiB")
+	if n := countFiles(b, filepath.Join(dir, "new")); n != sessions*b.N {
+		b.Fatalf("%d files stored, want %d", n, sessions*b.N)
+	}
+}

@@ -1,0 +1,324 @@
+package serve_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"qbox/netstring"
+	"qbox/proto"
+	"qbox/proto/qmqp"
+	"qbox/proto/testpeer"
+)
+
+// lockedBuffer collects a process's stderr for assertions on its log.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// server is a running `qbox serve` process.
+type server struct {
+	cmd    *exec.Cmd
+	qmqp   string // QMQP address
+	qmtp   string // QMTP address
+	dir    string // the maildir, if any
+	log    *lockedBuffer
+	exited chan struct{}
+	err    error // Wait's result, once exited is closed
+}
+
+// startServe runs qbox serve on two free loopback ports with extra args
+// (which must choose the store) and waits until both listen.
+func startServe(t testing.TB, args ...string) *server {
+	t.Helper()
+	s := &server{
+		qmqp:   "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t)),
+		qmtp:   "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t)),
+		log:    &lockedBuffer{},
+		exited: make(chan struct{}),
+	}
+	argv := append([]string{"serve", "--qmqp", s.qmqp, "--qmtp", s.qmtp}, args...)
+	for i, a := range args {
+		if a == "--maildir" && i+1 < len(args) {
+			s.dir = args[i+1]
+		}
+	}
+	s.cmd = exec.Command(testpeer.Binary(t), argv...)
+	s.cmd.Stderr = s.log
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.err = s.cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+		if t.Failed() {
+			t.Logf("qbox serve log:\n%s", tail(s.log.String(), 4000))
+		}
+	})
+	for _, a := range []string{s.qmqp, s.qmtp} {
+		waitListening(t, s, a)
+	}
+	return s
+}
+
+func waitListening(t testing.TB, s *server, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("qbox serve exited (%v) before listening:\n%s", s.err, s.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitLog waits (bounded) until serve's log contains every one of subs:
+// a log line may be written just after the reply the test already read.
+func waitLog(t testing.TB, s *server, subs ...string) bool {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log := s.log.String()
+		all := true
+		for _, sub := range subs {
+			all = all && strings.Contains(log, sub)
+		}
+		if all {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// sendQMQP sends one message with the real QMQP client.
+func sendQMQP(t testing.TB, addr string, env proto.Envelope, msg []byte) (proto.Reply, error) {
+	t.Helper()
+	c := &qmqp.Client{Servers: []string{addr}, Timeout: 30 * time.Second}
+	return c.Send(context.Background(), env, bytes.NewReader(msg), int64(len(msg)))
+}
+
+func mustK(t testing.TB, addr string, env proto.Envelope, msg []byte) proto.Reply {
+	t.Helper()
+	r, err := sendQMQP(t, addr, env, msg)
+	if err != nil {
+		t.Fatalf("sending to %s: %v", addr, err)
+	}
+	if r.Status != proto.OK {
+		t.Fatalf("reply %q, want K", r.String())
+	}
+	return r
+}
+
+// stored is one file of the maildir split into its parts.
+type stored struct {
+	name        string
+	sender      string
+	recipient   string
+	received    string
+	message     []byte
+	wholeLength int
+}
+
+// readMaildir reads and parses every file in dir/new, failing on any file
+// that is not in the store's layout.
+func readMaildir(t testing.TB, dir string) []stored {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dir, "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]stored, 0, len(entries))
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, "new", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, parseStored(t, e.Name(), b))
+	}
+	return out
+}
+
+func parseStored(t testing.TB, name string, b []byte) stored {
+	t.Helper()
+	lines := bytes.SplitN(b, []byte("\n"), 4)
+	if len(lines) != 4 {
+		t.Fatalf("%s: not three header lines and a message: %q", name, tail(string(b), 200))
+	}
+	rp, ok1 := strings.CutPrefix(string(lines[0]), "Return-Path: <")
+	rp, ok2 := strings.CutSuffix(rp, ">")
+	dt, ok3 := strings.CutPrefix(string(lines[1]), "Delivered-To: ")
+	if !ok1 || !ok2 || !ok3 || !strings.HasPrefix(string(lines[2]), "Received: from ") {
+		t.Fatalf("%s: bad header lines %q", name, bytes.Join(lines[:3], []byte("|")))
+	}
+	return stored{name: name, sender: rp, recipient: dt, received: string(lines[2]), message: lines[3], wholeLength: len(b)}
+}
+
+func countFiles(t testing.TB, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// qmtpPackage encodes one QMTP package. crlf selects encoding #1 (CR LF
+// line ends, converted back to LF by the server).
+func qmtpPackage(msg []byte, crlf bool, sender string, rcpts ...string) []byte {
+	body := []byte{'\n'}
+	if crlf {
+		body = []byte{'\r'}
+		msg = bytes.ReplaceAll(msg, []byte("\n"), []byte("\r\n"))
+	}
+	body = append(body, msg...)
+	var list []byte
+	for _, r := range rcpts {
+		list = netstring.AppendString(list, r)
+	}
+	out := netstring.Append(nil, body)
+	out = netstring.AppendString(out, sender)
+	return netstring.Append(out, list)
+}
+
+// readReplies reads n reply netstrings (or fewer, if the connection ends).
+func readReplies(c net.Conn, n int, within time.Duration) ([]proto.Reply, error) {
+	c.SetReadDeadline(time.Now().Add(within))
+	nr := netstring.NewReader(bufio.NewReader(c))
+	var out []proto.Reply
+	for range n {
+		b, err := nr.ReadBytes(proto.MaxReplyText)
+		if err != nil {
+			return out, err
+		}
+		r, err := proto.ParseReply(b)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// captureQMQP accepts one QMQP connection, answers K and returns the
+// message it carried: what a real client sent, byte for byte.
+func captureQMQP(t testing.TB, run func(addr string)) []byte {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReader(c)
+		outer, err := netstring.NewReader(br).Next(1 << 30)
+		if err != nil {
+			got <- nil
+			return
+		}
+		msg, err := netstring.NewReader(outer).ReadBytes(1 << 30)
+		if err != nil {
+			got <- nil
+			return
+		}
+		io.Copy(io.Discard, outer)
+		c.Write(netstring.AppendString(nil, "Kcaptured"))
+		got <- msg
+	}()
+	run(l.Addr().String())
+	select {
+	case m := <-got:
+		if m == nil {
+			t.Fatal("capture: no well-formed QMQP package")
+		}
+		return m
+	case <-time.After(30 * time.Second):
+		t.Fatal("capture: no connection")
+	}
+	return nil
+}
+
+// withoutDate drops the Date: and Message-Id: header lines, the only
+// parts of a qmqp-source message that differ between runs (the time, and
+// qmqp-source's process id).
+func withoutDate(msg []byte) []byte {
+	var out []byte
+	for _, line := range bytes.SplitAfter(msg, []byte("\n")) {
+		if !bytes.HasPrefix(line, []byte("Date: ")) && !bytes.HasPrefix(line, []byte("Message-Id: ")) {
+			out = append(out, line...)
+		}
+	}
+	return out
+}
+
+func runQmqpSource(t testing.TB, args ...string) {
+	t.Helper()
+	src := testpeer.Require(t, "qmqp-source", "postfix")
+	cmd := exec.Command(src, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("qmqp-source %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func fmtReplies(rs []proto.Reply) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, fmt.Sprintf("%q", r.String()))
+	}
+	return strings.Join(s, " ")
+}

@@ -1,0 +1,190 @@
+package serve
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"qbox/commands/exitcode"
+	"qbox/proto"
+	"qbox/proto/maildir"
+	"qbox/proto/qmailqueue"
+)
+
+// Command returns the serve command.
+func Command() *cli.Command {
+	return &cli.Command{
+		Name:      "serve",
+		Usage:     "QMQP and QMTP server storing into a maildir or handing off to qmail-queue",
+		ArgsUsage: "[-- QUEUE-PROGRAM-ARGS...]",
+		Description: `Accepts mail over QMQP (port 628) and QMTP (port 209) and either stores it
+durably in a maildir (one file per recipient, in the layout qmail-local writes
+and flush-maildir or serialmail's maildirqmtp read) or hands every message to a
+qmail-queue compatible program. K is answered only once the message is on disk
+(file and directory fsync'd) or the program exited 0.
+
+   qbox serve --maildir /var/spool/qbox
+   qbox serve --queue-program /var/qmail/bin/qmail-queue --qmqp 10.0.0.1:628 --allow 10.0.0.0/24
+   qbox serve --queue-program /usr/local/bin/qmail-qmqpc   # QMQP relay to a cluster
+   qbox serve --queue-program /usr/local/bin/filter -- --mode strict   # program arguments after --
+
+Only loopback clients are served unless --allow lists networks (the list then
+replaces the loopback default); listening on another address without --allow is
+refused. Under systemd socket activation the passed sockets (FileDescriptorName
+qmqp or qmtp) replace --qmqp and --qmtp. Under tcpserver or inetd use --stdio.
+SIGTERM or SIGINT stops accepting and lets running sessions finish within --grace.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "maildir", Usage: "store mail in the maildir `DIR` (created if missing)"},
+			&cli.StringFlag{Name: "queue-program", Usage: "hand each message to the qmail-queue compatible program `PATH` (arguments after --)"},
+			&cli.StringFlag{Name: "qmqp", Value: "127.0.0.1:628", Usage: "QMQP listen `ADDR`; empty disables"},
+			&cli.StringFlag{Name: "qmtp", Value: "127.0.0.1:209", Usage: "QMTP listen `ADDR`; empty disables"},
+			&cli.StringFlag{Name: "stdio", Usage: "serve one connection on stdin/stdout in `PROTO` (qmqp or qmtp), under tcpserver or inetd"},
+			&cli.StringSliceFlag{Name: "allow", Usage: "serve clients from `CIDR` (repeatable; replaces the loopback-only default)"},
+			&cli.StringFlag{Name: "max-size", Value: "10M", Usage: "largest message, in `BYTES` (suffix K, M or G for KiB, MiB, GiB)"},
+			&cli.IntFlag{Name: "max-recipients", Value: DefaultMaxRecipients, Usage: "most recipients per message"},
+			&cli.IntFlag{Name: "max-conns", Value: DefaultMaxConns, Usage: "most concurrent sessions; more connections wait briefly, then are closed"},
+			&cli.DurationFlag{Name: "timeout", Value: DefaultTimeout, Usage: "idle timeout per read and write"},
+			&cli.DurationFlag{Name: "session-limit", Value: DefaultSessionLimit, Usage: "longest session"},
+			&cli.DurationFlag{Name: "grace", Value: DefaultGrace, Usage: "how long running sessions may finish after SIGTERM"},
+			&cli.DurationFlag{Name: "queue-timeout", Value: qmailqueue.DefaultProgramTimeout, Usage: "how long the queue program may stall"},
+			&cli.StringFlag{Name: "hostname", Usage: "this server's `NAME` in Received lines (default: TCPLOCALHOST, then the host name)"},
+		},
+		Action: action,
+	}
+}
+
+func action(c *cli.Context) error {
+	stderr := c.App.ErrWriter
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	backend, err := backendFromFlags(c, logger)
+	if err != nil {
+		return err
+	}
+	maxSize, err := ParseSize(c.String("max-size"))
+	if err != nil {
+		return exitcode.Usage("--max-size: %v", err)
+	}
+	allow, err := ParseAllow(c.StringSlice("allow"))
+	if err != nil {
+		return exitcode.Usage("--allow: %v", err)
+	}
+	srv, err := NewServer(Config{
+		Backend:       backend,
+		Hostname:      c.String("hostname"),
+		Allow:         allow,
+		MaxSize:       maxSize,
+		MaxRecipients: c.Int("max-recipients"),
+		MaxConns:      c.Int("max-conns"),
+		Timeout:       c.Duration("timeout"),
+		SessionLimit:  c.Duration("session-limit"),
+		Grace:         c.Duration("grace"),
+		Logger:        logger,
+	})
+	if err != nil {
+		return exitcode.Usage("%v", err)
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	if p := c.String("stdio"); p != "" {
+		return exitcode.Temp(srv.ServeStdio(ctx, strings.ToLower(p), os.Stdin, os.Stdout, os.Getenv))
+	}
+	ls, err := ActivationListeners(os.Getenv, os.Unsetenv)
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	if ls == nil {
+		if ls, err = Listen(c.String("qmqp"), c.String("qmtp")); err != nil {
+			return exitcode.Temp(err)
+		}
+	} else if c.IsSet("qmqp") || c.IsSet("qmtp") {
+		logger.Warn("socket activation: using the sockets systemd passed, not --qmqp/--qmtp")
+	}
+	if err := CheckListeners(allow, ls); err != nil {
+		for _, l := range ls {
+			l.Close()
+		}
+		return exitcode.Usage("%v", err)
+	}
+	return exitcode.Temp(srv.Serve(ctx, ls))
+}
+
+func backendFromFlags(c *cli.Context, logger *slog.Logger) (proto.Backend, error) {
+	dir, prog := c.String("maildir"), c.String("queue-program")
+	args := c.Args().Slice()
+	switch {
+	case dir != "" && prog != "":
+		return nil, exitcode.Usage("give --maildir or --queue-program, not both")
+	case dir == "" && prog == "":
+		return nil, exitcode.Usage("no store: give --maildir DIR or --queue-program PATH")
+	case prog == "" && len(args) > 0:
+		return nil, exitcode.Usage("unexpected arguments %q (arguments after -- are for --queue-program)", args)
+	case dir != "":
+		st, err := maildir.NewStore(dir)
+		if err != nil {
+			return nil, exitcode.Temp(err)
+		}
+		st.Logger = logger
+		return st, nil
+	}
+	if _, err := os.Stat(prog); err != nil {
+		return nil, exitcode.Usage("--queue-program: %v", err)
+	}
+	return &qmailqueue.Program{Path: prog, Args: args, Timeout: c.Duration("queue-timeout"), Logger: logger}, nil
+}
+
+// ParseSize reads a byte count with an optional K, M or G suffix (powers
+// of 1024; "KiB", "MB" and the like are read the same way).
+func ParseSize(s string) (int64, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	upper := strings.ToUpper(num)
+	for _, unit := range []struct {
+		letter string
+		mult   int64
+	}{{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if i := strings.Index(upper, unit.letter); i > 0 {
+			if rest := upper[i:]; rest == unit.letter || rest == unit.letter+"B" || rest == unit.letter+"IB" {
+				num, mult = num[:i], unit.mult
+				break
+			}
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n <= 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("%q is not a size in bytes", s)
+	}
+	return n * mult, nil
+}
+
+// ParseAllow reads CIDRs; a bare address means just that host.
+func ParseAllow(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range list {
+		for _, s := range strings.Split(item, ",") {
+			s = strings.TrimSpace(s)
+			if s == "" {
+				continue
+			}
+			if p, err := netip.ParsePrefix(s); err == nil {
+				out = append(out, p.Masked())
+				continue
+			}
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an address or CIDR", s)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return out, nil
+}

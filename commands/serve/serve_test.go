@@ -1,0 +1,637 @@
+package serve_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"qbox/netstring"
+	"qbox/proto"
+	"qbox/proto/qmqp"
+	"qbox/proto/testpeer"
+)
+
+// qmqp-source's message for a given -l: the reference every stored copy
+// is compared with.
+func qmqpSourceReference(t *testing.T, length string) []byte {
+	return captureQMQP(t, func(addr string) {
+		runQmqpSource(t, "-m", "1", "-l", length, "-f", "src@example.test", "-t", "rcpt@example.test", addr)
+	})
+}
+
+func checkQmqpSourceFiles(t *testing.T, files []stored, ref []byte, want int, rcpt func(string) bool) {
+	t.Helper()
+	if len(files) != want {
+		t.Fatalf("%d files in new/, want %d (one per K and recipient)", len(files), want)
+	}
+	refNoDate := withoutDate(ref)
+	for _, f := range files {
+		if f.sender != "src@example.test" || !rcpt(f.recipient) {
+			t.Fatalf("%s: envelope <%s> -> %s", f.name, f.sender, f.recipient)
+		}
+		if !strings.Contains(f.received, " (127.0.0.1) by ") || !strings.Contains(f.received, " with QMQP; ") {
+			t.Fatalf("%s: Received line %q", f.name, f.received)
+		}
+		if !bytes.Equal(withoutDate(f.message), refNoDate) {
+			t.Fatalf("%s: stored message differs from what qmqp-source sends:\n%q\nwant\n%q", f.name, f.message, ref)
+		}
+	}
+}
+
+func TestQmqpSourceOneSession(t *testing.T) {
+	ref := qmqpSourceReference(t, "2000")
+	dir := filepath.Join(t.TempDir(), "Maildir") // created by serve
+	s := startServe(t, "--maildir", dir)
+	runQmqpSource(t, "-s", "1", "-m", "50", "-l", "2000", "-f", "src@example.test", "-t", "rcpt@example.test", s.qmqp)
+	checkQmqpSourceFiles(t, readMaildir(t, dir), ref, 50, func(r string) bool { return r == "rcpt@example.test" })
+	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
+		t.Errorf("%d files left in tmp/", n)
+	}
+	// One line per connection and one per message; a line may follow the
+	// reply qmqp-source read, so wait for them (bounded).
+	for _, line := range []string{"msg=connection proto=QMQP remote=127.0.0.1", `msg="qmqp message" proto=QMQP remote=127.0.0.1 sender=src@example.test rcpts=1 size=`} {
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(s.log.String(), line) < 50 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := strings.Count(s.log.String(), line); got != 50 {
+			t.Errorf("%d log lines %q, want 50", got, line)
+		}
+	}
+}
+
+func TestQmqpSourceTwentySessions(t *testing.T) {
+	ref := qmqpSourceReference(t, "2000")
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir)
+	// qmqp-source stops with an error at the first reply that is not K,
+	// so its success means 5000 K's.
+	runQmqpSource(t, "-s", "20", "-m", "5000", "-l", "2000", "-f", "src@example.test", "-t", "rcpt@example.test", s.qmqp)
+	checkQmqpSourceFiles(t, readMaildir(t, dir), ref, 5000, func(r string) bool { return r == "rcpt@example.test" })
+}
+
+func TestQmqpSourceThousandRecipients(t *testing.T) {
+	ref := qmqpSourceReference(t, "5000")
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir)
+	runQmqpSource(t, "-m", "1", "-r", "1000", "-l", "5000", "-f", "src@example.test", "-t", "rcpt@example.test", s.qmqp)
+	seen := map[string]bool{}
+	files := readMaildir(t, dir)
+	checkQmqpSourceFiles(t, files, ref, 1000, func(r string) bool {
+		n, ok := strings.CutSuffix(r, "rcpt@example.test")
+		i, err := strconv.Atoi(n)
+		return ok && err == nil && i >= 0 && i < 1000
+	})
+	for _, f := range files {
+		seen[f.recipient] = true
+	}
+	if len(seen) != 1000 {
+		t.Fatalf("%d distinct recipients, want 1000", len(seen))
+	}
+}
+
+// A scripted QMTP conversation: the files land, one per recipient, with
+// CR LF converted in encoding #1 and kept in encoding #2.
+func TestQMTPConversationStores(t *testing.T) {
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir)
+	c, err := net.Dial("tcp", s.qmtp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	lfMsg := []byte("Subject: lf\n\nkept \r\n as sent\n")
+	crMsg := []byte("Subject: cr\n\nconverted\nlines\n")
+	var wire []byte
+	wire = append(wire, qmtpPackage(lfMsg, false, "a@example.test", "x@example.test", "y@example.test", "x@example.test")...)
+	wire = append(wire, qmtpPackage(crMsg, true, "", "z@example.test")...)
+	if _, err := c.Write(wire); err != nil { // both pipelined at once
+		t.Fatal(err)
+	}
+	replies, err := readReplies(c, 4, 20*time.Second)
+	if err != nil || len(replies) != 4 {
+		t.Fatalf("replies %s, %v", fmtReplies(replies), err)
+	}
+	for _, r := range replies {
+		if r.Status != proto.OK {
+			t.Fatalf("replies %s, want 4 K", fmtReplies(replies))
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	files := readMaildir(t, dir)
+	if len(files) != 4 {
+		t.Fatalf("%d files, want 4", len(files))
+	}
+	byRcpt := map[string][]stored{}
+	for _, f := range files {
+		byRcpt[f.recipient] = append(byRcpt[f.recipient], f)
+		if !strings.Contains(f.received, " with QMTP; ") {
+			t.Errorf("Received line %q", f.received)
+		}
+	}
+	if len(byRcpt["x@example.test"]) != 2 || len(byRcpt["y@example.test"]) != 1 || len(byRcpt["z@example.test"]) != 1 {
+		t.Fatalf("recipients %v", byRcpt)
+	}
+	for _, f := range append(byRcpt["x@example.test"], byRcpt["y@example.test"]...) {
+		if f.sender != "a@example.test" || !bytes.Equal(f.message, lfMsg) {
+			t.Errorf("LF-mode file: <%s> %q", f.sender, f.message)
+		}
+	}
+	if z := byRcpt["z@example.test"][0]; z.sender != "" || !bytes.Equal(z.message, crMsg) {
+		t.Errorf("CR-mode file: <%s> %q, want %q", z.sender, z.message, crMsg)
+	}
+}
+
+func TestStdioUnderTCPServer(t *testing.T) {
+	dir := t.TempDir()
+	bin := testpeer.Binary(t)
+	for _, p := range []string{"qmqp", "qmtp"} {
+		t.Run(p, func(t *testing.T) {
+			// tcpserver -l names the local host (TCPLOCALHOST), which
+			// serve must put in the Received line.
+			ts := testpeer.Require(t, "tcpserver", "ucspi-tcp")
+			addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+			host, port, _ := net.SplitHostPort(addr)
+			testpeer.Start(t, nil, ts, "-R", "-H", "-l", "mx.example.test", "-c", "50", host, port,
+				bin, "serve", "--stdio", p, "--maildir", dir)
+			testpeer.WaitListening(t, addr, 10*time.Second)
+			msg := []byte("Subject: via tcpserver " + p + "\n\nhello\n")
+			if p == "qmqp" {
+				ref := qmqpSourceReference(t, "300")
+				runQmqpSource(t, "-s", "2", "-m", "6", "-l", "300", "-f", "src@example.test", "-t", "rcpt@example.test", addr)
+				var got []stored
+				for _, f := range readMaildir(t, dir) {
+					if strings.Contains(f.received, "with QMQP") {
+						got = append(got, f)
+					}
+				}
+				checkQmqpSourceFiles(t, got, ref, 6, func(r string) bool { return r == "rcpt@example.test" })
+				mustK(t, addr, proto.Envelope{Sender: "a@b", Recipients: []string{"c@d"}}, msg)
+			} else {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				c.Write(append(qmtpPackage(msg, true, "a@b", "c@d", "e@f"), qmtpPackage(msg, false, "a@b", "g@h")...))
+				replies, err := readReplies(c, 3, 20*time.Second)
+				if err != nil || replies[0].Status != proto.OK || replies[1].Status != proto.OK || replies[2].Status != proto.OK {
+					t.Fatalf("replies %s, %v", fmtReplies(replies), err)
+				}
+				c.Close()
+			}
+			var found int
+			for _, f := range readMaildir(t, dir) {
+				if bytes.Equal(f.message, msg) {
+					found++
+					want := "Received: from unknown (127.0.0.1) by mx.example.test with " + strings.ToUpper(p) + "; "
+					if !strings.HasPrefix(f.received, want) {
+						t.Errorf("Received line %q, want prefix %q (peer from tcpserver's environment)", f.received, want)
+					}
+				}
+			}
+			if want := map[string]int{"qmqp": 1, "qmtp": 3}[p]; found != want {
+				t.Fatalf("%d files with the message, want %d", found, want)
+			}
+		})
+	}
+}
+
+// Bad input: each case gets a clear reply or a close, nothing is stored,
+// and a good client is served right after.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir, "--timeout", "2s", "--session-limit", "4s", "--max-conns", "20",
+		"--max-size", "1M")
+	good := 0
+	goodClient := func(t *testing.T) {
+		t.Helper()
+		msg := []byte("Subject: good " + strconv.Itoa(good) + "\n\nstill served\n")
+		mustK(t, s.qmqp, proto.Envelope{Sender: "good@example.test", Recipients: []string{"r@example.test"}}, msg)
+		good++
+		if n := len(readMaildir(t, dir)); n != good {
+			t.Fatalf("%d files in new/ after %d good messages", n, good)
+		}
+	}
+	goodClient(t)
+
+	type outcome int
+	const (
+		closeOrReply outcome = iota // a close, or a reply that is not K
+		wantD
+		wantZorClose
+	)
+	qmqpPkg := func(msg, sender string, rcpts ...string) string {
+		var items []byte
+		items = netstring.AppendString(items, msg)
+		items = netstring.AppendString(items, sender)
+		for _, r := range rcpts {
+			items = netstring.AppendString(items, r)
+		}
+		return string(netstring.Append(nil, items))
+	}
+	cases := []struct {
+		name  string
+		proto string // "qmqp" or "qmtp"
+		send  func(c net.Conn)
+		want  outcome
+	}{
+		{"10 GB declared", "qmqp", func(c net.Conn) { c.Write([]byte("10737418240:")) }, wantD},
+		{"10 GB message inside a small package", "qmqp", func(c net.Conn) { c.Write([]byte("100:10737418240:hello")) }, closeOrReply},
+		{"endless digits", "qmqp", func(c net.Conn) {
+			digits := bytes.Repeat([]byte("9"), 4096)
+			for range 256 { // at most 1 MiB, bounded
+				if _, err := c.Write(digits); err != nil {
+					return
+				}
+			}
+		}, closeOrReply},
+		{"QMTP endless digits", "qmtp", func(c net.Conn) {
+			digits := bytes.Repeat([]byte("1"), 4096)
+			for range 256 {
+				if _, err := c.Write(digits); err != nil {
+					return
+				}
+			}
+		}, closeOrReply},
+		{"slow drip", "qmqp", func(c net.Conn) {
+			pkg := qmqpPkg("Subject: drip\n\nx\n", "a@b", "c@d")
+			for i := 0; i < len(pkg)-1 && i < 20; i++ { // never the final byte
+				if _, err := c.Write([]byte{pkg[i]}); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}, closeOrReply},
+		{"client gone mid-message", "qmqp", func(c net.Conn) {
+			c.Write([]byte(qmqpPkg(strings.Repeat("x", 100000), "a@b", "c@d")[:50000]))
+			c.Close()
+		}, closeOrReply},
+		{"QMTP client gone mid-message", "qmtp", func(c net.Conn) {
+			c.Write(qmtpPackage(bytes.Repeat([]byte("y"), 200000), false, "a@b", "c@d")[:150000])
+			c.Close()
+		}, closeOrReply},
+		{"leading zero", "qmqp", func(c net.Conn) { c.Write([]byte("019:5:hello,3:a@b,3:c@d,,")) }, closeOrReply},
+		{"non-digit length", "qmqp", func(c net.Conn) { c.Write([]byte("1x:")) }, closeOrReply},
+		{"missing comma", "qmqp", func(c net.Conn) { c.Write([]byte("18:5:hello,3:a@b,3:c@d;")) }, closeOrReply},
+		{"inner item overruns outer", "qmqp", func(c net.Conn) { c.Write([]byte("12:5:hello,3:a@b,3:c@d,,")) }, closeOrReply},
+		{"zero recipients", "qmqp", func(c net.Conn) { c.Write([]byte(qmqpPkg("x\n", "a@b"))) }, wantD},
+		{"NUL in recipient", "qmqp", func(c net.Conn) { c.Write([]byte(qmqpPkg("x\n", "a@b", "c\x00@d"))) }, wantD},
+		{"1001-byte recipient", "qmqp", func(c net.Conn) {
+			c.Write([]byte(qmqpPkg("x\n", "a@b", strings.Repeat("r", 995)+"@d.com")))
+		}, wantD},
+		{"message over --max-size", "qmqp", func(c net.Conn) {
+			c.Write([]byte(qmqpPkg(strings.Repeat("z", 1<<20+1), "a@b", "c@d")))
+		}, wantD},
+		{"QMTP bad first byte", "qmtp", func(c net.Conn) { c.Write([]byte("3:xyz,3:a@b,5:3:c@d,,")) }, closeOrReply},
+		{"QMTP empty message", "qmtp", func(c net.Conn) { c.Write([]byte("0:,3:a@b,5:3:c@d,,")) }, closeOrReply},
+		{"QMTP zero recipients", "qmtp", func(c net.Conn) { c.Write([]byte("3:\nhi,3:a@b,0:,")) }, closeOrReply},
+		{"QMTP over --max-size", "qmtp", func(c net.Conn) {
+			c.Write(qmtpPackage(bytes.Repeat([]byte("z"), 1<<20+1), false, "a@b", "c@d"))
+		}, wantD},
+		{"idle", "qmqp", func(c net.Conn) {}, closeOrReply},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := s.qmqp
+			if tc.proto == "qmtp" {
+				addr = s.qmtp
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			go tc.send(c)
+			// The server must answer or close within its own bounds (2s
+			// idle, 4s session) plus slack; never leave the client hanging.
+			replies, err := readReplies(c, 1, 30*time.Second)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("no reply and no close after %v", time.Since(start))
+			}
+			switch {
+			case len(replies) == 1 && replies[0].Status == proto.OK:
+				t.Fatalf("bad input got K: %q", replies[0].String())
+			case tc.want == wantD && (len(replies) != 1 || replies[0].Status != proto.Permanent):
+				t.Fatalf("got %s (%v), want D", fmtReplies(replies), err)
+			}
+			c.Close()
+			time.Sleep(50 * time.Millisecond)
+			if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
+				t.Errorf("%d files left in tmp/", n)
+			}
+			goodClient(t)
+		})
+	}
+
+	t.Run("1000 idle connections", func(t *testing.T) {
+		conns := make([]net.Conn, 0, 1000)
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for range 1000 {
+			c, err := net.Dial("tcp", s.qmqp)
+			if err != nil {
+				t.Fatalf("connection %d: %v", len(conns), err)
+			}
+			conns = append(conns, c)
+		}
+		// Each is closed by the server: at once when the waiting room is
+		// full, after the idle timeout otherwise.
+		var wg sync.WaitGroup
+		errs := make(chan error, len(conns))
+		for i, c := range conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.SetReadDeadline(time.Now().Add(60 * time.Second))
+				n, err := c.Read(make([]byte, 1))
+				if n > 0 || err == nil {
+					errs <- fmt.Errorf("connection %d: got data from the server", i)
+				} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					errs <- fmt.Errorf("connection %d: still open after 60s", i)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		goodClient(t)
+		if !waitLog(t, s, "too many connections") {
+			t.Errorf("no log line about refused connections")
+		}
+	})
+}
+
+// Access control: a client outside --allow (here 127.0.0.2, the dialer
+// bound to it) gets an immediate D and nothing is stored.
+func TestAccessRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir, "--allow", "127.0.0.1/32")
+	from := func(ip string) *net.Dialer {
+		return &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	}
+	for _, addr := range []string{s.qmqp, s.qmtp} {
+		// Immediate: the D comes before the client sends anything.
+		c, err := from("127.0.0.2").Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replies, err := readReplies(c, 1, 10*time.Second)
+		c.Close()
+		if len(replies) != 1 || replies[0].Status != proto.Permanent || !strings.Contains(replies[0].Text, "not authorized") {
+			t.Fatalf("%s from 127.0.0.2: %s %v, want D not authorized", addr, fmtReplies(replies), err)
+		}
+	}
+	// A full QMQP attempt from outside: D, nothing stored.
+	cl := &qmqp.Client{Servers: []string{s.qmqp}, Dial: from("127.0.0.2").DialContext}
+	msg := []byte("Subject: outsider\n\nx\n")
+	r, err := cl.Send(context.Background(), proto.Envelope{Sender: "a@b", Recipients: []string{"c@d"}}, bytes.NewReader(msg), int64(len(msg)))
+	if err == nil && r.Status != proto.Permanent {
+		t.Fatalf("outsider got %q", r.String())
+	}
+	if n := countFiles(t, filepath.Join(dir, "new")); n != 0 {
+		t.Fatalf("%d files stored for a refused client", n)
+	}
+	if !waitLog(t, s, "remote=127.0.0.2", "not authorized") {
+		t.Errorf("no log line naming the refused client 127.0.0.2")
+	}
+	// The allowed client is served.
+	mustK(t, s.qmqp, proto.Envelope{Sender: "a@b", Recipients: []string{"c@d"}}, msg)
+	if n := countFiles(t, filepath.Join(dir, "new")); n != 1 {
+		t.Fatalf("%d files, want 1", n)
+	}
+}
+
+func TestRefusesPublicAddressWithoutAllow(t *testing.T) {
+	bin := testpeer.Binary(t)
+	port := strconv.Itoa(testpeer.FreePort(t))
+	cmd := exec.Command(bin, "serve", "--maildir", t.TempDir(), "--qmqp", "0.0.0.0:"+port, "--qmtp", "")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 100 {
+		t.Fatalf("exit %v, want 100\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--allow") || !strings.Contains(string(out), "not a loopback address") {
+		t.Fatalf("the refusal does not say why:\n%s", out)
+	}
+	// With --allow it starts.
+	s := exec.Command(bin, "serve", "--maildir", t.TempDir(), "--qmqp", "0.0.0.0:"+port, "--qmtp", "", "--allow", "127.0.0.1")
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Process.Kill(); s.Wait() }()
+	testpeer.WaitListening(t, "127.0.0.1:"+port, 10*time.Second)
+}
+
+// The store on a 1 MiB tmpfs: Z when it is full, never K; nothing partial
+// in new/; every K'd message complete.
+func TestDiskFull(t *testing.T) {
+	fs := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", fs).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs (needs root, as CI runs): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", fs).Run() })
+	dir := filepath.Join(fs, "Maildir")
+	s := startServe(t, "--maildir", dir, "--max-size", "4M")
+	var ks, zs int
+	send := func(size int, rcpts int) {
+		msg := append([]byte("Subject: fill "+strconv.Itoa(ks+zs)+"\n\n"), bytes.Repeat([]byte("0123456789abcde\n"), size/16)...)
+		env := proto.Envelope{Sender: "a@b"}
+		for i := range rcpts {
+			env.Recipients = append(env.Recipients, "r"+strconv.Itoa(i)+"@x")
+		}
+		r, err := sendQMQP(t, s.qmqp, env, msg)
+		if err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		switch r.Status {
+		case proto.OK:
+			ks += rcpts
+		case proto.Temporary:
+			zs++
+		default:
+			t.Fatalf("reply %q, want K or Z", r.String())
+		}
+		files := readMaildir(t, dir)
+		if len(files) != ks {
+			t.Fatalf("%d files in new/ after %d K'd copies (reply %q)", len(files), ks, r.String())
+		}
+		for _, f := range files {
+			if f.wholeLength < 100 || !bytes.HasSuffix(f.message, []byte("0123456789abcde\n")) {
+				t.Fatalf("%s is not complete", f.name)
+			}
+		}
+	}
+	for range 5 {
+		send(300<<10, 1)
+	}
+	send(2<<20, 1)   // larger than the file system
+	send(30<<10, 60) // small, but 60 copies do not fit
+	if zs < 3 {
+		t.Fatalf("%d Z replies on a full disk, want at least 3", zs)
+	}
+	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
+		t.Errorf("%d files left in tmp/", n)
+	}
+	if !waitLog(t, s, "no space left on device") {
+		t.Errorf("the log does not say the disk is full")
+	}
+}
+
+// --queue-program: the program gets the message on fd 0 and the envelope
+// on fd 1, and its exit code decides the reply.
+func TestQueueProgram(t *testing.T) {
+	work := t.TempDir()
+	script := filepath.Join(work, "fake-qmail-queue")
+	os.WriteFile(script, []byte(`#!/bin/sh
+n=$(date +%s%N)
+cat > "$1/msg.$n" || exit 54
+cat <&1 > "$1/env.$n" || exit 54
+exit $(cat "$1/code")
+`), 0755)
+	out := filepath.Join(work, "out")
+	os.Mkdir(out, 0700)
+	s := startServe(t, "--queue-program", script, "--hostname", "relay.example.test", "--", out)
+	msg := []byte("Subject: handed off\n\nbody\x00\xff\n")
+	for _, c := range []struct {
+		code   string
+		status proto.Status
+	}{{"0", proto.OK}, {"31", proto.Permanent}, {"71", proto.Temporary}} {
+		os.RemoveAll(out)
+		os.Mkdir(out, 0700)
+		os.WriteFile(filepath.Join(out, "code"), []byte(c.code), 0600)
+		// QMQP
+		r, err := sendQMQP(t, s.qmqp, proto.Envelope{Sender: "a@example.test", Recipients: []string{"b@example.test", "c@example.test"}}, msg)
+		if err != nil || r.Status != c.status {
+			t.Fatalf("exit %s: QMQP reply %q %v, want %c", c.code, r.String(), err, c.status)
+		}
+		// QMTP: the same verdict for every recipient.
+		conn, err := net.Dial("tcp", s.qmtp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(qmtpPackage(msg, true, "a@example.test", "d@example.test", "e@example.test"))
+		replies, err := readReplies(conn, 2, 20*time.Second)
+		conn.Close()
+		if err != nil || replies[0].Status != c.status || replies[1].Status != c.status {
+			t.Fatalf("exit %s: QMTP replies %s %v", c.code, fmtReplies(replies), err)
+		}
+		msgs, _ := filepath.Glob(filepath.Join(out, "msg.*"))
+		envs, _ := filepath.Glob(filepath.Join(out, "env.*"))
+		if len(msgs) != 2 || len(envs) != 2 {
+			t.Fatalf("exit %s: program ran %d/%d times, want 2", c.code, len(msgs), len(envs))
+		}
+		var gotEnvs []string
+		for i := range msgs {
+			m, _ := os.ReadFile(msgs[i])
+			first, rest, _ := bytes.Cut(m, []byte("\n"))
+			if !bytes.HasPrefix(first, []byte("Received: from unknown (127.0.0.1) by relay.example.test with QM")) || !bytes.Equal(rest, msg) {
+				t.Fatalf("fd 0 got %q", m)
+			}
+			e, _ := os.ReadFile(envs[i])
+			gotEnvs = append(gotEnvs, string(e))
+		}
+		want := []string{"Fa@example.test\x00Tb@example.test\x00Tc@example.test\x00\x00", "Fa@example.test\x00Td@example.test\x00Te@example.test\x00\x00"}
+		if !(gotEnvs[0] == want[0] && gotEnvs[1] == want[1] || gotEnvs[0] == want[1] && gotEnvs[1] == want[0]) {
+			t.Fatalf("fd 1 got %q, want %q", gotEnvs, want)
+		}
+	}
+}
+
+// systemd socket activation, with systemd's own tool passing the sockets.
+func TestSocketActivation(t *testing.T) {
+	activate := testpeer.Require(t, "systemd-socket-activate", "systemd")
+	dir := t.TempDir()
+	qmqpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+	qmtpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+	testpeer.Start(t, nil, activate, "-l", qmqpAddr, "-l", qmtpAddr, "--fdname=qmqp:qmtp",
+		testpeer.Binary(t), "serve", "--maildir", dir)
+	testpeer.WaitListening(t, qmqpAddr, 10*time.Second)
+	msg := []byte("Subject: activated\n\nx\n")
+	mustK(t, qmqpAddr, proto.Envelope{Sender: "a@b", Recipients: []string{"q@x"}}, msg)
+	c, err := net.Dial("tcp", qmtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(qmtpPackage(msg, false, "a@b", "t@x"))
+	if r, err := readReplies(c, 1, 20*time.Second); err != nil || r[0].Status != proto.OK {
+		t.Fatalf("QMTP on the activated socket: %s %v", fmtReplies(r), err)
+	}
+	got := map[string]string{}
+	for _, f := range readMaildir(t, dir) {
+		got[f.recipient] = f.received
+	}
+	if !strings.Contains(got["q@x"], "with QMQP") || !strings.Contains(got["t@x"], "with QMTP") {
+		t.Fatalf("files %v: each socket must speak its named protocol", got)
+	}
+}
+
+// SIGTERM: no new connections, the session in flight finishes and gets
+// its K, the process exits 0.
+func TestGracefulStop(t *testing.T) {
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir, "--grace", "20s")
+	msg := []byte("Subject: in flight\n\n" + strings.Repeat("x", 5000) + "\n")
+	var items []byte
+	items = netstring.Append(items, msg)
+	items = netstring.AppendString(items, "a@b")
+	items = netstring.AppendString(items, "c@d")
+	pkg := netstring.Append(nil, items)
+
+	c, err := net.Dial("tcp", s.qmqp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(pkg[:100])
+	time.Sleep(200 * time.Millisecond) // the session is running
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for { // the listener closes
+		nc, err := net.DialTimeout("tcp", s.qmqp, time.Second)
+		if err != nil {
+			break
+		}
+		nc.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting connections after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Write(pkg[100:])
+	replies, err := readReplies(c, 1, 20*time.Second)
+	if err != nil || replies[0].Status != proto.OK {
+		t.Fatalf("in-flight session after SIGTERM: %s %v", fmtReplies(replies), err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not exit after SIGTERM")
+	}
+	if s.err != nil {
+		t.Fatalf("serve exited with %v after SIGTERM", s.err)
+	}
+	files := readMaildir(t, dir)
+	if len(files) != 1 || !bytes.Equal(files[0].message, msg) {
+		t.Fatalf("%d files after the graceful stop", len(files))
+	}
+}

@@ -1,0 +1,355 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"qbox/proto"
+)
+
+// DefaultSpoolInMemory is how much of a message a delivery keeps in memory
+// before it spills to a spool file: small messages (most mail) then cost
+// no extra file, and 200 concurrent sessions still stay far below 128 MiB.
+const DefaultSpoolInMemory = 64 << 10
+
+// Store is a proto.Backend that delivers every message into a maildir as
+// one file per recipient, in the layout qmail-local writes and serialmail
+// (and qbox flush-maildir) reads:
+//
+//	Return-Path: <sender>
+//	Delivered-To: recipient
+//	Received: from HOST (IP) by LOCALHOST with QMQP; 2 Jan 2006 15:04:05 -0000
+//	message...
+//
+// A recipient's K is given only after all files of the message are
+// fsync'd, renamed into new/ and new/ itself is fsync'd. Any failure
+// answers Z for every recipient and leaves nothing in new/.
+type Store struct {
+	Dir string
+	// Hostname names this server in the Received line; empty means the
+	// peer's LocalHost, then os.Hostname.
+	Hostname string
+	// SpoolInMemory is the number of message bytes kept in memory before
+	// the rest goes to a spool file in tmp/; 0 means DefaultSpoolInMemory.
+	SpoolInMemory int
+	// Logger receives the reason of every Z (the client only sees a
+	// generic text). nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for the Received line; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewStore creates the maildir dir (tmp/, new/, cur/) if missing and
+// returns a Store writing into it.
+func NewStore(dir string) (*Store, error) {
+	if err := Init(dir); err != nil {
+		return nil, fmt.Errorf("maildir %s: %w", dir, err)
+	}
+	return &Store{Dir: dir}, nil
+}
+
+// Begin starts spooling one message. size is the length the client
+// declared; it only decides whether to spool to a file straight away.
+func (s *Store) Begin(ctx context.Context, peer proto.Peer, size int64) (proto.Delivery, error) {
+	limit := s.SpoolInMemory
+	if limit <= 0 {
+		limit = DefaultSpoolInMemory
+	}
+	d := &storeDelivery{store: s, peer: peer, memLimit: limit}
+	if size > int64(limit) {
+		if err := d.spill(); err != nil {
+			return nil, err
+		}
+	} else if size > 0 {
+		d.mem = make([]byte, 0, size)
+	}
+	return d, nil
+}
+
+type storeDelivery struct {
+	store    *Store
+	peer     proto.Peer
+	memLimit int
+	mem      []byte   // the message while it fits in memory
+	spool    *os.File // the message once it did not (unlinked: a crash leaves nothing)
+	spoolBuf []byte   // write buffer in front of spool
+	size     int64
+	err      error // first spooling error: the message will get Z
+	done     bool
+}
+
+// Write spools message bytes. A spooling error (disk full) is remembered
+// and the rest of the message discarded, so the server still reads the
+// whole package and the client gets a clear Z from Commit instead of a
+// dropped connection.
+func (d *storeDelivery) Write(p []byte) (int, error) {
+	if d.done {
+		return 0, errors.New("maildir: write after commit or abort")
+	}
+	n := len(p)
+	d.size += int64(n)
+	if d.err != nil {
+		return n, nil
+	}
+	if d.spool == nil {
+		if len(d.mem)+len(p) <= d.memLimit {
+			d.mem = append(d.mem, p...)
+			return n, nil
+		}
+		if err := d.spill(); err != nil {
+			d.err = err
+			return n, nil
+		}
+	}
+	if len(d.spoolBuf)+len(p) > cap(d.spoolBuf) {
+		if err := d.flushSpool(); err != nil {
+			d.err = err
+			return n, nil
+		}
+	}
+	if len(p) >= cap(d.spoolBuf) {
+		if _, err := d.spool.Write(p); err != nil {
+			d.err = fmt.Errorf("maildir: spool: %w", err)
+		}
+		return n, nil
+	}
+	d.spoolBuf = append(d.spoolBuf, p...)
+	return n, nil
+}
+
+// spill moves the message from memory to a spool file in tmp/. The file
+// is unlinked at once: it is only ever read through the open descriptor,
+// and a crash cannot leave it behind.
+func (d *storeDelivery) spill() error {
+	f, err := os.OpenFile(filepath.Join(d.store.Dir, "tmp", "spool."+NewKey()), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0600)
+	if err != nil {
+		return fmt.Errorf("maildir: spool: %w", err)
+	}
+	os.Remove(f.Name())
+	d.spool = f
+	d.spoolBuf = make([]byte, 0, 64<<10)
+	if len(d.mem) > 0 {
+		d.spoolBuf = append(d.spoolBuf, d.mem...)
+	}
+	d.mem = nil
+	return nil
+}
+
+func (d *storeDelivery) flushSpool() error {
+	if len(d.spoolBuf) == 0 {
+		return nil
+	}
+	_, err := d.spool.Write(d.spoolBuf)
+	d.spoolBuf = d.spoolBuf[:0]
+	if err != nil {
+		return fmt.Errorf("maildir: spool: %w", err)
+	}
+	return nil
+}
+
+// Abort discards the message.
+func (d *storeDelivery) Abort() {
+	if d.done {
+		return
+	}
+	d.done = true
+	d.release()
+}
+
+func (d *storeDelivery) release() {
+	if d.spool != nil {
+		d.spool.Close()
+		d.spool = nil
+	}
+	d.mem, d.spoolBuf = nil, nil
+}
+
+// Commit writes one file per recipient and answers K for all of them once
+// they are durable, or Z for all of them.
+func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Reply {
+	if d.done {
+		return fill(len(env.Recipients), proto.Z("internal error: delivery already finished (#4.3.0)"))
+	}
+	d.done = true
+	defer d.release()
+	if len(env.Recipients) == 0 {
+		return nil
+	}
+	key, err := d.store.deliver(ctx, d, env)
+	if err != nil {
+		d.store.logger().Error("maildir delivery failed", "dir", d.store.Dir, "remote_ip", d.peer.RemoteIP,
+			"sender", proto.Printable(env.Sender, 1000), "recipients", len(env.Recipients), "size", d.size, "err", err)
+		return fill(len(env.Recipients), proto.Z(tempText(err)))
+	}
+	t := d.store.now()
+	return fill(len(env.Recipients), proto.K("ok "+strconv.FormatInt(t.Unix(), 10)+" stored as "+key))
+}
+
+// errTmpfileUnsupported is linkBatch.Create's answer on a file system
+// without O_TMPFILE: the store falls back to Batch.
+var errTmpfileUnsupported = errors.New("maildir: O_TMPFILE not supported")
+
+// fileBatch is what deliver needs from Batch and linkBatch.
+type fileBatch interface {
+	Create() (*os.File, error)
+	Commit() ([]string, error)
+	Abort()
+}
+
+func (s *Store) deliver(ctx context.Context, d *storeDelivery, env proto.Envelope) (string, error) {
+	if d.err != nil {
+		return "", d.err
+	}
+	if d.spool != nil {
+		if err := d.flushSpool(); err != nil {
+			return "", err
+		}
+	}
+	received := s.receivedLine(d.peer)
+	b := newFileBatch(s.Dir)
+	var head []byte
+	for i, rcpt := range env.Recipients {
+		if err := ctx.Err(); err != nil {
+			b.Abort()
+			return "", err
+		}
+		f, err := b.Create()
+		if err == errTmpfileUnsupported && i == 0 {
+			b = NewBatch(s.Dir) // this file system has no O_TMPFILE
+			f, err = b.Create()
+		}
+		if err != nil {
+			b.Abort()
+			return "", fmt.Errorf("maildir: create: %w", err)
+		}
+		head = append(head[:0], "Return-Path: <"...)
+		head = appendHeaderValue(head, env.Sender)
+		head = append(head, ">\nDelivered-To: "...)
+		head = appendHeaderValue(head, rcpt)
+		head = append(head, '\n')
+		head = append(head, received...)
+		if err := d.writeFile(f, head); err != nil {
+			b.Abort()
+			return "", fmt.Errorf("maildir: write file %d of %d: %w", i+1, len(env.Recipients), err)
+		}
+	}
+	paths, err := b.Commit()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Base(paths[0]), nil
+}
+
+// writeFile writes the header lines and the message into f. From a spool
+// file the copy is file to file (copy_file_range on Linux), so the message
+// never passes through this process's memory.
+func (d *storeDelivery) writeFile(f *os.File, head []byte) error {
+	if d.spool == nil {
+		if len(head)+len(d.mem) <= 64<<10 {
+			buf := make([]byte, 0, len(head)+len(d.mem))
+			buf = append(append(buf, head...), d.mem...)
+			_, err := f.Write(buf)
+			return err
+		}
+		if _, err := f.Write(head); err != nil {
+			return err
+		}
+		_, err := f.Write(d.mem)
+		return err
+	}
+	if _, err := f.Write(head); err != nil {
+		return err
+	}
+	if _, err := d.spool.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	n, err := io.Copy(f, &io.LimitedReader{R: d.spool, N: d.size})
+	if err != nil {
+		return err
+	}
+	if n != d.size {
+		return fmt.Errorf("spool holds %d bytes, want %d", n, d.size)
+	}
+	return nil
+}
+
+// appendHeaderValue appends an envelope address to a header line. A line
+// feed would end the header line and break the file's layout for every
+// reader, so it becomes '_', as qmail-local does; the servers already
+// refuse addresses with NUL.
+func appendHeaderValue(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\n' {
+			c = '_'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// receivedLine returns the Received header line (with its newline) for a
+// message from peer.
+func (s *Store) receivedLine(peer proto.Peer) []byte {
+	return proto.AppendReceived(nil, peer, s.hostname(peer), s.now())
+}
+
+func (s *Store) hostname(peer proto.Peer) string {
+	if s.Hostname != "" {
+		return s.Hostname
+	}
+	if peer.LocalHost != "" {
+		return peer.LocalHost
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+func (s *Store) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Store) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// tempText is the Z text the client sees: the cause in qmail's words,
+// without local paths.
+func tempText(err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "sorry, the mail store is full (#4.3.1)"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "sorry, too many open files, try again later (#4.3.0)"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "sorry, the server is shutting down (#4.3.0)"
+	}
+	return "sorry, I couldn't store the message (#4.3.0)"
+}
+
+func fill(n int, r proto.Reply) []proto.Reply {
+	out := make([]proto.Reply, n)
+	for i := range out {
+		out[i] = r
+	}
+	return out
+}
+
+var _ proto.Backend = (*Store)(nil)

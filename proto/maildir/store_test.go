@@ -1,0 +1,288 @@
+package maildir
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"qbox/proto"
+)
+
+var fixedTime = time.Date(2024, 3, 5, 6, 7, 8, 0, time.UTC)
+
+func testStore(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Hostname = "mx.example.test"
+	s.Now = func() time.Time { return fixedTime }
+	return s
+}
+
+var testPeer = proto.Peer{Protocol: "QMQP", RemoteIP: "127.0.0.1", RemoteHost: "client.example.test"}
+
+// deliver writes msg in chunks of chunk bytes and commits it.
+func deliver(t *testing.T, s *Store, peer proto.Peer, msg []byte, chunk int, env proto.Envelope) []proto.Reply {
+	t.Helper()
+	d, err := s.Begin(context.Background(), peer, int64(len(msg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rest := msg; len(rest) > 0; {
+		n := min(chunk, len(rest))
+		if w, err := d.Write(rest[:n]); err != nil || w != n {
+			t.Fatalf("Write = %d, %v", w, err)
+		}
+		rest = rest[n:]
+	}
+	return d.Commit(context.Background(), env)
+}
+
+func dirFiles(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = b
+	}
+	return out
+}
+
+func wantAll(t *testing.T, replies []proto.Reply, n int, status proto.Status) {
+	t.Helper()
+	if len(replies) != n {
+		t.Fatalf("got %d replies, want %d: %v", len(replies), n, replies)
+	}
+	for i, r := range replies {
+		if r.Status != status {
+			t.Fatalf("reply %d = %q, want status %c", i, r.String(), status)
+		}
+	}
+}
+
+// filesByRecipient checks the layout of every file in new/ and returns the
+// message part of each, keyed by its Delivered-To.
+func filesByRecipient(t *testing.T, dir, sender, received string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for name, b := range dirFiles(t, filepath.Join(dir, "new")) {
+		lines := bytes.SplitN(b, []byte("\n"), 4)
+		if len(lines) != 4 {
+			t.Fatalf("%s: fewer than 3 header lines: %q", name, b)
+		}
+		if got, want := string(lines[0]), "Return-Path: <"+sender+">"; got != want {
+			t.Fatalf("%s: line 1 = %q, want %q", name, got, want)
+		}
+		rcpt, ok := strings.CutPrefix(string(lines[1]), "Delivered-To: ")
+		if !ok {
+			t.Fatalf("%s: line 2 = %q", name, lines[1])
+		}
+		if string(lines[2]) != received {
+			t.Fatalf("%s: line 3 = %q, want %q", name, lines[2], received)
+		}
+		out[rcpt] = lines[3]
+	}
+	return out
+}
+
+const wantReceived = "Received: from client.example.test (127.0.0.1) by mx.example.test with QMQP; 5 Mar 2024 06:07:08 -0000"
+
+func TestStoreSmallMessage(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	s := testStore(t, dir) // creates the maildir
+	msg := []byte("Subject: hi\n\nbody with \x00 NUL and \xff high bytes\nno final newline")
+	env := proto.Envelope{Sender: "alice@example.test", Recipients: []string{"bob@example.test", "carol@example.test", "bob@example.test"}}
+	replies := deliver(t, s, testPeer, msg, 7, env)
+	wantAll(t, replies, 3, proto.OK)
+	if !strings.HasPrefix(replies[0].Text, "ok ") {
+		t.Errorf("K text %q", replies[0].Text)
+	}
+	files := dirFiles(t, filepath.Join(dir, "new"))
+	if len(files) != 3 {
+		t.Fatalf("%d files in new/, want 3 (one per recipient, duplicates included)", len(files))
+	}
+	got := filesByRecipient(t, dir, "alice@example.test", wantReceived)
+	for _, r := range env.Recipients {
+		if !bytes.Equal(got[r], msg) {
+			t.Errorf("message for %s = %q, want %q", r, got[r], msg)
+		}
+	}
+	if left := dirFiles(t, filepath.Join(dir, "tmp")); len(left) != 0 {
+		t.Errorf("tmp/ not empty: %v", left)
+	}
+}
+
+func TestStoreSpooledMessage(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir)
+	s.SpoolInMemory = 1000 // force the file path for a modest message
+	msg := make([]byte, 3<<20+17)
+	rand.Read(msg)
+	for _, declared := range []int64{int64(len(msg)), 10} { // declared size decides the start, not the outcome
+		d, err := s.Begin(context.Background(), testPeer, declared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Writes of varying sizes, some larger than the spool buffer.
+		for rest, n := msg, 1; len(rest) > 0; n = n*3 + 1 {
+			k := min(n, len(rest))
+			d.Write(rest[:k])
+			rest = rest[k:]
+		}
+		env := proto.Envelope{Sender: "", Recipients: []string{"r1@x", "r2@x"}}
+		wantAll(t, d.Commit(context.Background(), env), 2, proto.OK)
+	}
+	got := dirFiles(t, filepath.Join(dir, "new"))
+	if len(got) != 4 {
+		t.Fatalf("%d files, want 4", len(got))
+	}
+	for name, b := range got {
+		if !bytes.HasPrefix(b, []byte("Return-Path: <>\nDelivered-To: r")) {
+			t.Fatalf("%s starts %q", name, b[:40])
+		}
+		_, body, _ := bytes.Cut(b, []byte(wantReceived+"\n"))
+		if !bytes.Equal(body, msg) {
+			t.Fatalf("%s: stored message differs (%d bytes, want %d)", name, len(body), len(msg))
+		}
+	}
+	if left := dirFiles(t, filepath.Join(dir, "tmp")); len(left) != 0 {
+		t.Errorf("tmp/ not empty: %v", left)
+	}
+}
+
+func TestStoreAbortLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir)
+	s.SpoolInMemory = 10
+	for _, size := range []int{5, 5000} {
+		d, err := s.Begin(context.Background(), testPeer, int64(size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Write(bytes.Repeat([]byte("x"), size))
+		d.Abort()
+		d.Abort() // twice is harmless
+	}
+	for _, sub := range []string{"new", "tmp", "cur"} {
+		if left := dirFiles(t, filepath.Join(dir, sub)); len(left) != 0 {
+			t.Errorf("%s/ not empty after Abort: %v", sub, left)
+		}
+	}
+}
+
+func TestStoreHeaderSanitising(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir)
+	peer := proto.Peer{Protocol: "QMTP", RemoteIP: "::1", RemoteHost: "evil\r\nX-Injected: yes (host)"}
+	env := proto.Envelope{Sender: "a\nb@x", Recipients: []string{"c\nd@y"}}
+	wantAll(t, deliver(t, s, peer, []byte("\n"), 1, env), 1, proto.OK)
+	for _, b := range dirFiles(t, filepath.Join(dir, "new")) {
+		want := "Return-Path: <a_b@x>\nDelivered-To: c_d@y\n" +
+			"Received: from evil??X-Injected:?yes??host? (::1) by mx.example.test with QMTP; 5 Mar 2024 06:07:08 -0000\n\n"
+		if string(b) != want {
+			t.Fatalf("file =\n%q\nwant\n%q", b, want)
+		}
+	}
+}
+
+func TestStoreZeroRecipientsStoresNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir)
+	if r := deliver(t, s, testPeer, []byte("x\n"), 10, proto.Envelope{Sender: "a@b"}); len(r) != 0 {
+		t.Fatalf("replies %v for zero recipients", r)
+	}
+	if left := dirFiles(t, filepath.Join(dir, "new")); len(left) != 0 {
+		t.Errorf("new/ not empty: %v", left)
+	}
+}
+
+func TestStoreCancelledIsTemporary(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir)
+	d, _ := s.Begin(context.Background(), testPeer, 3)
+	d.Write([]byte("hi\n"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	wantAll(t, d.Commit(ctx, proto.Envelope{Recipients: []string{"a@b"}}), 1, proto.Temporary)
+	if left := dirFiles(t, filepath.Join(dir, "new")); len(left) != 0 {
+		t.Errorf("new/ not empty: %v", left)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes and returns its path. Needs
+// root, as CI runs.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs (the disk-full test needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+func TestStoreDiskFull(t *testing.T) {
+	fs := mountTmpfs(t, "1m")
+	dir := filepath.Join(fs, "Maildir")
+	s := testStore(t, dir)
+	s.SpoolInMemory = 4096
+	cases := []struct {
+		name  string
+		size  int
+		rcpts int
+	}{
+		{"spool overflows", 2 << 20, 1},         // the spool file itself hits ENOSPC
+		{"copies overflow", 300 << 10, 5},       // spool fits, the third copy does not
+		{"small copies overflow", 30 << 10, 60}, // in-memory message, many recipients
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			msg := bytes.Repeat([]byte("0123456789abcde\n"), c.size/16)
+			env := proto.Envelope{Sender: "a@b"}
+			for i := range c.rcpts {
+				env.Recipients = append(env.Recipients, "r"+string(rune('a'+i%26))+"@x")
+			}
+			replies := deliver(t, s, testPeer, msg, 32<<10, env)
+			wantAll(t, replies, c.rcpts, proto.Temporary)
+			if !strings.Contains(replies[0].Text, "full") {
+				t.Errorf("Z text %q does not say the store is full", replies[0].Text)
+			}
+			for _, sub := range []string{"new", "tmp"} {
+				if left := dirFiles(t, filepath.Join(dir, sub)); len(left) != 0 {
+					t.Fatalf("%s/ holds %d files after disk full", sub, len(left))
+				}
+			}
+		})
+	}
+	// The store works again once there is room.
+	wantAll(t, deliver(t, s, testPeer, []byte("small\n"), 100, proto.Envelope{Recipients: []string{"a@b"}}), 1, proto.OK)
+	if n := len(dirFiles(t, filepath.Join(dir, "new"))); n != 1 {
+		t.Fatalf("%d files in new/, want 1", n)
+	}
+}
+
+// Where the file system has no O_TMPFILE the store writes through Batch
+// (tmp/, rename); the layout and the guarantees are the same.
+func TestStoreBatchFallback(t *testing.T) {
+	was := tmpfileUnsupported.Load()
+	tmpfileUnsupported.Store(true)
+	defer tmpfileUnsupported.Store(was)
+	TestStoreSmallMessage(t)
+	TestStoreSpooledMessage(t)
+	TestStoreAbortLeavesNothing(t)
+}

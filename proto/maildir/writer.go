@@ -1,0 +1,145 @@
+// Package maildir writes files into a maildir durably: a file appears in
+// new/ only after its data and the directory entry are on disk. go-maildir
+// creates the layout; its Delivery does not fsync, so writing is done here.
+package maildir
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	gomaildir "github.com/emersion/go-maildir"
+)
+
+// Init creates dir with tmp/, new/ and cur/ (mode 0700) if missing.
+func Init(dir string) error {
+	return gomaildir.Dir(dir).Init()
+}
+
+var (
+	counter  atomic.Uint64
+	hostname = func() string {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		// '/' and ':' may not appear in a maildir name.
+		return strings.NewReplacer("/", `\057`, ":", `\072`).Replace(h)
+	}()
+)
+
+// NewKey returns a unique maildir file name: seconds, then a part unique
+// to this process and delivery, then the host (the classic layout).
+func NewKey() string {
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	return strconv.FormatInt(time.Now().Unix(), 10) + ".P" + strconv.Itoa(os.Getpid()) +
+		"Q" + strconv.FormatUint(counter.Add(1), 10) + "R" + hex.EncodeToString(rnd[:]) + "." + hostname
+}
+
+// Batch writes a group of files (one per recipient of a message) into a
+// maildir and makes them durable together: every file is fsync'd, all are
+// renamed into new/, and new/ is fsync'd once for the whole batch.
+type Batch struct {
+	dir   string
+	files []*os.File
+	keys  []string
+	done  bool
+}
+
+// NewBatch starts a batch for the maildir dir (which must exist).
+func NewBatch(dir string) *Batch { return &Batch{dir: dir} }
+
+// Create opens a new file in tmp/ for the caller to write.
+func (b *Batch) Create() (*os.File, error) {
+	key := NewKey()
+	f, err := os.OpenFile(filepath.Join(b.dir, "tmp", key), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0600)
+	if err != nil {
+		return nil, err
+	}
+	b.files = append(b.files, f)
+	b.keys = append(b.keys, key)
+	return f, nil
+}
+
+// Commit makes every file durable and moves it into new/. It returns the
+// paths in new/. On any error, nothing of the batch is left in new/ or
+// tmp/, so a caller that answers Z never leaves a copy behind that a later
+// retry would duplicate.
+func (b *Batch) Commit() ([]string, error) {
+	if b.done {
+		return nil, errors.New("maildir: batch already finished")
+	}
+	b.done = true
+	var err error
+	for _, f := range b.files {
+		if e := f.Sync(); e != nil && err == nil {
+			err = fmt.Errorf("maildir: fsync %s: %w", f.Name(), e)
+		}
+		if e := f.Close(); e != nil && err == nil {
+			err = fmt.Errorf("maildir: close %s: %w", f.Name(), e)
+		}
+	}
+	if err != nil {
+		b.removeTmp()
+		return nil, err
+	}
+	paths := make([]string, 0, len(b.keys))
+	for _, key := range b.keys {
+		dst := filepath.Join(b.dir, "new", key)
+		if e := os.Rename(filepath.Join(b.dir, "tmp", key), dst); e != nil {
+			err = fmt.Errorf("maildir: %w", e)
+			break
+		}
+		paths = append(paths, dst)
+	}
+	if err == nil {
+		err = SyncDir(filepath.Join(b.dir, "new"))
+	}
+	if err != nil {
+		for _, p := range paths {
+			os.Remove(p)
+		}
+		b.removeTmp()
+		return nil, err
+	}
+	return paths, nil
+}
+
+// Abort closes and removes every file of the batch.
+func (b *Batch) Abort() {
+	if b.done {
+		return
+	}
+	b.done = true
+	for _, f := range b.files {
+		f.Close()
+	}
+	b.removeTmp()
+}
+
+func (b *Batch) removeTmp() {
+	for _, key := range b.keys {
+		os.Remove(filepath.Join(b.dir, "tmp", key))
+	}
+}
+
+// SyncDir fsyncs a directory, making renames and unlinks in it durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("maildir: fsync %s: %w", dir, err)
+	}
+	return nil
+}

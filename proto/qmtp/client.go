@@ -1,0 +1,514 @@
+package qmtp
+
+// The QMTP client: one connection carries many packages, pipelined. A
+// writer goroutine streams packages while the caller's goroutine reads
+// replies, so neither side can fill the other's socket buffer and wait
+// forever (QMTP §4: a pipelining client "must continuously watch" for
+// responses). Every recipient gets exactly one RecipientResult: the server's K, Z
+// or D, or a Z made up here when the server's reply never came.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"qbox/netstring"
+	"qbox/proto"
+)
+
+// Client defaults. The write timeout is serialqmtp's; the connect timeout
+// is tcpclient's 2+58 seconds; the read timeout is how long a server may
+// stay silent while it owes a reply.
+const (
+	ClientConnectTimeout = 60 * time.Second
+	ClientWriteTimeout   = 73 * time.Second
+	ClientReadTimeout    = 10 * time.Minute
+)
+
+// Package is one QMTP package: a message for one or more recipients.
+type Package struct {
+	Sender     string
+	Recipients []string
+	// Size is the message's length in bytes. The message uses LF line
+	// ends and is sent as is (QMTP's encoding #2).
+	Size int64
+	// Open returns the message; it is called by the writer just before
+	// the package is sent and closed right after, so only one message is
+	// open at a time however many are queued.
+	Open func() (io.ReadCloser, error)
+}
+
+// WireSize is the number of bytes the package takes on the wire.
+func (p *Package) WireSize() int64 {
+	return netstring.Size(p.Size+1) + netstring.Size(int64(len(p.Sender))) + netstring.Size(p.recipientListSize())
+}
+
+func (p *Package) recipientListSize() int64 {
+	var n int64
+	for _, r := range p.Recipients {
+		n += netstring.Size(int64(len(r)))
+	}
+	return n
+}
+
+// RecipientResult is the outcome for one recipient of one package.
+type RecipientResult struct {
+	Package   int // index into the packages given to Send
+	Recipient int // index into that package's Recipients
+	Reply     proto.Reply
+	// FromServer is true when the server sent the reply; false when the
+	// reply is a Z made up here because none came (connection lost,
+	// timeout, protocol violation, unreadable message).
+	FromServer bool
+}
+
+// SessionStats counts a session's traffic.
+type SessionStats struct {
+	BytesOut int64 // bytes written to the connection
+	BytesIn  int64 // bytes read from it
+	Replies  int   // replies received from the server
+}
+
+// ConnectError means no server could be reached: nothing was sent, no
+// result was delivered, and every message may be tried again anywhere.
+type ConnectError struct {
+	Tried []ConnectAttempt
+}
+
+// ConnectAttempt is one failed connection.
+type ConnectAttempt struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnectError) Error() string {
+	if len(e.Tried) == 0 {
+		return "qmtp: no server to connect to"
+	}
+	s := "qmtp: cannot connect:"
+	for _, t := range e.Tried {
+		s += fmt.Sprintf(" %s: %v;", t.Addr, t.Err)
+	}
+	return s[:len(s)-1]
+}
+
+// ErrRemoteViolation is wrapped by the session error when the server
+// broke QMTP: a malformed reply netstring, an unknown status byte, or a
+// reply before the package's final byte.
+var ErrRemoteViolation = errors.New("remote protocol violation")
+
+// Client delivers packages over QMTP.
+type Client struct {
+	ConnectTimeout time.Duration // 0: ClientConnectTimeout
+	WriteTimeout   time.Duration // per write; 0: ClientWriteTimeout
+	// ReadTimeout bounds the server's silence while it owes a reply
+	// (the package's final byte has been written); 0: ClientReadTimeout.
+	// A server may hold replies while the client is still sending, so
+	// time spent writing never counts.
+	ReadTimeout time.Duration
+	// Dial overrides how connections are made.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Connect connects to the first of addrs (host:port) that accepts. Only a
+// failed connect moves on to the next address.
+func (c *Client) Connect(ctx context.Context, addrs []string) (net.Conn, string, error) {
+	timeout := c.ConnectTimeout
+	if timeout <= 0 {
+		timeout = ClientConnectTimeout
+	}
+	dial := c.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	cerr := &ConnectError{}
+	for _, addr := range addrs {
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		conn, err := dial(dctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			return conn, addr, nil
+		}
+		cerr.Tried = append(cerr.Tried, ConnectAttempt{Addr: addr, Err: err})
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, "", cerr
+}
+
+// Deliver connects to the first reachable of addrs and sends pkgs there
+// (see Send). When no address accepts it returns a *ConnectError and
+// delivers no result.
+func (c *Client) Deliver(ctx context.Context, addrs []string, pkgs []Package, onResult func(RecipientResult)) (SessionStats, error) {
+	conn, _, err := c.Connect(ctx, addrs)
+	if err != nil {
+		return SessionStats{}, err
+	}
+	defer conn.Close()
+	return c.Send(ctx, conn, pkgs, onResult)
+}
+
+// Send runs one QMTP session on conn: it streams every package and calls
+// onResult once for every recipient of every package, in order, as the
+// replies arrive (onResult is never called concurrently). If a reply is
+// missing — the connection ended, a timeout, a protocol violation, a
+// message that could not be read — that recipient and every later one get
+// a Z with FromServer false, and Send returns the error that ended the
+// session. Send does not close conn.
+//
+// A package without recipients is refused before anything is sent: a
+// server answers it with nothing, and a client waiting for that nothing
+// would wait forever.
+func (c *Client) Send(ctx context.Context, conn net.Conn, pkgs []Package, onResult func(RecipientResult)) (SessionStats, error) {
+	for i := range pkgs {
+		if len(pkgs[i].Recipients) == 0 {
+			return SessionStats{}, fmt.Errorf("qmtp: package %d has no recipients", i)
+		}
+	}
+	s := &clientSession{
+		ctx:         ctx,
+		conn:        conn,
+		pkgs:        pkgs,
+		onResult:    onResult,
+		writeTO:     clientOrDefault(c.WriteTimeout, ClientWriteTimeout),
+		readTO:      clientOrDefault(c.ReadTimeout, ClientReadTimeout),
+		sent:        make(chan sentPackage, len(pkgs)),
+		writerDone:  make(chan error, 1),
+		stopWriting: make(chan struct{}),
+	}
+	s.lastWrite.Store(time.Now().UnixNano())
+
+	// Cancelling ctx unblocks both sides by expiring their deadlines.
+	stopWatch := context.AfterFunc(ctx, func() {
+		conn.SetDeadline(time.Unix(1, 0))
+	})
+	defer stopWatch()
+
+	go s.write()
+	readErr := s.read()
+	if readErr != nil {
+		// Stop the writer: nothing it sends now can get a reply.
+		s.stop()
+		conn.SetWriteDeadline(time.Unix(1, 0))
+	}
+	writeErr := <-s.writerDone
+	if readErr != nil && ctx.Err() != nil {
+		readErr = fmt.Errorf("qmtp: %w", ctx.Err())
+	}
+	s.failRest(readErr)
+
+	stats := SessionStats{BytesOut: s.bytesOut.Load(), BytesIn: s.bytesIn, Replies: s.replies}
+	if readErr != nil {
+		return stats, readErr
+	}
+	return stats, writeErr
+}
+
+func clientOrDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// sentPackage tells the reader that the writer has started package index,
+// whose final byte is at end (cumulative bytes on the connection). err is
+// set when the message could not be opened and the package was skipped.
+type sentPackage struct {
+	index int
+	end   int64
+	err   error
+}
+
+type clientSession struct {
+	ctx      context.Context
+	conn     net.Conn
+	pkgs     []Package
+	onResult func(RecipientResult)
+	writeTO  time.Duration
+	readTO   time.Duration
+
+	sent        chan sentPackage // writer → reader, in package order
+	writerDone  chan error
+	stopOnce    sync.Once
+	stopWriting chan struct{}
+
+	// Written by the writer, read by the reader.
+	bytesStarted atomic.Int64 // bytes handed to (or being handed to) the kernel
+	bytesOut     atomic.Int64 // bytes the kernel took
+	lastWrite    atomic.Int64 // UnixNano of the last completed write
+	writeFailed  atomic.Bool  // the writer gave up; writeErr says why
+	writeErr     error
+
+	// Reader state.
+	bytesIn  int64
+	replies  int
+	nextPkg  int // first package not fully resolved
+	nextRcpt int // first unresolved recipient of nextPkg
+	skipped  map[int]error
+}
+
+func (s *clientSession) stop() { s.stopOnce.Do(func() { close(s.stopWriting) }) }
+
+// write streams every package through one buffer. It flushes only when
+// the buffer fills and at the end: the packages are all local, so the
+// writer never waits for input, and a full buffer keeps a slow link busy.
+func (s *clientSession) write() {
+	defer close(s.sent)
+	cw := &clientConnWriter{s: s}
+	bw := bufio.NewWriterSize(cw, 64<<10)
+	nw := netstring.NewWriter(bw)
+	var offset int64
+	err := func() error {
+		for i := range s.pkgs {
+			select {
+			case <-s.stopWriting:
+				return nil
+			default:
+			}
+			p := &s.pkgs[i]
+			body, err := p.Open()
+			if err != nil {
+				s.sent <- sentPackage{index: i, err: fmt.Errorf("cannot read message: %w", err)}
+				continue
+			}
+			offset += p.WireSize()
+			s.sent <- sentPackage{index: i, end: offset}
+			err = writeClientPackage(nw, p, body)
+			body.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return bw.Flush()
+	}()
+	if err != nil {
+		// Wake the reader: replies for packages not completely written
+		// will never come.
+		s.writeErr = err
+		s.writeFailed.Store(true)
+		s.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	s.writerDone <- err
+}
+
+// writeClientPackage writes netstring("\n" message) netstring(sender)
+// netstring(netstring(rcpt)...).
+func writeClientPackage(nw *netstring.Writer, p *Package, body io.Reader) error {
+	if err := nw.WriteHeader(p.Size + 1); err != nil {
+		return err
+	}
+	if _, err := nw.Write([]byte{'\n'}); err != nil {
+		return err
+	}
+	n, err := io.Copy(nw, io.LimitReader(body, p.Size))
+	if err != nil {
+		return err
+	}
+	if n != p.Size {
+		// The header promised Size bytes; the session cannot go on.
+		return fmt.Errorf("qmtp: message ended after %d of %d bytes", n, p.Size)
+	}
+	if err := nw.WriteTrailer(); err != nil {
+		return err
+	}
+	if err := nw.WriteString(p.Sender); err != nil {
+		return err
+	}
+	if err := nw.WriteHeader(p.recipientListSize()); err != nil {
+		return err
+	}
+	for _, r := range p.Recipients {
+		if err := nw.WriteString(r); err != nil {
+			return err
+		}
+	}
+	return nw.WriteTrailer()
+}
+
+// clientConnWriter counts bytes and applies the write timeout.
+type clientConnWriter struct{ s *clientSession }
+
+func (w *clientConnWriter) Write(p []byte) (int, error) {
+	s := w.s
+	select {
+	case <-s.stopWriting:
+		return 0, errors.New("qmtp: session ended")
+	default:
+	}
+	s.bytesStarted.Add(int64(len(p)))
+	s.conn.SetWriteDeadline(time.Now().Add(s.writeTO))
+	if err := s.ctx.Err(); err != nil { // checked after arming: see Send's watcher
+		return 0, err
+	}
+	n, err := s.conn.Write(p)
+	s.bytesStarted.Add(int64(n - len(p)))
+	s.bytesOut.Add(int64(n))
+	s.lastWrite.Store(time.Now().UnixNano())
+	if err != nil && clientIsTimeout(err) {
+		err = fmt.Errorf("qmtp: write timed out after %v: %w", s.writeTO, err)
+	}
+	return n, err
+}
+
+// read consumes replies for the packages the writer announces, until all
+// are answered or the session fails.
+func (s *clientSession) read() error {
+	rr := &clientConnReader{s: s}
+	nr := netstring.NewReader(bufio.NewReaderSize(rr, 4096))
+	for sp := range s.sent {
+		if sp.err != nil {
+			if s.skipped == nil {
+				s.skipped = map[int]error{}
+			}
+			s.skipped[sp.index] = sp.err
+			s.resolveLocal(sp.index, sp.err)
+			continue
+		}
+		rr.owedEnd = sp.end
+		p := &s.pkgs[sp.index]
+		for j := range p.Recipients {
+			b, err := nr.ReadBytes(proto.MaxReplyText)
+			if err != nil {
+				return s.replyError(err)
+			}
+			if s.bytesStarted.Load() < sp.end {
+				return fmt.Errorf("qmtp: %w: reply before the end of the package", ErrRemoteViolation)
+			}
+			reply, err := proto.ParseReply(b)
+			if err != nil {
+				return fmt.Errorf("qmtp: %w: %v", ErrRemoteViolation, err)
+			}
+			s.replies++
+			s.nextPkg, s.nextRcpt = sp.index, j+1
+			s.onResult(RecipientResult{Package: sp.index, Recipient: j, Reply: reply, FromServer: true})
+		}
+		s.nextPkg, s.nextRcpt = sp.index+1, 0
+	}
+	return nil
+}
+
+func (s *clientSession) replyError(err error) error {
+	var te *clientReadTimeout
+	switch {
+	case errors.As(err, &te):
+		return te
+	case errors.Is(err, netstring.ErrUnexpectedEOF):
+		return errors.New("qmtp: connection closed before every reply arrived")
+	case errors.Is(err, netstring.ErrEmptyLength), errors.Is(err, netstring.ErrNonDigit),
+		errors.Is(err, netstring.ErrLeadingZero), errors.Is(err, netstring.ErrMissingColon),
+		errors.Is(err, netstring.ErrMissingComma), errors.Is(err, netstring.ErrTooLong):
+		return fmt.Errorf("qmtp: %w: %v", ErrRemoteViolation, err)
+	default:
+		return fmt.Errorf("qmtp: reading reply: %w", err)
+	}
+}
+
+// resolveLocal gives every recipient of a package that was never sent a Z
+// of its own.
+func (s *clientSession) resolveLocal(index int, err error) {
+	p := &s.pkgs[index]
+	for j := range p.Recipients {
+		s.onResult(RecipientResult{Package: index, Recipient: j, Reply: proto.Z(err.Error())})
+	}
+	s.nextPkg, s.nextRcpt = index+1, 0
+}
+
+// failRest gives every unresolved recipient a Z. Called after both
+// goroutines have stopped.
+func (s *clientSession) failRest(cause error) {
+	// Drain what the writer announced but the reader never reached, to
+	// keep the reasons of skipped packages.
+	for sp := range s.sent {
+		if sp.err != nil {
+			if s.skipped == nil {
+				s.skipped = map[int]error{}
+			}
+			s.skipped[sp.index] = sp.err
+		}
+	}
+	text := "no reply from the server"
+	if cause != nil {
+		text = "no reply from the server: " + cause.Error()
+	}
+	for i := s.nextPkg; i < len(s.pkgs); i++ {
+		start := 0
+		if i == s.nextPkg {
+			start = s.nextRcpt
+		}
+		t := text
+		if err, ok := s.skipped[i]; ok {
+			t = err.Error()
+		}
+		for j := start; j < len(s.pkgs[i].Recipients); j++ {
+			s.onResult(RecipientResult{Package: i, Recipient: j, Reply: proto.Z(t)})
+		}
+	}
+}
+
+// clientReadTimeout is the server's silence exceeding ReadTimeout while it
+// owed a reply.
+type clientReadTimeout struct{ d time.Duration }
+
+func (e *clientReadTimeout) Error() string {
+	return fmt.Sprintf("qmtp: no reply for %v after the package was sent", e.d)
+}
+
+// clientConnReader reads with a deadline, but only gives up when a reply
+// is owed: the package's final byte was written and neither a reply byte
+// nor a write has happened for ReadTimeout. While the writer is still
+// sending the package, the server has nothing to say yet.
+type clientConnReader struct {
+	s       *clientSession
+	owedEnd int64
+}
+
+func (r *clientConnReader) Read(p []byte) (int, error) {
+	s := r.s
+	start := time.Now()
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(s.readTO))
+		// Checked after arming the deadline, so a cancellation racing
+		// with it is never lost.
+		if err := s.ctx.Err(); err != nil {
+			return 0, err
+		}
+		if s.writeFailed.Load() && s.bytesOut.Load() < r.owedEnd {
+			return 0, fmt.Errorf("qmtp: sending failed: %w", s.writeErr)
+		}
+		n, err := s.conn.Read(p)
+		s.bytesIn += int64(n)
+		if err == nil || !clientIsTimeout(err) {
+			return n, err
+		}
+		if err := s.ctx.Err(); err != nil {
+			return n, err
+		}
+		owed := s.bytesOut.Load() >= r.owedEnd
+		if !owed && s.writeFailed.Load() {
+			return n, fmt.Errorf("qmtp: sending failed: %w", s.writeErr)
+		}
+		since := time.Unix(0, s.lastWrite.Load())
+		if since.Before(start) {
+			since = start
+		}
+		if owed && time.Since(since) >= s.readTO {
+			return n, &clientReadTimeout{d: s.readTO}
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func clientIsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

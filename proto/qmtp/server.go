@@ -1,0 +1,532 @@
+package qmtp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"qbox/netstring"
+	"qbox/proto"
+)
+
+// Limits bound what a QMTP server accepts. Zero fields take the defaults.
+type Limits struct {
+	// MaxMessageSize is the largest message accepted, in bytes after
+	// line-end conversion (default 10 MiB). Larger messages are read and
+	// discarded, then every recipient gets D (#5.3.4).
+	MaxMessageSize int64
+	// MaxRecipients is the most recipients delivered from one package
+	// (default 10000); the rest get Z (#4.5.3) and come again later.
+	MaxRecipients int
+	// MaxAddress is the longest sender or recipient in bytes (default
+	// 1000). Longer addresses, and any containing NUL, are refused.
+	MaxAddress int
+}
+
+// Default limits.
+const (
+	DefaultMaxMessageSize = 10 << 20
+	DefaultMaxRecipients  = 10000
+	DefaultMaxAddress     = 1000
+)
+
+// serverMaxDeclared bounds a message netstring's length field. Anything longer
+// is not a message but an attack on the length parser; it is a protocol
+// error.
+const serverMaxDeclared = 1 << 40
+
+// WithDefaults returns l with its zero fields set to the defaults.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxMessageSize <= 0 {
+		l.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if l.MaxRecipients <= 0 {
+		l.MaxRecipients = DefaultMaxRecipients
+	}
+	if l.MaxAddress <= 0 {
+		l.MaxAddress = DefaultMaxAddress
+	}
+	return l
+}
+
+// maxSender bounds the sender netstring: an over-long sender is still
+// read (to answer D for each recipient) up to this, beyond it the package
+// is a protocol error.
+func (l Limits) maxSender() int64 { return max(64<<10, 4*int64(l.MaxAddress)) }
+
+// maxRecipientList bounds the recipient list netstring: twice a full list
+// of maximal addresses.
+func (l Limits) maxRecipientList() int64 {
+	return 2 * int64(l.MaxRecipients+1) * netstring.Size(int64(l.MaxAddress))
+}
+
+// Reply texts, in qmail's style with enhanced status codes (RFC 3463).
+var (
+	ReplyTooBig       = proto.D("sorry, that message size exceeds my databytes limit (#5.3.4)")
+	ReplyBadSender    = proto.D("unacceptable sender (#5.1.7)")
+	ReplyBadRecipient = proto.D("sorry, I can't handle that recipient (#5.1.3)")
+	ReplyTooMany      = proto.Z("sorry, too many recipients in one package, send the rest later (#4.5.3)")
+	ReplyStoreFailed  = proto.Z("sorry, I can't store the message right now (#4.3.0)")
+)
+
+// ErrProtocol is wrapped by the error ServeConn returns when the client
+// broke the QMTP grammar: malformed netstrings, an empty message or one
+// whose first byte is neither LF nor CR, recipient items not filling the
+// list, or an empty recipient list.
+var ErrProtocol = errors.New("qmtp: protocol violation")
+
+// Server answers QMTP: many packages per connection, pipelined, one reply
+// per recipient.
+type Server struct {
+	Backend proto.Backend
+	Limits  Limits
+	// Timeout bounds each read and each write (idle time); 0 means 60s.
+	Timeout time.Duration
+	// SessionLimit bounds the whole session; 0 means one hour. Replies
+	// already owed are still written when it expires.
+	SessionLimit time.Duration
+	// Logger, if set, gets one line per message (the caller logs the
+	// connection from the Result).
+	Logger *slog.Logger
+}
+
+// Result summarises one session for the caller's log line.
+type Result struct {
+	Packages int   // packages received completely and answered
+	Accepted int   // recipient replies sent, by status
+	Deferred int   //
+	Rejected int   //
+	Bytes    int64 // message bytes received (after conversion)
+}
+
+// ServeConn serves QMTP packages on conn until the client closes its
+// side, breaks the protocol, idles past Timeout or outlasts SessionLimit,
+// or ctx is cancelled. Every reply owed for a package received completely
+// is written before it returns, whatever the reason, as far as the client
+// reads them; when the session ends on an error, proto.Linger then keeps a
+// reset from destroying them. The caller closes conn.
+//
+// For each package Backend.Begin is called once the message's first byte
+// (the line-end mode) is read, with the declared length minus that byte
+// (in CR mode an upper bound: CR LF pairs become LF); the converted body
+// is written to the Delivery as it arrives; Commit is called with the
+// acceptable recipients after the package's final byte. A package in
+// which no recipient is acceptable is Aborted, as is one cut short.
+//
+// peer.Protocol is set to "QMTP" and peer.Time to each package's start.
+// The error is nil when the client closed the connection between
+// packages; otherwise it says why the session ended (wrapping
+// ErrProtocol, proto.ErrIdleTimeout, proto.ErrSessionLimit,
+// proto.ErrShutdown, or an I/O error).
+func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer) (Result, error) {
+	peer.Protocol = "QMTP"
+	tc := proto.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
+	defer tc.Close()
+	out := serverWriters.Get().(*bufio.Writer)
+	out.Reset(tc)
+	in := serverReaders.Get().(*bufio.Reader)
+	defer func() {
+		out.Reset(nil)
+		serverWriters.Put(out)
+		in.Reset(nil)
+		serverReaders.Put(in)
+	}()
+	ss := &serverSession{
+		srv:  s,
+		ctx:  ctx,
+		lim:  s.Limits.WithDefaults(),
+		peer: peer,
+		out:  out,
+		nw:   netstring.NewWriter(out),
+	}
+	// Replies wait in out while client data is at hand; the moment the
+	// server would block on the connection, they go out first.
+	in.Reset(&serverFlushingReader{r: tc, w: out})
+	ss.in = in
+	ss.top = netstring.NewReader(ss.in)
+
+	var err error
+	for {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("qmtp: %w: %v", proto.ErrShutdown, ctx.Err())
+			break
+		}
+		err = ss.onePackage()
+		if ss.delivery != nil {
+			ss.delivery.Abort()
+			ss.delivery = nil
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	if ferr := out.Flush(); ferr != nil && err == nil {
+		err = fmt.Errorf("qmtp: writing replies: %w", ferr)
+	}
+	if err != nil {
+		// The client may still be sending (pipelined packages after a
+		// broken one): closing on unread input resets the connection,
+		// which can destroy the replies just flushed.
+		proto.Linger(conn)
+	}
+	return ss.res, err
+}
+
+// serverFlushingReader flushes pending replies before every read from the
+// connection: bufio.Reader reads from it only when its buffer is empty,
+// i.e. exactly when the server would otherwise wait for the client.
+type serverFlushingReader struct {
+	r io.Reader
+	w *bufio.Writer
+}
+
+func (f *serverFlushingReader) Read(p []byte) (int, error) {
+	if f.w.Buffered() > 0 {
+		if err := f.w.Flush(); err != nil {
+			return 0, fmt.Errorf("writing replies: %w", err)
+		}
+	}
+	return f.r.Read(p)
+}
+
+type serverSession struct {
+	srv      *Server
+	ctx      context.Context
+	lim      Limits
+	peer     proto.Peer
+	in       *bufio.Reader
+	top      *netstring.Reader
+	out      *bufio.Writer
+	nw       *netstring.Writer
+	res      Result
+	delivery proto.Delivery // open between Begin and Commit/Abort
+}
+
+// Buffers are pooled: a busy server runs many sessions.
+var (
+	serverReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
+	serverWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+var serverCopyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// rcpt is one recipient as sent; only acceptable ones are delivered.
+type serverRcpt struct {
+	addr string
+	ok   bool
+}
+
+// onePackage reads one package and queues its replies. It returns io.EOF
+// at a clean end of input before a package.
+func (ss *serverSession) onePackage() error {
+	msg, err := ss.top.Next(serverMaxDeclared)
+	if err == io.EOF {
+		return io.EOF
+	}
+	start := time.Now()
+	ss.peer.Time = start
+	if err != nil {
+		return serverReadError("message length", err)
+	}
+	if msg.Size() == 0 {
+		return fmt.Errorf("%w: empty message netstring", ErrProtocol)
+	}
+	mode, err := msg.ReadByte()
+	if err != nil {
+		return serverReadError("message", err)
+	}
+	if mode != '\n' && mode != '\r' {
+		return fmt.Errorf("%w: message starts with %q, not LF or CR", ErrProtocol, mode)
+	}
+	declared := msg.Size() - 1
+	tooBig := mode == '\n' && declared > ss.lim.MaxMessageSize
+	var storeErr error
+	if !tooBig {
+		d, err := ss.srv.Backend.Begin(ss.ctx, ss.peer, declared)
+		if err != nil {
+			storeErr = err
+		} else {
+			ss.delivery = d
+		}
+	}
+	size, err := ss.copyMessage(msg, mode == '\r', &storeErr)
+	if err != nil {
+		return serverReadError("message", err)
+	}
+	ss.res.Bytes += size
+	if size > ss.lim.MaxMessageSize {
+		tooBig = true
+	}
+
+	// The sender.
+	sb, err := ss.top.Next(ss.lim.maxSender())
+	if err != nil {
+		return serverReadError("sender", err)
+	}
+	sender, senderOK, err := readServerAddress(sb, ss.lim.MaxAddress)
+	if err != nil {
+		return serverReadError("sender", err)
+	}
+
+	// The recipient list: a netstring of netstrings that must fill it.
+	list, err := ss.top.Next(ss.lim.maxRecipientList())
+	if err != nil {
+		return serverReadError("recipient list", err)
+	}
+	items := netstring.NewReader(list)
+	var rcpts []serverRcpt
+	n := 0 // recipients sent; those past MaxRecipients are not kept
+	for {
+		rb, err := items.Next(list.Len())
+		if err == io.EOF {
+			break // the list's comma was read: the package is complete
+		}
+		if err != nil {
+			return serverReadError("recipient", err)
+		}
+		if rb.Size() >= list.Len() {
+			return fmt.Errorf("%w: recipient of %d bytes overruns the recipient list", ErrProtocol, rb.Size())
+		}
+		n++
+		if n > ss.lim.MaxRecipients {
+			if err := rb.Discard(); err != nil {
+				return serverReadError("recipient", err)
+			}
+			continue
+		}
+		addr, ok, err := readServerAddress(rb, ss.lim.MaxAddress)
+		if err != nil {
+			return serverReadError("recipient", err)
+		}
+		rcpts = append(rcpts, serverRcpt{addr, ok})
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: package with no recipients", ErrProtocol)
+	}
+
+	// Decide every recipient's reply, in order.
+	replies := make([]proto.Reply, len(rcpts))
+	var valid []string
+	for i, r := range rcpts {
+		switch {
+		case tooBig:
+			replies[i] = ReplyTooBig
+		case !senderOK:
+			replies[i] = ReplyBadSender
+		case !r.ok:
+			replies[i] = ReplyBadRecipient
+		case storeErr != nil:
+			replies[i] = ReplyStoreFailed
+		default:
+			valid = append(valid, r.addr)
+		}
+	}
+	if storeErr != nil && len(valid) == 0 && !tooBig && senderOK {
+		ss.logStoreError(storeErr)
+	}
+	if len(valid) > 0 {
+		d := ss.delivery
+		ss.delivery = nil
+		got := d.Commit(ss.ctx, proto.Envelope{Sender: sender, Recipients: valid})
+		j := 0
+		for i := range replies {
+			if replies[i].Status != 0 {
+				continue
+			}
+			if len(got) == len(valid) {
+				replies[i] = got[j]
+			} else {
+				replies[i] = proto.Z(fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(got), len(valid)))
+			}
+			j++
+		}
+	} // else the delivery, if any, is Aborted by the caller
+
+	for _, r := range replies {
+		ss.queueReply(r)
+	}
+	for range n - len(rcpts) {
+		ss.queueReply(ReplyTooMany)
+	}
+	ss.res.Packages++
+	ss.logMessage(start, sender, n, size, replies, n-len(rcpts))
+	return nil
+}
+
+// queueReply buffers one reply netstring; serverFlushingReader (or the end of
+// the session) sends it. A write error surfaces at the next flush.
+func (ss *serverSession) queueReply(r proto.Reply) {
+	switch r.Status {
+	case proto.OK:
+		ss.res.Accepted++
+	case proto.Permanent:
+		ss.res.Rejected++
+	default:
+		ss.res.Deferred++
+	}
+	ss.nw.WriteHeader(int64(1 + len(r.Text)))
+	ss.out.WriteByte(byte(r.Status))
+	ss.out.WriteString(r.Text)
+	ss.out.WriteByte(',')
+}
+
+// copyMessage streams the body (after the mode byte) into the delivery,
+// converting CR LF to LF in CR mode, and returns the converted size. Past
+// MaxMessageSize, or after a backend write error (recorded in *storeErr),
+// the delivery is aborted and the rest only read.
+func (ss *serverSession) copyMessage(msg *netstring.Body, crMode bool, storeErr *error) (int64, error) {
+	bp := serverCopyBufs.Get().(*[]byte)
+	defer serverCopyBufs.Put(bp)
+	buf := *bp
+	var conv []byte
+	var pendingCR bool
+	var size int64
+	emit := func(p []byte) {
+		size += int64(len(p))
+		if ss.delivery == nil {
+			return
+		}
+		if size > ss.lim.MaxMessageSize {
+			ss.delivery.Abort()
+			ss.delivery = nil
+			return
+		}
+		if _, err := ss.delivery.Write(p); err != nil {
+			ss.delivery.Abort()
+			ss.delivery = nil
+			*storeErr = err
+		}
+	}
+	for {
+		n, err := msg.Read(buf)
+		if n > 0 {
+			if crMode {
+				conv, pendingCR = serverCRLFToLF(conv[:0], buf[:n], pendingCR)
+				emit(conv)
+			} else {
+				emit(buf[:n])
+			}
+		}
+		if err == io.EOF {
+			if pendingCR {
+				emit([]byte{'\r'}) // a lone CR at the very end is kept
+			}
+			return size, nil
+		}
+		if err != nil {
+			return size, err
+		}
+	}
+}
+
+// serverCRLFToLF appends src to dst with every CR LF pair turned into LF; other
+// CRs are kept. cr says the previous chunk ended in a CR not yet written;
+// the returned bool says the same of src.
+func serverCRLFToLF(dst, src []byte, cr bool) ([]byte, bool) {
+	for len(src) > 0 {
+		if cr {
+			cr = false
+			if src[0] == '\n' {
+				dst = append(dst, '\n')
+				src = src[1:]
+				continue
+			}
+			dst = append(dst, '\r')
+		}
+		i := bytes.IndexByte(src, '\r')
+		if i < 0 {
+			return append(dst, src...), false
+		}
+		dst = append(dst, src[:i]...)
+		cr = true
+		src = src[i+1:]
+	}
+	return dst, cr
+}
+
+func (ss *serverSession) logStoreError(err error) {
+	if ss.srv.Logger != nil {
+		ss.srv.Logger.Error("qmtp backend failed", "remote", ss.peer.RemoteIP, "err", err.Error())
+	}
+}
+
+func (ss *serverSession) logMessage(start time.Time, sender string, n int, size int64, replies []proto.Reply, excess int) {
+	if ss.srv.Logger == nil {
+		return
+	}
+	var k, z, d int
+	for _, r := range replies {
+		switch r.Status {
+		case proto.OK:
+			k++
+		case proto.Permanent:
+			d++
+		default:
+			z++
+		}
+	}
+	z += excess
+	first := ""
+	if len(replies) > 0 {
+		first = replies[0].String()
+	}
+	ss.srv.Logger.Info("qmtp message",
+		"proto", "QMTP",
+		"remote", ss.peer.RemoteIP,
+		"sender", sender,
+		"rcpts", n,
+		"size", size,
+		"k", k, "z", z, "d", d,
+		"reply", first,
+		"ms", time.Since(start).Milliseconds(),
+	)
+}
+
+// readServerAddress reads one address netstring, allocating only for an
+// acceptable length. ok is false when it is longer than max or contains
+// NUL.
+func readServerAddress(b *netstring.Body, max int) (addr string, ok bool, err error) {
+	if b.Size() > int64(max) {
+		return "", false, b.Discard()
+	}
+	buf := make([]byte, b.Size())
+	if _, err := io.ReadFull(b, buf); err != nil {
+		return "", false, err
+	}
+	if err := b.Close(); err != nil {
+		return "", false, err
+	}
+	return string(buf), bytes.IndexByte(buf, 0) < 0, nil
+}
+
+// serverReadError labels a read failure: grammar errors wrap ErrProtocol; the
+// client going away or timing out keeps its own error.
+func serverReadError(what string, err error) error {
+	switch {
+	case err == io.EOF, errors.Is(err, netstring.ErrUnexpectedEOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("qmtp: client went away while sending the %s", what)
+	case isServerGrammarError(err):
+		return fmt.Errorf("%w: %s: %v", ErrProtocol, what, err)
+	default:
+		return fmt.Errorf("qmtp: reading %s: %w", what, err)
+	}
+}
+
+func isServerGrammarError(err error) bool {
+	for _, e := range []error{netstring.ErrEmptyLength, netstring.ErrNonDigit, netstring.ErrLeadingZero,
+		netstring.ErrMissingColon, netstring.ErrMissingComma, netstring.ErrTooLong} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
