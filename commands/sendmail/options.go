@@ -1,0 +1,225 @@
+package sendmail
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Mode is what a sendmail invocation asks for.
+type Mode int
+
+const (
+	ModeDeliver Mode = iota // -bm, the default: read a message, send it
+	ModeList                // -bp: list the spool (mailq)
+	ModeSMTP                // -bs: an SMTP session on stdin/stdout
+	ModeFlush               // -q: deliver the spool
+	ModeNoop                // -bi (newaliases): nothing to do, succeed
+)
+
+// Options is a parsed sendmail command line.
+type Options struct {
+	Mode        Mode
+	ReadHeader  bool   // -t: recipients from To/Cc/Bcc (Resent-*) as well
+	IgnoreDots  bool   // -i, -oi: a lone "." is not the end (always true for us)
+	Sender      string // -f/-r, without surrounding <>; "" with SenderSet is the null sender
+	SenderSet   bool
+	FullName    string // -F
+	FullNameSet bool
+	Verbose     bool // -v
+	Recipients  []string
+	// Warnings are about options accepted but not understood; the
+	// caller prints them and carries on, because an MTA that refuses an
+	// unknown option (cron's -oem, mutt's -N) loses the caller's mail.
+	Warnings []string
+	// UsageError is set for the few invocations that cannot mean
+	// "deliver this message" (an unknown -b mode): the caller exits 64.
+	UsageError string
+}
+
+// Options whose argument is the rest of the word or, when nothing is
+// attached, the next word. -C (configuration file) and -h (hop count) are
+// sendmail's; they are listed so their argument is not mistaken for a
+// recipient.
+const withArgument = "fFrobNRVLOXBepCh"
+
+// ParseOptions parses sendmail's arguments (without argv[0]) the lenient
+// way: unknown options produce a warning, never a failure; parsing stops
+// at "--" or at the first word that is not an option, and every word
+// after that is a recipient.
+func ParseOptions(args []string) *Options {
+	o := &Options{}
+	i := 0
+	for ; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			i++
+			break
+		}
+		if len(arg) < 2 || arg[0] != '-' {
+			break // "-" alone or a recipient: options end here
+		}
+		if arg[1] == '-' {
+			o.warn("unknown option %q ignored", arg)
+			continue
+		}
+		// A cluster of letters, as getopt reads them: "-ti", "-oem",
+		// "-FCronDaemon".
+	letters:
+		for j := 1; j < len(arg); j++ {
+			c := arg[j]
+			if strings.IndexByte(withArgument, c) >= 0 {
+				val := arg[j+1:]
+				if val == "" {
+					if i+1 >= len(args) {
+						o.warn("option -%c needs an argument; ignored", c)
+						break letters
+					}
+					i++
+					val = args[i]
+				}
+				o.option(c, val)
+				break letters
+			}
+			switch c {
+			case 't':
+				o.ReadHeader = true
+			case 'i':
+				o.IgnoreDots = true
+			case 'v':
+				o.Verbose = true
+			case 'm', 'x', 'U', 'G', 'n':
+				// -m (me too), -x, -U (initial submission), -G
+				// (gateway), -n (no aliasing): nothing to do.
+			case 'E', 'J':
+				break letters // qmail's wrapper: swallow the rest
+			case 'q':
+				// -q, -q30m, -qRsite...: we flush once, now.
+				o.Mode = ModeFlush
+				break letters
+			default:
+				o.warn("unknown option -%c ignored", c)
+				// The rest of the word may be this option's argument
+				// (sendmail's -d0.1, -A c): skip it rather than read
+				// it as more letters.
+				break letters
+			}
+		}
+	}
+	o.Recipients = append(o.Recipients, args[i:]...)
+	return o
+}
+
+func (o *Options) option(c byte, val string) {
+	switch c {
+	case 'f', 'r':
+		o.Sender, o.SenderSet = unbracket(val), true
+	case 'F':
+		o.FullName, o.FullNameSet = val, true
+	case 'o':
+		if strings.HasPrefix(val, "i") {
+			o.IgnoreDots = true // -oi
+		}
+	case 'b':
+		switch val {
+		case "m":
+			o.Mode = ModeDeliver
+		case "p":
+			o.Mode = ModeList
+		case "s":
+			o.Mode = ModeSMTP
+		case "i":
+			o.Mode = ModeNoop // newaliases: qbox keeps no aliases
+		default:
+			if o.UsageError == "" {
+				o.UsageError = fmt.Sprintf("-b%s is not supported (only -bm, -bp, -bs and -bi)", val)
+			}
+		}
+	case 'C', 'h':
+		o.warn("option -%c %s ignored", c, val)
+	default:
+		// -N dsn, -R ret, -V envid, -L tag, -O opt=val, -X log, -B type,
+		// -e x, -p proto: accepted and ignored without a word.
+	}
+}
+
+// unbracket turns "<addr>" into "addr" and "<>" into "" (the null sender).
+func unbracket(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) >= 2 && s[0] == '<' && s[len(s)-1] == '>' {
+		return strings.TrimSpace(s[1 : len(s)-1])
+	}
+	return s
+}
+
+func (o *Options) warn(format string, a ...any) {
+	o.Warnings = append(o.Warnings, fmt.Sprintf(format, a...))
+}
+
+// RecipientSource is where qmail-inject takes recipients from.
+type RecipientSource int
+
+const (
+	RecipientsDefault RecipientSource = iota // -A: the arguments if any, else the header
+	RecipientsArgs                           // -a: the arguments only
+	RecipientsHeader                         // -h: the header only
+	RecipientsBoth                           // -H: the header and the arguments
+)
+
+// InjectOptions is a parsed qmail-inject command line.
+type InjectOptions struct {
+	Recipients RecipientSource
+	Print      bool // -n: print the message instead of sending it
+	Sender     string
+	SenderSet  bool
+	Args       []string
+}
+
+// ParseInjectOptions parses qmail-inject's options (getopt "aAhHnNf:"):
+// strict, as qmail-inject is, because its callers are scripts written for
+// it; an unknown option is a usage error.
+func ParseInjectOptions(args []string) (*InjectOptions, error) {
+	o := &InjectOptions{}
+	i := 0
+	for ; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			i++
+			break
+		}
+		if len(arg) < 2 || arg[0] != '-' {
+			break
+		}
+	letters:
+		for j := 1; j < len(arg); j++ {
+			switch c := arg[j]; c {
+			case 'a':
+				o.Recipients = RecipientsArgs
+			case 'A':
+				o.Recipients = RecipientsDefault
+			case 'h':
+				o.Recipients = RecipientsHeader
+			case 'H':
+				o.Recipients = RecipientsBoth
+			case 'n':
+				o.Print = true
+			case 'N':
+				o.Print = false
+			case 'f':
+				val := arg[j+1:]
+				if val == "" {
+					if i+1 >= len(args) {
+						return nil, fmt.Errorf("option -f needs an argument")
+					}
+					i++
+					val = args[i]
+				}
+				o.Sender, o.SenderSet = unbracket(val), true
+				break letters
+			default:
+				return nil, fmt.Errorf("unknown option -%c (usage: qmail-inject [-aAhHnN] [-f sender] [recipient ...])", c)
+			}
+		}
+	}
+	o.Args = append(o.Args, args[i:]...)
+	return o, nil
+}

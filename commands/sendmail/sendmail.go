@@ -1,0 +1,468 @@
+// Package sendmail is qbox as /usr/sbin/sendmail, qmail-inject and mailq:
+// it completes a message's header as qmail-inject does, forwards it over
+// QMQP, and when no server takes it right now writes it, fsync'd, into a
+// local spool that `sendmail -q` delivers later. A relay outage never
+// loses mail.
+package sendmail
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"qbox/commands/inject"
+	"qbox/proto"
+	"qbox/proto/message"
+	"qbox/proto/qmqp"
+	"qbox/proto/spool"
+)
+
+// sysexits.h, as sendmail, msmtp and dma use them.
+const (
+	exOK          = 0
+	exUsage       = 64 // bad command line, no recipients
+	exDataErr     = 65 // bad message or address in it
+	exUnavailable = 69 // permanently rejected
+	exIOErr       = 74 // reading the message failed
+	exTempFail    = 75 // not sent and not even spooled
+)
+
+// qmail's exit codes for the qmail-inject personality.
+const (
+	qmailOK        = 0
+	qmailPermanent = 100
+	qmailTemporary = 111
+)
+
+// Process is what a personality receives from the process that runs it.
+type Process struct {
+	Prog   string // the name to prefix messages with
+	Args   []string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+	Now    func() time.Time
+}
+
+func osProcess(args []string) *Process {
+	prog := "sendmail"
+	if len(args) > 0 {
+		prog = filepath.Base(args[0])
+		args = args[1:]
+	}
+	return &Process{Prog: prog, Args: args, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Now: time.Now}
+}
+
+func (p *Process) errorf(format string, a ...any) {
+	fmt.Fprintf(p.Stderr, "%s: %s\n", p.Prog, fmt.Sprintf(format, a...))
+}
+
+func (p *Process) now() time.Time {
+	if p.Now == nil {
+		return time.Now()
+	}
+	return p.Now()
+}
+
+// SendmailMain is qbox run as sendmail.
+func SendmailMain(args []string) int { return Sendmail(context.Background(), osProcess(args)) }
+
+// QmailInjectMain is qbox run as qmail-inject.
+func QmailInjectMain(args []string) int { return QmailInject(context.Background(), osProcess(args)) }
+
+// MailqMain is qbox run as mailq: it lists the spool.
+func MailqMain(args []string) int { return Mailq(osProcess(args)) }
+
+// Sendmail runs the sendmail personality and returns a sysexits status.
+func Sendmail(ctx context.Context, p *Process) int {
+	o := ParseOptions(p.Args)
+	for _, w := range o.Warnings {
+		p.errorf("warning: %s", w)
+	}
+	if o.UsageError != "" {
+		p.errorf("%s", o.UsageError)
+		return exUsage
+	}
+	switch o.Mode {
+	case ModeList:
+		return Mailq(p)
+	case ModeNoop:
+		if o.Verbose {
+			p.errorf("nothing to do: qbox keeps no alias database")
+		}
+		return exOK
+	case ModeFlush:
+		return flushSpool(ctx, p, o.Verbose)
+	case ModeSMTP:
+		return serveSMTP(ctx, p)
+	}
+
+	cfg, err := message.ConfigFromEnv(p.Getenv)
+	if err != nil {
+		p.errorf("reading the qmail configuration: %v", err)
+		return exTempFail
+	}
+	applySenderOptions(&cfg, o)
+	rcpts, err := splitRecipients(o.Recipients)
+	if err != nil {
+		p.errorf("%v", err)
+		return exUsage
+	}
+	mopts := message.Options{Recipients: rcpts, HeaderRecipients: o.ReadHeader}
+	if o.SenderSet {
+		s := o.Sender
+		mopts.Sender = &s
+	}
+	m, err := message.Prepare(p.Stdin, cfg, mopts)
+	if err != nil {
+		p.errorf("%v", err)
+		if errors.Is(err, message.ErrBadAddress) || errors.Is(err, message.ErrHeaderTooLarge) {
+			return exDataErr
+		}
+		return exIOErr
+	}
+	if len(m.Recipients) == 0 {
+		if o.ReadHeader {
+			p.errorf("no recipients: none on the command line and no To, Cc or Bcc in the header; nothing sent")
+			return exDataErr
+		}
+		p.errorf("no recipients given (use -t to take them from the header); nothing sent")
+		return exUsage
+	}
+	var buf spillBuffer
+	defer buf.Close()
+	if _, err := io.Copy(&buf, m.Reader()); err != nil {
+		p.errorf("reading the message: %v", err)
+		return exIOErr
+	}
+	res := submit(ctx, p, proto.Envelope{Sender: m.Sender, Recipients: m.Recipients}, &buf)
+	switch res.kind {
+	case sent:
+		if o.Verbose {
+			p.errorf("sent to %s: %s", strings.Join(m.Recipients, ", "), proto.Printable(res.reply.Text, 2000))
+		}
+		drainInBackground(p)
+		return exOK
+	case rejected:
+		p.errorf("message rejected permanently: %s", proto.Printable(res.reply.Text, 2000))
+		return exUnavailable
+	case queued:
+		p.errorf("%s", res.queuedNote())
+		return exOK
+	default:
+		p.errorf("%s", res.reason)
+		return exTempFail
+	}
+}
+
+// applySenderOptions gives -F and -f their effect on the From field that
+// completion adds: -f names the user and host (as netqmail's sendmail
+// does), -F the full name, kept even with -f (netqmail loses it).
+func applySenderOptions(cfg *message.Config, o *Options) {
+	if o.SenderSet && o.Sender != "" {
+		if at := strings.LastIndexByte(o.Sender, '@'); at >= 0 {
+			cfg.User, cfg.Host = o.Sender[:at], o.Sender[at+1:]
+		} else {
+			cfg.User, cfg.Host = o.Sender, ""
+		}
+		cfg.Name = "" // the environment's name belongs to someone else
+	}
+	if o.FullNameSet {
+		cfg.Name = o.FullName
+	}
+}
+
+// splitRecipients accepts sendmail's habit of several addresses in one
+// argument ("a@x, b@y").
+func splitRecipients(args []string) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		if strings.TrimSpace(a) == "" {
+			continue
+		}
+		if !strings.ContainsAny(a, ",") {
+			out = append(out, a)
+			continue
+		}
+		list, err := message.ParseAddressList(a)
+		if err != nil {
+			return nil, fmt.Errorf("bad recipient %q: %v", a, err)
+		}
+		out = append(out, list...)
+	}
+	return out, nil
+}
+
+// QmailInject runs the qmail-inject personality: qmail-inject's options,
+// $QMAILINJECT and exit codes (0, 100 permanent, 111 temporary), with
+// zero recipients refused instead of silently lost, and a temporary
+// failure spooled like sendmail's.
+func QmailInject(ctx context.Context, p *Process) int {
+	o, err := ParseInjectOptions(p.Args)
+	if err != nil {
+		p.errorf("fatal: %v", err)
+		return qmailPermanent
+	}
+	cfg, err := message.ConfigFromEnv(p.Getenv)
+	if err != nil {
+		p.errorf("fatal: unable to read controls: %v", err)
+		return qmailTemporary
+	}
+	mopts := message.Options{}
+	switch o.Recipients {
+	case RecipientsArgs:
+		mopts.Recipients = o.Args
+	case RecipientsHeader:
+		mopts.HeaderRecipients = true
+	case RecipientsBoth:
+		mopts.Recipients, mopts.HeaderRecipients = o.Args, true
+	default:
+		if len(o.Args) > 0 {
+			mopts.Recipients = o.Args
+		} else {
+			mopts.HeaderRecipients = true
+		}
+	}
+	if o.SenderSet {
+		s := o.Sender
+		mopts.Sender = &s
+	}
+	m, err := message.Prepare(p.Stdin, cfg, mopts)
+	if err != nil {
+		p.errorf("fatal: %v", err)
+		if errors.Is(err, message.ErrBadAddress) || errors.Is(err, message.ErrHeaderTooLarge) {
+			return qmailPermanent
+		}
+		return qmailTemporary
+	}
+	if o.Print {
+		fmt.Fprintf(p.Stdout, "Return-Path: <%s>\n", m.Sender)
+		if _, err := io.Copy(p.Stdout, m.Reader()); err != nil {
+			p.errorf("fatal: %v", err)
+			return qmailTemporary
+		}
+		return qmailOK
+	}
+	if len(m.Recipients) == 0 {
+		p.errorf("fatal: no recipients; nothing sent (qmail-inject would have lost this message)")
+		return qmailPermanent
+	}
+	var buf spillBuffer
+	defer buf.Close()
+	if _, err := io.Copy(&buf, m.Reader()); err != nil {
+		p.errorf("fatal: reading the message: %v", err)
+		return qmailTemporary
+	}
+	res := submit(ctx, p, proto.Envelope{Sender: m.Sender, Recipients: m.Recipients}, &buf)
+	switch res.kind {
+	case sent:
+		drainInBackground(p)
+		return qmailOK
+	case rejected:
+		p.errorf("fatal: %s", proto.Printable(res.reply.Text, 2000))
+		return qmailPermanent
+	case queued:
+		p.errorf("%s", res.queuedNote())
+		return qmailOK
+	default:
+		p.errorf("fatal: %s", res.reason)
+		return qmailTemporary
+	}
+}
+
+// Mailq lists the spool; it always exits 0 (a spool that does not exist
+// yet is an empty one).
+func Mailq(p *Process) int {
+	dir, err := spool.Locate(p.Getenv)
+	if err != nil {
+		p.errorf("%v", err)
+		return exOK
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(p.Stdout, "Mail queue is empty (%s)\n", dir)
+		return exOK
+	}
+	if _, err := (&spool.Spool{Dir: dir}).WriteListing(p.Stdout, p.now()); err != nil {
+		p.errorf("%v", err)
+	}
+	return exOK
+}
+
+type outcomeKind int
+
+const (
+	sent     outcomeKind = iota // a server answered K
+	rejected                    // a server answered D
+	queued                      // temporary failure, safely in the spool
+	failed                      // temporary failure and the spool failed too
+)
+
+type outcome struct {
+	kind     outcomeKind
+	reply    proto.Reply
+	reason   string // why it was queued, or why it failed
+	spoolDir string
+}
+
+func (o outcome) queuedNote() string {
+	return fmt.Sprintf("not sent now (%s); queued in %s, `sendmail -q` delivers it", o.reason, o.spoolDir)
+}
+
+// client returns the QMQP client for the configured servers.
+func client(p *Process) (*qmqp.Client, error) {
+	// A missing or broken configuration is a temporary failure here:
+	// the message waits in the spool until the servers are configured.
+	servers, err := inject.Servers(nil, p.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return &qmqp.Client{Servers: servers, ConnectTimeout: 10 * time.Second, Timeout: 60 * time.Second}, nil
+}
+
+// submit sends one message over QMQP; on any temporary failure it puts
+// the message in the spool. Only a D is final without the spool.
+func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spillBuffer) outcome {
+	var sendErr error
+	c, err := client(p)
+	if err != nil {
+		sendErr = err
+	} else {
+		reply, err := c.Send(ctx, env, msg.Reader(), msg.Size())
+		switch {
+		case err != nil:
+			sendErr = err
+		case reply.Status == proto.OK:
+			return outcome{kind: sent, reply: reply}
+		case reply.Status == proto.Permanent:
+			return outcome{kind: rejected, reply: reply}
+		default:
+			sendErr = reply.Err()
+		}
+	}
+	dir, err := spool.Locate(p.Getenv)
+	if err != nil {
+		return outcome{kind: failed, reason: fmt.Sprintf("%v; and it could not be queued: %v", sendErr, err)}
+	}
+	sp, err := spool.Open(dir)
+	if err == nil {
+		_, err = sp.Enqueue(env, msg, msg.Size(), sendErr.Error())
+	}
+	if err != nil {
+		return outcome{kind: failed, reason: fmt.Sprintf("%v; and it could not be queued: %v", sendErr, err)}
+	}
+	return outcome{kind: queued, reason: sendErr.Error(), spoolDir: dir}
+}
+
+// flushSpool is sendmail -q: deliver what the spool holds. Quiet unless
+// verbose or something needs a person, because cron mails any output
+// and would fill the spool with reports about the spool while the relay
+// is down. Exit 0 when the spool is empty afterwards, 75 when mail
+// remains.
+func flushSpool(ctx context.Context, p *Process, verbose bool) int {
+	dir, err := spool.Locate(p.Getenv)
+	if err != nil {
+		p.errorf("%v", err)
+		return exTempFail
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); errors.Is(err, os.ErrNotExist) {
+		return exOK // nothing was ever queued
+	}
+	sp, err := spool.Open(dir)
+	if err != nil {
+		p.errorf("%v", err)
+		return exTempFail
+	}
+	level := slog.LevelError
+	if verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(p.Stderr, &slog.HandlerOptions{Level: level}))
+	res, err := FlushSpool(ctx, sp, p.Getenv, log)
+	if errors.Is(err, spool.ErrLocked) {
+		p.errorf("another run is delivering %s; not starting a second one", dir)
+		return exTempFail
+	}
+	if err != nil {
+		p.errorf("%v", err)
+		return exTempFail
+	}
+	for _, m := range res.Malformed {
+		p.errorf("malformed spool file %s left in place: %s", filepath.Join(dir, m.Name), m.Reason)
+	}
+	if verbose {
+		p.errorf("%d delivered, %d bounced, %d still queued in %s", res.Delivered, res.Bounced, res.Remaining(), dir)
+	}
+	if res.Remaining() > 0 {
+		return exTempFail
+	}
+	return exOK
+}
+
+// FlushSpool delivers a spool over QMQP to the servers the environment
+// names ($QMQPSERVERS or control/qmqpservers), bouncing D replies to the
+// sender; `qbox inject --flush` uses spool.FlushQMQP directly with its
+// own servers. An error is spool.ErrLocked (another run is delivering)
+// or an unreadable spool.
+func FlushSpool(ctx context.Context, sp *spool.Spool, getenv func(string) string, log *slog.Logger) (spool.FlushResult, error) {
+	var sender spool.Sender
+	c, err := client(&Process{Getenv: getenv})
+	if err != nil {
+		sender = unconfigured{err}
+	} else {
+		sender = c
+	}
+	cfg, err := message.ConfigFromEnv(getenv)
+	if err != nil {
+		return spool.FlushResult{}, err
+	}
+	return sp.FlushQMQP(ctx, sender, cfg.DefaultHost, log)
+}
+
+// unconfigured is a Sender that fails temporarily: files stay queued
+// until QMQP servers are configured.
+type unconfigured struct{ err error }
+
+func (u unconfigured) Send(context.Context, proto.Envelope, io.Reader, int64) (proto.Reply, error) {
+	return proto.Reply{}, u.err
+}
+
+// drainInBackground starts a detached `sendmail -q` when a message just
+// went through and the spool still holds mail: a relay that answers
+// again is the moment to deliver the backlog, and users without a cron
+// entry for sendmail -q (their mail waits in ~/.qbox/spool) get it
+// delivered by their next message. The caller does not wait for it.
+func drainInBackground(p *Process) {
+	dir, err := spool.Locate(p.Getenv)
+	if err != nil {
+		return
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "new"))
+	if err != nil || len(entries) == 0 {
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, "-q")
+	cmd.Args[0] = "sendmail" // the personality, whatever the binary is called
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if cmd.Start() == nil {
+		cmd.Process.Release()
+	}
+}

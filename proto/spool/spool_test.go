@@ -1,0 +1,410 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"qbox/proto"
+	"qbox/proto/bounce"
+	"qbox/proto/maildir"
+	"qbox/proto/qmqp"
+	"qbox/proto/testpeer"
+)
+
+func openSpool(t *testing.T) *Spool {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func client(servers ...string) *qmqp.Client {
+	return &qmqp.Client{Servers: servers, ConnectTimeout: 3 * time.Second, Timeout: 20 * time.Second}
+}
+
+// closedAddr is a loopback port nobody listens on: connecting is refused.
+func closedAddr(t *testing.T) string {
+	return "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+}
+
+func enqueue(t *testing.T, s *Spool, sender string, msg string, rcpts ...string) []string {
+	t.Helper()
+	paths, err := s.Enqueue(proto.Envelope{Sender: sender, Recipients: rcpts}, strings.NewReader(msg), int64(len(msg)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths
+}
+
+func queued(t *testing.T, s *Spool) []maildir.Entry {
+	t.Helper()
+	res, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Entries
+}
+
+func TestEnqueueLayout(t *testing.T) {
+	s := openSpool(t)
+	msg := "Subject: hi\n\nbody \xff 8-bit\n"
+	paths, err := s.Enqueue(proto.Envelope{Sender: "a@example.test", Recipients: []string{"b@example.test", "c@example.test"}},
+		strings.NewReader(msg), int64(len(msg)), "temporary failure: relay down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) != 2 {
+		t.Fatalf("%d files, want 2", len(paths))
+	}
+	for i, rcpt := range []string{"b@example.test", "c@example.test"} {
+		b, err := os.ReadFile(paths[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "Return-Path: <a@example.test>\nDelivered-To: " + rcpt + "\n" + msg
+		if string(b) != want {
+			t.Errorf("file %d = %q, want %q", i, b, want)
+		}
+		st, _ := os.Stat(paths[i])
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("file mode %v, want 0600", st.Mode().Perm())
+		}
+		if text, _ := s.LastError(filepath.Base(paths[i])); text != "temporary failure: relay down" {
+			t.Errorf("last error %q", text)
+		}
+	}
+	for _, d := range []string{"", "new", "tmp", "cur", "err"} {
+		st, err := os.Stat(filepath.Join(s.Dir, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s/%s has mode %v: others can read the spool", s.Dir, d, st.Mode().Perm())
+		}
+	}
+	entries := queued(t, s)
+	if len(entries) != 2 || entries[0].Sender != "a@example.test" || entries[0].MessageSize() != int64(len(msg)) {
+		t.Fatalf("listed %+v", entries)
+	}
+}
+
+func TestEnqueueNullSenderAndBadAddresses(t *testing.T) {
+	s := openSpool(t)
+	enqueue(t, s, "", "x\n", "b@example.test")
+	if e := queued(t, s); len(e) != 1 || e[0].Sender != "" {
+		t.Fatalf("null sender queued as %+v", e)
+	}
+	for _, env := range []proto.Envelope{
+		{Sender: "a\n@x", Recipients: []string{"b"}},
+		{Sender: "a", Recipients: []string{"b\r\nDelivered-To: evil"}},
+		{Sender: "a", Recipients: []string{"b\x00"}},
+		{Sender: "a"},
+	} {
+		if _, err := s.Enqueue(env, strings.NewReader("x\n"), 2, ""); err == nil {
+			t.Errorf("Enqueue(%q) succeeded", env)
+		}
+	}
+	if e := queued(t, s); len(e) != 1 {
+		t.Fatalf("%d files queued after refused envelopes, want 1", len(e))
+	}
+	tmp, _ := os.ReadDir(filepath.Join(s.Dir, "tmp"))
+	if len(tmp) != 0 {
+		t.Fatalf("tmp/ left with %d files", len(tmp))
+	}
+}
+
+func TestLocate(t *testing.T) {
+	env := map[string]string{"QBOX_SPOOL": "/x/y", "HOME": "/home/u"}
+	get := func(k string) string { return env[k] }
+	if d, _ := Locate(get); d != "/x/y" {
+		t.Errorf("with QBOX_SPOOL: %s", d)
+	}
+	delete(env, "QBOX_SPOOL")
+	d, err := Locate(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Root can write /var/spool; anyone else falls back to the home.
+	if writable(SystemDir) {
+		if d != SystemDir {
+			t.Errorf("writable system spool not chosen: %s", d)
+		}
+	} else if d != "/home/u/.qbox/spool" {
+		t.Errorf("fallback %s", d)
+	}
+}
+
+// Server down: everything stays, each file with the reason; the first
+// connection failure stops the run instead of waiting once per message.
+func TestFlushServerDown(t *testing.T) {
+	s := openSpool(t)
+	enqueue(t, s, "a@example.test", "one\n", "x@example.test")
+	enqueue(t, s, "a@example.test", "two\n", "y@example.test")
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(closedAddr(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Deferred != 2 || res.Delivered != 0 || res.Remaining() != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	for _, e := range queued(t, s) {
+		text, _ := s.LastError(filepath.Base(e.Name))
+		if !strings.Contains(text, "refused") {
+			t.Errorf("%s: last error %q does not say the connection was refused", e.Name, text)
+		}
+	}
+}
+
+// Files with the same sender and identical content go back as one QMQP
+// message: Postfix gives all recipients the same queue id.
+func TestFlushGroupsIntoOneMessage(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	s := openSpool(t)
+	tok := testpeer.Token(t)
+	msg := "Subject: " + tok + "\n\ngrouped\n"
+	enqueue(t, s, "sender@example.test", msg, "r1@example.test", "r2@example.test")
+	enqueue(t, s, "sender@example.test", msg, "r3@example.test") // queued by another run
+	other := "Subject: " + tok + "\n\nsingle\n"
+	enqueue(t, s, "sender@example.test", other, "r4@example.test")
+
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(pf.QMQPAddr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivered != 4 || res.Remaining() != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if n := len(queued(t, s)); n != 0 {
+		t.Fatalf("%d files left after K", n)
+	}
+	if errs, _ := os.ReadDir(filepath.Join(s.Dir, "err")); len(errs) != 0 {
+		t.Fatalf("%d error files left", len(errs))
+	}
+	got := pf.WaitFor(t, tok, 4, 30*time.Second)
+	queueID := regexp.MustCompile(`with QMQP\s+id ([0-9A-F]+)`)
+	ids := map[string][]string{}
+	for _, m := range got {
+		id := queueID.FindSubmatch(m)
+		if id == nil {
+			t.Fatalf("no Postfix queue id in %q", m)
+		}
+		ids[string(id[1])] = append(ids[string(id[1])], string(testpeer.Body(m)))
+	}
+	if len(ids) != 2 {
+		t.Fatalf("delivered as %d messages, want 2 (3 identical files as one): %v", len(ids), ids)
+	}
+	for _, bodies := range ids {
+		if len(bodies) != 3 && len(bodies) != 1 {
+			t.Errorf("a message reached %d recipients: %v", len(bodies), bodies)
+		}
+	}
+}
+
+// A D reply: the message is returned to its sender (the bounce reaches
+// Postfix) and only then removed. Postfix's qmqpd answers D to a message
+// with more Received lines than hopcount_limit (50).
+func TestFlushPermanentFailureBounces(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	s := openSpool(t)
+	tok := testpeer.Token(t)
+	var hdr strings.Builder
+	for i := 0; i < 60; i++ {
+		fmt.Fprintf(&hdr, "Received: from hop%d by hop%d; Thu, 1 Jan 2025 00:00:00 +0000\n", i, i+1)
+	}
+	msg := hdr.String() + "Subject: loop " + tok + "\n\nlooping\n"
+	enqueue(t, s, "owner-"+tok+"@example.test", msg, "loop@example.test")
+
+	var reasons []string
+	bounce := func(ctx context.Context, g *maildir.Group, reason string, tooOld bool) error {
+		reasons = append(reasons, reason)
+		text := fmt.Sprintf("To: %s\nSubject: bounce for %s\n\n%s\n", g.Sender, tok, reason)
+		r, err := client(pf.QMQPAddr).Send(ctx, proto.Envelope{Recipients: []string{g.Sender}}, strings.NewReader(text), int64(len(text)))
+		if err != nil {
+			return err
+		}
+		return r.Err()
+	}
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(pf.QMQPAddr), Bounce: bounce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 1 || res.Remaining() != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if len(reasons) != 1 || !strings.Contains(reasons[0], "hops") {
+		t.Fatalf("bounce reasons %q, want Postfix's too many hops", reasons)
+	}
+	got := pf.WaitFor(t, "bounce for "+tok, 1, 30*time.Second)
+	if !bytes.Contains(got[0], []byte("owner-"+tok)) {
+		t.Errorf("bounce not addressed to the sender:\n%s", got[0])
+	}
+	if n := len(queued(t, s)); n != 0 {
+		t.Fatalf("%d files left after the bounce", n)
+	}
+}
+
+// When the bounce cannot be sent, the file stays and says why.
+func TestFlushBounceFailureKeeps(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	s := openSpool(t)
+	var hdr strings.Builder
+	for i := 0; i < 60; i++ {
+		hdr.WriteString("Received: from a by b; Thu, 1 Jan 2025 00:00:00 +0000\n")
+	}
+	enqueue(t, s, "x@example.test", hdr.String()+"\nbody\n", "loop@example.test")
+	bounce := func(ctx context.Context, g *maildir.Group, reason string, tooOld bool) error {
+		return errors.New("bounce server unreachable")
+	}
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(pf.QMQPAddr), Bounce: bounce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 0 || res.Deferred != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	e := queued(t, s)
+	if len(e) != 1 {
+		t.Fatalf("%d files, want the one that could not be bounced", len(e))
+	}
+	if text, _ := s.LastError(filepath.Base(e[0].Name)); !strings.Contains(text, "bounce not sent") {
+		t.Errorf("last error %q", text)
+	}
+}
+
+func TestFlushLocked(t *testing.T) {
+	s := openSpool(t)
+	enqueue(t, s, "a@example.test", "x\n", "b@example.test")
+	lock, err := maildir.TryLock(s.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	sink := testpeer.QmqpSink(t)
+	_, err = s.Flush(context.Background(), FlushConfig{Client: client(sink)})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second flush: %v, want ErrLocked", err)
+	}
+	if n := len(queued(t, s)); n != 1 {
+		t.Fatalf("%d files, want 1 untouched", n)
+	}
+}
+
+func TestWriteListing(t *testing.T) {
+	s := openSpool(t)
+	var out bytes.Buffer
+	if n, err := s.WriteListing(&out, time.Now()); err != nil || n != 0 || !strings.Contains(out.String(), "empty") {
+		t.Fatalf("empty listing: %d %v %q", n, err, out.String())
+	}
+	paths, err := s.Enqueue(proto.Envelope{Sender: "from@example.test", Recipients: []string{"to@example.test"}},
+		strings.NewReader("12345\n"), 6, "temporary failure: try later")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(paths[0], old, old)
+	out.Reset()
+	n, err := s.WriteListing(&out, time.Now())
+	if err != nil || n != 1 {
+		t.Fatalf("listing: %d %v", n, err)
+	}
+	for _, want := range []string{"<from@example.test> -> <to@example.test>", " 2h0m ", " 6 ", "last error", "try later", filepath.Base(paths[0])} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("listing lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func loopingMessage(subject string) string {
+	var b strings.Builder
+	for i := 0; i < 60; i++ {
+		b.WriteString("Received: from a by b; Thu, 1 Jan 2025 00:00:00 +0000\n")
+	}
+	return b.String() + "Subject: " + subject + "\n\nlooping\n"
+}
+
+// The bounce chain with proto/bounce over QMQP: a refused message from a
+// sender goes back to the sender, one from the null sender to the
+// postmaster (from #@[]), one from #@[] is discarded; all are removed.
+func TestFlushQMQPBounceChain(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	s := openSpool(t)
+	tok := testpeer.Token(t)
+	enqueue(t, s, "owner-"+tok+"@example.test", loopingMessage("one "+tok), "loop@example.test")
+	enqueue(t, s, "", loopingMessage("two "+tok), "loop@example.test")
+	enqueue(t, s, "#@[]", loopingMessage("three "+tok), "loop@example.test")
+	res, err := s.FlushQMQP(context.Background(), client(pf.QMQPAddr), "example.test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 3 || res.Remaining() != 0 || len(queued(t, s)) != 0 {
+		t.Fatalf("result %+v, %d left", res, len(queued(t, s)))
+	}
+	got := pf.WaitFor(t, tok, 2, 30*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	got = pf.WaitFor(t, tok, 2, time.Second)
+	var toSender, toPostmaster int
+	for _, m := range got {
+		switch {
+		case bytes.Contains(m, []byte("Delivered-To: owner-"+tok+"@example.test")):
+			toSender++
+			if !bytes.Contains(m, []byte("Return-Path: <>")) || !bytes.Contains(m, []byte("Subject: one "+tok)) {
+				t.Errorf("bounce:\n%s", m)
+			}
+		case bytes.Contains(m, []byte("Delivered-To: postmaster@example.test")):
+			toPostmaster++
+			if !bytes.Contains(m, []byte("Return-Path: <#@[]>")) || !bytes.Contains(m, []byte("Subject: two "+tok)) {
+				t.Errorf("double bounce:\n%s", m)
+			}
+		default:
+			t.Errorf("unexpected delivery:\n%s", m)
+		}
+	}
+	if toSender != 1 || toPostmaster != 1 {
+		t.Errorf("%d bounces to the sender, %d to the postmaster; want 1 and 1 (the triple bounce discarded)", toSender, toPostmaster)
+	}
+}
+
+// A message past its lifetime that still cannot be sent bounces as too
+// old, even when the run already found every server unreachable.
+func TestFlushExpiredBounces(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	s := openSpool(t)
+	tok := testpeer.Token(t)
+	old := time.Now().Add(-15 * 24 * time.Hour)
+	for i, sub := range []string{"old1", "old2"} {
+		paths := enqueue(t, s, "owner-"+tok+"@example.test", "Subject: "+sub+" "+tok+"\n\nx\n", fmt.Sprintf("r%d@example.test", i))
+		os.Chtimes(paths[0], old, old)
+	}
+	enqueue(t, s, "owner-"+tok+"@example.test", "Subject: young "+tok+"\n\nx\n", "r9@example.test")
+	bounceVia := client(pf.QMQPAddr)
+	res, err := s.Flush(context.Background(), FlushConfig{
+		Client:   client(closedAddr(t)),
+		Bounce:   QMQPBouncer(bounceVia, bounce.Config{Hostname: "example.test"}, nil),
+		Lifetime: DefaultLifetime,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 2 || res.Deferred != 1 {
+		t.Fatalf("result %+v, want 2 bounced (too old) and 1 deferred", res)
+	}
+	for _, m := range pf.WaitFor(t, tok, 2, 30*time.Second) {
+		if !bytes.Contains(m, []byte("Subject: old")) || !bytes.Contains(m, []byte("too old")) {
+			t.Errorf("expiry bounce does not say the message was too old:\n%s", m)
+		}
+	}
+	if e := queued(t, s); len(e) != 1 || e[0].Recipient != "r9@example.test" {
+		t.Fatalf("left %+v, want the young message only", e)
+	}
+}
