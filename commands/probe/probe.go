@@ -1,0 +1,335 @@
+// Package probe is `qbox probe`: what is really listening on a host's
+// QMQP (628), QMTP (209) and SMTP (25) ports. By default it is harmless:
+// it connects, listens for what the server says first, and leaves before
+// sending a byte of mail. --send submits one small test message and
+// reports the reply with its timings, as swaks does for SMTP.
+package probe
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+
+	"qbox/commands/exitcode"
+)
+
+// Config is one run of probe.
+type Config struct {
+	Targets  []string // HOST[:PORT]; IPv6 as [addr]:port or a bare address
+	Protocol Protocol // --qmqp/--qmtp/--smtp; Unknown: by port
+	Timeout  time.Duration
+	Wait     time.Duration
+	Source   string // local IP to connect from
+	SendTo   string // --send recipient; "" probes harmlessly
+	From     string // --from
+	JSON     bool
+	Color    bool
+	// Dial overrides connections (tests); nil uses Source.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Lookup resolves host names; nil means the system resolver.
+	Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// Result is one address and port.
+type Result struct {
+	Target string `json:"target"`
+	PortResult
+	Send *SendResult `json:"send,omitempty"`
+}
+
+type job struct {
+	target string
+	addr   string // ip:port, or "" when the host did not resolve
+	expect Protocol
+	err    error
+}
+
+// Run probes every target and writes the report to w. It returns the
+// exit code for monitoring (the highest of the results': 0 all as
+// expected, 1 something else answered, 2 something closed or
+// unreachable), or an error for a bad invocation.
+func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
+	if len(cfg.Targets) == 0 {
+		return 0, fmt.Errorf("no HOST given")
+	}
+	jobs, err := plan(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	p := &Prober{Dial: cfg.Dial, Source: cfg.Source, ConnectTimeout: cfg.Timeout, Wait: cfg.Wait}
+	if cfg.Source != "" && net.ParseIP(cfg.Source) == nil {
+		return 0, fmt.Errorf("--source %q is not an IP address", cfg.Source)
+	}
+	results := make([]Result, len(jobs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i] = run(ctx, p, cfg, j)
+		}()
+	}
+	wg.Wait()
+
+	code := CodeOK
+	for _, r := range results {
+		code = max(code, r.Code)
+	}
+	if cfg.JSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return code, enc.Encode(results)
+	}
+	return code, writeTable(w, results, cfg)
+}
+
+func run(ctx context.Context, p *Prober, cfg Config, j job) Result {
+	r := Result{Target: j.target}
+	r.Addr, r.Expect = j.addr, j.expect
+	if j.err != nil {
+		r.State, r.Code, r.Error, r.Note = Unreachable, CodeDown, j.err.Error(), "cannot resolve"
+		return r
+	}
+	if cfg.SendTo == "" {
+		r.PortResult = p.Port(ctx, j.addr, j.expect)
+		return r
+	}
+	s := p.Send(ctx, j.addr, j.expect, cfg.From, cfg.SendTo, cfg.Timeout)
+	r.Send = &s
+	r.State, r.ConnectMS, r.Code, r.Error = s.State, s.ConnectMS, s.Code, s.Error
+	switch {
+	case s.Reply != nil:
+		r.Note = fmt.Sprintf("%s reply %s %q", strings.ToUpper(string(j.expect)), s.Reply.Status, s.Reply.Text)
+	case s.State == Open:
+		r.Note = "no reply: " + s.Error
+	default:
+		r.Note = "cannot connect"
+	}
+	return r
+}
+
+// plan expands targets into address:port jobs.
+func plan(ctx context.Context, cfg Config) ([]job, error) {
+	if cfg.SendTo != "" && cfg.Protocol == Unknown {
+		for _, t := range cfg.Targets {
+			if _, port := splitTarget(t); ProtocolOfPort(port) == Unknown {
+				return nil, fmt.Errorf("--send needs one protocol: give --qmqp, --qmtp or --smtp, or a well-known port, for %s", t)
+			}
+		}
+	}
+	lookup := cfg.Lookup
+	if lookup == nil {
+		lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+	}
+	var jobs []job
+	for _, t := range cfg.Targets {
+		host, port := splitTarget(t)
+		if host == "" {
+			return nil, fmt.Errorf("%q: no host", t)
+		}
+		type pp struct {
+			port   string
+			expect Protocol
+		}
+		var ports []pp
+		switch {
+		case port != "":
+			expect := cfg.Protocol
+			if expect == Unknown {
+				expect = ProtocolOfPort(port)
+			}
+			ports = []pp{{port, expect}}
+		case cfg.Protocol != Unknown:
+			ports = []pp{{defaultPorts[cfg.Protocol], cfg.Protocol}}
+		default:
+			ports = []pp{{"628", QMQP}, {"209", QMTP}, {"25", SMTP}}
+		}
+		var addrs []netip.Addr
+		var err error
+		if a, perr := netip.ParseAddr(host); perr == nil {
+			addrs = []netip.Addr{a}
+		} else {
+			lctx, cancel := context.WithTimeout(ctx, max(cfg.Timeout, 5*time.Second))
+			addrs, err = lookup(lctx, host)
+			cancel()
+			if err == nil && len(addrs) == 0 {
+				err = fmt.Errorf("%s has no address", host)
+			}
+		}
+		if err != nil {
+			for _, p := range ports {
+				jobs = append(jobs, job{target: t, addr: net.JoinHostPort(host, p.port), expect: p.expect, err: err})
+			}
+			continue
+		}
+		for _, a := range addrs {
+			for _, p := range ports {
+				jobs = append(jobs, job{target: t, addr: net.JoinHostPort(a.Unmap().String(), p.port), expect: p.expect})
+			}
+		}
+	}
+	return jobs, nil
+}
+
+// splitTarget splits HOST[:PORT]; a bare IPv6 address has no port.
+func splitTarget(t string) (host, port string) {
+	if h, p, err := net.SplitHostPort(t); err == nil {
+		return h, p
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(t, "["), "]"), ""
+}
+
+const (
+	green  = "\x1b[32m"
+	yellow = "\x1b[33m"
+	red    = "\x1b[31m"
+	reset  = "\x1b[0m"
+)
+
+var verdictWords = map[int]string{CodeOK: "ok", CodeUnexpected: "unexpected", CodeDown: "down"}
+
+func verdict(code int, color bool) string {
+	w := verdictWords[code]
+	if !color {
+		return w
+	}
+	return map[int]string{CodeOK: green, CodeUnexpected: yellow, CodeDown: red}[code] + w + reset
+}
+
+func writeTable(w io.Writer, results []Result, cfg Config) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tEXPECT\tSTATE\tCONNECT\tVERDICT\tWHAT")
+	for _, r := range results {
+		expect := string(r.Expect)
+		if expect == "" {
+			expect = "-"
+		}
+		connect := "-"
+		if r.State != Unreachable || r.ConnectMS > 0 {
+			connect = fmt.Sprintf("%.1fms", r.ConnectMS)
+		}
+		what := r.Note
+		if r.Error != "" && r.Code == CodeDown {
+			what += ": " + r.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Addr, expect, r.State, connect, verdict(r.Code, cfg.Color), what)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range results {
+		s := r.Send
+		if s == nil || s.State != Open {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s %s: message %s, from <%s> to <%s>\n", s.Addr, strings.ToUpper(string(s.Protocol)), s.MessageID, cfg.From, cfg.SendTo)
+		for _, l := range s.SMTP {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+		if s.Reply != nil {
+			fmt.Fprintf(w, "  reply: %s %s\n", s.Reply.Status, s.Reply.Text)
+		} else {
+			fmt.Fprintf(w, "  no reply: %s\n", s.Error)
+		}
+		fmt.Fprintf(w, "  times: connect %.1fms, data sent %.1fms, first reply byte %.1fms after the last byte, total %.1fms\n",
+			s.ConnectMS, s.SendMS, s.ReplyMS, s.TotalMS)
+	}
+	return nil
+}
+
+// Command returns the probe command.
+func Command() *cli.Command {
+	return &cli.Command{
+		Name:      "probe",
+		Usage:     "show what listens on a host's QMQP (628), QMTP (209) and SMTP (25) ports",
+		ArgsUsage: "HOST[:PORT]...",
+		Description: `Without a port, probes 628, 209 and 25. For each address and port it reports
+closed, filtered (no answer within --timeout) or open with the connect time,
+and what the server said before being spoken to: an SMTP banner, an immediate
+netstring (Postfix qmqpd's "D... not authorized" to a refused client), or
+silence, which is what a QMQP or QMTP server says. Harmless: it sends no mail
+and leaves before any data (an SMTP server gets QUIT).
+
+--send RCPT submits one small test message over the chosen protocol and
+reports the K/Z/D reply (SMTP: the dialogue) with its timings.
+
+Exit status: 0 every port speaks what was expected (for QMQP and QMTP, open
+and silent; with --send, a K), 1 something else answered (an SMTP banner on
+628, a refusal, a Z or D), 2 closed, filtered or unreachable.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "qmqp", Usage: "expect QMQP (port 628 when none is given)"},
+			&cli.BoolFlag{Name: "qmtp", Usage: "expect QMTP (port 209 when none is given)"},
+			&cli.BoolFlag{Name: "smtp", Usage: "expect SMTP (port 25 when none is given)"},
+			&cli.BoolFlag{Name: "json", Usage: "write the results as JSON"},
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "bound on each connect, and each read and write of --send"},
+			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "how long to listen for a greeting before calling a port silent"},
+			&cli.StringFlag{Name: "source", Usage: "connect from this local `IP` address"},
+			&cli.StringFlag{Name: "send", Usage: "submit one test message to `RCPT` and report the reply"},
+			&cli.StringFlag{Name: "from", Usage: "envelope sender for --send (default: qbox-probe@HOSTNAME; '' is the null sender)"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg := Config{
+				Targets: c.Args().Slice(),
+				Timeout: c.Duration("timeout"),
+				Wait:    c.Duration("wait"),
+				Source:  c.String("source"),
+				SendTo:  c.String("send"),
+				JSON:    c.Bool("json"),
+			}
+			for _, a := range cfg.Targets {
+				if strings.HasPrefix(a, "-") {
+					return exitcode.Usage("%s: options go before the first HOST", a)
+				}
+			}
+			n := 0
+			for _, p := range []Protocol{QMQP, QMTP, SMTP} {
+				if c.Bool(string(p)) {
+					cfg.Protocol = p
+					n++
+				}
+			}
+			if n > 1 {
+				return exitcode.Usage("give at most one of --qmqp, --qmtp and --smtp")
+			}
+			if c.IsSet("from") {
+				cfg.From = c.String("from")
+				if cfg.From == "<>" {
+					cfg.From = ""
+				}
+			} else {
+				host, _ := os.Hostname()
+				cfg.From = "qbox-probe@" + host
+			}
+			if c.IsSet("from") && !c.IsSet("send") {
+				return exitcode.Usage("--from needs --send")
+			}
+			if f, ok := c.App.Writer.(*os.File); ok && !cfg.JSON {
+				cfg.Color = isatty.IsTerminal(f.Fd()) && os.Getenv("NO_COLOR") == ""
+			}
+			code, err := Run(c.Context, cfg, c.App.Writer)
+			if err != nil {
+				return exitcode.Usage("%v", err)
+			}
+			if code != 0 {
+				return &exitcode.Error{Code: code}
+			}
+			return nil
+		},
+	}
+}
