@@ -1,0 +1,34 @@
+#!/bin/bash
+# make bench: runs every benchmark once (each one measures qbox beside a
+# peer in the same run: the machine is shared and noisy, so read ratios, not
+# absolute times), prints one table and writes it as Markdown to
+# testdata/bench-results.md for the README.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+raw=$(mktemp /tmp/qbox-bench.XXXXXX)
+go test -run '^$' -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-1x}" -timeout 20m ./... 2>&1 | tee "$raw" | grep -E '^(Benchmark|ok|FAIL|---|panic)' >&2 || true
+if grep -qE '^(FAIL|--- FAIL|panic)' "$raw"; then
+  echo "bench: a benchmark failed; raw output in $raw" >&2
+  exit 1
+fi
+out=testdata/bench-results.md
+{
+  echo "| package | benchmark | figures |"
+  echo "|---|---|---|"
+  awk '
+    /^pkg: / { pkg = $2; sub(/^qbox\/?/, "", pkg); if (pkg == "") pkg = "qbox" }
+    /^Benchmark/ {
+      name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+      figs = ""
+      for (i = 3; i + 1 <= NF; i += 2) {
+        v = $i; u = $(i+1)
+        if (u == "ns/op" && v + 0 > 1e6) { v = sprintf("%.3g", v / 1e9); u = "s/op" }
+        figs = figs (figs == "" ? "" : ", ") v " " u
+      }
+      printf "| %s | %s | %s |\n", pkg, name, figs
+    }' "$raw"
+} > "$out"
+echo
+cat "$out"
+echo
+echo "bench: table written to $out (raw output: $raw)"
