@@ -1,10 +1,10 @@
 #!/bin/bash
 # Installs (when missing) and starts the real peers qbox's tests use:
-# Postfix, mailfront, ucspi-tcp and swaks from Debian's packages. Needs root
+# Postfix, mailfront, ucspi-tcp, swaks and systemd-socket-activate from Debian's packages. Needs root
 # when anything is missing. Idempotent.
 set -eu
 need=()
-for p in postfix:qmqp-source mailfront:qmtpfront-echo ucspi-tcp:tcpserver swaks:swaks; do
+for p in postfix:qmqp-source mailfront:qmtpfront-echo ucspi-tcp:tcpserver swaks:swaks systemd:systemd-socket-activate; do
   pkg=${p%%:*} prog=${p#*:}
   command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || need+=("$pkg")
 done
