@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"qbox/proto"
 	"qbox/proto/message"
 	"qbox/proto/qmqp"
+	"qbox/proto/spool"
 )
 
 // Defaults as qmail-qmqpc has them.
@@ -39,6 +41,12 @@ $QMAILUSER/$USER at $QMAILHOST or control/defaulthost, name from $QMAILNAME or
 $NAME), Bcc, Resent-Bcc, Return-Path and Content-Length are removed, CRLF becomes
 LF and a final newline is added; a bare recipient ("root") gets the default host.
 --raw sends the bytes untouched.
+
+--flush ignores stdin and delivers what the sendmail personality queued while
+every server was down (the same as sendmail -q, to these servers): files with
+the same sender and content go as one message, each is removed only after K, a D
+is bounced to the sender. Exit 0 when the spool is empty afterwards, 111 when mail
+remains or another flush is running.
 
 Servers: the --server flags, else $QMQPSERVERS (comma or space separated), else
 $QMAILHOME/control/qmqpservers (one per line; QMAILHOME defaults to /var/qmail).
@@ -74,6 +82,7 @@ The server's reply text is printed on stderr unless it is K.
 			&cli.DurationFlag{Name: "timeout", Value: DefaultTimeout, Usage: "timeout of each read and write once connected"},
 			&cli.BoolFlag{Name: "t", Usage: "also send to the To, Cc and Bcc recipients of the header"},
 			&cli.BoolFlag{Name: "raw", Usage: "send the message bytes untouched (no header completion, no CRLF conversion)"},
+			&cli.BoolFlag{Name: "flush", Usage: "ignore stdin; deliver the sendmail spool ($QBOX_SPOOL, /var/spool/qbox or ~/.qbox/spool) to the servers"},
 		},
 		Action: action,
 	}
@@ -87,6 +96,23 @@ func action(c *cli.Context) error {
 	mcfg, err := message.ConfigFromEnv(os.Getenv)
 	if err != nil {
 		return exitcode.Temp(err)
+	}
+	if c.Bool("flush") {
+		if c.Args().Len() > 0 {
+			return exitcode.Usage("--flush takes no recipients")
+		}
+		dir, err := spool.Locate(os.Getenv)
+		if err != nil {
+			return exitcode.Temp(err)
+		}
+		log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
+		return Flush(c.Context, FlushConfig{
+			SpoolDir:       dir,
+			Servers:        servers,
+			ConnectTimeout: c.Duration("timeout-connect"),
+			Timeout:        c.Duration("timeout"),
+			Hostname:       mcfg.DefaultHost,
+		}, c.App.ErrWriter, log)
 	}
 	cfg := Config{
 		Servers:          servers,

@@ -58,10 +58,10 @@ func OpenSource(in io.Reader, threshold int64) (*Source, error) {
 			}
 		}
 	}
-	return spool(in, threshold)
+	return buffer(in, threshold)
 }
 
-func spool(in io.Reader, threshold int64) (*Source, error) {
+func buffer(in io.Reader, threshold int64) (*Source, error) {
 	buf := make([]byte, 0, 64<<10)
 	for {
 		if len(buf) == cap(buf) {

@@ -1,0 +1,60 @@
+package inject
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"qbox/commands/exitcode"
+	"qbox/proto/qmqp"
+	"qbox/proto/spool"
+)
+
+// FlushConfig is one `qbox inject --flush`: deliver the sendmail spool to
+// these servers.
+type FlushConfig struct {
+	SpoolDir       string
+	Servers        []string
+	ConnectTimeout time.Duration
+	Timeout        time.Duration
+	Hostname       string // names this host in bounces
+}
+
+// Flush delivers what the sendmail personality queued while the relay was
+// down, as `sendmail -q` does, but to the servers given here. log gets one
+// line per message (malformed files included); stderr one summary line. The error
+// is nil when nothing is left queued; otherwise it carries 111 (mail
+// remains, another run holds the lock, the spool is unreadable) or 100 (no
+// server configured).
+func Flush(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slog.Logger) error {
+	if len(cfg.Servers) == 0 {
+		return exitcode.Perm(ErrNoServers)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.SpoolDir, "new")); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "inject: spool %s is empty\n", cfg.SpoolDir)
+		return nil
+	}
+	sp, err := spool.Open(cfg.SpoolDir)
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	client := &qmqp.Client{Servers: cfg.Servers, ConnectTimeout: cfg.ConnectTimeout, Timeout: cfg.Timeout}
+	res, err := sp.FlushQMQP(ctx, client, cfg.Hostname, log)
+	if errors.Is(err, spool.ErrLocked) {
+		return exitcode.Temp(fmt.Errorf("another run is delivering %s; not starting a second one", cfg.SpoolDir))
+	}
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	fmt.Fprintf(stderr, "inject: %d delivered, %d bounced, %d still queued in %s\n",
+		res.Delivered, res.Bounced, res.Remaining(), cfg.SpoolDir)
+	if res.Remaining() > 0 {
+		return exitcode.Temp(fmt.Errorf("%d files remain in %s", res.Remaining(), cfg.SpoolDir))
+	}
+	return nil
+}
