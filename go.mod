@@ -2,13 +2,15 @@ module qbox
 
 go 1.24
 
-require github.com/urfave/cli/v2 v2.27.5
+require (
+	github.com/emersion/go-maildir v0.6.0
+	github.com/mattn/go-isatty v0.0.20
+	github.com/miekg/dns v1.1.62
+	github.com/urfave/cli/v2 v2.27.5
+)
 
 require (
 	github.com/cpuguy83/go-md2man/v2 v2.0.5 // indirect
-	github.com/emersion/go-maildir v0.6.0 // indirect
-	github.com/mattn/go-isatty v0.0.20 // indirect
-	github.com/miekg/dns v1.1.62 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
 	golang.org/x/mod v0.18.0 // indirect
