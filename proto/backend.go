@@ -2,7 +2,9 @@ package proto
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -11,6 +13,16 @@ import (
 type Envelope struct {
 	Sender     string
 	Recipients []string
+}
+
+// LogRecipients renders recipients for a log line: up to ten of them, then
+// how many more, so a message to thousands stays one readable line.
+func LogRecipients(rcpts []string) string {
+	const shown = 10
+	if len(rcpts) <= shown {
+		return strings.Join(rcpts, ",")
+	}
+	return fmt.Sprintf("%s,... (%d more)", strings.Join(rcpts[:shown], ","), len(rcpts)-shown)
 }
 
 // Peer describes the client of a server session, for Received lines and

@@ -189,6 +189,7 @@ func (s *Server) logMessage(ss *session, start time.Time, reply string, err erro
 		"remote", ss.peer.RemoteIP,
 		"sender", ss.res.Sender,
 		"rcpts", ss.res.Recipients,
+		"to", proto.LogRecipients(ss.rcpts),
 		"size", ss.res.Size,
 		"ms", time.Since(start).Milliseconds(),
 	}
@@ -208,6 +209,7 @@ type session struct {
 	in       *bufio.Reader
 	res      Result
 	delivery proto.Delivery // open between Begin and Commit/Abort
+	rcpts    []string       // for the log line
 	early    bool           // replying before the final byte (far too big)
 }
 
@@ -308,6 +310,7 @@ func (ss *session) read() (proto.Reply, error) {
 		rcptsOK = rcptsOK && ok
 		rcpts = append(rcpts, r)
 	}
+	ss.rcpts = rcpts
 
 	switch {
 	case tooBig:

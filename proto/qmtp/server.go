@@ -358,7 +358,7 @@ func (ss *serverSession) onePackage() error {
 		ss.queueReply(ReplyTooMany)
 	}
 	ss.res.Packages++
-	ss.logMessage(start, sender, n, size, replies, n-len(rcpts))
+	ss.logMessage(start, sender, n, rcpts, size, replies, n-len(rcpts))
 	return nil
 }
 
@@ -459,9 +459,13 @@ func (ss *serverSession) logStoreError(err error) {
 	}
 }
 
-func (ss *serverSession) logMessage(start time.Time, sender string, n int, size int64, replies []proto.Reply, excess int) {
+func (ss *serverSession) logMessage(start time.Time, sender string, n int, rcpts []serverRcpt, size int64, replies []proto.Reply, excess int) {
 	if ss.srv.Logger == nil {
 		return
+	}
+	to := make([]string, len(rcpts))
+	for i, r := range rcpts {
+		to[i] = r.addr
 	}
 	var k, z, d int
 	for _, r := range replies {
@@ -484,6 +488,7 @@ func (ss *serverSession) logMessage(start time.Time, sender string, n int, size 
 		"remote", ss.peer.RemoteIP,
 		"sender", sender,
 		"rcpts", n,
+		"to", proto.LogRecipients(to),
 		"size", size,
 		"k", k, "z", z, "d", d,
 		"reply", first,
