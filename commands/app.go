@@ -37,9 +37,26 @@ var Personalities = map[string]Personality{
 	"maildirqmtp":  flush.MaildirqmtpMain,
 }
 
+// Aliases are other names a personality is installed under. mini-qmail
+// links bin/qmail-queue to qmail-qmqpc, so qmail-inject, sendmail and
+// qmail-qmtpd forward over QMQP; the link to qbox keeps that name.
+var Aliases = map[string]string{
+	"qmail-queue": "qmail-qmqpc",
+}
+
+// PersonalityOf returns the personality argv0 names, if any.
+func PersonalityOf(argv0 string) (Personality, bool) {
+	name := filepath.Base(argv0)
+	if a, ok := Aliases[name]; ok {
+		name = a
+	}
+	p, ok := Personalities[name]
+	return p, ok
+}
+
 // Main runs qbox with the process's arguments and returns the exit status.
 func Main(args []string) int {
-	if p, ok := Personalities[filepath.Base(args[0])]; ok {
+	if p, ok := PersonalityOf(args[0]); ok {
 		return p(args)
 	}
 	app := App(os.Stdin, os.Stdout, os.Stderr)

@@ -197,7 +197,8 @@ Always 0 (a spool that does not exist yet is an empty one).`,
 recipients) on descriptor 1, and sends them untouched over QMQP to the
 servers in $QMAILHOME/control/qmqpservers, tried in order; the next one only
 when the connection to this one fails. It can stand in as mini-qmail's
-bin/qmail-queue, be named by $QMAILQUEUE, or serve as qbox serve's
+bin/qmail-queue (a link to qbox named qmail-queue behaves the same), be
+named by $QMAILQUEUE, or serve as qbox serve's
 --queue-program to relay to a cluster. Besides IPv4 addresses, qmqpservers
 may hold host names and HOST:PORT.
 

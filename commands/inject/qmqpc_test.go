@@ -152,3 +152,25 @@ func TestQmqpcConnectTimeout(t *testing.T) {
 		t.Fatalf("gave up after %v, before the connect timeout", el)
 	}
 }
+
+// mini-qmail's layout: bin/qmail-queue is qbox under that name, and
+// qmail-inject-style callers reach the QMQP server through it.
+func TestQmailQueueNameIsQmqpc(t *testing.T) {
+	sink := testpeer.QmqpSink(t)
+	env, home := baseEnv(t)
+	setServers(t, home, sink)
+	link := testpeer.Personality(t, "qmail-queue")
+	code, stderr := run(t, link, env, writeFile(t, "msg", []byte("Subject: x\n\nmini-qmail\n")), func(c *exec.Cmd) {
+		c.Stdout = writeFile(t, "envelope", envelope("s@example.test", "r@example.test"))
+	})
+	if code != 0 || stderr != "" {
+		t.Fatalf("qmail-queue link: exit %d, stderr %q", code, stderr)
+	}
+	setServers(t, home, refusedAddr(t))
+	code, _ = run(t, link, env, writeFile(t, "msg", []byte("Subject: x\n\n")), func(c *exec.Cmd) {
+		c.Stdout = writeFile(t, "envelope", envelope("s@example.test", "r@example.test"))
+	})
+	if code != 73 {
+		t.Fatalf("qmail-queue link, server refused: exit %d, want qmail-qmqpc's 73", code)
+	}
+}
