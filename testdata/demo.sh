@@ -10,7 +10,9 @@ port=${QBOX_DEMO_PORT:-26280}
 "$qbox" serve --maildir "$work/Maildir" --qmqp "127.0.0.1:$port" --qmtp '' 2>"$work/serve.log" &
 serve=$!
 trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+# Ready when it says so (a test connection would show up in its log).
+for _ in $(seq 200); do grep -q 'msg=listening' "$work/serve.log" && break; sleep 0.05; done
+grep -q 'msg=listening' "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
 
 echo "== qbox inject -s 127.0.0.1:$port -f alice@example.org bob@example.org"
 printf 'Subject: hello from qbox\n\nIt works: this message crossed QMQP.\n' |

@@ -297,8 +297,9 @@ func (s *Server) acquire(ctx context.Context) bool {
 	}
 }
 
-// session runs one protocol session and logs the connection line. It
-// reports whether a QMQP reply was written.
+// session runs one protocol session and logs the connection line (for
+// QMQP only when no message line was written: one connection carries one
+// message, and one event is one line). It reports whether a QMQP reply was written.
 func (s *Server) session(ctx context.Context, protocol string, c proto.Conn, peer proto.Peer, start time.Time) bool {
 	log := s.cfg.Logger
 	switch protocol {
@@ -308,11 +309,12 @@ func (s *Server) session(ctx context.Context, protocol string, c proto.Conn, pee
 		if res.Replied {
 			attrs = append(attrs, "reply", proto.Printable(res.Reply.String(), 200))
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			log.Info("connection ended without a reply", append(attrs, "err", err.Error())...)
-		} else {
+		case res.Size < 0:
 			log.Info("connection", attrs...)
-		}
+		} // else the message line, with the same reply, said it all
 		return res.Replied
 	default:
 		res, err := s.qmtp.ServeConn(ctx, c, peer)
