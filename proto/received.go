@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"os"
 	"strings"
 	"time"
 )
@@ -37,6 +38,23 @@ func AppendReceived(dst []byte, peer Peer, local string, t time.Time) []byte {
 	dst = append(dst, "; "...)
 	dst = t.UTC().AppendFormat(dst, "2 Jan 2006 15:04:05 -0000")
 	return append(dst, '\n')
+}
+
+// LocalName is the server's own name for the Received line: the configured
+// one, else the name the connection arrived for (tcpserver's
+// TCPLOCALHOST), else the host name, else "localhost".
+func LocalName(configured string, peer Peer) string {
+	if configured != "" {
+		return configured
+	}
+	if peer.LocalHost != "" {
+		return peer.LocalHost
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
 }
 
 // appendSafe appends s (cut at 255 bytes) with every byte outside

@@ -303,17 +303,7 @@ func (s *Store) receivedLine(peer proto.Peer) []byte {
 }
 
 func (s *Store) hostname(peer proto.Peer) string {
-	if s.Hostname != "" {
-		return s.Hostname
-	}
-	if peer.LocalHost != "" {
-		return peer.LocalHost
-	}
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "localhost"
-	}
-	return h
+	return proto.LocalName(s.Hostname, peer)
 }
 
 func (s *Store) now() time.Time {

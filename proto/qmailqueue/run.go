@@ -322,17 +322,7 @@ func (p *Program) timeout() time.Duration {
 }
 
 func (p *Program) hostname(peer proto.Peer) string {
-	if p.Hostname != "" {
-		return p.Hostname
-	}
-	if peer.LocalHost != "" {
-		return peer.LocalHost
-	}
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "localhost"
-	}
-	return h
+	return proto.LocalName(p.Hostname, peer)
 }
 
 func (p *Program) now() time.Time {
