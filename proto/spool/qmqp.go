@@ -34,7 +34,7 @@ func QMQPBouncer(c Sender, cfg bounce.Config, log *slog.Logger) BounceFunc {
 		defer f.Close()
 		var failures []bounce.Failure
 		for _, rcpt := range g.Recipients() {
-			failures = append(failures, bounce.Failure{Recipient: rcpt, Diagnostic: reason, TooOld: tooOld})
+			failures = append(failures, bounce.Failure{Recipient: rcpt, Diagnostic: reason, TooOld: tooOld, DiagnosticType: "X-QMQP"})
 		}
 		b, err := bounce.Build(cfg, bounce.Original{Sender: g.Sender, Arrival: g.ModTime(), Message: r, Size: e.MessageSize()}, failures)
 		if errors.Is(err, bounce.ErrDiscard) {

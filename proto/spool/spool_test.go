@@ -361,6 +361,10 @@ func TestFlushQMQPBounceChain(t *testing.T) {
 			if !bytes.Contains(m, []byte("Return-Path: <>")) || !bytes.Contains(m, []byte("Subject: one "+tok)) {
 				t.Errorf("bounce:\n%s", m)
 			}
+			// The refusal came from a QMQP server, and the report says so.
+			if !bytes.Contains(m, []byte("Diagnostic-Code: X-QMQP; ")) {
+				t.Errorf("bounce without a QMQP Diagnostic-Code:\n%s", m)
+			}
 		case bytes.Contains(m, []byte("Delivered-To: postmaster@example.test")):
 			toPostmaster++
 			if !bytes.Contains(m, []byte("Return-Path: <#@[]>")) || !bytes.Contains(m, []byte("Subject: two "+tok)) {
