@@ -1,16 +1,17 @@
 package inject
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+
+	"qbox/commands/spill"
 )
 
 // DefaultSpillThreshold is how much of a message read from a pipe is held
 // in memory before it goes to a temporary file.
-const DefaultSpillThreshold = 2 << 20
+const DefaultSpillThreshold = spill.DefaultLimit
 
 // Source is a message input that can be read again from its start: a
 // regular file as it is, or a pipe's content spooled to memory or a
@@ -62,49 +63,14 @@ func OpenSource(in io.Reader, threshold int64) (*Source, error) {
 }
 
 func buffer(in io.Reader, threshold int64) (*Source, error) {
-	buf := make([]byte, 0, 64<<10)
-	for {
-		if len(buf) == cap(buf) {
-			if int64(len(buf)) >= threshold {
-				break
-			}
-			newCap := min(2*cap(buf), int(threshold))
-			nb := make([]byte, len(buf), newCap)
-			copy(nb, buf)
-			buf = nb
+	b := &spill.Buffer{Limit: threshold}
+	if _, err := b.ReadFrom(in); err != nil {
+		b.Close()
+		var we *spill.WriteError
+		if errors.As(err, &we) {
+			return nil, err
 		}
-		n, err := in.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return &Source{rs: bytes.NewReader(buf), size: int64(len(buf))}, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading the message: %w", err)
-		}
+		return nil, fmt.Errorf("reading the message: %w", err)
 	}
-	f, err := os.CreateTemp("", "qbox-inject-")
-	if err != nil {
-		return nil, fmt.Errorf("message over %d bytes needs a temporary file: %w", threshold, err)
-	}
-	// Unlinked at once: the space is freed when the file is closed, even
-	// if qbox is killed.
-	os.Remove(f.Name())
-	fail := func(err error) (*Source, error) {
-		f.Close()
-		return nil, err
-	}
-	if _, err := f.Write(buf); err != nil {
-		return fail(fmt.Errorf("spilling the message to %s: %w", os.TempDir(), err))
-	}
-	held := int64(len(buf))
-	buf = nil
-	n, err := io.Copy(f, in)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) && pe.Path == f.Name() {
-			return fail(fmt.Errorf("spilling the message to %s: %w", os.TempDir(), err))
-		}
-		return fail(fmt.Errorf("reading the message: %w", err))
-	}
-	return &Source{rs: f, size: held + n, close: f.Close}, nil
+	return &Source{rs: b.Reader(), size: b.Size(), close: b.Close}, nil
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"qbox/commands/inject"
+	"qbox/commands/spill"
 	"qbox/proto"
 	"qbox/proto/message"
 	"qbox/proto/qmqp"
@@ -138,7 +139,7 @@ func Sendmail(ctx context.Context, p *Process) int {
 		p.errorf("no recipients given (use -t to take them from the header); nothing sent")
 		return exUsage
 	}
-	var buf spillBuffer
+	var buf spill.Buffer
 	defer buf.Close()
 	if _, err := io.Copy(&buf, m.Reader()); err != nil {
 		p.errorf("reading the message: %v", err)
@@ -256,7 +257,7 @@ func QmailInject(ctx context.Context, p *Process) int {
 		p.errorf("fatal: no recipients; nothing sent (qmail-inject would have lost this message)")
 		return qmailPermanent
 	}
-	var buf spillBuffer
+	var buf spill.Buffer
 	defer buf.Close()
 	if _, err := io.Copy(&buf, m.Reader()); err != nil {
 		p.errorf("fatal: reading the message: %v", err)
@@ -330,7 +331,7 @@ func client(p *Process) (*qmqp.Client, error) {
 
 // submit sends one message over QMQP; on any temporary failure it puts
 // the message in the spool. Only a D is final without the spool.
-func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spillBuffer) outcome {
+func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spill.Buffer) outcome {
 	var sendErr error
 	c, err := client(p)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"qbox/commands/spill"
 	"qbox/proto"
 	"qbox/proto/message"
 )
@@ -27,7 +28,7 @@ const (
 
 // smtpSubmit hands one received message (LF line ends, as received) on;
 // sendmail -bs wires it to header completion, QMQP and the spool.
-type smtpSubmit func(ctx context.Context, env proto.Envelope, data *spillBuffer) (code int, text string)
+type smtpSubmit func(ctx context.Context, env proto.Envelope, data *spill.Buffer) (code int, text string)
 
 // smtpSession is one SMTP conversation on a reader and writer: sendmail
 // -bs, where the "client" is a local program speaking SMTP on our
@@ -64,7 +65,7 @@ func serveSMTP(ctx context.Context, p *Process) int {
 		maxSize:  size,
 		rewrite:  cfg.Rewrite,
 		stderr:   p.Stderr,
-		submit: func(ctx context.Context, env proto.Envelope, data *spillBuffer) (int, string) {
+		submit: func(ctx context.Context, env proto.Envelope, data *spill.Buffer) (int, string) {
 			return submitSMTP(ctx, p, cfg, env, data)
 		},
 	}
@@ -78,7 +79,7 @@ func serveSMTP(ctx context.Context, p *Process) int {
 // submitSMTP completes the received message's header (Date, Message-ID,
 // From when missing; Bcc removed) and sends it; the SMTP envelope is
 // kept as given.
-func submitSMTP(ctx context.Context, p *Process, cfg message.Config, env proto.Envelope, data *spillBuffer) (int, string) {
+func submitSMTP(ctx context.Context, p *Process, cfg message.Config, env proto.Envelope, data *spill.Buffer) (int, string) {
 	sender := env.Sender
 	// A missing From names the envelope sender, as -f does.
 	applySenderOptions(&cfg, &Options{Sender: sender, SenderSet: true})
@@ -86,7 +87,7 @@ func submitSMTP(ctx context.Context, p *Process, cfg message.Config, env proto.E
 	if err != nil {
 		return 554, "5.6.0 " + oneLine(err.Error())
 	}
-	var buf spillBuffer
+	var buf spill.Buffer
 	defer buf.Close()
 	if _, err := io.Copy(&buf, m.Reader()); err != nil {
 		return 451, "4.3.0 " + oneLine(err.Error())
@@ -295,7 +296,7 @@ func (s *smtpSession) data(ctx context.Context) error {
 	if err := s.w.Flush(); err != nil {
 		return err
 	}
-	var buf spillBuffer
+	var buf spill.Buffer
 	defer buf.Close()
 	lw := &limitedWriter{w: &buf, max: s.maxSize}
 	var writeErr error

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"qbox/commands/spill"
 	"qbox/proto"
 )
 
@@ -34,7 +35,7 @@ func session(t testing.TB, input string, maxSize int64) (string, []received, err
 			}
 			return a
 		},
-		submit: func(ctx context.Context, env proto.Envelope, data *spillBuffer) (int, string) {
+		submit: func(ctx context.Context, env proto.Envelope, data *spill.Buffer) (int, string) {
 			b, err := io.ReadAll(data.Reader())
 			if err != nil {
 				t.Fatal(err)
