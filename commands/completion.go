@@ -106,7 +106,37 @@ func CompletionScript(app *cli.App, shell string) (string, error) {
 	case "zsh":
 		return zshCompletion, nil
 	case "fish":
-		return app.ToFishCompletion()
+		script, err := app.ToFishCompletion()
+		return withoutRepeats(script), err
 	}
 	return "", exitcode.Usage("no completion for %q: bash, zsh or fish", shell)
+}
+
+// withoutRepeats drops the lines and words urfave/cli's fish generator
+// repeats once the app has been set up (help is added a second time):
+// a repeated complete line, and repeated command names in the list.
+func withoutRepeats(script string) string {
+	var out []string
+	seenLine := map[string]bool{}
+	for _, line := range strings.Split(script, "\n") {
+		if strings.HasPrefix(line, "complete ") {
+			if seenLine[line] {
+				continue
+			}
+			seenLine[line] = true
+		}
+		if i := strings.Index(line, "contains -- $i "); i >= 0 {
+			var words []string
+			seen := map[string]bool{}
+			for _, w := range strings.Fields(line[i+len("contains -- $i "):]) {
+				if !seen[w] {
+					seen[w] = true
+					words = append(words, w)
+				}
+			}
+			line = line[:i+len("contains -- $i ")] + strings.Join(words, " ")
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n")
 }

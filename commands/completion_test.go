@@ -152,6 +152,16 @@ func TestCompletionFish(t *testing.T) {
 	if strings.Contains(script, "'man'") {
 		t.Error("fish script offers the hidden man command")
 	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(script, "\n") {
+		if strings.HasPrefix(line, "complete ") && seen[line] {
+			t.Errorf("fish script repeats %q", line)
+		}
+		seen[line] = true
+		if i := strings.Index(line, "contains -- $i "); i >= 0 && strings.Count(line, " help ")+strings.Count(line, " help\n") > 1 {
+			t.Errorf("fish script lists help twice: %q", line)
+		}
+	}
 }
 
 func TestCompletionUsage(t *testing.T) {
