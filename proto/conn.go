@@ -33,6 +33,9 @@ var (
 	ErrIdleTimeout  = errors.New("idle timeout")
 	ErrSessionLimit = errors.New("session time limit reached")
 	ErrShutdown     = errors.New("server shutting down")
+	// ErrDrained: the server is stopping and the session was between
+	// units of work (QMTP packages), so it ended without losing any.
+	ErrDrained = errors.New("server stopping between packages")
 )
 
 // TimedConn arms a fresh deadline before every Read and Write, so idle
@@ -48,8 +51,38 @@ type TimedConn struct {
 	idle time.Duration
 	end  time.Time
 
-	mu   sync.Mutex // orders deadline changes against ctx cancellation
-	stop func() bool
+	mu       sync.Mutex // orders deadline changes against ctx cancellation and draining
+	stop     func() bool
+	boundary bool          // the session waits for a new unit of work
+	draining bool          // DrainOn's channel is closed
+	done     chan struct{} // closed by Close; ends DrainOn's watcher
+}
+
+// DrainOn makes the session end when stop is closed, but only at a
+// boundary (see AtBoundary): a read there then fails with ErrDrained, at
+// once if one is blocked. Elsewhere reads go on, so a package under way is
+// finished and answered; ctx still cuts everything.
+func (t *TimedConn) DrainOn(stop <-chan struct{}) {
+	go func() {
+		select {
+		case <-stop:
+			t.mu.Lock()
+			t.draining = true
+			if t.boundary {
+				t.conn.SetReadDeadline(time.Unix(1, 0))
+			}
+			t.mu.Unlock()
+		case <-t.done:
+		}
+	}()
+}
+
+// AtBoundary says whether the next read starts a new unit of work, where
+// a draining server may end the session.
+func (t *TimedConn) AtBoundary(b bool) {
+	t.mu.Lock()
+	t.boundary = b
+	t.mu.Unlock()
 }
 
 // NewTimedConn wraps conn. idle and session of 0 or less mean
@@ -62,7 +95,7 @@ func NewTimedConn(ctx context.Context, conn Conn, idle, session time.Duration) *
 	if session <= 0 {
 		session = DefaultSessionLimit
 	}
-	t := &TimedConn{conn: conn, ctx: ctx, idle: idle, end: time.Now().Add(session)}
+	t := &TimedConn{conn: conn, ctx: ctx, idle: idle, end: time.Now().Add(session), done: make(chan struct{})}
 	t.stop = context.AfterFunc(ctx, func() {
 		t.mu.Lock()
 		defer t.mu.Unlock()
@@ -73,7 +106,10 @@ func NewTimedConn(ctx context.Context, conn Conn, idle, session time.Duration) *
 }
 
 // Close stops watching the context. It does not close the connection.
-func (t *TimedConn) Close() { t.stop() }
+func (t *TimedConn) Close() {
+	t.stop()
+	close(t.done)
+}
 
 // Read reads from the connection with the idle deadline, capped at the
 // session's end.
@@ -82,6 +118,11 @@ func (t *TimedConn) Read(p []byte) (int, error) {
 	if err := t.ctx.Err(); err != nil {
 		t.mu.Unlock()
 		return 0, fmt.Errorf("%w: %v", ErrShutdown, err)
+	}
+	atBoundary := t.boundary
+	if atBoundary && t.draining {
+		t.mu.Unlock()
+		return 0, ErrDrained
 	}
 	now := time.Now()
 	if !now.Before(t.end) {
@@ -98,9 +139,14 @@ func (t *TimedConn) Read(p []byte) (int, error) {
 
 	n, err := t.conn.Read(p)
 	if err != nil && isTimeout(err) {
+		t.mu.Lock()
+		drained := atBoundary && t.draining
+		t.mu.Unlock()
 		switch {
 		case t.ctx.Err() != nil:
 			err = fmt.Errorf("%w: %v", ErrShutdown, t.ctx.Err())
+		case drained:
+			err = ErrDrained
 		case sessionCapped:
 			err = fmt.Errorf("%w: %v", ErrSessionLimit, err)
 		default:

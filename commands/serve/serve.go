@@ -39,7 +39,8 @@ Only loopback clients are served unless --allow lists networks (the list then
 replaces the loopback default); listening on another address without --allow is
 refused. Under systemd socket activation the passed sockets (FileDescriptorName
 qmqp or qmtp) replace --qmqp and --qmtp. Under tcpserver or inetd use --stdio.
-SIGTERM or SIGINT stops accepting and lets running sessions finish within --grace.`,
+SIGTERM or SIGINT stops accepting, closes QMTP sessions that wait between
+packages, and lets running sessions finish within --grace.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "maildir", Usage: "store mail in the maildir `DIR` (created if missing)"},
 			&cli.StringFlag{Name: "queue-program", Usage: "hand each message to the qmail-queue compatible program `PATH` (arguments after --)"},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -644,5 +645,54 @@ func TestGracefulStop(t *testing.T) {
 	files := readMaildir(t, dir)
 	if len(files) != 1 || !bytes.Equal(files[0].message, msg) {
 		t.Fatalf("%d files after the graceful stop", len(files))
+	}
+}
+
+// SIGTERM with QMTP clients: one idle between packages is let go at once
+// (it does not hold the stop up for the grace period), one in the middle
+// of a package finishes it and gets its replies, then serve exits.
+func TestGracefulStopQMTP(t *testing.T) {
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir, "--grace", "60s")
+	first := qmtpPackage([]byte("Subject: first\n\nbody\n"), false, "a@example.test", "idle@example.test")
+	second := qmtpPackage([]byte("Subject: second\n\n"+strings.Repeat("y", 5000)+"\n"), false, "a@example.test", "busy@example.test")
+
+	idle, err := net.Dial("tcp", s.qmtp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.Write(first)
+	if r, err := readReplies(idle, 1, 20*time.Second); err != nil || r[0].Status != proto.OK {
+		t.Fatalf("idle client's package: %s %v", fmtReplies(r), err)
+	}
+	busy, err := net.Dial("tcp", s.qmtp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busy.Write(second[:100])
+	time.Sleep(200 * time.Millisecond) // both sessions are running
+
+	stopped := time.Now()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	idle.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("idle QMTP client after SIGTERM: read %d bytes, %v; want the connection closed", n, err)
+	}
+	busy.Write(second[100:])
+	if r, err := readReplies(busy, 1, 20*time.Second); err != nil || r[0].Status != proto.OK {
+		t.Fatalf("package in flight at SIGTERM: %s %v", fmtReplies(r), err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second): // half the grace period
+		t.Fatalf("serve still running %v after SIGTERM: an idle session holds it up", time.Since(stopped))
+	}
+	if s.err != nil {
+		t.Fatalf("serve exited with %v", s.err)
+	}
+	if files := readMaildir(t, dir); len(files) != 2 {
+		t.Fatalf("%d files after the stop, want 2", len(files))
 	}
 }

@@ -178,7 +178,9 @@ func (s *Server) Serve(ctx context.Context, ls []Listener) error {
 		return err
 	}
 	// Sessions get their own context: a stop request only closes the
-	// listeners; sessions are cancelled when the grace period is over.
+	// listeners and ends QMTP sessions waiting between packages; the rest
+	// are cancelled when the grace period is over.
+	s.qmtp.Stopping = ctx.Done()
 	sessCtx, cutSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutSessions()
 

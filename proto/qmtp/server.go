@@ -94,6 +94,11 @@ type Server struct {
 	// Logger, if set, gets one line per message (the caller logs the
 	// connection from the Result).
 	Logger *slog.Logger
+	// Stopping, once closed, ends every session at its next package
+	// boundary (nothing of a new package read yet), cleanly: a client
+	// that keeps its connection open between batches does not hold up a
+	// stop, and no package under way is cut.
+	Stopping <-chan struct{}
 }
 
 // Result summarises one session for the caller's log line.
@@ -128,6 +133,9 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	peer.Protocol = "QMTP"
 	tc := proto.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
 	defer tc.Close()
+	if s.Stopping != nil {
+		tc.DrainOn(s.Stopping)
+	}
 	out := serverWriters.Get().(*bufio.Writer)
 	out.Reset(tc)
 	in := serverReaders.Get().(*bufio.Reader)
@@ -156,6 +164,22 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 		if ctx.Err() != nil {
 			err = fmt.Errorf("qmtp: %w: %v", proto.ErrShutdown, ctx.Err())
 			break
+		}
+		if ss.in.Buffered() == 0 {
+			// Between packages: a stopping server may end here. (The
+			// read flushes the replies owed first.)
+			tc.AtBoundary(true)
+			_, perr := ss.in.Peek(1)
+			tc.AtBoundary(false)
+			if errors.Is(perr, proto.ErrDrained) {
+				break
+			}
+			if perr != nil {
+				if err = perr; err != io.EOF {
+					err = serverReadError("message length", perr)
+				}
+				break
+			}
 		}
 		err = ss.onePackage()
 		if ss.delivery != nil {
