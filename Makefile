@@ -1,4 +1,7 @@
-GO            ?= go
+# Go from PATH, else where the official tarball puts it; the scripts
+# called below find it too.
+GO            ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+export PATH   := $(PATH):$(dir $(GO))
 PREFIX        ?= /usr/local
 BINDIR        ?= $(PREFIX)/bin
 MANDIR        ?= $(PREFIX)/share/man
