@@ -244,7 +244,7 @@ func (s *Server) ServeStdio(ctx context.Context, protocol string, stdin, stdout 
 	// address known goes through the access list.
 	if peer.RemoteIP != "" {
 		ip, err := netip.ParseAddr(peer.RemoteIP)
-		if err != nil || !s.allowed(ip) {
+		if err != nil || !s.allowed(protocol, ip) {
 			s.refuse(protocol, c, peer.RemoteIP, start)
 			return nil
 		}

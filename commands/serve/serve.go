@@ -37,7 +37,15 @@ qmail-queue compatible program. K is answered only once the message is on disk
 
 Only loopback clients are served unless --allow lists networks (the list then
 replaces the loopback default); listening on another address without --allow is
-refused. Under systemd socket activation the passed sockets (FileDescriptorName
+refused. --allow-qmtp gives QMTP a list of its own: a QMTP MX is open to the
+world, QMQP never should be. QMQP clients are trusted with any recipient; QMTP
+recipients can be limited to the domains in --rcpthosts (qmail's
+control/rcpthosts) except for --relay clients (or $RELAYCLIENT under --stdio):
+
+   qbox serve --queue-program /var/qmail/bin/qmail-queue --qmtp 0.0.0.0:209 \
+     --allow-qmtp 0.0.0.0/0 --allow-qmtp ::/0 --rcpthosts /var/qmail/control/rcpthosts
+
+Under systemd socket activation the passed sockets (FileDescriptorName
 qmqp or qmtp) replace --qmqp and --qmtp. Under tcpserver or inetd use --stdio.
 SIGTERM or SIGINT stops accepting, closes QMTP sessions that wait between
 packages, and lets running sessions finish within --grace.`,
@@ -48,6 +56,9 @@ packages, and lets running sessions finish within --grace.`,
 			&cli.StringFlag{Name: "qmtp", Value: "127.0.0.1:209", Usage: "QMTP listen `ADDR`; empty disables"},
 			&cli.StringFlag{Name: "stdio", Usage: "serve one connection on stdin/stdout in `PROTO` (qmqp or qmtp), under tcpserver or inetd"},
 			&cli.StringSliceFlag{Name: "allow", Usage: "serve clients from `CIDR` (repeatable; replaces the loopback-only default)"},
+			&cli.StringSliceFlag{Name: "allow-qmtp", Usage: "serve QMTP clients from `CIDR` instead of the --allow list (repeatable; 0.0.0.0/0 and ::/0 for everyone)"},
+			&cli.StringFlag{Name: "rcpthosts", Usage: "QMTP clients may send only to the domains in `FILE` (qmail's control/rcpthosts) unless they may relay"},
+			&cli.StringSliceFlag{Name: "relay", Usage: "with --rcpthosts: QMTP clients from `CIDR` may send to any domain (repeatable; under --stdio, $RELAYCLIENT does the same)"},
 			&cli.StringFlag{Name: "max-size", Value: "10M", Usage: "largest message, in `BYTES` (suffix K, M or G for KiB, MiB, GiB)"},
 			&cli.IntFlag{Name: "max-recipients", Value: DefaultMaxRecipients, Usage: "most recipients per message"},
 			&cli.IntFlag{Name: "max-conns", Value: DefaultMaxConns, Usage: "most concurrent sessions; more connections wait briefly, then are closed"},
@@ -79,10 +90,33 @@ func action(c *cli.Context) error {
 	if err != nil {
 		return exitcode.Usage("--allow: %v", err)
 	}
-	srv, err := NewServer(Config{
+	var allowQMTP []netip.Prefix
+	if c.IsSet("allow-qmtp") {
+		if allowQMTP, err = ParseAllow(c.StringSlice("allow-qmtp")); err != nil {
+			return exitcode.Usage("--allow-qmtp: %v", err)
+		}
+	}
+	relay, err := ParseAllow(c.StringSlice("relay"))
+	if err != nil {
+		return exitcode.Usage("--relay: %v", err)
+	}
+	var rcptHosts *RcptHosts
+	if f := c.String("rcpthosts"); f != "" {
+		if rcptHosts, err = LoadRcptHosts(f); err != nil {
+			return exitcode.Usage("--rcpthosts: %v", err)
+		}
+	} else if len(relay) > 0 {
+		return exitcode.Usage("--relay only means something with --rcpthosts")
+	}
+	_, relayAll := os.LookupEnv("RELAYCLIENT")
+	cfg := Config{
 		Backend:       backend,
 		Hostname:      c.String("hostname"),
 		Allow:         allow,
+		AllowQMTP:     allowQMTP,
+		RcptHosts:     rcptHosts,
+		Relay:         relay,
+		RelayAll:      relayAll && c.String("stdio") != "",
 		MaxSize:       maxSize,
 		MaxRecipients: c.Int("max-recipients"),
 		MaxConns:      c.Int("max-conns"),
@@ -90,7 +124,11 @@ func action(c *cli.Context) error {
 		SessionLimit:  c.Duration("session-limit"),
 		Grace:         c.Duration("grace"),
 		Logger:        logger,
-	})
+	}
+	if rcptHosts == nil && openToAll(cfg.AllowFor(QMTP)) {
+		logger.Warn("QMTP is open to every address and no --rcpthosts limits its recipients: anyone can relay through this server")
+	}
+	srv, err := NewServer(cfg)
 	if err != nil {
 		return exitcode.Usage("%v", err)
 	}
@@ -111,7 +149,7 @@ func action(c *cli.Context) error {
 	} else if c.IsSet("qmqp") || c.IsSet("qmtp") {
 		logger.Warn("socket activation: using the sockets systemd passed, not --qmqp/--qmtp")
 	}
-	if err := CheckListeners(allow, ls); err != nil {
+	if err := CheckListeners(cfg, ls); err != nil {
 		for _, l := range ls {
 			l.Close()
 		}
@@ -165,6 +203,17 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size in bytes", s)
 	}
 	return n * mult, nil
+}
+
+// openToAll reports whether the list admits every IPv4 or every IPv6
+// address.
+func openToAll(list []netip.Prefix) bool {
+	for _, p := range list {
+		if p.Bits() == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseAllow reads CIDRs; a bare address means just that host.

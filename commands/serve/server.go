@@ -44,7 +44,17 @@ type Config struct {
 	Hostname string // this server's name in Received lines
 	// Allow lists the client networks served. Empty means loopback only
 	// (127.0.0.0/8 and ::1); a non-empty list replaces that default.
-	Allow         []netip.Prefix
+	Allow []netip.Prefix
+	// AllowQMTP, when not nil, replaces Allow for QMTP: a QMTP port may be
+	// open to the world for incoming mail where QMQP never should be.
+	AllowQMTP []netip.Prefix
+	// RcptHosts, when set, limits the recipients QMTP clients may send to
+	// (qmail's control/rcpthosts), except for clients in Relay and, under
+	// --stdio, when RELAYCLIENT is set (RelayAll). QMQP clients are
+	// trusted, as qmail-qmqpd trusts them.
+	RcptHosts     *RcptHosts
+	Relay         []netip.Prefix
+	RelayAll      bool
 	MaxSize       int64
 	MaxRecipients int
 	// MaxConns bounds concurrent sessions. A connection beyond it waits
@@ -142,17 +152,26 @@ func NewServer(cfg Config) (*Server, error) {
 		SessionLimit: cfg.SessionLimit,
 		Logger:       cfg.Logger,
 	}
+	s.qmtp.RecipientAllowed = s.recipientCheck()
 	return s, nil
+}
+
+// AllowFor is the access list for protocol.
+func (c Config) AllowFor(protocol string) []netip.Prefix {
+	if protocol == QMTP && c.AllowQMTP != nil {
+		return c.AllowQMTP
+	}
+	return c.Allow
 }
 
 // CheckListeners refuses a configuration that would open QMQP or QMTP to
 // other hosts by accident: a listener on a non-loopback address with no
-// Allow list.
-func CheckListeners(allow []netip.Prefix, ls []Listener) error {
-	if len(allow) > 0 {
-		return nil
-	}
+// access list for its protocol.
+func CheckListeners(cfg Config, ls []Listener) error {
 	for _, l := range ls {
+		if len(cfg.AllowFor(l.Protocol)) > 0 {
+			continue
+		}
 		ap, err := netip.ParseAddrPort(l.Addr().String())
 		if err != nil {
 			continue // not TCP/IP (a unix socket): local by nature
@@ -174,7 +193,7 @@ func (s *Server) Serve(ctx context.Context, ls []Listener) error {
 	if len(ls) == 0 {
 		return errors.New("nothing to listen on: both --qmqp and --qmtp are empty")
 	}
-	if err := CheckListeners(s.cfg.Allow, ls); err != nil {
+	if err := CheckListeners(s.cfg, ls); err != nil {
 		return err
 	}
 	// Sessions get their own context: a stop request only closes the
@@ -254,7 +273,7 @@ func (s *Server) handleNet(ctx context.Context, protocol string, c net.Conn) {
 	if !ip.IsValid() {
 		peer.RemoteIP = ""
 	}
-	if !s.allowed(ip) {
+	if !s.allowed(protocol, ip) {
 		s.refuse(protocol, c, peer.RemoteIP, start)
 		lingerClose(c)
 		return
@@ -344,21 +363,17 @@ func (s *Server) refuse(protocol string, w proto.Conn, ip string, start time.Tim
 	s.cfg.Logger.Warn("client not authorized", attrs...)
 }
 
-// allowed applies the access list: loopback only by default.
-func (s *Server) allowed(ip netip.Addr) bool {
+// allowed applies the protocol's access list: loopback only by default.
+func (s *Server) allowed(protocol string, ip netip.Addr) bool {
 	if !ip.IsValid() {
 		return false
 	}
 	ip = ip.Unmap()
-	if len(s.cfg.Allow) == 0 {
+	list := s.cfg.AllowFor(protocol)
+	if len(list) == 0 {
 		return ip.IsLoopback()
 	}
-	for _, p := range s.cfg.Allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
+	return inPrefixes(list, ip)
 }
 
 func remoteIP(a net.Addr) netip.Addr {

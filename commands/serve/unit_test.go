@@ -59,16 +59,16 @@ func TestAllowed(t *testing.T) {
 	}
 	for ip, want := range map[string]bool{"127.0.0.1": true, "127.3.4.5": true, "::1": true, "::ffff:127.0.0.1": true,
 		"10.0.0.1": false, "2001:db8::1": false} {
-		if got := s.allowed(netip.MustParseAddr(ip)); got != want {
+		if got := s.allowed(QMQP, netip.MustParseAddr(ip)); got != want {
 			t.Errorf("default list: allowed(%s) = %v", ip, got)
 		}
 	}
-	if s.allowed(netip.Addr{}) {
+	if s.allowed(QMQP, netip.Addr{}) {
 		t.Error("an unknown address is allowed")
 	}
 	s.cfg.Allow, _ = ParseAllow([]string{"127.0.0.1/32", "10.0.0.0/8"})
 	for ip, want := range map[string]bool{"127.0.0.1": true, "127.0.0.2": false, "::1": false, "10.9.9.9": true, "::ffff:10.0.0.1": true} {
-		if got := s.allowed(netip.MustParseAddr(ip)); got != want {
+		if got := s.allowed(QMQP, netip.MustParseAddr(ip)); got != want {
 			t.Errorf("--allow list: allowed(%s) = %v", ip, got)
 		}
 	}
@@ -90,15 +90,15 @@ func TestCheckListeners(t *testing.T) {
 		}
 		return out
 	}
-	if err := CheckListeners(nil, ls("127.0.0.1:628", "[::1]:209")); err != nil {
+	if err := CheckListeners(Config{}, ls("127.0.0.1:628", "[::1]:209")); err != nil {
 		t.Errorf("loopback refused: %v", err)
 	}
 	for _, a := range []string{"0.0.0.0:628", "[::]:628", "192.0.2.1:628"} {
-		err := CheckListeners(nil, ls("127.0.0.1:209", a))
+		err := CheckListeners(Config{}, ls("127.0.0.1:209", a))
 		if err == nil || !strings.Contains(err.Error(), "--allow") {
 			t.Errorf("%s without --allow: %v", a, err)
 		}
-		if err := CheckListeners([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, ls(a)); err != nil {
+		if err := CheckListeners(Config{Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, ls(a)); err != nil {
 			t.Errorf("%s with --allow: %v", a, err)
 		}
 	}

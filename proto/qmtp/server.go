@@ -71,8 +71,11 @@ var (
 	ReplyTooBig       = proto.D("sorry, that message size exceeds my databytes limit (#5.3.4)")
 	ReplyBadSender    = proto.D("unacceptable sender (#5.1.7)")
 	ReplyBadRecipient = proto.D("sorry, I can't handle that recipient (#5.1.3)")
-	ReplyTooMany      = proto.Z("sorry, too many recipients in one package, send the rest later (#4.5.3)")
-	ReplyStoreFailed  = proto.Z("sorry, I can't store the message right now (#4.3.0)")
+	// ReplyRelayDenied is for a recipient RecipientAllowed refuses, in
+	// qmail-qmtpd's words.
+	ReplyRelayDenied = proto.D("sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")
+	ReplyTooMany     = proto.Z("sorry, too many recipients in one package, send the rest later (#4.5.3)")
+	ReplyStoreFailed = proto.Z("sorry, I can't store the message right now (#4.3.0)")
 )
 
 // ErrProtocol is wrapped by the error ServeConn returns when the client
@@ -99,6 +102,10 @@ type Server struct {
 	// that keeps its connection open between batches does not hold up a
 	// stop, and no package under way is cut.
 	Stopping <-chan struct{}
+	// RecipientAllowed, if set, decides per recipient whether this client
+	// may send to it (qmail's rcpthosts and RELAYCLIENT); a refused one
+	// gets ReplyRelayDenied.
+	RecipientAllowed func(remoteIP, rcpt string) bool
 }
 
 // Result summarises one session for the caller's log line.
@@ -348,6 +355,8 @@ func (ss *serverSession) onePackage() error {
 			replies[i] = ReplyBadSender
 		case !r.ok:
 			replies[i] = ReplyBadRecipient
+		case ss.srv.RecipientAllowed != nil && !ss.srv.RecipientAllowed(ss.peer.RemoteIP, r.addr):
+			replies[i] = ReplyRelayDenied
 		case storeErr != nil:
 			replies[i] = ReplyStoreFailed
 		default:
