@@ -256,9 +256,9 @@ func TestMuttCommandLine(t *testing.T) {
 	if code != 0 || stderr != "" {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
-	got := pf.WaitFor(t, tok, 1, 30*time.Second)
+	pf.WaitFor(t, tok, 1, 30*time.Second)
 	time.Sleep(500 * time.Millisecond) // a Bcc delivery would arrive with the other
-	got = pf.WaitFor(t, tok, 1, time.Second)
+	got := pf.WaitFor(t, tok, 1, time.Second)
 	if len(got) != 1 {
 		t.Fatalf("%d deliveries, want 1 (the Bcc address is no recipient without -t)", len(got))
 	}
@@ -428,9 +428,9 @@ func TestSpoolWhileDownThenFlush(t *testing.T) {
 	if got := queuedFiles(t, spoolDir); got != 0 {
 		t.Fatalf("%d files left after flushing", got)
 	}
-	got := pf.WaitFor(t, tok, n, 60*time.Second)
+	pf.WaitFor(t, tok, n, 60*time.Second)
 	time.Sleep(time.Second) // a duplicate would arrive right behind
-	got = pf.WaitFor(t, tok, n, time.Second)
+	got := pf.WaitFor(t, tok, n, time.Second)
 	seen := map[string]int{}
 	re := regexp.MustCompile(`#(\d+)#`)
 	for _, m := range got {

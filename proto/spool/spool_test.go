@@ -350,9 +350,9 @@ func TestFlushQMQPBounceChain(t *testing.T) {
 	if res.Bounced != 3 || res.Remaining() != 0 || len(queued(t, s)) != 0 {
 		t.Fatalf("result %+v, %d left", res, len(queued(t, s)))
 	}
-	got := pf.WaitFor(t, tok, 2, 30*time.Second)
+	pf.WaitFor(t, tok, 2, 30*time.Second)
 	time.Sleep(500 * time.Millisecond)
-	got = pf.WaitFor(t, tok, 2, time.Second)
+	got := pf.WaitFor(t, tok, 2, time.Second)
 	var toSender, toPostmaster int
 	for _, m := range got {
 		switch {
