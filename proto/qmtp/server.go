@@ -167,6 +167,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	ss.top = netstring.NewReader(ss.in)
 
 	var err error
+	drained := false
 	for {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("qmtp: %w: %v", proto.ErrShutdown, ctx.Err())
@@ -179,6 +180,10 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 			_, perr := ss.in.Peek(1)
 			tc.AtBoundary(false)
 			if errors.Is(perr, proto.ErrDrained) {
+				// A next package may be on its way: closing on it
+				// unread would reset the connection and could destroy
+				// the replies just written.
+				drained = true
 				break
 			}
 			if perr != nil {
@@ -203,7 +208,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	if ferr := out.Flush(); ferr != nil && err == nil {
 		err = fmt.Errorf("qmtp: writing replies: %w", ferr)
 	}
-	if err != nil {
+	if err != nil || drained {
 		// The client may still be sending (pipelined packages after a
 		// broken one): closing on unread input resets the connection,
 		// which can destroy the replies just flushed.
