@@ -15,7 +15,7 @@ for _ in $(seq 200); do grep -q 'msg=listening' "$work/serve.log" && break; slee
 grep -q 'msg=listening' "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
 
 echo "== qbox inject -s 127.0.0.1:$port -f alice@example.org bob@example.org"
-printf 'Subject: hello from qbox\n\nIt works: this message crossed QMQP.\n' |
+printf 'From: Alice <alice@example.org>\nTo: Bob <bob@example.org>\nSubject: hello from qbox\n\nIt works: this message crossed QMQP.\n' |
   "$qbox" inject -s "127.0.0.1:$port" -f alice@example.org bob@example.org
 echo "   exit status $? (0 = the server said K: stored and fsync'd)"
 
