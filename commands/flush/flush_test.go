@@ -146,14 +146,7 @@ func runQbox(t testing.TB, env []string, args ...string) (string, string, int) {
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	code := testpeer.ExitCode(t, cmd.Run())
 	return out.String(), errb.String(), code
 }
 

@@ -365,13 +365,7 @@ func TestBinaryExitCodes(t *testing.T) {
 		cmd := exec.Command(bin, append([]string{"probe"}, c.args...)...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
+		code := testpeer.ExitCode(t, cmd.Run())
 		if code != c.code || !strings.Contains(out.String(), c.out) {
 			t.Errorf("probe %v: exit %d, want %d; output lacks %q?\n%s", c.args, code, c.code, c.out, out.String())
 		}

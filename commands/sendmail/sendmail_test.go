@@ -27,14 +27,7 @@ func run(t *testing.T, prog string, env []string, stdin string, args ...string) 
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running %s: %v", prog, err)
-	}
+	code := testpeer.ExitCode(t, cmd.Run())
 	return code, stdout.String(), stderr.String()
 }
 
@@ -536,13 +529,7 @@ func TestSMTPSessionWithSwaks(t *testing.T) {
 		cmd := exec.Command(swaks, append([]string{"--pipe", sendmail + " -bs", "--from", "bs-" + tok + "@example.test"}, args...)...)
 		cmd.Env = cleanEnv(env)
 		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), string(out)
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return 0, string(out)
+		return testpeer.ExitCode(t, err), string(out)
 	}
 
 	data := filepath.Join(t.TempDir(), "msg")

@@ -7,6 +7,7 @@ package testpeer
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -245,4 +246,19 @@ func Body(msg []byte) []byte {
 // Token returns a string unique to this test run, to find its mail.
 func Token(t testing.TB) string {
 	return fmt.Sprintf("qbox-%s-%d-%d", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), os.Getpid(), time.Now().UnixNano())
+}
+
+// ExitCode is the exit status of a command that has finished with err
+// (from Run or CombinedOutput); a command that could not run at all fails
+// the test.
+func ExitCode(t testing.TB, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("running the command: %v", err)
+	}
+	return 0
 }
