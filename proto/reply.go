@@ -31,14 +31,16 @@ const MaxReplyText = 8192
 var ErrBadReply = errors.New("malformed reply")
 
 // ParseReply validates a reply netstring's body: non-empty, first byte K, Z
-// or D.
+// or D. CR, LF and NUL in the text become spaces, so a peer's reply can
+// never split a line where it is shown, logged or stored (a bounce's
+// Diagnostic-Code, the spool's last error).
 func ParseReply(b []byte) (Reply, error) {
 	if len(b) == 0 {
 		return Reply{}, fmt.Errorf("%w: empty reply", ErrBadReply)
 	}
 	switch s := Status(b[0]); s {
 	case OK, Temporary, Permanent:
-		return Reply{Status: s, Text: string(b[1:])}, nil
+		return Reply{Status: s, Text: OneLine(string(b[1:]))}, nil
 	default:
 		return Reply{}, fmt.Errorf("%w: unknown status byte %q", ErrBadReply, Printable(string(b[:1]), 1))
 	}
@@ -79,6 +81,21 @@ func (e *Error) Error() string {
 
 // Temporary reports whether the failure was a Z.
 func (e *Error) Temporary() bool { return e.Reply.Status != Permanent }
+
+// OneLine replaces CR, LF and NUL with spaces: text from a peer keeps
+// its bytes otherwise (UTF-8 included) but can never end a line.
+func OneLine(s string) string {
+	if !strings.ContainsAny(s, "\r\n\x00") {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c == '\r' || c == '\n' || c == 0 {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
 
 // Printable makes untrusted server text safe for a terminal or a log line:
 // bytes outside printable ASCII become '?' (as serialqmtp does) and the
