@@ -168,7 +168,7 @@ func TestReplies(t *testing.T) {
 		{"K", ns("Kok 123 qp 45"), 0, ""},
 		{"Z", ns("Zsorry, try again later (#4.3.0)"), 111, "temporary failure: sorry, try again later (#4.3.0)"},
 		{"D", ns("Dno such mailbox (#5.1.1)"), 100, "permanent failure: no such mailbox (#5.1.1)"},
-		{"D with control bytes", ns("Dbad\x1b[31m\n"), 100, "permanent failure: bad?[31m?"},
+		{"D with control bytes", ns("Dbad\x1b[31m\nX: y"), 100, "permanent failure: bad?[31m X: y\n"},
 		{"no comma", "3:Kok", 111, "malformed reply: connection closed in the middle of the reply"},
 		{"too long", "99999:K", 111, "malformed reply: reply longer than"},
 		{"bad netstring", "x:Kok,", 111, "malformed reply"},
