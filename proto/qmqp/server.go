@@ -2,7 +2,6 @@ package qmqp
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +26,8 @@ type Limits struct {
 	// MaxRecipients is the most recipients in one message (default 10000).
 	MaxRecipients int
 	// MaxAddress is the longest sender or recipient in bytes (default
-	// 1000). Longer addresses, and any containing NUL, are refused.
+	// 1000). Longer addresses, any containing CR, LF or NUL, and the
+	// empty recipient are refused (proto.CheckSender, CheckRecipient).
 	MaxAddress int
 }
 
@@ -276,7 +276,7 @@ func (ss *session) read() (proto.Reply, error) {
 	if err := fits(sb, outer, "sender"); err != nil {
 		return proto.Reply{}, err
 	}
-	sender, senderOK, err := readAddress(sb, ss.lim.MaxAddress)
+	sender, senderOK, err := readAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
 	if err != nil {
 		return proto.Reply{}, wrapRead("sender", err)
 	}
@@ -303,7 +303,7 @@ func (ss *session) read() (proto.Reply, error) {
 			}
 			continue
 		}
-		r, ok, err := readAddress(rb, ss.lim.MaxAddress)
+		r, ok, err := readAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
 		if err != nil {
 			return proto.Reply{}, wrapRead("recipient", err)
 		}
@@ -388,8 +388,10 @@ func combine(replies []proto.Reply, n int) proto.Reply {
 
 // readAddress reads one address netstring, allocating only for an
 // acceptable length. ok is false (and the address empty or partial) when
-// it is longer than max or contains NUL.
-func readAddress(b *netstring.Body, max int) (addr string, ok bool, err error) {
+// it is longer than max or check refuses it (CR, LF or NUL; an empty
+// recipient): the one check where an address enters, so nothing further
+// down ever sees such bytes.
+func readAddress(b *netstring.Body, max int, check func(string) error) (addr string, ok bool, err error) {
 	if b.Size() > int64(max) {
 		return "", false, b.Discard()
 	}
@@ -400,7 +402,8 @@ func readAddress(b *netstring.Body, max int) (addr string, ok bool, err error) {
 	if err := b.Close(); err != nil {
 		return "", false, err
 	}
-	return string(buf), bytes.IndexByte(buf, 0) < 0, nil
+	addr = string(buf)
+	return addr, check(addr) == nil, nil
 }
 
 // fits checks, before an item's body is read, that the item (body and

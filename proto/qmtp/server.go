@@ -25,7 +25,9 @@ type Limits struct {
 	// (default 10000); the rest get Z (#4.5.3) and come again later.
 	MaxRecipients int
 	// MaxAddress is the longest sender or recipient in bytes (default
-	// 1000). Longer addresses, and any containing NUL, are refused.
+	// 1000). Longer addresses, any containing CR, LF or NUL, and the
+	// empty recipient are refused (proto.CheckSender, CheckRecipient): a
+	// bad sender gets D for every recipient, a bad recipient its own D.
 	MaxAddress int
 }
 
@@ -308,7 +310,7 @@ func (ss *serverSession) onePackage() error {
 	if err != nil {
 		return serverReadError("sender", err)
 	}
-	sender, senderOK, err := readServerAddress(sb, ss.lim.MaxAddress)
+	sender, senderOK, err := readServerAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
 	if err != nil {
 		return serverReadError("sender", err)
 	}
@@ -339,7 +341,7 @@ func (ss *serverSession) onePackage() error {
 			}
 			continue
 		}
-		addr, ok, err := readServerAddress(rb, ss.lim.MaxAddress)
+		addr, ok, err := readServerAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
 		if err != nil {
 			return serverReadError("recipient", err)
 		}
@@ -535,9 +537,10 @@ func (ss *serverSession) logMessage(start time.Time, sender string, n int, rcpts
 }
 
 // readServerAddress reads one address netstring, allocating only for an
-// acceptable length. ok is false when it is longer than max or contains
-// NUL.
-func readServerAddress(b *netstring.Body, max int) (addr string, ok bool, err error) {
+// acceptable length. ok is false when it is longer than max or check
+// refuses it (CR, LF or NUL; an empty recipient): the one check where an
+// address enters, so nothing further down ever sees such bytes.
+func readServerAddress(b *netstring.Body, max int, check func(string) error) (addr string, ok bool, err error) {
 	if b.Size() > int64(max) {
 		return "", false, b.Discard()
 	}
@@ -548,7 +551,8 @@ func readServerAddress(b *netstring.Body, max int) (addr string, ok bool, err er
 	if err := b.Close(); err != nil {
 		return "", false, err
 	}
-	return string(buf), bytes.IndexByte(buf, 0) < 0, nil
+	addr = string(buf)
+	return addr, check(addr) == nil, nil
 }
 
 // serverReadError labels a read failure: grammar errors wrap ErrProtocol; the

@@ -529,6 +529,8 @@ func TestServerPerRecipientReplies(t *testing.T) {
 	var send []byte
 	send = append(send, serverPkg(lf("m\n"), "a@b", "k@x", "d@x", "z@x", "k@x", "d@x")...)
 	send = append(send, serverPkg(lf("m\n"), "a@b", "bad\x00", "bad\x00")...)
+	send = append(send, serverPkg(lf("m\n"), "a@b", "root@x\nX: y", "k@x", "a\rb@c", "")...)
+	send = append(send, serverPkg(lf("m\n"), "root@x\nX: y", "k@x", "k@y")...)
 	conn := &serverMemConn{r: bytes.NewReader(send)}
 	res, err := newServerForTest(b).ServeConn(context.Background(), conn, proto.Peer{})
 	if err != nil {
@@ -537,13 +539,20 @@ func TestServerPerRecipientReplies(t *testing.T) {
 	equalReplies(t, serverReadReplies(t, &conn.out), []string{
 		"Kok", "Dno mailbox here by that name (#5.1.1)", "Zmailbox full (#4.2.2)", "Kok", "Dno mailbox here by that name (#5.1.1)",
 		qmtp.ReplyBadRecipient.String(), qmtp.ReplyBadRecipient.String(),
+		// CR, LF and the empty recipient: D for each, the good one goes on.
+		qmtp.ReplyBadRecipient.String(), "Kok", qmtp.ReplyBadRecipient.String(), qmtp.ReplyBadRecipient.String(),
+		// A sender with LF: D for every recipient.
+		qmtp.ReplyBadSender.String(), qmtp.ReplyBadSender.String(),
 	})
-	if res.Accepted != 2 || res.Deferred != 1 || res.Rejected != 4 {
+	if res.Accepted != 3 || res.Deferred != 1 || res.Rejected != 9 {
 		t.Errorf("result %+v", res)
 	}
 	b.check(t)
-	if begun, aborted, committed := b.counts(); begun != 2 || aborted != 1 || committed != 1 {
+	if begun, aborted, committed := b.counts(); begun != 4 || aborted != 2 || committed != 2 {
 		t.Errorf("Begin %d Abort %d Commit %d", begun, aborted, committed)
+	}
+	if got := b.committed[1].Env.Recipients; len(got) != 1 || got[0] != "k@x" {
+		t.Errorf("committed recipients %q, want only k@x", got)
 	}
 }
 
