@@ -2,9 +2,12 @@ package serve_test
 
 import (
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,4 +155,46 @@ func TestHostileEnvelopeRefused(t *testing.T) {
 		}
 		checkStored(t, dir, stored)
 	})
+}
+
+// --queue-timeout bounds the hand-off and the queue program's exit status
+// decides: a program that leaves a child holding its stdout and stderr
+// and exits 0 gets K at its exit; one still running at the timeout gets Z
+// (and its process group is killed).
+func TestQueueProgramExitDecides(t *testing.T) {
+	work := t.TempDir()
+	script := filepath.Join(work, "qq")
+	os.WriteFile(script, []byte(`#!/bin/sh
+cat > /dev/null || exit 54
+cat <&1 > /dev/null || exit 54
+if [ -f "$1/stall" ]; then sleep 1000; exit 0; fi
+sleep 1000 &
+echo $! >> "$1/pids"
+echo "a line on stderr" >&2
+exit 0
+`), 0755)
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(filepath.Join(work, "pids"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	s := startServe(t, "--queue-program", script, "--queue-timeout", "2s", "--", work)
+	env := proto.Envelope{Sender: "a@example.test", Recipients: []string{"b@example.test"}}
+	msg := []byte("Subject: left a child\n\nbody\n")
+	// The child holds stderr well past the 2s timeout: still K.
+	for range 2 {
+		mustK(t, s.qmqp, env, msg)
+		rs := qmtpRaw(t, s.qmtp, 1, qmtpPackage(msg, false, env.Sender, env.Recipients...))
+		if rs[0].Status != proto.OK {
+			t.Fatalf("QMTP reply %s, want K", fmtReplies(rs))
+		}
+	}
+	os.WriteFile(filepath.Join(work, "stall"), nil, 0600)
+	r, err := sendQMQP(t, s.qmqp, env, msg)
+	if err != nil || r.Status != proto.Temporary || !strings.Contains(r.Text, "timeout") {
+		t.Fatalf("stalled program: reply %q %v, want Z qq timeout", r.String(), err)
+	}
 }

@@ -173,7 +173,11 @@ func (d *storeDelivery) release() {
 }
 
 // Commit writes one file per recipient and answers K for all of them once
-// they are durable, or Z for all of them.
+// they are durable, or Z for all of them. An address the store cannot
+// write into a header line unchanged (CR, LF or NUL; an empty recipient)
+// is refused with D, never rewritten: the servers refuse such addresses
+// where they enter, this is the second line of defence. A bad sender
+// refuses every recipient; a bad recipient only itself.
 func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Reply {
 	if d.done {
 		return fill(len(env.Recipients), proto.Z("internal error: delivery already finished (#4.3.0)"))
@@ -183,15 +187,44 @@ func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.
 	if len(env.Recipients) == 0 {
 		return nil
 	}
-	key, err := d.store.deliver(ctx, d, env)
+	if err := proto.CheckSender(env.Sender); err != nil {
+		d.store.logger().Error("maildir delivery refused", "dir", d.store.Dir, "remote_ip", d.peer.RemoteIP,
+			"recipients", len(env.Recipients), "err", err)
+		return fill(len(env.Recipients), ReplyUnwritableAddress)
+	}
+	replies := make([]proto.Reply, len(env.Recipients))
+	good := make([]string, 0, len(env.Recipients))
+	for i, r := range env.Recipients {
+		if err := proto.CheckRecipient(r); err != nil {
+			replies[i] = ReplyUnwritableAddress
+			d.store.logger().Error("maildir recipient refused", "dir", d.store.Dir, "remote_ip", d.peer.RemoteIP, "err", err)
+			continue
+		}
+		good = append(good, r)
+	}
+	if len(good) == 0 {
+		return replies
+	}
+	var reply proto.Reply
+	key, err := d.store.deliver(ctx, d, env.Sender, good)
 	if err != nil {
 		d.store.logger().Error("maildir delivery failed", "dir", d.store.Dir, "remote_ip", d.peer.RemoteIP,
-			"sender", proto.Printable(env.Sender, 1000), "recipients", len(env.Recipients), "size", d.size, "err", err)
-		return fill(len(env.Recipients), proto.Z(tempText(err)))
+			"sender", proto.Printable(env.Sender, 1000), "recipients", len(good), "size", d.size, "err", err)
+		reply = proto.Z(tempText(err))
+	} else {
+		reply = proto.K("ok " + strconv.FormatInt(d.store.now().Unix(), 10) + " stored as " + key)
 	}
-	t := d.store.now()
-	return fill(len(env.Recipients), proto.K("ok "+strconv.FormatInt(t.Unix(), 10)+" stored as "+key))
+	for i := range replies {
+		if replies[i].Status == 0 {
+			replies[i] = reply
+		}
+	}
+	return replies
 }
+
+// ReplyUnwritableAddress answers an address the store refuses to write
+// into a header line.
+var ReplyUnwritableAddress = proto.D("sorry, I can't accept addresses like that (#5.1.3)")
 
 // errTmpfileUnsupported is linkBatch.Create's answer on a file system
 // without O_TMPFILE: the store falls back to Batch.
@@ -204,7 +237,8 @@ type fileBatch interface {
 	Abort()
 }
 
-func (s *Store) deliver(ctx context.Context, d *storeDelivery, env proto.Envelope) (string, error) {
+// deliver stores the message for rcpts, every address already checked.
+func (s *Store) deliver(ctx context.Context, d *storeDelivery, sender string, rcpts []string) (string, error) {
 	if d.err != nil {
 		return "", d.err
 	}
@@ -216,7 +250,7 @@ func (s *Store) deliver(ctx context.Context, d *storeDelivery, env proto.Envelop
 	received := s.receivedLine(d.peer)
 	b := newFileBatch(s.Dir)
 	var head []byte
-	for i, rcpt := range env.Recipients {
+	for i, rcpt := range rcpts {
 		if err := ctx.Err(); err != nil {
 			b.Abort()
 			return "", err
@@ -231,14 +265,14 @@ func (s *Store) deliver(ctx context.Context, d *storeDelivery, env proto.Envelop
 			return "", fmt.Errorf("maildir: create: %w", err)
 		}
 		head = append(head[:0], "Return-Path: <"...)
-		head = appendHeaderValue(head, env.Sender)
+		head = append(head, sender...)
 		head = append(head, ">\nDelivered-To: "...)
-		head = appendHeaderValue(head, rcpt)
+		head = append(head, rcpt...)
 		head = append(head, '\n')
 		head = append(head, received...)
 		if err := d.writeFile(f, head); err != nil {
 			b.Abort()
-			return "", fmt.Errorf("maildir: write file %d of %d: %w", i+1, len(env.Recipients), err)
+			return "", fmt.Errorf("maildir: write file %d of %d: %w", i+1, len(rcpts), err)
 		}
 	}
 	paths, err := b.Commit()
@@ -279,21 +313,6 @@ func (d *storeDelivery) writeFile(f *os.File, head []byte) error {
 		return fmt.Errorf("spool holds %d bytes, want %d", n, d.size)
 	}
 	return nil
-}
-
-// appendHeaderValue appends an envelope address to a header line. A line
-// feed would end the header line and break the file's layout for every
-// reader, so it becomes '_', as qmail-local does; the servers already
-// refuse addresses with NUL.
-func appendHeaderValue(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '\n' {
-			c = '_'
-		}
-		dst = append(dst, c)
-	}
-	return dst
 }
 
 // receivedLine returns the Received header line (with its newline) for a

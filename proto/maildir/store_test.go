@@ -185,18 +185,37 @@ func TestStoreAbortLeavesNothing(t *testing.T) {
 	}
 }
 
+// The peer's strings are made safe in the Received line; an address the
+// store cannot write unchanged is refused with D, never rewritten (LF
+// used to become '_', which changes where the mail goes), while the good
+// recipients of the same message are stored.
 func TestStoreHeaderSanitising(t *testing.T) {
 	dir := t.TempDir()
 	s := testStore(t, dir)
 	peer := proto.Peer{Protocol: "QMTP", RemoteIP: "::1", RemoteHost: "evil\r\nX-Injected: yes (host)"}
-	env := proto.Envelope{Sender: "a\nb@x", Recipients: []string{"c\nd@y"}}
-	wantAll(t, deliver(t, s, peer, []byte("\n"), 1, env), 1, proto.OK)
-	for _, b := range dirFiles(t, filepath.Join(dir, "new")) {
-		want := "Return-Path: <a_b@x>\nDelivered-To: c_d@y\n" +
+	env := proto.Envelope{Sender: "a@x", Recipients: []string{"c\nd@y", "ok@y", "a\rb@c", "a\x00b", ""}}
+	replies := deliver(t, s, peer, []byte("\n"), 1, env)
+	for i, want := range []proto.Status{proto.Permanent, proto.OK, proto.Permanent, proto.Permanent, proto.Permanent} {
+		if replies[i].Status != want {
+			t.Fatalf("reply %d (%q) = %q, want %c", i, env.Recipients[i], replies[i].String(), want)
+		}
+	}
+	files := dirFiles(t, filepath.Join(dir, "new"))
+	if len(files) != 1 {
+		t.Fatalf("%d files stored, want 1", len(files))
+	}
+	for _, b := range files {
+		want := "Return-Path: <a@x>\nDelivered-To: ok@y\n" +
 			"Received: from evil??X-Injected:?yes??host? (::1) by mx.example.test with QMTP; 5 Mar 2024 06:07:08 -0000\n\n"
 		if string(b) != want {
 			t.Fatalf("file =\n%q\nwant\n%q", b, want)
 		}
+	}
+	for _, sender := range []string{"a\nb@x", "a\rb@x", "a\x00b@x"} {
+		wantAll(t, deliver(t, s, peer, []byte("\n"), 1, proto.Envelope{Sender: sender, Recipients: []string{"ok@y", "ok2@y"}}), 2, proto.Permanent)
+	}
+	if files := dirFiles(t, filepath.Join(dir, "new")); len(files) != 1 {
+		t.Fatalf("%d files stored after refused senders, want 1", len(files))
 	}
 }
 

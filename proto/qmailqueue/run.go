@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -17,10 +16,17 @@ import (
 )
 
 // DefaultProgramTimeout bounds how long a program may stall: each write of
-// the message into its fd 0, and the wait for its exit once the envelope
-// is written. qmail has no such bound; a wedged program must not hold a
-// session (and its client) forever.
+// the message into its fd 0 while the client sends it, and then the whole
+// hand-off (the rest of the message, the envelope, the wait for its exit)
+// once the client's package is complete. qmail has no such bound; a
+// wedged program must not hold a session (and its client) forever.
 const DefaultProgramTimeout = 10 * time.Minute
+
+// pipeGrace is how long the program's stderr and fd 6 are read after it
+// exited: what it wrote before exiting is already in the pipe, and a
+// child it left running that still holds them open must not hold the
+// session. Only a failure waits for them (a K needs neither).
+const pipeGrace = time.Second
 
 // Program is a proto.Backend that hands every message to a qmail-queue
 // compatible program, as qmail-qmqpd and qmail-qmtpd do: the program is
@@ -40,8 +46,12 @@ type Program struct {
 	// Hostname names this server in the Received line; empty means the
 	// peer's LocalHost, then os.Hostname.
 	Hostname string
-	// Timeout bounds each stalled write to the program and the wait for
-	// its exit; 0 means DefaultProgramTimeout.
+	// Timeout bounds each stalled write to the program while the message
+	// arrives, and then the whole hand-off after the client's final byte
+	// (rest of the message, envelope, exit); 0 means
+	// DefaultProgramTimeout. The exit status decides: a child the program
+	// left running, even one holding its stdout or stderr, changes
+	// nothing.
 	Timeout time.Duration
 	// Logger receives why a message failed (exit code, program stderr);
 	// nil means slog.Default().
@@ -62,25 +72,28 @@ func (p *Program) Begin(ctx context.Context, peer proto.Peer, size int64) (proto
 	}
 	envR, envW, err := os.Pipe()
 	if err != nil {
-		msgR.Close()
-		msgW.Close()
+		closeAll(msgR, msgW)
+		return nil, fmt.Errorf("qmail-queue: %w", err)
+	}
+	// fd 6 carries a custom reply for exit 82 (notqmail); 3-5 are closed.
+	customR, customW, err := os.Pipe()
+	if err != nil {
+		closeAll(msgR, msgW, envR, envW)
+		return nil, fmt.Errorf("qmail-queue: %w", err)
+	}
+	// stderr is a pipe of our own, not an io.Writer: exec.Cmd.Wait would
+	// wait for a copying goroutine until every holder of the pipe closed
+	// it, and a child the program left running holds it for ever.
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(msgR, msgW, envR, envW, customR, customW)
 		return nil, fmt.Errorf("qmail-queue: %w", err)
 	}
 	cmd := exec.Command(p.Path, p.Args...)
 	cmd.Stdin = msgR // *os.File: the child gets the pipe itself as fd 0
 	cmd.Stdout = envR
-	// fd 6 carries a custom reply for exit 82 (notqmail); 3-5 are closed.
-	customR, customW, err := os.Pipe()
-	if err != nil {
-		msgR.Close()
-		msgW.Close()
-		envR.Close()
-		envW.Close()
-		return nil, fmt.Errorf("qmail-queue: %w", err)
-	}
+	cmd.Stderr = errW
 	cmd.ExtraFiles = []*os.File{nil, nil, nil, customW}
-	stderr := &boundedBuffer{max: maxStderr}
-	cmd.Stderr = stderr
 	cmd.Env = append(os.Environ(), "PROTO=TCP", "TCPREMOTEIP="+peer.RemoteIP, "TCPREMOTEHOST="+peer.RemoteHost)
 	cmd.Env = append(cmd.Env, p.Env...)
 	// Its own process group, so a kill on abort reaches the whole
@@ -88,20 +101,24 @@ func (p *Program) Begin(ctx context.Context, peer proto.Peer, size int64) (proto
 	// serve does not hit the program before serve decides.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
-	msgR.Close()
-	envR.Close()
-	customW.Close()
+	closeAll(msgR, envR, customW, errW)
 	if err != nil {
-		msgW.Close()
-		envW.Close()
-		customR.Close()
+		closeAll(msgW, envW, customR, errR)
 		return nil, fmt.Errorf("qmail-queue: %w", err)
 	}
-	d := &programDelivery{prog: p, peer: peer, cmd: cmd, msgW: msgW, envW: envW, stderr: stderr, start: time.Now()}
-	d.custom = readCustom(customR)
-	d.bw = bufio.NewWriterSize(deadlineWriter{f: msgW, timeout: p.timeout()}, 64<<10)
+	d := &programDelivery{prog: p, peer: peer, cmd: cmd, msgW: msgW, envW: envW, start: time.Now()}
+	d.custom = readPipe(customR, proto.MaxReplyText)
+	d.stderr = readPipe(errR, maxStderr)
+	d.msgOut = &deadlineWriter{f: msgW, timeout: p.timeout()}
+	d.bw = bufio.NewWriterSize(d.msgOut, 64<<10)
 	d.bw.Write(proto.AppendReceived(nil, peer, p.hostname(peer), p.now()))
 	return d, nil
+}
+
+func closeAll(fs ...*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 type programDelivery struct {
@@ -111,8 +128,9 @@ type programDelivery struct {
 	msgW   *os.File
 	envW   *os.File
 	bw     *bufio.Writer
-	stderr *boundedBuffer
-	custom *customReader
+	msgOut *deadlineWriter // under bw
+	stderr *pipeText
+	custom *pipeText
 	start  time.Time
 	size   int64
 	werr   error // first error writing the message: the program did not get all of it
@@ -147,6 +165,8 @@ func (d *programDelivery) Abort() {
 	d.msgW.Close()
 	d.envW.Close()
 	d.cmd.Wait()
+	d.custom.stop()
+	d.stderr.stop()
 }
 
 func (d *programDelivery) kill() {
@@ -165,24 +185,70 @@ func (d *programDelivery) Commit(ctx context.Context, env proto.Envelope) []prot
 		d.Abort()
 		return nil
 	}
+	// NUL ends an item of the envelope on fd 1: an address holding one
+	// would hand the program a different sender or recipient. The servers
+	// refuse CR, LF, NUL and the empty recipient where they enter; this is
+	// the second line of defence. A bad sender refuses every recipient, a
+	// bad recipient only itself.
+	if err := proto.CheckSender(env.Sender); err != nil {
+		d.prog.logger().Warn("qmail-queue envelope refused", "program", d.prog.Path, "remote_ip", d.peer.RemoteIP, "err", err.Error())
+		d.Abort()
+		return repeatReply(len(env.Recipients), ReplyBadAddress)
+	}
+	replies := make([]proto.Reply, len(env.Recipients))
+	good := make([]string, 0, len(env.Recipients))
+	for i, r := range env.Recipients {
+		if err := proto.CheckRecipient(r); err != nil {
+			d.prog.logger().Warn("qmail-queue recipient refused", "program", d.prog.Path, "remote_ip", d.peer.RemoteIP, "err", err.Error())
+			replies[i] = ReplyBadAddress
+			continue
+		}
+		good = append(good, r)
+	}
+	if len(good) == 0 {
+		d.Abort()
+		return replies
+	}
+	reply := d.handOff(ctx, proto.Envelope{Sender: env.Sender, Recipients: good})
+	for i := range replies {
+		if replies[i].Status == 0 {
+			replies[i] = reply
+		}
+	}
+	return replies
+}
+
+// ReplyBadAddress answers an address that cannot be handed to the program
+// unchanged.
+var ReplyBadAddress = proto.D("sorry, I can't accept addresses like that (#5.1.3)")
+
+// handOff closes the program's fd 0, writes the envelope to its fd 1 and
+// maps its exit code to the one reply every recipient gets.
+func (d *programDelivery) handOff(ctx context.Context, env proto.Envelope) proto.Reply {
 	d.done = true
+	// One deadline for the whole hand-off, not one per step.
+	deadline := time.Now().Add(d.prog.timeout())
 	if d.werr == nil {
+		d.msgOut.until = deadline
 		d.werr = d.bw.Flush()
 	}
 	d.msgW.Close()
 
 	// The envelope is written while waiting, so a program that never
-	// reads fd 1 is still bounded by the timeout below.
+	// reads fd 1 is still bounded by the deadline below.
 	envErr := make(chan error, 1)
 	go func() {
-		_, err := deadlineWriter{f: d.envW, timeout: d.prog.timeout()}.Write(EncodeEnvelope(env))
+		d.envW.SetWriteDeadline(deadline)
+		_, err := d.envW.Write(EncodeEnvelope(env))
 		d.envW.Close()
 		envErr <- err
 	}()
+	// Every file the child has is an *os.File: Wait returns when the
+	// program exits, whatever its children still hold open.
 	exited := make(chan error, 1)
 	go func() { exited <- d.cmd.Wait() }()
 
-	timer := time.NewTimer(d.prog.timeout())
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	var waitErr error
 	var why string
@@ -197,6 +263,9 @@ func (d *programDelivery) Commit(ctx context.Context, env proto.Envelope) []prot
 		d.kill()
 		waitErr = <-exited
 	}
+	// A write still pending now was never read by the program (a child
+	// may hold fd 1 open): it ends at once and the message is not K.
+	d.envW.SetWriteDeadline(time.Now())
 	werr := <-envErr
 	if d.werr == nil {
 		d.werr = werr
@@ -216,7 +285,7 @@ func (d *programDelivery) Commit(ctx context.Context, env proto.Envelope) []prot
 		reply = proto.K("ok " + strconv.FormatInt(time.Now().Unix(), 10) + " qp " + strconv.Itoa(d.cmd.Process.Pid))
 	case code == ExitCustomReply:
 		var ok bool
-		if reply, ok = CustomReply(d.custom.bytes()); !ok {
+		if reply, ok = CustomReply(d.custom.text(pipeGrace)); !ok {
 			reply = ExitReply(code)
 		}
 	default:
@@ -234,84 +303,77 @@ func (d *programDelivery) Commit(ctx context.Context, env proto.Envelope) []prot
 		if d.werr != nil {
 			attrs = append(attrs, "write_err", d.werr.Error())
 		}
-		if s := d.stderr.String(); s != "" {
-			attrs = append(attrs, "stderr", proto.Printable(s, maxStderr))
+		if s := d.stderr.text(pipeGrace); len(s) > 0 {
+			attrs = append(attrs, "stderr", proto.Printable(string(s), maxStderr))
 		}
 		d.prog.logger().Warn("qmail-queue program failed", attrs...)
 	}
-	return repeatReply(len(env.Recipients), reply)
+	d.custom.stop()
+	d.stderr.stop()
+	return reply
 }
 
-// customReader collects what the program writes on fd 6, up to
-// proto.MaxReplyText bytes, until the program closes it (at exit).
-type customReader struct {
+// pipeText collects the first max bytes the program writes on a pipe
+// (fd 6, stderr), reading on to the end so the program never blocks on
+// it.
+type pipeText struct {
+	f    *os.File
 	done chan struct{}
+	max  int
 	b    []byte
 }
 
-func readCustom(f *os.File) *customReader {
-	c := &customReader{done: make(chan struct{})}
+func readPipe(f *os.File, max int) *pipeText {
+	p := &pipeText{f: f, done: make(chan struct{}), max: max}
 	go func() {
-		defer close(c.done)
-		defer f.Close()
+		defer close(p.done)
 		buf := make([]byte, 512)
 		for {
 			n, err := f.Read(buf)
-			if room := proto.MaxReplyText - len(c.b); room > 0 {
-				c.b = append(c.b, buf[:min(n, room)]...)
+			if room := p.max - len(p.b); room > 0 {
+				p.b = append(p.b, buf[:min(n, room)]...)
 			}
 			if err != nil {
 				return
 			}
 		}
 	}()
-	return c
+	return p
 }
 
-// bytes waits until fd 6 is closed by every process holding it. A
-// program that leaves a child running with fd 6 open would stall this, so
-// the wait is bounded.
-func (c *customReader) bytes() []byte {
-	select {
-	case <-c.done:
-		return c.b
-	case <-time.After(5 * time.Second):
-		return nil
-	}
+// text returns what the program wrote, once the pipe is closed by every
+// process holding it, or at most grace from now: the program has exited,
+// so what it wrote is already in the pipe, and a child it left running
+// must not hold the caller.
+func (p *pipeText) text(grace time.Duration) []byte {
+	p.f.SetReadDeadline(time.Now().Add(grace))
+	<-p.done
+	return p.b
+}
+
+// stop ends the reading at once and closes the pipe.
+func (p *pipeText) stop() {
+	p.f.SetReadDeadline(time.Unix(1, 0))
+	<-p.done
+	p.f.Close()
 }
 
 // deadlineWriter writes to a pipe with a fresh deadline per write, so a
-// program that stops reading cannot block a session forever.
+// program that stops reading cannot block a session forever; once until
+// is set, every write shares that one deadline instead.
 type deadlineWriter struct {
 	f       *os.File
 	timeout time.Duration
+	until   time.Time
 }
 
-func (w deadlineWriter) Write(b []byte) (int, error) {
-	w.f.SetWriteDeadline(time.Now().Add(w.timeout))
-	return w.f.Write(b)
-}
-
-// boundedBuffer keeps the first max bytes written to it.
-type boundedBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (b *boundedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.max - len(b.b); room > 0 {
-		b.b = append(b.b, p[:min(room, len(p))]...)
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	if w.until.IsZero() {
+		w.f.SetWriteDeadline(time.Now().Add(w.timeout))
+	} else {
+		w.f.SetWriteDeadline(w.until)
 	}
-	return len(p), nil
-}
-
-func (b *boundedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.b)
+	return w.f.Write(b)
 }
 
 func (p *Program) timeout() time.Duration {

@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,6 +79,9 @@ func TestProgramExitCodes(t *testing.T) {
 		{"99", proto.Temporary, "qq temporary problem (#4.3.0)", ""},
 		{"82", proto.Permanent, "custom rejection (#5.7.1)", "Dcustom rejection (#5.7.1)"}, // notqmail's fd 6
 		{"82", proto.Temporary, "qq temporary problem (#4.3.0)", "Kno K allowed here"},
+		// fd 6 text is shown and stored on one line: CR, LF become spaces.
+		{"82", proto.Permanent, "bad X: y", "Dbad\nX: y"},
+		{"82", proto.Temporary, "try later  X-Injected: yes", "Ztry later\r\nX-Injected: yes"},
 	} {
 		t.Run("exit"+c.code, func(t *testing.T) {
 			p, out := recorderProgram(t, "CODE="+c.code, "CUSTOM="+c.custom)
@@ -85,6 +90,9 @@ func TestProgramExitCodes(t *testing.T) {
 				t.Fatalf("%d replies, want 3", len(replies))
 			}
 			for _, r := range replies {
+				if strings.ContainsAny(r.Text, "\r\n\x00") {
+					t.Fatalf("reply text %q holds CR, LF or NUL", r.Text)
+				}
 				if r.Status != c.status || !strings.HasPrefix(r.Text, c.text) {
 					t.Fatalf("reply %q, want %c%s", r.String(), c.status, c.text)
 				}
@@ -174,5 +182,72 @@ func TestProgramMissing(t *testing.T) {
 	p := &Program{Path: filepath.Join(t.TempDir(), "no-such-program")}
 	if _, err := p.Begin(context.Background(), testPeer, 1); err == nil {
 		t.Fatal("Begin with a missing program succeeded")
+	}
+}
+
+// An address the program cannot be handed unchanged (NUL ends an item of
+// the envelope on fd 1) is refused with D, never rewritten; the other
+// recipients are handed over as usual. A bad sender refuses them all and
+// the program queues nothing.
+func TestProgramRefusesUnwritableAddresses(t *testing.T) {
+	p, out := recorderProgram(t, "CODE=0")
+	env := proto.Envelope{Sender: "a@x", Recipients: []string{"evil\x00Tother@x", "ok@x", "root@x\nX: y", "a\rb@c", ""}}
+	replies := send(t, p, []byte("x\n"), env)
+	for i, want := range []proto.Status{proto.Permanent, proto.OK, proto.Permanent, proto.Permanent, proto.Permanent} {
+		if replies[i].Status != want {
+			t.Fatalf("reply %d (%q) = %q, want %c", i, env.Recipients[i], replies[i].String(), want)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(out, "env")); string(got) != "Fa@x\x00Tok@x\x00\x00" {
+		t.Fatalf("fd 1 got %q", got)
+	}
+	os.Remove(filepath.Join(out, "env"))
+	for _, sender := range []string{"a\x00Tx@y", "a\nb@x", "a\rb@x"} {
+		r := send(t, p, []byte("x\n"), proto.Envelope{Sender: sender, Recipients: []string{"ok@x", "ok2@x"}})
+		if len(r) != 2 || r[0].Status != proto.Permanent || r[1].Status != proto.Permanent {
+			t.Fatalf("sender %q: replies %v, want D D", sender, r)
+		}
+		if _, err := os.Stat(filepath.Join(out, "env")); err == nil {
+			t.Fatalf("sender %q: the program got an envelope", sender)
+		}
+	}
+}
+
+// leftChild is a queue program that reads everything, leaves a child
+// running that holds its stdout, stderr and fd 6, and exits 0.
+const leftChild = `#!/bin/sh
+cat > /dev/null || exit 54
+cat <&1 > /dev/null || exit 54
+sleep 1000 &
+echo $! > "$OUT/pid"
+exit 0
+`
+
+// The program's exit status decides, at its exit: a child it left running
+// that holds stdout and stderr open neither turns its K into Z nor holds
+// the delivery until the timeout. (Before, Wait waited for stderr's EOF,
+// then the timeout killed the program's group and answered Z.)
+func TestProgramLeftChildHoldsPipes(t *testing.T) {
+	p, out := recorderProgram(t)
+	if err := os.WriteFile(p.Path, []byte(leftChild), 0755); err != nil {
+		t.Fatal(err)
+	}
+	p.Timeout = 2 * time.Minute
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(filepath.Join(out, "pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	got := make(chan []proto.Reply, 1)
+	go func() { got <- send(t, p, []byte("x\n"), proto.Envelope{Sender: "a@x", Recipients: []string{"b@x"}}) }()
+	select {
+	case r := <-got:
+		if r[0].Status != proto.OK {
+			t.Fatalf("reply %q, want K", r[0].String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the delivery waits for the program's child, not its exit")
 	}
 }
