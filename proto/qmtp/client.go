@@ -6,6 +6,13 @@ package qmtp
 // forever (QMTP §4: a pipelining client "must continuously watch" for
 // responses). Every recipient gets exactly one RecipientResult: the server's K, Z
 // or D, or a Z made up here when the server's reply never came.
+//
+// A reply counts only for a package whose final byte the kernel has taken:
+// a server cannot have received a message before that, so a reply arriving
+// earlier, or a reply beyond the recipients sent, is a lie or a desynchronised
+// stream. Either ends the session as a protocol violation; nothing it
+// "answered" counts, so the caller removes nothing that was not fully sent
+// and answered.
 
 import (
 	"bufio"
@@ -107,10 +114,13 @@ var ErrRemoteViolation = errors.New("remote protocol violation")
 type Client struct {
 	ConnectTimeout time.Duration // 0: ClientConnectTimeout
 	WriteTimeout   time.Duration // per write; 0: ClientWriteTimeout
-	// ReadTimeout bounds the server's silence while it owes a reply
-	// (the package's final byte has been written); 0: ClientReadTimeout.
-	// A server may hold replies while the client is still sending, so
-	// time spent writing never counts.
+	// ReadTimeout is the deadline for each reply, 0: ClientReadTimeout.
+	// A reply is owed once its package's final byte has been written;
+	// it must then be complete within ReadTimeout of the later of the
+	// previous reply and the client's last write. A server may hold
+	// replies while the client is still sending (QMTP lets it), so time
+	// spent writing never counts; bytes trickling from the server never
+	// extend the deadline.
 	ReadTimeout time.Duration
 	// Dial overrides how connections are made.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -163,6 +173,12 @@ func (c *Client) Deliver(ctx context.Context, addrs []string, pkgs []Package, on
 // a Z with FromServer false, and Send returns the error that ended the
 // session. Send does not close conn.
 //
+// When the channel of proto.StopStarting(ctx) closes, the writer starts
+// no further package; the replies owed for the packages already started
+// are still read (within ReadTimeout), the packages never started get a Z
+// saying so, and Send returns an error wrapping proto.ErrInterrupted.
+// Cancelling ctx ends everything at once.
+//
 // A package without recipients is refused before anything is sent: a
 // server answers it with nothing, and a client waiting for that nothing
 // would wait forever.
@@ -173,15 +189,18 @@ func (c *Client) Send(ctx context.Context, conn net.Conn, pkgs []Package, onResu
 		}
 	}
 	s := &clientSession{
-		ctx:         ctx,
-		conn:        conn,
-		pkgs:        pkgs,
-		onResult:    onResult,
-		writeTO:     clientOrDefault(c.WriteTimeout, ClientWriteTimeout),
-		readTO:      clientOrDefault(c.ReadTimeout, ClientReadTimeout),
-		sent:        make(chan sentPackage, len(pkgs)),
-		writerDone:  make(chan error, 1),
-		stopWriting: make(chan struct{}),
+		ctx:          ctx,
+		conn:         conn,
+		pkgs:         pkgs,
+		onResult:     onResult,
+		writeTO:      clientOrDefault(c.WriteTimeout, ClientWriteTimeout),
+		readTO:       clientOrDefault(c.ReadTimeout, ClientReadTimeout),
+		sent:         make(chan sentPackage, len(pkgs)),
+		writerDone:   make(chan error, 1),
+		writerExited: make(chan struct{}),
+		progress:     make(chan struct{}, 1),
+		stopWriting:  make(chan struct{}),
+		stopStarting: proto.StopStarting(ctx),
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
 
@@ -207,6 +226,9 @@ func (c *Client) Send(ctx context.Context, conn net.Conn, pkgs []Package, onResu
 	stats := SessionStats{BytesOut: s.bytesOut.Load(), BytesIn: s.bytesIn, Replies: s.replies}
 	if readErr != nil {
 		return stats, readErr
+	}
+	if writeErr == nil && s.interrupted {
+		return stats, fmt.Errorf("qmtp: %w", proto.ErrInterrupted)
 	}
 	return stats, writeErr
 }
@@ -235,10 +257,16 @@ type clientSession struct {
 	writeTO  time.Duration
 	readTO   time.Duration
 
-	sent        chan sentPackage // writer → reader, in package order
-	writerDone  chan error
-	stopOnce    sync.Once
-	stopWriting chan struct{}
+	sent         chan sentPackage // writer → reader, in package order
+	writerDone   chan error
+	writerExited chan struct{} // closed when the writer has returned
+	progress     chan struct{} // a write completed (one token, never blocks)
+	stopOnce     sync.Once
+	stopWriting  chan struct{}   // the session failed: stop at once
+	stopStarting <-chan struct{} // asked to stop: finish the package under way
+	// interrupted is set by the writer when stopStarting left packages
+	// unstarted; read after writerExited.
+	interrupted bool
 
 	// Written by the writer, read by the reader.
 	bytesStarted atomic.Int64 // bytes handed to (or being handed to) the kernel
@@ -253,6 +281,9 @@ type clientSession struct {
 	nextPkg  int // first package not fully resolved
 	nextRcpt int // first unresolved recipient of nextPkg
 	skipped  map[int]error
+	// announced: packages the writer started (or skipped), counted by
+	// the reader and, after the session, by failRest.
+	announced int
 }
 
 func (s *clientSession) stop() { s.stopOnce.Do(func() { close(s.stopWriting) }) }
@@ -261,6 +292,7 @@ func (s *clientSession) stop() { s.stopOnce.Do(func() { close(s.stopWriting) }) 
 // the buffer fills and at the end: the packages are all local, so the
 // writer never waits for input, and a full buffer keeps a slow link busy.
 func (s *clientSession) write() {
+	defer close(s.writerExited)
 	defer close(s.sent)
 	cw := &clientConnWriter{s: s}
 	bw := bufio.NewWriterSize(cw, 64<<10)
@@ -271,6 +303,11 @@ func (s *clientSession) write() {
 			select {
 			case <-s.stopWriting:
 				return nil
+			case <-s.stopStarting:
+				// Send the rest of the package under way; its reply
+				// is owed and will be read.
+				s.interrupted = true
+				return bw.Flush()
 			default:
 			}
 			p := &s.pkgs[i]
@@ -280,6 +317,7 @@ func (s *clientSession) write() {
 				continue
 			}
 			offset += p.WireSize()
+			cw.ends = append(cw.ends, offset)
 			s.sent <- sentPackage{index: i, end: offset}
 			err = writeClientPackage(nw, p, body)
 			body.Close()
@@ -333,10 +371,37 @@ func writeClientPackage(nw *netstring.Writer, p *Package, body io.Reader) error 
 	return nw.WriteTrailer()
 }
 
-// clientConnWriter counts bytes and applies the write timeout.
-type clientConnWriter struct{ s *clientSession }
+// clientConnWriter counts bytes and applies the write timeout. It ends a
+// write at every package's final byte, so bytesOut says exactly when the
+// kernel has taken a whole package: the moment its reply may come.
+type clientConnWriter struct {
+	s    *clientSession
+	pos  int64   // bytes the kernel took
+	ends []int64 // final-byte offsets of packages not yet fully written
+}
 
 func (w *clientConnWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		for len(w.ends) > 0 && w.ends[0] <= w.pos {
+			w.ends = w.ends[1:]
+		}
+		chunk := p
+		if len(w.ends) > 0 && int64(len(chunk)) > w.ends[0]-w.pos {
+			chunk = chunk[:w.ends[0]-w.pos]
+		}
+		n, err := w.write(chunk)
+		written += n
+		w.pos += int64(n)
+		p = p[n:]
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+func (w *clientConnWriter) write(p []byte) (int, error) {
 	s := w.s
 	select {
 	case <-s.stopWriting:
@@ -352,6 +417,10 @@ func (w *clientConnWriter) Write(p []byte) (int, error) {
 	s.bytesStarted.Add(int64(n - len(p)))
 	s.bytesOut.Add(int64(n))
 	s.lastWrite.Store(time.Now().UnixNano())
+	select {
+	case s.progress <- struct{}{}:
+	default:
+	}
 	if err != nil && clientIsTimeout(err) {
 		err = fmt.Errorf("qmtp: write timed out after %v: %w", s.writeTO, err)
 	}
@@ -362,8 +431,10 @@ func (w *clientConnWriter) Write(p []byte) (int, error) {
 // are answered or the session fails.
 func (s *clientSession) read() error {
 	rr := &clientConnReader{s: s}
-	nr := netstring.NewReader(bufio.NewReaderSize(rr, 4096))
+	br := bufio.NewReaderSize(rr, 4096)
+	nr := netstring.NewReader(br)
 	for sp := range s.sent {
+		s.announced = sp.index + 1
 		if sp.err != nil {
 			if s.skipped == nil {
 				s.skipped = map[int]error{}
@@ -375,12 +446,14 @@ func (s *clientSession) read() error {
 		rr.owedEnd = sp.end
 		p := &s.pkgs[sp.index]
 		for j := range p.Recipients {
+			rr.waitFrom = time.Now()
+			at := rr.in - int64(br.Buffered()) // where this reply starts in the stream
 			b, err := nr.ReadBytes(proto.MaxReplyText)
 			if err != nil {
 				return s.replyError(err)
 			}
-			if s.bytesStarted.Load() < sp.end {
-				return fmt.Errorf("qmtp: %w: reply before the end of the package", ErrRemoteViolation)
+			if !s.fullyWritten(sp.end, rr.startedWhenArrived(at)) {
+				return fmt.Errorf("qmtp: %w: a reply arrived before the package was sent in full", ErrRemoteViolation)
 			}
 			reply, err := proto.ParseReply(b)
 			if err != nil {
@@ -389,10 +462,41 @@ func (s *clientSession) read() error {
 			s.replies++
 			s.nextPkg, s.nextRcpt = sp.index, j+1
 			s.onResult(RecipientResult{Package: sp.index, Recipient: j, Reply: reply, FromServer: true})
+			rr.forget(rr.in - int64(br.Buffered()))
 		}
 		s.nextPkg, s.nextRcpt = sp.index+1, 0
 	}
+	// Every package sent is answered. A byte already here is a reply
+	// to nothing: the server's stream and ours disagree, so the replies
+	// just taken may belong to other packages than it meant.
+	if br.Buffered() > 0 {
+		return fmt.Errorf("qmtp: %w: more replies than recipients sent", ErrRemoteViolation)
+	}
 	return nil
+}
+
+// fullyWritten says whether a reply may count for the package ending at
+// end, given how many bytes had been handed to the kernel when the
+// reply's first byte arrived. Handed over but still in a write that has
+// not returned: the kernel may have taken the final byte, so wait for
+// that write's outcome.
+func (s *clientSession) fullyWritten(end, startedOnArrival int64) bool {
+	if startedOnArrival < end {
+		return false
+	}
+	for s.bytesOut.Load() < end {
+		if s.bytesStarted.Load() < end {
+			return false // the write carrying the final byte failed
+		}
+		select {
+		case <-s.progress:
+		case <-s.writerExited:
+			return s.bytesOut.Load() >= end
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 func (s *clientSession) replyError(err error) error {
@@ -400,6 +504,8 @@ func (s *clientSession) replyError(err error) error {
 	switch {
 	case errors.As(err, &te):
 		return te
+	case errors.Is(err, ErrRemoteViolation):
+		return err
 	case errors.Is(err, netstring.ErrUnexpectedEOF):
 		return errors.New("qmtp: connection closed before every reply arrived")
 	case errors.Is(err, netstring.ErrEmptyLength), errors.Is(err, netstring.ErrNonDigit),
@@ -427,6 +533,7 @@ func (s *clientSession) failRest(cause error) {
 	// Drain what the writer announced but the reader never reached, to
 	// keep the reasons of skipped packages.
 	for sp := range s.sent {
+		s.announced = sp.index + 1
 		if sp.err != nil {
 			if s.skipped == nil {
 				s.skipped = map[int]error{}
@@ -446,6 +553,8 @@ func (s *clientSession) failRest(cause error) {
 		t := text
 		if err, ok := s.skipped[i]; ok {
 			t = err.Error()
+		} else if i >= s.announced && s.interrupted {
+			t = "not sent: " + proto.ErrInterrupted.Error()
 		}
 		for j := start; j < len(s.pkgs[i].Recipients); j++ {
 			s.onResult(RecipientResult{Package: i, Recipient: j, Reply: proto.Z(t)})
@@ -453,28 +562,75 @@ func (s *clientSession) failRest(cause error) {
 	}
 }
 
-// clientReadTimeout is the server's silence exceeding ReadTimeout while it
-// owed a reply.
+// clientReadTimeout is a reply not complete within ReadTimeout of the
+// moment it was owed.
 type clientReadTimeout struct{ d time.Duration }
 
 func (e *clientReadTimeout) Error() string {
-	return fmt.Sprintf("qmtp: no reply for %v after the package was sent", e.d)
+	return fmt.Sprintf("qmtp: no reply within %v of being owed (a reply must be complete by then)", e.d)
 }
 
-// clientConnReader reads with a deadline, but only gives up when a reply
-// is owed: the package's final byte was written and neither a reply byte
-// nor a write has happened for ReadTimeout. While the writer is still
-// sending the package, the server has nothing to say yet.
+// clientConnReader reads replies against a deadline set when the wait for
+// a reply starts (waitFrom): ReadTimeout after the later of that moment
+// and the client's last write, counted only once the package's final byte
+// has been written (before that the server has nothing to say yet, so the
+// reader only wakes every ReadTimeout to look again). Bytes read never
+// move the deadline: a server trickling its reply is given up on time.
 type clientConnReader struct {
-	s       *clientSession
-	owedEnd int64
+	s        *clientSession
+	owedEnd  int64     // final byte of the package whose reply is read
+	waitFrom time.Time // when the wait for the current reply started
+	armed    time.Time // the read deadline now set on the connection
+
+	in       int64     // bytes read from the connection
+	arrivals []arrival // chunks not yet consumed, in stream order
+}
+
+// arrival is a chunk read from the connection: it ends at stream offset
+// upTo, and when it came the writer had handed started bytes to the kernel.
+type arrival struct{ upTo, started int64 }
+
+// startedWhenArrived is the write progress when the byte at stream offset
+// at arrived.
+func (r *clientConnReader) startedWhenArrived(at int64) int64 {
+	for _, a := range r.arrivals {
+		if a.upTo > at {
+			return a.started
+		}
+	}
+	return r.s.bytesStarted.Load()
+}
+
+// forget drops the chunks consumed up to stream offset at.
+func (r *clientConnReader) forget(at int64) {
+	i := 0
+	for i < len(r.arrivals) && r.arrivals[i].upTo <= at {
+		i++
+	}
+	r.arrivals = r.arrivals[i:]
+}
+
+// due returns the reply's deadline, and whether the reply is owed yet.
+func (r *clientConnReader) due() (time.Time, bool) {
+	s := r.s
+	if s.bytesOut.Load() < r.owedEnd {
+		return time.Now().Add(s.readTO), false
+	}
+	from := time.Unix(0, s.lastWrite.Load())
+	if from.Before(r.waitFrom) {
+		from = r.waitFrom
+	}
+	return from.Add(s.readTO), true
 }
 
 func (r *clientConnReader) Read(p []byte) (int, error) {
 	s := r.s
-	start := time.Now()
 	for {
-		s.conn.SetReadDeadline(time.Now().Add(s.readTO))
+		deadline, owed := r.due()
+		if !deadline.Equal(r.armed) {
+			s.conn.SetReadDeadline(deadline)
+			r.armed = deadline
+		}
 		// Checked after arming the deadline, so a cancellation racing
 		// with it is never lost.
 		if err := s.ctx.Err(); err != nil {
@@ -483,27 +639,32 @@ func (r *clientConnReader) Read(p []byte) (int, error) {
 		if s.writeFailed.Load() && s.bytesOut.Load() < r.owedEnd {
 			return 0, fmt.Errorf("qmtp: sending failed: %w", s.writeErr)
 		}
+		if owed && !time.Now().Before(deadline) {
+			return 0, &clientReadTimeout{d: s.readTO}
+		}
 		n, err := s.conn.Read(p)
-		s.bytesIn += int64(n)
-		if err == nil || !clientIsTimeout(err) {
-			return n, err
-		}
-		if err := s.ctx.Err(); err != nil {
-			return n, err
-		}
-		owed := s.bytesOut.Load() >= r.owedEnd
-		if !owed && s.writeFailed.Load() {
-			return n, fmt.Errorf("qmtp: sending failed: %w", s.writeErr)
-		}
-		since := time.Unix(0, s.lastWrite.Load())
-		if since.Before(start) {
-			since = start
-		}
-		if owed && time.Since(since) >= s.readTO {
-			return n, &clientReadTimeout{d: s.readTO}
-		}
 		if n > 0 {
-			return n, nil
+			s.bytesIn += int64(n)
+			r.in += int64(n)
+			started := s.bytesStarted.Load()
+			if started < r.owedEnd {
+				// Not even handed to the kernel yet, so the server
+				// cannot have it: whatever it says is no reply.
+				return 0, fmt.Errorf("qmtp: %w: the server answered before the package was sent in full", ErrRemoteViolation)
+			}
+			r.arrivals = append(r.arrivals, arrival{upTo: r.in, started: started})
+		}
+		if n > 0 || err == nil || !clientIsTimeout(err) {
+			return n, err
+		}
+		// A timeout: ours, or a wake-up (cancellation, a failed
+		// writer) that set the deadline in the past. Arm again.
+		r.armed = time.Time{}
+		if err := s.ctx.Err(); err != nil {
+			return 0, err
+		}
+		if s.writeFailed.Load() && s.bytesOut.Load() < r.owedEnd {
+			return 0, fmt.Errorf("qmtp: sending failed: %w", s.writeErr)
 		}
 	}
 }
