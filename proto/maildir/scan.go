@@ -11,7 +11,6 @@ package maildir
 // The message proper is everything after those two lines.
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"errors"
@@ -23,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"qbox/proto"
 )
 
 // DefaultTmpMaxAge is how old a file in tmp/ must be before Scan removes
@@ -30,9 +31,15 @@ import (
 // not finished in that time never will.
 const DefaultTmpMaxAge = 36 * time.Hour
 
-// maxHeaderLine bounds each of the two envelope lines. qmail refuses
-// addresses of 1000 bytes or more; a longer line is not an envelope.
+// maxHeaderLine bounds each of the two envelope lines (without the LF).
+// qmail refuses addresses of 1000 bytes or more; a longer line is not an
+// envelope.
 const maxHeaderLine = 4096
+
+// headSize is as much of a file as the envelope lines can take: reading
+// this much always either finds both line ends or proves a line too long
+// or the file too short.
+const headSize = 2 * (maxHeaderLine + 1)
 
 // Entry is one queued message file.
 type Entry struct {
@@ -43,28 +50,73 @@ type Entry struct {
 	ModTime   time.Time // the file's mtime: when it was queued
 	Size      int64     // size of the whole file
 	Offset    int64     // where the message starts: just after line 2
+
+	// What the scan saw, so OpenMessage sends that file and no other.
+	id     fileID
+	prefix string
 }
+
+// fileID is a file's identity: the same device and inode is the same
+// file, whatever name it is reached by now.
+type fileID struct{ dev, ino uint64 }
 
 // MessageSize is the size of the message without the two envelope lines.
 func (e *Entry) MessageSize() int64 { return e.Size - e.Offset }
 
 // OpenMessage opens the file and returns a reader of exactly the message
-// (from Offset, MessageSize bytes) and the file to close.
+// (from Offset, MessageSize bytes) and the file to close. It opens without
+// following a symlink or blocking on a FIFO, and only the regular file the
+// scan read: same device, inode and size, and the same envelope lines. A
+// maildir others can write may have had its file replaced since the scan
+// (a symlink to a file only root can read, to be mailed to the planter's
+// recipient); that is refused with a Malformed error (errors.As) naming
+// the file, and nothing of it is read. A file gone since the scan gives an
+// error satisfying errors.Is(err, os.ErrNotExist).
 func (e *Entry) OpenMessage() (io.Reader, *os.File, error) {
-	f, err := os.Open(e.Path)
+	f, st, err := openRegular(e.Path, nil)
 	if err != nil {
-		return nil, nil, err
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, err
+		}
+		return nil, nil, e.malformed(err.Error())
+	}
+	if e.id == (fileID{}) || st.id != e.id || st.size != e.Size {
+		f.Close()
+		return nil, nil, e.malformed("replaced or changed since the scan; not sent")
+	}
+	want := "Return-Path: <" + e.Sender + ">\nDelivered-To: " + e.prefix + e.Recipient + "\n"
+	if e.Offset != int64(len(want)) {
+		f.Close()
+		return nil, nil, e.malformed("replaced or changed since the scan; not sent")
+	}
+	head := make([]byte, len(want))
+	if _, err := f.ReadAt(head, 0); err != nil || string(head) != want {
+		f.Close()
+		return nil, nil, e.malformed("envelope lines changed since the scan; not sent")
 	}
 	return io.NewSectionReader(f, e.Offset, e.Size-e.Offset), f, nil
 }
 
-// Malformed is a file selected by its Delivered-To line whose envelope
-// cannot be parsed. serialmail skips such files silently, which leaves
-// them in the queue forever; Scan reports them so a person can look.
+func (e *Entry) malformed(reason string) Malformed {
+	return Malformed{Path: e.Path, Name: e.Name, Reason: reason, ModTime: e.ModTime, Size: e.Size}
+}
+
+// Malformed is a file in new/ or cur/ that will never be sent as it is:
+// its envelope lines cannot be parsed (too long, truncated, missing, or
+// an address with CR or NUL, or an empty recipient), or it is not a
+// regular file (a symlink, FIFO or the like, which is never opened). It
+// is reported on every scan, so nothing stays in the queue without a
+// word; serialmail skips such files silently. It is also the error
+// OpenMessage returns for a file replaced since the scan.
 type Malformed struct {
 	Path   string
 	Name   string
 	Reason string
+	// ModTime is the file's mtime (of the link itself for a symlink):
+	// a caller that expires queued mail after a lifetime measures it
+	// from here.
+	ModTime time.Time
+	Size    int64
 }
 
 func (m Malformed) Error() string { return m.Name + ": " + m.Reason }
@@ -86,14 +138,20 @@ type ScanOptions struct {
 // ScanResult is what Scan found.
 type ScanResult struct {
 	Entries    []Entry     // selected files, oldest mtime first (ties by name)
-	Malformed  []Malformed // selected but unparsable, in the same order
-	Skipped    []string    // names of files whose line 2 lacks the prefix: left alone
+	Malformed  []Malformed // files that cannot be sent, in the same order
+	Skipped    []string    // names of files whose line 2 is a Delivered-To without the prefix: left alone
 	TmpRemoved []string    // names of stale tmp/ files removed
 }
 
 // Scan reads the maildir dir. Files vanishing while it runs (another
-// reader delivered them) are ignored. Errors reading a single file are
-// reported as Malformed; only an unreadable new/ or cur/ fails the scan.
+// reader delivered them) are ignored. A file that is not a regular file,
+// or whose envelope cannot be read, is reported as Malformed; only an
+// unreadable new/ or cur/ (or one that is a symlink) fails the scan.
+//
+// Every file is opened through a descriptor of its directory, without
+// following symlinks and without blocking on a FIFO, and the envelope is
+// read from that descriptor; the Entry remembers the file's identity so
+// OpenMessage sends that file only.
 func Scan(dir string, opt ScanOptions) (*ScanResult, error) {
 	now := opt.Now
 	if now.IsZero() {
@@ -108,137 +166,248 @@ func Scan(dir string, opt ScanOptions) (*ScanResult, error) {
 		res.TmpRemoved = cleanTmp(dir, now.Add(-maxAge))
 	}
 
-	type candidate struct {
+	type skipped struct {
 		name  string
 		mtime time.Time
 	}
-	var cands []candidate
+	var skips []skipped
+	buf := make([]byte, headSize)
 	for _, sub := range []string{"new", "cur"} {
-		entries, err := os.ReadDir(filepath.Join(dir, sub))
+		d, err := openDir(filepath.Join(dir, sub))
 		if err != nil {
+			return nil, err
+		}
+		names, err := d.Readdirnames(-1)
+		if err != nil {
+			d.Close()
 			return nil, fmt.Errorf("maildir: %w", err)
 		}
-		for _, de := range entries {
-			if strings.HasPrefix(de.Name(), ".") {
+		for _, base := range names {
+			if strings.HasPrefix(base, ".") {
 				continue
 			}
-			info, err := de.Info()
-			if err != nil || !info.Mode().IsRegular() {
+			name := sub + "/" + base
+			path := filepath.Join(dir, name)
+			f, st, err := openRegular(base, d)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // delivered by another reader meanwhile
+			}
+			if err != nil {
+				m := Malformed{Path: path, Name: name, Reason: err.Error()}
+				if info, err := os.Lstat(path); err == nil {
+					m.ModTime, m.Size = info.ModTime(), info.Size()
+				}
+				res.Malformed = append(res.Malformed, m)
 				continue
 			}
-			cands = append(cands, candidate{name: sub + "/" + de.Name(), mtime: info.ModTime()})
+			env, err := readEnvelope(f, opt.Prefix, buf)
+			f.Close()
+			switch {
+			case errors.Is(err, errForeign):
+				skips = append(skips, skipped{name, st.mtime})
+			case err != nil:
+				res.Malformed = append(res.Malformed, Malformed{Path: path, Name: name, Reason: err.Error(), ModTime: st.mtime, Size: st.size})
+			default:
+				res.Entries = append(res.Entries, Entry{
+					Path: path, Name: name, Sender: env.sender, Recipient: env.recipient,
+					ModTime: st.mtime, Size: st.size, Offset: env.offset,
+					id: st.id, prefix: opt.Prefix,
+				})
+			}
 		}
+		d.Close()
 	}
-	sort.Slice(cands, func(i, j int) bool {
-		if !cands[i].mtime.Equal(cands[j].mtime) {
-			return cands[i].mtime.Before(cands[j].mtime)
+	older := func(ta, tb time.Time, na, nb string) bool {
+		if !ta.Equal(tb) {
+			return ta.Before(tb)
 		}
-		return cands[i].name < cands[j].name
+		return na < nb
+	}
+	sort.Slice(res.Entries, func(i, j int) bool {
+		a, b := &res.Entries[i], &res.Entries[j]
+		return older(a.ModTime, b.ModTime, a.Name, b.Name)
 	})
-
-	for _, c := range cands {
-		path := filepath.Join(dir, c.name)
-		e, selected, err := readEnvelope(path, opt.Prefix)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if !selected {
-			res.Skipped = append(res.Skipped, c.name)
-			continue
-		}
-		if err != nil {
-			res.Malformed = append(res.Malformed, Malformed{Path: path, Name: c.name, Reason: err.Error()})
-			continue
-		}
-		e.Path, e.Name = path, c.name
-		res.Entries = append(res.Entries, e)
+	sort.Slice(res.Malformed, func(i, j int) bool {
+		a, b := &res.Malformed[i], &res.Malformed[j]
+		return older(a.ModTime, b.ModTime, a.Name, b.Name)
+	})
+	sort.Slice(skips, func(i, j int) bool {
+		return older(skips[i].mtime, skips[j].mtime, skips[i].name, skips[j].name)
+	})
+	for _, s := range skips {
+		res.Skipped = append(res.Skipped, s.name)
 	}
 	return res, nil
 }
 
-// readEnvelope parses the two envelope lines. selected reports whether
-// line 2 carries the prefix (or, when line 2 cannot be read, whether line
-// 1 at least looked like an envelope, so a truncated queue file is
-// reported instead of ignored).
-func readEnvelope(path, prefix string) (e Entry, selected bool, err error) {
-	f, err := os.Open(path)
+// openDir opens a maildir subdirectory for reading its names and opening
+// files relative to it; a symlink there is refused, not followed.
+func openDir(path string) (*os.File, error) {
+	d, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return e, true, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return e, true, err
-	}
-	br := bufio.NewReaderSize(f, 1024)
-	line1, err1 := readLine(br)
-	line2, err2 := readLine(br)
-
-	const dt = "Delivered-To: "
-	switch {
-	case err2 == nil && strings.HasPrefix(line2, dt+prefix):
-		selected = true
-	case err2 == nil && strings.HasPrefix(line2, dt):
-		return e, false, nil // someone else's mail: leave it alone
-	case err1 == nil && strings.HasPrefix(line1, "Return-Path: <"):
-		selected = true // looks like ours, but line 2 is broken
-		if err2 != nil {
-			return e, true, err2
+		if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
+			return nil, fmt.Errorf("maildir: %s is not a directory (a symlink is not followed)", path)
 		}
-		return e, true, errors.New("line 2 is not a Delivered-To header")
-	default:
-		return e, false, nil
+		return nil, fmt.Errorf("maildir: %w", err)
 	}
-	if err1 != nil {
-		return e, true, err1
-	}
-	if !strings.HasPrefix(line1, "Return-Path: <") || !strings.HasSuffix(line1, ">") {
-		return e, true, fmt.Errorf("line 1 is not \"Return-Path: <...>\": %q", printable(line1))
-	}
-	e.Sender = line1[len("Return-Path: <") : len(line1)-1]
-	e.Recipient = line2[len(dt)+len(prefix):]
-	if e.Recipient == "" {
-		return e, true, errors.New("empty recipient after the prefix")
-	}
-	e.ModTime = info.ModTime()
-	e.Size = info.Size()
-	e.Offset = int64(len(line1) + len(line2) + 2)
-	return e, true, nil
+	return d, nil
 }
 
-// readLine reads one LF-terminated line (without the LF) of at most
-// maxHeaderLine bytes.
-func readLine(br *bufio.Reader) (string, error) {
-	var b []byte
+// fileStat is what fstat said about an opened file.
+type fileStat struct {
+	id    fileID
+	size  int64
+	mtime time.Time
+}
+
+// openRegular opens name for reading, relative to dir when dir is not
+// nil, and returns it only when it is a regular file. It never follows a
+// symlink in the last component (O_NOFOLLOW) and never waits for a FIFO's
+// writer (O_NONBLOCK, a no-op for regular files); the type is checked on
+// the opened descriptor, so nothing swapped in between a check and the
+// open is read. A missing file gives an error satisfying
+// errors.Is(err, os.ErrNotExist); any other error says, in words, what
+// the file is instead.
+func openRegular(name string, dir *os.File) (*os.File, fileStat, error) {
+	const flags = syscall.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_NONBLOCK | syscall.O_NOCTTY | syscall.O_CLOEXEC
+	var fd int
+	var err error
 	for {
-		frag, err := br.ReadSlice('\n')
-		b = append(b, frag...)
-		if len(b) > maxHeaderLine+1 {
-			return "", fmt.Errorf("header line longer than %d bytes", maxHeaderLine)
+		if dir != nil {
+			fd, err = syscall.Openat(int(dir.Fd()), name, flags, 0)
+		} else {
+			fd, err = syscall.Open(name, flags, 0)
 		}
-		if err == nil {
-			return string(b[:len(b)-1]), nil
+		if err != syscall.EINTR {
+			break
 		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err == io.EOF {
-			return "", errors.New("file ends inside the envelope lines")
-		}
-		return "", err
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, syscall.ENOENT):
+		return nil, fileStat{}, &os.PathError{Op: "open", Path: name, Err: err}
+	case errors.Is(err, syscall.ELOOP):
+		return nil, fileStat{}, errors.New("a symbolic link: not followed, not sent")
+	case errors.Is(err, syscall.ENXIO):
+		return nil, fileStat{}, errors.New("a socket or device: not read, not sent")
+	default:
+		return nil, fileStat{}, fmt.Errorf("cannot open: %v", err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		syscall.Close(fd)
+		return nil, fileStat{}, fmt.Errorf("cannot stat: %v", err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		syscall.Close(fd)
+		return nil, fileStat{}, fmt.Errorf("%s: not read, not sent", fileType(st.Mode))
+	}
+	// A regular file ignores O_NONBLOCK; clearing it keeps the
+	// descriptor an ordinary blocking one for the os package.
+	syscall.SetNonblock(fd, false)
+	fs := fileStat{
+		id:    fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)},
+		size:  st.Size,
+		mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
+	}
+	return os.NewFile(uintptr(fd), name), fs, nil
+}
+
+func fileType(mode uint32) string {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFIFO:
+		return "a FIFO"
+	case syscall.S_IFDIR:
+		return "a directory"
+	case syscall.S_IFLNK:
+		return "a symbolic link"
+	case syscall.S_IFSOCK:
+		return "a socket"
+	case syscall.S_IFCHR, syscall.S_IFBLK:
+		return "a device"
+	default:
+		return "not a regular file"
 	}
 }
 
-func printable(s string) string {
-	if len(s) > 80 {
-		s = s[:80]
+// envelope is what the two envelope lines say.
+type envelope struct {
+	sender, recipient string
+	offset            int64 // where the message starts
+}
+
+// errForeign marks a file whose line 2 is a Delivered-To without the
+// prefix: someone else's mail, left alone.
+var errForeign = errors.New("Delivered-To without the prefix")
+
+// readEnvelope reads the envelope lines from the start of r, using buf
+// (at least headSize bytes), and parses them with parseEnvelope.
+func readEnvelope(r io.Reader, prefix string, buf []byte) (envelope, error) {
+	n, err := io.ReadFull(r, buf[:headSize])
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return envelope{}, fmt.Errorf("cannot read: %v", err)
 	}
-	return strings.Map(func(r rune) rune {
-		if r < 32 || r > 126 {
-			return '?'
-		}
-		return r
-	}, s)
+	return parseEnvelope(buf[:n], prefix)
+}
+
+// parseEnvelope parses the envelope lines at the start of head, which is
+// the whole file or at least its first headSize bytes. It returns
+// errForeign for someone else's file; any other error is why the file is
+// malformed. The addresses pass the same checks as any envelope entering
+// qbox: a file is not a way round them.
+func parseEnvelope(head []byte, prefix string) (envelope, error) {
+	const rp, dt = "Return-Path: <", "Delivered-To: "
+	line1, rest, err := cutLine(head, 1)
+	if err != nil {
+		return envelope{}, err
+	}
+	line2, _, err := cutLine(rest, 2)
+	if err == nil && bytes.HasPrefix(line2, []byte(dt)) && !bytes.HasPrefix(line2[len(dt):], []byte(prefix)) {
+		return envelope{}, errForeign
+	}
+	if !bytes.HasPrefix(line1, []byte(rp)) || !bytes.HasSuffix(line1, []byte(">")) {
+		return envelope{}, fmt.Errorf("line 1 is not \"Return-Path: <...>\": %q", printable(line1))
+	}
+	if err != nil {
+		return envelope{}, err
+	}
+	if !bytes.HasPrefix(line2, []byte(dt)) {
+		return envelope{}, fmt.Errorf("line 2 is not a Delivered-To header: %q", printable(line2))
+	}
+	e := envelope{
+		sender:    string(line1[len(rp) : len(line1)-1]),
+		recipient: string(line2[len(dt)+len(prefix):]),
+		offset:    int64(len(line1) + len(line2) + 2),
+	}
+	if err := proto.CheckSender(e.sender); err != nil {
+		return envelope{}, fmt.Errorf("Return-Path: %w", err)
+	}
+	if err := proto.CheckRecipient(e.recipient); err != nil {
+		return envelope{}, fmt.Errorf("Delivered-To after the prefix: %w", err)
+	}
+	return e, nil
+}
+
+// cutLine returns the LF-terminated line n (1 or 2) at the start of b,
+// without the LF, and what follows it.
+func cutLine(b []byte, n int) (line, rest []byte, err error) {
+	i := bytes.IndexByte(b, '\n')
+	switch {
+	case i > maxHeaderLine || (i < 0 && len(b) > maxHeaderLine):
+		return nil, nil, fmt.Errorf("line %d is longer than %d bytes", n, maxHeaderLine)
+	case i < 0 && n == 1 && len(b) == 0:
+		return nil, nil, errors.New("empty file")
+	case i < 0:
+		return nil, nil, fmt.Errorf("file ends inside envelope line %d", n)
+	}
+	return b[:i], b[i+1:], nil
+}
+
+func printable(b []byte) string {
+	if len(b) > 80 {
+		b = b[:80]
+	}
+	return proto.Printable(string(b), 80)
 }
 
 // cleanTmp removes tmp/ files last accessed and modified before cutoff
