@@ -56,6 +56,14 @@ type server struct {
 // (which must choose the store) and waits until both listen.
 func startServe(t testing.TB, args ...string) *server {
 	t.Helper()
+	return startServeUnder(t, "", args...)
+}
+
+// startServeUnder is startServe with a shell command line run first in
+// the shell that then execs qbox serve (e.g. "ulimit -n 64"); empty means
+// no shell.
+func startServeUnder(t testing.TB, shell string, args ...string) *server {
+	t.Helper()
 	s := &server{
 		qmqp:   "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t)),
 		qmtp:   "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t)),
@@ -69,6 +77,9 @@ func startServe(t testing.TB, args ...string) *server {
 		}
 	}
 	s.cmd = exec.Command(testpeer.Binary(t), argv...)
+	if shell != "" {
+		s.cmd = exec.Command("/bin/sh", append([]string{"-c", shell + `; exec "$0" "$@"`, testpeer.Binary(t)}, argv...)...)
+	}
 	s.cmd.Stderr = s.log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {

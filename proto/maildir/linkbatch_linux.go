@@ -20,11 +20,18 @@ import (
 // lock (held while ext4 allocates the inode); unnamed inodes do not take
 // it, which under concurrent load measured up to half again Batch's
 // deliveries per second.
+//
+// An unnamed file lives only while it is open, so a batch of more than
+// MaxOpenFiles parks its older files: named in tmp/ and closed, then at
+// Commit opened again one at a time to be fsync'd, and renamed into new/
+// as Batch does. The common message, to a few recipients, never touches
+// tmp/.
 type linkBatch struct {
-	dir   string
-	files []*os.File
-	names []string // linked so far
-	done  bool
+	dir    string
+	files  []*os.File // open, unnamed
+	parked []string   // names in tmp/ of the files already closed
+	names  []string   // linked or renamed into new/ so far
+	done   bool
 }
 
 // oTmpfile is O_TMPFILE: __O_TMPFILE (0x400000 on every architecture Go
@@ -44,6 +51,11 @@ func newFileBatch(dir string) fileBatch {
 }
 
 func (b *linkBatch) Create() (*os.File, error) {
+	for len(b.files) >= MaxOpenFiles {
+		if err := b.park(); err != nil {
+			return nil, err
+		}
+	}
 	fd, err := syscall.Open(filepath.Join(b.dir, "new"), oTmpfile|syscall.O_RDWR|syscall.O_CLOEXEC, 0600)
 	if err != nil {
 		if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.EINVAL) {
@@ -57,18 +69,46 @@ func (b *linkBatch) Create() (*os.File, error) {
 	return f, nil
 }
 
+// park names the oldest open file in tmp/ and closes it.
+func (b *linkBatch) park() error {
+	f := b.files[0]
+	key := NewKey()
+	if err := linkFD(f, filepath.Join(b.dir, "tmp", key)); err != nil {
+		return fmt.Errorf("maildir: link into tmp/: %w", err)
+	}
+	b.parked = append(b.parked, key)
+	f.Close()
+	b.files = b.files[1:]
+	return nil
+}
+
 func (b *linkBatch) Commit() ([]string, error) {
 	if b.done {
 		return nil, errors.New("maildir: batch already finished")
 	}
 	b.done = true
 	defer b.closeAll()
+	for _, key := range b.parked {
+		if err := syncPath(filepath.Join(b.dir, "tmp", key)); err != nil {
+			b.removeParked()
+			return nil, err
+		}
+	}
 	for _, f := range b.files {
 		if err := f.Sync(); err != nil {
+			b.removeParked()
 			return nil, fmt.Errorf("maildir: fsync: %w", err)
 		}
 	}
 	newDir := filepath.Join(b.dir, "new")
+	for _, key := range b.parked {
+		dst := filepath.Join(newDir, key)
+		if err := os.Rename(filepath.Join(b.dir, "tmp", key), dst); err != nil {
+			b.unlinkAll()
+			return nil, fmt.Errorf("maildir: %w", err)
+		}
+		b.names = append(b.names, dst)
+	}
 	for _, f := range b.files {
 		dst := filepath.Join(newDir, NewKey())
 		if err := linkFD(f, dst); err != nil {
@@ -90,19 +130,29 @@ func (b *linkBatch) Abort() {
 	}
 	b.done = true
 	b.closeAll() // unnamed: closing frees them
+	b.removeParked()
 }
 
 func (b *linkBatch) closeAll() {
 	for _, f := range b.files {
 		f.Close()
 	}
+	b.files = nil
 }
 
+// unlinkAll removes every name the batch gave, in new/ and in tmp/.
 func (b *linkBatch) unlinkAll() {
 	for _, n := range b.names {
 		os.Remove(n)
 	}
 	b.names = nil
+	b.removeParked()
+}
+
+func (b *linkBatch) removeParked() {
+	for _, key := range b.parked {
+		os.Remove(filepath.Join(b.dir, "tmp", key)) // already renamed: no such file
+	}
 }
 
 // linkFD gives the open unnamed file f the name dst: linkat with

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -304,4 +305,68 @@ func TestStoreBatchFallback(t *testing.T) {
 	TestStoreSmallMessage(t)
 	TestStoreSpooledMessage(t)
 	TestStoreAbortLeavesNothing(t)
+}
+
+// A message to more recipients than MaxOpenFiles, through both batch
+// kinds, from memory and from a spool file: every recipient's file is
+// stored whole, tmp/ is left empty, and an abort half-way leaves nothing.
+func TestStoreManyRecipientsFewFiles(t *testing.T) {
+	for _, fallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Batch=%v", fallback), func(t *testing.T) {
+			was := tmpfileUnsupported.Load()
+			tmpfileUnsupported.Store(fallback || was)
+			defer tmpfileUnsupported.Store(was)
+			for _, size := range []int{100, 200 << 10} {
+				dir := t.TempDir()
+				s := testStore(t, dir)
+				msg := bytes.Repeat([]byte("m"), size)
+				env := proto.Envelope{Sender: "a@b"}
+				for i := range 3*MaxOpenFiles + 1 {
+					env.Recipients = append(env.Recipients, fmt.Sprintf("r%d@x", i))
+				}
+				wantAll(t, deliver(t, s, testPeer, msg, 32<<10, env), len(env.Recipients), proto.OK)
+				files := dirFiles(t, filepath.Join(dir, "new"))
+				if len(files) != len(env.Recipients) {
+					t.Fatalf("%d files in new/, want %d", len(files), len(env.Recipients))
+				}
+				seen := map[string]bool{}
+				for name, b := range files {
+					if !bytes.HasSuffix(b, msg) {
+						t.Fatalf("%s: message not stored whole (%d bytes)", name, len(b))
+					}
+					_, rest, _ := bytes.Cut(b, []byte("Delivered-To: "))
+					rcpt, _, _ := bytes.Cut(rest, []byte("\n"))
+					seen[string(rcpt)] = true
+				}
+				if len(seen) != len(env.Recipients) {
+					t.Fatalf("%d distinct recipients stored, want %d", len(seen), len(env.Recipients))
+				}
+				if left := dirFiles(t, filepath.Join(dir, "tmp")); len(left) != 0 {
+					t.Fatalf("tmp/ holds %d files", len(left))
+				}
+			}
+			// A cancelled delivery half-way through leaves nothing behind.
+			dir := t.TempDir()
+			if err := Init(dir); err != nil {
+				t.Fatal(err)
+			}
+			b := newFileBatch(dir)
+			if fallback {
+				b = NewBatch(dir)
+			}
+			for range 3 * MaxOpenFiles {
+				f, err := b.Create()
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.WriteString("x")
+			}
+			b.Abort()
+			for _, sub := range []string{"new", "tmp"} {
+				if left := dirFiles(t, filepath.Join(dir, sub)); len(left) != 0 {
+					t.Fatalf("%s/ holds %d files after Abort", sub, len(left))
+				}
+			}
+		})
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	gomaildir "github.com/emersion/go-maildir"
@@ -44,29 +45,63 @@ func NewKey() string {
 		"Q" + strconv.FormatUint(counter.Add(1), 10) + "R" + hex.EncodeToString(rnd[:]) + "." + hostname
 }
 
+// MaxOpenFiles is the most files a batch holds open at once, whatever
+// its number of recipients: a message to 10,000 recipients is stored under
+// `ulimit -n 64` too. Older files are closed as new ones are created and
+// opened again, one at a time, to be fsync'd at Commit: all are written
+// before the first fsync, which on ext4 commits most of them at once. The
+// batch still becomes visible in new/ only as a whole.
+const MaxOpenFiles = 4
+
 // Batch writes a group of files (one per recipient of a message) into a
 // maildir and makes them durable together: every file is fsync'd, all are
-// renamed into new/, and new/ is fsync'd once for the whole batch.
+// renamed into new/, and new/ is fsync'd once for the whole batch. At most
+// MaxOpenFiles of them are open at a time.
 type Batch struct {
-	dir   string
-	files []*os.File
-	keys  []string
-	done  bool
+	dir  string
+	open []*os.File // the newest files, still open; the others are closed
+	keys []string   // every file's name in tmp/
+	err  error      // closing an older file failed
+	done bool
 }
 
 // NewBatch starts a batch for the maildir dir (which must exist).
 func NewBatch(dir string) *Batch { return &Batch{dir: dir} }
 
-// Create opens a new file in tmp/ for the caller to write.
+// Create opens a new file in tmp/ for the caller to write. The caller is
+// done with every file it got before.
 func (b *Batch) Create() (*os.File, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	for len(b.open) >= MaxOpenFiles {
+		if err := b.open[0].Close(); err != nil {
+			b.err = fmt.Errorf("maildir: close %s: %w", b.open[0].Name(), err)
+			return nil, b.err
+		}
+		b.open = b.open[1:]
+	}
 	key := NewKey()
 	f, err := os.OpenFile(filepath.Join(b.dir, "tmp", key), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0600)
 	if err != nil {
 		return nil, err
 	}
-	b.files = append(b.files, f)
+	b.open = append(b.open, f)
 	b.keys = append(b.keys, key)
 	return f, nil
+}
+
+// syncPath opens a closed file of the batch again, fsyncs and closes it.
+func syncPath(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("maildir: fsync: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("maildir: fsync %s: %w", path, err)
+	}
+	return nil
 }
 
 // Commit makes every file durable and moves it into new/. It returns the
@@ -78,8 +113,14 @@ func (b *Batch) Commit() ([]string, error) {
 		return nil, errors.New("maildir: batch already finished")
 	}
 	b.done = true
-	var err error
-	for _, f := range b.files {
+	err := b.err
+	closed := len(b.keys) - len(b.open)
+	for _, key := range b.keys[:closed] {
+		if err == nil {
+			err = syncPath(filepath.Join(b.dir, "tmp", key))
+		}
+	}
+	for _, f := range b.open {
 		if e := f.Sync(); e != nil && err == nil {
 			err = fmt.Errorf("maildir: fsync %s: %w", f.Name(), e)
 		}
@@ -87,6 +128,7 @@ func (b *Batch) Commit() ([]string, error) {
 			err = fmt.Errorf("maildir: close %s: %w", f.Name(), e)
 		}
 	}
+	b.open = nil
 	if err != nil {
 		b.removeTmp()
 		return nil, err
@@ -119,9 +161,10 @@ func (b *Batch) Abort() {
 		return
 	}
 	b.done = true
-	for _, f := range b.files {
+	for _, f := range b.open {
 		f.Close()
 	}
+	b.open = nil
 	b.removeTmp()
 }
 

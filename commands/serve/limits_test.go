@@ -1,0 +1,42 @@
+package serve_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"qbox/proto"
+	"qbox/proto/qmqp"
+)
+
+// A message to 10,000 recipients (the default --max-recipients) is stored
+// by a serve that may open only 64 files: the store holds a constant
+// number of files open, not one per recipient until the commit. (Before,
+// 300 recipients under `ulimit -n 256` were deferred for ever.)
+func TestTenThousandRecipientsUnderUlimit64(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 fsync'd files")
+	}
+	dir := t.TempDir()
+	s := startServeUnder(t, "ulimit -n 64", "--maildir", dir)
+	env := proto.Envelope{Sender: "many@example.test"}
+	for i := range 10000 {
+		env.Recipients = append(env.Recipients, fmt.Sprintf("r%05d@example.test", i))
+	}
+	// 10,000 fsync'd files take a while on a busy disk: a patient client.
+	msg := []byte("Subject: to ten thousand\n\nbody\n")
+	c := &qmqp.Client{Servers: []string{s.qmqp}, Timeout: 5 * time.Minute}
+	r, err := c.Send(context.Background(), env, bytes.NewReader(msg), int64(len(msg)))
+	if err != nil || r.Status != proto.OK {
+		t.Fatalf("reply %q %v, want K", r.String(), err)
+	}
+	if n := countFiles(t, filepath.Join(dir, "new")); n != 10000 {
+		t.Fatalf("%d files in new/, want 10000", n)
+	}
+	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
+		t.Fatalf("%d files left in tmp/", n)
+	}
+}
