@@ -1,3 +1,10 @@
+// The man page generator is left out of the binary that `make build`
+// ships (tag urfave_cli_no_docs, which also drops urfave/cli's markdown and
+// roff libraries and their start-up cost from every personality); `make man`
+// builds without the tag to run it.
+
+//go:build !urfave_cli_no_docs
+
 package commands
 
 import (

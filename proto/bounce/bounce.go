@@ -22,6 +22,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -235,13 +236,17 @@ func Build(cfg Config, orig Original, failures []Failure) (*Bounce, error) {
 }
 
 // hcmssc finds an enhanced status code in server text: "(#5.1.1)".
-var hcmssc = regexp.MustCompile(`#([245])\.(\d{1,3})\.(\d{1,3})`)
+// Compiled on first use, not at start-up: every personality links this
+// package and most never bounce.
+var hcmssc = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`#([245])\.(\d{1,3})\.(\d{1,3})`)
+})
 
 func statusCode(f Failure) string {
 	if f.TooOld {
 		return "4.4.7" // delivery time expired
 	}
-	if m := hcmssc.FindStringSubmatch(f.Diagnostic); m != nil && m[1] == "5" {
+	if m := hcmssc().FindStringSubmatch(f.Diagnostic); m != nil && m[1] == "5" {
 		return m[1] + "." + m[2] + "." + m[3]
 	}
 	return "5.0.0"
