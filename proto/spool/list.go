@@ -12,8 +12,12 @@ import (
 // WriteListing prints the spool for mailq: one line per queued file
 // (queue time, age, message size, sender and recipient), then its last
 // delivery error if one was recorded, then a summary. It returns how many
-// files are queued.
+// files are queued. A spool another user could change (see Open) is
+// refused rather than listed: what it holds may be theirs.
 func (s *Spool) WriteListing(w io.Writer, now time.Time) (int, error) {
+	if err := Check(s.Dir); err != nil {
+		return 0, err
+	}
 	res, err := s.List()
 	if err != nil {
 		return 0, err

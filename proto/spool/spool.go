@@ -68,23 +68,136 @@ func writable(dir string) bool {
 	return syscall.Access(filepath.Dir(dir), 0x2|0x1) == nil
 }
 
-// Open creates the spool if needed (mode 0700) and returns it.
+// ErrUnsafe is wrapped when the spool directory is one another user
+// could change: a symlink, owned by someone other than this process's
+// effective user, or writable by group or others. Mail queued there could
+// be read, removed or replaced by that user, so nothing is queued there,
+// and the caller fails temporarily (sendmail 75, qmail tools 111).
+var ErrUnsafe = errors.New("spool is not safe to use")
+
+// Open creates the spool if needed (mode 0700) and returns it. It refuses
+// (with ErrUnsafe, naming the directory and what is wrong) a spool, or a
+// tmp/, new/, cur/ or err/ in it, that is a symlink, is owned by another
+// user or is writable by group or others, and one reached through a
+// directory another user could rename it out of.
 func Open(dir string) (*Spool, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
 	}
-	// A directory someone made by hand may be readable by others;
-	// tighten it when it is ours (Chmod fails harmlessly otherwise).
-	if st, err := os.Stat(dir); err == nil && st.Mode().Perm()&0o077 != 0 {
-		os.Chmod(dir, 0o700)
+	if err := checkDir(dir, true); err != nil {
+		return nil, err
 	}
-	if err := maildir.Init(dir); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	if err := checkParents(dir); err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "err"), 0o700); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	for _, sub := range []string{"tmp", "new", "cur", "err"} {
+		p := filepath.Join(dir, sub)
+		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		if err := checkDir(p, true); err != nil {
+			return nil, err
+		}
 	}
 	return &Spool{Dir: dir}, nil
+}
+
+// Check reports, without creating or changing anything, whether dir and
+// the subdirectories it has pass Open's checks.
+func Check(dir string) error {
+	if err := checkDir(dir, false); err != nil {
+		return err
+	}
+	if err := checkParents(dir); err != nil {
+		return err
+	}
+	for _, sub := range []string{"tmp", "new", "cur", "err"} {
+		p := filepath.Join(dir, sub)
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := checkDir(p, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unsafeDir(dir, problem string) error {
+	return fmt.Errorf("spool: %s %s: %w; nothing is queued there", dir, problem, ErrUnsafe)
+}
+
+// checkDir refuses dir unless it is a real directory (not a symlink)
+// owned by the effective user and not writable by group or others. When
+// tighten is set, a spool readable by others (made by hand) is made
+// 0700, so other users cannot read queued mail.
+func checkDir(dir string, tighten bool) error {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	switch {
+	case st.Mode()&os.ModeSymlink != 0:
+		return unsafeDir(dir, "is a symbolic link")
+	case !st.IsDir():
+		return unsafeDir(dir, "is not a directory")
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if euid := os.Geteuid(); int(sys.Uid) != euid {
+			return unsafeDir(dir, fmt.Sprintf("is owned by uid %d, not by uid %d (this process)", sys.Uid, euid))
+		}
+	}
+	if perm := st.Mode().Perm(); perm&0o022 != 0 {
+		return unsafeDir(dir, fmt.Sprintf("is writable by group or others (mode %04o)", perm))
+	} else if tighten && perm&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkParents refuses a spool whose parent directories another user
+// could write: they could rename the spool away and put their own in its
+// place. Each parent, on the path as given and with symlinks resolved,
+// must belong to root or to the effective user, and be writable by group
+// or others only with the sticky bit (as /tmp), which keeps others from
+// renaming what is ours.
+func checkParents(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	resolved, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	euid := os.Geteuid()
+	for _, start := range []string{filepath.Dir(abs), resolved} {
+		for p := start; ; p = filepath.Dir(p) {
+			st, err := os.Lstat(p)
+			if err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
+			// A symlink itself cannot be changed, only replaced by
+			// whoever may write its directory, which is the next one
+			// checked; where it leads is checked on the resolved path.
+			if st.Mode()&os.ModeSymlink == 0 {
+				if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != euid {
+					return unsafeDir(dir, fmt.Sprintf("is inside %s, owned by uid %d (neither root nor this process)", p, sys.Uid))
+				}
+				if st.Mode().Perm()&0o022 != 0 && st.Mode()&os.ModeSticky == 0 {
+					return unsafeDir(dir, fmt.Sprintf("is inside %s, writable by group or others (mode %04o)", p, st.Mode().Perm()))
+				}
+			}
+			if p == filepath.Dir(p) {
+				break
+			}
+		}
+	}
+	return nil
 }
 
 // ErrBadAddress is returned for an address that cannot be written into
@@ -100,10 +213,11 @@ func (s *Spool) Enqueue(env proto.Envelope, msg io.ReaderAt, size int64, lastErr
 	if len(env.Recipients) == 0 {
 		return nil, errors.New("spool: no recipients")
 	}
-	for _, a := range append([]string{env.Sender}, env.Recipients...) {
-		if strings.ContainsAny(a, "\r\n\x00") {
-			return nil, fmt.Errorf("%w: %q", ErrBadAddress, a)
+	if err := proto.CheckEnvelope(env); err != nil {
+		if errors.Is(err, proto.ErrAddressBytes) {
+			return nil, fmt.Errorf("%w: %w", ErrBadAddress, err)
 		}
+		return nil, fmt.Errorf("spool: %w", err)
 	}
 	b := maildir.NewBatch(s.Dir)
 	for _, rcpt := range env.Recipients {
