@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -198,7 +197,8 @@ func Prepare(src *Source, cfg Config) (proto.Envelope, io.Reader, int64, error) 
 		HeaderRecipients: cfg.HeaderRecipients,
 	})
 	if err != nil {
-		if errors.Is(err, message.ErrBadAddress) || errors.Is(err, message.ErrHeaderTooLarge) {
+		var refused *message.RefusedError
+		if errors.As(err, &refused) || errors.Is(err, message.ErrHeaderTooLarge) {
 			return proto.Envelope{}, nil, 0, exitcode.Perm(err)
 		}
 		return proto.Envelope{}, nil, 0, exitcode.Temp(fmt.Errorf("reading the message: %w", err))
@@ -210,11 +210,6 @@ func Prepare(src *Source, cfg Config) (proto.Envelope, io.Reader, int64, error) 
 			hint += " or use -t to take them from To, Cc and Bcc"
 		}
 		return env, nil, 0, exitcode.Usage("no recipients: %s (a message for nobody would be lost)", hint)
-	}
-	for _, a := range append([]string{env.Sender}, env.Recipients...) {
-		if strings.IndexByte(a, 0) >= 0 || strings.ContainsAny(a, "\r\n") {
-			return env, nil, 0, exitcode.Usage("address %q contains a NUL or line break", proto.Printable(a, 200))
-		}
 	}
 	if cfg.Raw {
 		body, err := src.At(0)

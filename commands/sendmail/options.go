@@ -143,10 +143,13 @@ func (o *Options) option(c byte, val string) {
 }
 
 // unbracket turns "<addr>" into "addr" and "<>" into "" (the null sender).
+// Only spaces and tabs around it are dropped: a CR or LF stays, for
+// message.Prepare to refuse the address (TrimSpace would quietly turn
+// "me@x\r" into another address than the one given).
 func unbracket(s string) string {
-	s = strings.TrimSpace(s)
+	s = strings.Trim(s, " \t")
 	if len(s) >= 2 && s[0] == '<' && s[len(s)-1] == '>' {
-		return strings.TrimSpace(s[1 : len(s)-1])
+		return strings.Trim(s[1:len(s)-1], " \t")
 	}
 	return s
 }

@@ -125,9 +125,13 @@ func Sendmail(ctx context.Context, p *Process) int {
 	}
 	m, err := message.Prepare(p.Stdin, cfg, mopts)
 	if err != nil {
-		p.errorf("%v", err)
-		if errors.Is(err, message.ErrBadAddress) || errors.Is(err, message.ErrHeaderTooLarge) {
-			return exDataErr
+		p.errorf("%v; nothing sent", err)
+		var refused *message.RefusedError
+		switch {
+		case errors.As(err, &refused) && refused.Caller:
+			return exUsage // an argument or the environment
+		case errors.As(err, &refused), errors.Is(err, message.ErrHeaderTooLarge):
+			return exDataErr // the message itself
 		}
 		return exIOErr
 	}
@@ -183,16 +187,19 @@ func applySenderOptions(cfg *message.Config, o *Options) {
 }
 
 // splitRecipients accepts sendmail's habit of several addresses in one
-// argument ("a@x, b@y").
+// argument ("a@x, b@y"). An argument without a comma goes to
+// message.Prepare as it is, to be checked there with the rest of the
+// envelope; one with a comma is checked whole before it is split, as
+// Prepare does with a header field.
 func splitRecipients(args []string) ([]string, error) {
 	var out []string
 	for _, a := range args {
-		if strings.TrimSpace(a) == "" {
-			continue
-		}
 		if !strings.ContainsAny(a, ",") {
 			out = append(out, a)
 			continue
+		}
+		if err := proto.CheckRecipient(a); err != nil {
+			return nil, fmt.Errorf("recipient argument: %w; nothing sent", err)
 		}
 		list, err := message.ParseAddressList(a)
 		if err != nil {
@@ -239,8 +246,9 @@ func QmailInject(ctx context.Context, p *Process) int {
 	}
 	m, err := message.Prepare(p.Stdin, cfg, mopts)
 	if err != nil {
-		p.errorf("fatal: %v", err)
-		if errors.Is(err, message.ErrBadAddress) || errors.Is(err, message.ErrHeaderTooLarge) {
+		p.errorf("fatal: %v; nothing sent", err)
+		var refused *message.RefusedError
+		if errors.As(err, &refused) || errors.Is(err, message.ErrHeaderTooLarge) {
 			return qmailPermanent
 		}
 		return qmailTemporary

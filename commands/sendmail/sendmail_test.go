@@ -311,7 +311,8 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{"sendmail no recipients", sendmail, env, "Subject: x\n\nx\n", nil, 64, "no recipients"},
 		{"sendmail -t no recipients in header", sendmail, env, "Subject: x\n\nx\n", []string{"-t"}, 65, "no recipients"},
-		{"sendmail bad recipient", sendmail, env, "\n", []string{"a(b"}, 65, "unparsable address"},
+		{"sendmail bad recipient argument", sendmail, env, "\n", []string{"a(b"}, 64, "unparsable address"},
+		{"sendmail bad recipient in the header", sendmail, env, "Return-Path: <a(b>\n\nx\n", []string{"x@example.test"}, 65, "unparsable address"},
 		{"sendmail D", sendmail, env, looping, []string{"x@example.test"}, 69, "hops"},
 		{"sendmail unsupported mode", sendmail, env, "", []string{"-bt"}, 64, "not supported"},
 		{"sendmail unknown option warns and sends", sendmail, env, "Subject: x\n\nx\n", []string{"-Y", "warned@example.test"}, 0, "unknown option -Y"},

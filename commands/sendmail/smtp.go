@@ -45,6 +45,8 @@ type smtpSession struct {
 	mailFrom   *string
 	recipients []string
 	bad        int
+	// crlf reports that the last line read ended in CRLF, not a bare LF.
+	crlf bool
 }
 
 func serveSMTP(ctx context.Context, p *Process) int {
@@ -230,7 +232,7 @@ func pathArg(arg, keyword string) (addr string, params []string, ok bool) {
 		}
 		addr, rest = fields[0], strings.Join(fields[1:], " ")
 	}
-	if strings.ContainsAny(addr, "\x00\r\n") || len(addr) >= 1000 {
+	if len(addr) >= 1000 {
 		return "", nil, false
 	}
 	return addr, strings.Fields(rest), true
@@ -255,8 +257,16 @@ func (s *smtpSession) mail(arg string) {
 			}
 		}
 	}
+	if err := proto.CheckSender(addr); err != nil {
+		s.reply(553, "5.1.7 sender refused: "+oneLine(err.Error()))
+		return
+	}
 	if addr != "" {
 		addr = s.rewrite(addr)
+		if err := proto.CheckSender(addr); err != nil {
+			s.reply(553, "5.1.7 sender refused after adding the default host: "+oneLine(err.Error()))
+			return
+		}
 	}
 	s.mailFrom = &addr
 	s.reply(250, "2.1.0 Ok")
@@ -268,21 +278,41 @@ func (s *smtpSession) rcpt(arg string) {
 		return
 	}
 	addr, _, ok := pathArg(arg, "TO:")
-	if !ok || addr == "" {
+	if !ok {
 		s.reply(501, "5.5.4 syntax: RCPT TO:<address>")
+		return
+	}
+	if err := proto.CheckRecipient(addr); err != nil {
+		s.reply(553, "5.1.3 recipient refused: "+oneLine(err.Error()))
 		return
 	}
 	if len(s.recipients) >= maxRecipients {
 		s.reply(452, "4.5.3 too many recipients")
 		return
 	}
-	s.recipients = append(s.recipients, s.rewrite(addr))
+	addr = s.rewrite(addr)
+	if err := proto.CheckRecipient(addr); err != nil {
+		s.reply(553, "5.1.3 recipient refused after adding the default host: "+oneLine(err.Error()))
+		return
+	}
+	s.recipients = append(s.recipients, addr)
 	s.reply(250, "2.1.5 Ok")
 }
 
 // data reads the message up to the lone ".", undoing dot-stuffing and
 // turning CRLF into LF, then submits it. A message over the size limit is
 // read to its end and refused, so the session stays in step.
+//
+// SMTP smuggling: only CRLF "." CRLF ends the data. A line ending in a
+// bare LF is taken as a line of text, but a "." line after or before a
+// bare LF ends nothing: it is text (dot-unstuffed, so an empty line), and
+// what follows it is more text, never commands. This is Postfix's
+// smtpd_forbid_bare_newline = normalize, its default since 3.9: a
+// program in front of sendmail -bs that reads "\n.\n" in its input as
+// text cannot make qbox end the message there and read a second, forged
+// one from the rest. A client that ends its data with a bare-LF dot
+// gets no reply until it sends a proper CRLF "." CRLF, or sees nothing
+// sent when it closes the session.
 func (s *smtpSession) data(ctx context.Context) error {
 	if s.mailFrom == nil {
 		s.reply(503, "5.5.1 MAIL first")
@@ -300,6 +330,7 @@ func (s *smtpSession) data(ctx context.Context) error {
 	defer buf.Close()
 	lw := &limitedWriter{w: &buf, max: s.maxSize}
 	var writeErr error
+	prevCRLF := s.crlf // the DATA command's line end comes before the first line
 	for {
 		line, err := s.readLine(maxDataLine)
 		if err == io.EOF {
@@ -311,9 +342,10 @@ func (s *smtpSession) data(ctx context.Context) error {
 		if errors.Is(err, errLongLine) && writeErr == nil {
 			writeErr = fmt.Errorf("a line longer than %d bytes", maxDataLine)
 		}
-		if len(line) == 1 && line[0] == '.' {
+		if len(line) == 1 && line[0] == '.' && prevCRLF && s.crlf {
 			break
 		}
+		prevCRLF = s.crlf
 		if len(line) > 0 && line[0] == '.' {
 			line = line[1:]
 		}
@@ -343,13 +375,14 @@ func (s *smtpSession) data(ctx context.Context) error {
 
 var errLongLine = errors.New("line too long")
 
-// readLine reads one line without its CRLF or LF. A line longer than max
-// is consumed to its end and reported with errLongLine, the line's start
-// returned. io.EOF comes only with no partial line; a final partial line
-// is returned as a line.
+// readLine reads one line without its CRLF or LF, and sets s.crlf when
+// it ended in CRLF. A line longer than max is consumed to its end and
+// reported with errLongLine, the line's start returned. io.EOF comes only
+// with no partial line; a final partial line is returned as a line.
 func (s *smtpSession) readLine(max int) ([]byte, error) {
 	var line []byte
 	long := false
+	s.crlf = false
 	for {
 		frag, err := s.r.ReadSlice('\n')
 		if !long {
@@ -374,8 +407,11 @@ func (s *smtpSession) readLine(max int) ([]byte, error) {
 	if long {
 		return line, errLongLine
 	}
+	lf := bytes.HasSuffix(line, []byte{'\n'})
 	line = bytes.TrimSuffix(line, []byte{'\n'})
+	cr := bytes.HasSuffix(line, []byte{'\r'})
 	line = bytes.TrimSuffix(line, []byte{'\r'})
+	s.crlf = lf && cr
 	return line, nil
 }
 

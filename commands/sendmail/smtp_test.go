@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -18,38 +17,70 @@ type received struct {
 	data string
 }
 
-// session runs an SMTP session over input and returns the replies and
-// what was handed on. Its submit answers as a QMQP K would (250); the
-// real hand-off is tested end to end with swaks and Postfix.
-func session(t testing.TB, input string, maxSize int64) (string, []received, error) {
-	var out bytes.Buffer
-	var got []received
+// harness runs SMTP sessions in memory: the input from a string, the
+// replies into a buffer, a submit that records the message and answers
+// as a QMQP K would (250); the real hand-off is tested end to end with
+// swaks and a server. Its buffers are reused from one session to the
+// next, so that the fuzz target spends its time in the session.
+type harness struct {
+	t       testing.TB
+	in      strings.Reader
+	out     bytes.Buffer
+	r       *bufio.Reader
+	w       *bufio.Writer
+	maxSize int64
+	rewrite func(string) string
+	got     []received
+}
+
+func newHarness(t testing.TB, maxSize int64) *harness {
+	h := &harness{t: t, maxSize: maxSize, rewrite: func(a string) string {
+		if !strings.Contains(a, "@") {
+			return a + "@default.example"
+		}
+		return a
+	}}
+	h.r = bufio.NewReader(&h.in)
+	h.w = bufio.NewWriter(&h.out)
+	return h
+}
+
+func (h *harness) submit(ctx context.Context, env proto.Envelope, data *spill.Buffer) (int, string) {
+	b, err := io.ReadAll(data.Reader())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if int64(len(b)) > h.maxSize {
+		h.t.Fatalf("submitted %d bytes over the %d limit", len(b), h.maxSize)
+	}
+	h.got = append(h.got, received{env, string(b)})
+	return 250, "2.0.0 Ok: queued"
+}
+
+// run runs one session over input and returns the replies and what was
+// handed on.
+func (h *harness) run(input string) (string, []received, error) {
+	h.in.Reset(input)
+	h.r.Reset(&h.in)
+	h.out.Reset()
+	h.w.Reset(&h.out)
+	h.got = h.got[:0]
 	s := &smtpSession{
-		r:        bufio.NewReader(strings.NewReader(input)),
-		w:        bufio.NewWriter(&out),
+		r:        h.r,
+		w:        h.w,
 		hostname: "test.example",
-		maxSize:  maxSize,
-		rewrite: func(a string) string {
-			if !strings.Contains(a, "@") {
-				return a + "@default.example"
-			}
-			return a
-		},
-		submit: func(ctx context.Context, env proto.Envelope, data *spill.Buffer) (int, string) {
-			b, err := io.ReadAll(data.Reader())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if int64(len(b)) > maxSize {
-				t.Fatalf("submitted %d bytes over the %d limit", len(b), maxSize)
-			}
-			got = append(got, received{env, string(b)})
-			return 250, "2.0.0 Ok: queued"
-		},
+		maxSize:  h.maxSize,
+		rewrite:  h.rewrite,
+		submit:   h.submit,
 	}
 	err := s.run(context.Background())
 	s.w.Flush()
-	return out.String(), got, err
+	return h.out.String(), h.got, err
+}
+
+// session runs one SMTP session over input with a fresh harness.
+func session(t testing.TB, input string, maxSize int64) (string, []received, error) {
+	return newHarness(t, maxSize).run(input)
 }
 
 func codes(replies string) []string {
@@ -150,25 +181,130 @@ func TestSMTPSessionEOFInData(t *testing.T) {
 	}
 }
 
-var replyLine = regexp.MustCompile(`^[2345]\d\d[ -][ -~]*$`)
+// badReplyLine returns the first reply line that is not "ddd-text" or
+// "ddd text" with a code from 200 to 599 and printable ASCII text.
+func badReplyLine(out string) (string, bool) {
+	for len(out) > 0 {
+		i := strings.Index(out, "\r\n")
+		if i < 0 {
+			return out, true // no CRLF at the end
+		}
+		l := out[:i]
+		out = out[i+2:]
+		if len(l) < 4 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' || l[2] > '9' || (l[3] != ' ' && l[3] != '-') {
+			return l, true
+		}
+		for j := 4; j < len(l); j++ {
+			if l[j] < ' ' || l[j] > '~' {
+				return l, true
+			}
+		}
+	}
+	return "", false
+}
 
-// FuzzSMTPSession: any input ends without a panic, every reply line is a
-// well-formed SMTP reply, and nothing over the size limit is submitted.
+// FuzzSMTPSession: any input ends without a panic; every reply line is a
+// well-formed SMTP reply; nothing over the size limit is submitted; every
+// envelope handed on passes the address check; and no input gets more
+// messages through than it has CRLF "." CRLF sequences (a bare-LF dot
+// never ends a message: no smuggling). The session runs in memory with
+// buffers reused across inputs, no process, goroutine or timer: hundreds
+// of thousands of inputs a minute.
 func FuzzSMTPSession(f *testing.F) {
 	for _, seed := range []string{
 		"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
 		"HELO x\nMAIL FROM:<>\nRCPT TO:<root>\nDATA\n..\n.\n",
 		"MAIL FROM:<@route,@r2:a@b> SIZE=1\r\nRCPT TO:<\x00>\r\n",
+		"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\n.\nMAIL FROM:<e@f>\r\nRCPT TO:<g@h>\r\nDATA\r\ny\r\n.\r\n",
+		"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\nRSET\r\n.\r\n",
 		"DATA\r\n", "\r\n\r\n", ".\r\n", strings.Repeat("A", 3000) + "\r\nQUIT\r\n",
 	} {
 		f.Add(seed)
 	}
+	var h *harness
 	f.Fuzz(func(t *testing.T, in string) {
-		out, _, _ := session(t, in, 512)
-		for _, l := range strings.Split(strings.TrimSuffix(out, "\r\n"), "\r\n") {
-			if !replyLine.MatchString(l) {
-				t.Fatalf("bad reply line %q", l)
+		if h == nil {
+			h = newHarness(t, 512)
+		}
+		h.t = t
+		out, got, _ := h.run(in)
+		if l, bad := badReplyLine(out); bad {
+			t.Fatalf("bad reply line %q", l)
+		}
+		if ends := strings.Count(in, "\r\n.\r\n"); len(got) > ends {
+			t.Fatalf("%d messages submitted from an input with %d CRLF.CRLF", len(got), ends)
+		}
+		for _, m := range got {
+			if err := proto.CheckEnvelope(m.env); err != nil || len(m.env.Recipients) == 0 {
+				t.Fatalf("envelope %+v submitted: %v", m.env, err)
 			}
 		}
 	})
+}
+
+// Only CRLF "." CRLF ends DATA (Postfix's smtpd_forbid_bare_newline =
+// normalize): a "." line after or before a bare LF is text, so a second
+// transaction hidden in the data is never run. Before, "\n.\n" ended the
+// message and the rest was read as commands: two messages.
+func TestSMTPSessionSmuggling(t *testing.T) {
+	smuggled := "MAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@x.example>\r\nDATA\r\nforged\r\n"
+	for _, dot := range []string{"\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r\n", "\n.\r\r\n"} {
+		in := "EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@x.example>\r\nDATA\r\nreal" + dot + smuggled + ".\r\nQUIT\r\n"
+		out, got, err := session(t, in, 1<<20)
+		if err != nil {
+			t.Fatalf("%q: %v", dot, err)
+		}
+		if c := strings.Join(codes(out), " "); c != "220 250 250 250 354 250 221" {
+			t.Errorf("%q: replies %s:\n%s", dot, c, out)
+		}
+		if len(got) != 1 {
+			t.Fatalf("%q: %d messages submitted, want 1: %+v", dot, len(got), got)
+		}
+		if r := got[0].env.Recipients; len(r) != 1 || r[0] != "b@x.example" || !strings.Contains(got[0].data, "RCPT TO:<victim@x.example>\n") {
+			t.Errorf("%q: submitted %+v", dot, got[0])
+		}
+	}
+	// The dot line that ends nothing is text, dot-unstuffed like any
+	// other; bare LF line ends in the text are line ends.
+	_, got, _ := session(t, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\none\ntwo\n.\nthree\r\n.\r\n", 1000)
+	if len(got) != 1 || got[0].data != "one\ntwo\n\nthree\n" {
+		t.Errorf("submitted %+v", got)
+	}
+	// A client that ends its data with a bare-LF dot only sends nothing.
+	_, got, err := session(t, "HELO x\nMAIL FROM:<a@b>\nRCPT TO:<c@d>\nDATA\nhi\n.\nQUIT\n", 1000)
+	if len(got) != 0 || err == nil {
+		t.Errorf("err %v, submitted %+v", err, got)
+	}
+	// The CRLF before the dot may be the DATA command's own.
+	_, got, _ = session(t, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n.\r\nQUIT\r\n", 1000)
+	if len(got) != 1 || got[0].data != "" {
+		t.Errorf("empty message: submitted %+v", got)
+	}
+}
+
+// MAIL and RCPT refuse an address holding CR, LF or NUL, and the empty
+// recipient, with a 5xx to that command, also when the default host the
+// environment adds holds them.
+func TestSMTPSessionRefusesAddressBytes(t *testing.T) {
+	tests := []struct{ name, in, codes string }{
+		{"CR in MAIL", "MAIL FROM:<a\rb@x>\r\nQUIT\r\n", "220 553 221"},
+		{"NUL in MAIL", "MAIL FROM:<a\x00b@x>\r\nQUIT\r\n", "220 553 221"},
+		{"NUL in RCPT", "MAIL FROM:<a@x>\r\nRCPT TO:<c\x00d@x>\r\nRCPT TO:<c\rd@x>\r\nQUIT\r\n", "220 250 553 553 221"},
+		{"empty RCPT", "MAIL FROM:<a@x>\r\nRCPT TO:<>\r\nDATA\r\nQUIT\r\n", "220 250 553 554 221"},
+	}
+	for _, tc := range tests {
+		out, got, _ := session(t, tc.in, 1000)
+		if c := strings.Join(codes(out), " "); c != tc.codes {
+			t.Errorf("%s: replies %s, want %s:\n%s", tc.name, c, tc.codes, out)
+		}
+		if len(got) != 0 {
+			t.Errorf("%s: submitted %+v", tc.name, got)
+		}
+	}
+	h := newHarness(t, 1000)
+	h.rewrite = func(a string) string { return a + "@host\nX-Injected: y" }
+	out, got, _ := h.run("MAIL FROM:<me>\r\nRCPT TO:<you>\r\nQUIT\r\n")
+	if c := strings.Join(codes(out), " "); c != "220 553 503 221" || len(got) != 0 {
+		t.Errorf("default host with LF: replies %s, submitted %+v:\n%s", c, got, out)
+	}
 }

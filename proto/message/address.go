@@ -8,6 +8,26 @@ import (
 // ErrBadAddress is wrapped by every address that cannot be parsed.
 var ErrBadAddress = errors.New("unparsable address")
 
+// ErrHeaderBytes: a value qbox would write into a header field it adds
+// (the full name, the user and host of From, the Message-ID host) holds
+// CR, LF or NUL. Such a value is refused, never encoded or cleaned: a
+// kept LF would start a header line of the caller's choosing (a Bcc, a
+// second From).
+var ErrHeaderBytes = errors.New("contains CR, LF or NUL")
+
+// RefusedError is an address or header value that Prepare refuses before
+// anything is sent. Callers map it to their permanent failure; Caller
+// tells sendmail's two of them apart (64, a bad argument or environment;
+// 65, bad data in the message).
+type RefusedError struct {
+	What   string // what was refused: "recipient argument", "To field", "full name", ...
+	Caller bool   // it came from the command line or the environment, not from the message
+	Err    error  // proto.ErrAddressBytes, proto.ErrEmptyRecipient, ErrHeaderBytes or ErrBadAddress
+}
+
+func (e *RefusedError) Error() string { return e.What + ": " + e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
 // token kinds of RFC 822 structured header text.
 type tokKind int
 
@@ -26,15 +46,42 @@ type token struct {
 	spaceBefore bool
 }
 
-// tokenize splits structured header text into tokens, dropping comments
-// (nested, with quoted-pairs) and folding white space.
+// unfold undoes header folding: a line break (LF or CRLF) followed by a
+// space or tab is removed, and so is a final line break. Every other CR
+// or LF stays, so that the address check sees it.
+func unfold(s string) string {
+	s = strings.TrimSuffix(s, "\n")
+	s = strings.TrimSuffix(s, "\r")
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\n' && i+1 < len(s) && (s[i+1] == ' ' || s[i+1] == '\t'):
+			continue
+		case s[i] == '\r' && i+2 < len(s) && s[i+1] == '\n' && (s[i+2] == ' ' || s[i+2] == '\t'):
+			i++
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// tokenize splits unfolded structured header text into tokens, dropping
+// comments (nested, with quoted-pairs) and white space. White space is
+// a space or a tab only: a CR, LF or NUL is an ordinary byte of the token
+// it is in, so it reaches the envelope check and is refused there, rather
+// than being taken for a separator that splits one argument into two
+// addresses ("root@x\nX: y" is not "y").
 func tokenize(s string) ([]token, error) {
 	var toks []token
 	space := false
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		case c == ' ' || c == '\t':
 			space = true
 			i++
 		case c == '(':
@@ -72,9 +119,7 @@ func tokenize(s string) ([]token, error) {
 					i++
 					break
 				}
-				if s[i] != '\r' && s[i] != '\n' {
-					b.WriteByte(s[i])
-				}
+				b.WriteByte(s[i])
 				i++
 			}
 			if !closed {
@@ -96,7 +141,7 @@ func tokenize(s string) ([]token, error) {
 			i++
 		default:
 			j := i
-			for j < len(s) && strings.IndexByte(" \t\r\n()\"[<>@,;:.", s[j]) < 0 {
+			for j < len(s) && strings.IndexByte(" \t()\"[<>@,;:.", s[j]) < 0 {
 				j++
 			}
 			toks = append(toks, token{kind: tokAtom, text: s[i:j], spaceBefore: space})
@@ -131,7 +176,7 @@ func ParseAddressList(s string) ([]string, error) {
 // parseList is ParseAddressList keeping "<>" as an empty address (for
 // Return-Path).
 func parseList(s string) ([]string, error) {
-	toks, err := tokenize(s)
+	toks, err := tokenize(unfold(s))
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"qbox/proto"
 )
 
 // DefaultMaxHeader bounds the header read into memory.
@@ -242,6 +244,7 @@ func complete(m *Message, fields []field, blank bool, cfg Config, opts Options) 
 	var kept []field
 	var returnPath []string
 	var toCc, resentToCc []string
+	var toCcFields, resentFields []field // the fields toCc and resentToCc come from
 	for _, f := range fields {
 		switch {
 		case cfg.Flags.DeleteFrom && f.name == "from",
@@ -251,20 +254,28 @@ func complete(m *Message, fields []field, blank bool, cfg Config, opts Options) 
 		}
 		seen[f.name] = true
 		switch f.name {
-		case "to", "cc", "bcc", "apparently-to":
+		case "to", "cc", "bcc", "apparently-to", "resent-to", "resent-cc", "resent-bcc":
 			// Unparsable recipient fields are kept and contribute no
-			// recipients, as in qmail-inject.
-			if a, err := ParseAddressList(f.value()); err == nil {
+			// recipients, as in qmail-inject; their bytes are checked
+			// all the same when they are asked for (-t).
+			a, _ := ParseAddressList(f.value())
+			if strings.HasPrefix(f.name, "resent-") {
+				resentFields = append(resentFields, f)
+				resentToCc = append(resentToCc, a...)
+			} else {
+				toCcFields = append(toCcFields, f)
 				toCc = append(toCc, a...)
 			}
-		case "resent-to", "resent-cc", "resent-bcc":
-			if a, err := ParseAddressList(f.value()); err == nil {
-				resentToCc = append(resentToCc, a...)
-			}
 		case "return-path":
+			if opts.Sender != nil {
+				break // -f decides; the field is removed unread
+			}
+			if err := checkField(f); err != nil {
+				return err
+			}
 			a, err := parseList(f.value())
 			if err != nil {
-				return fmt.Errorf("%w: Return-Path: %v", ErrBadAddress, err)
+				return &RefusedError{What: "Return-Path field", Err: fmt.Errorf("%w: %v", ErrBadAddress, err)}
 			}
 			returnPath = append(returnPath, a...)
 		}
@@ -282,25 +293,32 @@ func complete(m *Message, fields []field, blank bool, cfg Config, opts Options) 
 
 	// Envelope sender: -f, else the incoming Return-Path, else the
 	// environment's.
+	senderWhat, senderCaller := "default sender ($QMAILSUSER, $QMAILSHOST, $USER, defaulthost)", true
 	switch {
 	case opts.Sender != nil:
 		s := *opts.Sender
+		if err := proto.CheckSender(s); err != nil {
+			return &RefusedError{What: "sender argument", Caller: true, Err: err}
+		}
 		if s == "<>" {
 			s = ""
 		}
 		if s != "" {
 			a, err := parseList(s)
 			if err != nil || len(a) != 1 {
-				return fmt.Errorf("%w: sender %q", ErrBadAddress, s)
+				return &RefusedError{What: "sender argument", Caller: true,
+					Err: fmt.Errorf("%w: %q", ErrBadAddress, proto.Printable(s, 200))}
 			}
 			s = cfg.Rewrite(a[0])
 		}
 		m.Sender = s
+		senderWhat, senderCaller = "sender argument", true
 	case len(returnPath) > 0:
 		m.Sender = cfg.Rewrite(returnPath[0])
 		if cfg.Flags.VERPRecipient {
 			m.Sender += "-@[]"
 		}
+		senderWhat = "Return-Path field"
 	default:
 		user, host := cfg.SenderUser, cfg.SenderHost
 		if user == "" {
@@ -325,20 +343,50 @@ func complete(m *Message, fields []field, blank bool, cfg Config, opts Options) 
 		}
 	}
 
+	// The envelope is checked here, where every client path (sendmail,
+	// qmail-inject, qbox inject, sendmail -bs) completes it: the raw
+	// text of an argument or header field before it is parsed (parsing
+	// drops a group's name and comments, and a byte hidden there would
+	// never reach the envelope, while the rest of the text still would:
+	// "root@x.test\nX: y" parses as "y"), then every finished address
+	// after rewriting (which adds the environment's host names).
+	if err := proto.CheckSender(m.Sender); err != nil {
+		return &RefusedError{What: senderWhat, Caller: senderCaller, Err: err}
+	}
 	for _, r := range opts.Recipients {
-		a, err := parseList(r)
-		if err != nil || len(a) != 1 || a[0] == "" {
-			return fmt.Errorf("%w: recipient %q", ErrBadAddress, r)
+		if err := proto.CheckRecipient(r); err != nil {
+			return &RefusedError{What: "recipient argument", Caller: true, Err: err}
 		}
-		m.Recipients = append(m.Recipients, cfg.Rewrite(a[0]))
+		a, err := parseList(r)
+		if err != nil || len(a) != 1 {
+			return &RefusedError{What: "recipient argument", Caller: true,
+				Err: fmt.Errorf("%w: %q", ErrBadAddress, proto.Printable(r, 200))}
+		}
+		if err := proto.CheckRecipient(a[0]); err != nil {
+			return &RefusedError{What: "recipient argument", Caller: true, Err: fmt.Errorf("%q: %w", r, err)}
+		}
+		a[0] = cfg.Rewrite(a[0])
+		if err := proto.CheckRecipient(a[0]); err != nil {
+			return &RefusedError{What: "recipient argument after adding the default host", Caller: true, Err: err}
+		}
+		m.Recipients = append(m.Recipients, a[0])
 	}
 	if opts.HeaderRecipients {
-		list := toCc
+		list, from := toCc, toCcFields
 		if resent {
-			list = resentToCc
+			list, from = resentToCc, resentFields
+		}
+		for _, f := range from {
+			if err := checkField(f); err != nil {
+				return err
+			}
 		}
 		for _, a := range list {
-			m.Recipients = append(m.Recipients, cfg.Rewrite(a))
+			a = cfg.Rewrite(a)
+			if err := proto.CheckRecipient(a); err != nil {
+				return &RefusedError{What: "header recipient after adding the default host", Caller: true, Err: err}
+			}
+			m.Recipients = append(m.Recipients, a)
 		}
 	}
 
@@ -355,10 +403,20 @@ func complete(m *Message, fields []field, blank bool, cfg Config, opts Options) 
 		if cfg.Count != nil {
 			count = cfg.Count()
 		}
+		if err := checkHeaderValue("Message-ID host ($QMAILIDHOST, control/idhost)", cfg.IDHost); err != nil {
+			return err
+		}
 		h.WriteString(prefix + "Message-ID: " + MessageID(start, pid, count, cfg.IDHost) + "\n")
 	}
 	if !seen[strings.ToLower(prefix)+"from"] {
-		h.WriteString(prefix + "From: " + cfg.From() + "\n")
+		if err := checkHeaderValue("full name (-F, $QMAILNAME, $MAILNAME, $NAME)", cfg.Name); err != nil {
+			return err
+		}
+		from := cfg.From()
+		if err := checkHeaderValue("From address (-f, $QMAILUSER, $USER, $QMAILHOST, defaulthost)", from); err != nil {
+			return err
+		}
+		h.WriteString(prefix + "From: " + from + "\n")
 	}
 	if !seen[strings.ToLower(prefix)+"to"] && !seen[strings.ToLower(prefix)+"cc"] {
 		h.WriteString(prefix + "Cc: recipient list not shown: ;\n")
@@ -370,6 +428,27 @@ func complete(m *Message, fields []field, blank bool, cfg Config, opts Options) 
 		h.WriteByte('\n')
 	}
 	m.Header = h.Bytes()
+	return nil
+}
+
+// checkField refuses a header field that gives envelope addresses when
+// its unfolded value holds CR, LF or NUL anywhere: in an address, a
+// comment or a group's name alike, since parsing would drop the latter
+// two and keep what follows them.
+func checkField(f field) error {
+	if err := proto.CheckSender(unfold(f.value())); err != nil {
+		name, _, _ := strings.Cut(f.text, ":")
+		return &RefusedError{What: proto.Printable(name, 100) + " field", Err: err}
+	}
+	return nil
+}
+
+// checkHeaderValue refuses a value from the caller or the environment
+// that would split the header field qbox adds with it.
+func checkHeaderValue(what, v string) error {
+	if strings.ContainsAny(v, "\r\n\x00") {
+		return &RefusedError{What: what, Caller: true, Err: fmt.Errorf("%w: %q", ErrHeaderBytes, proto.Printable(v, 200))}
+	}
 	return nil
 }
 
@@ -419,7 +498,8 @@ func hostPart(h string) string {
 }
 
 func commentText(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, "(", `\(`, ")", `\)`, "\n", " ", "\r", " ")
+	// CR, LF and NUL never get here: complete refuses such a name.
+	r := strings.NewReplacer(`\`, `\\`, "(", `\(`, ")", `\)`)
 	return r.Replace(s)
 }
 
