@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,7 +28,9 @@ type Client struct {
 	// connection to it fails. Each is host or host:port ([v6]:port).
 	Servers        []string
 	ConnectTimeout time.Duration // per server; 0 means 10s
-	Timeout        time.Duration // per read and per write; 0 means 60s
+	// Timeout bounds each write, and the whole wait for the reply
+	// once the message is sent; 0 means 60s.
+	Timeout time.Duration
 	// Dial overrides how connections are made (tests, link simulator).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -123,7 +127,7 @@ func (c *Client) Send(ctx context.Context, env proto.Envelope, msg io.Reader, si
 			continue
 		}
 		defer conn.Close()
-		reply, err := Exchange(conn, env, msg, size, c.Timeout)
+		reply, err := exchange(ctx, conn, env, msg, size, c.Timeout)
 		if err != nil {
 			return proto.Reply{}, &SessionError{Server: addr, Err: err}
 		}
@@ -132,26 +136,121 @@ func (c *Client) Send(ctx context.Context, env proto.Envelope, msg io.Reader, si
 	return proto.Reply{}, cerr
 }
 
+// ErrEarlyReply is wrapped by the error of a session whose server said K
+// before the message's final byte was written: it cannot have received
+// the message, so the K is no K. An early Z or D, a server refusing, is
+// honoured.
+var ErrEarlyReply = errors.New("the server said K before the message was sent in full")
+
 // Exchange runs one QMQP session on an open connection: it sends the
-// package, then reads and validates the reply. timeout bounds each read and
-// each write (0 means 60s).
+// package while watching for the reply, and validates it. timeout bounds
+// each write and the whole wait for the reply after the final byte (0
+// means 60s); a server trickling its reply cannot stretch it.
 func Exchange(conn net.Conn, env proto.Envelope, msg io.Reader, size int64, timeout time.Duration) (proto.Reply, error) {
+	return exchange(context.Background(), conn, env, msg, size, timeout)
+}
+
+type readResult struct {
+	reply proto.Reply
+	err   error
+	// early: the reply's first byte arrived before the final byte of
+	// the package was handed to the kernel.
+	early bool
+}
+
+func exchange(ctx context.Context, conn net.Conn, env proto.Envelope, msg io.Reader, size int64, timeout time.Duration) (proto.Reply, error) {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
-	dw := &deadlineConn{conn: conn, timeout: timeout}
-	bw := bufio.NewWriterSize(dw, 64<<10)
-	err := WritePackage(bw, env, msg, size)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err != nil {
-		if peerClosed(err) {
-			return proto.Reply{}, fmt.Errorf("%w (while sending: %v)", ErrNoReply, err)
+	total := netstring.Size(PackageSize(env, size))
+	w := &exchangeWriter{ctx: ctx, conn: conn, timeout: timeout, stop: make(chan struct{})}
+	// The reader runs while the package is written: a server may refuse
+	// early (and stop reading), and a reply before the final byte must
+	// be seen as early. Until the package is sent the read has no
+	// deadline; the writer's timeout bounds that phase.
+	conn.SetReadDeadline(time.Time{})
+	written := make(chan error, 1)
+	go func() {
+		bw := bufio.NewWriterSize(w, 64<<10)
+		err := WritePackage(bw, env, msg, size)
+		if err == nil {
+			err = bw.Flush()
 		}
-		return proto.Reply{}, fmt.Errorf("sending: %w", err)
+		written <- err
+	}()
+	replied := make(chan readResult, 1)
+	go func() {
+		r := &exchangeReader{conn: conn, w: w, total: total}
+		reply, err := ReadReply(r)
+		replied <- readResult{reply: reply, err: err, early: r.early}
+	}()
+	stopCtx := context.AfterFunc(ctx, func() {
+		w.halt()
+		conn.SetReadDeadline(time.Unix(1, 0))
+	})
+	defer stopCtx()
+
+	var res readResult
+	select {
+	case werr := <-written:
+		if werr != nil {
+			// Wake the reader: a refusal already here still counts.
+			conn.SetReadDeadline(time.Unix(1, 0))
+			res = <-replied
+			if res.err == nil && res.reply.Status != proto.OK {
+				return res.reply, nil
+			}
+			return proto.Reply{}, writeError(ctx, werr)
+		}
+		// The wait for the reply starts now, and this is its deadline.
+		conn.SetReadDeadline(time.Now().Add(timeout))
+		res = <-replied
+		if res.err != nil {
+			return proto.Reply{}, readError(ctx, res.err)
+		}
+	case res = <-replied:
+		// The server spoke (or went away) before the writer finished.
+		if res.err != nil || res.early || res.reply.Status != proto.OK {
+			w.halt()
+			werr := <-written
+			if res.err != nil {
+				if werr != nil && peerClosed(werr) {
+					return proto.Reply{}, fmt.Errorf("%w (while sending: %v)", ErrNoReply, werr)
+				}
+				return proto.Reply{}, readError(ctx, res.err)
+			}
+			if res.reply.Status != proto.OK {
+				return res.reply, nil // an early refusal is honoured
+			}
+			return proto.Reply{}, fmt.Errorf("%w: %w", proto.ErrBadReply, ErrEarlyReply)
+		}
+		// A K that came while the write carrying the final byte was
+		// under way: it counts if that write succeeds.
+		if werr := <-written; werr != nil {
+			return proto.Reply{}, fmt.Errorf("%w: %w (the last write failed: %v)", proto.ErrBadReply, ErrEarlyReply, werr)
+		}
 	}
-	return ReadReply(dw)
+	if res.early && res.reply.Status == proto.OK {
+		return proto.Reply{}, fmt.Errorf("%w: %w", proto.ErrBadReply, ErrEarlyReply)
+	}
+	return res.reply, nil
+}
+
+func writeError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("sending: %w", ctx.Err())
+	}
+	if peerClosed(err) {
+		return fmt.Errorf("%w (while sending: %v)", ErrNoReply, err)
+	}
+	return fmt.Errorf("sending: %w", err)
+}
+
+func readError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("waiting for the reply: %w", ctx.Err())
+	}
+	return err
 }
 
 // PackageSize is the length of the outer netstring's body.
@@ -248,19 +347,58 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// deadlineConn sets a fresh deadline before every read and write, so the
-// timeout bounds inactivity rather than the whole transfer.
-type deadlineConn struct {
-	conn    net.Conn
-	timeout time.Duration
+// exchangeWriter counts the bytes handed to the kernel and arms the write
+// timeout before every write (a write that stalls that long fails).
+type exchangeWriter struct {
+	ctx      context.Context
+	conn     net.Conn
+	timeout  time.Duration
+	started  atomic.Int64 // bytes handed to (or being handed to) the kernel
+	stop     chan struct{}
+	stopOnce sync.Once
 }
 
-func (d *deadlineConn) Read(p []byte) (int, error) {
-	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
-	return d.conn.Read(p)
+// halt makes the current and every later write fail at once.
+func (w *exchangeWriter) halt() {
+	w.stopOnce.Do(func() {
+		close(w.stop)
+		w.conn.SetWriteDeadline(time.Unix(1, 0))
+	})
 }
 
-func (d *deadlineConn) Write(p []byte) (int, error) {
-	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
-	return d.conn.Write(p)
+func (w *exchangeWriter) Write(p []byte) (int, error) {
+	w.started.Add(int64(len(p)))
+	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	// Checked after arming, so a halt racing with it is never lost.
+	select {
+	case <-w.stop:
+		w.started.Add(-int64(len(p)))
+		if err := w.ctx.Err(); err != nil {
+			return 0, err
+		}
+		return 0, errors.New("stopped: the server has answered")
+	default:
+	}
+	n, err := w.conn.Write(p)
+	w.started.Add(int64(n - len(p)))
+	return n, err
+}
+
+// exchangeReader notes whether the reply's first byte came before the
+// package's final byte was handed to the kernel.
+type exchangeReader struct {
+	conn  net.Conn
+	w     *exchangeWriter
+	total int64
+	seen  bool
+	early bool
+}
+
+func (r *exchangeReader) Read(p []byte) (int, error) {
+	n, err := r.conn.Read(p)
+	if n > 0 && !r.seen {
+		r.seen = true
+		r.early = r.w.started.Load() < r.total
+	}
+	return n, err
 }
