@@ -277,7 +277,7 @@ and silent; with --send, a K), 1 something else answered (an SMTP banner on
 			&cli.BoolFlag{Name: "qmtp", Usage: "expect QMTP (port 209 when none is given)"},
 			&cli.BoolFlag{Name: "smtp", Usage: "expect SMTP (port 25 when none is given)"},
 			&cli.BoolFlag{Name: "json", Usage: "write the results as JSON"},
-			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "bound on each connect, and each read and write of --send"},
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "bound on each connect, each write of --send and the whole wait for each reply"},
 			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "how long to listen for a greeting before calling a port silent"},
 			&cli.StringFlag{Name: "source", Usage: "connect from this local `IP` address"},
 			&cli.StringFlag{Name: "send", Usage: "submit one test message to `RCPT` and report the reply"},

@@ -108,7 +108,8 @@ func (c *timingConn) times() (time.Time, time.Time) {
 }
 
 // Send submits one test message to addr over protocol proto and reports
-// the reply and its timings. timeout bounds each read and write.
+// the reply and its timings. timeout bounds each write and the whole wait
+// for each reply.
 func (p *Prober) Send(ctx context.Context, addr string, protocol Protocol, from, rcpt string, timeout time.Duration) SendResult {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
@@ -194,7 +195,13 @@ func sendSMTP(conn net.Conn, env proto.Envelope, msg []byte, timeout time.Durati
 	tp := textproto.NewConn(dc)
 	var log []string
 	read := func(cmd string) (int, string, error) {
+		dc.awaitReply()
 		code, text, err := tp.ReadResponse(0)
+		if dc.failed != nil {
+			// bufio hands a line cut short by a read error (a timeout)
+			// over as if it were whole: it is no reply.
+			return 0, "", fmt.Errorf("%s: %w", cmd, dc.failed)
+		}
 		if err != nil && code == 0 {
 			return 0, "", fmt.Errorf("%s: %w", cmd, err)
 		}
@@ -271,12 +278,14 @@ const maxSMTPRead = 1 << 20
 // errTooMuch ends a dialogue with a server that talks too much.
 var errTooMuch = fmt.Errorf("server sent more than %d bytes of replies", maxSMTPRead)
 
-// deadlined sets a fresh deadline before each read and write, and caps
-// what is read.
+// deadlined sets a fresh deadline before each write, one deadline for
+// each reply (awaitReply: a server trickling a reply cannot stretch it),
+// and caps what is read.
 type deadlined struct {
 	conn    net.Conn
 	timeout time.Duration
 	read    int
+	failed  error // the first read error
 }
 
 func (d *deadlined) Read(p []byte) (int, error) {
@@ -286,10 +295,18 @@ func (d *deadlined) Read(p []byte) (int, error) {
 	if len(p) > maxSMTPRead-d.read {
 		p = p[:maxSMTPRead-d.read]
 	}
-	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
 	n, err := d.conn.Read(p)
 	d.read += n
+	if err != nil && d.failed == nil {
+		d.failed = err
+	}
 	return n, err
+}
+
+// awaitReply starts the wait for a reply: it must be complete within the
+// timeout.
+func (d *deadlined) awaitReply() {
+	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
 }
 
 func (d *deadlined) Write(p []byte) (int, error) {
