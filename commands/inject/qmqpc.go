@@ -14,7 +14,8 @@ import (
 
 // QmqpcMain is qbox run as qmail-qmqpc: the qmail-queue interface (message
 // on fd 0, envelope on fd 1) forwarded over QMQP to the servers in
-// $QMAILHOME/control/qmqpservers, so it can stand in as mini-qmail's
+// $QMQPSERVERS, else $QMAILHOME/control/qmqpservers (the same order as
+// inject and sendmail), so it can stand in as mini-qmail's
 // bin/qmail-queue or be named by $QMAILQUEUE. It exits with qmail-queue
 // codes: 0 accepted, 31 D, 71 Z, 72 the last connection timed out, 73 it
 // was refused, 74 communication failed after connecting, 91 malformed
@@ -32,21 +33,32 @@ func Qmqpc(ctx context.Context, msg, envelope io.Reader, stderr io.Writer, geten
 		fmt.Fprintf(stderr, "qmail-qmqpc: "+format+"\n", a...)
 		return code
 	}
-	path := ControlFile(getenv)
-	lines, err := ReadServersFile(path)
-	if err != nil {
-		return fail(qmailqueue.ExitConfig, "unable to read %s: %v", path, err)
-	}
-	var servers []string
-	for _, s := range lines {
-		// qmail takes IPv4 addresses only and skips other lines; qbox also
-		// takes host names and host:port, and skips what is neither.
-		if checkServer(s) == nil {
-			servers = append(servers, s)
+	servers := splitList(getenv("QMQPSERVERS"))
+	if len(servers) > 0 {
+		// Set by the caller for this run, as for inject and sendmail:
+		// a server that is not one is an error, not skipped.
+		for _, s := range servers {
+			if err := checkServer(s); err != nil {
+				return fail(qmailqueue.ExitConfig, "$QMQPSERVERS: %v", err)
+			}
 		}
-	}
-	if len(servers) == 0 {
-		return fail(qmailqueue.ExitConfig, "no usable QMQP server in %s", path)
+	} else {
+		path := ControlFile(getenv)
+		lines, err := ReadServersFile(path)
+		if err != nil {
+			return fail(qmailqueue.ExitConfig, "unable to read %s: %v", path, err)
+		}
+		for _, s := range lines {
+			// qmail takes IPv4 addresses only and skips other lines;
+			// qbox also takes host names and host:port, and skips
+			// what is neither.
+			if checkServer(s) == nil {
+				servers = append(servers, s)
+			}
+		}
+		if len(servers) == 0 {
+			return fail(qmailqueue.ExitConfig, "no usable QMQP server in %s", path)
+		}
 	}
 
 	src, err := OpenSource(msg, 0)

@@ -50,8 +50,11 @@ func AppendEnvelope(dst []byte, env proto.Envelope) []byte {
 
 // ReadEnvelope reads one envelope in the qmail-queue format. The first
 // item must be F<sender>; then T<rcpt> items until an empty item. Any
-// other item, EOF before the terminator, or an address over MaxAddress
-// bytes is an *EnvelopeError; read errors are returned as they are.
+// other item, EOF before the terminator, an address over MaxAddress
+// bytes, one holding CR or LF, or an empty recipient is an
+// *EnvelopeError (proto.CheckSender and CheckRecipient, exit 91: such
+// an address is refused, never passed on to be rewritten or to split a
+// header line); read errors are returned as they are.
 // maxRecipients <= 0 means DefaultMaxRecipients. Bytes after the
 // terminator are not read (when r is not buffered).
 func ReadEnvelope(r io.Reader, maxRecipients int) (proto.Envelope, error) {
@@ -71,6 +74,9 @@ func ReadEnvelope(r io.Reader, maxRecipients int) (proto.Envelope, error) {
 		return env, &EnvelopeError{ExitBadEnvelope, "first item is not F<sender>"}
 	}
 	env.Sender = string(item[1:])
+	if err := proto.CheckSender(env.Sender); err != nil {
+		return env, &EnvelopeError{ExitBadEnvelope, "sender: " + err.Error()}
+	}
 	for {
 		item, err := readItem(br)
 		if err != nil {
@@ -85,7 +91,11 @@ func ReadEnvelope(r io.Reader, maxRecipients int) (proto.Envelope, error) {
 		if len(env.Recipients) >= maxRecipients {
 			return env, &EnvelopeError{ExitBadEnvelope, fmt.Sprintf("more than %d recipients", maxRecipients)}
 		}
-		env.Recipients = append(env.Recipients, string(item[1:]))
+		rcpt := string(item[1:])
+		if err := proto.CheckRecipient(rcpt); err != nil {
+			return env, &EnvelopeError{ExitBadEnvelope, "recipient: " + err.Error()}
+		}
+		env.Recipients = append(env.Recipients, rcpt)
 	}
 }
 

@@ -51,6 +51,14 @@ func TestEnvelopeMalformed(t *testing.T) {
 		{"Fs@x\x00Tr@y", ExitBadEnvelope},
 		{"F" + long + "\x00\x00", ExitAddressTooLong},
 		{"Fs\x00T" + long + "\x00\x00", ExitAddressTooLong},
+		// Addresses holding CR or LF, and the empty recipient, are
+		// refused, never passed on to split a header line or be
+		// rewritten (NUL ends an item, so it cannot be inside one).
+		{"F\x00Troot\nx\x00\x00", ExitBadEnvelope},
+		{"F\x00Troot@x\r\x00\x00", ExitBadEnvelope},
+		{"Fme@x\nX-Injected: y\x00Troot@x\x00\x00", ExitBadEnvelope},
+		{"Fs@x\x00T\x00\x00", ExitBadEnvelope},
+		{"Fs@x\x00Ta@x\x00T\x00\x00", ExitBadEnvelope},
 	}
 	for _, tc := range cases {
 		_, err := ReadEnvelope(strings.NewReader(tc.in), 0)
@@ -146,6 +154,9 @@ func FuzzReadEnvelope(f *testing.F) {
 		}
 		if len(env.Sender) > MaxAddress || len(env.Recipients) > 50 {
 			t.Fatalf("limits exceeded: %d-byte sender, %d recipients", len(env.Sender), len(env.Recipients))
+		}
+		if err := proto.CheckEnvelope(env); err != nil {
+			t.Fatalf("accepted %+v: %v", env, err)
 		}
 		// What was accepted re-encodes to a prefix of the input.
 		if enc := EncodeEnvelope(env); !bytes.HasPrefix(b, enc) {
