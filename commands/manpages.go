@@ -73,8 +73,8 @@ loopback or a private network and list the clients with --allow.
 
 ENVIRONMENT
 
-   QMQPSERVERS    QMQP servers (comma or space separated) for inject, the
-                  sendmail personalities and bounces
+   QMQPSERVERS    QMQP servers (comma or space separated) for inject,
+                  qmail-qmqpc, the sendmail personalities and bounces
    QMAILHOME      where control/qmqpservers, control/me and friends are
                   (default /var/qmail)
    QBOX_SPOOL     the sendmail spool (default /var/spool/qbox when
@@ -107,6 +107,15 @@ server in $QMQPSERVERS or $QMAILHOME/control/qmqpservers that takes the
 connection. Several addresses in one argument ("a@x, b@y") are split. A line
 holding only "." does not end the message: the message is all of stdin.
 
+An address holding CR, LF or NUL (an argument, -f, a -t header field, a -bs
+MAIL or RCPT) and an empty recipient are refused, never rewritten: exit 64 for
+an argument, 65 for the message's header, 553 in -bs. A full name (-F,
+$QMAILNAME, $MAILNAME, $NAME) holding CR, LF or NUL is refused with 64, not
+encoded, when it would go into an added From: it never splits a header. In
+-bs only CRLF "." CRLF ends DATA; a "." line before or after a bare LF is text
+(Postfix's smtpd_forbid_bare_newline = normalize), so no second message can be
+smuggled inside one.
+
 When no server takes the message right now (none configured, none reachable,
 Z), it is written, fsync'd, into the spool ($QBOX_SPOOL, else /var/spool/qbox
 when writable, else ~/.qbox/spool) and sendmail exits 0: a relay outage never
@@ -129,7 +138,8 @@ OPTIONS
    -f SENDER      envelope sender (-f '<>' is the null sender); also the
                   user and host of an added From
    -r SENDER      the same as -f
-   -F NAME        the full name in an added From
+   -F NAME        the full name in an added From (refused with CR, LF or
+                  NUL)
    -v             say what happened on stderr
    -bm            send a message (the default)
    -bs            an SMTP session on stdin and stdout (HELO, EHLO, MAIL,
@@ -142,8 +152,10 @@ OPTIONS
 EXIT STATUS
 
    0    sent, or safely spooled
-   64   bad usage: no recipients, an unsupported -b mode
-   65   a bad address or header
+   64   bad usage: no recipients, an unsupported -b mode, a bad address
+        in an argument, a name or address from the environment with CR,
+        LF or NUL
+   65   a bad address or header in the message
    69   the server rejected the message (D)
    74   reading the message failed
    75   neither sent nor spooled; with -q: mail remains in the spool`,
@@ -160,7 +172,10 @@ QMAILDEFAULTHOST and friends, then the message goes over QMQP to
 $QMQPSERVERS or control/qmqpservers, or into the spool when no server takes
 it. Options are parsed strictly, as qmail-inject does: an unknown one is a
 usage error. A message with no recipient at all is refused (qmail-inject
-would silently lose it).
+would silently lose it). An address holding CR, LF or NUL (an argument, -f, a
+header field), an empty recipient, and a full name ($QMAILNAME, $MAILNAME,
+$NAME) holding CR, LF or NUL that would go into an added From are refused with
+100, never rewritten or encoded.
 
 OPTIONS
 
@@ -202,7 +217,8 @@ Always 0 (a spool that does not exist yet is an empty one).`,
 			UsageText: `qmail-qmqpc < message 1< envelope`,
 			Description: `Reads a message on descriptor 0 and a qmail-queue envelope (F sender, T
 recipients) on descriptor 1, and sends them untouched over QMQP to the
-servers in $QMAILHOME/control/qmqpservers, tried in order; the next one only
+servers in $QMQPSERVERS (comma or space separated), else in
+$QMAILHOME/control/qmqpservers, tried in order; the next one only
 when the connection to this one fails. It can stand in as mini-qmail's
 bin/qmail-queue (a link to qbox named qmail-queue behaves the same), be
 named by $QMAILQUEUE, or serve as qbox serve's
@@ -220,12 +236,14 @@ qmail-queue's codes:
    0    the server accepted the message (K)
    31   the server rejected it (D)
    54   reading the message or envelope failed
-   55   no usable server in control/qmqpservers
+   55   no usable server in control/qmqpservers, or a bad one in
+        $QMQPSERVERS
    71   the server deferred it (Z)
    72   the last connection timed out
    73   the last connection was refused
    74   communication failed after connecting
-   91   a malformed envelope`,
+   91   a malformed envelope, an address in it with CR or LF, an empty
+        recipient`,
 		}},
 		{1, &cli.App{
 			Name:      "maildirqmtp",

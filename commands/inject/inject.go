@@ -59,7 +59,10 @@ deliver it twice. Retry later instead (exit 111).
 
 Recipients: the arguments, plus with -t those in To, Cc and Bcc (Resent-To,
 Resent-Cc and Resent-Bcc when the message has Resent- fields). A message with no
-recipient at all is refused (qmail-inject would silently lose it).
+recipient at all is refused (qmail-inject would silently lose it). An address
+holding CR, LF or NUL (an argument, --from, a header field), an empty recipient,
+and a full name holding CR, LF or NUL that would go into an added From are
+refused (exit 100), never rewritten or encoded.
 
 Memory stays small for any size: a file on stdin is streamed from disk; a pipe is
 held in memory up to 2 MiB, then spooled to a temporary file in $TMPDIR.
