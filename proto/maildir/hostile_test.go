@@ -285,3 +285,52 @@ func TestScanReportsUnsendableFiles(t *testing.T) {
 		t.Errorf("empty Delivered-To: entries %+v, malformed %v", res.Entries, res.Malformed)
 	}
 }
+
+// A malformed regular file can be read whole (to report it before it
+// expires); a planted symlink or FIFO, or a file replaced since the scan,
+// cannot.
+func TestMalformedOpen(t *testing.T) {
+	dir := newMaildir(t)
+	secret, text := secretFile(t)
+	content := "Subject: no envelope\n\nbody\n"
+	put(t, dir, "new", "plain", content, time.Now())
+	put(t, dir, "new", "swapped", "no envelope either\n", time.Now())
+	if err := os.Symlink(secret, filepath.Join(dir, "new", "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "new", "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Scan(dir, ScanOptions{Prefix: "p-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "new", "link"), filepath.Join(dir, "new", "swapped")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"new/plain", "new/swapped", "new/link", "new/fifo"} {
+		m, ok := malformedNamed(res, name)
+		if !ok {
+			t.Fatalf("%s not reported", name)
+		}
+		r, f, err := m.Open()
+		if name == "new/plain" {
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			b, _ := io.ReadAll(r)
+			f.Close()
+			if string(b) != content {
+				t.Errorf("%s read %q", name, b)
+			}
+			continue
+		}
+		if err == nil {
+			b, _ := io.ReadAll(r)
+			f.Close()
+			t.Errorf("%s opened: %q", name, b)
+		} else if strings.Contains(err.Error(), text) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: error %v", name, err)
+		}
+	}
+}

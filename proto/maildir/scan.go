@@ -117,9 +117,30 @@ type Malformed struct {
 	// from here.
 	ModTime time.Time
 	Size    int64
+
+	id fileID // a regular file the scan opened; zero for anything else
 }
 
 func (m Malformed) Error() string { return m.Name + ": " + m.Reason }
+
+// Open opens the whole malformed file for reading (to attach it to a
+// report before it is removed), the same way OpenMessage does: only when
+// the scan found a regular file and it is still that file, unchanged in
+// size. A symlink, FIFO or file replaced since the scan is never opened.
+func (m *Malformed) Open() (io.Reader, *os.File, error) {
+	if m.id == (fileID{}) {
+		return nil, nil, errors.New(m.Name + ": not a regular file the scan read; not opened")
+	}
+	f, st, err := openRegular(m.Path, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", m.Name, err)
+	}
+	if st.id != m.id || st.size != m.Size {
+		f.Close()
+		return nil, nil, errors.New(m.Name + ": replaced or changed since the scan; not opened")
+	}
+	return io.NewSectionReader(f, 0, m.Size), f, nil
+}
 
 // ScanOptions controls Scan.
 type ScanOptions struct {
@@ -206,7 +227,7 @@ func Scan(dir string, opt ScanOptions) (*ScanResult, error) {
 			case errors.Is(err, errForeign):
 				skips = append(skips, skipped{name, st.mtime})
 			case err != nil:
-				res.Malformed = append(res.Malformed, Malformed{Path: path, Name: name, Reason: err.Error(), ModTime: st.mtime, Size: st.size})
+				res.Malformed = append(res.Malformed, Malformed{Path: path, Name: name, Reason: err.Error(), ModTime: st.mtime, Size: st.size, id: st.id})
 			default:
 				res.Entries = append(res.Entries, Entry{
 					Path: path, Name: name, Sender: env.sender, Recipient: env.recipient,
