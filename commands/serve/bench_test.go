@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"qbox/commands/serve"
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
@@ -276,5 +277,121 @@ func BenchmarkConcurrentSessionsRSS(b *testing.B) {
 	b.ReportMetric(128, "target-MiB")
 	if n := countFiles(b, filepath.Join(dir, "new")); n != sessions*b.N {
 		b.Fatalf("%d files stored, want %d", n, sessions*b.N)
+	}
+}
+
+// largestEnvelope is the largest legal envelope at serve's defaults:
+// 10,000 recipients (--max-recipients) of 1,000 bytes (the address
+// limit), with a 1,000-byte sender.
+func largestEnvelope() proto.Envelope {
+	addr := func(i int) string {
+		local := fmt.Sprintf("r%05d.", i)
+		return local + strings.Repeat("x", 1000-len(local)-len("@example.test")) + "@example.test"
+	}
+	env := proto.Envelope{Sender: addr(99999)}
+	for i := range 10000 {
+		env.Recipients = append(env.Recipients, addr(i))
+	}
+	return env
+}
+
+// --max-conns (200) sessions at once, each sending the largest legal
+// envelope at the defaults, all held just before their final byte so
+// every envelope is in the server at the same time: serve's peak RSS,
+// beside the target of 128 MiB. (Before --envelope-memory this took
+// 2.5 GiB.) Envelopes that do not fit in --envelope-memory get Z
+// (QMQP) or their recipients beyond it Z (QMTP); the figures say how
+// many recipients got K.
+func BenchmarkLargestEnvelopesRSS(b *testing.B) {
+	const sessions = serve.DefaultMaxConns
+	env := largestEnvelope()
+	msg := []byte("Subject: the largest envelope\n\nbody\n")
+	for _, p := range []string{"QMQP", "QMTP"} {
+		b.Run(p, func(b *testing.B) {
+			dir := b.TempDir()
+			s := startServe(b, "--maildir", dir, "--timeout", "300s")
+			var pkg []byte
+			addr := s.qmqp
+			if p == "QMQP" {
+				var items []byte
+				items = netstring.Append(items, msg)
+				items = netstring.AppendString(items, env.Sender)
+				for _, r := range env.Recipients {
+					items = netstring.AppendString(items, r)
+				}
+				pkg = netstring.Append(nil, items)
+			} else {
+				pkg = qmtpPackage(msg, false, env.Sender, env.Recipients...)
+				addr = s.qmtp
+			}
+			nReplies := 1
+			if p == "QMTP" {
+				nReplies = len(env.Recipients)
+			}
+			var accepted int64
+			for b.Loop() {
+				var sent, wg sync.WaitGroup
+				var mu sync.Mutex
+				release := make(chan struct{})
+				errs := make(chan error, sessions)
+				for range sessions {
+					sent.Add(1)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						c, err := net.Dial("tcp", addr)
+						if err != nil {
+							sent.Done()
+							errs <- err
+							return
+						}
+						defer c.Close()
+						c.SetWriteDeadline(time.Now().Add(300 * time.Second))
+						_, err = c.Write(pkg[:len(pkg)-1])
+						sent.Done()
+						if err != nil {
+							errs <- err
+							return
+						}
+						<-release // every session's envelope is in the server now
+						if _, err := c.Write(pkg[len(pkg)-1:]); err != nil {
+							errs <- err
+							return
+						}
+						rs, err := readReplies(c, nReplies, 300*time.Second)
+						if err != nil {
+							errs <- fmt.Errorf("replies: %v", err)
+							return
+						}
+						k := 0
+						for _, r := range rs {
+							if r.Status == proto.OK {
+								k++
+							} else if r.Status == proto.Permanent {
+								errs <- fmt.Errorf("D reply %q", r.String())
+								return
+							}
+						}
+						mu.Lock()
+						accepted += int64(k * (len(env.Recipients) / nReplies))
+						mu.Unlock()
+					}()
+				}
+				sent.Wait()
+				close(release)
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(peakRSS(b, s.cmd.Process.Pid), "peak-RSS-MiB")
+			b.ReportMetric(128, "target-MiB")
+			b.ReportMetric(float64(accepted)/float64(b.N), "rcpts-K")
+			if n := countFiles(b, filepath.Join(dir, "new")); int64(n) != accepted {
+				b.Fatalf("%d files stored, %d recipients got K", n, accepted)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -38,5 +39,28 @@ func TestTenThousandRecipientsUnderUlimit64(t *testing.T) {
 	}
 	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
 		t.Fatalf("%d files left in tmp/", n)
+	}
+}
+
+// --envelope-memory is the memory all sessions' envelopes share: a QMQP
+// envelope beyond it gets Z and nothing is stored, QMTP recipients beyond
+// it get Z and come again, and what fits is stored.
+func TestEnvelopeMemoryFlag(t *testing.T) {
+	dir := t.TempDir()
+	// Room for three recipients of 15 bytes (each counts 128 more).
+	s := startServe(t, "--maildir", dir, "--envelope-memory", strconv.Itoa(3*(15+128)))
+	rcpts := []string{"r1@example.test", "r2@example.test", "r3@example.test", "r4@example.test"}
+	msg := []byte("Subject: budget\n\nbody\n")
+	r, err := sendQMQP(t, s.qmqp, proto.Envelope{Sender: "a@example.test", Recipients: rcpts}, msg)
+	if err != nil || r.Status != proto.Temporary {
+		t.Fatalf("QMQP with 4 recipients: reply %q %v, want Z", r.String(), err)
+	}
+	mustK(t, s.qmqp, proto.Envelope{Sender: "a@example.test", Recipients: rcpts[:3]}, msg)
+	rs := qmtpRaw(t, s.qmtp, 4, qmtpPackage(msg, false, "a@example.test", rcpts...))
+	if rs[0].Status != proto.OK || rs[2].Status != proto.OK || rs[3].Status != proto.Temporary {
+		t.Fatalf("QMTP with 4 recipients: replies %s, want K K K Z", fmtReplies(rs))
+	}
+	if n := countFiles(t, filepath.Join(dir, "new")); n != 6 {
+		t.Fatalf("%d files in new/, want 6", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,6 +63,7 @@ packages, and lets running sessions finish within --grace.`,
 			&cli.StringFlag{Name: "max-size", Value: "10M", Usage: "largest message, in `BYTES` (suffix K, M or G for KiB, MiB, GiB)"},
 			&cli.IntFlag{Name: "max-recipients", Value: DefaultMaxRecipients, Usage: "most recipients per message"},
 			&cli.IntFlag{Name: "max-conns", Value: DefaultMaxConns, Usage: "most concurrent sessions; more connections wait briefly, then are closed"},
+			&cli.StringFlag{Name: "envelope-memory", Value: "32M", Usage: "`BYTES` of envelope addresses all sessions may hold at once (each address counts 128 bytes more); recipients beyond it get Z and come again later, so memory stays bounded however many sessions send large envelopes"},
 			&cli.DurationFlag{Name: "timeout", Value: DefaultTimeout, Usage: "idle timeout per read and write"},
 			&cli.DurationFlag{Name: "session-limit", Value: DefaultSessionLimit, Usage: "longest session"},
 			&cli.DurationFlag{Name: "grace", Value: DefaultGrace, Usage: "how long running sessions may finish after SIGTERM"},
@@ -86,6 +88,11 @@ func action(c *cli.Context) error {
 	if err != nil {
 		return exitcode.Usage("--max-size: %v", err)
 	}
+	envelopeMemory, err := ParseSize(c.String("envelope-memory"))
+	if err != nil {
+		return exitcode.Usage("--envelope-memory: %v", err)
+	}
+	setMemoryLimit(envelopeMemory)
 	allow, err := ParseAllow(c.StringSlice("allow"))
 	if err != nil {
 		return exitcode.Usage("--allow: %v", err)
@@ -110,20 +117,21 @@ func action(c *cli.Context) error {
 	}
 	_, relayAll := os.LookupEnv("RELAYCLIENT")
 	cfg := Config{
-		Backend:       backend,
-		Hostname:      c.String("hostname"),
-		Allow:         allow,
-		AllowQMTP:     allowQMTP,
-		RcptHosts:     rcptHosts,
-		Relay:         relay,
-		RelayAll:      relayAll && c.String("stdio") != "",
-		MaxSize:       maxSize,
-		MaxRecipients: c.Int("max-recipients"),
-		MaxConns:      c.Int("max-conns"),
-		Timeout:       c.Duration("timeout"),
-		SessionLimit:  c.Duration("session-limit"),
-		Grace:         c.Duration("grace"),
-		Logger:        logger,
+		Backend:        backend,
+		Hostname:       c.String("hostname"),
+		Allow:          allow,
+		AllowQMTP:      allowQMTP,
+		RcptHosts:      rcptHosts,
+		Relay:          relay,
+		RelayAll:       relayAll && c.String("stdio") != "",
+		MaxSize:        maxSize,
+		MaxRecipients:  c.Int("max-recipients"),
+		EnvelopeMemory: envelopeMemory,
+		MaxConns:       c.Int("max-conns"),
+		Timeout:        c.Duration("timeout"),
+		SessionLimit:   c.Duration("session-limit"),
+		Grace:          c.Duration("grace"),
+		Logger:         logger,
 	}
 	if rcptHosts == nil && openToAll(cfg.AllowFor(QMTP)) {
 		logger.Warn("QMTP is open to every address and no --rcpthosts limits its recipients: anyone can relay through this server")
@@ -237,4 +245,17 @@ func ParseAllow(list []string) ([]netip.Prefix, error) {
 		}
 	}
 	return out, nil
+}
+
+// setMemoryLimit gives the Go runtime a soft memory limit of the
+// envelope budget plus 64 MiB (buffers and the rest; the default: 96 MiB),
+// unless $GOMEMLIMIT sets one: without it the collector lets garbage grow
+// to the size of the live heap again, twice the budget's worth, before it
+// collects. Memory beyond the limit makes the collector work harder, it
+// never fails a session.
+func setMemoryLimit(envelopeMemory int64) {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		return
+	}
+	debug.SetMemoryLimit(envelopeMemory + 64<<20)
 }

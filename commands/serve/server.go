@@ -24,9 +24,16 @@ const (
 	DefaultMaxSize       = 10 << 20
 	DefaultMaxRecipients = 10000
 	DefaultMaxConns      = 200
-	DefaultTimeout       = 60 * time.Second
-	DefaultSessionLimit  = time.Hour
-	DefaultGrace         = 30 * time.Second
+	// DefaultEnvelopeMemory bounds the envelope addresses all sessions
+	// hold together: a lone session's largest legal envelope (10,000
+	// recipients of 1,000 bytes, about 11 MiB with their overhead) always
+	// fits, and --max-conns sessions sending such envelopes at once keep
+	// serve under 128 MiB; the recipients that do not fit get Z and come
+	// again.
+	DefaultEnvelopeMemory = 32 << 20
+	DefaultTimeout        = 60 * time.Second
+	DefaultSessionLimit   = time.Hour
+	DefaultGrace          = 30 * time.Second
 )
 
 // Protocol names, as used for listeners, --stdio and systemd socket names.
@@ -57,6 +64,11 @@ type Config struct {
 	RelayAll      bool
 	MaxSize       int64
 	MaxRecipients int
+	// EnvelopeMemory bounds the bytes of envelope addresses all sessions
+	// hold at once (proto.AddressCost each). A QMQP package whose
+	// envelope does not fit gets Z; QMTP recipients that do not fit get
+	// Z (#4.5.3) and come again in a later package.
+	EnvelopeMemory int64
 	// MaxConns bounds concurrent sessions. A connection beyond it waits
 	// up to QueueWait for a free slot (at most MaxConns of them wait),
 	// and is otherwise closed without a reply: a temporary failure for
@@ -81,6 +93,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConns <= 0 {
 		c.MaxConns = DefaultMaxConns
+	}
+	if c.EnvelopeMemory <= 0 {
+		c.EnvelopeMemory = DefaultEnvelopeMemory
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
@@ -138,7 +153,9 @@ func NewServer(cfg Config) (*Server, error) {
 		slots:       make(chan struct{}, cfg.MaxConns),
 		waiting:     make(chan struct{}, cfg.MaxConns),
 	}
+	envelopes := proto.NewBudget(cfg.EnvelopeMemory)
 	s.qmqp = &qmqp.Server{
+		Envelopes:    envelopes,
 		Backend:      cfg.Backend,
 		Limits:       qmqp.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients},
 		Timeout:      cfg.Timeout,
@@ -146,6 +163,7 @@ func NewServer(cfg Config) (*Server, error) {
 		Logger:       cfg.Logger,
 	}
 	s.qmtp = &qmtp.Server{
+		Envelopes:    envelopes,
 		Backend:      cfg.Backend,
 		Limits:       qmtp.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients},
 		Timeout:      cfg.Timeout,

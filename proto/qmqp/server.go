@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 
 	"qbox/netstring"
 	"qbox/proto"
@@ -74,6 +75,9 @@ var (
 	ReplyNoRecipients = proto.D("sorry, no recipients specified (#5.1.3)")
 	ReplyTooMany      = proto.D("sorry, too many recipients (#5.5.3)")
 	ReplyStoreFailed  = proto.Z("sorry, I can't store the message right now (#4.3.0)")
+	// ReplyBusy: the envelope did not fit in what the server's sessions
+	// may hold in memory together (Server.Envelopes).
+	ReplyBusy = proto.Z("sorry, too many recipients in flight right now, try again later (#4.3.2)")
 )
 
 // Server answers QMQP: one package and one reply per connection. The
@@ -89,6 +93,11 @@ type Server struct {
 	// Logger, if set, gets one line per message (the caller logs the
 	// connection from the Result).
 	Logger *slog.Logger
+	// Envelopes, if set, is the memory every session's envelope
+	// addresses are taken from (proto.AddressCost each), shared with
+	// other servers; a package whose envelope does not fit is read to the
+	// end and answered ReplyBusy. nil means unlimited (Limits alone).
+	Envelopes *proto.Budget
 }
 
 // Result summarises one session for the caller's log line.
@@ -148,6 +157,8 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 		res:  Result{Size: -1},
 	}
 	reply, err := ss.read()
+	// The envelope is Committed (or dropped) by now: its memory is free.
+	s.Envelopes.Give(ss.held)
 	if ss.delivery != nil {
 		// Still open: the package failed before Commit.
 		ss.delivery.Abort()
@@ -209,8 +220,30 @@ type session struct {
 	in       *bufio.Reader
 	res      Result
 	delivery proto.Delivery // open between Begin and Commit/Abort
-	rcpts    []string       // for the log line
+	rcpts    []string       // as read, for Commit and the log line
 	early    bool           // replying before the final byte (far too big)
+	held     int64          // taken from srv.Envelopes
+	busy     bool           // the envelope did not fit in srv.Envelopes
+}
+
+// take charges one address of n bytes to the server's envelope budget.
+func (ss *session) take(n int64) bool {
+	if ss.busy {
+		return false
+	}
+	c := proto.AddressCost(int(n))
+	if !ss.srv.Envelopes.Take(c) {
+		// The package gets Z whatever follows: give back what it
+		// holds at once, so the sessions that can finish do, rather
+		// than every session holding a part and none a whole.
+		ss.busy = true
+		ss.srv.Envelopes.Give(ss.held)
+		ss.held = 0
+		ss.rcpts = append([]string(nil), ss.rcpts[:min(len(ss.rcpts), 10)]...) // for the log line
+		return false
+	}
+	ss.held += c
+	return true
 }
 
 // Buffers are pooled: a busy server runs thousands of short sessions.
@@ -283,7 +316,6 @@ func (ss *session) read() (proto.Reply, error) {
 	ss.res.Sender = sender
 
 	// The recipients, up to the outer comma.
-	var rcpts []string
 	rcptsOK := true
 	for {
 		rb, err := items.Next(outer.Len())
@@ -297,7 +329,7 @@ func (ss *session) read() (proto.Reply, error) {
 			return proto.Reply{}, err
 		}
 		ss.res.Recipients++
-		if ss.res.Recipients > ss.lim.MaxRecipients {
+		if ss.res.Recipients > ss.lim.MaxRecipients || !ss.take(rb.Size()) {
 			if err := rb.Discard(); err != nil {
 				return proto.Reply{}, wrapRead("recipient", err)
 			}
@@ -308,9 +340,9 @@ func (ss *session) read() (proto.Reply, error) {
 			return proto.Reply{}, wrapRead("recipient", err)
 		}
 		rcptsOK = rcptsOK && ok
-		rcpts = append(rcpts, r)
+		ss.rcpts = append(ss.rcpts, r)
 	}
-	ss.rcpts = rcpts
+	rcpts := ss.rcpts
 
 	switch {
 	case tooBig:
@@ -321,6 +353,8 @@ func (ss *session) read() (proto.Reply, error) {
 		return ReplyNoRecipients, nil
 	case ss.res.Recipients > ss.lim.MaxRecipients:
 		return ReplyTooMany, nil
+	case ss.busy:
+		return ReplyBusy, nil
 	case storeErr != nil:
 		ss.logStoreError(storeErr)
 		return ReplyStoreFailed, nil
@@ -402,7 +436,11 @@ func readAddress(b *netstring.Body, max int, check func(string) error) (addr str
 	if err := b.Close(); err != nil {
 		return "", false, err
 	}
-	addr = string(buf)
+	if len(buf) > 0 {
+		// buf is never written again: the string shares it rather than
+		// copy it (10,000 recipients per session, --max-conns sessions).
+		addr = unsafe.String(&buf[0], len(buf))
+	}
 	return addr, check(addr) == nil, nil
 }
 

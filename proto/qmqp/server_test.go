@@ -627,3 +627,31 @@ func TestServerPostfixQmqpSource(t *testing.T) {
 		})
 	}
 }
+
+// Envelopes bounds what all sessions hold: a package whose envelope does
+// not fit gets Z (the client comes again) and nothing is committed; what
+// a session took is given back when it ends, so the next one fits.
+func TestServerEnvelopeBudget(t *testing.T) {
+	b := &serverBackend{}
+	srv := newServerForTest(b)
+	budget := proto.NewBudget(3 * proto.AddressCost(len("r0@example.test")))
+	srv.Envelopes = budget
+	addr, out := serverStart(t, srv)
+	many := []string{"r0@example.test", "r1@example.test", "r2@example.test", "r3@example.test"}
+	if got := serverConverse(t, addr, serverPkg("m\n", "a@b", many...)); !bytes.Equal(got, serverWire(qmqp.ReplyBusy.String())) {
+		t.Fatalf("4 recipients over a budget of 3: reply %q, want %q", got, qmqp.ReplyBusy.String())
+	}
+	serverWaitOutcome(t, out)
+	for range 2 {
+		if got := serverConverse(t, addr, serverPkg("m\n", "a@b", many[:3]...)); !bytes.Contains(got, []byte(":K")) {
+			t.Fatalf("3 recipients: reply %q, want K", got)
+		}
+		serverWaitOutcome(t, out)
+	}
+	if _, _, committed := b.counts(); committed != 2 {
+		t.Fatalf("%d messages committed, want 2", committed)
+	}
+	if !budget.Take(3 * proto.AddressCost(len("r0@example.test"))) {
+		t.Fatal("the sessions did not give back the whole budget")
+	}
+}

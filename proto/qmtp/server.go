@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 
 	"qbox/netstring"
 	"qbox/proto"
@@ -108,6 +109,11 @@ type Server struct {
 	// may send to it (qmail's rcpthosts and RELAYCLIENT); a refused one
 	// gets ReplyRelayDenied.
 	RecipientAllowed func(remoteIP, rcpt string) bool
+	// Envelopes, if set, is the memory every session's recipient
+	// addresses are taken from (proto.AddressCost each), shared with
+	// other servers; recipients that do not fit get ReplyTooMany (Z) and
+	// come again in a later package. nil means unlimited (Limits alone).
+	Envelopes *proto.Budget
 }
 
 // Result summarises one session for the caller's log line.
@@ -322,7 +328,10 @@ func (ss *serverSession) onePackage() error {
 	}
 	items := netstring.NewReader(list)
 	var rcpts []serverRcpt
-	n := 0 // recipients sent; those past MaxRecipients are not kept
+	n := 0 // recipients sent; those past MaxRecipients or the budget are not kept
+	var held int64
+	defer func() { ss.srv.Envelopes.Give(held) }()
+	full := false // the budget refused one: keep none after it, replies stay in order
 	for {
 		rb, err := items.Next(list.Len())
 		if err == io.EOF {
@@ -335,7 +344,14 @@ func (ss *serverSession) onePackage() error {
 			return fmt.Errorf("%w: recipient of %d bytes overruns the recipient list", ErrProtocol, rb.Size())
 		}
 		n++
-		if n > ss.lim.MaxRecipients {
+		if !full && n <= ss.lim.MaxRecipients {
+			if c := proto.AddressCost(int(rb.Size())); ss.srv.Envelopes.Take(c) {
+				held += c
+			} else {
+				full = true
+			}
+		}
+		if n > ss.lim.MaxRecipients || full {
 			if err := rb.Discard(); err != nil {
 				return serverReadError("recipient", err)
 			}
@@ -551,7 +567,11 @@ func readServerAddress(b *netstring.Body, max int, check func(string) error) (ad
 	if err := b.Close(); err != nil {
 		return "", false, err
 	}
-	addr = string(buf)
+	if len(buf) > 0 {
+		// buf is never written again: the string shares it rather than
+		// copy it (10,000 recipients per session, --max-conns sessions).
+		addr = unsafe.String(&buf[0], len(buf))
+	}
 	return addr, check(addr) == nil, nil
 }
 

@@ -591,3 +591,28 @@ func TestServerShutdown(t *testing.T) {
 	}
 	equalReplies(t, <-replies, []string{"Kok 1"})
 }
+
+// Envelopes bounds what all sessions hold: recipients beyond it get Z
+// (#4.5.3) and come again in a later package; each package gives back
+// what it took.
+func TestServerEnvelopeBudget(t *testing.T) {
+	b := &serverBackend{}
+	srv := newServerForTest(b)
+	budget := proto.NewBudget(2 * proto.AddressCost(len("k1@x")))
+	srv.Envelopes = budget
+	var send []byte
+	send = append(send, serverPkg(lf("m\n"), "a@b", "k1@x", "k2@x", "k3@x", "k4@x")...)
+	send = append(send, serverPkg(lf("m\n"), "a@b", "k3@x", "k4@x")...)
+	conn := &serverMemConn{r: bytes.NewReader(send)}
+	if _, err := srv.ServeConn(context.Background(), conn, proto.Peer{}); err != nil {
+		t.Fatal(err)
+	}
+	equalReplies(t, serverReadReplies(t, &conn.out), []string{
+		"Kok 1", "Kok 1", qmtp.ReplyTooMany.String(), qmtp.ReplyTooMany.String(),
+		"Kok 2", "Kok 2",
+	})
+	b.check(t)
+	if !budget.Take(2 * proto.AddressCost(len("k1@x"))) {
+		t.Fatal("the session did not give back the whole budget")
+	}
+}
