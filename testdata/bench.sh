@@ -36,4 +36,11 @@ out=testdata/bench-results.md
 echo
 cat "$out"
 echo
+# Point 6 of issue 10: serve's peak RSS with --max-conns sessions each
+# sending the largest legal envelope, beside its target.
+awk '/^BenchmarkLargestEnvelopesRSS/ {
+  name = $1; sub(/-[0-9]+$/, "", name); sub(/^BenchmarkLargestEnvelopesRSS\//, "", name)
+  for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
+  printf "serve memory, %s: peak RSS %s MiB with 200 sessions of the largest legal envelope (target %s MiB)\n", name, f["peak-RSS-MiB"], f["target-MiB"]
+}' "$raw"
 echo "bench: table written to $out (raw output: $raw)"
