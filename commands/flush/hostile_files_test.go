@@ -1,12 +1,17 @@
 package flush
 
 import (
+	"bytes"
+	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"qbox/proto/qmtp"
 )
 
 // A root flush-maildir of a maildir a less trusted user can write: a
@@ -64,4 +69,58 @@ func TestFlushNeverSendsPlantedFiles(t *testing.T) {
 			t.Errorf("%s removed; left: %s", name, left)
 		}
 	}
+}
+
+// The scan saw an honest file; before the message is read (here: while
+// the session connects), the planter swaps it for a symlink to a file
+// only root can read. The file sent is the file scanned, so nothing of
+// the swapped-in file reaches the server, and the run names the file.
+func TestFlushRefusesFileSwappedAfterScan(t *testing.T) {
+	addr, dest := serve(t)
+	src := newMaildir(t)
+	secret := "TOP-SECRET-" + t.Name()
+	shadow := filepath.Join(t.TempDir(), "shadow")
+	shadowText := "Return-Path: <root@example.test>\nDelivered-To: ppp-planter@evil.test\n\n" + secret + "\n"
+	if err := os.WriteFile(shadow, []byte(shadowText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name := "1700000001.swap.host"
+	enqueue(t, src, name, "s@example.test", "ppp-r@remote.test", []byte("Subject: honest\n\n"+strings.Repeat("honest\n", 40)), time.Minute)
+	connect := hostConnect(addr, &qmtp.Client{})
+	swapped := false
+	swapThenConnect := func(ctx context.Context) (net.Conn, string, error) {
+		if !swapped {
+			swapped = true
+			p := filepath.Join(src, "new", name)
+			if err := os.Symlink(shadow, p+".tmp"); err != nil {
+				t.Error(err)
+			}
+			if err := os.Rename(p+".tmp", p); err != nil {
+				t.Error(err)
+			}
+		}
+		return connect(ctx)
+	}
+	var out bytes.Buffer
+	sum, err := Run(context.Background(), Config{Dir: src, Prefix: "ppp-", Rounds: 1, Connect: swapThenConnect, Out: &out})
+	if err == nil || sum.Succeeded != 0 {
+		t.Errorf("run: %v %+v, want nothing delivered and the file left\n%s", err, sum, out.String())
+	}
+	if !swapped {
+		t.Fatal("the session never connected")
+	}
+	if !strings.Contains(out.String(), "new/"+name) {
+		t.Errorf("the swapped file is not named:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), secret) {
+		t.Errorf("output shows the secret:\n%s", out.String())
+	}
+	got, _ := delivered(t, dest)
+	for rcpt, m := range got {
+		t.Errorf("delivered to %s: %q", rcpt, m.body)
+	}
+	if b, err := os.ReadFile(shadow); err != nil || string(b) != shadowText {
+		t.Errorf("the target changed: %q %v", b, err)
+	}
+	t.Logf("run output:\n%s", out.String())
 }
