@@ -18,6 +18,7 @@ import (
 
 	"qbox/commands/exitcode"
 	"qbox/commands/inject"
+	"qbox/commands/interrupt"
 	"qbox/proto/bounce"
 	"qbox/proto/mxps"
 	"qbox/proto/qmqp"
@@ -44,8 +45,12 @@ over QMQP (--bounce-server, else $QMQPSERVERS or control/qmqpservers) and
 removed once the bounce is accepted. A server that cannot be reached never
 causes a removal or a bounce. One flush per maildir runs at a time.
 
-Exit status: 0 nothing left, 111 messages remain or the server could not be
-reached, 100 usage or configuration error.`,
+On SIGINT, SIGTERM or SIGHUP no further message is started; the replies
+already owed are read (within --read-timeout), what got K is removed, the
+summary is printed and the exit status is 111. A second signal stops at once.
+
+Exit status: 0 nothing left, 111 messages remain, the server could not be
+reached or the run was interrupted, 100 usage or configuration error.`,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "lifetime", Value: DefaultLifetime, Usage: "bounce a deferred message older than `D` (serialmail: 1209600s)"},
 			&cli.BoolFlag{Name: "no-bounce", Usage: "keep permanently failed messages instead of bouncing them"},
@@ -102,7 +107,9 @@ func action(c *cli.Context) error {
 		cfg.Progress = f
 	}
 
-	ctx := c.Context
+	sig := interrupt.Catch(c.Context, c.App.ErrWriter, "qbox flush-maildir")
+	defer sig.Release()
+	ctx := sig.Context
 	if domain != "" {
 		connect, err := mxpsConnect(ctx, domain, c.String("resolver"), c.String("qmtp-port"), &cfg.Client)
 		if err != nil {
@@ -205,7 +212,9 @@ func bounceServers(flags []string, getenv func(string) string) ([]string, error)
 // host`, bouncing permanent failures and giving up on messages deferred
 // for 14 days, exit 0/100/111.
 func MaildirqmtpMain(args []string) int {
-	return maildirqmtp(context.Background(), args, os.Stdout, os.Stderr, os.Getenv)
+	sig := interrupt.Catch(context.Background(), os.Stderr, "maildirqmtp")
+	defer sig.Release()
+	return maildirqmtp(sig.Context, args, os.Stdout, os.Stderr, os.Getenv)
 }
 
 func maildirqmtp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {

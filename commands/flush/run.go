@@ -82,6 +82,10 @@ type Summary struct {
 	Seconds   float64 `json:"seconds"`
 	// Unreachable is set when no session could be opened.
 	Unreachable string `json:"unreachable,omitempty"`
+	// Interrupted is set when a signal stopped the run: no package was
+	// started after it, the replies owed were read (a second signal cuts
+	// that short), and what is left stays for the next run.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 // ErrLocked means another flush holds the maildir.
@@ -93,7 +97,9 @@ var ErrRemaining = errors.New("messages remain in the maildir")
 // Run flushes the maildir. It returns the summary and nil when nothing is
 // left; ErrRemaining when files stay for a later run; a *qmtp.ConnectError
 // (or the Connect function's error) when no server could be reached; an
-// error wrapping ErrLocked when another flush runs.
+// error wrapping ErrLocked when another flush runs; an error wrapping
+// proto.ErrInterrupted when ctx's stop-starting channel (see
+// proto.WithStopStarting) closed during the run.
 func Run(ctx context.Context, cfg Config) (Summary, error) {
 	start := time.Now()
 	now := cfg.Now
@@ -124,6 +130,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 	}
 
+	if proto.StoppedStarting(ctx) {
+		r.sum.Interrupted = true
+		if runErr == nil {
+			runErr = fmt.Errorf("flush: %w", proto.ErrInterrupted)
+		}
+	}
 	r.sum.Seconds = time.Since(start).Seconds()
 	if res, err := maildir.Scan(cfg.Dir, maildir.ScanOptions{Prefix: cfg.Prefix, TmpMaxAge: -1}); err == nil {
 		r.sum.Remaining = len(res.Entries) + len(res.Malformed)
@@ -158,6 +170,9 @@ type runner struct {
 
 func (r *runner) run(ctx context.Context) error {
 	for round := 0; round < r.cfg.Rounds; round++ {
+		if proto.StoppedStarting(ctx) {
+			return fmt.Errorf("flush: %w", proto.ErrInterrupted)
+		}
 		res, err := maildir.Scan(r.cfg.Dir, maildir.ScanOptions{Prefix: r.cfg.Prefix, Now: r.now()})
 		if err != nil {
 			return err
@@ -191,6 +206,9 @@ func (r *runner) run(ctx context.Context) error {
 		if replies < 0 {
 			// A failed connect: nothing was sent, nothing is touched.
 			r.sum.Unreachable = err.Error()
+			return err
+		}
+		if errors.Is(err, proto.ErrInterrupted) {
 			return err
 		}
 		if err == nil || replies == 0 || ctx.Err() != nil {
@@ -452,6 +470,9 @@ func (r *runner) report() {
 	line += fmt.Sprintf("; %d bytes sent in %.1fs", s.BytesSent, s.Seconds)
 	if s.Unreachable != "" {
 		line += "; server unreachable"
+	}
+	if s.Interrupted {
+		line += "; interrupted"
 	}
 	line += fmt.Sprintf("; %d left", s.Remaining)
 	fmt.Fprintln(r.cfg.Out, line)

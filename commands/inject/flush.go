@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"qbox/commands/exitcode"
+	"qbox/commands/interrupt"
+	"qbox/proto"
 	"qbox/proto/qmqp"
 	"qbox/proto/spool"
 )
@@ -31,7 +33,17 @@ type FlushConfig struct {
 // is nil when nothing is left queued; otherwise it carries 111 (mail
 // remains, another run holds the lock, the spool is unreadable) or 100 (no
 // server configured).
+//
+// The first SIGINT, SIGTERM or SIGHUP lets the message under way get its
+// reply (and its file removed on K) and starts no other; the summary is
+// printed and the exit status is 111. A second signal stops at once.
 func Flush(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slog.Logger) error {
+	sig := interrupt.Catch(ctx, stderr, "inject")
+	defer sig.Release()
+	return flushSpool(sig.Context, cfg, stderr, log)
+}
+
+func flushSpool(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slog.Logger) error {
 	if len(cfg.Servers) == 0 {
 		return exitcode.Perm(ErrNoServers)
 	}
@@ -51,8 +63,15 @@ func Flush(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slog.Log
 	if err != nil {
 		return exitcode.Temp(err)
 	}
-	fmt.Fprintf(stderr, "inject: %d delivered, %d bounced, %d still queued in %s\n",
-		res.Delivered, res.Bounced, res.Remaining(), cfg.SpoolDir)
+	interrupted := ""
+	if res.Interrupted {
+		interrupted = " (interrupted)"
+	}
+	fmt.Fprintf(stderr, "inject: %d delivered, %d bounced, %d still queued in %s%s\n",
+		res.Delivered, res.Bounced, res.Remaining(), cfg.SpoolDir, interrupted)
+	if res.Interrupted {
+		return exitcode.Temp(fmt.Errorf("%w; %d files remain in %s", proto.ErrInterrupted, res.Remaining(), cfg.SpoolDir))
+	}
 	if res.Remaining() > 0 {
 		return exitcode.Temp(fmt.Errorf("%d files remain in %s", res.Remaining(), cfg.SpoolDir))
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"qbox/commands/inject"
+	"qbox/commands/interrupt"
 	"qbox/commands/spill"
 	"qbox/proto"
 	"qbox/proto/message"
@@ -395,7 +396,11 @@ func flushSpool(ctx context.Context, p *Process, verbose bool) int {
 		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(p.Stderr, &slog.HandlerOptions{Level: level}))
-	res, err := FlushSpool(ctx, sp, p.Getenv, log)
+	// A signal lets the message under way finish, then stops (a second
+	// one at once): see package interrupt.
+	sig := interrupt.Catch(ctx, p.Stderr, p.Prog)
+	defer sig.Release()
+	res, err := FlushSpool(sig.Context, sp, p.Getenv, log)
 	if errors.Is(err, spool.ErrLocked) {
 		p.errorf("another run is delivering %s; not starting a second one", dir)
 		return exTempFail
@@ -407,8 +412,11 @@ func flushSpool(ctx context.Context, p *Process, verbose bool) int {
 	for _, m := range res.Malformed {
 		p.errorf("malformed spool file %s left in place: %s", filepath.Join(dir, m.Name), m.Reason)
 	}
-	if verbose {
+	if verbose || res.Interrupted {
 		p.errorf("%d delivered, %d bounced, %d still queued in %s", res.Delivered, res.Bounced, res.Remaining(), dir)
+	}
+	if res.Interrupted {
+		return exTempFail
 	}
 	if res.Remaining() > 0 {
 		return exTempFail

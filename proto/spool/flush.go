@@ -45,10 +45,14 @@ type FlushResult struct {
 	Bounced   int
 	Deferred  int
 	Malformed []maildir.Malformed
+	// NotStarted counts the files left untried because the flush was
+	// asked to stop starting messages (Interrupted).
+	NotStarted  int
+	Interrupted bool
 }
 
 // Remaining is how many files are still queued after the run.
-func (r FlushResult) Remaining() int { return r.Deferred + len(r.Malformed) }
+func (r FlushResult) Remaining() int { return r.Deferred + r.NotStarted + len(r.Malformed) }
 
 // ErrLocked is wrapped when another process is flushing the spool.
 var ErrLocked = maildir.ErrLocked
@@ -60,6 +64,10 @@ var ErrLocked = maildir.ErrLocked
 // accepted; on Z or any transport failure it stays, with the error
 // recorded for mailq. An exclusive lock on the spool makes a second
 // concurrent Flush fail with ErrLocked instead of sending the same files.
+//
+// When ctx's stop-starting channel closes (proto.WithStopStarting), the
+// message being sent still gets its reply and its outcome; no further one
+// is started, and the result says Interrupted.
 func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error) {
 	var res FlushResult
 	log := cfg.Log
@@ -94,6 +102,14 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 	var unreachable error
 	for gi := range groups {
 		g := &groups[gi]
+		if proto.StoppedStarting(ctx) {
+			res.Interrupted = true
+			for _, rest := range groups[gi:] {
+				res.NotStarted += len(rest.Entries)
+			}
+			log.Warn("spool: interrupted; the rest stays queued", "messages", len(groups)-gi)
+			break
+		}
 		if unreachable == nil {
 			if err := ctx.Err(); err != nil {
 				unreachable = err

@@ -1,0 +1,52 @@
+package interrupt
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"qbox/proto"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// The first signal stops starting new work and leaves the context alive;
+// the second cancels it.
+func TestTwoSteps(t *testing.T) {
+	var stderr syncBuffer
+	f := Catch(context.Background(), &stderr, "test")
+	defer f.Release()
+	guard := time.After(30 * time.Second) // a guard, not a measure
+
+	syscall.Kill(syscall.Getpid(), syscall.SIGHUP)
+	select {
+	case <-proto.StopStarting(f.Context):
+	case <-guard:
+		t.Fatal("the first signal did not stop starting new work")
+	}
+	if f.Context.Err() != nil {
+		t.Fatal("the first signal cancelled the context")
+	}
+	if !f.Interrupted() {
+		t.Error("Interrupted() is false after a signal")
+	}
+
+	syscall.Kill(syscall.Getpid(), syscall.SIGTERM)
+	select {
+	case <-f.Context.Done():
+	case <-guard:
+		t.Fatal("the second signal did not cancel the context")
+	}
+}
