@@ -80,7 +80,9 @@ func TestFlushRefusesFileSwappedAfterScan(t *testing.T) {
 	src := newMaildir(t)
 	secret := "TOP-SECRET-" + t.Name()
 	shadow := filepath.Join(t.TempDir(), "shadow")
-	shadowText := "Return-Path: <root@example.test>\nDelivered-To: ppp-planter@evil.test\n\n" + secret + "\n"
+	// Longer than the honest file, so all the bytes the scan promised
+	// could be read from it.
+	shadowText := "Return-Path: <root@example.test>\nDelivered-To: ppp-planter@evil.test\n\n" + strings.Repeat(secret+"\n", 100)
 	if err := os.WriteFile(shadow, []byte(shadowText), 0o600); err != nil {
 		t.Fatal(err)
 	}
