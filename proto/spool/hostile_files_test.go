@@ -113,6 +113,9 @@ func TestFlushReportsPlantedAndUnreadableFiles(t *testing.T) {
 	if strings.Contains(out.String(), secret) {
 		t.Errorf("mailq shows the secret:\n%s", out.String())
 	}
+	if !strings.Contains(out.String(), " 30d0h ") {
+		t.Errorf("mailq does not show how old the unreadable files are:\n%s", out.String())
+	}
 }
 
 // The empty recipient is not an address: it is refused where it enters

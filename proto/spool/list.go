@@ -44,7 +44,12 @@ func (s *Spool) WriteListing(w io.Writer, now time.Time) (int, error) {
 		}
 	}
 	for _, m := range res.Malformed {
-		fmt.Fprintf(w, "%-19s %7s %9s  malformed %s: %s\n", "", "", "", m.Name, proto.Printable(m.Reason, 200))
+		// Its age, so a file nobody can send is seen to be getting old.
+		queuedAt, age := "", ""
+		if !m.ModTime.IsZero() {
+			queuedAt, age = m.ModTime.Local().Format("2006-01-02 15:04:05"), Age(now.Sub(m.ModTime))
+		}
+		fmt.Fprintf(w, "%-19s %7s %9d  malformed %s: %s\n", queuedAt, age, m.Size, proto.Printable(m.Name, 200), proto.Printable(m.Reason, 200))
 	}
 	n := len(res.Entries) + len(res.Malformed)
 	plural := "s"
