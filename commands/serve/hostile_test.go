@@ -160,7 +160,8 @@ func TestHostileEnvelopeRefused(t *testing.T) {
 // --queue-timeout bounds the hand-off and the queue program's exit status
 // decides: a program that leaves a child holding its stdout and stderr
 // and exits 0 gets K at its exit; one still running at the timeout gets Z
-// (and its process group is killed).
+// (and its process group is killed). Its fd 6 text reaches the client
+// without CR or LF.
 func TestQueueProgramExitDecides(t *testing.T) {
 	work := t.TempDir()
 	script := filepath.Join(work, "qq")
@@ -168,6 +169,7 @@ func TestQueueProgramExitDecides(t *testing.T) {
 cat > /dev/null || exit 54
 cat <&1 > /dev/null || exit 54
 if [ -f "$1/stall" ]; then sleep 1000; exit 0; fi
+if [ -f "$1/custom" ]; then printf 'Dbad\nX: y' >&6; exit 82; fi
 sleep 1000 &
 echo $! >> "$1/pids"
 echo "a line on stderr" >&2
@@ -192,6 +194,16 @@ exit 0
 			t.Fatalf("QMTP reply %s, want K", fmtReplies(rs))
 		}
 	}
+	// A custom reply on fd 6 (exit 82) reaches the client on one line.
+	os.WriteFile(filepath.Join(work, "custom"), nil, 0600)
+	if r, err := sendQMQP(t, s.qmqp, env, msg); err != nil || r.String() != "Dbad X: y" {
+		t.Fatalf("fd 6 reply %q %v, want %q", r.String(), err, "Dbad X: y")
+	}
+	rs := qmtpRaw(t, s.qmtp, 1, qmtpPackage(msg, false, env.Sender, env.Recipients...))
+	if rs[0].String() != "Dbad X: y" {
+		t.Fatalf("fd 6 QMTP reply %s, want %q", fmtReplies(rs), "Dbad X: y")
+	}
+	os.Remove(filepath.Join(work, "custom"))
 	os.WriteFile(filepath.Join(work, "stall"), nil, 0600)
 	r, err := sendQMQP(t, s.qmqp, env, msg)
 	if err != nil || r.Status != proto.Temporary || !strings.Contains(r.Text, "timeout") {

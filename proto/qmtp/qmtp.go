@@ -22,8 +22,14 @@
 //     body is read; in CR mode bytes are counted after CR LF → LF. Either
 //     way the body is still read to the end and every recipient gets D
 //     (#5.3.4), so the client can bounce rather than retry.
-//   - Recipients beyond the limit get Z (#4.5.3), as SMTP's 452 does: the
-//     client delivers them in a later package.
+//   - Recipients beyond the limit, or beyond the memory all sessions'
+//     envelopes share (Server.Envelopes), get Z (#4.5.3), as SMTP's 452
+//     does: the client delivers them in a later package.
+//   - An address holding CR, LF or NUL, and the empty recipient, are
+//     refused where they are read, never rewritten: such a recipient gets
+//     D and the others go on as usual; such a sender gets D for every
+//     recipient (qmail-qmtpd accepts them, and an empty recipient's K
+//     then goes nowhere).
 package qmtp
 
 // DefaultPort is QMTP's TCP port.
