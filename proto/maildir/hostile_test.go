@@ -334,3 +334,103 @@ func TestMalformedOpen(t *testing.T) {
 		}
 	}
 }
+
+// A tmp/ replaced by a symlink to a directory of root's: the stale-file
+// clean-up of a root flush does not follow it and delete root's old files.
+func TestScanDoesNotCleanThroughSymlinkedTmp(t *testing.T) {
+	dir := newMaildir(t)
+	victim := t.TempDir()
+	old := time.Now().Add(-40 * 24 * time.Hour)
+	put(t, victim, "", "precious", "root's old file\n", old)
+	os.Remove(filepath.Join(dir, "tmp"))
+	if err := os.Symlink(victim, filepath.Join(dir, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Scan(dir, ScanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(victim, "precious")); err != nil {
+		t.Fatalf("the scan deleted a file through the tmp/ symlink (removed %v): %v", res.TmpRemoved, err)
+	}
+}
+
+// After a K the flush removes the file. If new/ has meanwhile become a
+// symlink to /etc (say), removing "new/passwd" must not remove
+// /etc/passwd: Entry.Remove unlinks only the file the scan saw.
+func TestEntryRemoveOnlyTheScannedFile(t *testing.T) {
+	dir := newMaildir(t)
+	put(t, dir, "new", "passwd", "Return-Path: <a@x.test>\nDelivered-To: p-b@y.test\n\nx\n", time.Now())
+	put(t, dir, "new", "plain", "Return-Path: <a@x.test>\nDelivered-To: p-c@y.test\n\nx\n", time.Now())
+	put(t, dir, "new", "other", "Return-Path: <a@x.test>\nDelivered-To: p-d@y.test\n\nx\n", time.Now())
+	secret, _ := secretFile(t)
+	if err := os.Symlink(secret, filepath.Join(dir, "new", "link")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Scan(dir, ScanOptions{Prefix: "p-"})
+	if err != nil || len(res.Entries) != 3 {
+		t.Fatalf("scan: %v %+v", err, res)
+	}
+	byName := map[string]*Entry{}
+	for i := range res.Entries {
+		byName[res.Entries[i].Name] = &res.Entries[i]
+	}
+
+	// An ordinary removal.
+	if err := byName["new/plain"].Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "new", "plain")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("new/plain still there: %v", err)
+	}
+	if err := byName["new/plain"].Remove(); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("second removal: %v, want ErrNotExist", err)
+	}
+
+	// The name now holds another file: not removed.
+	if err := os.Rename(filepath.Join(dir, "new", "other"), filepath.Join(dir, "new", "moved")); err != nil {
+		t.Fatal(err)
+	}
+	put(t, dir, "new", "other", "someone else's\n", time.Now())
+	if err := byName["new/other"].Remove(); err == nil {
+		t.Error("removed a file put under the scanned name")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new", "other")); err != nil {
+		t.Errorf("new/other: %v", err)
+	}
+
+	// new/ itself is now a symlink to a directory with a file of that name.
+	etc := t.TempDir()
+	put(t, etc, "", "passwd", "root:x:0:0\n", time.Now())
+	if err := os.Rename(filepath.Join(dir, "new"), filepath.Join(dir, "new.moved")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(etc, filepath.Join(dir, "new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := byName["new/passwd"].Remove(); err == nil {
+		t.Error("Remove followed the new/ symlink")
+	}
+	if _, err := os.Stat(filepath.Join(etc, "passwd")); err != nil {
+		t.Fatalf("the file behind the new/ symlink was removed: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "new"))
+	if err := os.Rename(filepath.Join(dir, "new.moved"), filepath.Join(dir, "new")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A malformed symlink is removed as a link; its target stays.
+	m, ok := malformedNamed(res, "new/link")
+	if !ok {
+		t.Fatal("new/link not reported")
+	}
+	if err := m.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "new", "link")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("new/link still there: %v", err)
+	}
+	if _, err := os.Stat(secret); err != nil {
+		t.Errorf("the symlink's target was removed: %v", err)
+	}
+}

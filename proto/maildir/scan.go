@@ -118,7 +118,7 @@ type Malformed struct {
 	ModTime time.Time
 	Size    int64
 
-	id fileID // a regular file the scan opened; zero for anything else
+	id fileID // what the scan saw under the name (the link itself for a symlink)
 }
 
 func (m Malformed) Error() string { return m.Name + ": " + m.Reason }
@@ -129,7 +129,7 @@ func (m Malformed) Error() string { return m.Name + ": " + m.Reason }
 // size. A symlink, FIFO or file replaced since the scan is never opened.
 func (m *Malformed) Open() (io.Reader, *os.File, error) {
 	if m.id == (fileID{}) {
-		return nil, nil, errors.New(m.Name + ": not a regular file the scan read; not opened")
+		return nil, nil, errors.New(m.Name + ": not a file the scan saw; not opened")
 	}
 	f, st, err := openRegular(m.Path, nil)
 	if err != nil {
@@ -140,6 +140,70 @@ func (m *Malformed) Open() (io.Reader, *os.File, error) {
 		return nil, nil, errors.New(m.Name + ": replaced or changed since the scan; not opened")
 	}
 	return io.NewSectionReader(f, 0, m.Size), f, nil
+}
+
+// Remove unlinks the malformed file (a symlink itself, never its target)
+// if the name is still what the scan saw; see Entry.Remove.
+func (m *Malformed) Remove() error { return removeScanned(m.Path, m.id) }
+
+// Remove unlinks the file once the message is delivered or bounced. Use
+// it rather than os.Remove(e.Path): a user who can write the maildir may
+// have replaced new/ or cur/ by a symlink since the scan (to /etc, where
+// a file of the same name would go). Remove unlinks the name only in the
+// real directory the path leads to without following a symlink, and only
+// while the name is still the file the scan saw; otherwise it removes
+// nothing and says why. A name already gone gives an error satisfying
+// errors.Is(err, os.ErrNotExist).
+func (e *Entry) Remove() error { return removeScanned(e.Path, e.id) }
+
+func removeScanned(path string, id fileID) error {
+	if id == (fileID{}) {
+		return fmt.Errorf("maildir: %s: not a file the scan saw; not removed", path)
+	}
+	d, err := openDir(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	base := filepath.Base(path)
+	st, err := statAt(d, base)
+	if err != nil {
+		return &os.PathError{Op: "remove", Path: path, Err: err}
+	}
+	if st.id != id {
+		return fmt.Errorf("maildir: %s was replaced since the scan; not removed", path)
+	}
+	if err := syscall.Unlinkat(int(d.Fd()), base); err != nil {
+		return &os.PathError{Op: "remove", Path: path, Err: err}
+	}
+	return nil
+}
+
+// oPath is Linux's O_PATH (the same on every architecture; package
+// syscall lacks it on some): a descriptor for fstat only, which with
+// O_NOFOLLOW names a symlink itself, and opening it never touches a FIFO
+// or device.
+const oPath = 0x200000
+
+// statAt is fstatat(dir, name, AT_SYMLINK_NOFOLLOW): what the name is in
+// that directory, a symlink not followed.
+func statAt(dir *os.File, name string) (fileStat, error) {
+	fd, err := syscall.Openat(int(dir.Fd()), name, oPath|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fileStat{}, err
+	}
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return fileStat{}, err
+	}
+	return fileStat{
+		id:    fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)},
+		size:  st.Size,
+		mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
+		atime: time.Unix(st.Atim.Sec, st.Atim.Nsec),
+		mode:  st.Mode,
+	}, nil
 }
 
 // ScanOptions controls Scan.
@@ -215,8 +279,8 @@ func Scan(dir string, opt ScanOptions) (*ScanResult, error) {
 			}
 			if err != nil {
 				m := Malformed{Path: path, Name: name, Reason: err.Error()}
-				if info, err := os.Lstat(path); err == nil {
-					m.ModTime, m.Size = info.ModTime(), info.Size()
+				if st, err := statAt(d, base); err == nil {
+					m.ModTime, m.Size, m.id = st.mtime, st.size, st.id
 				}
 				res.Malformed = append(res.Malformed, m)
 				continue
@@ -279,6 +343,8 @@ type fileStat struct {
 	id    fileID
 	size  int64
 	mtime time.Time
+	atime time.Time // statAt only
+	mode  uint32    // statAt only
 }
 
 // openRegular opens name for reading, relative to dir when dir is not
@@ -432,27 +498,33 @@ func printable(b []byte) string {
 }
 
 // cleanTmp removes tmp/ files last accessed and modified before cutoff
-// and returns their names.
+// and returns their names. It reads tmp/ through a descriptor opened
+// without following a symlink and unlinks relative to it: a tmp/ that a
+// user replaced by a symlink to a directory of root's is left alone, not
+// emptied of its old files.
 func cleanTmp(dir string, cutoff time.Time) []string {
-	entries, err := os.ReadDir(filepath.Join(dir, "tmp"))
+	d, err := openDir(filepath.Join(dir, "tmp"))
+	if err != nil {
+		return nil
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
 	if err != nil {
 		return nil
 	}
 	var removed []string
-	for _, de := range entries {
-		info, err := de.Info()
-		if err != nil || !info.Mode().IsRegular() {
+	for _, name := range names {
+		st, err := statAt(d, name)
+		if err != nil || st.mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
 		}
-		last := info.ModTime()
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			if at := time.Unix(st.Atim.Sec, st.Atim.Nsec); at.After(last) {
-				last = at
-			}
+		last := st.mtime
+		if st.atime.After(last) {
+			last = st.atime
 		}
 		if last.Before(cutoff) {
-			if os.Remove(filepath.Join(dir, "tmp", de.Name())) == nil {
-				removed = append(removed, "tmp/"+de.Name())
+			if syscall.Unlinkat(int(d.Fd()), name) == nil {
+				removed = append(removed, "tmp/"+name)
 			}
 		}
 	}
