@@ -41,6 +41,9 @@ type smtpSession struct {
 	submit   smtpSubmit
 	rewrite  func(string) string // completes a bare recipient
 	stderr   io.Writer
+	// Line limits; 0 means maxCommandLine and maxDataLine. The fuzz
+	// target sets small ones, so that short inputs reach every path.
+	commandLimit, textLimit int
 
 	mailFrom   *string
 	recipients []string
@@ -114,7 +117,10 @@ func (s *smtpSession) reply(code int, lines ...string) {
 		if i == len(lines)-1 {
 			sep = " "
 		}
-		fmt.Fprintf(s.w, "%d%s%s\r\n", code, sep, l)
+		s.w.WriteString(strconv.Itoa(code))
+		s.w.WriteString(sep)
+		s.w.WriteString(l)
+		s.w.WriteString("\r\n")
 	}
 }
 
@@ -124,7 +130,7 @@ func (s *smtpSession) run(ctx context.Context) error {
 		if err := s.w.Flush(); err != nil {
 			return err
 		}
-		line, err := s.readLine(maxCommandLine)
+		line, err := s.readLine(limit(s.commandLimit, maxCommandLine))
 		if errors.Is(err, errLongLine) {
 			s.reply(500, "5.5.2 line too long")
 			if s.tooManyErrors() {
@@ -330,9 +336,10 @@ func (s *smtpSession) data(ctx context.Context) error {
 	defer buf.Close()
 	lw := &limitedWriter{w: &buf, max: s.maxSize}
 	var writeErr error
+	textLimit := limit(s.textLimit, maxDataLine)
 	prevCRLF := s.crlf // the DATA command's line end comes before the first line
 	for {
-		line, err := s.readLine(maxDataLine)
+		line, err := s.readLine(textLimit)
 		if err == io.EOF {
 			return io.ErrUnexpectedEOF // the client died mid-message: nothing sent
 		}
@@ -340,7 +347,7 @@ func (s *smtpSession) data(ctx context.Context) error {
 			return err
 		}
 		if errors.Is(err, errLongLine) && writeErr == nil {
-			writeErr = fmt.Errorf("a line longer than %d bytes", maxDataLine)
+			writeErr = fmt.Errorf("a line longer than %d bytes", textLimit)
 		}
 		if len(line) == 1 && line[0] == '.' && prevCRLF && s.crlf {
 			break
@@ -371,6 +378,13 @@ func (s *smtpSession) data(ctx context.Context) error {
 		s.reply(code, text)
 	}
 	return nil
+}
+
+func limit(set, def int) int {
+	if set > 0 {
+		return set
+	}
+	return def
 }
 
 var errLongLine = errors.New("line too long")

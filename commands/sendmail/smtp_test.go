@@ -31,6 +31,9 @@ type harness struct {
 	maxSize int64
 	rewrite func(string) string
 	got     []received
+	// commandLimit and textLimit are the session's line limits (0: the
+	// real ones).
+	commandLimit, textLimit int
 }
 
 func newHarness(t testing.TB, maxSize int64) *harness {
@@ -72,6 +75,9 @@ func (h *harness) run(input string) (string, []received, error) {
 		maxSize:  h.maxSize,
 		rewrite:  h.rewrite,
 		submit:   h.submit,
+
+		commandLimit: h.commandLimit,
+		textLimit:    h.textLimit,
 	}
 	err := s.run(context.Background())
 	s.w.Flush()
@@ -181,6 +187,9 @@ func TestSMTPSessionEOFInData(t *testing.T) {
 	}
 }
 
+// maxFuzzInput is the longest input FuzzSMTPSession runs.
+const maxFuzzInput = 1024
+
 // badReplyLine returns the first reply line that is not "ddd-text" or
 // "ddd text" with a code from 200 to 599 and printable ASCII text.
 func badReplyLine(out string) (string, bool) {
@@ -207,9 +216,15 @@ func badReplyLine(out string) (string, bool) {
 // well-formed SMTP reply; nothing over the size limit is submitted; every
 // envelope handed on passes the address check; and no input gets more
 // messages through than it has CRLF "." CRLF sequences (a bare-LF dot
-// never ends a message: no smuggling). The session runs in memory with
-// buffers reused across inputs, no process, goroutine or timer: hundreds
-// of thousands of inputs a minute.
+// never ends a message: no smuggling).
+//
+// Speed: the session runs in memory with buffers reused across inputs,
+// no process, goroutine or timer, and with line limits of 64 and 128
+// bytes, so that inputs of at most maxFuzzInput bytes reach every path
+// (a long line, a message over the size limit). Longer inputs are
+// skipped: they would add no path, and the fuzzer's minimization of an
+// interesting input takes time quadratic in its length (a 3,000-byte
+// one stalled all workers for the whole 60 s -fuzzminimizetime).
 func FuzzSMTPSession(f *testing.F) {
 	for _, seed := range []string{
 		"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
@@ -217,14 +232,19 @@ func FuzzSMTPSession(f *testing.F) {
 		"MAIL FROM:<@route,@r2:a@b> SIZE=1\r\nRCPT TO:<\x00>\r\n",
 		"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\n.\nMAIL FROM:<e@f>\r\nRCPT TO:<g@h>\r\nDATA\r\ny\r\n.\r\n",
 		"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\nRSET\r\n.\r\n",
-		"DATA\r\n", "\r\n\r\n", ".\r\n", strings.Repeat("A", 3000) + "\r\nQUIT\r\n",
+		"DATA\r\n", "\r\n\r\n", ".\r\n", strings.Repeat("A", 100) + "\r\nQUIT\r\n",
+		"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n" + strings.Repeat("long line ", 20) + "\r\n.\r\n",
 	} {
 		f.Add(seed)
 	}
 	var h *harness
 	f.Fuzz(func(t *testing.T, in string) {
+		if len(in) > maxFuzzInput {
+			return
+		}
 		if h == nil {
-			h = newHarness(t, 512)
+			h = newHarness(t, 256)
+			h.commandLimit, h.textLimit = 64, 128
 		}
 		h.t = t
 		out, got, _ := h.run(in)
