@@ -1,0 +1,140 @@
+package inject
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"qbox/proto/maildir"
+	"qbox/proto/testpeer"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// recipients reads the recipient of every message file in a maildir.
+func recipients(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	res, err := maildir.Scan(dir, maildir.ScanOptions{TmpMaxAge: -1})
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]int{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Malformed) > 0 {
+		t.Fatalf("malformed files in %s: %v", dir, res.Malformed)
+	}
+	out := map[string]int{}
+	for _, e := range res.Entries {
+		out[e.Recipient]++
+	}
+	return out
+}
+
+// Ctrl-C during `inject --flush` of a spool into `qbox serve`: the message
+// under way gets its reply, no other is started, the run exits 111 with
+// its summary, nothing is both stored and still queued, and a second run
+// stores every message exactly once.
+func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
+	const n = 400
+	addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+	dest := filepath.Join(t.TempDir(), "dest")
+	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", addr, "--qmtp", "", "--maildir", dest)
+	testpeer.WaitListening(t, addr, 20*time.Second)
+
+	env, _ := baseEnv(t)
+	dir := filepath.Join(t.TempDir(), "spool")
+	env = append(env, "QBOX_SPOOL="+dir)
+	for i := 0; i < n; i++ {
+		enqueue(t, dir, []byte(fmt.Sprintf("Subject: %d\n\nmessage %d\n", i, i)), "me@example.test", fmt.Sprintf("r%04d@example.test", i))
+	}
+
+	cmd := exec.Command(testpeer.Binary(t), "inject", "--flush", "-s", addr)
+	cmd.Env = env
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	guard := time.After(3 * time.Minute) // a guard, not a measure
+	newDir := filepath.Join(dest, "new")
+	var runErr error
+	signalled := false
+	for !signalled {
+		if entries, err := os.ReadDir(newDir); err == nil && len(entries) >= 50 {
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatalf("the run ended before the signal: %v", err)
+			}
+			signalled = true
+			break
+		}
+		select {
+		case runErr = <-exited:
+			t.Fatalf("the run ended before 50 messages were stored: %v\n%s", runErr, stderr.String())
+		case <-guard:
+			t.Fatal("50 messages were never stored")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	select {
+	case runErr = <-exited:
+	case <-guard:
+		t.Fatal("the interrupted run did not end")
+	}
+	if code := testpeer.ExitCode(t, runErr); code != 111 {
+		t.Errorf("exit %d, want 111\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "still queued in "+dir+" (interrupted)") {
+		t.Errorf("no summary saying interrupted:\n%s", stderr.String())
+	}
+	stored := recipients(t, dest)
+	left := recipients(t, dir)
+	if len(left) == 0 {
+		t.Fatalf("the interrupted run left nothing queued (%d stored): it was not interrupted", len(stored))
+	}
+	for rcpt := range left {
+		if stored[rcpt] > 0 {
+			t.Errorf("%s is stored and still queued: it would be delivered twice", rcpt)
+		}
+	}
+
+	code, out := inject(t, env, nil, "--flush", "-s", addr)
+	if code != 0 {
+		t.Fatalf("second run: exit %d\n%s", code, out)
+	}
+	stored = recipients(t, dest)
+	for i := 0; i < n; i++ {
+		rcpt := fmt.Sprintf("r%04d@example.test", i)
+		if stored[rcpt] != 1 {
+			t.Errorf("%s stored %d times", rcpt, stored[rcpt])
+		}
+	}
+}
