@@ -36,6 +36,10 @@ const DefaultTmpMaxAge = 36 * time.Hour
 // envelope.
 const maxHeaderLine = 4096
 
+// MaxEnvelopeLine is the longest envelope line (without its LF) Scan
+// reads back; a writer must not write a longer one.
+const MaxEnvelopeLine = maxHeaderLine
+
 // headSize is as much of a file as the envelope lines can take: reading
 // this much always either finds both line ends or proves a line too long
 // or the file too short.

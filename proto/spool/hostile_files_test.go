@@ -129,3 +129,31 @@ func TestEnqueueRefusesEmptyRecipient(t *testing.T) {
 		t.Fatalf("%d files queued", n)
 	}
 }
+
+// An address too long for the envelope line is refused rather than
+// queued as a file no flush could read back.
+func TestEnqueueRefusesAddressTooLongToReadBack(t *testing.T) {
+	s := openSpool(t)
+	long := strings.Repeat("a", 4096) + "@y.test"
+	for _, env := range []proto.Envelope{
+		{Sender: long, Recipients: []string{"b@y.test"}},
+		{Sender: "a@x.test", Recipients: []string{"b@y.test", long}},
+	} {
+		if _, err := s.Enqueue(env, strings.NewReader("x\n"), 2, ""); err == nil {
+			t.Errorf("queued an address of %d bytes", len(long))
+		}
+	}
+	res, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Entries)+len(res.Malformed) != 0 {
+		t.Fatalf("queued %+v", res)
+	}
+	// The longest that fits goes in and comes back out.
+	fits := strings.Repeat("a", maxAddress-len("@y.test")) + "@y.test"
+	enqueue(t, s, fits, "x\n", fits)
+	if e := queued(t, s); len(e) != 1 || e[0].Sender != fits || e[0].Recipient != fits {
+		t.Fatalf("the longest address did not come back: %d entries", len(e))
+	}
+}

@@ -200,6 +200,9 @@ func checkParents(dir string) error {
 	return nil
 }
 
+// maxAddress is the longest address whose envelope line Scan reads back.
+const maxAddress = maildir.MaxEnvelopeLine - len("Return-Path: <>")
+
 // ErrBadAddress is returned for an address that cannot be written into
 // the envelope lines (a line break or NUL in it).
 var ErrBadAddress = errors.New("spool: address contains a line break or NUL")
@@ -218,6 +221,13 @@ func (s *Spool) Enqueue(env proto.Envelope, msg io.ReaderAt, size int64, lastErr
 			return nil, fmt.Errorf("%w: %w", ErrBadAddress, err)
 		}
 		return nil, fmt.Errorf("spool: %w", err)
+	}
+	// A longer line could not be read back: the file would sit in the
+	// spool unsendable.
+	for _, a := range append([]string{env.Sender}, env.Recipients...) {
+		if len(a) > maxAddress {
+			return nil, fmt.Errorf("spool: an address of %d bytes is longer than the spool can hold (%d)", len(a), maxAddress)
+		}
 	}
 	b := maildir.NewBatch(s.Dir)
 	for _, rcpt := range env.Recipients {
