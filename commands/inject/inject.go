@@ -81,7 +81,7 @@ The server's reply text is printed on stderr unless it is K.
 			&cli.StringFlag{Name: "from", Aliases: []string{"f"}, Usage: "envelope sender `ADDR` (empty or <> = null sender; default: Return-Path, else $QMAILSUSER/$QMAILUSER/$USER)"},
 			&cli.StringSliceFlag{Name: "server", Aliases: []string{"s"}, Usage: "QMQP server `HOST[:PORT]` (repeatable, tried in order; IPv6 in brackets)"},
 			&cli.DurationFlag{Name: "timeout-connect", Value: DefaultConnectTimeout, Usage: "connect timeout per server"},
-			&cli.DurationFlag{Name: "timeout", Value: DefaultTimeout, Usage: "timeout of each read and write once connected"},
+			&cli.DurationFlag{Name: "timeout", Value: DefaultTimeout, Usage: "bound on each write once connected, and on the whole wait for the reply"},
 			&cli.BoolFlag{Name: "t", Usage: "also send to the To, Cc and Bcc recipients of the header"},
 			&cli.BoolFlag{Name: "raw", Usage: "send the message bytes untouched (no header completion, no CRLF conversion)"},
 			&cli.BoolFlag{Name: "flush", Usage: "ignore stdin; deliver the sendmail spool ($QBOX_SPOOL, /var/spool/qbox or ~/.qbox/spool) to the servers"},

@@ -30,8 +30,8 @@ import (
 )
 
 // Client defaults. The write timeout is serialqmtp's; the connect timeout
-// is tcpclient's 2+58 seconds; the read timeout is how long a server may
-// stay silent while it owes a reply.
+// is tcpclient's 2+58 seconds; the read timeout is the deadline of each
+// reply once it is owed (see Client.ReadTimeout).
 const (
 	ClientConnectTimeout = 60 * time.Second
 	ClientWriteTimeout   = 73 * time.Second
