@@ -104,6 +104,11 @@ func tokenize(s string) ([]token, error) {
 			}
 			i++
 			space = true
+		case c == ')':
+			// Not a delimiter an atom could start with: without this
+			// case a stray ')' made an empty atom and no progress, for
+			// ever (sendmail ')' grew tokens until memory ran out).
+			return nil, errors.New("unbalanced ')'")
 		case c == '"':
 			var b strings.Builder
 			i++

@@ -292,6 +292,12 @@ func TestParseAddressList(t *testing.T) {
 		{"u@[127.0.0.1]", []string{"u@[127.0.0.1]"}},
 		{"first . last @ example . com", []string{"first.last@example.com"}},
 		{"Name (nested (comment)) <n@x.y>", []string{"n@x.y"}},
+		// CR and LF are not white space once folding is undone: they
+		// stay in the address, for the envelope check to refuse it...
+		{"\"a\nb\"@x.y", []string{"a\nb@x.y"}},
+		// ...but a group's name is dropped whole, bytes and all: hence
+		// Prepare checks the whole text of an argument or field.
+		{"a@x.y\rX: y", []string{"y"}},
 	}
 	for _, tc := range cases {
 		got, err := ParseAddressList(tc.in)
@@ -303,7 +309,7 @@ func TestParseAddressList(t *testing.T) {
 			t.Errorf("ParseAddressList(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"<a@b.c", "a@b.c>", `"open`, "(open", "[open"} {
+	for _, bad := range []string{"<a@b.c", "a@b.c>", `"open`, "(open", "[open", ")", "a@b.c)"} {
 		if _, err := ParseAddressList(bad); err == nil {
 			t.Errorf("ParseAddressList(%q): no error", bad)
 		}

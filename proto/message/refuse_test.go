@@ -107,3 +107,48 @@ func TestNotRefused(t *testing.T) {
 		t.Errorf("the unused name reached the header:\n%s", out)
 	}
 }
+
+// FuzzPrepare: whatever the message, the recipient argument, the sender
+// argument and the full name, a prepared message has an envelope that
+// passes the address check, and its header is whole lines of fields and
+// their continuations: no byte of the caller's splits a header line.
+func FuzzPrepare(f *testing.F) {
+	f.Add("To: a@x.test\nSubject: s\n\nbody\n", "b@x.test", "s@x.test", "Name", true)
+	f.Add("Cc: \"q\r\n x\"@y, g: a\x00@b;\n\n", "root@x.test\nX: y", "<>", "A\nBcc: x@y", true)
+	f.Add("Resent-To: r@x\nReturn-Path: <p\r@x>\n", "", "", "", false)
+	f.Fuzz(func(t *testing.T, msg, rcpt, sender, name string, headerRcpts bool) {
+		cfg := fixedConfig()
+		cfg.Name = name
+		opts := Options{Recipients: []string{rcpt}, HeaderRecipients: headerRcpts}
+		if sender != "" {
+			opts.Sender = &sender
+		}
+		m, err := Prepare(strings.NewReader(msg), cfg, opts)
+		if err != nil {
+			return
+		}
+		if err := proto.CheckSender(m.Sender); err != nil {
+			t.Fatalf("sender %q: %v", m.Sender, err)
+		}
+		for _, r := range m.Recipients {
+			if err := proto.CheckRecipient(r); err != nil {
+				t.Fatalf("recipient %q: %v", r, err)
+			}
+		}
+		hdr := m.Header
+		for len(hdr) > 0 {
+			i := bytes.IndexByte(hdr, '\n')
+			if i < 0 {
+				t.Fatalf("header does not end in a line end: %q", m.Header)
+			}
+			line := hdr[:i+1]
+			hdr = hdr[i+1:]
+			if len(line) == 1 && len(hdr) == 0 {
+				break // the blank line that ends it
+			}
+			if _, ok := fieldName(line); !ok && line[0] != ' ' && line[0] != '\t' {
+				t.Fatalf("header line %q is neither a field nor a continuation:\n%q", line, m.Header)
+			}
+		}
+	})
+}
