@@ -181,3 +181,25 @@ func TestSMTPSmugglingDeliversOneMessage(t *testing.T) {
 		t.Errorf("%d files spooled", n)
 	}
 }
+
+// A default host with a line break in the environment neither splits
+// -bs's replies nor reaches an envelope: the greeting stays one line, a
+// bare recipient that would get that host is refused with 553.
+func TestSMTPHostileDefaultHost(t *testing.T) {
+	sendmail := testpeer.Personality(t, "sendmail")
+	env, spoolDir := mailEnv(t, closedAddr(t), "QMAILDEFAULTHOST=h.test\r\n250 fake")
+	in := "EHLO c\r\nMAIL FROM:<me@x.test>\r\nRCPT TO:<root>\r\nQUIT\r\n"
+	code, out, stderr := run(t, sendmail, env, in, "-bs")
+	if code != 0 {
+		t.Fatalf("exit %d, %s", code, stderr)
+	}
+	if l, bad := badReplyLine(out); bad {
+		t.Errorf("reply line %q:\n%s", l, out)
+	}
+	if c := strings.Join(codes(out), " "); c != "220 250 250 553 221" {
+		t.Errorf("replies %s:\n%s", c, out)
+	}
+	if n := queuedFiles(t, spoolDir); n != 0 {
+		t.Errorf("%d files spooled", n)
+	}
+}

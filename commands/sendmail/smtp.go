@@ -58,7 +58,9 @@ func serveSMTP(ctx context.Context, p *Process) int {
 		p.errorf("reading the qmail configuration: %v", err)
 		return exTempFail
 	}
-	hostname := cfg.DefaultHost
+	// The greeting and the HELO reply name it: from the environment, so
+	// it must not end a reply line early.
+	hostname := oneLine(cfg.DefaultHost)
 	size := int64(defaultSizeLimit)
 	if v, err := strconv.ParseInt(p.Getenv("QBOX_MAX_SIZE"), 10, 64); err == nil && v > 0 {
 		size = v

@@ -8,6 +8,13 @@
 // Unlike qmail-inject, addresses in header fields are left as written:
 // only the envelope addresses are rewritten (a bare box gets the default
 // host, a dotless host the default domain).
+//
+// Every envelope address is checked where it is completed here, the one
+// place all client paths share: an address holding CR, LF or NUL, or an
+// empty recipient, from an argument, a header field or the environment,
+// is refused (*RefusedError), never parsed or rewritten into another
+// one; so is a full name, From address or Message-ID host that would
+// split the header line it is added in.
 package message
 
 import (
