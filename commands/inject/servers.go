@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -51,12 +52,24 @@ func ControlFile(getenv func(string) string) string {
 	return filepath.Join(message.QmailHome(getenv), "control", "qmqpservers")
 }
 
+// MaxServersFile bounds the qmqpservers control file read: thousands of
+// servers; a larger file is refused, not read into memory.
+const MaxServersFile = 1 << 20
+
 // ReadServersFile reads a qmqpservers control file: one server per line,
 // surrounding white space, blank lines and lines starting with # ignored.
 func ReadServersFile(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxServersFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxServersFile {
+		return nil, fmt.Errorf("larger than %d bytes", MaxServersFile)
 	}
 	var servers []string
 	for _, line := range strings.Split(string(b), "\n") {

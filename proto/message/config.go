@@ -2,6 +2,8 @@ package message
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,17 +143,33 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
+// maxControlLine bounds the first line of a control file: a host name
+// is at most 255 bytes; a longer line is not one.
+const maxControlLine = 4096
+
 // readControl returns a control file's first line, trimmed; a missing
-// file is "".
+// file is "". Only maxControlLine bytes are read: a longer first line is
+// an error, whatever the file's size.
 func readControl(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if os.IsNotExist(err) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+	defer f.Close()
+	b := make([]byte, maxControlLine+1)
+	n, err := io.ReadFull(f, b)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	b = b[:n]
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 && n > maxControlLine {
+		return "", fmt.Errorf("%s: first line longer than %d bytes", path, maxControlLine)
+	}
+	if i >= 0 {
 		b = b[:i]
 	}
 	return strings.TrimSpace(string(b)), nil

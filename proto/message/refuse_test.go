@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -151,4 +152,35 @@ func FuzzPrepare(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A control file is read only as far as its first line can go: a
+// first line longer than a host name can be is an error, and /dev/zero
+// as control/me is refused after a few KiB instead of filling memory.
+func TestControlFileBounded(t *testing.T) {
+	home := t.TempDir()
+	ctl := home + "/control"
+	if err := os.MkdirAll(ctl, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string {
+		if k == "QMAILHOME" {
+			return home
+		}
+		return ""
+	}
+	if err := os.Symlink("/dev/zero", ctl+"/me"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ConfigFromEnv(getenv); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("control/me -> /dev/zero: %v", err)
+	}
+	os.Remove(ctl + "/me")
+	if err := os.WriteFile(ctl+"/me", []byte("me.example.org\n"+strings.Repeat("x", 100000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ConfigFromEnv(getenv)
+	if err != nil || cfg.DefaultHost != "me.example.org" {
+		t.Errorf("long file after a short first line: %v, %q", err, cfg.DefaultHost)
+	}
 }
