@@ -15,8 +15,11 @@
 //   - On any protocol error every reply already owed is flushed before the
 //     connection is closed; qmail-qmtpd loses them and its clients then
 //     send mail that was already queued a second time.
-//   - Replies are buffered while more client data is already at hand and
-//     flushed whenever the server would otherwise wait for input, as the
+//   - A session commits up to 16 pipelined packages at once while it
+//     reads the next ones (the store makes them durable together), and
+//     still replies in package order, each K only once its package is
+//     durable. Replies are buffered while the next package's are ready
+//     too and flushed whenever the server would otherwise wait, as the
 //     spec allows; they are never reordered or merged, duplicates included.
 //   - Message size: in LF mode the declared length is judged before the
 //     body is read; in CR mode bytes are counted after CR LF → LF. Either

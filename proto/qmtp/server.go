@@ -136,8 +136,12 @@ type Result struct {
 // (the line-end mode) is read, with the declared length minus that byte
 // (in CR mode an upper bound: CR LF pairs become LF); the converted body
 // is written to the Delivery as it arrives; Commit is called with the
-// acceptable recipients after the package's final byte. A package in
-// which no recipient is acceptable is Aborted, as is one cut short.
+// acceptable recipients after the package's final byte, from its own
+// goroutine: the session reads on meanwhile, so up to serverMaxInFlight
+// Commits of one session run at once, and Begin of a later package may
+// come before Commit of an earlier one returns. Replies still go out in
+// package order. A package in which no recipient is acceptable is
+// Aborted, as is one cut short.
 //
 // peer.Protocol is set to "QMTP" and peer.Time to each package's start.
 // The error is nil when the client closed the connection between
@@ -165,12 +169,20 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 		ctx:  ctx,
 		lim:  s.Limits.WithDefaults(),
 		peer: peer,
-		out:  out,
-		nw:   netstring.NewWriter(out),
 	}
-	// Replies wait in out while client data is at hand; the moment the
-	// server would block on the connection, they go out first.
-	in.Reset(&serverFlushingReader{r: tc, w: out})
+	rp := &serverReplier{
+		out:   out,
+		nw:    netstring.NewWriter(out),
+		queue: make(chan *serverPackage, serverMaxInFlight),
+		done:  make(chan struct{}),
+	}
+	rp.room = sync.NewCond(&rp.mu)
+	if s.Logger != nil {
+		rp.log = ss.logMessage
+	}
+	ss.replier = rp
+	go rp.run()
+	in.Reset(&serverCheckedReader{r: tc, rp: rp})
 	ss.in = in
 	ss.top = netstring.NewReader(ss.in)
 
@@ -181,9 +193,12 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 			err = fmt.Errorf("qmtp: %w: %v", proto.ErrShutdown, ctx.Err())
 			break
 		}
+		// Read on only while the packages still being committed or
+		// answered leave room (serverMaxInFlight, serverMaxInFlightBytes).
+		rp.waitForRoom()
 		if ss.in.Buffered() == 0 {
 			// Between packages: a stopping server may end here. (The
-			// read flushes the replies owed first.)
+			// replier answers the packages read so far meanwhile.)
 			tc.AtBoundary(true)
 			_, perr := ss.in.Peek(1)
 			tc.AtBoundary(false)
@@ -213,9 +228,16 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	if err == io.EOF {
 		err = nil
 	}
-	if ferr := out.Flush(); ferr != nil && err == nil {
-		err = fmt.Errorf("qmtp: writing replies: %w", ferr)
+	// Every package whose final byte was read is answered, whatever
+	// ended the session: its commit finishes (ctx cut short gives Z) and
+	// its replies are written.
+	close(rp.queue)
+	<-rp.done
+	if rp.err != nil && err == nil {
+		err = fmt.Errorf("qmtp: writing replies: %w", rp.err)
 	}
+	ss.res.Packages = rp.res.Packages
+	ss.res.Accepted, ss.res.Deferred, ss.res.Rejected = rp.res.Accepted, rp.res.Deferred, rp.res.Rejected
 	if err != nil || drained {
 		// The client may still be sending (pipelined packages after a
 		// broken one): closing on unread input resets the connection,
@@ -225,21 +247,182 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	return ss.res, err
 }
 
-// serverFlushingReader flushes pending replies before every read from the
-// connection: bufio.Reader reads from it only when its buffer is empty,
-// i.e. exactly when the server would otherwise wait for the client.
-type serverFlushingReader struct {
-	r io.Reader
-	w *bufio.Writer
+// serverCheckedReader ends the reading of a session whose replies can no
+// longer be written: messages read on would be stored without the client
+// ever learning it, and sent again.
+type serverCheckedReader struct {
+	r  io.Reader
+	rp *serverReplier
 }
 
-func (f *serverFlushingReader) Read(p []byte) (int, error) {
-	if f.w.Buffered() > 0 {
-		if err := f.w.Flush(); err != nil {
-			return 0, fmt.Errorf("writing replies: %w", err)
-		}
+func (c *serverCheckedReader) Read(p []byte) (int, error) {
+	if err := c.rp.writeErr(); err != nil {
+		return 0, fmt.Errorf("writing replies: %w", err)
 	}
-	return f.r.Read(p)
+	return c.r.Read(p)
+}
+
+// A session commits up to serverMaxInFlight packages at once (the store
+// fsyncs them together instead of one after another) while it reads the
+// next ones; their replies still go out in package order. What the
+// packages in flight hold in memory is bounded too: each is charged its
+// message size up to serverChargeCap (a store keeps at most about that
+// much of a message in memory, the rest in a spool file), and a session
+// reads no further package while the charges reach
+// serverMaxInFlightBytes. Their envelope addresses stay charged to
+// Server.Envelopes until their commit is done.
+const (
+	serverMaxInFlight      = 16
+	serverMaxInFlightBytes = 256 << 10
+	serverChargeCap        = 64 << 10
+)
+
+// serverPackage is one package read completely, on its way to the client
+// as replies.
+type serverPackage struct {
+	// done is closed once replies are final (the commit returned); nil
+	// when they were final without a commit.
+	done    chan struct{}
+	replies []proto.Reply
+	excess  int   // recipients beyond the limits: ReplyTooMany each
+	charge  int64 // against serverMaxInFlightBytes
+
+	// For the log line.
+	start  time.Time
+	sender string
+	n      int
+	rcpts  []serverRcpt
+	size   int64
+}
+
+// serverReplier writes the replies of a session's packages in package
+// order, each package's once its commit has returned. It owns out.
+type serverReplier struct {
+	out   *bufio.Writer
+	nw    *netstring.Writer
+	queue chan *serverPackage
+	done  chan struct{} // closed when run returns
+	res   Result        // Packages and reply counts; read after done
+	log   func(*serverPackage)
+
+	mu       sync.Mutex
+	room     *sync.Cond // signalled as packages leave the flight
+	inFlight int
+	bytes    int64
+	err      error // the first write error: later replies are dropped
+}
+
+// waitForRoom blocks while the packages in flight are at their bounds.
+// They always leave: each commit returns (ctx cuts a slow one short) and
+// a blocked write fails after the idle timeout.
+func (rp *serverReplier) waitForRoom() {
+	rp.mu.Lock()
+	for rp.inFlight >= serverMaxInFlight || rp.bytes >= serverMaxInFlightBytes {
+		rp.room.Wait()
+	}
+	rp.mu.Unlock()
+}
+
+// add puts p in flight, behind every package read before it.
+func (rp *serverReplier) add(p *serverPackage) {
+	rp.mu.Lock()
+	rp.inFlight++
+	rp.bytes += p.charge
+	rp.mu.Unlock()
+	rp.queue <- p // never blocks: waitForRoom keeps fewer than cap in flight
+}
+
+// waitIdle waits until every package in flight has been answered (their
+// commits done, their envelopes given back), and reports whether there
+// were any.
+func (rp *serverReplier) waitIdle() bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	waited := rp.inFlight > 0
+	for rp.inFlight > 0 {
+		rp.room.Wait()
+	}
+	return waited
+}
+
+func (rp *serverReplier) writeErr() error {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.err
+}
+
+// run answers the queued packages in order. Replies wait in out while the
+// next package's are ready too; whenever run would wait (for a commit or
+// for a package), what it has goes out first.
+func (rp *serverReplier) run() {
+	defer close(rp.done)
+	for {
+		var p *serverPackage
+		var ok bool
+		select {
+		case p, ok = <-rp.queue:
+		default:
+			rp.flush()
+			p, ok = <-rp.queue
+		}
+		if !ok {
+			rp.flush()
+			return
+		}
+		if p.done != nil {
+			select {
+			case <-p.done:
+			default:
+				rp.flush()
+				<-p.done
+			}
+		}
+		for _, r := range p.replies {
+			rp.write(r)
+		}
+		for range p.excess {
+			rp.write(ReplyTooMany)
+		}
+		rp.res.Packages++
+		if rp.log != nil {
+			rp.log(p)
+		}
+		rp.mu.Lock()
+		rp.inFlight--
+		rp.bytes -= p.charge
+		rp.room.Signal()
+		rp.mu.Unlock()
+	}
+}
+
+// write buffers one reply netstring.
+func (rp *serverReplier) write(r proto.Reply) {
+	switch r.Status {
+	case proto.OK:
+		rp.res.Accepted++
+	case proto.Permanent:
+		rp.res.Rejected++
+	default:
+		rp.res.Deferred++
+	}
+	if rp.writeErr() != nil {
+		return
+	}
+	rp.nw.WriteHeader(int64(1 + len(r.Text)))
+	rp.out.WriteByte(byte(r.Status))
+	rp.out.WriteString(r.Text)
+	rp.out.WriteByte(',')
+}
+
+func (rp *serverReplier) flush() {
+	if rp.out.Buffered() == 0 || rp.writeErr() != nil {
+		return
+	}
+	if err := rp.out.Flush(); err != nil {
+		rp.mu.Lock()
+		rp.err = err
+		rp.mu.Unlock()
+	}
 }
 
 type serverSession struct {
@@ -249,9 +432,8 @@ type serverSession struct {
 	peer     proto.Peer
 	in       *bufio.Reader
 	top      *netstring.Reader
-	out      *bufio.Writer
-	nw       *netstring.Writer
-	res      Result
+	replier  *serverReplier
+	res      Result         // Bytes; the replier counts the rest
 	delivery proto.Delivery // open between Begin and Commit/Abort
 }
 
@@ -345,7 +527,15 @@ func (ss *serverSession) onePackage() error {
 		}
 		n++
 		if !full && n <= ss.lim.MaxRecipients {
-			if c := proto.AddressCost(int(rb.Size())); ss.srv.Envelopes.Take(c) {
+			c := proto.AddressCost(int(rb.Size()))
+			took := ss.srv.Envelopes.Take(c)
+			if !took && ss.replier.waitIdle() {
+				// This session's own packages in flight may hold
+				// what is missing: pipelining must not earn a Z
+				// that sending them one by one would not.
+				took = ss.srv.Envelopes.Take(c)
+			}
+			if took {
 				held += c
 			} else {
 				full = true
@@ -389,50 +579,46 @@ func (ss *serverSession) onePackage() error {
 	if storeErr != nil && len(valid) == 0 && !tooBig && senderOK {
 		ss.logStoreError(storeErr)
 	}
+	p := &serverPackage{
+		replies: replies,
+		excess:  n - len(rcpts),
+		charge:  min(size, serverChargeCap),
+		start:   start,
+		sender:  sender,
+		n:       n,
+		rcpts:   rcpts,
+		size:    size,
+	}
 	if len(valid) > 0 {
+		// Committed while the session reads on; the replier waits for
+		// it, so replies keep package order and each K still comes only
+		// once the store has made the message durable.
 		d := ss.delivery
 		ss.delivery = nil
-		got := d.Commit(ss.ctx, proto.Envelope{Sender: sender, Recipients: valid})
-		j := 0
-		for i := range replies {
-			if replies[i].Status != 0 {
-				continue
+		p.done = make(chan struct{})
+		env := proto.Envelope{Sender: sender, Recipients: valid}
+		envelope := held
+		held = 0 // given back when the commit is done, not now
+		go func() {
+			defer close(p.done)
+			defer ss.srv.Envelopes.Give(envelope)
+			got := d.Commit(ss.ctx, env)
+			j := 0
+			for i := range replies {
+				if replies[i].Status != 0 {
+					continue
+				}
+				if len(got) == len(valid) {
+					replies[i] = got[j]
+				} else {
+					replies[i] = proto.Z(fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(got), len(valid)))
+				}
+				j++
 			}
-			if len(got) == len(valid) {
-				replies[i] = got[j]
-			} else {
-				replies[i] = proto.Z(fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(got), len(valid)))
-			}
-			j++
-		}
+		}()
 	} // else the delivery, if any, is Aborted by the caller
-
-	for _, r := range replies {
-		ss.queueReply(r)
-	}
-	for range n - len(rcpts) {
-		ss.queueReply(ReplyTooMany)
-	}
-	ss.res.Packages++
-	ss.logMessage(start, sender, n, rcpts, size, replies, n-len(rcpts))
+	ss.replier.add(p)
 	return nil
-}
-
-// queueReply buffers one reply netstring; serverFlushingReader (or the end of
-// the session) sends it. A write error surfaces at the next flush.
-func (ss *serverSession) queueReply(r proto.Reply) {
-	switch r.Status {
-	case proto.OK:
-		ss.res.Accepted++
-	case proto.Permanent:
-		ss.res.Rejected++
-	default:
-		ss.res.Deferred++
-	}
-	ss.nw.WriteHeader(int64(1 + len(r.Text)))
-	ss.out.WriteByte(byte(r.Status))
-	ss.out.WriteString(r.Text)
-	ss.out.WriteByte(',')
 }
 
 // copyMessage streams the body (after the mode byte) into the delivery,
@@ -515,10 +701,10 @@ func (ss *serverSession) logStoreError(err error) {
 	}
 }
 
-func (ss *serverSession) logMessage(start time.Time, sender string, n int, rcpts []serverRcpt, size int64, replies []proto.Reply, excess int) {
-	if ss.srv.Logger == nil {
-		return
-	}
+// logMessage logs one answered package; the replier calls it, in
+// package order.
+func (ss *serverSession) logMessage(p *serverPackage) {
+	start, sender, n, rcpts, size, replies, excess := p.start, p.sender, p.n, p.rcpts, p.size, p.replies, p.excess
 	to := make([]string, len(rcpts))
 	for i, r := range rcpts {
 		to[i] = r.addr
