@@ -211,6 +211,11 @@ func (r *runner) run(ctx context.Context) error {
 		if errors.Is(err, proto.ErrInterrupted) {
 			return err
 		}
+		if errors.Is(err, qmtp.ErrRemoteViolation) {
+			// A server that answers what it cannot have received
+			// gets no second session in this run.
+			return err
+		}
 		if err == nil || replies == 0 || ctx.Err() != nil {
 			// Done, or a session that made no progress: a rerun now
 			// would fare no better.
