@@ -188,7 +188,7 @@ func TestSMTPSessionEOFInData(t *testing.T) {
 }
 
 // maxFuzzInput is the longest input FuzzSMTPSession runs.
-const maxFuzzInput = 1024
+const maxFuzzInput = 512
 
 // badReplyLine returns the first reply line that is not "ddd-text" or
 // "ddd text" with a code from 200 to 599 and printable ASCII text.
@@ -243,7 +243,7 @@ func FuzzSMTPSession(f *testing.F) {
 			return
 		}
 		if h == nil {
-			h = newHarness(t, 256)
+			h = newHarness(t, 128)
 			h.commandLimit, h.textLimit = 64, 128
 		}
 		h.t = t

@@ -58,6 +58,12 @@ func AppendEnvelope(dst []byte, env proto.Envelope) []byte {
 // maxRecipients <= 0 means DefaultMaxRecipients. Bytes after the
 // terminator are not read (when r is not buffered).
 func ReadEnvelope(r io.Reader, maxRecipients int) (proto.Envelope, error) {
+	return readEnvelope(r, maxRecipients, MaxAddress)
+}
+
+// readEnvelope is ReadEnvelope with the address limit as a parameter:
+// the fuzz target sets a small one, so that short inputs reach it.
+func readEnvelope(r io.Reader, maxRecipients, maxAddress int) (proto.Envelope, error) {
 	if maxRecipients <= 0 {
 		maxRecipients = DefaultMaxRecipients
 	}
@@ -66,7 +72,7 @@ func ReadEnvelope(r io.Reader, maxRecipients int) (proto.Envelope, error) {
 		br = bufio.NewReader(r)
 	}
 	var env proto.Envelope
-	item, err := readItem(br)
+	item, err := readItem(br, maxAddress)
 	if err != nil {
 		return env, err
 	}
@@ -78,7 +84,7 @@ func ReadEnvelope(r io.Reader, maxRecipients int) (proto.Envelope, error) {
 		return env, &EnvelopeError{ExitBadEnvelope, "sender: " + err.Error()}
 	}
 	for {
-		item, err := readItem(br)
+		item, err := readItem(br, maxAddress)
 		if err != nil {
 			return env, err
 		}
@@ -100,8 +106,8 @@ func ReadEnvelope(r io.Reader, maxRecipients int) (proto.Envelope, error) {
 }
 
 // readItem reads up to and without the next NUL, refusing items longer
-// than a prefix byte plus MaxAddress before buffering more.
-func readItem(br io.ByteReader) ([]byte, error) {
+// than a prefix byte plus maxAddress before buffering more.
+func readItem(br io.ByteReader, maxAddress int) ([]byte, error) {
 	var item []byte
 	for {
 		c, err := br.ReadByte()
@@ -114,8 +120,8 @@ func readItem(br io.ByteReader) ([]byte, error) {
 		if c == 0 {
 			return item, nil
 		}
-		if len(item) > MaxAddress {
-			return nil, &EnvelopeError{ExitAddressTooLong, fmt.Sprintf("address longer than %d bytes", MaxAddress)}
+		if len(item) > maxAddress {
+			return nil, &EnvelopeError{ExitAddressTooLong, fmt.Sprintf("address longer than %d bytes", maxAddress)}
 		}
 		item = append(item, c)
 	}
