@@ -540,7 +540,7 @@ func (cfg Config) Rewrite(addr string) string {
 // lone CR is kept) and a final newline added to non-empty input that
 // lacks one. Every other byte, 8-bit and NUL included, passes untouched.
 func NormalizeBody(r io.Reader) io.Reader {
-	return &normalizer{src: r, buf: make([]byte, 32<<10+1)}
+	return &normalizer{src: r}
 }
 
 type normalizer struct {
@@ -555,6 +555,11 @@ type normalizer struct {
 }
 
 func (n *normalizer) Read(p []byte) (int, error) {
+	if n.buf == nil {
+		// On first use: a message whose body is never read (refused,
+		// or only its header wanted) costs no buffer.
+		n.buf = make([]byte, 32<<10+1)
+	}
 	for len(n.out) == 0 {
 		if n.err != nil {
 			if n.finished {
