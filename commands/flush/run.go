@@ -284,7 +284,7 @@ func (r *runner) session(ctx context.Context, groups []maildir.Group) (int, erro
 		case proto.OK:
 			r.sum.Succeeded++
 			out.Status = "succeeded"
-			if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := e.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
 				out.Note = "delivered, but the file could not be removed (it will be sent again next run): " + err.Error()
 			} else {
 				r.unlinked++
@@ -405,7 +405,7 @@ func (r *runner) bounceOne(ctx context.Context, items []pendingBounce, server st
 
 func (r *runner) removeAll(items []pendingBounce) {
 	for _, it := range items {
-		if err := os.Remove(it.entry.Path); err == nil {
+		if err := it.entry.Remove(); err == nil {
 			r.unlinked++
 		}
 	}

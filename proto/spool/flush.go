@@ -194,7 +194,7 @@ func (s *Spool) bounce(ctx context.Context, cfg FlushConfig, g *maildir.Group, r
 func (s *Spool) remove(g *maildir.Group, log *slog.Logger, res *FlushResult) {
 	dirs := map[string]bool{}
 	for _, e := range g.Entries {
-		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := e.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
 			// The server has the message; this file would send it again.
 			log.Error("spool: cannot remove a delivered file: it will be delivered twice", "file", e.Path, "error", err)
 			s.setError(filepath.Base(e.Name), "delivered, but could not be removed: "+err.Error())
