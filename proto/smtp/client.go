@@ -1,0 +1,449 @@
+// Package smtp is qbox's SMTP client transport: many messages over one
+// session, one K, Z or D per recipient, in the shape of the QMTP client
+// (qbox/proto/qmtp), so a delivery engine can drive either.
+//
+// go-smtp's client (github.com/emersion/go-smtp) reads the greeting,
+// says EHLO (HELO when the server refuses EHLO) and parses the extensions,
+// before and again after STARTTLS. Its client cannot pipeline (each of its
+// Mail, Rcpt and Data calls writes one command and waits for its reply),
+// so the mail transactions, and the STARTTLS command itself (go-smtp only
+// offers it inside a constructor that says EHLO as "localhost" and closes
+// the connection when STARTTLS is not offered), are written here on the
+// same connection: RSET, MAIL, every RCPT and DATA in one batch when the
+// server offers PIPELINING, then the replies read in order.
+//
+// A reply counts only for a command fully written: the replies of a batch
+// are read only once the whole batch is written, and the reply to the
+// final "." only once the whole message and the "." are. Bytes from the
+// server beyond the replies owed are a protocol violation and end the
+// session. Every wait has a deadline that trickling bytes never extend.
+package smtp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"qbox/proto"
+)
+
+// Client defaults: tcpclient's connect timeout, and RFC 5321's (4.5.3.2)
+// five minutes for a command reply and ten for the reply to the final
+// "." (the data timeout also bounds writing the whole message).
+const (
+	DefaultConnectTimeout = 60 * time.Second
+	DefaultCommandTimeout = 5 * time.Minute
+	DefaultDataTimeout    = 10 * time.Minute
+)
+
+// TLSMode says when the session uses STARTTLS.
+type TLSMode int
+
+const (
+	// TLSOpportunistic uses STARTTLS whenever the server offers it,
+	// as MTAs do, without verifying the certificate (an unverified
+	// channel still defeats a passive listener); a server that refuses
+	// the STARTTLS command gets the mail in plain text.
+	TLSOpportunistic TLSMode = iota
+	// TLSRequire makes STARTTLS mandatory and verifies the certificate
+	// against the host name given to Send: without it, every recipient
+	// gets a Z and nothing is sent.
+	TLSRequire
+	// TLSNone never uses STARTTLS (tests, diagnosis).
+	TLSNone
+)
+
+// Message is one message for one or more recipients.
+type Message struct {
+	Sender     string
+	Recipients []string
+	// Size is the message's length in bytes. The message uses LF line
+	// ends; DATA sends it with CRLF, dot-stuffed.
+	Size int64
+	// Open returns the message. It is called twice, just before the
+	// message is sent: once to learn its size on the wire and whether
+	// it has 8-bit bytes (both go into MAIL), once to send it. Each
+	// reader is closed before the next message is opened.
+	Open func() (io.ReadCloser, error)
+}
+
+// RecipientResult is the outcome for one recipient of one message. Its
+// fields are those of qmtp.RecipientResult, so one converts to the other.
+type RecipientResult struct {
+	Package   int // index into the messages given to Send
+	Recipient int // index into that message's Recipients
+	// Reply is K for a recipient the DATA reply accepted; the text is the
+	// server's reply as one line, code first ("550 5.1.1 <x@y>: ...").
+	Reply proto.Reply
+	// FromServer is true when the reply is the server's; false when it is
+	// made up here (connection lost, timeout, protocol violation,
+	// unreadable message, a message over the server's SIZE limit).
+	FromServer bool
+}
+
+// SessionStats counts a session's traffic (bytes on the network, TLS
+// included). Its fields are those of qmtp.SessionStats.
+type SessionStats struct {
+	BytesOut int64
+	BytesIn  int64
+	Replies  int // SMTP replies read, the greeting and EHLO's included
+}
+
+// ConnectError means no server could be reached: nothing was sent, no
+// result was delivered, and every message may be tried again anywhere.
+type ConnectError struct {
+	Tried []ConnectAttempt
+}
+
+// ConnectAttempt is one failed connection.
+type ConnectAttempt struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnectError) Error() string {
+	if len(e.Tried) == 0 {
+		return "smtp: no server to connect to"
+	}
+	s := "smtp: cannot connect:"
+	for _, t := range e.Tried {
+		s += fmt.Sprintf(" %s: %v;", t.Addr, t.Err)
+	}
+	return s[:len(s)-1]
+}
+
+// ErrTimeout is wrapped by the session error when a deadline passed.
+var ErrTimeout = errors.New("timed out")
+
+// ErrTLSRequired is wrapped by the session error when TLSRequire could not
+// be met: no STARTTLS offered, STARTTLS refused, or the handshake failed.
+var ErrTLSRequired = errors.New("TLS required")
+
+// Client delivers messages over SMTP. The zero value is usable.
+type Client struct {
+	ConnectTimeout time.Duration // each connection attempt; 0: DefaultConnectTimeout
+	// CommandTimeout bounds the wait for the greeting and for each
+	// reply to a command, and the writing of each batch of commands.
+	// 0: DefaultCommandTimeout.
+	CommandTimeout time.Duration
+	// DataTimeout bounds writing a message (with its final ".") and,
+	// again, the wait for the reply to it. 0: DefaultDataTimeout.
+	DataTimeout time.Duration
+	// Helo is the name given in EHLO or HELO; "" means DefaultHelo.
+	Helo string
+	TLS  TLSMode
+	// TLSConfig is the base of the STARTTLS configuration (cloned; nil
+	// is an empty one). TLSOpportunistic skips verification whatever it
+	// says; TLSRequire sets ServerName to Send's host when it is empty.
+	TLSConfig *tls.Config
+	// Dial overrides how connections are made.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Connect connects to the first of addrs (host:port) that accepts. Only a
+// failed connect moves on to the next address.
+func (c *Client) Connect(ctx context.Context, addrs []string) (net.Conn, string, error) {
+	timeout := orDefault(c.ConnectTimeout, DefaultConnectTimeout)
+	dial := c.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	cerr := &ConnectError{}
+	for _, addr := range addrs {
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		conn, err := dial(dctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			return conn, addr, nil
+		}
+		cerr.Tried = append(cerr.Tried, ConnectAttempt{Addr: addr, Err: err})
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, "", cerr
+}
+
+// Deliver connects to the first reachable of addrs and sends msgs there
+// (see Send); the host name for TLSRequire's verification is the host
+// part of the address connected to. When no address accepts it returns a
+// *ConnectError and delivers no result.
+func (c *Client) Deliver(ctx context.Context, addrs []string, msgs []Message, onResult func(RecipientResult)) (SessionStats, error) {
+	conn, addr, err := c.Connect(ctx, addrs)
+	if err != nil {
+		return SessionStats{}, err
+	}
+	defer conn.Close()
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	return c.Send(ctx, conn, host, msgs, onResult)
+}
+
+// Send runs one SMTP session on conn with the server named host (the name
+// TLSRequire verifies the certificate against) and calls onResult once for
+// every recipient of every message, in order (never concurrently): RCPT's
+// 4xx is Z and 5xx is D; a recipient RCPT accepted gets the reply to the
+// message's final "."; a refused MAIL or DATA gives its reply to every
+// recipient it concerns. Messages follow one another on the session, RSET
+// between them. When the session ends early — connection lost, timeout,
+// protocol violation, greeting or EHLO refused, TLS required but not
+// available — every recipient not yet answered gets a Z, and Send returns
+// the error that ended the session. Send does not close conn.
+//
+// When the channel of proto.StopStarting(ctx) closes, no further message
+// is started, the ones not started get a Z saying so, and Send returns an
+// error wrapping proto.ErrInterrupted. Cancelling ctx ends everything at
+// once.
+//
+// A message without recipients, or whose envelope fails
+// proto.CheckEnvelope, is refused before anything is sent.
+func (c *Client) Send(ctx context.Context, conn net.Conn, host string, msgs []Message, onResult func(RecipientResult)) (SessionStats, error) {
+	for i := range msgs {
+		if len(msgs[i].Recipients) == 0 {
+			return SessionStats{}, fmt.Errorf("smtp: message %d has no recipients", i)
+		}
+		if err := proto.CheckEnvelope(proto.Envelope{Sender: msgs[i].Sender, Recipients: msgs[i].Recipients}); err != nil {
+			return SessionStats{}, fmt.Errorf("smtp: message %d: %w", i, err)
+		}
+	}
+	helo := c.Helo
+	if helo == "" {
+		var err error
+		if helo, err = DefaultHelo(os.Getenv); err != nil {
+			return SessionStats{}, fmt.Errorf("smtp: helo name: %w", err)
+		}
+	}
+	if strings.ContainsAny(helo, "\r\n\x00 ") {
+		return SessionStats{}, fmt.Errorf("smtp: helo name %q is not a host name", proto.Printable(helo, 100))
+	}
+	s := &session{
+		c:        c,
+		ctx:      ctx,
+		host:     host,
+		helo:     helo,
+		msgs:     msgs,
+		onResult: onResult,
+		cc:       &countConn{Conn: conn},
+		cmdTO:    orDefault(c.CommandTimeout, DefaultCommandTimeout),
+		dataTO:   orDefault(c.DataTimeout, DefaultDataTimeout),
+	}
+	stopWatch := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+
+	err := s.run()
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("smtp: %w (%v)", ctx.Err(), err)
+	}
+	s.failRest(err)
+	return SessionStats{BytesOut: s.cc.out, BytesIn: s.cc.in, Replies: s.replies}, err
+}
+
+type session struct {
+	c        *Client
+	ctx      context.Context
+	host     string
+	helo     string
+	msgs     []Message
+	onResult func(RecipientResult)
+	cc       *countConn
+	tlsConn  *tls.Conn // after STARTTLS, over cc
+	w        *wireConn // what commands and replies go through
+	cmdTO    time.Duration
+	dataTO   time.Duration
+
+	// What the server offers.
+	pipelining bool
+	eightBit   bool
+	sizeOK     bool  // SIZE offered
+	maxSize    int64 // its limit; 0: none
+
+	replies int
+	next    int                // first message whose results are not all delivered
+	cur     []*RecipientResult // results of message next, while it is under way
+	// notStarted: the session stopped (StopStarting) before message next.
+	notStarted bool
+}
+
+// serverRefused ends the session on a reply that refuses it (greeting,
+// EHLO and HELO, RSET, STARTTLS under TLSRequire): every recipient not yet
+// answered gets a Z with the server's words.
+type serverRefused struct {
+	step string
+	text string
+}
+
+func (e *serverRefused) Error() string {
+	return fmt.Sprintf("smtp: %s: %s", e.step, e.text)
+}
+
+func (s *session) run() error {
+	if err := s.hello(); err != nil {
+		return err
+	}
+	for i := range s.msgs {
+		if proto.StoppedStarting(s.ctx) {
+			s.notStarted = true
+			return fmt.Errorf("smtp: %w", proto.ErrInterrupted)
+		}
+		if err := s.transaction(i, i > 0); err != nil {
+			return err
+		}
+	}
+	s.quit()
+	return nil
+}
+
+// hello runs go-smtp's greeting and EHLO, then STARTTLS and go-smtp's
+// EHLO again inside TLS.
+func (s *session) hello() error {
+	w := newWireConn(s.ctx, s.cc)
+	cl, err := s.goSMTPHello(w)
+	if err != nil {
+		return err
+	}
+	starttls, _ := cl.Extension("STARTTLS")
+	switch {
+	case s.c.TLS == TLSNone:
+	case starttls:
+		ok, err := s.startTLS(w)
+		if err != nil {
+			return err
+		}
+		if ok {
+			w = newWireConn(s.ctx, s.tlsConn)
+			// go-smtp's client reads a greeting before its EHLO; after
+			// STARTTLS there is none (RFC 3207), so it is given one
+			// here that never came from the server.
+			w.synthetic = []byte("220 STARTTLS\r\n")
+			s.replies-- // not the server's
+			if cl, err = s.goSMTPHello(w); err != nil {
+				return err
+			}
+		}
+	case s.c.TLS == TLSRequire:
+		return fmt.Errorf("smtp: %w: %s does not offer STARTTLS", ErrTLSRequired, s.host)
+	}
+	s.w = w
+	s.pipelining, _ = cl.Extension("PIPELINING")
+	s.eightBit, _ = cl.Extension("8BITMIME")
+	if ok, _ := cl.Extension("SIZE"); ok {
+		s.sizeOK = true
+		if n, ok := cl.MaxMessageSize(); ok {
+			s.maxSize = int64(n)
+		}
+	}
+	return nil
+}
+
+// goSMTPHello reads the greeting (unless after STARTTLS) and says EHLO
+// through go-smtp, falling back to HELO when the server refuses EHLO with
+// any 5xx (go-smtp itself falls back only on 500 and 502).
+func (s *session) goSMTPHello(w *wireConn) (*gosmtp.Client, error) {
+	w.budget = goSMTPBudget
+	defer func() { w.budget = -1 }()
+	cl := gosmtp.NewClient(w)
+	cl.CommandTimeout = s.cmdTO
+	outBefore := s.cc.out
+	err := cl.Hello(s.helo)
+	if err == nil {
+		s.replies += 2
+		return cl, nil
+	}
+	var se *gosmtp.SMTPError
+	if !errors.As(err, &se) {
+		return nil, s.networkError("the greeting or the EHLO reply", s.cmdTO, err)
+	}
+	if s.cc.out == outBefore {
+		s.replies++
+		return nil, &serverRefused{step: "greeting", text: smtpErrorText(se)}
+	}
+	s.replies += 2
+	if se.Code/100 != 5 || se.Code == 500 || se.Code == 502 {
+		// go-smtp's HELO was refused too, or EHLO got a 4xx.
+		return nil, &serverRefused{step: "EHLO/HELO", text: smtpErrorText(se)}
+	}
+	r, err := s.command("HELO "+s.helo, w)
+	if err != nil {
+		return nil, err
+	}
+	if r.class() != 2 {
+		return nil, &serverRefused{step: "HELO", text: r.text}
+	}
+	return cl, nil // no extensions: go-smtp's EHLO failed
+}
+
+func smtpErrorText(se *gosmtp.SMTPError) string {
+	s := fmt.Sprintf("%03d", se.Code)
+	if c := se.EnhancedCode; c != (gosmtp.EnhancedCode{}) && c != gosmtp.NoEnhancedCode {
+		s += fmt.Sprintf(" %d.%d.%d", c[0], c[1], c[2])
+	}
+	if se.Message != "" {
+		s += " " + se.Message
+	}
+	return proto.OneLine(proto.Printable(s, proto.MaxReplyText))
+}
+
+// startTLS sends STARTTLS and shakes hands. It returns false when the
+// server refused STARTTLS and the session goes on in plain text.
+func (s *session) startTLS(w *wireConn) (bool, error) {
+	r, err := s.command("STARTTLS", w)
+	if err != nil {
+		return false, err
+	}
+	if r.code != 220 {
+		if s.c.TLS == TLSRequire {
+			return false, fmt.Errorf("smtp: %w: STARTTLS refused: %s", ErrTLSRequired, r.text)
+		}
+		return false, nil
+	}
+	if w.buffered() > 0 {
+		// Bytes sent before the handshake would be read as if they came
+		// inside TLS (the STARTTLS injection attack).
+		return false, fmt.Errorf("smtp: %w: bytes after the STARTTLS reply, before TLS", ErrRemoteViolation)
+	}
+	var cfg *tls.Config
+	if s.c.TLSConfig != nil {
+		cfg = s.c.TLSConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if s.c.TLS == TLSRequire {
+		if cfg.ServerName == "" {
+			cfg.ServerName = s.host
+		}
+	} else {
+		cfg.InsecureSkipVerify = true
+	}
+	tc := tls.Client(s.cc, cfg) // over the counting connection
+	tc.SetDeadline(time.Now().Add(s.cmdTO))
+	if s.ctx.Err() != nil {
+		tc.SetDeadline(time.Unix(1, 0))
+	}
+	err = tc.Handshake()
+	tc.SetDeadline(time.Time{})
+	if err != nil {
+		if s.c.TLS == TLSRequire {
+			return false, fmt.Errorf("smtp: %w: TLS handshake with %s: %v", ErrTLSRequired, s.host, err)
+		}
+		return false, s.networkError("the TLS handshake", s.cmdTO, err)
+	}
+	s.tlsConn = tc
+	return true, nil
+}

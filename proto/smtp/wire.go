@@ -1,0 +1,256 @@
+package smtp
+
+// The connection as both go-smtp and this package's own transaction code
+// see it, and the reader of SMTP replies. Every byte from the server is
+// hostile: a reply line is at most maxReplyLine bytes, a reply at most
+// maxReplyLines lines, and go-smtp's part of the session (greeting and
+// EHLO) may read at most goSMTPBudget bytes in all, so no server can make
+// the client hold more than a few hundred KiB whatever it sends.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"qbox/proto"
+)
+
+const (
+	// maxReplyLine bounds one reply line, CRLF included: RFC 5321
+	// allows 512; go-smtp's client allows 2000, and so does this one.
+	maxReplyLine = 2000
+	// maxReplyLines bounds the lines of one reply (an EHLO reply lists
+	// a dozen extensions; a hundred lines is no honest reply).
+	maxReplyLines = 100
+	// goSMTPBudget bounds what go-smtp may read for the greeting and
+	// the EHLO (or HELO) reply together.
+	goSMTPBudget = 64 << 10
+)
+
+// ErrRemoteViolation is wrapped by the session error when the server broke
+// SMTP: a malformed or oversized reply, a reply to nothing, or bytes sent
+// between the STARTTLS reply and the TLS handshake.
+var ErrRemoteViolation = errors.New("remote protocol violation")
+
+// wireConn is the connection under go-smtp's client and this package's
+// own commands. Read hands out at most one line per call, so go-smtp's
+// buffered reader never holds bytes beyond the reply it parses: whatever
+// the server sends next stays here, for this package's reply reader, and
+// bytes sent out of turn can be seen (buffered).
+type wireConn struct {
+	net.Conn
+	ctx context.Context
+	rd  io.Reader // the connection's reader (Conn, or a test's bytes)
+
+	buf        [4096]byte
+	start, end int
+
+	synthetic []byte // handed out before anything read (see afterTLS)
+	budget    int64  // bytes Read may still hand out; < 0: no limit
+}
+
+func newWireConn(ctx context.Context, c net.Conn) *wireConn {
+	return &wireConn{Conn: c, ctx: ctx, rd: c, budget: -1}
+}
+
+func (w *wireConn) buffered() int { return w.end - w.start + len(w.synthetic) }
+
+// fill reads once from the network into an empty buffer.
+func (w *wireConn) fill() error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	w.start, w.end = 0, 0
+	n, err := w.rd.Read(w.buf[:])
+	w.end = n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// Read gives go-smtp at most one line (or what there is of it).
+func (w *wireConn) Read(p []byte) (int, error) {
+	if len(w.synthetic) > 0 {
+		n := copy(p, w.synthetic)
+		w.synthetic = w.synthetic[n:]
+		return n, nil
+	}
+	if w.start == w.end {
+		if err := w.fill(); err != nil {
+			return 0, err
+		}
+	}
+	chunk := w.buf[w.start:w.end]
+	if i := bytes.IndexByte(chunk, '\n'); i >= 0 {
+		chunk = chunk[:i+1]
+	}
+	if len(chunk) > len(p) {
+		chunk = chunk[:len(p)]
+	}
+	if w.budget >= 0 {
+		if int64(len(chunk)) > w.budget {
+			return 0, fmt.Errorf("smtp: %w: the greeting and EHLO reply exceed %d bytes", ErrRemoteViolation, goSMTPBudget)
+		}
+		w.budget -= int64(len(chunk))
+	}
+	n := copy(p, chunk)
+	w.start += n
+	return n, nil
+}
+
+// Close does nothing: go-smtp closes its connection when the greeting
+// fails, but the connection is the caller's (Send never closes it).
+func (w *wireConn) Close() error { return nil }
+
+// Deadlines set by go-smtp after the context ended would revive a
+// connection the context's watcher has just expired.
+func (w *wireConn) SetDeadline(t time.Time) error {
+	if w.ctx.Err() != nil {
+		t = time.Unix(1, 0)
+	}
+	return w.Conn.SetDeadline(t)
+}
+
+func (w *wireConn) SetReadDeadline(t time.Time) error {
+	if w.ctx.Err() != nil {
+		t = time.Unix(1, 0)
+	}
+	return w.Conn.SetReadDeadline(t)
+}
+
+func (w *wireConn) SetWriteDeadline(t time.Time) error {
+	if w.ctx.Err() != nil {
+		t = time.Unix(1, 0)
+	}
+	return w.Conn.SetWriteDeadline(t)
+}
+
+// readLine returns the next line without its line end (LF, or CRLF).
+func (w *wireConn) readLine() ([]byte, error) {
+	var line []byte
+	for {
+		if w.start == w.end {
+			if err := w.fill(); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil, errConnClosed
+				}
+				return nil, err
+			}
+		}
+		chunk := w.buf[w.start:w.end]
+		i := bytes.IndexByte(chunk, '\n')
+		if i >= 0 {
+			chunk = chunk[:i+1]
+		}
+		if len(line)+len(chunk) > maxReplyLine {
+			return nil, fmt.Errorf("smtp: %w: a reply line longer than %d bytes", ErrRemoteViolation, maxReplyLine)
+		}
+		line = append(line, chunk...)
+		w.start += len(chunk)
+		if i >= 0 {
+			line = line[:len(line)-1]
+			return bytes.TrimSuffix(line, []byte{'\r'}), nil
+		}
+	}
+}
+
+var errConnClosed = errors.New("smtp: connection closed by the server")
+
+// reply is one SMTP reply: its code, and the code and text of all its
+// lines as one line, to quote in a bounce or a log.
+type reply struct {
+	code int
+	text string
+}
+
+func (r reply) class() int { return r.code / 100 }
+
+// readReply reads one reply, single- or multi-line.
+func (w *wireConn) readReply() (reply, error) {
+	var (
+		code  int
+		texts []string
+		size  int
+	)
+	for n := 0; ; n++ {
+		if n == maxReplyLines {
+			return reply{}, fmt.Errorf("smtp: %w: a reply of more than %d lines", ErrRemoteViolation, maxReplyLines)
+		}
+		line, err := w.readLine()
+		if err != nil {
+			return reply{}, err
+		}
+		c, more, text, err := parseReplyLine(line)
+		if err != nil {
+			return reply{}, err
+		}
+		if n == 0 {
+			code = c
+		} else if c != code {
+			return reply{}, fmt.Errorf("smtp: %w: reply lines with codes %d and %d", ErrRemoteViolation, code, c)
+		}
+		if text != "" && size < proto.MaxReplyText {
+			texts = append(texts, text)
+			size += len(text) + 1
+		}
+		if !more {
+			break
+		}
+	}
+	s := strconv.Itoa(code)
+	if len(texts) > 0 {
+		s += " " + strings.Join(texts, " ")
+	}
+	if len(s) > proto.MaxReplyText {
+		s = s[:proto.MaxReplyText]
+	}
+	return reply{code: code, text: proto.OneLine(s)}, nil
+}
+
+// parseReplyLine splits "250-text" or "250 text" (or a bare "250"): the
+// code, whether more lines follow, and the text.
+func parseReplyLine(line []byte) (code int, more bool, text string, err error) {
+	if len(line) < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' {
+		return 0, false, "", fmt.Errorf("smtp: %w: not a reply line: %q", ErrRemoteViolation, proto.Printable(string(line), 80))
+	}
+	code = int(line[0]-'0')*100 + int(line[1]-'0')*10 + int(line[2]-'0')
+	if len(line) == 3 {
+		return code, false, "", nil
+	}
+	switch line[3] {
+	case ' ':
+	case '-':
+		more = true
+	default:
+		return 0, false, "", fmt.Errorf("smtp: %w: not a reply line: %q", ErrRemoteViolation, proto.Printable(string(line), 80))
+	}
+	return code, more, string(line[4:]), nil
+}
+
+// countConn counts the bytes on the network, under TLS if any.
+type countConn struct {
+	net.Conn
+	out, in int64
+}
+
+func (c *countConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out += int64(n)
+	return n, err
+}
+
+func (c *countConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in += int64(n)
+	return n, err
+}
