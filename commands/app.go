@@ -60,6 +60,9 @@ func Main(args []string) int {
 		return p(args)
 	}
 	app := App(os.Stdin, os.Stdout, os.Stderr)
+	if err := checkCommandLine(app, args, os.Stderr); err != nil {
+		return exitcode.Of(err)
+	}
 	if err := app.Run(args); err != nil {
 		return exitcode.Of(err)
 	}
@@ -68,7 +71,7 @@ func Main(args []string) int {
 
 // App builds the qbox command-line application.
 func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "qbox",
 		Usage:                "a toolbox for QMQP and QMTP: inject, serve, flush a maildir, check MX and probe",
 		Version:              Version,
@@ -92,7 +95,7 @@ func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				return
 			}
 			name := "qbox"
-			if c != nil && c.Command != nil && c.Command.Name != "" {
+			if c != nil && c.Command != nil && c.Command.Name != "" && c.Command.Name != "qbox" {
 				name += " " + c.Command.Name
 			}
 			var silent *exitcode.Error
@@ -102,4 +105,7 @@ func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		},
 	}
+	app.OnUsageError = usageErrorFor("qbox")
+	setUsageErrors("qbox", app.Commands)
+	return app
 }

@@ -1,0 +1,170 @@
+package commands
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"qbox/commands/exitcode"
+)
+
+// The command-line contract: a usage error is one line on stderr that
+// names the problem and the nearest valid flag or command, then where to
+// read more; never the help on stdout, and never a temporary exit status
+// (a script would retry a typo for ever).
+
+// usageErrorFor returns the OnUsageError handler of the command named
+// name ("qbox inject"): it turns urfave/cli's flag errors into one line.
+func usageErrorFor(name string) cli.OnUsageErrorFunc {
+	return func(c *cli.Context, err error, _ bool) error {
+		return exitcode.Usage("%s; see '%s --help'", describeUsageError(c, err), name)
+	}
+}
+
+func describeUsageError(c *cli.Context, err error) string {
+	msg := err.Error()
+	var flags []cli.Flag
+	if c != nil && c.Command != nil {
+		flags = c.Command.Flags
+	}
+	// The texts of Go's flag package, which urfave/cli passes on.
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		name = strings.TrimLeft(name, "-")
+		s := fmt.Sprintf("unknown flag -%s%s", dashes(name), name)
+		if near := nearestFlag(flags, name); near != "" {
+			s += fmt.Sprintf(" (did you mean %s?)", near)
+		}
+		return s
+	}
+	if rest, ok := strings.CutPrefix(msg, `invalid value "`); ok {
+		value, rest, _ := strings.Cut(rest, `" for flag `)
+		name, _, _ := strings.Cut(strings.TrimLeft(rest, "-"), ":")
+		s := fmt.Sprintf("invalid value %q for -%s%s", value, dashes(name), name)
+		if isDurationFlag(flags, name) {
+			s += ": a duration needs a unit, e.g. 5s, 2m or 1h"
+		}
+		return s
+	}
+	return msg
+}
+
+// dashes is what a flag name is written with after the first dash.
+func dashes(name string) string {
+	if len(name) > 1 {
+		return "-"
+	}
+	return ""
+}
+
+func nearestFlag(flags []cli.Flag, provided string) string {
+	var visible []cli.Flag
+	for _, f := range flags {
+		if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
+			continue
+		}
+		visible = append(visible, f)
+	}
+	if len(visible) == 0 || cli.SuggestFlag == nil {
+		return ""
+	}
+	return cli.SuggestFlag(visible, provided, true)
+}
+
+func isDurationFlag(flags []cli.Flag, name string) bool {
+	for _, f := range flags {
+		if _, ok := f.(*cli.DurationFlag); !ok {
+			continue
+		}
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkCommandLine catches what urfave/cli would answer with a help page
+// and exit 0 or 111: no command at all, or one that does not exist. It
+// returns a usage error, or nil when app.Run should go ahead.
+func checkCommandLine(app *cli.App, args []string, stderr io.Writer) error {
+	names := visibleCommandNames(app)
+	if len(args) < 2 {
+		fmt.Fprintf(stderr, "usage: qbox COMMAND [flags] [args]; commands: %s; see 'qbox --help'\n", strings.Join(names, ", "))
+		return &exitcode.Error{Code: exitcode.Permanent}
+	}
+	name := args[1]
+	if strings.HasPrefix(name, "-") || name == "help" || name == "h" || app.Command(name) != nil {
+		return nil
+	}
+	s := fmt.Sprintf("qbox: unknown command %q", name)
+	if near := nearestCommand(app, name); near != "" {
+		s += fmt.Sprintf(" (did you mean %q?)", near)
+	}
+	fmt.Fprintf(stderr, "%s; commands: %s; see 'qbox --help'\n", s, strings.Join(names, ", "))
+	return &exitcode.Error{Code: exitcode.Permanent}
+}
+
+func visibleCommandNames(app *cli.App) []string {
+	var names []string
+	for _, c := range app.Commands {
+		if !c.Hidden {
+			names = append(names, c.Name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// nearestCommand is the visible command whose name is closest to name by
+// edit distance, if any is close enough to be a typo of it.
+func nearestCommand(app *cli.App, name string) string {
+	best, bestDist := "", len(name)/2+2
+	for _, c := range app.Commands {
+		if c.Hidden {
+			continue
+		}
+		for _, n := range c.Names() {
+			if d := editDistance(name, n); d < bestDist {
+				best, bestDist = c.Name, d
+			}
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// setUsageErrors gives every command (and subcommand) the one-line usage
+// error handler.
+func setUsageErrors(prefix string, cmds []*cli.Command) {
+	for _, c := range cmds {
+		name := prefix + " " + c.Name
+		if c.OnUsageError == nil {
+			c.OnUsageError = usageErrorFor(name)
+		}
+		setUsageErrors(name, c.Subcommands)
+	}
+}
