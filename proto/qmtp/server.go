@@ -173,8 +173,10 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	rp := &serverReplier{
 		out:   out,
 		nw:    netstring.NewWriter(out),
-		queue: make(chan *serverPackage, serverMaxInFlight),
+		queue: make(chan *serverPackage, serverMaxUnanswered),
 		done:  make(chan struct{}),
+
+		envelopes: s.Envelopes,
 	}
 	rp.room = sync.NewCond(&rp.mu)
 	if s.Logger != nil {
@@ -194,7 +196,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 			break
 		}
 		// Read on only while the packages still being committed or
-		// answered leave room (serverMaxInFlight, serverMaxInFlightBytes).
+		// answered leave room (serverMaxInFlight and the others).
 		rp.waitForRoom()
 		if ss.in.Buffered() == 0 {
 			// Between packages: a stopping server may end here. (The
@@ -267,14 +269,17 @@ func (c *serverCheckedReader) Read(p []byte) (int, error) {
 // next ones; their replies still go out in package order. What the
 // packages in flight hold in memory is bounded too: each is charged its
 // message size up to serverChargeCap (a store keeps at most about that
-// much of a message in memory, the rest in a spool file), and a session
-// reads no further package while the charges reach
-// serverMaxInFlightBytes. Their envelope addresses stay charged to
-// Server.Envelopes until their commit is done.
+// much of a message in memory, the rest in a spool file) until its
+// commit returns, and a session reads no further package while the
+// charges reach serverMaxInFlightBytes. A commit that returns early does
+// not wait for the ones before it to free its place, but at most
+// serverMaxUnanswered packages wait for their replies to be written;
+// their envelope addresses stay charged to Server.Envelopes until then.
 const (
 	serverMaxInFlight      = 16
 	serverMaxInFlightBytes = 256 << 10
 	serverChargeCap        = 64 << 10
+	serverMaxUnanswered    = 4 * serverMaxInFlight
 )
 
 // serverPackage is one package read completely, on its way to the client
@@ -282,10 +287,11 @@ const (
 type serverPackage struct {
 	// done is closed once replies are final (the commit returned); nil
 	// when they were final without a commit.
-	done    chan struct{}
-	replies []proto.Reply
-	excess  int   // recipients beyond the limits: ReplyTooMany each
-	charge  int64 // against serverMaxInFlightBytes
+	done     chan struct{}
+	replies  []proto.Reply
+	excess   int   // recipients beyond the limits: ReplyTooMany each
+	charge   int64 // against serverMaxInFlightBytes while committing
+	envelope int64 // taken from Server.Envelopes, given back once answered
 
 	// For the log line.
 	start  time.Time
@@ -304,12 +310,15 @@ type serverReplier struct {
 	done  chan struct{} // closed when run returns
 	res   Result        // Packages and reply counts; read after done
 	log   func(*serverPackage)
+	// envelopes gets back each package's envelope once it is answered.
+	envelopes *proto.Budget
 
-	mu       sync.Mutex
-	room     *sync.Cond // signalled as packages leave the flight
-	inFlight int
-	bytes    int64
-	err      error // the first write error: later replies are dropped
+	mu         sync.Mutex
+	room       *sync.Cond // signalled as packages leave the flight
+	committing int        // commits not returned yet
+	bytes      int64      // their charges
+	unanswered int        // packages whose replies are not written yet
+	err        error      // the first write error: later replies are dropped
 }
 
 // waitForRoom blocks while the packages in flight are at their bounds.
@@ -317,19 +326,33 @@ type serverReplier struct {
 // a blocked write fails after the idle timeout.
 func (rp *serverReplier) waitForRoom() {
 	rp.mu.Lock()
-	for rp.inFlight >= serverMaxInFlight || rp.bytes >= serverMaxInFlightBytes {
+	for rp.committing >= serverMaxInFlight || rp.bytes >= serverMaxInFlightBytes || rp.unanswered >= serverMaxUnanswered {
 		rp.room.Wait()
 	}
 	rp.mu.Unlock()
 }
 
-// add puts p in flight, behind every package read before it.
+// add puts p in flight, behind every package read before it; p.done set
+// means a commit is under way, which calls committed when it returns.
 func (rp *serverReplier) add(p *serverPackage) {
 	rp.mu.Lock()
-	rp.inFlight++
-	rp.bytes += p.charge
+	if p.done != nil {
+		rp.committing++
+		rp.bytes += p.charge
+	}
+	rp.unanswered++
 	rp.mu.Unlock()
-	rp.queue <- p // never blocks: waitForRoom keeps fewer than cap in flight
+	rp.queue <- p // never blocks: waitForRoom keeps fewer than cap unanswered
+}
+
+// committed is called when p's commit has returned, before p.done is
+// closed: what the delivery held is released.
+func (rp *serverReplier) committed(p *serverPackage) {
+	rp.mu.Lock()
+	rp.committing--
+	rp.bytes -= p.charge
+	rp.room.Signal()
+	rp.mu.Unlock()
 }
 
 // waitIdle waits until every package in flight has been answered (their
@@ -338,8 +361,8 @@ func (rp *serverReplier) add(p *serverPackage) {
 func (rp *serverReplier) waitIdle() bool {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	waited := rp.inFlight > 0
-	for rp.inFlight > 0 {
+	waited := rp.unanswered > 0
+	for rp.unanswered > 0 {
 		rp.room.Wait()
 	}
 	return waited
@@ -387,9 +410,9 @@ func (rp *serverReplier) run() {
 		if rp.log != nil {
 			rp.log(p)
 		}
+		rp.envelopes.Give(p.envelope)
 		rp.mu.Lock()
-		rp.inFlight--
-		rp.bytes -= p.charge
+		rp.unanswered--
 		rp.room.Signal()
 		rp.mu.Unlock()
 	}
@@ -589,35 +612,38 @@ func (ss *serverSession) onePackage() error {
 		rcpts:   rcpts,
 		size:    size,
 	}
-	if len(valid) > 0 {
-		// Committed while the session reads on; the replier waits for
-		// it, so replies keep package order and each K still comes only
-		// once the store has made the message durable.
-		d := ss.delivery
-		ss.delivery = nil
-		p.done = make(chan struct{})
-		env := proto.Envelope{Sender: sender, Recipients: valid}
-		envelope := held
-		held = 0 // given back when the commit is done, not now
-		go func() {
-			defer close(p.done)
-			defer ss.srv.Envelopes.Give(envelope)
-			got := d.Commit(ss.ctx, env)
-			j := 0
-			for i := range replies {
-				if replies[i].Status != 0 {
-					continue
-				}
-				if len(got) == len(valid) {
-					replies[i] = got[j]
-				} else {
-					replies[i] = proto.Z(fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(got), len(valid)))
-				}
-				j++
-			}
-		}()
-	} // else the delivery, if any, is Aborted by the caller
+	// The addresses live on in p until it is answered: the replier gives
+	// them back.
+	p.envelope, held = held, 0
+	if len(valid) == 0 {
+		ss.replier.add(p) // the delivery, if any, is Aborted by the caller
+		return nil
+	}
+	// Committed while the session reads on; the replier waits for it, so
+	// replies keep package order and each K still comes only once the
+	// store has made the message durable.
+	d := ss.delivery
+	ss.delivery = nil
+	p.done = make(chan struct{})
 	ss.replier.add(p)
+	env := proto.Envelope{Sender: sender, Recipients: valid}
+	go func() {
+		got := d.Commit(ss.ctx, env)
+		j := 0
+		for i := range replies {
+			if replies[i].Status != 0 {
+				continue
+			}
+			if len(got) == len(valid) {
+				replies[i] = got[j]
+			} else {
+				replies[i] = proto.Z(fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(got), len(valid)))
+			}
+			j++
+		}
+		ss.replier.committed(p)
+		close(p.done)
+	}()
 	return nil
 }
 
