@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -25,15 +26,18 @@ func Init(dir string) error {
 }
 
 var (
-	counter  atomic.Uint64
-	hostname = func() string {
+	counter atomic.Uint64
+	// keyHost is the host part of a maildir name, looked up at the first
+	// key rather than at start-up: every sendmail call links this package,
+	// few of them name a maildir file.
+	keyHost = sync.OnceValue(func() string {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
 			h = "localhost"
 		}
 		// '/' and ':' may not appear in a maildir name.
 		return strings.NewReplacer("/", `\057`, ":", `\072`).Replace(h)
-	}()
+	})
 )
 
 // NewKey returns a unique maildir file name: seconds, then a part unique
@@ -42,7 +46,7 @@ func NewKey() string {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	return strconv.FormatInt(time.Now().Unix(), 10) + ".P" + strconv.Itoa(os.Getpid()) +
-		"Q" + strconv.FormatUint(counter.Add(1), 10) + "R" + hex.EncodeToString(rnd[:]) + "." + hostname
+		"Q" + strconv.FormatUint(counter.Add(1), 10) + "R" + hex.EncodeToString(rnd[:]) + "." + keyHost()
 }
 
 // MaxOpenFiles is the most files a batch holds open at once, whatever
