@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -113,6 +115,13 @@ func Sendmail(ctx context.Context, p *Process) int {
 		p.errorf("reading the qmail configuration: %v", err)
 		return exTempFail
 	}
+	if cfg.User == "anonymous" && noUserInEnv(p.Getenv) {
+		// cron and systemd units set no USER or LOGNAME; sendmail and
+		// Postfix then name the sender by the uid's login name.
+		if name := loginName(); name != "" {
+			cfg.User = name
+		}
+	}
 	applySenderOptions(&cfg, o)
 	rcpts, err := splitRecipients(o.Recipients)
 	if err != nil {
@@ -168,6 +177,27 @@ func Sendmail(ctx context.Context, p *Process) int {
 		p.errorf("%s", res.reason)
 		return exTempFail
 	}
+}
+
+// noUserInEnv reports that none of the variables qmail-inject takes the
+// sender's user name from is set.
+func noUserInEnv(getenv func(string) string) bool {
+	for _, v := range []string{"QMAILUSER", "MAILUSER", "USER", "LOGNAME"} {
+		if getenv(v) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// loginName is the login name of this process's real uid from the
+// password database, "" when it has none.
+func loginName() string {
+	u, err := user.LookupId(strconv.Itoa(os.Getuid()))
+	if err != nil {
+		return ""
+	}
+	return u.Username
 }
 
 // applySenderOptions gives -F and -f their effect on the From field that

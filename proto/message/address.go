@@ -44,6 +44,9 @@ type token struct {
 	// spaceBefore records white space or a comment before the token:
 	// qmail reads "a b" in an address list as two addresses.
 	spaceBefore bool
+	// start and end are the token's byte offsets in the tokenized text,
+	// so a header field can be completed in place (completeAddresses).
+	start, end int
 }
 
 // unfold undoes header folding: a line break (LF or CRLF) followed by a
@@ -110,6 +113,7 @@ func tokenize(s string) ([]token, error) {
 			// ever (sendmail ')' grew tokens until memory ran out).
 			return nil, errors.New("unbalanced ')'")
 		case c == '"':
+			start := i
 			var b strings.Builder
 			i++
 			closed := false
@@ -130,18 +134,18 @@ func tokenize(s string) ([]token, error) {
 			if !closed {
 				return nil, errors.New("unterminated quoted string")
 			}
-			toks = append(toks, token{kind: tokQuoted, text: b.String(), spaceBefore: space})
+			toks = append(toks, token{kind: tokQuoted, text: b.String(), spaceBefore: space, start: start, end: i})
 			space = false
 		case c == '[':
 			j := strings.IndexByte(s[i:], ']')
 			if j < 0 {
 				return nil, errors.New("unterminated domain literal")
 			}
-			toks = append(toks, token{kind: tokLiteral, text: s[i : i+j+1], spaceBefore: space})
+			toks = append(toks, token{kind: tokLiteral, text: s[i : i+j+1], spaceBefore: space, start: i, end: i + j + 1})
 			space = false
 			i += j + 1
 		case strings.IndexByte("<>@,;:.", c) >= 0:
-			toks = append(toks, token{kind: tokSpecial, text: s[i : i+1], spaceBefore: space})
+			toks = append(toks, token{kind: tokSpecial, text: s[i : i+1], spaceBefore: space, start: i, end: i + 1})
 			space = false
 			i++
 		default:
@@ -149,7 +153,7 @@ func tokenize(s string) ([]token, error) {
 			for j < len(s) && strings.IndexByte(" \t()\"[<>@,;:.", s[j]) < 0 {
 				j++
 			}
-			toks = append(toks, token{kind: tokAtom, text: s[i:j], spaceBefore: space})
+			toks = append(toks, token{kind: tokAtom, text: s[i:j], spaceBefore: space, start: i, end: j})
 			space = false
 			i = j
 		}

@@ -5,9 +5,11 @@
 // turns CRLF line ends into LF. The header is held in memory (bounded);
 // the body is streamed, so a message of any size costs the same memory.
 //
-// Unlike qmail-inject, addresses in header fields are left as written:
-// only the envelope addresses are rewritten (a bare box gets the default
-// host, a dotless host the default domain).
+// As qmail-inject does, the addresses in From, To, Cc, Reply-To, Sender,
+// Return-Receipt-To, Errors-To, Apparently-To and their Resent- forms are
+// completed in the header as in the envelope (a bare box gets the
+// default host, a dotless host the default domain); only their host
+// parts change, the rest of the field stays as written.
 //
 // Every envelope address is checked where it is completed here, the one
 // place all client paths share: an address holding CR, LF or NUL, or an
@@ -289,6 +291,10 @@ func complete(m *Message, fields []field, blank bool, cfg Config, opts Options) 
 		switch f.name {
 		case "bcc", "resent-bcc", "return-path", "content-length":
 			continue
+		}
+		f, err := completeField(f, cfg)
+		if err != nil {
+			return err
 		}
 		kept = append(kept, f)
 	}

@@ -1,0 +1,69 @@
+package sendmail
+
+import (
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"qbox/proto/testpeer"
+)
+
+// withoutEnv is env with every variable called name dropped.
+func withoutEnv(env []string, names ...string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		drop := false
+		for _, n := range names {
+			drop = drop || k == n
+		}
+		if !drop {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// TestSenderFromPasswdWhenNoUserInEnv: cron and systemd units run
+// sendmail with USER and LOGNAME unset. The sendmail personality then
+// names the sender by the uid's login name, as sendmail and Postfix do;
+// the qmail-inject personality keeps qmail's rule (anonymous).
+func TestSenderFromPasswdWhenNoUserInEnv(t *testing.T) {
+	u, err := user.LookupId(strconv.Itoa(os.Getuid()))
+	if err != nil {
+		t.Skipf("this uid has no passwd entry: %v", err)
+	}
+	for _, tc := range []struct {
+		personality, want string
+	}{
+		{"sendmail", u.Username + "@example.test"},
+		{"qmail-inject", "anonymous@example.test"},
+	} {
+		t.Run(tc.personality, func(t *testing.T) {
+			prog := testpeer.Personality(t, tc.personality)
+			env, spoolDir := mailEnv(t, closedAddr(t))
+			env = withoutEnv(env, "USER")
+			code, _, stderr := run(t, prog, env, "To: someone@example.test\nSubject: cron\n\nbody\n", "someone@example.test")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			files, _ := filepath.Glob(filepath.Join(spoolDir, "new", "*"))
+			if len(files) != 1 {
+				t.Fatalf("%d spool files, want 1", len(files))
+			}
+			b, err := os.ReadFile(files[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(string(b), "Return-Path: <"+tc.want+">\n") {
+				t.Errorf("sender: got %q, want Return-Path: <%s>", strings.SplitN(string(b), "\n", 2)[0], tc.want)
+			}
+			if !strings.Contains(string(b), "\nFrom: "+tc.want+"\n") {
+				t.Errorf("From field is not %s:\n%s", tc.want, b)
+			}
+		})
+	}
+}
