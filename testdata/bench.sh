@@ -43,4 +43,17 @@ awk '/^BenchmarkLargestEnvelopesRSS/ {
   for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
   printf "serve memory, %s: peak RSS %s MiB with 200 sessions of the largest legal envelope (target %s MiB)\n", name, f["peak-RSS-MiB"], f["target-MiB"]
 }' "$raw"
+# Issue 15: serve beside the disk's own ceiling and beside Postfix (medians
+# of three rounds), and one message per process beside qmqp-source -m 1
+# (medians of 30, interleaved).
+awk '/^BenchmarkServeBesideDiskAndPostfix/ {
+  for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
+  printf "serve, QMQP (qmqp-source -s 20): %s msg/s = %.2f x Postfix qmqpd (%s msg/s; target >= 3), beside qmqp-sink %s msg/s\n", f["qmqp-msgs/s"], f["qmqp/postfix"], f["postfix-qmqpd-msgs/s"], f["qmqp-sink-msgs/s"]
+  printf "serve, QMTP (flush-maildir, one connection): %s msg/s = %.2f x QMQP (target >= 0.9)\n", f["qmtp-msgs/s"], f["qmtp/qmqp"]
+  printf "disk ceiling, durable 2 KB files, 20 writers: %s files/s (%s without fsync); serve reaches %.2f x of it by QMQP, %.2f x by QMTP\n", f["disk-fsync-files/s"], f["disk-nofsync-files/s"], f["qmqp/disk"], f["qmtp/disk"]
+}
+/^BenchmarkInjectOneMessage/ {
+  for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
+  printf "one message per process (median of 30): inject %s ms = %.2f x, qmail-qmqpc %s ms = %.2f x qmqp-source -m 1 (%s ms; target <= 1.0); static build (CGO_ENABLED=0): %.2f x / %.2f x\n", f["inject-ms"], f["inject/qmqp-source"], f["qmail-qmqpc-ms"], f["qmail-qmqpc/qmqp-source"], f["qmqp-source-ms"], f["inject-static/qmqp-source"], f["qmail-qmqpc-static/qmqp-source"]
+}' "$raw"
 echo "bench: table written to $out (raw output: $raw)"

@@ -81,13 +81,23 @@ func run(b *testing.B, stdinPath string, argv ...string) result {
 		defer f.Close()
 		cmd.Stdin = f
 	}
+	return runCmd(b, cmd)
+}
+
+// runCmd runs cmd, its stdout captured unless already set, and fails the
+// benchmark when it does not exit 0.
+func runCmd(b *testing.B, cmd *exec.Cmd) result {
+	b.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if cmd.Stdout == nil {
+		cmd.Stdout = &stdout
+	}
+	cmd.Stderr = &stderr
 	start := time.Now()
 	err := cmd.Run()
 	elapsed := time.Since(start)
 	if err != nil {
-		b.Fatalf("%s: %v\n%s%s", argv[0], err, tail(stdout.Bytes()), tail(stderr.Bytes()))
+		b.Fatalf("%s: %v\n%s%s", cmd.Path, err, tail(stdout.Bytes()), tail(stderr.Bytes()))
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	return result{elapsed: elapsed, peakRSS: float64(ru.Maxrss) / 1024, stdout: stdout.Bytes()}
