@@ -34,6 +34,7 @@ var Personalities = map[string]Personality{
 	"sendmail":     sendmail.SendmailMain,
 	"qmail-inject": sendmail.QmailInjectMain,
 	"mailq":        sendmail.MailqMain,
+	"newaliases":   sendmail.NewaliasesMain,
 	"maildirqmtp":  flush.MaildirqmtpMain,
 }
 

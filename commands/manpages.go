@@ -43,6 +43,7 @@ var seeAlso = map[string][]string{
 	"sendmail":           {"mailq(1)", "qmail-inject(8)", "qbox-inject(1)"},
 	"qmail-inject":       {"sendmail(8)", "qbox-inject(1)"},
 	"mailq":              {"sendmail(8)"},
+	"newaliases":         {"sendmail(8)"},
 	"qmail-qmqpc":        {"qbox-inject(1)", "qbox-serve(8)"},
 	"maildirqmtp":        {"qbox-flush-maildir(1)", "qbox-serve(8)"},
 }
@@ -61,6 +62,7 @@ program's arguments and exit codes; each has its own page:
    sendmail       complete the header, send over QMQP, spool on failure
    qmail-inject   the same with qmail-inject's options and exit codes
    mailq          list the sendmail spool
+   newaliases     succeed: qbox keeps no alias database
    qmail-qmqpc    the qmail-queue interface forwarded over QMQP
    maildirqmtp    serialmail's maildirqmtp (flush-maildir)
 
@@ -210,6 +212,19 @@ delivery error, then a summary. The spool is $QBOX_SPOOL, else /var/spool/qbox w
 EXIT STATUS
 
 Always 0 (a spool that does not exist yet is an empty one).`,
+		}},
+		{8, &cli.App{
+			Name:      "newaliases",
+			Usage:     "qbox as newaliases: nothing to rebuild, succeed",
+			UsageText: `newaliases`,
+			Description: `qbox keeps no alias database: aliases are the QMQP hub's business. Package
+maintainer scripts call newaliases after changing /etc/aliases; this
+personality prints one line saying there is nothing to do, on stderr, and
+exits 0. sendmail -bi is the same (silent unless -v).
+
+EXIT STATUS
+
+Always 0.`,
 		}},
 		{8, &cli.App{
 			Name:      "qmail-qmqpc",

@@ -67,3 +67,26 @@ func TestSenderFromPasswdWhenNoUserInEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestNewaliases: Debian's maintainer scripts call newaliases; it
+// succeeds with one line on stderr and nothing on stdout.
+func TestNewaliases(t *testing.T) {
+	newaliases := testpeer.Personality(t, "newaliases")
+	env, _ := mailEnv(t, closedAddr(t))
+	code, stdout, stderr := run(t, newaliases, env, "")
+	if code != 0 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "newaliases: ") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 0, nothing, one line", code, stdout, stderr)
+	}
+}
+
+// TestNoServersMessageNamesSendmailConfiguration: sendmail has no
+// --server option; its message names what sendmail reads.
+func TestNoServersMessageNamesSendmailConfiguration(t *testing.T) {
+	sendmail := testpeer.Personality(t, "sendmail")
+	env, _ := mailEnv(t, "")
+	code, _, stderr := run(t, sendmail, env, "Subject: x\n\nx\n", "-v", "someone@example.test")
+	if code != 0 || strings.Contains(stderr, "--server") || !strings.Contains(stderr, "$QMQPSERVERS") ||
+		!strings.Contains(stderr, filepath.Join("control", "qmqpservers")) {
+		t.Fatalf("exit %d, stderr %q: want $QMQPSERVERS and control/qmqpservers, no --server", code, stderr)
+	}
+}

@@ -86,6 +86,17 @@ func QmailInjectMain(args []string) int { return QmailInject(context.Background(
 // MailqMain is qbox run as mailq: it lists the spool.
 func MailqMain(args []string) int { return Mailq(osProcess(args)) }
 
+// NewaliasesMain is qbox run as newaliases: Debian's maintainer scripts
+// and packages call it after touching /etc/aliases. qbox keeps no alias
+// database (the QMQP hub does the aliasing), so it succeeds and says so.
+func NewaliasesMain(args []string) int { return Newaliases(osProcess(args)) }
+
+// Newaliases notes on stderr that there is nothing to rebuild; exit 0.
+func Newaliases(p *Process) int {
+	p.errorf("nothing to do: qbox keeps no alias database (aliases are the QMQP hub's)")
+	return exOK
+}
+
 // Sendmail runs the sendmail personality and returns a sysexits status.
 func Sendmail(ctx context.Context, p *Process) int {
 	o := ParseOptions(p.Args)
@@ -362,6 +373,10 @@ func client(p *Process) (*qmqp.Client, error) {
 	// A missing or broken configuration is a temporary failure here:
 	// the message waits in the spool until the servers are configured.
 	servers, err := inject.Servers(nil, p.Getenv)
+	if errors.Is(err, inject.ErrNoServers) {
+		// sendmail has no --server: name its own configuration.
+		return nil, fmt.Errorf("no QMQP server configured: set $QMQPSERVERS or list the servers in %s", inject.ControlFile(p.Getenv))
+	}
 	if err != nil {
 		return nil, err
 	}
