@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -151,4 +152,44 @@ func TestServerBoundsPackagesInFlight(t *testing.T) {
 	if b.maxCommit > bound {
 		t.Fatalf("%d commits ran at once, want at most %d", b.maxCommit, bound)
 	}
+}
+
+// A server told to stop ends a session at its next package boundary, and
+// still answers every package read before it: here three packages whose
+// commits are all under way when the stop comes.
+func TestServerStopAnswersPackagesInFlight(t *testing.T) {
+	const packages = 3
+	b := &gateBackend{gate: make(chan struct{}), waiting: make(chan struct{}, packages)}
+	stopping := make(chan struct{})
+	addr, out := serverStart(t, &qmtp.Server{Backend: b, Timeout: 30 * time.Second, Stopping: stopping})
+	var open sync.Once
+	openGate := func() { open.Do(func() { close(b.gate) }) }
+	t.Cleanup(openGate)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	var send []byte
+	for i := 1; i <= packages; i++ {
+		send = append(send, serverPkg(lf(fmt.Sprintf("m%d\n", i)), "a@b", "r@x")...)
+	}
+	if _, err := c.Write(send); err != nil { // and the connection stays open
+		t.Fatal(err)
+	}
+	for i := range packages {
+		select {
+		case <-b.waiting:
+		case <-time.After(20 * time.Second): // a guard, not a synchronisation
+			t.Fatalf("only %d commits under way, want %d", i, packages)
+		}
+	}
+	close(stopping)
+	openGate()
+	equalReplies(t, serverReadReplies(t, c), []string{"Kok 1", "Kok 2", "Kok 3"})
+	if o := serverWaitOutcome(t, out); o.err != nil || o.res.Packages != packages || o.res.Accepted != packages {
+		t.Fatalf("outcome %+v %v", o.res, o.err)
+	}
+	b.check(t)
 }
