@@ -2,6 +2,7 @@ package sendmail
 
 import (
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -88,5 +89,35 @@ func TestNoServersMessageNamesSendmailConfiguration(t *testing.T) {
 	if code != 0 || strings.Contains(stderr, "--server") || !strings.Contains(stderr, "$QMQPSERVERS") ||
 		!strings.Contains(stderr, filepath.Join("control", "qmqpservers")) {
 		t.Fatalf("exit %d, stderr %q: want $QMQPSERVERS and control/qmqpservers, no --server", code, stderr)
+	}
+}
+
+// TestQueuedSilentlyForCron: cron mails whatever a job writes. With
+// stderr a file (no person reading) and the hub down, sendmail queues
+// the message, exits 0 and writes nothing; -v prints the note.
+func TestQueuedSilentlyForCron(t *testing.T) {
+	sendmail := testpeer.Personality(t, "sendmail")
+	env, spoolDir := mailEnv(t, closedAddr(t))
+	out, err := os.Create(filepath.Join(t.TempDir(), "cron-output"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(sendmail, "-t", "-i", "-FCronDaemon", "-oem")
+	cmd.Env = cleanEnv(env)
+	cmd.Stdin = strings.NewReader("To: root\nSubject: Cron <root@host> backup\n\nbackup done\n")
+	cmd.Stdout, cmd.Stderr = out, out
+	if code := testpeer.ExitCode(t, cmd.Run()); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+	if b, _ := os.ReadFile(out.Name()); len(b) != 0 {
+		t.Errorf("sendmail wrote %q during an outage; cron would mail it", b)
+	}
+	if n := queuedFiles(t, spoolDir); n != 1 {
+		t.Fatalf("%d files queued, want 1", n)
+	}
+	code, _, stderr := run(t, sendmail, env, "Subject: x\n\nx\n", "-v", "root")
+	if code != 0 || !strings.Contains(stderr, "queued in "+spoolDir) {
+		t.Fatalf("-v: exit %d, stderr %q; want the queued note", code, stderr)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"log/syslog"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mattn/go-isatty"
 
 	"qbox/commands/inject"
 	"qbox/commands/interrupt"
@@ -55,6 +58,13 @@ type Process struct {
 	Stderr io.Writer
 	Getenv func(string) string
 	Now    func() time.Time
+	// Interactive says a person reads Stderr (a terminal): notes that
+	// are not failures are printed only then, or with -v, since cron
+	// mails every line a job writes.
+	Interactive bool
+	// MailLog records an event in the mail log (syslog's mail facility,
+	// as Postfix's sendmail logs); nil drops it.
+	MailLog func(string)
 }
 
 func osProcess(args []string) *Process {
@@ -63,7 +73,33 @@ func osProcess(args []string) *Process {
 		prog = filepath.Base(args[0])
 		args = args[1:]
 	}
-	return &Process{Prog: prog, Args: args, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Now: time.Now}
+	fd := os.Stderr.Fd()
+	return &Process{Prog: prog, Args: args, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Now: time.Now,
+		Interactive: isatty.IsTerminal(fd) || isatty.IsCygwinTerminal(fd),
+		MailLog:     func(msg string) { mailLog(prog, msg) }}
+}
+
+// mailLog sends msg to syslog's mail facility; without a syslog daemon
+// it is dropped: the mail is safe, only the note is lost.
+func mailLog(tag, msg string) {
+	w, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, tag)
+	if err != nil {
+		return
+	}
+	defer w.Close()
+	w.Info(msg)
+}
+
+// note reports an event that needs nobody: always to the mail log, and
+// on stderr when a person reads it or -v asked for it.
+func (p *Process) note(verbose bool, format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	if p.MailLog != nil {
+		p.MailLog(proto.Printable(msg, 2000))
+	}
+	if verbose || p.Interactive {
+		p.errorf("%s", msg)
+	}
 }
 
 func (p *Process) errorf(format string, a ...any) {
@@ -182,7 +218,7 @@ func Sendmail(ctx context.Context, p *Process) int {
 		p.errorf("message rejected permanently: %s", proto.Printable(res.reply.Text, 2000))
 		return exUnavailable
 	case queued:
-		p.errorf("%s", res.queuedNote())
+		p.note(o.Verbose, "%s", res.queuedNote())
 		return exOK
 	default:
 		p.errorf("%s", res.reason)
@@ -322,7 +358,7 @@ func QmailInject(ctx context.Context, p *Process) int {
 		p.errorf("fatal: %s", proto.Printable(res.reply.Text, 2000))
 		return qmailPermanent
 	case queued:
-		p.errorf("%s", res.queuedNote())
+		p.note(false, "%s", res.queuedNote())
 		return qmailOK
 	default:
 		p.errorf("fatal: %s", res.reason)

@@ -370,7 +370,7 @@ func TestSpoolWhileDownThenFlush(t *testing.T) {
 	const n = 100
 	for i := 0; i < n; i++ {
 		msg := fmt.Sprintf("To: spooled-%d@example.test\nSubject: %s #%d#\n\nmessage %d\n", i%3, tok, i, i)
-		code, _, stderr := run(t, sendmail, down, msg, "-t", "-i", "-f", "sender@example.test")
+		code, _, stderr := run(t, sendmail, down, msg, "-t", "-i", "-v", "-f", "sender@example.test")
 		if code != 0 {
 			t.Fatalf("message %d: exit %d, stderr %q", i, code, stderr)
 		}
@@ -579,7 +579,7 @@ func TestSMTPSessionWithSwaks(t *testing.T) {
 func TestNoServersConfiguredSpools(t *testing.T) {
 	sendmail := testpeer.Personality(t, "sendmail")
 	env, spoolDir := mailEnv(t, "")
-	code, _, stderr := run(t, sendmail, env, "Subject: x\n\nx\n", "someone@example.test")
+	code, _, stderr := run(t, sendmail, env, "Subject: x\n\nx\n", "-v", "someone@example.test")
 	if code != 0 || !strings.Contains(stderr, "no QMQP server configured") || !strings.Contains(stderr, "queued in") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}

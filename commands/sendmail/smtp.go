@@ -106,7 +106,7 @@ func submitSMTP(ctx context.Context, p *Process, cfg message.Config, env proto.E
 	case rejected:
 		return 554, "5.3.0 rejected: " + oneLine(res.reply.Text)
 	case queued:
-		p.errorf("%s", res.queuedNote())
+		p.note(false, "%s", res.queuedNote())
 		return 250, "2.0.0 Ok: queued in the local spool; relay unavailable: " + oneLine(res.reason)
 	default:
 		return 451, "4.3.0 not sent and not queued: " + oneLine(res.reason)
