@@ -15,7 +15,7 @@ type progress struct {
 	drawn           bool
 }
 
-func (r *runner) progressStart(messages int, bytes int64) {
+func (r *renderer) progressStart(messages int, bytes int64) {
 	if r.cfg.Progress == nil {
 		return
 	}
@@ -23,7 +23,7 @@ func (r *runner) progressStart(messages int, bytes int64) {
 	r.progressDraw(true)
 }
 
-func (r *runner) progressStep(bytes int64) {
+func (r *renderer) progressStep(bytes int64) {
 	if r.prog == nil {
 		return
 	}
@@ -32,7 +32,7 @@ func (r *runner) progressStep(bytes int64) {
 	r.progressDraw(r.prog.done == r.prog.total)
 }
 
-func (r *runner) progressDraw(force bool) {
+func (r *renderer) progressDraw(force bool) {
 	p := r.prog
 	now := time.Now()
 	if !force && now.Sub(p.lastDraw) < 100*time.Millisecond {
@@ -61,14 +61,14 @@ func (r *runner) progressDraw(force bool) {
 }
 
 // progressClear removes the bar before a message line is printed.
-func (r *runner) progressClear() {
+func (r *renderer) progressClear() {
 	if r.prog != nil && r.prog.drawn {
 		fmt.Fprint(r.cfg.Progress, "\r\x1b[K")
 		r.prog.drawn = false
 	}
 }
 
-func (r *runner) progressDone() {
+func (r *renderer) progressDone() {
 	r.progressClear()
 	r.prog = nil
 }

@@ -1,38 +1,37 @@
 package flush
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"qbox/proto"
 	"qbox/proto/bounce"
-	"qbox/proto/maildir"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/queuerun"
 )
 
 // DefaultLifetime is how long a message may be deferred before it is
 // bounced: serialmail's 1209600 seconds.
-const DefaultLifetime = 14 * 24 * time.Hour
+const DefaultLifetime = queuerun.DefaultLifetime
 
-// DefaultRounds is how many sessions one run may use: after a session
-// that ended early (connection lost) but made progress, the messages
-// that got no reply are tried again at once, as maildirserial does.
-const DefaultRounds = 5
+// DefaultRounds is how many sessions one run may use (see
+// queuerun.DefaultRounds).
+const DefaultRounds = queuerun.DefaultRounds
 
 // Config is one flush of one maildir.
 type Config struct {
 	Dir    string
 	Prefix string
+	// Transport carries the messages (QMTP, SMTP, MXPS). Nil: QMTP over
+	// Connect with Client.
+	Transport queuerun.Transport
 	// Connect opens the QMTP connection and names the server it reached;
 	// an error means nothing was sent.
 	Connect func(ctx context.Context) (net.Conn, string, error)
@@ -56,371 +55,74 @@ type Config struct {
 }
 
 // Outcome is what happened to one message file.
-type Outcome struct {
-	File      string `json:"file"`
-	Sender    string `json:"sender"`
-	Recipient string `json:"recipient"`
-	// Status is succeeded, deferred, failed, bounced, discarded or
-	// malformed.
-	Status string `json:"status"`
-	Reply  string `json:"reply,omitempty"` // the server's reply, status byte first
-	Server string `json:"server,omitempty"`
-	Note   string `json:"note,omitempty"` // what qbox did or could not do
-}
+type Outcome = queuerun.Outcome
 
 // Summary counts a run's outcomes.
-type Summary struct {
-	Succeeded int     `json:"succeeded"`
-	Deferred  int     `json:"deferred"`
-	Failed    int     `json:"failed"`
-	Bounced   int     `json:"bounced"`
-	Discarded int     `json:"discarded"`
-	Malformed int     `json:"malformed"`
-	Remaining int     `json:"remaining"` // files left in the maildir for the next run
-	Sessions  int     `json:"sessions"`
-	BytesSent int64   `json:"bytes_sent"`
-	Seconds   float64 `json:"seconds"`
-	// Unreachable is set when no session could be opened.
-	Unreachable string `json:"unreachable,omitempty"`
-	// Interrupted is set when a signal stopped the run: no package was
-	// started after it, the replies owed were read (a second signal cuts
-	// that short), and what is left stays for the next run.
-	Interrupted bool `json:"interrupted,omitempty"`
-}
+type Summary = queuerun.Summary
 
 // ErrLocked means another flush holds the maildir.
-var ErrLocked = maildir.ErrLocked
+var ErrLocked = queuerun.ErrLocked
 
 // ErrRemaining means the run finished but messages are left.
-var ErrRemaining = errors.New("messages remain in the maildir")
+var ErrRemaining = queuerun.ErrRemaining
 
-// Run flushes the maildir. It returns the summary and nil when nothing is
-// left; ErrRemaining when files stay for a later run; a *qmtp.ConnectError
-// (or the Connect function's error) when no server could be reached; an
-// error wrapping ErrLocked when another flush runs; an error wrapping
-// proto.ErrInterrupted when ctx's stop-starting channel (see
+// Run flushes the maildir through the queue engine (proto/queuerun) and
+// renders its outcomes as text lines, JSON or a progress bar. It returns
+// the summary and nil when nothing is left; ErrRemaining when files stay
+// for a later run; an error wrapping the connect error (a
+// *qmtp.ConnectError, or the Connect function's) when no server could be
+// reached; an error wrapping ErrLocked when another flush runs; an error
+// wrapping proto.ErrInterrupted when ctx's stop-starting channel (see
 // proto.WithStopStarting) closed during the run.
 func Run(ctx context.Context, cfg Config) (Summary, error) {
-	start := time.Now()
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
+	rd := &renderer{cfg: cfg}
+	qc := queuerun.Config{
+		Dir:       cfg.Dir,
+		Prefix:    cfg.Prefix,
+		Transport: cfg.Transport,
+		Rounds:    cfg.Rounds,
+		Group:     cfg.Group,
+		Lifetime:  cfg.Lifetime,
+		Now:       cfg.Now,
+		Events: queuerun.Events{
+			Outcome:  rd.outcome,
+			Session:  rd.progressStart,
+			Answered: rd.progressStep,
+		},
 	}
-	lock, err := maildir.TryLock(cfg.Dir)
-	if err != nil {
-		return Summary{}, err
+	if qc.Transport == nil {
+		qc.Transport = &queuerun.QMTP{Client: cfg.Client, Connect: cfg.Connect}
 	}
-	defer lock.Unlock()
-
-	r := &runner{cfg: cfg, now: now, dead: map[string]bool{}}
-	if r.cfg.Lifetime <= 0 {
-		r.cfg.Lifetime = DefaultLifetime
+	if qc.Lifetime <= 0 {
+		qc.Lifetime = DefaultLifetime
 	}
-	if r.cfg.Rounds <= 0 {
-		r.cfg.Rounds = DefaultRounds
-	}
-	runErr := r.run(ctx)
-	r.syncDirs()
-	for _, name := range r.provisionalOrder {
-		if out, ok := r.provisional[name]; ok {
-			delete(r.provisional, name)
-			r.sum.Deferred++
-			out.Status = "deferred"
-			r.emit(out)
+	if cfg.NoBounce {
+		qc.KeepNote = "--no-bounce"
+	} else {
+		b := &queuerun.QMQPBouncer{Config: cfg.Bounce, NoClient: "no QMQP server configured for bounces (--bounce-server or $QMQPSERVERS)"}
+		if len(cfg.BounceServers) > 0 {
+			b.Client = &qmqp.Client{Servers: cfg.BounceServers}
 		}
+		qc.Bouncer = b
 	}
-
-	if proto.StoppedStarting(ctx) {
-		r.sum.Interrupted = true
-		if runErr == nil {
-			runErr = fmt.Errorf("flush: %w", proto.ErrInterrupted)
-		}
+	sum, err := queuerun.Run(ctx, qc)
+	if errors.Is(err, ErrLocked) {
+		return sum, err // another flush runs: it reports
 	}
-	r.sum.Seconds = time.Since(start).Seconds()
-	if res, err := maildir.Scan(cfg.Dir, maildir.ScanOptions{Prefix: cfg.Prefix, TmpMaxAge: -1}); err == nil {
-		r.sum.Remaining = len(res.Entries) + len(res.Malformed)
-	}
-	r.progressDone()
-	r.report()
-	if runErr != nil {
-		return r.sum, runErr
-	}
-	if r.sum.Remaining > 0 {
-		return r.sum, ErrRemaining
-	}
-	return r.sum, nil
+	rd.progressDone()
+	rd.report(sum)
+	return sum, err
 }
 
-type runner struct {
+// renderer prints a run's outcomes: one line each and a summary, or the
+// whole run as JSON at the end, with a progress bar on a terminal.
+type renderer struct {
 	cfg      Config
-	now      func() time.Time
-	sum      Summary
 	outcomes []Outcome
-	// dead holds files that got a result this run (or failed to unlink
-	// after K): they are never offered again in this run, so nothing is
-	// sent twice.
-	dead map[string]bool
-	// provisional holds files that got no reply in a session; they are
-	// reported as deferred only if no later round settles them.
-	provisional      map[string]Outcome
-	provisionalOrder []string
-	unlinked         int
-	prog             *progress
+	prog     *progress
 }
 
-func (r *runner) run(ctx context.Context) error {
-	for round := 0; round < r.cfg.Rounds; round++ {
-		if proto.StoppedStarting(ctx) {
-			return fmt.Errorf("flush: %w", proto.ErrInterrupted)
-		}
-		res, err := maildir.Scan(r.cfg.Dir, maildir.ScanOptions{Prefix: r.cfg.Prefix, Now: r.now()})
-		if err != nil {
-			return err
-		}
-		if round == 0 {
-			for _, m := range res.Malformed {
-				r.sum.Malformed++
-				r.dead[m.Name] = true
-				r.emit(Outcome{File: m.Name, Status: "malformed", Note: m.Reason})
-			}
-		}
-		var entries []maildir.Entry
-		for _, e := range res.Entries {
-			if !r.dead[e.Name] {
-				entries = append(entries, e)
-			}
-		}
-		if len(entries) == 0 {
-			return nil
-		}
-		var groups []maildir.Group
-		if r.cfg.Group {
-			groups = maildir.GroupEntries(entries)
-		} else {
-			groups = make([]maildir.Group, len(entries))
-			for i, e := range entries {
-				groups[i] = maildir.Group{Sender: e.Sender, Entries: []maildir.Entry{e}}
-			}
-		}
-		replies, err := r.session(ctx, groups)
-		if replies < 0 {
-			// A failed connect: nothing was sent, nothing is touched.
-			r.sum.Unreachable = err.Error()
-			return err
-		}
-		if errors.Is(err, proto.ErrInterrupted) {
-			return err
-		}
-		if errors.Is(err, qmtp.ErrRemoteViolation) {
-			// A server that answers what it cannot have received
-			// gets no second session in this run.
-			return err
-		}
-		if err == nil || replies == 0 || ctx.Err() != nil {
-			// Done, or a session that made no progress: a rerun now
-			// would fare no better.
-			return nil
-		}
-	}
-	return nil
-}
-
-// session delivers groups over one connection. It returns the number of
-// server replies, or -1 when it could not connect.
-func (r *runner) session(ctx context.Context, groups []maildir.Group) (int, error) {
-	conn, server, err := r.cfg.Connect(ctx)
-	if err != nil {
-		return -1, err
-	}
-	defer conn.Close()
-	r.sum.Sessions++
-
-	pkgs := make([]qmtp.Package, len(groups))
-	var total int64
-	for i := range groups {
-		g := &groups[i]
-		e := g.Entries[0]
-		pkgs[i] = qmtp.Package{
-			Sender:     g.Sender,
-			Recipients: g.Recipients(),
-			Size:       e.MessageSize(),
-			Open: func() (io.ReadCloser, error) {
-				rd, f, err := e.OpenMessage()
-				if err != nil {
-					return nil, err
-				}
-				return struct {
-					io.Reader
-					io.Closer
-				}{rd, f}, nil
-			},
-		}
-		total += pkgs[i].WireSize()
-	}
-	r.progressStart(len(groups), total)
-
-	var failedD []pendingBounce // D (or expired Z) to bounce after the session
-	stats, err := r.cfg.Client.Send(ctx, conn, pkgs, func(res qmtp.RecipientResult) {
-		g := &groups[res.Package]
-		e := &g.Entries[res.Recipient]
-		out := Outcome{File: e.Name, Sender: e.Sender, Recipient: e.Recipient, Reply: res.Reply.String(), Server: server}
-		delete(r.provisional, e.Name)
-		if !res.FromServer {
-			// No reply: the file may be offered again in the next round;
-			// it is reported as deferred only if it ends the run so.
-			out.Server = ""
-			if r.provisional == nil {
-				r.provisional = map[string]Outcome{}
-			}
-			r.provisional[e.Name] = out
-			r.provisionalOrder = append(r.provisionalOrder, e.Name)
-			if res.Recipient == len(g.Entries)-1 {
-				r.progressStep(pkgs[res.Package].WireSize())
-			}
-			return
-		}
-		r.dead[e.Name] = true
-		switch res.Reply.Status {
-		case proto.OK:
-			r.sum.Succeeded++
-			out.Status = "succeeded"
-			if err := e.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
-				out.Note = "delivered, but the file could not be removed (it will be sent again next run): " + err.Error()
-			} else {
-				r.unlinked++
-				if r.unlinked%256 == 0 {
-					r.syncDirs()
-				}
-			}
-			r.emit(out)
-		case proto.Permanent:
-			failedD = append(failedD, pendingBounce{group: res.Package, entry: *e, outcome: out})
-		default:
-			if res.FromServer && r.now().Sub(e.ModTime) > r.cfg.Lifetime {
-				failedD = append(failedD, pendingBounce{group: res.Package, entry: *e, outcome: out, tooOld: true})
-				break
-			}
-			r.sum.Deferred++
-			out.Status = "deferred"
-			r.emit(out)
-		}
-		if res.Recipient == len(g.Entries)-1 {
-			r.progressStep(pkgs[res.Package].WireSize())
-		}
-	})
-	r.sum.BytesSent += stats.BytesOut
-	r.bounceAll(ctx, groups, failedD, server)
-	return stats.Replies, err
-}
-
-type pendingBounce struct {
-	group   int
-	entry   maildir.Entry
-	outcome Outcome
-	tooOld  bool
-}
-
-// bounceAll reports permanent failures: one notification per package
-// (listing every failed recipient of it), injected over QMQP; the files
-// are removed only once the bounce got K.
-func (r *runner) bounceAll(ctx context.Context, groups []maildir.Group, failed []pendingBounce, server string) {
-	for start := 0; start < len(failed); {
-		end := start + 1
-		for end < len(failed) && failed[end].group == failed[start].group {
-			end++
-		}
-		r.bounceOne(ctx, failed[start:end], server)
-		start = end
-	}
-}
-
-func (r *runner) bounceOne(ctx context.Context, items []pendingBounce, server string) {
-	finish := func(status, note string) {
-		for _, it := range items {
-			out := it.outcome
-			out.Status = status
-			out.Note = note
-			switch status {
-			case "bounced":
-				r.sum.Bounced++
-			case "discarded":
-				r.sum.Discarded++
-			default:
-				r.sum.Failed++
-			}
-			r.emit(out)
-		}
-	}
-	if r.cfg.NoBounce {
-		note := "kept (--no-bounce)"
-		if items[0].tooOld {
-			note = "too old; kept (--no-bounce)"
-		}
-		finish("failed", note)
-		return
-	}
-	e := items[0].entry
-	var failures []bounce.Failure
-	for _, it := range items {
-		f := bounce.Failure{Recipient: it.entry.Recipient, RemoteMTA: server, TooOld: it.tooOld}
-		if len(it.outcome.Reply) > 1 {
-			f.Diagnostic = it.outcome.Reply[1:]
-		}
-		failures = append(failures, f)
-	}
-	rd, file, err := e.OpenMessage()
-	if err != nil {
-		finish("failed", "kept: cannot read it to bounce: "+err.Error())
-		return
-	}
-	b, err := bounce.Build(r.cfg.Bounce, bounce.Original{Sender: e.Sender, Arrival: e.ModTime, Message: rd, Size: e.MessageSize()}, failures)
-	file.Close()
-	if errors.Is(err, bounce.ErrDiscard) {
-		r.removeAll(items)
-		finish("discarded", "a failed double bounce: discarded")
-		return
-	}
-	if err != nil {
-		finish("failed", "kept: "+err.Error())
-		return
-	}
-	if len(r.cfg.BounceServers) == 0 {
-		finish("failed", "kept: no QMQP server configured for bounces (--bounce-server or $QMQPSERVERS)")
-		return
-	}
-	qc := qmqp.Client{Servers: r.cfg.BounceServers}
-	reply, err := qc.Send(ctx, proto.Envelope{Sender: b.Sender, Recipients: b.Recipients}, bytes.NewReader(b.Message), int64(len(b.Message)))
-	if err != nil {
-		finish("failed", "kept: bounce not injected: "+err.Error())
-		return
-	}
-	if reply.Status != proto.OK {
-		finish("failed", "kept: bounce refused: "+proto.Printable(reply.String(), 500))
-		return
-	}
-	r.removeAll(items)
-	to := "<" + b.Recipients[0] + ">"
-	finish("bounced", "bounce to "+proto.Printable(to, 300)+" accepted: "+proto.Printable(reply.Text, 200))
-}
-
-func (r *runner) removeAll(items []pendingBounce) {
-	for _, it := range items {
-		if err := it.entry.Remove(); err == nil {
-			r.unlinked++
-		}
-	}
-	r.syncDirs()
-}
-
-// syncDirs makes the unlinks so far durable. Until then a crash could
-// bring a delivered file back (sent twice, never lost).
-func (r *runner) syncDirs() {
-	for _, sub := range []string{"new", "cur"} {
-		maildir.SyncDir(filepath.Join(r.cfg.Dir, sub))
-	}
-}
-
-func (r *runner) emit(o Outcome) {
+func (r *renderer) outcome(o Outcome) {
 	r.outcomes = append(r.outcomes, o)
 	if r.cfg.JSON || r.cfg.Out == nil {
 		return
@@ -430,6 +132,9 @@ func (r *runner) emit(o Outcome) {
 	if o.Recipient != "" {
 		line += " <" + proto.Printable(o.Recipient, 300) + ">"
 	}
+	if o.Server != "" && o.Protocol != "" {
+		line += " over " + o.Protocol
+	}
 	if o.Reply != "" {
 		said := ""
 		if o.Server != "" {
@@ -438,12 +143,12 @@ func (r *runner) emit(o Outcome) {
 		line += ": " + said + proto.Printable(o.Reply, 2000)
 	}
 	if o.Note != "" {
-		line += " (" + o.Note + ")"
+		line += " (" + proto.Printable(o.Note, 2000) + ")"
 	}
 	fmt.Fprintln(r.cfg.Out, line)
 }
 
-func (r *runner) report() {
+func (r *renderer) report(s Summary) {
 	if r.cfg.Out == nil {
 		return
 	}
@@ -458,10 +163,9 @@ func (r *runner) report() {
 		enc.Encode(struct {
 			Messages []Outcome `json:"messages"`
 			Summary  Summary   `json:"summary"`
-		}{outcomes, r.sum})
+		}{outcomes, s})
 		return
 	}
-	s := r.sum
 	var parts []string
 	parts = append(parts, fmt.Sprintf("%d succeeded", s.Succeeded), fmt.Sprintf("%d deferred", s.Deferred),
 		fmt.Sprintf("%d failed", s.Failed), fmt.Sprintf("%d bounced", s.Bounced))

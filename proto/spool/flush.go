@@ -3,23 +3,18 @@ package spool
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"qbox/proto"
 	"qbox/proto/maildir"
-	"qbox/proto/qmqp"
+	"qbox/proto/queuerun"
 )
 
 // Sender sends one message to a QMQP server (a *qmqp.Client is one).
-type Sender interface {
-	Send(ctx context.Context, env proto.Envelope, msg io.Reader, size int64) (proto.Reply, error)
-}
+type Sender = queuerun.QMQPSender
 
 // BounceFunc returns a permanently failed group to its sender; tooOld
 // says the message expired in the spool rather than being refused. It
@@ -31,9 +26,12 @@ type BounceFunc func(ctx context.Context, g *maildir.Group, reason string, tooOl
 type FlushConfig struct {
 	Client Sender
 	Bounce BounceFunc
+	// Bouncer, when set, is used instead of Bounce.
+	Bouncer queuerun.Bouncer
 	// Lifetime is how long a message may stay queued; once it is older
 	// a temporary failure is treated as permanent and the message
-	// bounces. 0 keeps messages forever.
+	// bounces (a malformed file is reported to the postmaster and
+	// removed). 0 keeps messages forever.
 	Lifetime time.Duration
 	Log      *slog.Logger // nil discards
 	Now      func() time.Time
@@ -57,13 +55,14 @@ func (r FlushResult) Remaining() int { return r.Deferred + r.NotStarted + len(r.
 // ErrLocked is wrapped when another process is flushing the spool.
 var ErrLocked = maildir.ErrLocked
 
-// Flush delivers everything queued. Files with the same sender and
-// byte-identical content travel as one QMQP message with all their
-// recipients. A file is removed only after the server said K (and the
-// removal is fsync'd), or after a D (or expiry) once its bounce was
-// accepted; on Z or any transport failure it stays, with the error
-// recorded for mailq. An exclusive lock on the spool makes a second
-// concurrent Flush fail with ErrLocked instead of sending the same files.
+// Flush delivers everything queued, over QMQP through the queue engine
+// (proto/queuerun). Files with the same sender and byte-identical content
+// travel as one QMQP message with all their recipients. A file is removed
+// only after the server said K (and the removal is fsync'd), or after a D
+// (or expiry) once its bounce was accepted; on Z or any transport failure
+// it stays, with the error recorded for mailq. An exclusive lock on the
+// spool makes a second concurrent Flush fail with ErrLocked instead of
+// sending the same files.
 //
 // When ctx's stop-starting channel closes (proto.WithStopStarting), the
 // message being sent still gets its reply and its outcome; no further one
@@ -74,138 +73,116 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
+	qc := queuerun.Config{
+		Dir:              s.Dir,
+		Transport:        &queuerun.QMQP{Client: cfg.Client},
+		Rounds:           1,
+		Group:            true,
+		Lifetime:         cfg.Lifetime,
+		ExpireUnanswered: true,
+		Bouncer:          cfg.Bouncer,
+		KeepNote:         "no bounce configured",
+		Now:              cfg.Now,
 	}
-	lock, err := maildir.TryLock(s.Dir)
-	if err != nil {
-		return res, err
+	if qc.Bouncer == nil && cfg.Bounce != nil {
+		qc.Bouncer = funcBouncer(cfg.Bounce)
 	}
-	defer lock.Unlock()
-
-	scan, err := maildir.Scan(s.Dir, maildir.ScanOptions{})
-	if err != nil {
-		return res, err
+	// The engine reports files; the log says what happened to each
+	// message (a group of files travelling together) once.
+	var line struct {
+		group *maildir.Group
+		o     queuerun.Outcome
+		rcpts []string
 	}
-	res.Malformed = scan.Malformed
-	for _, m := range scan.Malformed {
-		log.Warn("spool: malformed file left in place", "file", m.Name, "reason", m.Reason)
+	flushLine := func() {
+		if line.rcpts == nil {
+			return
+		}
+		o, rcpts := line.o, strings.Join(line.rcpts, ",")
+		switch o.Status {
+		case queuerun.Succeeded:
+			log.Info("spool: delivered", "sender", o.Sender, "recipients", rcpts, "reply", proto.Printable(o.Reply, 200))
+		case queuerun.Bounced, queuerun.Discarded:
+			log.Info("spool: bounced", "sender", o.Sender, "recipients", rcpts, "note", o.Note)
+		case queuerun.Deferred:
+			log.Warn("spool: deferred", "sender", o.Sender, "recipients", rcpts, "error", o.Reason)
+		case queuerun.Failed:
+			log.Warn("spool: bounce failed, message kept", "sender", o.Sender, "recipients", rcpts, "error", o.Reason)
+		}
+		line.rcpts = nil
 	}
-	live := map[string]bool{}
-	for _, e := range scan.Entries {
-		live[filepath.Base(e.Name)] = true
+	logOutcome := func(o queuerun.Outcome) {
+		if o.Group == nil || o.Group != line.group || o.Status != line.o.Status || o.NotStarted {
+			flushLine()
+		}
+		if o.Group == nil || o.NotStarted {
+			return
+		}
+		line.group, line.o = o.Group, o
+		line.rcpts = append(line.rcpts, o.Recipient)
 	}
-	s.cleanErrors(live)
-
-	groups := maildir.GroupEntries(scan.Entries)
-	var unreachable error
-	for gi := range groups {
-		g := &groups[gi]
-		if proto.StoppedStarting(ctx) {
-			res.Interrupted = true
-			for _, rest := range groups[gi:] {
-				res.NotStarted += len(rest.Entries)
+	qc.Events.Scanned = func(scan *maildir.ScanResult) {
+		live := map[string]bool{}
+		for _, e := range scan.Entries {
+			live[filepath.Base(e.Name)] = true
+		}
+		s.cleanErrors(live)
+	}
+	qc.Events.Outcome = func(o queuerun.Outcome) {
+		logOutcome(o)
+		key := filepath.Base(o.File)
+		switch o.Status {
+		case queuerun.Succeeded:
+			res.Delivered++
+			if o.Note != "" {
+				// The server has the message; this file would send it again.
+				log.Error("spool: cannot remove a delivered file: it will be delivered twice", "file", o.File, "error", o.Note)
+				s.setError(key, o.Note)
+			} else {
+				s.clearError(key)
 			}
-			log.Warn("spool: interrupted; the rest stays queued", "messages", len(groups)-gi)
-			break
-		}
-		if unreachable == nil {
-			if err := ctx.Err(); err != nil {
-				unreachable = err
+		case queuerun.Bounced, queuerun.Discarded:
+			res.Bounced++
+			s.clearError(key)
+		case queuerun.Malformed:
+			if o.Bad != nil {
+				res.Malformed = append(res.Malformed, *o.Bad)
 			}
+			log.Warn("spool: malformed file left in place", "file", o.File, "reason", o.Note)
+		case queuerun.Deferred:
+			if o.NotStarted {
+				res.NotStarted++
+				return
+			}
+			res.Deferred++
+			s.setError(key, o.Reason)
+		default: // failed: kept
+			res.Deferred++
+			s.setError(key, o.Reason)
 		}
-		var reply proto.Reply
-		var err error
-		if unreachable != nil {
-			// Every server refused the connection a moment ago: don't
-			// wait out connect timeouts once per message.
-			err = fmt.Errorf("not attempted: %w", unreachable)
-		} else {
-			reply, err = s.send(ctx, cfg.Client, g)
-		}
-		var ce *qmqp.ConnectError
-		switch {
-		case err == nil && reply.Status == proto.OK:
-			s.remove(g, log, &res)
-			log.Info("spool: delivered", "sender", g.Sender, "recipients", strings.Join(g.Recipients(), ","), "reply", proto.Printable(reply.Text, 200))
-			res.Delivered += len(g.Entries)
-			continue
-		case err == nil && reply.Status == proto.Permanent:
-			s.bounce(ctx, cfg, g, proto.Printable(reply.Text, 2000), false, log, &res)
-			continue
-		case unreachable == nil && errors.As(err, &ce):
-			unreachable = err
-		}
-		reason := ""
-		if err != nil {
-			reason = err.Error()
-		} else {
-			reason = (&proto.Error{Reply: reply}).Error()
-		}
-		if cfg.Lifetime > 0 && now().Sub(g.ModTime()) > cfg.Lifetime {
-			s.bounce(ctx, cfg, g, fmt.Sprintf("queued %s ago; last error: %s",
-				now().Sub(g.ModTime()).Round(time.Second), reason), true, log, &res)
-			continue
-		}
-		log.Warn("spool: deferred", "sender", g.Sender, "recipients", strings.Join(g.Recipients(), ","), "error", reason)
-		s.deferGroup(g, reason, &res)
 	}
-	return res, nil
+	_, err := queuerun.Run(ctx, qc)
+	flushLine()
+	switch {
+	case errors.Is(err, proto.ErrInterrupted):
+		res.Interrupted = true
+		log.Warn("spool: interrupted; the rest stays queued", "messages", res.NotStarted)
+		return res, nil
+	case err == nil, errors.Is(err, queuerun.ErrRemaining):
+		return res, nil
+	}
+	return res, err
 }
 
-func (s *Spool) send(ctx context.Context, c Sender, g *maildir.Group) (proto.Reply, error) {
-	if c == nil {
-		return proto.Reply{}, errors.New("no QMQP client configured")
-	}
-	e := &g.Entries[0]
-	r, f, err := e.OpenMessage()
-	if err != nil {
-		return proto.Reply{}, err
-	}
-	defer f.Close()
-	return c.Send(ctx, proto.Envelope{Sender: g.Sender, Recipients: g.Recipients()}, r, e.MessageSize())
-}
+// funcBouncer makes a BounceFunc a queuerun.Bouncer.
+type funcBouncer BounceFunc
 
-func (s *Spool) deferGroup(g *maildir.Group, reason string, res *FlushResult) {
-	for _, e := range g.Entries {
-		s.setError(filepath.Base(e.Name), reason)
+func (f funcBouncer) Bounce(ctx context.Context, n *queuerun.Notice) (string, bool, error) {
+	if n.Group == nil {
+		return "", false, errors.New("a malformed file has no envelope to return it with")
 	}
-	res.Deferred += len(g.Entries)
-}
-
-func (s *Spool) bounce(ctx context.Context, cfg FlushConfig, g *maildir.Group, reason string, tooOld bool, log *slog.Logger, res *FlushResult) {
-	if cfg.Bounce == nil {
-		s.deferGroup(g, "permanent failure: "+reason+"; kept: no bounce configured", res)
-		return
+	if err := f(ctx, n.Group, n.Reason, n.TooOld); err != nil {
+		return "", false, errors.New("bounce not sent: " + err.Error())
 	}
-	if err := cfg.Bounce(ctx, g, reason, tooOld); err != nil {
-		log.Warn("spool: bounce failed, message kept", "sender", g.Sender, "recipients", strings.Join(g.Recipients(), ","), "reason", reason, "error", err)
-		s.deferGroup(g, "permanent failure: "+reason+"; bounce not sent: "+err.Error(), res)
-		return
-	}
-	s.remove(g, log, res)
-	log.Info("spool: bounced", "sender", g.Sender, "recipients", strings.Join(g.Recipients(), ","), "reason", reason)
-	res.Bounced += len(g.Entries)
-}
-
-// remove unlinks a delivered group and fsyncs the directories, so a crash
-// after the reply cannot resurrect a delivered file.
-func (s *Spool) remove(g *maildir.Group, log *slog.Logger, res *FlushResult) {
-	dirs := map[string]bool{}
-	for _, e := range g.Entries {
-		if err := e.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
-			// The server has the message; this file would send it again.
-			log.Error("spool: cannot remove a delivered file: it will be delivered twice", "file", e.Path, "error", err)
-			s.setError(filepath.Base(e.Name), "delivered, but could not be removed: "+err.Error())
-			continue
-		}
-		dirs[filepath.Dir(e.Path)] = true
-		s.clearError(filepath.Base(e.Name))
-	}
-	for d := range dirs {
-		if err := maildir.SyncDir(d); err != nil {
-			log.Error("spool: fsync after removal failed", "dir", d, "error", err)
-		}
-	}
+	return "bounce accepted for " + strings.Join(n.Group.Recipients(), ","), false, nil
 }
