@@ -133,6 +133,12 @@ func action(c *cli.Context) error {
 		Grace:          c.Duration("grace"),
 		Logger:         logger,
 	}
+	if _, ok := backend.(*qmailqueue.Program); ok {
+		// Each delivery in flight is a running program with its pipes
+		// and buffer: one per QMTP session, as qmail-qmtpd runs them,
+		// keeps --max-conns the bound on both.
+		cfg.QMTPParallel = 1
+	}
 	if rcptHosts == nil && openToAll(cfg.AllowFor(QMTP)) {
 		logger.Warn("QMTP is open to every address and no --rcpthosts limits its recipients: anyone can relay through this server")
 	}

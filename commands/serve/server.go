@@ -82,6 +82,9 @@ type Config struct {
 	// it is owed).
 	Grace  time.Duration
 	Logger *slog.Logger
+	// QMTPParallel is how many packages of one QMTP session are
+	// committed at once while it reads on; 0 means qmtp.DefaultParallel.
+	QMTPParallel int
 }
 
 func (c Config) withDefaults() Config {
@@ -166,6 +169,7 @@ func NewServer(cfg Config) (*Server, error) {
 		Envelopes:    envelopes,
 		Backend:      cfg.Backend,
 		Limits:       qmtp.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients},
+		Parallel:     cfg.QMTPParallel,
 		Timeout:      cfg.Timeout,
 		SessionLimit: cfg.SessionLimit,
 		Logger:       cfg.Logger,

@@ -39,6 +39,11 @@ const (
 	DefaultMaxAddress     = 1000
 )
 
+// DefaultParallel is Server.Parallel's default: enough commits at once
+// for a store's fsyncs to be shared, few enough that a session's
+// deliveries stay cheap (see serverMaxInFlightBytes).
+const DefaultParallel = 16
+
 // serverMaxDeclared bounds a message netstring's length field. Anything longer
 // is not a message but an attack on the length parser; it is a protocol
 // error.
@@ -109,6 +114,11 @@ type Server struct {
 	// may send to it (qmail's rcpthosts and RELAYCLIENT); a refused one
 	// gets ReplyRelayDenied.
 	RecipientAllowed func(remoteIP, rcpt string) bool
+	// Parallel is how many packages of one session are committed at
+	// once while the session reads on; 0 means DefaultParallel, 1 commits
+	// each package before reading the next, as qmail-qmtpd does (for a
+	// backend whose deliveries each cost a process, say).
+	Parallel int
 	// Envelopes, if set, is the memory every session's recipient
 	// addresses are taken from (proto.AddressCost each), shared with
 	// other servers; recipients that do not fit get ReplyTooMany (Z) and
@@ -137,8 +147,8 @@ type Result struct {
 // (in CR mode an upper bound: CR LF pairs become LF); the converted body
 // is written to the Delivery as it arrives; Commit is called with the
 // acceptable recipients after the package's final byte, from its own
-// goroutine: the session reads on meanwhile, so up to serverMaxInFlight
-// Commits of one session run at once, and Begin of a later package may
+// goroutine: the session reads on meanwhile, so up to Parallel Commits
+// of one session run at once, and Begin of a later package may
 // come before Commit of an earlier one returns. Replies still go out in
 // package order. A package in which no recipient is acceptable is
 // Aborted, as is one cut short.
@@ -177,6 +187,10 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 		done:  make(chan struct{}),
 
 		envelopes: s.Envelopes,
+		parallel:  s.Parallel,
+	}
+	if rp.parallel <= 0 {
+		rp.parallel = DefaultParallel
 	}
 	rp.room = sync.NewCond(&rp.mu)
 	if s.Logger != nil {
@@ -196,7 +210,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 			break
 		}
 		// Read on only while the packages still being committed or
-		// answered leave room (serverMaxInFlight and the others).
+		// answered leave room (Parallel and the bounds below).
 		rp.waitForRoom()
 		if ss.in.Buffered() == 0 {
 			// Between packages: a stopping server may end here. (The
@@ -264,7 +278,7 @@ func (c *serverCheckedReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// A session commits up to serverMaxInFlight packages at once (the store
+// A session commits up to Server.Parallel packages at once (the store
 // fsyncs them together instead of one after another) while it reads the
 // next ones; their replies still go out in package order. What the
 // packages in flight hold in memory is bounded too: each is charged its
@@ -276,10 +290,9 @@ func (c *serverCheckedReader) Read(p []byte) (int, error) {
 // serverMaxUnanswered packages wait for their replies to be written;
 // their envelope addresses stay charged to Server.Envelopes until then.
 const (
-	serverMaxInFlight      = 16
 	serverMaxInFlightBytes = 256 << 10
 	serverChargeCap        = 64 << 10
-	serverMaxUnanswered    = 4 * serverMaxInFlight
+	serverMaxUnanswered    = 4 * DefaultParallel
 )
 
 // serverPackage is one package read completely, on its way to the client
@@ -312,6 +325,7 @@ type serverReplier struct {
 	log   func(*serverPackage)
 	// envelopes gets back each package's envelope once it is answered.
 	envelopes *proto.Budget
+	parallel  int // commits at once
 
 	mu         sync.Mutex
 	room       *sync.Cond // signalled as packages leave the flight
@@ -326,7 +340,7 @@ type serverReplier struct {
 // a blocked write fails after the idle timeout.
 func (rp *serverReplier) waitForRoom() {
 	rp.mu.Lock()
-	for rp.committing >= serverMaxInFlight || rp.bytes >= serverMaxInFlightBytes || rp.unanswered >= serverMaxUnanswered {
+	for rp.committing >= rp.parallel || rp.bytes >= serverMaxInFlightBytes || rp.unanswered >= serverMaxUnanswered {
 		rp.room.Wait()
 	}
 	rp.mu.Unlock()

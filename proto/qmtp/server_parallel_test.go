@@ -193,3 +193,41 @@ func TestServerStopAnswersPackagesInFlight(t *testing.T) {
 	}
 	b.check(t)
 }
+
+// Parallel 1 commits each package before the next is read, as
+// qmail-qmtpd does: while the first commit is held, no second package
+// is begun.
+func TestServerParallelOne(t *testing.T) {
+	const packages = 5
+	b := &gateBackend{gate: make(chan struct{}), waiting: make(chan struct{}, packages)}
+	addr, out := serverStart(t, &qmtp.Server{Backend: b, Timeout: 30 * time.Second, Parallel: 1})
+	var open sync.Once
+	openGate := func() { open.Do(func() { close(b.gate) }) }
+	t.Cleanup(openGate)
+	var send []byte
+	var want []string
+	for i := 1; i <= packages; i++ {
+		send = append(send, serverPkg(lf(fmt.Sprintf("m%d\n", i)), "a@b", "r@x")...)
+		want = append(want, fmt.Sprintf("Kok %d", i))
+	}
+	replies := make(chan []string, 1)
+	go func() { replies <- serverConverse(t, addr, send) }()
+	select {
+	case <-b.waiting:
+	case <-time.After(20 * time.Second): // a guard, not a synchronisation
+		t.Fatal("no commit")
+	}
+	if begun, _, _ := b.counts(); begun != 1 {
+		t.Fatalf("%d packages begun while the first commit is held, want 1", begun)
+	}
+	openGate()
+	equalReplies(t, <-replies, want)
+	if o := serverWaitOutcome(t, out); o.err != nil || o.res.Packages != packages {
+		t.Fatalf("outcome %+v %v", o.res, o.err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.maxCommit != 1 {
+		t.Fatalf("%d commits ran at once, want 1", b.maxCommit)
+	}
+}
