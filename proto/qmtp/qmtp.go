@@ -15,8 +15,9 @@
 //   - On any protocol error every reply already owed is flushed before the
 //     connection is closed; qmail-qmtpd loses them and its clients then
 //     send mail that was already queued a second time.
-//   - A session commits up to 16 pipelined packages at once while it
-//     reads the next ones (the store makes them durable together), and
+//   - A session commits up to Server.Parallel (16) pipelined packages at
+//     once while it reads the next ones (the store makes them durable
+//     together; qmail-qmtpd commits one at a time), and
 //     still replies in package order, each K only once its package is
 //     durable. Replies are buffered while the next package's are ready
 //     too and flushed whenever the server would otherwise wait, as the
