@@ -394,14 +394,14 @@ const (
 )
 
 type outcome struct {
-	kind     outcomeKind
-	reply    proto.Reply
-	reason   string // why it was queued, or why it failed
-	spoolDir string
+	kind   outcomeKind
+	reply  proto.Reply
+	reason string // why it was queued, or why it failed
+	where  spool.Where
 }
 
 func (o outcome) queuedNote() string {
-	return fmt.Sprintf("not sent now (%s); queued in %s, `sendmail -q` delivers it", o.reason, o.spoolDir)
+	return fmt.Sprintf("not sent now (%s); queued in %s", o.reason, o.where)
 }
 
 // client returns the QMQP client for the configured servers.
@@ -439,18 +439,11 @@ func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spill.Buff
 			sendErr = reply.Err()
 		}
 	}
-	dir, err := spool.Locate(p.Getenv)
+	where, err := spool.Submit(p.Getenv, env, msg, msg.Size(), sendErr.Error())
 	if err != nil {
 		return outcome{kind: failed, reason: fmt.Sprintf("%v; and it could not be queued: %v", sendErr, err)}
 	}
-	sp, err := spool.Open(dir)
-	if err == nil {
-		_, err = sp.Enqueue(env, msg, msg.Size(), sendErr.Error())
-	}
-	if err != nil {
-		return outcome{kind: failed, reason: fmt.Sprintf("%v; and it could not be queued: %v", sendErr, err)}
-	}
-	return outcome{kind: queued, reason: sendErr.Error(), spoolDir: dir}
+	return outcome{kind: queued, reason: sendErr.Error(), where: where}
 }
 
 // flushSpool is sendmail -q: deliver what the spool holds. Quiet unless
@@ -543,8 +536,8 @@ func drainInBackground(p *Process) {
 	if err != nil {
 		return
 	}
-	entries, err := os.ReadDir(filepath.Join(dir, "new"))
-	if err != nil || len(entries) == 0 {
+	entries, _ := os.ReadDir(filepath.Join(dir, "new"))
+	if len(entries) == 0 && spool.DropsWaiting(spool.System(p.Getenv)) == 0 {
 		return
 	}
 	exe, err := os.Executable()

@@ -31,7 +31,8 @@ import (
 	"qbox/proto/maildir"
 )
 
-// SystemDir is the spool used when it is writable (normally by root).
+// SystemDir is the system queue's root (see SystemQueue): its drop
+// directory takes any user's mail, its queue is root's.
 const SystemDir = "/var/spool/qbox"
 
 // Spool is an opened spool directory.
@@ -39,33 +40,27 @@ type Spool struct {
 	Dir string
 }
 
-// Locate picks the spool directory: $QBOX_SPOOL, else SystemDir when it
-// is (or can be made) writable by this process, else ~/.qbox/spool.
+// Locate picks the spool directory this process delivers and lists:
+// $QBOX_SPOOL, else for root the system queue's spool (SystemQueue's
+// QueueDir), else ~/.qbox/spool (a user's mail queued where there was no
+// system queue). Another user's mail in the system queue is root's to
+// deliver, not theirs.
 func Locate(getenv func(string) string) (string, error) {
 	if d := getenv("QBOX_SPOOL"); d != "" {
 		return d, nil
 	}
-	if writable(SystemDir) {
-		return SystemDir, nil
+	if os.Geteuid() == 0 {
+		return System(getenv).QueueDir(), nil
 	}
 	home := getenv("HOME")
 	if home == "" {
 		h, err := os.UserHomeDir()
 		if err != nil {
-			return "", fmt.Errorf("spool: %s is not writable and there is no home directory: %w", SystemDir, err)
+			return "", fmt.Errorf("spool: no system queue usable and no home directory: %w", err)
 		}
 		home = h
 	}
 	return filepath.Join(home, ".qbox", "spool"), nil
-}
-
-// writable reports whether dir exists and this process may create files
-// in it, or does not exist and its parent allows creating it.
-func writable(dir string) bool {
-	if _, err := os.Stat(dir); err == nil {
-		return syscall.Access(dir, 0x2|0x1) == nil // W_OK|X_OK
-	}
-	return syscall.Access(filepath.Dir(dir), 0x2|0x1) == nil
 }
 
 // ErrUnsafe is wrapped when the spool directory is one another user
@@ -216,18 +211,10 @@ func (s *Spool) Enqueue(env proto.Envelope, msg io.ReaderAt, size int64, lastErr
 	if len(env.Recipients) == 0 {
 		return nil, errors.New("spool: no recipients")
 	}
-	if err := proto.CheckEnvelope(env); err != nil {
-		if errors.Is(err, proto.ErrAddressBytes) {
-			return nil, fmt.Errorf("%w: %w", ErrBadAddress, err)
-		}
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	// A longer line could not be read back: the file would sit in the
-	// spool unsendable.
-	for _, a := range append([]string{env.Sender}, env.Recipients...) {
-		if len(a) > maxAddress {
-			return nil, fmt.Errorf("spool: an address of %d bytes is longer than the spool can hold (%d)", len(a), maxAddress)
-		}
+	// A line longer than maxAddress could not be read back: the file
+	// would sit in the spool unsendable.
+	if err := checkEnvelope(env); err != nil {
+		return nil, err
 	}
 	b := maildir.NewBatch(s.Dir)
 	for _, rcpt := range env.Recipients {

@@ -1,0 +1,506 @@
+package spool
+
+// The system queue: one queue for every user of the host, without a
+// setuid or setgid program, in the shape of Postfix's maildrop.
+//
+//	ROOT/            root, 0755      (/var/spool/qbox, $QBOX_SYSTEM_QUEUE)
+//	ROOT/maildrop/   root, 1733      anyone may create a file; nobody but
+//	                                 root may list it, and the sticky bit
+//	                                 keeps each user's files their own
+//	ROOT/queue/      root, 0700      the spool (tmp/ new/ cur/ err/) that
+//	                                 root's flush delivers
+//
+// sendmail, run by any user, writes the message and its envelope into
+// maildrop/ under a dot name (O_EXCL, O_NOFOLLOW, mode 0600), makes it
+// durable and renames it to an unpredictable name. PickUp, run by root
+// before each flush, opens each file without following links, takes only
+// a regular file with one link, records its owner as the submitting uid
+// (a Received line, as qmail-queue's "invoked by uid N"), checks the
+// envelope (proto.CheckEnvelope) and queues it in queue/, then removes
+// the drop file. Anything else found there (a symlink, a FIFO, a hard
+// link, a directory, a file that is not a drop file) is removed and
+// reported, never read as mail.
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"qbox/proto"
+	"qbox/proto/maildir"
+)
+
+// SystemQueue is the system queue under Root.
+type SystemQueue struct{ Root string }
+
+// System returns the system queue: $QBOX_SYSTEM_QUEUE, else SystemDir.
+func System(getenv func(string) string) SystemQueue {
+	if d := getenv("QBOX_SYSTEM_QUEUE"); d != "" {
+		return SystemQueue{Root: d}
+	}
+	return SystemQueue{Root: SystemDir}
+}
+
+// DropDir is where any user's sendmail leaves a message.
+func (q SystemQueue) DropDir() string { return filepath.Join(q.Root, "maildrop") }
+
+// QueueDir is the spool root's flush delivers.
+func (q SystemQueue) QueueDir() string { return filepath.Join(q.Root, "queue") }
+
+// Exists reports whether the system queue has been set up (its drop
+// directory exists); whether it is safe is CheckDropDir's question.
+func (q SystemQueue) Exists() bool {
+	_, err := os.Lstat(q.DropDir())
+	return err == nil
+}
+
+// ErrNoSystemQueue is returned by PickUp when the system queue has not
+// been set up.
+var ErrNoSystemQueue = errors.New("spool: no system queue")
+
+// CheckDropDir refuses a drop directory that is not a real directory
+// owned by root with the sticky bit (without it, any user could remove
+// or replace another's message), or one reached through directories a
+// user other than root could change.
+func CheckDropDir(dir string) error {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	switch {
+	case st.Mode()&os.ModeSymlink != 0:
+		return unsafeDir(dir, "is a symbolic link")
+	case !st.IsDir():
+		return unsafeDir(dir, "is not a directory")
+	case st.Mode()&os.ModeSticky == 0:
+		return unsafeDir(dir, fmt.Sprintf("lacks the sticky bit (mode %04o; want 1733)", st.Mode().Perm()))
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+		return unsafeDir(dir, fmt.Sprintf("is owned by uid %d, not root", sys.Uid))
+	}
+	return checkParents(dir)
+}
+
+// dropMagic starts every drop file; the envelope lines follow (F sender,
+// T recipients, an optional E with the reason it was queued), then an
+// empty line, then the message.
+const dropMagic = "qbox-maildrop 1\n"
+
+// maxDropRecipients bounds the recipients PickUp reads from one file.
+const maxDropRecipients = 100000
+
+// Drop writes a message for the system queue into dir (the drop
+// directory) and returns the file's name once the file and its name are
+// durable. Any user may call it; the file is theirs (mode 0600) until
+// root's PickUp moves it.
+func Drop(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr string) (string, error) {
+	if len(env.Recipients) == 0 {
+		return "", errors.New("spool: no recipients")
+	}
+	if err := checkEnvelope(env); err != nil {
+		return "", err
+	}
+	if err := CheckDropDir(dir); err != nil {
+		return "", err
+	}
+	var rnd [16]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", fmt.Errorf("spool: %w", err)
+	}
+	name := hex.EncodeToString(rnd[:])
+	tmp := filepath.Join(dir, "."+name)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("spool: %w", err)
+	}
+	defer f.Close()
+	fail := func(err error) (string, error) {
+		os.Remove(tmp)
+		return "", fmt.Errorf("spool: writing %s: %w", tmp, err)
+	}
+	w := bufio.NewWriterSize(f, 64<<10)
+	w.WriteString(dropMagic)
+	w.WriteString("F" + env.Sender + "\n")
+	for _, r := range env.Recipients {
+		w.WriteString("T" + r + "\n")
+	}
+	if lastErr != "" {
+		w.WriteString("E" + proto.Printable(lastErr, 2000) + "\n")
+	}
+	w.WriteString("\n")
+	n, err := io.Copy(w, io.NewSectionReader(msg, 0, size))
+	if err == nil && n != size {
+		err = fmt.Errorf("message is %d bytes, expected %d", n, size)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	final := filepath.Join(dir, name)
+	if err := os.Rename(tmp, final); err != nil {
+		return fail(err)
+	}
+	// A user may not open the drop directory to fsync it (it is not
+	// readable); syncing the file system makes the new name durable.
+	if err := syncFS(f); err != nil {
+		return "", fmt.Errorf("spool: making %s durable: %w", final, err)
+	}
+	return final, nil
+}
+
+// checkEnvelope is Enqueue's envelope check: the address check, and no
+// address too long for the spool's envelope lines.
+func checkEnvelope(env proto.Envelope) error {
+	if err := proto.CheckEnvelope(env); err != nil {
+		if errors.Is(err, proto.ErrAddressBytes) {
+			return fmt.Errorf("%w: %w", ErrBadAddress, err)
+		}
+		return fmt.Errorf("spool: %w", err)
+	}
+	for _, a := range append([]string{env.Sender}, env.Recipients...) {
+		if len(a) > maxAddress {
+			return fmt.Errorf("spool: an address of %d bytes is longer than the spool can hold (%d)", len(a), maxAddress)
+		}
+	}
+	return nil
+}
+
+// Picked is a drop file PickUp moved into the queue.
+type Picked struct {
+	Name       string
+	UID        uint32
+	Sender     string
+	Recipients int
+}
+
+// Refused is an entry of the drop directory PickUp removed (or could not
+// remove) without queuing it, and why.
+type Refused struct {
+	Name   string
+	Reason string
+}
+
+// PickupResult says what PickUp did.
+type PickupResult struct {
+	Picked  []Picked
+	Refused []Refused
+}
+
+// staleDrop is how long a dot file (a drop being written) may stay
+// before PickUp takes it for the leftover of a sendmail that died.
+const staleDrop = 36 * time.Hour
+
+// PickUp moves every finished drop file of the system queue into its
+// queue, as described at the top of this file. It must run as root
+// (only root may list the drop directory); it returns ErrNoSystemQueue
+// when there is none, and maildir.ErrLocked (wrapped) when another
+// PickUp is running. The flush calls it before it scans the queue.
+func PickUp(q SystemQueue, now time.Time) (PickupResult, error) {
+	var res PickupResult
+	if !q.Exists() {
+		return res, ErrNoSystemQueue
+	}
+	drop := q.DropDir()
+	if err := CheckDropDir(drop); err != nil {
+		return res, err
+	}
+	sp, err := Open(q.QueueDir())
+	if err != nil {
+		return res, err
+	}
+	d, err := os.OpenFile(drop, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return res, fmt.Errorf("spool: %w", err)
+	}
+	defer d.Close()
+	// One PickUp at a time: an flock on the drop directory, which only
+	// root can open.
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return res, fmt.Errorf("%s: %w", drop, maildir.ErrLocked)
+		}
+		return res, fmt.Errorf("spool: lock %s: %w", drop, err)
+	}
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return res, fmt.Errorf("spool: %w", err)
+	}
+	removed := false
+	for _, name := range names {
+		p := filepath.Join(drop, name)
+		st, err := os.Lstat(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if strings.HasPrefix(name, ".") {
+			// Being written, unless it is no regular file at all or
+			// its writer died long ago.
+			if st.Mode().IsRegular() && now.Sub(st.ModTime()) < staleDrop {
+				continue
+			}
+			res.Refused = append(res.Refused, refuse(p, name, "an unfinished drop file, or not a file at all"))
+			removed = true
+			continue
+		}
+		picked, why, err := pickOne(sp, drop, name, now)
+		if err != nil {
+			// The queue cannot take it (a full disk): the file stays
+			// for the next run, and so does everything after it.
+			return res, err
+		}
+		if why != "" {
+			res.Refused = append(res.Refused, refuse(p, name, why))
+		} else {
+			res.Picked = append(res.Picked, picked)
+		}
+		removed = true
+	}
+	if removed {
+		if err := d.Sync(); err != nil {
+			return res, fmt.Errorf("spool: fsync %s: %w", drop, err)
+		}
+	}
+	return res, nil
+}
+
+// refuse removes a drop directory entry that is not queued. os.Remove
+// unlinks a symlink itself, never its target; a directory is removed
+// only when empty.
+func refuse(path, name, why string) Refused {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		why += "; not removed: " + err.Error()
+	} else {
+		why += "; removed"
+	}
+	return Refused{Name: proto.Printable(name, 200), Reason: why}
+}
+
+// pickOne queues one drop file and removes it; a non-empty reason says
+// why it was not queued (the caller removes it); an error is the
+// queue's, and the file stays.
+func pickOne(sp *Spool, drop, name string, now time.Time) (Picked, string, error) {
+	const flags = syscall.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_NONBLOCK | syscall.O_NOCTTY | syscall.O_CLOEXEC
+	fd, err := syscall.Open(filepath.Join(drop, name), flags, 0)
+	switch {
+	case errors.Is(err, syscall.ELOOP):
+		return Picked{}, "a symbolic link: not followed, not delivered", nil
+	case errors.Is(err, syscall.ENXIO):
+		return Picked{}, "a socket or device: not read, not delivered", nil
+	case err != nil:
+		return Picked{}, "cannot open: " + err.Error(), nil
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return Picked{}, "cannot stat: " + err.Error(), nil
+	}
+	switch {
+	case st.Mode&syscall.S_IFMT == syscall.S_IFDIR:
+		return Picked{}, "a directory: not delivered", nil
+	case st.Mode&syscall.S_IFMT != syscall.S_IFREG:
+		return Picked{}, "not a regular file (a FIFO, socket or device): not read, not delivered", nil
+	case st.Nlink != 1:
+		// A second name for a file elsewhere: whoever made the link
+		// may not be able to read what it points to.
+		return Picked{}, fmt.Sprintf("a file with %d links (a hard link to a file elsewhere): not read, not delivered", st.Nlink), nil
+	}
+	syscall.SetNonblock(fd, false)
+	env, lastErr, offset, err := readDropEnvelope(f)
+	if err != nil {
+		return Picked{}, "not a drop file: " + err.Error(), nil
+	}
+	if err := checkEnvelope(env); err != nil {
+		return Picked{}, "refused envelope: " + err.Error(), nil
+	}
+	received := fmt.Sprintf("Received: (qbox invoked by uid %d); %s\n", st.Uid, now.UTC().Format("2 Jan 2006 15:04:05 -0000"))
+	body := io.NewSectionReader(f, offset, st.Size-offset)
+	msg := prefixedReaderAt{head: []byte(received), rest: body}
+	if _, err := sp.Enqueue(env, msg, int64(len(received))+body.Size(), lastErr); err != nil {
+		return Picked{}, "", err
+	}
+	// The file queued is the one to remove: not a name swapped in since.
+	if cur, err := os.Lstat(filepath.Join(drop, name)); err == nil {
+		if cs, ok := cur.Sys().(*syscall.Stat_t); ok && cs.Ino == st.Ino && cs.Dev == st.Dev {
+			os.Remove(filepath.Join(drop, name))
+		}
+	}
+	return Picked{Name: name, UID: st.Uid, Sender: env.Sender, Recipients: len(env.Recipients)}, "", nil
+}
+
+// readDropEnvelope reads a drop file's envelope lines, each at most
+// maildir.MaxEnvelopeLine bytes, and returns where the message starts.
+func readDropEnvelope(f *os.File) (proto.Envelope, string, int64, error) {
+	var env proto.Envelope
+	var lastErr string
+	br := bufio.NewReaderSize(f, 4096)
+	var offset int64
+	line := func() (string, error) {
+		var b []byte
+		for {
+			chunk, err := br.ReadSlice('\n')
+			b = append(b, chunk...)
+			if len(b) > maildir.MaxEnvelopeLine+1 {
+				return "", errors.New("an envelope line is too long")
+			}
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err != nil {
+				return "", errors.New("the envelope ends early")
+			}
+			offset += int64(len(b))
+			return string(b[:len(b)-1]), nil
+		}
+	}
+	first, err := line()
+	if err != nil || first+"\n" != dropMagic {
+		return env, "", 0, errors.New("no drop file header")
+	}
+	sender := false
+	for {
+		l, err := line()
+		if err != nil {
+			return env, "", 0, err
+		}
+		if l == "" {
+			break
+		}
+		switch l[0] {
+		case 'F':
+			if sender {
+				return env, "", 0, errors.New("two senders")
+			}
+			env.Sender, sender = l[1:], true
+		case 'T':
+			if len(env.Recipients) >= maxDropRecipients {
+				return env, "", 0, errors.New("too many recipients")
+			}
+			env.Recipients = append(env.Recipients, l[1:])
+		case 'E':
+			lastErr = l[1:]
+		default:
+			return env, "", 0, fmt.Errorf("unknown envelope line %q", proto.Printable(l, 40))
+		}
+	}
+	if !sender || len(env.Recipients) == 0 {
+		return env, "", 0, errors.New("no sender or no recipients")
+	}
+	return env, lastErr, offset, nil
+}
+
+// prefixedReaderAt reads head, then rest.
+type prefixedReaderAt struct {
+	head []byte
+	rest io.ReaderAt
+}
+
+func (p prefixedReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	if off < int64(len(p.head)) {
+		n := copy(b, p.head[off:])
+		if n == len(b) {
+			return n, nil
+		}
+		m, err := p.rest.ReadAt(b[n:], 0)
+		return n + m, err
+	}
+	return p.rest.ReadAt(b, off-int64(len(p.head)))
+}
+
+// Where says where Submit queued a message, for the note sendmail
+// prints or logs.
+type Where struct {
+	Dir    string // the spool or the drop directory
+	System bool   // the system queue: root's flush delivers it
+}
+
+func (w Where) String() string {
+	if w.System {
+		return "the system queue (" + w.Dir + "); root's `sendmail -q` delivers it"
+	}
+	return w.Dir + "; `sendmail -q` delivers it"
+}
+
+// Submit queues a message that could not be sent now: into $QBOX_SPOOL
+// when set, else into the system queue when it exists (any user; root
+// too, so every message carries its uid), else root's straight into the
+// system queue's spool, else into ~/.qbox/spool. When the system queue
+// exists but refuses the message, the per-user spool is tried before
+// giving up; the error then names both.
+func Submit(getenv func(string) string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr string) (Where, error) {
+	if d := getenv("QBOX_SPOOL"); d != "" {
+		return enqueueIn(d, env, msg, size, lastErr)
+	}
+	q := System(getenv)
+	var sysErr error
+	if q.Exists() {
+		if _, err := Drop(q.DropDir(), env, msg, size, lastErr); err == nil {
+			return Where{Dir: q.Root, System: true}, nil
+		} else if errors.Is(err, ErrBadAddress) {
+			return Where{}, err // no other queue would take it either
+		} else {
+			sysErr = fmt.Errorf("system queue: %w", err)
+		}
+	}
+	dir, err := Locate(getenv)
+	if err == nil {
+		var w Where
+		w, err = enqueueIn(dir, env, msg, size, lastErr)
+		if err == nil {
+			return w, nil
+		}
+	}
+	if sysErr != nil {
+		return Where{}, fmt.Errorf("%v; and %v", sysErr, err)
+	}
+	return Where{}, err
+}
+
+func enqueueIn(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr string) (Where, error) {
+	sp, err := Open(dir)
+	if err != nil {
+		return Where{}, err
+	}
+	if _, err := sp.Enqueue(env, msg, size, lastErr); err != nil {
+		return Where{}, err
+	}
+	return Where{Dir: dir}, nil
+}
+
+// DropsWaiting counts the finished drop files in the system queue's drop
+// directory; only root may list it (0 otherwise).
+func DropsWaiting(q SystemQueue) int {
+	names, err := readNames(q.DropDir())
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, name := range names {
+		if !strings.HasPrefix(name, ".") {
+			n++
+		}
+	}
+	return n
+}
+
+func readNames(dir string) ([]string, error) {
+	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
+}
