@@ -36,6 +36,7 @@ var Personalities = map[string]Personality{
 	"mailq":        sendmail.MailqMain,
 	"newaliases":   sendmail.NewaliasesMain,
 	"maildirqmtp":  flush.MaildirqmtpMain,
+	"maildirsmtp":  flush.MaildirsmtpMain,
 }
 
 // Aliases are other names a personality is installed under. mini-qmail

@@ -37,7 +37,7 @@ var commandSections = map[string]int{"serve": 8}
 var seeAlso = map[string][]string{
 	"qbox-inject":        {"sendmail(8)", "qmail-qmqpc(8)", "qbox-serve(8)"},
 	"qbox-serve":         {"qbox-inject(1)", "qbox-flush-maildir(1)", "qmail-qmqpc(8)"},
-	"qbox-flush-maildir": {"maildirqmtp(1)", "qbox-serve(8)", "qbox-mx-check(1)"},
+	"qbox-flush-maildir": {"maildirqmtp(1)", "maildirsmtp(1)", "qbox-serve(8)", "qbox-mx-check(1)"},
 	"qbox-mx-check":      {"qbox-probe(1)", "qbox-flush-maildir(1)"},
 	"qbox-probe":         {"qbox-mx-check(1)", "qbox-serve(8)"},
 	"sendmail":           {"mailq(1)", "qmail-inject(8)", "qbox-inject(1)"},
@@ -46,6 +46,7 @@ var seeAlso = map[string][]string{
 	"newaliases":         {"sendmail(8)"},
 	"qmail-qmqpc":        {"qbox-inject(1)", "qbox-serve(8)"},
 	"maildirqmtp":        {"qbox-flush-maildir(1)", "qbox-serve(8)"},
+	"maildirsmtp":        {"qbox-flush-maildir(1)", "maildirqmtp(1)"},
 }
 
 // qboxDescription is the DESCRIPTION of qbox(1), in the plain-text form
@@ -65,6 +66,7 @@ program's arguments and exit codes; each has its own page:
    newaliases     succeed: qbox keeps no alias database
    qmail-qmqpc    the qmail-queue interface forwarded over QMQP
    maildirqmtp    serialmail's maildirqmtp (flush-maildir)
+   maildirsmtp    serialmail's maildirsmtp (flush-maildir --smtp)
 
 The commands exit 0 on success, 100 on a permanent failure (bad usage,
 rejected message) and 111 on a temporary one (try again later), as qmail's
@@ -271,6 +273,32 @@ flush-maildir with its defaults; see qbox-flush-maildir(1) for the details and
 for the options this form does not take. Permanent failures, and messages
 deferred for more than 14 days, are bounced to their senders over QMQP
 ($QMQPSERVERS or $QMAILHOME/control/qmqpservers).
+
+EXIT STATUS
+
+   0    nothing left in the maildir
+   100  bad usage or configuration
+   111  messages remain, or the server could not be reached`,
+		}},
+		{1, &cli.App{
+			Name:      "maildirsmtp",
+			Usage:     "qbox as serialmail's maildirsmtp: send a maildir's mail to an SMTP server",
+			UsageText: `maildirsmtp DIR PREFIX HOST[:PORT] HELOHOST`,
+			Description: `serialmail's maildirsmtp, with its arguments: sends every message in DIR whose
+Delivered-To starts with PREFIX to the SMTP server HOST (port 25), saying EHLO
+(HELO when EHLO is refused) as HELOHOST, over one session, pipelined when the
+server offers PIPELINING, with STARTTLS whenever offered. Each file is removed
+only after the server accepted its recipient and the message. It is qbox
+flush-maildir --smtp HOST --helo HELOHOST with its defaults; see
+qbox-flush-maildir(1). A 5xx for a recipient, and a message deferred (4xx) for
+more than 14 days, is bounced to its sender over QMQP ($QMQPSERVERS or
+$QMAILHOME/control/qmqpservers).
+
+The dial-up site whose provider takes mail only over SMTP: deliver outgoing mail
+into ~alias/pppdir (qmail: ":alias-ppp" in virtualdomains and a
+.qmail-ppp-default), then, once the link is up:
+
+   maildirsmtp ~alias/pppdir alias-ppp- smtp.isp.example $(hostname)
 
 EXIT STATUS
 

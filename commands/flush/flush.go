@@ -1,6 +1,9 @@
-// Package flush is `qbox flush-maildir` and the maildirqmtp personality:
-// push the mail collected in a maildir to a QMTP server over one
-// pipelined connection, removing each file only after the server's K.
+// Package flush is `qbox flush-maildir` and the maildirqmtp and
+// maildirsmtp personalities: push the mail collected in a maildir to a
+// QMTP or SMTP server (or a domain's exchangers, by MXPS) over one
+// pipelined connection, removing each file only after the server's K. The
+// work is proto/queuerun's; this package parses arguments and renders the
+// outcomes.
 package flush
 
 import (
@@ -11,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -19,24 +23,39 @@ import (
 	"qbox/commands/exitcode"
 	"qbox/commands/inject"
 	"qbox/commands/interrupt"
+	"qbox/proto"
 	"qbox/proto/bounce"
 	"qbox/proto/mxps"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/queuerun"
+	"qbox/proto/smtp"
 )
 
 // Command returns the flush-maildir command.
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:      "flush-maildir",
-		Usage:     "send the mail queued in a maildir to a QMTP server (maildirqmtp)",
-		ArgsUsage: "DIR PREFIX HOST[:PORT]   (with --mxps: DIR PREFIX)",
+		Usage:     "send the mail queued in a maildir to a QMTP or SMTP server (maildirqmtp, maildirsmtp)",
+		ArgsUsage: "DIR PREFIX HOST[:PORT]   (with --smtp or --mxps: DIR PREFIX)",
 		Description: `Sends every message in DIR's new/ and cur/ whose second line is
 "Delivered-To: PREFIX..." to the QMTP server HOST (port 209 unless given), with
 the prefix stripped from the recipient, the sender taken from the first line
 "Return-Path: <...>". This is serialmail's maildirqmtp, with the same arguments:
 
    qbox flush-maildir ~alias/pppdir alias-ppp- 192.0.2.1
+
+With --smtp HOST[:PORT] the messages go over SMTP instead (port 25 unless
+given; serialmail's maildirsmtp): EHLO (HELO when refused) as --helo, PIPELINING
+when offered, STARTTLS whenever offered (--tls require makes it mandatory and
+verifies the certificate), one reply per recipient (4xx is Z, 5xx is D).
+
+With --mxps DOMAIN the messages go to DOMAIN's exchangers under MXPS: in RFC 5321
+order; a QMTP exchanger (preference 12801+16k) over QMTP on 209 first and, only
+when that connection attempt fails, over SMTP on 25 at the same address; other
+exchangers over SMTP. Once a session has started no other server or protocol is
+tried in the run. Each line (and the JSON "protocol") says which protocol carried
+the message.
 
 One connection carries all messages, pipelined, so a slow link stays full.
 A file is removed only after the server's K. Z keeps it for the next run,
@@ -61,9 +80,13 @@ reached or the run was interrupted, 100 usage or configuration error.`,
 			&cli.DurationFlag{Name: "connect-timeout", Value: qmtp.ClientConnectTimeout, Usage: "connect timeout per address"},
 			&cli.DurationFlag{Name: "write-timeout", Value: qmtp.ClientWriteTimeout, Usage: "give up when a write stalls this long"},
 			&cli.DurationFlag{Name: "read-timeout", Value: qmtp.ClientReadTimeout, Usage: "deadline for each reply: complete within this of the later of the previous reply and the last write"},
-			&cli.StringFlag{Name: "mxps", Usage: "deliver to `DOMAIN`'s QMTP exchangers (MXPS) instead of HOST"},
+			&cli.StringFlag{Name: "smtp", Usage: "deliver over SMTP to `HOST[:PORT]` (port 25) instead of QMTP to HOST"},
+			&cli.StringFlag{Name: "helo", Usage: "with SMTP: the `NAME` to say EHLO with (default control/helohost, control/me, then the host name)"},
+			&cli.StringFlag{Name: "tls", Value: "opportunistic", Usage: "with SMTP: STARTTLS `MODE`: opportunistic (whenever offered), require (verify the certificate), none"},
+			&cli.StringFlag{Name: "mxps", Usage: "deliver to `DOMAIN`'s exchangers (MXPS: QMTP first, SMTP when that connect fails) instead of HOST"},
 			&cli.StringFlag{Name: "resolver", Usage: "with --mxps: ask the DNS server `HOST:PORT` instead of the system resolver"},
 			&cli.StringFlag{Name: "qmtp-port", Value: qmtp.DefaultPort, Usage: "with --mxps: the QMTP `PORT` of the exchangers"},
+			&cli.StringFlag{Name: "smtp-port", Value: mxps.SMTPPort, Usage: "with --mxps: the SMTP `PORT` of the exchangers"},
 			&cli.StringFlag{Name: "hostname", Usage: "this host's `NAME` in bounces (default: the host name)"},
 			&cli.StringFlag{Name: "postmaster", Usage: "double bounces go to `ADDR` (default postmaster@hostname)"},
 		},
@@ -73,16 +96,20 @@ reached or the run was interrupted, 100 usage or configuration error.`,
 
 func action(c *cli.Context) error {
 	args := c.Args().Slice()
-	domain := c.String("mxps")
-	want := 3
-	if domain != "" {
-		want = 2
-	}
-	if len(args) != want {
-		if domain != "" {
-			return exitcode.Usage("usage: qbox flush-maildir --mxps DOMAIN [flags] DIR PREFIX")
-		}
+	domain, smtpHost := c.String("mxps"), c.String("smtp")
+	switch {
+	case domain != "" && smtpHost != "":
+		return exitcode.Usage("flush-maildir: give --mxps or --smtp, not both")
+	case domain != "" && len(args) != 2:
+		return exitcode.Usage("usage: qbox flush-maildir --mxps DOMAIN [flags] DIR PREFIX")
+	case smtpHost != "" && len(args) != 2:
+		return exitcode.Usage("usage: qbox flush-maildir --smtp HOST[:PORT] [flags] DIR PREFIX")
+	case domain == "" && smtpHost == "" && len(args) != 3:
 		return exitcode.Usage("usage: qbox flush-maildir [flags] DIR PREFIX HOST[:PORT]")
+	}
+	sc, err := smtpClient(c.String("helo"), c.String("tls"), c.Duration("connect-timeout"))
+	if err != nil {
+		return err
 	}
 	cfg, err := baseConfig(args[0], args[1], c.StringSlice("bounce-server"), os.Getenv)
 	if err != nil {
@@ -110,13 +137,16 @@ func action(c *cli.Context) error {
 	sig := interrupt.Catch(c.Context, c.App.ErrWriter, "qbox flush-maildir")
 	defer sig.Release()
 	ctx := sig.Context
-	if domain != "" {
-		connect, err := mxpsConnect(ctx, domain, c.String("resolver"), c.String("qmtp-port"), &cfg.Client)
+	switch {
+	case domain != "":
+		t, err := mxpsTransport(ctx, domain, c.String("resolver"), mxps.Ports{QMTP: c.String("qmtp-port"), SMTP: c.String("smtp-port")}, cfg.Client, sc)
 		if err != nil {
 			return err
 		}
-		cfg.Connect = connect
-	} else {
+		cfg.Transport = t
+	case smtpHost != "":
+		cfg.Transport = &queuerun.SMTP{Client: *sc, Addrs: []string{qmqp.WithDefaultPort(smtpHost, mxps.SMTPPort)}}
+	default:
 		cfg.Connect = hostConnect(args[2], &cfg.Client)
 	}
 	_, err = Run(ctx, cfg)
@@ -162,11 +192,30 @@ func hostConnect(host string, client *qmtp.Client) func(context.Context) (net.Co
 	}
 }
 
-// mxpsConnect looks up domain's QMTP exchangers and returns a connect
-// function walking them in MXPS order. Only a failed connect moves to the
-// next exchanger; SMTP is never tried (flush speaks QMTP only), and once a
-// session has started its messages stay with it.
-func mxpsConnect(ctx context.Context, domain, resolver, port string, client *qmtp.Client) (func(context.Context) (net.Conn, string, error), error) {
+// smtpClient is the SMTP client the flags describe.
+func smtpClient(helo, tlsMode string, connectTimeout time.Duration) (*smtp.Client, error) {
+	c := &smtp.Client{Helo: helo, ConnectTimeout: connectTimeout}
+	switch tlsMode {
+	case "", "opportunistic":
+		c.TLS = smtp.TLSOpportunistic
+	case "require":
+		c.TLS = smtp.TLSRequire
+	case "none":
+		c.TLS = smtp.TLSNone
+	default:
+		return nil, exitcode.Usage("--tls %q: want opportunistic, require or none", tlsMode)
+	}
+	if helo != "" && strings.ContainsAny(helo, " \t\r\n\x00") {
+		return nil, exitcode.Usage("--helo %q is not a host name", proto.Printable(helo, 100))
+	}
+	return c, nil
+}
+
+// mxpsTransport looks up domain's exchangers and returns a transport
+// that walks them under MXPS's rule (queuerun.MXPS): QMTP first at a
+// QMTP exchanger, SMTP only when that connect fails, SMTP at the others,
+// and once a session has started its messages stay with it.
+func mxpsTransport(ctx context.Context, domain, resolver string, ports mxps.Ports, qc qmtp.Client, sc *smtp.Client) (*queuerun.MXPS, error) {
 	r := mxps.System()
 	if resolver != "" {
 		r = mxps.Server(resolver, 0)
@@ -179,21 +228,15 @@ func mxpsConnect(ctx context.Context, domain, resolver, port string, client *qmt
 		}
 		return nil, exitcode.Temp(fmt.Errorf("--mxps %s: %w", domain, err))
 	}
-	targets := mxps.QMTPTargets(rep)
-	if len(targets) == 0 {
-		if rep.HasQMTP() {
-			return nil, exitcode.Temp(fmt.Errorf("--mxps %s: the QMTP exchangers have no address now", domain))
-		}
-		return nil, exitcode.Usage("--mxps %s: no QMTP exchanger (MX preference 12801+16k)", domain)
+	if rep.Null {
+		return nil, exitcode.Usage("--mxps %s: the domain accepts no mail (null MX)", domain)
 	}
-	d := &mxps.Dialer{ConnectTimeout: client.ConnectTimeout, Ports: mxps.Ports{QMTP: port}, Dial: client.Dial}
-	return func(ctx context.Context) (net.Conn, string, error) {
-		conn, t, err := d.DialQMTP(ctx, targets)
-		if err != nil {
-			return nil, "", err
-		}
-		return conn, t.Host + " " + net.JoinHostPort(t.Addr.String(), port), nil
-	}, nil
+	attempts := mxps.AllAttempts(rep, ports)
+	if len(attempts) == 0 {
+		return nil, exitcode.Temp(fmt.Errorf("--mxps %s: the exchangers have no address now", domain))
+	}
+	d := mxps.Dialer{ConnectTimeout: qc.ConnectTimeout, Ports: ports, Dial: qc.Dial}
+	return &queuerun.MXPS{Attempts: attempts, Dialer: d, QMTP: qc, SMTP: sc}, nil
 }
 
 // bounceServers finds the QMQP servers for bounces as qbox inject does:
@@ -237,6 +280,48 @@ func maildirqmtp(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	_, err = Run(ctx, cfg)
 	if err = exitError(args[1], err); err != nil {
 		fmt.Fprintf(stderr, "maildirqmtp: %v\n", err)
+	}
+	return exitcode.Of(err)
+}
+
+// MaildirsmtpMain is serialmail's maildirsmtp: `maildirsmtp dir prefix
+// host helohost`, the same flush over SMTP to host's port 25 (HOST:PORT
+// for another), saying EHLO (or HELO) as helohost; it bounces permanent
+// failures, gives up on messages deferred for 14 days, and exits
+// 0/100/111.
+func MaildirsmtpMain(args []string) int {
+	sig := interrupt.Catch(context.Background(), os.Stderr, "maildirsmtp")
+	defer sig.Release()
+	return maildirsmtp(sig.Context, args, os.Stdout, os.Stderr, os.Getenv)
+}
+
+func maildirsmtp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) != 5 {
+		fmt.Fprintln(stderr, "maildirsmtp: usage: maildirsmtp dir prefix host helohost")
+		return exitcode.Permanent
+	}
+	sc, err := smtpClient(args[4], "opportunistic", 60*time.Second)
+	if err == nil && args[4] == "" {
+		err = exitcode.Usage("the helohost argument is empty")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "maildirsmtp: %v\n", err)
+		return exitcode.Of(err)
+	}
+	cfg, err := baseConfig(args[1], args[2], nil, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "maildirsmtp: %v\n", err)
+		return exitcode.Of(err)
+	}
+	cfg.Bounce.Program = "maildirsmtp"
+	cfg.Out = stdout
+	if f, ok := stderr.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		cfg.Progress = f
+	}
+	cfg.Transport = &queuerun.SMTP{Client: *sc, Addrs: []string{qmqp.WithDefaultPort(args[3], mxps.SMTPPort)}}
+	_, err = Run(ctx, cfg)
+	if err = exitError(args[1], err); err != nil {
+		fmt.Fprintf(stderr, "maildirsmtp: %v\n", err)
 	}
 	return exitcode.Of(err)
 }

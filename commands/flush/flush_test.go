@@ -536,7 +536,9 @@ func TestFlushMXPS(t *testing.T) {
 	if got, _ := delivered(t, dest); len(got) != 3 {
 		t.Errorf("delivered %d", len(got))
 	}
-	if _, stderr, code := runQbox(t, nil, "flush-maildir", "--mxps", "smtponly.test", "--resolver", dns.Addr, src, "ppp-"); code != 100 {
-		t.Errorf("domain without QMTP exchangers: exit %d (%s)", code, stderr)
+	// An SMTP-only domain now gets its mail over SMTP (MXPS in full, see
+	// TestFlushMXPSFallback); a domain that does not exist is a usage error.
+	if _, stderr, code := runQbox(t, nil, "flush-maildir", "--mxps", "nosuch.test", "--resolver", dns.Addr, src, "ppp-"); code != 100 {
+		t.Errorf("domain that does not exist: exit %d (%s)", code, stderr)
 	}
 }

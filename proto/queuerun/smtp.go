@@ -1,0 +1,103 @@
+package queuerun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"qbox/proto/mxps"
+	"qbox/proto/qmtp"
+	"qbox/proto/smtp"
+)
+
+// SMTP is the SMTP transport (proto/smtp): every package over one
+// session, pipelined when the server offers it.
+type SMTP struct {
+	Client smtp.Client
+	Addrs  []string // host:port, tried in order until one connects
+}
+
+// Deliver runs one SMTP session with the first of Addrs that connects.
+func (t *SMTP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result)) (Stats, error) {
+	conn, addr, err := t.Client.Connect(ctx, t.Addrs)
+	if err != nil {
+		return Stats{}, &UnreachableError{Err: err}
+	}
+	defer conn.Close()
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	return smtpSession(ctx, &t.Client, conn, host, addr, pkgs, onResult)
+}
+
+// smtpSession sends pkgs over conn to the SMTP server host (the name a
+// required TLS certificate must carry), named server in the results.
+func smtpSession(ctx context.Context, c *smtp.Client, conn net.Conn, host, server string, pkgs []Package, onResult func(Result)) (Stats, error) {
+	msgs := make([]smtp.Message, len(pkgs))
+	for i, p := range pkgs {
+		msgs[i] = smtp.Message{Sender: p.Sender, Recipients: p.Recipients, Size: p.Size, Open: p.Open}
+	}
+	st, err := c.Send(ctx, conn, host, msgs, func(r smtp.RecipientResult) {
+		onResult(Result{Package: r.Package, Recipient: r.Recipient, Reply: r.Reply, FromServer: r.FromServer, Server: server, Protocol: "SMTP"})
+	})
+	if errors.Is(err, smtp.ErrRemoteViolation) {
+		err = fmt.Errorf("%w (%w)", err, ErrViolation)
+	}
+	return Stats{Sessions: 1, BytesOut: st.BytesOut, Replies: st.Replies}, err
+}
+
+// MXPS delivers to a domain's exchangers under MXPS's rule
+// (cr.yp.to/proto/mxps.txt): the attempts in RFC 5321 order
+// (mxps.AllAttempts); for a QMTP exchanger QMTP first and, only when
+// that connection attempt fails, SMTP at the same address; SMTP
+// exchangers over SMTP. The first attempt that connects carries the
+// session, and every later session of the run goes to that same server
+// over that same protocol: mail whose reply was lost in a QMTP session is
+// never offered over SMTP, or to another exchanger, in the same run.
+type MXPS struct {
+	Attempts []mxps.Attempt
+	Dialer   mxps.Dialer
+	QMTP     qmtp.Client
+	// SMTP is the client for SMTP attempts; nil skips them (a QMTP-only
+	// run).
+	SMTP *smtp.Client
+
+	pinned *mxps.Attempt
+}
+
+// Deliver walks the attempts and runs one session on the first that
+// connects.
+func (t *MXPS) Deliver(ctx context.Context, pkgs []Package, onResult func(Result)) (Stats, error) {
+	attempts := t.Attempts
+	if t.pinned != nil {
+		attempts = []mxps.Attempt{*t.pinned}
+	} else if t.SMTP == nil {
+		attempts = nil
+		for _, a := range t.Attempts {
+			if a.Protocol == mxps.ProtoQMTP {
+				attempts = append(attempts, a)
+			}
+		}
+	}
+	var st Stats
+	var sessErr error
+	_, err := t.Dialer.Deliver(ctx, attempts, func(conn net.Conn, a mxps.Attempt) error {
+		defer conn.Close()
+		pinned := a
+		t.pinned = &pinned
+		server := a.Host + " " + a.Addr
+		if a.Protocol == mxps.ProtoQMTP {
+			st, sessErr = qmtpSession(ctx, &t.QMTP, conn, server, pkgs, onResult)
+		} else {
+			st, sessErr = smtpSession(ctx, t.SMTP, conn, a.Host, server, pkgs, onResult)
+		}
+		return sessErr
+	})
+	var ce *mxps.ConnectError
+	if errors.As(err, &ce) {
+		return st, &UnreachableError{Err: err}
+	}
+	return st, sessErr
+}
