@@ -1,0 +1,699 @@
+package smtp
+
+// Scripted SMTP servers, for what Postfix cannot be made to do on demand:
+// a 4xx to one RCPT, replies held until DATA (which only a pipelining
+// client survives), STARTTLS, EHLO refused, trickling and hostile replies.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"qbox/proto"
+)
+
+// peer is the server's side of one connection.
+type peer struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func (p *peer) line() (string, error) {
+	l, err := p.br.ReadString('\n')
+	return strings.TrimSuffix(l, "\r\n"), err
+}
+
+func (p *peer) send(s string) error {
+	_, err := io.WriteString(p.c, s)
+	return err
+}
+
+// startServer runs handle on every connection to a fresh listener and
+// waits, when the test ends, for every handler to return.
+func startServer(t *testing.T, handle func(p *peer)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(&peer{c: c, br: bufio.NewReader(c)})
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// server is a small SMTP server with hooks.
+type server struct {
+	ehlo          []string // the extensions EHLO lists
+	ehloRefusal   string // when set, the reply to EHLO
+	tls           *tls.Config
+	holdUntilData bool // answer MAIL and RCPT only when DATA arrives
+	rcpt          func(addr string) string
+	data          func(body []byte) string // final reply; default 250
+
+	mu       sync.Mutex
+	commands []string // every command line, in order
+	bodies   [][]byte // DATA as received, final ".\r\n" excluded
+	overTLS  []bool   // per MAIL: was the session in TLS
+}
+
+func (s *server) log(cmd string) {
+	s.mu.Lock()
+	s.commands = append(s.commands, cmd)
+	s.mu.Unlock()
+}
+
+func (s *server) handle(p *peer) {
+	if p.send("220 scripted ESMTP\r\n") != nil {
+		return
+	}
+	var pending []string
+	flush := func() error {
+		err := p.send(strings.Join(pending, ""))
+		pending = nil
+		return err
+	}
+	reply := func(r string) error {
+		pending = append(pending, r+"\r\n")
+		return flush()
+	}
+	// hold keeps a reply until DATA (RFC 2920 lets a server do that).
+	hold := func(r string) error {
+		if !s.holdUntilData {
+			return reply(r)
+		}
+		pending = append(pending, r+"\r\n")
+		return nil
+	}
+	inTLS := false
+	for {
+		l, err := p.line()
+		if err != nil {
+			return
+		}
+		s.log(l)
+		verb := strings.ToUpper(strings.SplitN(l, " ", 2)[0])
+		switch {
+		case verb == "EHLO" && s.ehloRefusal != "":
+			err = reply(s.ehloRefusal)
+		case verb == "EHLO":
+			ext := append([]string{"scripted"}, s.ehlo...)
+			if s.tls != nil && !inTLS {
+				ext = append(ext, "STARTTLS")
+			}
+			r := ""
+			for i, e := range ext {
+				sep := "-"
+				if i == len(ext)-1 {
+					sep = " "
+				}
+				r += "250" + sep + e + "\r\n"
+			}
+			err = reply(strings.TrimSuffix(r, "\r\n"))
+		case verb == "HELO":
+			err = reply("250 scripted")
+		case verb == "STARTTLS":
+			if err := p.send("220 go ahead\r\n"); err != nil {
+				return
+			}
+			tc := tls.Server(p.c, s.tls)
+			if tc.Handshake() != nil {
+				return
+			}
+			p.c, p.br, inTLS = tc, bufio.NewReader(tc), true
+		case strings.HasPrefix(strings.ToUpper(l), "MAIL FROM:"):
+			s.mu.Lock()
+			s.overTLS = append(s.overTLS, inTLS)
+			s.mu.Unlock()
+			err = hold("250 2.1.0 sender ok")
+		case strings.HasPrefix(strings.ToUpper(l), "RCPT TO:"):
+			r := "250 2.1.5 recipient ok"
+			if s.rcpt != nil {
+				r = s.rcpt(strings.Trim(l[len("RCPT TO:"):], "<>"))
+			}
+			err = hold(r)
+		case verb == "DATA":
+			if reply("354 go on") != nil {
+				return
+			}
+			var body []byte
+			for {
+				l, err := p.br.ReadBytes('\n')
+				if err != nil {
+					return
+				}
+				if string(l) == ".\r\n" {
+					break
+				}
+				body = append(body, l...)
+			}
+			s.mu.Lock()
+			s.bodies = append(s.bodies, body)
+			s.mu.Unlock()
+			r := "250 2.0.0 queued"
+			if s.data != nil {
+				r = s.data(body)
+			}
+			err = reply(r)
+		case verb == "RSET":
+			err = hold("250 2.0.0 reset")
+		case verb == "QUIT":
+			reply("221 bye")
+			flush()
+			return
+		default:
+			err = reply("502 5.5.2 what?")
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *server) log2() ([]string, [][]byte, []bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.commands...), append([][]byte(nil), s.bodies...), append([]bool(nil), s.overTLS...)
+}
+
+// deliver runs a session and collects its results.
+func deliver(t *testing.T, c *Client, addr string, msgs []Message) ([]RecipientResult, error) {
+	t.Helper()
+	if c.Helo == "" {
+		c.Helo = "client.example"
+	}
+	if c.CommandTimeout == 0 {
+		c.CommandTimeout = 20 * time.Second // a test's bug fails, not hangs
+	}
+	var results []RecipientResult
+	_, err := c.Deliver(context.Background(), []string{addr}, msgs, collect(&results))
+	checkOrder(t, msgs, results)
+	return results, err
+}
+
+func statuses(results []RecipientResult) string {
+	var b strings.Builder
+	for _, r := range results {
+		b.WriteByte(byte(r.Reply.Status))
+	}
+	return b.String()
+}
+
+// A server that answers nothing until DATA arrives, as PIPELINING allows:
+// only a client that sends MAIL, every RCPT and DATA in one batch gets
+// replies. A 4xx RCPT is a Z, a 5xx a D, and the accepted recipients get
+// the reply to the message; the DATA bytes are the message with CRLF and
+// dot-stuffing, a CR in the message kept as it is.
+func TestPipelinedTransactions(t *testing.T) {
+	srv := &server{
+		ehlo:          []string{"PIPELINING", "8BITMIME"},
+		holdUntilData: true,
+		rcpt: func(a string) string {
+			switch {
+			case strings.HasPrefix(a, "busy@"):
+				return "450 4.2.1 <" + a + ">: mailbox busy"
+			case strings.HasPrefix(a, "gone@"):
+				return "550 5.1.1 <" + a + ">: no such user"
+			}
+			return "250 2.1.5 ok"
+		},
+	}
+	addr := startServer(t, srv.handle)
+	msg1 := []byte(".a\n..b\n.\nx\r\ny\n\xe9")
+	msg2 := []byte("plain\n")
+	msgs := []Message{
+		bytesMessage("s@example.test", msg1, "one@example.test", "busy@example.test", "gone@example.test", "two@example.test"),
+		bytesMessage("", msg2, "three@example.test"),
+	}
+	results, err := deliver(t, &Client{CommandTimeout: 20 * time.Second}, addr, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(results); got != "KZDKK" {
+		t.Fatalf("statuses %s, want KZDKK: %+v", got, results)
+	}
+	if r := results[1]; r.Reply.Text != "450 4.2.1 <busy@example.test>: mailbox busy" || !r.FromServer {
+		t.Errorf("Z: %+v", r)
+	}
+	if r := results[0]; r.Reply.Text != "250 2.0.0 queued" {
+		t.Errorf("K: %+v", r)
+	}
+	cmds, bodies, _ := srv.log2()
+	wantCmds := []string{"EHLO client.example",
+		"MAIL FROM:<s@example.test> BODY=8BITMIME", "RCPT TO:<one@example.test>", "RCPT TO:<busy@example.test>",
+		"RCPT TO:<gone@example.test>", "RCPT TO:<two@example.test>", "DATA",
+		"RSET", "MAIL FROM:<>", "RCPT TO:<three@example.test>", "DATA", "QUIT"}
+	if strings.Join(cmds, "|") != strings.Join(wantCmds, "|") {
+		t.Errorf("commands\n%q\nwant\n%q", cmds, wantCmds)
+	}
+	if len(bodies) != 2 || string(bodies[0]) != "..a\r\n...b\r\n..\r\nx\r\r\ny\r\n\xe9\r\n" || string(bodies[1]) != "plain\r\n" {
+		t.Errorf("DATA bytes %q", bodies)
+	}
+}
+
+// A server refusing EHLO with a 5xx other than go-smtp's 500/502 gets a
+// HELO; without EHLO there are no extensions, so each command waits for
+// its reply, and no SIZE or BODY parameter is sent.
+func TestEHLORefusedFallsBackToHELO(t *testing.T) {
+	srv := &server{ehloRefusal: "554 5.5.1 no EHLO here"}
+	addr := startServer(t, srv.handle)
+	msgs := []Message{bytesMessage("s@example.test", []byte("\xe9\n"), "a@example.test", "b@example.test")}
+	results, err := deliver(t, &Client{}, addr, msgs)
+	if err != nil || statuses(results) != "KK" {
+		t.Fatalf("err %v, results %+v", err, results)
+	}
+	cmds, _, _ := srv.log2()
+	want := "EHLO client.example|HELO client.example|MAIL FROM:<s@example.test>|RCPT TO:<a@example.test>|RCPT TO:<b@example.test>|DATA|QUIT"
+	if strings.Join(cmds, "|") != want {
+		t.Errorf("commands %q, want %q", cmds, want)
+	}
+}
+
+// SIZE= is the message's size on the wire; BODY=8BITMIME only for a
+// message with 8-bit bytes. Without PIPELINING, RCPTs all refused means no
+// DATA, and a refused MAIL gives its reply to every recipient.
+func TestMailParameters(t *testing.T) {
+	srv := &server{
+		ehlo: []string{"SIZE 1000", "8BITMIME"},
+		rcpt: func(a string) string {
+			if strings.HasPrefix(a, "gone@") {
+				return "550 5.1.1 gone"
+			}
+			return "250 ok"
+		},
+	}
+	addr := startServer(t, srv.handle)
+	msgs := []Message{
+		bytesMessage("s@example.test", []byte("a\n.b\n"), "x@example.test"),
+		bytesMessage("s@example.test", []byte("\xc3\xa9"), "y@example.test"),
+		bytesMessage("s@example.test", []byte("z\n"), "gone@example.test"),
+		bytesMessage("s@example.test", bytes.Repeat([]byte("a\n"), 400), "big@example.test"), // 1200 on the wire
+	}
+	results, err := deliver(t, &Client{}, addr, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(results); got != "KKDD" {
+		t.Fatalf("statuses %s: %+v", got, results)
+	}
+	cmds, _, _ := srv.log2()
+	want := "EHLO client.example|MAIL FROM:<s@example.test> SIZE=8|RCPT TO:<x@example.test>|DATA|" +
+		"RSET|MAIL FROM:<s@example.test> SIZE=4 BODY=8BITMIME|RCPT TO:<y@example.test>|DATA|" +
+		"RSET|MAIL FROM:<s@example.test> SIZE=3|RCPT TO:<gone@example.test>|QUIT"
+	if strings.Join(cmds, "|") != want {
+		t.Errorf("commands\n%q\nwant\n%q", strings.Join(cmds, "|"), want)
+	}
+}
+
+// A refused MAIL is every recipient's reply, pipelined or not.
+func TestMailRefused(t *testing.T) {
+	for _, ext := range []string{"PIPELINING", "HELP"} {
+		addr := startServer(t, func(p *peer) {
+			p.send("220 hi\r\n")
+			for {
+				l, err := p.line()
+				if err != nil {
+					return
+				}
+				switch {
+				case strings.HasPrefix(l, "EHLO"):
+					p.send("250-hi\r\n250 " + ext + "\r\n")
+				case strings.HasPrefix(l, "MAIL"):
+					p.send("553 5.1.8 sender refused\r\n")
+				case strings.HasPrefix(l, "QUIT"):
+					p.send("221 bye\r\n")
+					return
+				default:
+					p.send("503 5.5.1 no MAIL\r\n")
+				}
+			}
+		})
+		msgs := []Message{bytesMessage("bad@example.test", []byte("x\n"), "a@example.test", "b@example.test")}
+		results, err := deliver(t, &Client{}, addr, msgs)
+		if err != nil || statuses(results) != "DD" || results[1].Reply.Text != "553 5.1.8 sender refused" {
+			t.Errorf("%s: err %v, results %+v", ext, err, results)
+		}
+	}
+}
+
+// trickle sends s one byte at a time until the client goes away.
+func trickle(p *peer, s string) {
+	for i := 0; ; i = (i + 1) % len(s) {
+		if p.send(s[i:i+1]) != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A server trickling its greeting (read by go-smtp), or its reply to MAIL
+// (read here), one byte at a time is given up on at the command timeout,
+// however steadily the bytes come: every recipient gets a Z.
+func TestTricklingServer(t *testing.T) {
+	for _, where := range []string{"greeting", "MAIL"} {
+		t.Run(where, func(t *testing.T) {
+			addr := startServer(t, func(p *peer) {
+				if where == "greeting" {
+					trickle(p, "220-still greeting you\r\n")
+					return
+				}
+				p.send("220 hi\r\n")
+				p.line()
+				p.send("250 hi\r\n")
+				p.line()
+				trickle(p, "250-wait for it\r\n")
+			})
+			msgs := []Message{
+				bytesMessage("s@example.test", []byte("x\n"), "a@example.test", "b@example.test"),
+				bytesMessage("s@example.test", []byte("y\n"), "c@example.test"),
+			}
+			start := time.Now()
+			results, err := deliver(t, &Client{CommandTimeout: time.Second}, addr, msgs)
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("err %v, want ErrTimeout", err)
+			}
+			if time.Since(start) > 30*time.Second {
+				t.Errorf("gave up after %v with a 1s command timeout", time.Since(start))
+			}
+			for _, r := range results {
+				if r.Reply.Status != proto.Temporary || r.FromServer {
+					t.Errorf("%+v, want a Z of our own", r)
+				}
+			}
+		})
+	}
+}
+
+// selfSigned returns a server certificate for 127.0.0.1 and a pool
+// trusting it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "scripted"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
+
+// STARTTLS: used whenever offered (the certificate unverified); under
+// TLSRequire the certificate must verify, else every recipient is a Z and
+// no MAIL is sent; TLSNone never uses it.
+func TestSTARTTLS(t *testing.T) {
+	cert, pool := selfSigned(t)
+	msg := func() []Message {
+		return []Message{bytesMessage("s@example.test", []byte("secret\n"), "a@example.test")}
+	}
+	cases := []struct {
+		name   string
+		client *Client
+		want   string
+		tls    bool
+	}{
+		{"opportunistic", &Client{}, "K", true},
+		{"require-verified", &Client{TLS: TLSRequire, TLSConfig: &tls.Config{RootCAs: pool}}, "K", true},
+		{"require-unverifiable", &Client{TLS: TLSRequire}, "Z", false},
+		{"none", &Client{TLS: TLSNone}, "K", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := &server{ehlo: []string{"PIPELINING"}, tls: &tls.Config{Certificates: []tls.Certificate{cert}}}
+			addr := startServer(t, srv.handle)
+			results, err := deliver(t, c.client, addr, msg())
+			if got := statuses(results); got != c.want {
+				t.Fatalf("%s, err %v, want %s: %+v", got, err, c.want, results)
+			}
+			if c.want == "Z" && !errors.Is(err, ErrTLSRequired) {
+				t.Errorf("err %v, want ErrTLSRequired", err)
+			}
+			_, bodies, overTLS := srv.log2()
+			if c.want == "Z" {
+				if len(overTLS) != 0 || len(bodies) != 0 {
+					t.Errorf("a MAIL was sent: %v", overTLS)
+				}
+				return
+			}
+			if len(overTLS) != 1 || overTLS[0] != c.tls {
+				t.Errorf("MAIL over TLS: %v, want %v", overTLS, c.tls)
+			}
+		})
+	}
+}
+
+// Bytes after the 220 to STARTTLS, before the handshake, are the STARTTLS
+// injection attack: the session ends, nothing is sent.
+func TestSTARTTLSInjection(t *testing.T) {
+	addr := startServer(t, func(p *peer) {
+		p.send("220 hi\r\n")
+		p.line()
+		p.send("250-hi\r\n250 STARTTLS\r\n")
+		p.line()
+		p.send("220 go ahead\r\n250 injected\r\n")
+		p.line()
+	})
+	results, err := deliver(t, &Client{}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+	if !errors.Is(err, ErrRemoteViolation) || statuses(results) != "Z" || results[0].FromServer {
+		t.Fatalf("err %v, results %+v", err, results)
+	}
+}
+
+// Hostile replies end the session with a Z for every recipient not yet
+// answered; what the server had answered before stands.
+func TestHostileReplies(t *testing.T) {
+	cases := []struct {
+		name  string
+		mail  string // the reply to the second message's MAIL
+		want  string
+		isErr error
+	}{
+		{"long line", "250 " + strings.Repeat("x", 3000) + "\r\n", "KZ", ErrRemoteViolation},
+		{"endless reply", strings.Repeat("250-more\r\n", 200) + "250 ok\r\n", "KZ", ErrRemoteViolation},
+		{"not a reply", "hello there\r\n", "KZ", ErrRemoteViolation},
+		{"mixed codes", "250-ok\r\n550 no\r\n", "KZ", ErrRemoteViolation},
+		{"reply to nothing", "250 ok\r\n250 extra\r\n", "KZ", ErrRemoteViolation},
+		{"closed", "", "KZ", errConnClosed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			addr := startServer(t, func(p *peer) {
+				p.send("220 hi\r\n")
+				mails := 0
+				for {
+					l, err := p.line()
+					if err != nil {
+						return
+					}
+					switch {
+					case strings.HasPrefix(l, "EHLO"):
+						p.send("250 hi\r\n") // no PIPELINING: one reply read at a time
+					case strings.HasPrefix(l, "MAIL"):
+						mails++
+						if mails == 2 {
+							if c.mail == "" {
+								return
+							}
+							p.send(c.mail)
+							continue
+						}
+						p.send("250 ok\r\n")
+					case l == "DATA":
+						p.send("354 go\r\n")
+						for l != "." {
+							if l, err = p.line(); err != nil {
+								return
+							}
+						}
+						p.send("250 queued\r\n")
+					case l == "QUIT":
+						p.send("221 bye\r\n")
+						return
+					default:
+						p.send("250 ok\r\n")
+					}
+				}
+			})
+			msgs := []Message{
+				bytesMessage("s@example.test", []byte("x\n"), "a@example.test"),
+				bytesMessage("s@example.test", []byte("y\n"), "b@example.test"),
+			}
+			results, err := deliver(t, &Client{CommandTimeout: 20 * time.Second}, addr, msgs)
+			if !errors.Is(err, c.isErr) {
+				t.Errorf("err %v, want %v", err, c.isErr)
+			}
+			if got := statuses(results); got != c.want || results[1].FromServer {
+				t.Errorf("%s, want %s: %+v", got, c.want, results)
+			}
+		})
+	}
+}
+
+// go-smtp reads the EHLO reply; a server sending megabytes of extension
+// lines is cut off.
+func TestEndlessEHLO(t *testing.T) {
+	addr := startServer(t, func(p *peer) {
+		p.send("220 hi\r\n")
+		p.line()
+		p.send("250-hi\r\n")
+		line := "250-X" + strings.Repeat("x", 1900) + "\r\n"
+		for i := 0; i < 2000; i++ {
+			if p.send(line) != nil {
+				return
+			}
+		}
+		p.send("250 end\r\n")
+	})
+	results, err := deliver(t, &Client{CommandTimeout: 20 * time.Second}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+	if !errors.Is(err, ErrRemoteViolation) || statuses(results) != "Z" {
+		t.Fatalf("err %v, results %+v", err, results)
+	}
+}
+
+// DATA answered with 250 instead of 354: the message is not sent (the
+// server would take it for commands) and its recipients get a Z; a server
+// closing the connection in the middle of the message: a Z of our own.
+func TestDataOddities(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		data  func(p *peer)
+		text  string
+		fromS bool
+	}{
+		{"250 to DATA", func(p *peer) {
+			p.send("250 sure\r\n")
+			l, _ := p.line()
+			if l != "QUIT" {
+				p.send("500 the message came: " + l + "\r\n")
+				return
+			}
+			p.send("221 bye\r\n")
+		}, "unexpected reply to DATA: 250 sure", true},
+		{"closed mid-message", func(p *peer) {
+			p.send("354 go\r\n")
+			p.line()
+		}, "no reply from the server", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			addr := startServer(t, func(p *peer) {
+				p.send("220 hi\r\n")
+				for {
+					l, err := p.line()
+					if err != nil {
+						return
+					}
+					if l == "DATA" {
+						c.data(p)
+						return
+					}
+					p.send("250 ok\r\n")
+				}
+			})
+			results, _ := deliver(t, &Client{CommandTimeout: 20 * time.Second, DataTimeout: 20 * time.Second}, addr,
+				[]Message{bytesMessage("s@example.test", []byte(strings.Repeat("line\n", 100)), "a@example.test")})
+			r := results[0]
+			if r.Reply.Status != proto.Temporary || r.FromServer != c.fromS || !strings.HasPrefix(r.Reply.Text, c.text) {
+				t.Errorf("%+v, want Z %q (from server %v)", r, c.text, c.fromS)
+			}
+		})
+	}
+}
+
+// A message that cannot be read is a Z for its recipients; the session
+// goes on with the next.
+func TestUnreadableMessage(t *testing.T) {
+	srv := &server{ehlo: []string{"PIPELINING"}}
+	addr := startServer(t, srv.handle)
+	bad := Message{Sender: "s@example.test", Recipients: []string{"a@example.test"}, Size: 5,
+		Open: func() (io.ReadCloser, error) { return nil, fmt.Errorf("gone") }}
+	short := bytesMessage("s@example.test", []byte("abc"), "b@example.test")
+	short.Size = 10
+	msgs := []Message{bad, short, bytesMessage("s@example.test", []byte("ok\n"), "c@example.test")}
+	results, err := deliver(t, &Client{}, addr, msgs)
+	if err != nil || statuses(results) != "ZZK" || results[0].FromServer || results[1].FromServer {
+		t.Fatalf("err %v, results %+v", err, results)
+	}
+}
+
+// Interrupted (proto.StopStarting): the message under way finishes, the
+// others are not started and say so.
+func TestInterrupted(t *testing.T) {
+	srv := &server{ehlo: []string{"PIPELINING"}}
+	addr := startServer(t, srv.handle)
+	stop := make(chan struct{})
+	ctx := proto.WithStopStarting(context.Background(), stop)
+	var msgs []Message
+	for i := 0; i < 3; i++ {
+		msgs = append(msgs, bytesMessage("s@example.test", []byte("x\n"), fmt.Sprintf("r%d@example.test", i)))
+	}
+	var results []RecipientResult
+	_, err := (&Client{Helo: "h.example"}).Deliver(ctx, []string{addr}, msgs, func(r RecipientResult) {
+		results = append(results, r)
+		if r.Package == 0 {
+			close(stop)
+		}
+	})
+	checkOrder(t, msgs, results)
+	if !errors.Is(err, proto.ErrInterrupted) || statuses(results) != "KZZ" || !strings.Contains(results[2].Reply.Text, "not sent") {
+		t.Fatalf("err %v, results %+v", err, results)
+	}
+}
