@@ -88,7 +88,7 @@ func startServer(t *testing.T, handle func(p *peer)) string {
 // server is a small SMTP server with hooks.
 type server struct {
 	ehlo          []string // the extensions EHLO lists
-	ehloRefusal   string // when set, the reply to EHLO
+	ehloRefusal   string   // when set, the reply to EHLO
 	tls           *tls.Config
 	holdUntilData bool // answer MAIL and RCPT only when DATA arrives
 	rcpt          func(addr string) string
