@@ -17,6 +17,7 @@ import (
 	"qbox/commands/inject"
 	"qbox/commands/mxcheck"
 	"qbox/commands/probe"
+	"qbox/commands/queue"
 	"qbox/commands/sendmail"
 	"qbox/commands/serve"
 )
@@ -87,6 +88,7 @@ func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			flush.Command(),
 			mxcheck.Command(),
 			probe.Command(),
+			queue.Command(),
 			completionCommand(),
 			manCommand(),
 		},

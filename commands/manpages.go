@@ -42,7 +42,7 @@ var seeAlso = map[string][]string{
 	"qbox-probe":         {"qbox-mx-check(1)", "qbox-serve(8)"},
 	"sendmail":           {"mailq(1)", "qmail-inject(8)", "qbox-inject(1)"},
 	"qmail-inject":       {"sendmail(8)", "qbox-inject(1)"},
-	"mailq":              {"sendmail(8)"},
+	"mailq":              {"sendmail(8)", "qbox-queue(1)"},
 	"newaliases":         {"sendmail(8)"},
 	"qmail-qmqpc":        {"qbox-inject(1)", "qbox-serve(8)"},
 	"maildirqmtp":        {"qbox-flush-maildir(1)", "qbox-serve(8)"},
@@ -81,8 +81,9 @@ ENVIRONMENT
                   qmail-qmqpc, the sendmail personalities and bounces
    QMAILHOME      where control/qmqpservers, control/me and friends are
                   (default /var/qmail)
-   QBOX_SPOOL     the sendmail spool (default /var/spool/qbox when
-                  writable, else ~/.qbox/spool)`
+   QBOX_SPOOL     the sendmail spool (default: the system queue, else
+                  ~/.qbox/spool)
+   QBOX_SYSTEM_QUEUE  the system queue (default /var/spool/qbox)`
 
 // personalityApps describes the personalities for their manual pages.
 // Their real parsers are hand-written (sendmail's lenient getopt,
@@ -121,9 +122,14 @@ encoded, when it would go into an added From: it never splits a header. In
 smuggled inside one.
 
 When no server takes the message right now (none configured, none reachable,
-Z), it is written, fsync'd, into the spool ($QBOX_SPOOL, else /var/spool/qbox
-when writable, else ~/.qbox/spool) and sendmail exits 0: a relay outage never
-loses mail. sendmail -q delivers the spool (run it from cron); after a
+Z), it is written, fsync'd, into the system queue (/var/spool/qbox, made by
+make install: any user drops mail into its maildrop/, root's sendmail -q picks
+it up, recording the uid, and delivers it), else ~/.qbox/spool ($QBOX_SPOOL
+overrides both) and sendmail exits 0: a relay outage never loses mail; when
+nothing could take it, sendmail exits 75 and says why. The note that a
+message was queued goes to syslog's mail facility, and to stderr only when
+stderr is a terminal or with -v (cron mails every line). sendmail -q
+delivers the queue (run it from cron as root); after a
 message goes through, a detached sendmail -q starts by itself when the spool
 holds mail. A spooled message rejected with D, or still queued after 14 days,
 is bounced to its sender. Only a D for a message not yet spooled is reported
@@ -205,11 +211,14 @@ EXIT STATUS
 			Name:      "mailq",
 			Usage:     "qbox as mailq: list the messages waiting in the sendmail spool",
 			UsageText: `mailq`,
-			Description: `Lists the messages sendmail(8) spooled because no QMQP server took them, one
-entry per recipient (the spool keeps a file per recipient): when it was
-queued, its age, size, sender and recipient, the file's name and the last
-delivery error, then a summary. The spool is $QBOX_SPOOL, else /var/spool/qbox when writable, else
-~/.qbox/spool. sendmail -bp is the same. Arguments are ignored.
+			Description: `Lists the messages sendmail(8) queued because no QMQP server took them, in
+sendmail's layout: per message its ID (see qbox queue; '!' when held), size,
+arrival time and sender, the last delivery error in parentheses, then its
+recipients; then a summary. For root the queue is the system queue's
+(/var/spool/qbox/queue; messages still in its maildrop are counted), for
+anyone else ~/.qbox/spool; $QBOX_SPOOL names another. sendmail -bp is the
+same. Arguments are ignored. qbox queue shows, holds, releases and deletes
+single messages.
 
 EXIT STATUS
 

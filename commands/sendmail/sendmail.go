@@ -376,10 +376,11 @@ func Mailq(p *Process) int {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "new")); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(p.Stdout, "Mail queue is empty (%s)\n", dir)
-		return exOK
-	}
-	if _, err := (&spool.Spool{Dir: dir}).WriteListing(p.Stdout, p.now()); err != nil {
+	} else if _, err := (&spool.Spool{Dir: dir}).WriteListing(p.Stdout, p.now()); err != nil {
 		p.errorf("%v", err)
+	}
+	if n := spool.DropsWaiting(spool.System(p.Getenv)); n > 0 && p.Getenv("QBOX_SPOOL") == "" {
+		fmt.Fprintf(p.Stdout, "-- %d more in %s, waiting for pickup by sendmail -q\n", n, spool.System(p.Getenv).DropDir())
 	}
 	return exOK
 }

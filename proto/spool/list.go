@@ -3,61 +3,71 @@ package spool
 import (
 	"fmt"
 	"io"
-	"path/filepath"
 	"time"
 
 	"qbox/proto"
 )
 
-// WriteListing prints the spool for mailq: one line per queued file
-// (queue time, age, message size, sender and recipient), then its last
-// delivery error if one was recorded, then a summary. It returns how many
-// files are queued. A spool another user could change (see Open) is
-// refused rather than listed: what it holds may be theirs.
+// WriteListing prints the spool for mailq and sendmail -bp, in
+// sendmail's and Postfix's layout: per message its ID (with '!' when
+// held), size, arrival time and sender, its last delivery error in
+// parentheses, then its recipients; files that are not messages after
+// them; then a summary. It returns how many messages are queued. A spool
+// another user could change (see Open) is refused rather than listed:
+// what it holds may be theirs.
 func (s *Spool) WriteListing(w io.Writer, now time.Time) (int, error) {
-	if err := Check(s.Dir); err != nil {
-		return 0, err
-	}
-	res, err := s.List()
+	l, err := s.Messages()
 	if err != nil {
 		return 0, err
 	}
-	if len(res.Entries) == 0 && len(res.Malformed) == 0 {
+	if len(l.Messages) == 0 && len(l.Malformed) == 0 {
 		_, err := fmt.Fprintf(w, "Mail queue is empty (%s)\n", s.Dir)
 		return 0, err
 	}
+	const indent = "                                          "
 	var size int64
-	fmt.Fprintf(w, "%-19s %7s %9s  %s\n", "Queued", "Age", "Size", "Sender -> Recipient")
-	for _, e := range res.Entries {
-		size += e.MessageSize()
-		sender := e.Sender
-		fmt.Fprintf(w, "%-19s %7s %9d  <%s> -> <%s>\n",
-			e.ModTime.Local().Format("2006-01-02 15:04:05"), Age(now.Sub(e.ModTime)), e.MessageSize(),
-			proto.Printable(sender, 200), proto.Printable(e.Recipient, 200))
-		fmt.Fprintf(w, "%-19s %7s %9s  file %s\n", "", "", "", filepath.Base(e.Name))
-		if text, st := s.LastError(filepath.Base(e.Name)); text != "" {
+	fmt.Fprintf(w, "%-13s %8s %-20s %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
+	for _, m := range l.Messages {
+		size += m.Size
+		id := m.ID
+		if m.Held {
+			id += "!"
+		}
+		sender := m.Sender
+		if sender == "" {
+			sender = "MAILER-DAEMON"
+		}
+		fmt.Fprintf(w, "%-13s %8d %-20s %s\n", id, m.Size, m.Queued.Local().Format("Mon Jan _2 15:04:05"), proto.Printable(sender, 200))
+		if m.Held {
+			fmt.Fprintf(w, "%s(held: release it with qbox queue release %s)\n", indent, m.ID)
+		}
+		if m.LastError != "" {
 			when := ""
-			if st != nil {
-				when = " (" + Age(now.Sub(st.ModTime())) + " ago)"
+			if !m.LastAttempt.IsZero() {
+				when = " " + Age(now.Sub(m.LastAttempt)) + " ago"
 			}
-			fmt.Fprintf(w, "%-19s %7s %9s  last error%s: %s\n", "", "", "", when, text)
+			fmt.Fprintf(w, "%s(last error%s: %s)\n", indent, when, proto.Printable(m.LastError, 500))
 		}
+		for _, r := range m.Recipients {
+			fmt.Fprintf(w, "%s%s\n", indent, proto.Printable(r, 200))
+		}
+		fmt.Fprintln(w)
 	}
-	for _, m := range res.Malformed {
+	for _, m := range l.Malformed {
 		// Its age, so a file nobody can send is seen to be getting old.
-		queuedAt, age := "", ""
+		age := ""
 		if !m.ModTime.IsZero() {
-			queuedAt, age = m.ModTime.Local().Format("2006-01-02 15:04:05"), Age(now.Sub(m.ModTime))
+			age = Age(now.Sub(m.ModTime)) + " old"
 		}
-		fmt.Fprintf(w, "%-19s %7s %9d  malformed %s: %s\n", queuedAt, age, m.Size, proto.Printable(m.Name, 200), proto.Printable(m.Reason, 200))
+		fmt.Fprintf(w, "%-13s %8d %-20s malformed %s: %s\n", "-", m.Size, age, proto.Printable(m.Name, 200), proto.Printable(m.Reason, 200))
 	}
-	n := len(res.Entries) + len(res.Malformed)
+	n := len(l.Messages)
 	plural := "s"
 	if n == 1 {
 		plural = ""
 	}
-	_, err = fmt.Fprintf(w, "-- %d queued file%s (one per recipient), %d bytes, in %s\n", n, plural, size, s.Dir)
-	return n, err
+	_, err = fmt.Fprintf(w, "-- %d Kbytes in %d Request%s (%s).\n", (size+1023)/1024, n, plural, s.Dir)
+	return n + len(l.Malformed), err
 }
 
 // Age formats a duration compactly for a listing: 42s, 5m, 3h12m, 2d4h.

@@ -318,7 +318,7 @@ func TestWriteListing(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("listing: %d %v", n, err)
 	}
-	for _, want := range []string{"<from@example.test> -> <to@example.test>", " 2h0m ", " 6 ", "last error", "try later", filepath.Base(paths[0])} {
+	for _, want := range []string{"-Queue ID-", " from@example.test\n", " to@example.test\n", " 6 ", "(last error", "try later", "1 Request"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("listing lacks %q:\n%s", want, out.String())
 		}

@@ -1,0 +1,460 @@
+// Package queue is `qbox queue`: the operator's view of the sendmail
+// queue (the system queue's spool for root, else the user's own), one
+// message at a time: list, show, delete, hold, release, a Nagios/Icinga
+// check, and the system queue's pickup.
+package queue
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"qbox/commands/exitcode"
+	"qbox/proto"
+	"qbox/proto/spool"
+)
+
+// Command returns the queue command.
+func Command() *cli.Command {
+	dirFlag := &cli.StringFlag{Name: "dir", Usage: "the spool `DIR` (default: $QBOX_SPOOL, for root the system queue's, else ~/.qbox/spool)"}
+	return &cli.Command{
+		Name:      "queue",
+		Usage:     "list, show, delete, hold and release queued sendmail mail; check the queue for Nagios",
+		ArgsUsage: "list|show|delete|hold|release|check|pickup [args]",
+		Description: `The sendmail queue as messages: one per message however many recipients it
+has, each with a stable ID (12 hex digits; any unique prefix of 4 or more
+selects it). For root the queue is the system queue's
+(/var/spool/qbox/queue, $QBOX_SYSTEM_QUEUE), for anyone else ~/.qbox/spool;
+$QBOX_SPOOL or --dir names another.
+
+   list [--json]              one line per message: ID, age, size, state
+                              (queued, deferred, held), sender, recipients,
+                              last error
+   show ID                    the envelope, state and files, then the message
+   delete ID...               remove the messages (no bounce)
+   hold ID...                 keep them out of every flush until released
+   release ID...              give them back to the flush
+   check --warn-age D --crit-age D [--warn-count N --crit-count N]
+                              one Nagios/Icinga status line with perfdata;
+                              held messages count in neither threshold
+   pickup                     (root) move the system queue's drop files into
+                              the queue now; sendmail -q does it before each
+                              flush
+
+delete, hold and release take the queue's lock, so they wait for no flush
+and a flush never sends a message while it moves; with a flush running they
+fail (exit 111) and change nothing. mailq and sendmail -bp list the same
+messages in sendmail's layout.
+
+Exit status: 0 done, 100 bad usage or an unknown ID, 111 the queue could not
+be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return exitcode.Usage("a subcommand is needed: list, show, delete, hold, release, check or pickup; see 'qbox queue --help'")
+			}
+			return exitcode.Usage("unknown subcommand %q (list, show, delete, hold, release, check, pickup); see 'qbox queue --help'", c.Args().First())
+		},
+		Subcommands: []*cli.Command{
+			{
+				Name:  "list",
+				Usage: "one line per queued message",
+				Flags: []cli.Flag{dirFlag, &cli.BoolFlag{Name: "json", Usage: "write the list as JSON"}},
+				Action: func(c *cli.Context) error {
+					sp, err := open(c)
+					if err != nil {
+						return err
+					}
+					return List(c.App.Writer, sp, c.Bool("json"), time.Now())
+				},
+			},
+			{
+				Name:      "show",
+				Usage:     "a message's envelope, state and content",
+				ArgsUsage: "ID",
+				Flags:     []cli.Flag{dirFlag},
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return exitcode.Usage("qbox queue show takes one message ID")
+					}
+					sp, err := open(c)
+					if err != nil {
+						return err
+					}
+					return Show(c.App.Writer, sp, c.Args().First(), time.Now())
+				},
+			},
+			changeCommand("delete", "remove queued messages (no bounce)", dirFlag, (*spool.Spool).Delete, "deleted"),
+			changeCommand("hold", "keep messages out of every flush", dirFlag, (*spool.Spool).Hold, "held"),
+			changeCommand("release", "give held messages back to the flush", dirFlag, (*spool.Spool).Release, "released"),
+			{
+				Name:  "check",
+				Usage: "a Nagios/Icinga check of the queue's age and size",
+				Flags: []cli.Flag{dirFlag,
+					&cli.StringFlag{Name: "warn-age", Usage: "WARNING when the oldest message is older than `D` (30m, 4h, 2d)", Required: true},
+					&cli.StringFlag{Name: "crit-age", Usage: "CRITICAL when the oldest message is older than `D`", Required: true},
+					&cli.IntFlag{Name: "warn-count", Usage: "WARNING when more than `N` messages wait (0: no limit)"},
+					&cli.IntFlag{Name: "crit-count", Usage: "CRITICAL when more than `N` messages wait (0: no limit)"},
+				},
+				Action: func(c *cli.Context) error {
+					var lim Limits
+					var err error
+					if lim.WarnAge, err = ParseAge(c.String("warn-age")); err != nil {
+						return exitcode.Usage("--warn-age: %v", err)
+					}
+					if lim.CritAge, err = ParseAge(c.String("crit-age")); err != nil {
+						return exitcode.Usage("--crit-age: %v", err)
+					}
+					lim.WarnCount, lim.CritCount = c.Int("warn-count"), c.Int("crit-count")
+					if lim.WarnCount < 0 || lim.CritCount < 0 {
+						return exitcode.Usage("--warn-count and --crit-count are 0 (no limit) or more")
+					}
+					dir, err := dirOf(c)
+					code := Unknown
+					if err == nil {
+						code = Check(c.App.Writer, &spool.Spool{Dir: dir}, lim, time.Now())
+					} else {
+						fmt.Fprintf(c.App.Writer, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
+					}
+					if code == OK {
+						return nil
+					}
+					return &exitcode.Error{Code: code} // the status line said it all
+				},
+			},
+			{
+				Name:  "pickup",
+				Usage: "(root) move the system queue's drop files into its queue",
+				Action: func(c *cli.Context) error {
+					q := spool.System(os.Getenv)
+					res, err := spool.PickUp(q, time.Now())
+					for _, p := range res.Picked {
+						fmt.Fprintf(c.App.Writer, "picked up %s from uid %d: <%s>, %d recipient(s)\n", p.Name, p.UID, proto.Printable(p.Sender, 200), p.Recipients)
+					}
+					for _, r := range res.Refused {
+						fmt.Fprintf(c.App.ErrWriter, "qbox queue pickup: %s/%s: %s\n", q.DropDir(), r.Name, r.Reason)
+					}
+					if errors.Is(err, spool.ErrNoSystemQueue) {
+						return exitcode.Perm(fmt.Errorf("no system queue at %s (create it: see the README's Install section)", q.Root))
+					}
+					return exitcode.Temp(err)
+				},
+			},
+		},
+	}
+}
+
+// The check's exit codes (Nagios plugin guidelines).
+const (
+	OK       = 0
+	Warning  = 1
+	Critical = 2
+	Unknown  = 3
+)
+
+func dirOf(c *cli.Context) (string, error) {
+	if d := c.String("dir"); d != "" {
+		return d, nil
+	}
+	return spool.Locate(os.Getenv)
+}
+
+func open(c *cli.Context) (*spool.Spool, error) {
+	dir, err := dirOf(c)
+	if err != nil {
+		return nil, exitcode.Temp(err)
+	}
+	return &spool.Spool{Dir: dir}, nil
+}
+
+// changeCommand is delete, hold or release: under the queue's lock, each
+// ID must name a message; nothing is changed unless all do.
+func changeCommand(name, usage string, dirFlag cli.Flag, change func(*spool.Spool, *spool.Message) error, done string) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: "ID...",
+		Flags:     []cli.Flag{dirFlag},
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return exitcode.Usage("qbox queue %s takes one or more message IDs", name)
+			}
+			sp, err := open(c)
+			if err != nil {
+				return err
+			}
+			return Change(c.App.Writer, sp, c.Args().Slice(), change, done)
+		},
+	}
+}
+
+// Change applies change to every message the IDs name, under the lock.
+func Change(w io.Writer, sp *spool.Spool, ids []string, change func(*spool.Spool, *spool.Message) error, done string) error {
+	if err := spool.Check(sp.Dir); err != nil {
+		return exitcode.Temp(err)
+	}
+	lock, err := sp.Lock()
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	defer lock.Unlock()
+	l, err := sp.Messages()
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	var todo []*spool.Message
+	seen := map[*spool.Message]bool{}
+	for _, id := range ids {
+		ms, err := l.Find(id)
+		if err != nil {
+			return exitcode.Perm(err)
+		}
+		for _, m := range ms {
+			if !seen[m] {
+				seen[m] = true
+				todo = append(todo, m)
+			}
+		}
+	}
+	for _, m := range todo {
+		if err := change(sp, m); err != nil {
+			return exitcode.Temp(fmt.Errorf("%s: %w", m.ID, err))
+		}
+		fmt.Fprintf(w, "%s %s (<%s>, %d recipient(s))\n", done, m.ID, proto.Printable(m.Sender, 200), len(m.Recipients))
+	}
+	return nil
+}
+
+// state is a message's state word in list and show.
+func state(m *spool.Message) string {
+	switch {
+	case m.Held:
+		return "held"
+	case m.LastError != "":
+		return "deferred"
+	}
+	return "queued"
+}
+
+// jsonMessage is one message of list --json.
+type jsonMessage struct {
+	ID          string    `json:"id"`
+	Sender      string    `json:"sender"`
+	Recipients  []string  `json:"recipients"`
+	State       string    `json:"state"`
+	Held        bool      `json:"held"`
+	Queued      time.Time `json:"queued"`
+	AgeSeconds  int64     `json:"age_seconds"`
+	Size        int64     `json:"size"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	Files       []string  `json:"files"`
+}
+
+type jsonMalformed struct {
+	File   string `json:"file"`
+	Reason string `json:"reason"`
+	Size   int64  `json:"size"`
+}
+
+type jsonList struct {
+	Queue         string          `json:"queue"`
+	Messages      []jsonMessage   `json:"messages"`
+	Malformed     []jsonMalformed `json:"malformed"`
+	WaitingPickup int             `json:"waiting_pickup"`
+}
+
+// List writes one line per message (or JSON).
+func List(w io.Writer, sp *spool.Spool, asJSON bool, now time.Time) error {
+	l, err := messages(sp)
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	waiting := 0
+	if os.Geteuid() == 0 {
+		waiting = spool.DropsWaiting(spool.System(os.Getenv))
+	}
+	if asJSON {
+		out := jsonList{Queue: sp.Dir, Messages: []jsonMessage{}, Malformed: []jsonMalformed{}, WaitingPickup: waiting}
+		for i := range l.Messages {
+			m := &l.Messages[i]
+			j := jsonMessage{ID: m.ID, Sender: m.Sender, Recipients: m.Recipients, State: state(m), Held: m.Held,
+				Queued: m.Queued.UTC(), AgeSeconds: int64(now.Sub(m.Queued) / time.Second), Size: m.Size,
+				LastError: m.LastError, LastAttempt: m.LastAttempt.UTC()}
+			for _, e := range m.Entries {
+				j.Files = append(j.Files, e.Path)
+			}
+			out.Messages = append(out.Messages, j)
+		}
+		for _, b := range l.Malformed {
+			out.Malformed = append(out.Malformed, jsonMalformed{File: b.Path, Reason: b.Reason, Size: b.Size})
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	for i := range l.Messages {
+		m := &l.Messages[i]
+		line := fmt.Sprintf("%s %7s %9d %-8s <%s> -> %s", m.ID, spool.Age(now.Sub(m.Queued)), m.Size, state(m),
+			proto.Printable(m.Sender, 200), proto.Printable(strings.Join(m.Recipients, ","), 1000))
+		if m.LastError != "" {
+			line += "  last error: " + proto.Printable(m.LastError, 500)
+		}
+		fmt.Fprintln(w, line)
+	}
+	for _, b := range l.Malformed {
+		fmt.Fprintf(w, "%-12s %7s %9d %-8s %s: %s\n", "-", spool.Age(now.Sub(b.ModTime)), b.Size, "broken", proto.Printable(b.Path, 300), proto.Printable(b.Reason, 300))
+	}
+	if waiting > 0 {
+		fmt.Fprintf(w, "-- %d message(s) wait in %s for pickup (sendmail -q, qbox queue pickup)\n", waiting, spool.System(os.Getenv).DropDir())
+	}
+	return nil
+}
+
+// messages lists a spool that may not exist yet (an empty one).
+func messages(sp *spool.Spool) (*spool.Listing, error) {
+	if _, err := os.Lstat(sp.Dir); errors.Is(err, os.ErrNotExist) {
+		return &spool.Listing{}, nil
+	}
+	return sp.Messages()
+}
+
+// Show writes a message's envelope and state, then its content.
+func Show(w io.Writer, sp *spool.Spool, id string, now time.Time) error {
+	l, err := messages(sp)
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	ms, err := l.Find(id)
+	if err != nil {
+		return exitcode.Perm(err)
+	}
+	if len(ms) > 1 {
+		var ids []string
+		for _, m := range ms {
+			ids = append(ids, m.ID)
+		}
+		return exitcode.Usage("%q names %d messages (%s); give more of the ID", id, len(ms), strings.Join(ids, ", "))
+	}
+	m := ms[0]
+	fmt.Fprintf(w, "ID: %s\nState: %s\nQueued: %s (%s ago)\nSize: %d\nSender: <%s>\n", m.ID, state(m),
+		m.Queued.Local().Format(time.RFC1123Z), spool.Age(now.Sub(m.Queued)), m.Size, proto.Printable(m.Sender, 1000))
+	for _, r := range m.Recipients {
+		fmt.Fprintf(w, "Recipient: <%s>\n", proto.Printable(r, 1000))
+	}
+	if m.LastError != "" {
+		fmt.Fprintf(w, "Last error: %s", proto.Printable(m.LastError, 2000))
+		if !m.LastAttempt.IsZero() {
+			fmt.Fprintf(w, " (%s ago)", spool.Age(now.Sub(m.LastAttempt)))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, e := range m.Entries {
+		fmt.Fprintf(w, "File: %s\n", e.Path)
+	}
+	fmt.Fprintln(w)
+	r, f, err := m.Entries[0].OpenMessage()
+	if err != nil {
+		return exitcode.Temp(err)
+	}
+	defer f.Close()
+	_, err = io.Copy(w, r)
+	return exitcode.Temp(err)
+}
+
+// Limits are the check's thresholds; a zero count is no limit.
+type Limits struct {
+	WarnAge, CritAge     time.Duration
+	WarnCount, CritCount int
+}
+
+// Check writes one Nagios status line with perfdata and returns the
+// plugin exit code. Held messages are counted apart: an operator held
+// them on purpose. Files that are not messages (nobody can deliver them)
+// make it a WARNING at least.
+func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) int {
+	l, err := messages(sp)
+	if err != nil {
+		fmt.Fprintf(w, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
+		return Unknown
+	}
+	var count, held int
+	var oldest time.Duration
+	for i := range l.Messages {
+		m := &l.Messages[i]
+		if m.Held {
+			held++
+			continue
+		}
+		count++
+		if age := now.Sub(m.Queued); age > oldest {
+			oldest = age
+		}
+	}
+	code := OK
+	var why []string
+	raise := func(c int, reason string) {
+		if c > code {
+			code = c
+		}
+		why = append(why, reason)
+	}
+	switch {
+	case lim.CritAge > 0 && oldest > lim.CritAge:
+		raise(Critical, "oldest older than "+lim.CritAge.String())
+	case lim.WarnAge > 0 && oldest > lim.WarnAge:
+		raise(Warning, "oldest older than "+lim.WarnAge.String())
+	}
+	switch {
+	case lim.CritCount > 0 && count > lim.CritCount:
+		raise(Critical, fmt.Sprintf("more than %d messages", lim.CritCount))
+	case lim.WarnCount > 0 && count > lim.WarnCount:
+		raise(Warning, fmt.Sprintf("more than %d messages", lim.WarnCount))
+	}
+	if len(l.Malformed) > 0 {
+		raise(Warning, fmt.Sprintf("%d undeliverable file(s)", len(l.Malformed)))
+	}
+	word := [...]string{"OK", "WARNING", "CRITICAL", "UNKNOWN"}[code]
+	text := fmt.Sprintf("%d message(s) queued, oldest %s, %d held", count, spool.Age(oldest), held)
+	if len(why) > 0 {
+		text += ": " + strings.Join(why, ", ")
+	}
+	limit := func(n int) string {
+		if n <= 0 {
+			return ""
+		}
+		return strconv.Itoa(n)
+	}
+	fmt.Fprintf(w, "QUEUE %s - %s | messages=%d;%s;%s;0 oldest=%ds;%d;%d;0 held=%d;;;0 malformed=%d;;;0\n",
+		word, text, count, limit(lim.WarnCount), limit(lim.CritCount),
+		int64(oldest/time.Second), int64(lim.WarnAge/time.Second), int64(lim.CritAge/time.Second), held, len(l.Malformed))
+	return code
+}
+
+// ParseAge reads a duration as Go does, with d for days as well ("2d",
+// "1d12h", "90m").
+func ParseAge(s string) (time.Duration, error) {
+	var days time.Duration
+	if i := strings.IndexByte(s, 'd'); i > 0 {
+		n, err := strconv.Atoi(s[:i])
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("%q is not a duration (30m, 4h, 2d)", s)
+		}
+		days = time.Duration(n) * 24 * time.Hour
+		s = s[i+1:]
+		if s == "" {
+			return days, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration (30m, 4h, 2d)", s)
+	}
+	return days + d, nil
+}
