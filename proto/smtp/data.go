@@ -13,7 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
+
+// copyBuffers are the buffers messages are read through.
+var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 // bodyInfo is what DATA needs to know before the message is sent.
 type bodyInfo struct {
@@ -24,7 +28,8 @@ type bodyInfo struct {
 // scanBody reads exactly size bytes of the message.
 func scanBody(r io.Reader, size int64) (bodyInfo, error) {
 	var info bodyInfo
-	var buf [32 << 10]byte
+	buf := copyBuffers.Get().(*[32 << 10]byte)
+	defer copyBuffers.Put(buf)
 	var read int64
 	bol := true // at the beginning of a line
 	lr := io.LimitReader(r, size)
@@ -67,7 +72,8 @@ var errShortMessage = errors.New("message shorter than its size")
 // writeBody writes exactly size bytes of the message dot-stuffed with
 // CRLF line ends, then the final ".\r\n", and flushes.
 func writeBody(w *bufio.Writer, r io.Reader, size int64) error {
-	var buf [32 << 10]byte
+	buf := copyBuffers.Get().(*[32 << 10]byte)
+	defer copyBuffers.Put(buf)
 	var read int64
 	bol := true
 	lr := io.LimitReader(r, size)

@@ -697,3 +697,18 @@ func TestInterrupted(t *testing.T) {
 		t.Fatalf("err %v, results %+v", err, results)
 	}
 }
+
+// A malformed greeting or EHLO reply, read by go-smtp, is a protocol
+// violation too.
+func TestMalformedGreeting(t *testing.T) {
+	for _, greeting := range []string{"hello\r\n", "220-" + strings.Repeat("x", 3000) + "\r\n"} {
+		addr := startServer(t, func(p *peer) {
+			p.send(greeting)
+			p.line()
+		})
+		results, err := deliver(t, &Client{}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+		if !errors.Is(err, ErrRemoteViolation) || statuses(results) != "Z" {
+			t.Errorf("%.20q: err %v, results %+v", greeting, err, results)
+		}
+	}
+}

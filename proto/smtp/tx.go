@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
 
 	"qbox/proto"
 )
@@ -46,6 +49,11 @@ func (s *session) networkError(what string, d time.Duration, err error) error {
 	}
 	if errors.Is(err, ErrRemoteViolation) || errors.Is(err, errConnClosed) {
 		return err
+	}
+	var pe textproto.ProtocolError
+	if errors.As(err, &pe) || errors.Is(err, gosmtp.ErrTooLongLine) {
+		// go-smtp's reader found a malformed or overlong reply line.
+		return fmt.Errorf("smtp: %w: %s: %v", ErrRemoteViolation, what, err)
 	}
 	return fmt.Errorf("smtp: %s: %w", what, err)
 }
