@@ -712,3 +712,62 @@ func TestMalformedGreeting(t *testing.T) {
 		}
 	}
 }
+
+// A server that stops reading in the middle of the message is given up on
+// at the data timeout: the write never completes, so no reply can count.
+func TestDataTimeout(t *testing.T) {
+	stalled := make(chan struct{})
+	addr := startServer(t, func(p *peer) {
+		p.send("220 hi\r\n")
+		for {
+			l, err := p.line()
+			if err != nil {
+				return
+			}
+			if l == "DATA" {
+				p.send("354 go\r\n")
+				<-stalled // read nothing more until the test ends
+				return
+			}
+			p.send("250 ok\r\n")
+		}
+	})
+	t.Cleanup(func() { close(stalled) }) // runs before startServer's cleanup
+	line := []byte(strings.Repeat("z", 99) + "\n")
+	size := int64(16 << 20) // beyond loopback socket buffers (if not, the reply wait times out instead)
+	big := Message{Sender: "s@example.test", Recipients: []string{"a@example.test"}, Size: size,
+		Open: func() (io.ReadCloser, error) { return io.NopCloser(io.LimitReader(repeatReader(line), size)), nil }}
+	start := time.Now()
+	results, err := deliver(t, &Client{DataTimeout: time.Second}, addr, []Message{big})
+	if !errors.Is(err, ErrTimeout) || statuses(results) != "Z" || results[0].FromServer {
+		t.Fatalf("err %v, results %+v", err, results)
+	}
+	if time.Since(start) > time.Minute {
+		t.Errorf("gave up after %v with a 1s data timeout", time.Since(start))
+	}
+}
+
+// Cancelling the context ends a session waiting for a reply at once.
+func TestCancel(t *testing.T) {
+	waiting := make(chan struct{})
+	addr := startServer(t, func(p *peer) {
+		p.send("220 hi\r\n")
+		p.line()
+		p.send("250 hi\r\n")
+		p.line() // MAIL: never answered
+		close(waiting)
+		p.line()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-waiting
+		cancel()
+	}()
+	msgs := []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test", "b@example.test")}
+	var results []RecipientResult
+	_, err := (&Client{Helo: "h.example", CommandTimeout: time.Hour}).Deliver(ctx, []string{addr}, msgs, collect(&results))
+	checkOrder(t, msgs, results)
+	if !errors.Is(err, context.Canceled) || statuses(results) != "ZZ" {
+		t.Fatalf("err %v, results %+v", err, results)
+	}
+}
