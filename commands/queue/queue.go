@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"qbox/commands/exitcode"
+	"qbox/commands/sendmail"
 	"qbox/proto"
 	"qbox/proto/spool"
 )
@@ -27,7 +28,7 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:      "queue",
 		Usage:     "list, show, delete, hold and release queued sendmail mail; check the queue for Nagios",
-		ArgsUsage: "list|show|delete|hold|release|check|pickup [args]",
+		ArgsUsage: "list|show|delete|hold|release|flush|check|pickup [args]",
 		Description: `The sendmail queue as messages: one per message however many recipients it
 has, each with a stable ID (12 hex digits; any unique prefix of 4 or more
 selects it). For root the queue is the system queue's
@@ -41,6 +42,8 @@ $QBOX_SPOOL or --dir names another.
    delete ID...               remove the messages (no bounce)
    hold ID...                 keep them out of every flush until released
    release ID...              give them back to the flush
+   flush                      deliver the queue now, as sendmail -q, with a
+                              summary (single messages cannot be selected yet)
    check --warn-age D --crit-age D [--warn-count N --crit-count N]
                               one Nagios/Icinga status line with perfdata;
                               held messages count in neither threshold
@@ -57,9 +60,9 @@ Exit status: 0 done, 100 bad usage or an unknown ID, 111 the queue could not
 be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
-				return exitcode.Usage("a subcommand is needed: list, show, delete, hold, release, check or pickup; see 'qbox queue --help'")
+				return exitcode.Usage("a subcommand is needed: list, show, delete, hold, release, flush, check or pickup; see 'qbox queue --help'")
 			}
-			return exitcode.Usage("unknown subcommand %q (list, show, delete, hold, release, check, pickup); see 'qbox queue --help'", c.Args().First())
+			return exitcode.Usage("unknown subcommand %q (list, show, delete, hold, release, flush, check, pickup); see 'qbox queue --help'", c.Args().First())
 		},
 		Subcommands: []*cli.Command{
 			{
@@ -126,6 +129,31 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 						return nil
 					}
 					return &exitcode.Error{Code: code} // the status line said it all
+				},
+			},
+			{
+				Name:  "flush",
+				Usage: "deliver the queue now, as sendmail -q (root: after picking up the drop files)",
+				Flags: []cli.Flag{dirFlag},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return exitcode.Usage("flushing single messages is not supported yet; qbox queue flush delivers the whole queue (hold what must wait)")
+					}
+					getenv := os.Getenv
+					if d := c.String("dir"); d != "" {
+						getenv = func(k string) string {
+							if k == "QBOX_SPOOL" {
+								return d
+							}
+							return os.Getenv(k)
+						}
+					}
+					code := sendmail.Sendmail(c.Context, &sendmail.Process{Prog: "qbox queue flush", Args: []string{"-q", "-v"},
+						Stdin: c.App.Reader, Stdout: c.App.Writer, Stderr: c.App.ErrWriter, Getenv: getenv, Now: time.Now, Interactive: true})
+					if code == 0 {
+						return nil
+					}
+					return &exitcode.Error{Code: exitcode.Temporary} // sendmail -q said why
 				},
 			},
 			{

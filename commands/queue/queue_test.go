@@ -202,3 +202,44 @@ func TestQueueManagement(t *testing.T) {
 		t.Errorf("delete of a 3-character ID: exit %d, %q", code, stderr)
 	}
 }
+
+// TestQueueFlushSkipsHeld: qbox queue flush delivers the queue through
+// Postfix but never a held message; once released, the next flush
+// delivers it.
+func TestQueueFlushSkipsHeld(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	dir := filepath.Join(t.TempDir(), "spool")
+	sp, err := spool.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := testpeer.Token(t)
+	enqueue(t, sp, "go@example.test", "Subject: "+tok+"-go\n\ngo\n", "", time.Minute, "flush-go@example.test")
+	enqueue(t, sp, "wait@example.test", "Subject: "+tok+"-wait\n\nwait\n", "", time.Minute, "flush-wait@example.test")
+	ids := listIDs(t, dir)
+	if code, out, stderr := qbox(t, dir, "hold", ids["wait@example.test"]); code != 0 {
+		t.Fatalf("hold: exit %d: %s%s", code, out, stderr)
+	}
+	t.Setenv("QMQPSERVERS", pf.QMQPAddr)
+	t.Setenv("QMAILHOME", t.TempDir())
+	code, _, stderr := qbox(t, dir, "flush")
+	if code != 0 || !strings.Contains(stderr, "1 delivered") {
+		t.Fatalf("flush: exit %d: %s", code, stderr)
+	}
+	pf.WaitFor(t, tok+"-go\n", 1, 30*time.Second)
+	if left := listIDs(t, dir); len(left) != 1 || left["wait@example.test"] == "" {
+		t.Fatalf("after the flush: %v, want the held message only", left)
+	}
+	if code, _, stderr := qbox(t, dir, "release", ids["wait@example.test"]); code != 0 {
+		t.Fatalf("release: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := qbox(t, dir, "flush"); code != 0 {
+		t.Fatalf("second flush: exit %d: %s", code, stderr)
+	}
+	if got := pf.WaitFor(t, tok+"-wait\n", 1, 30*time.Second); len(got) != 1 {
+		t.Errorf("released message delivered %d times", len(got))
+	}
+	if got := pf.WaitFor(t, tok+"-go\n", 1, time.Second); len(got) != 1 {
+		t.Errorf("first message delivered %d times", len(got))
+	}
+}

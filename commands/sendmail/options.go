@@ -2,7 +2,9 @@ package sendmail
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Mode is what a sendmail invocation asks for.
@@ -26,6 +28,12 @@ type Options struct {
 	FullName    string // -F
 	FullNameSet bool
 	Verbose     bool // -v
+	// QueueInterval is -q30m's interval: run the queue every interval
+	// in the foreground (0: once, now).
+	QueueInterval time.Duration
+	// QueueSelect is -qI, -qR or -qS with its substring ("Rexample.com").
+	QueueSelect string
+	Daemon      bool // -bd: with -q30m, the queue runner; alone, unsupported
 	Recipients  []string
 	// Warnings are about options accepted but not understood; the
 	// caller prints them and carries on, because an MTA that refuses an
@@ -93,8 +101,10 @@ func ParseOptions(args []string) *Options {
 			case 'E', 'J':
 				break letters // qmail's wrapper: swallow the rest
 			case 'q':
-				// -q, -q30m, -qRsite...: we flush once, now.
+				// -q: flush once, now; -q30m: every 30 minutes;
+				// -qI, -qR, -qS: select (see QueueSelect).
 				o.Mode = ModeFlush
+				o.queueArgument(arg[j+1:])
 				break letters
 			default:
 				o.warn("unknown option -%c ignored", c)
@@ -129,6 +139,8 @@ func (o *Options) option(c byte, val string) {
 			o.Mode = ModeSMTP
 		case "i":
 			o.Mode = ModeNoop // newaliases: qbox keeps no aliases
+		case "d":
+			o.Daemon = true // only -bd -q30m means something to qbox
 		default:
 			if o.UsageError == "" {
 				o.UsageError = fmt.Sprintf("-b%s is not supported (only -bm, -bp, -bs and -bi)", val)
@@ -152,6 +164,71 @@ func unbracket(s string) string {
 		return strings.Trim(s[1:len(s)-1], " \t")
 	}
 	return s
+}
+
+// queueArgument reads what follows -q: an interval in sendmail's units
+// (s, m, h, d, w; a bare number is minutes), or a selection (I, R or S
+// and a substring, optionally negated with '!').
+func (o *Options) queueArgument(v string) {
+	if v == "" {
+		return
+	}
+	sel := strings.TrimPrefix(v, "!")
+	if sel != "" && strings.IndexByte("IRS", sel[0]) >= 0 {
+		o.QueueSelect = v
+		return
+	}
+	v = strings.TrimPrefix(v, "p") // -qp30m: persistent, the same to us
+	if v == "" {
+		return
+	}
+	d, err := parseInterval(v)
+	if err != nil {
+		o.warn("-q%s: %v; flushing once", v, err)
+		return
+	}
+	o.QueueInterval = d
+}
+
+// parseInterval reads sendmail's time format: numbers, each followed by
+// a unit (s, m, h, d, w), a bare number being minutes ("30m", "1h30m",
+// "15").
+func parseInterval(v string) (time.Duration, error) {
+	var total time.Duration
+	for v != "" {
+		i := 0
+		for i < len(v) && v[i] >= '0' && v[i] <= '9' {
+			i++
+		}
+		if i == 0 || i > 6 {
+			return 0, fmt.Errorf("%q is not an interval (30m, 1h, 2d)", v)
+		}
+		n, _ := strconv.Atoi(v[:i])
+		unit := time.Minute
+		if i < len(v) {
+			switch v[i] {
+			case 's':
+				unit = time.Second
+			case 'm':
+				unit = time.Minute
+			case 'h':
+				unit = time.Hour
+			case 'd':
+				unit = 24 * time.Hour
+			case 'w':
+				unit = 7 * 24 * time.Hour
+			default:
+				return 0, fmt.Errorf("unknown unit %q (s, m, h, d, w)", v[i])
+			}
+			i++
+		}
+		total += time.Duration(n) * unit
+		v = v[i:]
+	}
+	if total <= 0 {
+		return 0, fmt.Errorf("an interval of 0")
+	}
+	return total, nil
 }
 
 func (o *Options) warn(format string, a ...any) {

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseOptions(t *testing.T) {
@@ -105,7 +106,22 @@ func TestParseOptions(t *testing.T) {
 		{
 			name: "-q with interval",
 			args: []string{"-q30m"},
-			want: Options{Mode: ModeFlush},
+			want: Options{Mode: ModeFlush, QueueInterval: 30 * time.Minute},
+		},
+		{
+			name: "-bd -q1h30m: the queue runner",
+			args: []string{"-bd", "-q1h30m"},
+			want: Options{Mode: ModeFlush, Daemon: true, QueueInterval: 90 * time.Minute},
+		},
+		{
+			name: "-q15: minutes",
+			args: []string{"-q15"},
+			want: Options{Mode: ModeFlush, QueueInterval: 15 * time.Minute},
+		},
+		{
+			name: "-qRexample.com selects",
+			args: []string{"-qRexample.com"},
+			want: Options{Mode: ModeFlush, QueueSelect: "Rexample.com"},
 		},
 		{
 			name: "-bi newaliases",

@@ -143,6 +143,10 @@ func Sendmail(ctx context.Context, p *Process) int {
 		p.errorf("%s", o.UsageError)
 		return exUsage
 	}
+	if o.Daemon && o.Mode != ModeFlush {
+		p.errorf("-bd alone is not supported: qbox is no SMTP daemon (-bd -q30m runs the queue every 30 minutes)")
+		return exUsage
+	}
 	switch o.Mode {
 	case ModeList:
 		return Mailq(p)
@@ -152,6 +156,17 @@ func Sendmail(ctx context.Context, p *Process) int {
 		}
 		return exOK
 	case ModeFlush:
+		if o.QueueInterval > 0 {
+			return runQueue(ctx, p, o)
+		}
+		if o.Daemon {
+			p.errorf("-bd alone is not supported: qbox is no SMTP daemon (-bd -q30m runs the queue every 30 minutes)")
+			return exUsage
+		}
+		if o.QueueSelect != "" {
+			p.note(o.Verbose, "-q%s: selecting messages is not supported yet; flushing the whole queue", o.QueueSelect)
+		}
+		pickUp(p)
 		return flushSpool(ctx, p, o.Verbose)
 	case ModeSMTP:
 		return serveSMTP(ctx, p)

@@ -236,21 +236,38 @@ func TestSystemQueueForEveryUser(t *testing.T) {
 		}
 	}
 
-	// Root's flush delivers both, once.
+	// Two more, still in the drop directory: root's sendmail -q picks
+	// them up itself, then delivers all four, each once.
+	for _, u := range []localUser{alice, bob} {
+		msg := fmt.Sprintf("To: sysq@example.test\nSubject: %s again from %s\n\nagain\n", tok, u.name)
+		if code, out := u.run(t, top, down, msg, sendmail, "-t", "-i"); code != 0 || out != "" {
+			t.Fatalf("%s: exit %d, output %q", u.name, code, out)
+		}
+	}
+	code, out = alice.run(t, top, nil, "", "/bin/ln", "-s", "/etc/shadow", q.DropDir()+"/late-symlink")
+	if code != 0 {
+		t.Fatalf("planting: %s", out)
+	}
 	up := append([]string{}, down...)
 	up[2] = "QMQPSERVERS=" + pf.QMQPAddr
 	code, _, stderr := run(t, sendmail, up, "", "-q")
-	if code != 0 {
-		t.Fatalf("sendmail -q: exit %d: %s", code, stderr)
+	if code != 0 || !strings.Contains(stderr, "late-symlink: a symbolic link") {
+		t.Fatalf("sendmail -q: exit %d, stderr %q; want 0 and the planted symlink reported", code, stderr)
 	}
-	got := pf.WaitFor(t, tok, 2, 30*time.Second)
-	if len(got) != 2 {
-		t.Errorf("Postfix has %d messages, want 2", len(got))
+	got := pf.WaitFor(t, tok, 4, 30*time.Second)
+	if len(got) != 4 {
+		t.Errorf("Postfix has %d messages, want 4", len(got))
 	}
 	for _, m := range got {
 		if bytes.Contains(m, []byte("planted")) {
 			t.Errorf("a planted file was delivered:\n%s", m)
 		}
+		if !bytes.Contains(m, []byte("Received: (qbox invoked by uid ")) {
+			t.Errorf("delivered without the submitter's uid:\n%s", m)
+		}
+	}
+	if left, _ := os.ReadDir(q.DropDir()); len(left) != 0 {
+		t.Errorf("drop directory not emptied by sendmail -q: %d entries left", len(left))
 	}
 	if left, _ := filepath.Glob(filepath.Join(q.QueueDir(), "new", "*")); len(left) != 0 {
 		t.Errorf("%d files still queued after the flush", len(left))
