@@ -17,6 +17,15 @@
 // final "." only once the whole message and the "." are. Bytes from the
 // server beyond the replies owed are a protocol violation and end the
 // session. Every wait has a deadline that trickling bytes never extend.
+//
+// Choices where SMTP leaves room: a message with 8-bit bytes goes as it is
+// to a server that does not offer 8BITMIME (qmail-remote does the same;
+// refusing would bounce mail nearly every server takes, and converting
+// would change its bytes); a CR in a message is sent as it is, and a
+// message without a final LF gets one (SMTP cannot end the data
+// otherwise); under TLSOpportunistic a refused STARTTLS goes on in plain
+// text, but a failed handshake ends the session with a Z for everyone
+// (the connection is unusable; the next run tries again).
 package smtp
 
 import (
