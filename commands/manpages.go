@@ -40,7 +40,7 @@ var seeAlso = map[string][]string{
 	"qbox-flush-maildir": {"maildirqmtp(1)", "maildirsmtp(1)", "qbox-serve(8)", "qbox-mx-check(1)"},
 	"qbox-mx-check":      {"qbox-probe(1)", "qbox-flush-maildir(1)"},
 	"qbox-probe":         {"qbox-mx-check(1)", "qbox-serve(8)"},
-	"sendmail":           {"mailq(1)", "qmail-inject(8)", "qbox-inject(1)"},
+	"sendmail":           {"mailq(1)", "qbox-queue(1)", "qmail-inject(8)", "qbox-inject(1)"},
 	"qmail-inject":       {"sendmail(8)", "qbox-inject(1)"},
 	"mailq":              {"sendmail(8)", "qbox-queue(1)"},
 	"newaliases":         {"sendmail(8)"},
@@ -157,7 +157,12 @@ OPTIONS
                   bytes, default 64 MiB)
    -bp            list the spool, as mailq
    -bi            newaliases: nothing to do, succeed
-   -q             deliver the spool now (-q30m and the like: once, now)
+   -q             deliver the queue now (root: after picking up the
+                  system queue's drop files)
+   -q30m          run the queue every 30 minutes in the foreground (s, m,
+                  h, d, w; a bare number is minutes), for a systemd
+                  service; SIGTERM stops it, exit 0. -bd -q30m is the same
+   -qI, -qR, -qS  accepted; the whole queue is delivered
 
 EXIT STATUS
 

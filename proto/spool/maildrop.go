@@ -94,23 +94,55 @@ func CheckDropDir(dir string) error {
 // empty line, then the message.
 const dropMagic = "qbox-maildrop 1\n"
 
-// maxDropRecipients bounds the recipients PickUp reads from one file.
-const maxDropRecipients = 100000
+// maxDropEnvelope bounds the envelope PickUp reads from one drop file
+// (any user writes them; root reads them): 1 MiB, thousands of
+// recipients.
+const maxDropEnvelope = 1 << 20
 
 // Drop writes a message for the system queue into dir (the drop
-// directory) and returns the file's name once the file and its name are
-// durable. Any user may call it; the file is theirs (mode 0600) until
+// directory) and returns the files' paths once each file and its name
+// are durable. Any user may call it; the file is theirs (mode 0600) until
 // root's PickUp moves it.
-func Drop(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr string) (string, error) {
+//
+// Recipients that would make the envelope longer than PickUp reads go
+// into further drop files, each with the whole message; when one cannot
+// be written, those already written are removed and nothing is queued.
+func Drop(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr string) ([]string, error) {
 	if len(env.Recipients) == 0 {
-		return "", errors.New("spool: no recipients")
+		return nil, errors.New("spool: no recipients")
 	}
 	if err := checkEnvelope(env); err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := CheckDropDir(dir); err != nil {
-		return "", err
+		return nil, err
 	}
+	lastErr = proto.Printable(lastErr, 2000)
+	// What every file carries besides its recipients, with room to spare.
+	fixed := len(dropMagic) + len(env.Sender) + len(lastErr) + 16
+	var written []string
+	rcpts := env.Recipients
+	for len(rcpts) > 0 {
+		n, used := 0, fixed
+		for n < len(rcpts) && (n == 0 || used+len(rcpts[n])+2 <= maxDropEnvelope) {
+			used += len(rcpts[n]) + 2
+			n++
+		}
+		path, err := dropOne(dir, proto.Envelope{Sender: env.Sender, Recipients: rcpts[:n]}, msg, size, lastErr)
+		if err != nil {
+			for _, p := range written {
+				os.Remove(p)
+			}
+			return nil, err
+		}
+		written = append(written, path)
+		rcpts = rcpts[n:]
+	}
+	return written, nil
+}
+
+// dropOne writes one drop file.
+func dropOne(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr string) (string, error) {
 	var rnd [16]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", fmt.Errorf("spool: %w", err)
@@ -133,7 +165,7 @@ func Drop(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr s
 		w.WriteString("T" + r + "\n")
 	}
 	if lastErr != "" {
-		w.WriteString("E" + proto.Printable(lastErr, 2000) + "\n")
+		w.WriteString("E" + lastErr + "\n")
 	}
 	w.WriteString("\n")
 	n, err := io.Copy(w, io.NewSectionReader(msg, 0, size))
@@ -363,6 +395,9 @@ func readDropEnvelope(f *os.File) (proto.Envelope, string, int64, error) {
 				return "", errors.New("the envelope ends early")
 			}
 			offset += int64(len(b))
+			if offset > maxDropEnvelope {
+				return "", fmt.Errorf("the envelope is longer than %d bytes", maxDropEnvelope)
+			}
 			return string(b[:len(b)-1]), nil
 		}
 	}
@@ -386,9 +421,6 @@ func readDropEnvelope(f *os.File) (proto.Envelope, string, int64, error) {
 			}
 			env.Sender, sender = l[1:], true
 		case 'T':
-			if len(env.Recipients) >= maxDropRecipients {
-				return env, "", 0, errors.New("too many recipients")
-			}
 			env.Recipients = append(env.Recipients, l[1:])
 		case 'E':
 			lastErr = l[1:]

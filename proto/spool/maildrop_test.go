@@ -1,0 +1,148 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"qbox/proto"
+)
+
+func systemQueue(t *testing.T) SystemQueue {
+	t.Helper()
+	q := SystemQueue{Root: filepath.Join(t.TempDir(), "sys")}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{q.Root, 0o755}, {q.DropDir(), 0o733 | os.ModeSticky}, {q.QueueDir(), 0o700}} {
+		if err := os.Mkdir(d.path, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return q
+}
+
+// A drop directory anyone could tamper with is not written into.
+func TestDropRefusesUnsafeDropDir(t *testing.T) {
+	needRoot(t)
+	env := proto.Envelope{Sender: "a@x.test", Recipients: []string{"b@y.test"}}
+	msg := strings.NewReader("x\n")
+	q := systemQueue(t)
+	os.Chmod(q.DropDir(), 0o733) // no sticky bit
+	if _, err := Drop(q.DropDir(), env, msg, 2, ""); !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "sticky") {
+		t.Errorf("without the sticky bit: %v", err)
+	}
+	os.Chmod(q.DropDir(), 0o733|os.ModeSticky)
+	os.Chown(q.DropDir(), 65534, 65534)
+	if _, err := Drop(q.DropDir(), env, msg, 2, ""); !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "not root") {
+		t.Errorf("owned by nobody: %v", err)
+	}
+	link := filepath.Join(t.TempDir(), "maildrop")
+	os.Symlink(q.DropDir(), link)
+	if _, err := Drop(link, env, msg, 2, ""); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("a symlink: %v", err)
+	}
+	if names, _ := os.ReadDir(q.DropDir()); len(names) != 0 {
+		t.Errorf("%d files written into unsafe drop directories", len(names))
+	}
+}
+
+// Many long recipients travel in several drop files; PickUp queues one
+// file per recipient, the message byte for byte behind a Received line
+// naming the uid, and keeps the reason it was queued.
+func TestDropAndPickUpManyRecipients(t *testing.T) {
+	needRoot(t)
+	q := systemQueue(t)
+	var rcpts []string
+	for i := 0; i < 300; i++ {
+		rcpts = append(rcpts, fmt.Sprintf("%04d%s@example.test", i, strings.Repeat("r", 3900)))
+	}
+	msg := "Subject: many\n\nbody\x00 8bit \xff\n"
+	paths, err := Drop(q.DropDir(), proto.Envelope{Sender: "s@example.test", Recipients: rcpts}, strings.NewReader(msg), int64(len(msg)), "hub down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) < 2 {
+		t.Errorf("%d drop files for a %d-byte envelope, want several", len(paths), 300*3920)
+	}
+	res, err := PickUp(q, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Picked) != len(paths) || len(res.Refused) != 0 {
+		t.Fatalf("picked %d, refused %v", len(res.Picked), res.Refused)
+	}
+	sp := &Spool{Dir: q.QueueDir()}
+	list, err := sp.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Entries) != 300 {
+		t.Fatalf("%d queued files, want 300", len(list.Entries))
+	}
+	b, err := os.ReadFile(list.Entries[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("Received: (qbox invoked by uid %d); ", os.Geteuid())
+	body := b[list.Entries[0].Offset:]
+	if !bytes.HasPrefix(body, []byte(want)) || !bytes.HasSuffix(body, []byte("-0000\n"+msg)) {
+		t.Errorf("queued message:\n%q", body)
+	}
+	if text, _ := sp.LastError(filepath.Base(list.Entries[0].Name)); text != "hub down" {
+		t.Errorf("last error %q", text)
+	}
+}
+
+// Files a user could plant as drop files are refused and removed: a bad
+// address, a missing envelope, an unfinished file long abandoned. A
+// drop file being written (a fresh dot file) is left alone.
+func TestPickUpRefusesBadDropFiles(t *testing.T) {
+	needRoot(t)
+	q := systemQueue(t)
+	write := func(name, content string, age time.Duration) {
+		p := filepath.Join(q.DropDir(), name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		when := time.Now().Add(-age)
+		os.Chtimes(p, when, when)
+	}
+	write("cr-address", dropMagic+"Fa@x.test\nTb@y.test\rX: y\n\nmsg\n", 0)
+	write("no-header", "Fa@x.test\nTb@y.test\n\nmsg\n", 0)
+	write("no-recipient", dropMagic+"Fa@x.test\n\nmsg\n", 0)
+	write("endless", dropMagic+"Fa@x.test\n"+strings.Repeat("Tb@y.test\n", maxDropEnvelope/10+1), 0)
+	write(".abandoned", dropMagic+"Fa@x.test\nTb@y.test\n\nmsg\n", 48*time.Hour)
+	write(".being-written", dropMagic+"Fa@x.test\n", 0)
+	res, err := PickUp(q, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Picked) != 0 {
+		t.Errorf("picked %+v", res.Picked)
+	}
+	refused := map[string]string{}
+	for _, r := range res.Refused {
+		refused[r.Name] = r.Reason
+	}
+	for _, name := range []string{"cr-address", "no-header", "no-recipient", "endless", ".abandoned"} {
+		if !strings.HasSuffix(refused[name], "; removed") {
+			t.Errorf("%s: %q", name, refused[name])
+		}
+	}
+	left, _ := os.ReadDir(q.DropDir())
+	if len(left) != 1 || left[0].Name() != ".being-written" {
+		t.Errorf("left in the drop directory: %v", left)
+	}
+	if list, err := (&Spool{Dir: q.QueueDir()}).List(); err != nil || len(list.Entries)+len(list.Malformed) != 0 {
+		t.Errorf("queued: %v %v", list, err)
+	}
+}
