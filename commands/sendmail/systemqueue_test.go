@@ -272,6 +272,16 @@ func TestSystemQueueForEveryUser(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(q.QueueDir(), "new", "*")); len(left) != 0 {
 		t.Errorf("%d files still queued after the flush", len(left))
 	}
+
+	// No queue can take it (the drop directory lost its sticky bit, the
+	// home is not writable): exit 75 and both reasons, never a silent 0.
+	if err := os.Chmod(q.DropDir(), 0o733); err != nil {
+		t.Fatal(err)
+	}
+	code, out = bob.run(t, top, down, "Subject: lost?\n\nx\n", sendmail, "root")
+	if code != 75 || !strings.Contains(out, "sticky") || !strings.Contains(out, ".qbox") || !strings.Contains(out, "could not be queued") {
+		t.Errorf("nowhere to queue: exit %d, %q; want 75 naming both queues", code, out)
+	}
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
