@@ -40,7 +40,8 @@ func smtpSession(ctx context.Context, c *smtp.Client, conn net.Conn, host, serve
 		msgs[i] = smtp.Message{Sender: p.Sender, Recipients: p.Recipients, Size: p.Size, Open: p.Open}
 	}
 	st, err := c.Send(ctx, conn, host, msgs, func(r smtp.RecipientResult) {
-		onResult(Result{Package: r.Package, Recipient: r.Recipient, Reply: r.Reply, FromServer: r.FromServer, Server: server, Protocol: "SMTP"})
+		onResult(Result{Package: r.Package, Recipient: r.Recipient, Reply: r.Reply, FromServer: r.FromServer, Server: server, Protocol: "SMTP",
+			SMTPStage: r.Stage, RcptAccepted: r.RcptAccepted, Sent: r.Sent})
 	})
 	if errors.Is(err, smtp.ErrRemoteViolation) {
 		err = fmt.Errorf("%w (%w)", err, ErrViolation)

@@ -10,6 +10,7 @@ import (
 	"qbox/proto"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/smtp"
 )
 
 // Package is one message for one or more recipients, as a transport
@@ -42,6 +43,11 @@ type Result struct {
 	Server string
 	// Protocol is what carried the package: "QMTP", "QMQP" or "SMTP".
 	Protocol string
+	// SMTP results only: smtp.RecipientResult's account of the step that
+	// decided the result, for reports per step (qmail-remote).
+	SMTPStage    smtp.Stage
+	RcptAccepted bool
+	Sent         bool
 }
 
 // Stats counts a transport's traffic in one Deliver.

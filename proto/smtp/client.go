@@ -96,7 +96,30 @@ type RecipientResult struct {
 	// made up here (connection lost, timeout, protocol violation,
 	// unreadable message, a message over the server's SIZE limit).
 	FromServer bool
+	// Stage is the reply the result comes from (StageNone when made
+	// up), RcptAccepted says RCPT was accepted for it, and Sent that the
+	// whole message and its "." were written before the result: enough
+	// for a caller to report each step as qmail-remote does (a refused
+	// sender, a refused recipient, a failed DATA, a connection lost after
+	// the message, which may mean a duplicate).
+	Stage        Stage
+	RcptAccepted bool
+	Sent         bool
 }
+
+// Stage names the reply a result was decided by.
+type Stage int
+
+const (
+	StageNone     Stage = iota // no reply: made up here
+	StageGreeting              // the greeting refused the session
+	StageHello                 // EHLO and HELO refused
+	StageRset                  // RSET between messages refused
+	StageMail                  // MAIL's reply
+	StageRcpt                  // the recipient's RCPT reply
+	StageData                  // DATA's reply (not 354)
+	StageMessage               // the reply to the message's final "."
+)
 
 // SessionStats counts a session's traffic (bytes on the network, TLS
 // included). Its fields are those of qmtp.SessionStats.
@@ -288,14 +311,19 @@ type session struct {
 	cur     []*RecipientResult // results of message next, while it is under way
 	// notStarted: the session stopped (StopStarting) before message next.
 	notStarted bool
+	// Of message next: the recipients RCPT accepted, and whether the
+	// message and its "." were written in full.
+	rcptOK []bool
+	sent   bool
 }
 
 // serverRefused ends the session on a reply that refuses it (greeting,
 // EHLO and HELO, RSET, STARTTLS under TLSRequire): every recipient not yet
 // answered gets a Z with the server's words.
 type serverRefused struct {
-	step string
-	text string
+	step  string
+	stage Stage
+	text  string
 }
 
 func (e *serverRefused) Error() string {
@@ -381,19 +409,19 @@ func (s *session) goSMTPHello(w *wireConn) (*gosmtp.Client, error) {
 	}
 	if s.cc.out == outBefore {
 		s.replies++
-		return nil, &serverRefused{step: "greeting", text: smtpErrorText(se)}
+		return nil, &serverRefused{step: "greeting", stage: StageGreeting, text: smtpErrorText(se)}
 	}
 	s.replies += 2
 	if se.Code/100 != 5 || se.Code == 500 || se.Code == 502 {
 		// go-smtp's HELO was refused too, or EHLO got a 4xx.
-		return nil, &serverRefused{step: "EHLO/HELO", text: smtpErrorText(se)}
+		return nil, &serverRefused{step: "EHLO/HELO", stage: StageHello, text: smtpErrorText(se)}
 	}
 	r, err := s.command("HELO "+s.helo, w)
 	if err != nil {
 		return nil, err
 	}
 	if r.class() != 2 {
-		return nil, &serverRefused{step: "HELO", text: r.text}
+		return nil, &serverRefused{step: "HELO", stage: StageHello, text: r.text}
 	}
 	return cl, nil // no extensions: go-smtp's EHLO failed
 }

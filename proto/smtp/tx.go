@@ -123,14 +123,16 @@ func outcome(r reply) proto.Reply {
 func (s *session) transaction(i int, rset bool) error {
 	m := &s.msgs[i]
 	s.cur = make([]*RecipientResult, len(m.Recipients))
-	set := func(j int, r proto.Reply, fromServer bool) {
+	s.rcptOK, s.sent = make([]bool, len(m.Recipients)), false
+	set := func(j int, r proto.Reply, fromServer bool, stage Stage) {
 		if s.cur[j] == nil {
-			s.cur[j] = &RecipientResult{Package: i, Recipient: j, Reply: r, FromServer: fromServer}
+			s.cur[j] = &RecipientResult{Package: i, Recipient: j, Reply: r, FromServer: fromServer,
+				Stage: stage, RcptAccepted: s.rcptOK[j], Sent: s.sent}
 		}
 	}
 	all := func(r proto.Reply, fromServer bool) {
 		for j := range m.Recipients {
-			set(j, r, fromServer)
+			set(j, r, fromServer, StageNone)
 		}
 	}
 
@@ -184,7 +186,7 @@ func (s *session) transaction(i int, rset bool) error {
 			k++
 			switch {
 			case c.kind == cmdRCPT && mailReply != nil:
-				set(c.rcpt, outcome(*mailReply), true)
+				set(c.rcpt, outcome(*mailReply), true, StageMail)
 				continue
 			case c.kind == cmdDATA && (mailReply != nil || (!s.pipelining && len(accepted) == 0)):
 				continue
@@ -209,7 +211,7 @@ func (s *session) transaction(i int, rset bool) error {
 			switch c.kind {
 			case cmdRSET:
 				if r.class() != 2 {
-					return &serverRefused{step: "RSET", text: r.text}
+					return &serverRefused{step: "RSET", stage: StageRset, text: r.text}
 				}
 			case cmdMAIL:
 				if r.class() != 2 {
@@ -217,11 +219,12 @@ func (s *session) transaction(i int, rset bool) error {
 				}
 			case cmdRCPT:
 				if mailReply != nil {
-					set(c.rcpt, outcome(*mailReply), true)
+					set(c.rcpt, outcome(*mailReply), true, StageMail)
 				} else if r.class() == 2 {
 					accepted = append(accepted, c.rcpt)
+					s.rcptOK[c.rcpt] = true
 				} else {
-					set(c.rcpt, outcome(r), true)
+					set(c.rcpt, outcome(r), true, StageRcpt)
 				}
 			case cmdDATA:
 				dataReply = &r
@@ -240,7 +243,7 @@ func (s *session) transaction(i int, rset bool) error {
 			r = proto.Z("unexpected reply to DATA: " + dataReply.text)
 		}
 		for _, j := range accepted {
-			set(j, r, true)
+			set(j, r, true, StageData)
 		}
 	case mailReply != nil || len(accepted) == 0:
 		// 354 with nobody to deliver to: end the data at once.
@@ -256,7 +259,7 @@ func (s *session) transaction(i int, rset bool) error {
 			return err
 		}
 		for _, j := range accepted {
-			set(j, outcome(r), true)
+			set(j, outcome(r), true, StageMessage)
 		}
 	}
 	s.emit()
@@ -296,6 +299,7 @@ func (s *session) data(m *Message) (reply, error) {
 		}
 		return reply{}, s.networkError("sending the message", s.dataTO, err)
 	}
+	s.sent = true
 	return s.readReply(s.w, "the message", s.dataTO)
 }
 
@@ -326,10 +330,11 @@ func (s *session) failRest(cause error) {
 	}
 	text := "no reply from the server"
 	fromServer := false
+	stage := StageNone
 	var refused *serverRefused
 	switch {
 	case errors.As(cause, &refused):
-		text, fromServer = refused.text, true
+		text, fromServer, stage = refused.text, true, refused.stage
 	case cause != nil:
 		text = "no reply from the server: " + cause.Error()
 	}
@@ -344,7 +349,14 @@ func (s *session) failRest(cause error) {
 				s.onResult(*s.cur[j])
 				continue
 			}
-			s.onResult(RecipientResult{Package: i, Recipient: j, Reply: proto.Z(t), FromServer: fs})
+			r := RecipientResult{Package: i, Recipient: j, Reply: proto.Z(t), FromServer: fs}
+			if fs {
+				r.Stage = stage
+			}
+			if i == s.next && s.cur != nil {
+				r.RcptAccepted, r.Sent = s.rcptOK[j], s.sent
+			}
+			s.onResult(r)
 		}
 	}
 	s.cur = nil
