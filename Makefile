@@ -11,7 +11,7 @@ LDFLAGS       := -X qbox/commands.Version=$(VERSION)
 # (and their package initialisation, paid by every sendmail call); `make man`
 # builds a generator without this tag.
 TAGS          := urfave_cli_no_docs
-PERSONALITIES := sendmail qmail-inject qmail-qmqpc mailq maildirqmtp maildirsmtp newaliases qmail-queue
+PERSONALITIES := sendmail qmail-inject qmail-qmqpc mailq maildirqmtp maildirsmtp newaliases qmail-queue qmail-remote
 FUZZTIME      ?= 20s
 
 .PHONY: build peers test demo fuzz bench man lint install clean

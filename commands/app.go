@@ -17,6 +17,7 @@ import (
 	"qbox/commands/inject"
 	"qbox/commands/mxcheck"
 	"qbox/commands/probe"
+	"qbox/commands/qmailremote"
 	"qbox/commands/queue"
 	"qbox/commands/sendmail"
 	"qbox/commands/serve"
@@ -38,6 +39,7 @@ var Personalities = map[string]Personality{
 	"newaliases":   sendmail.NewaliasesMain,
 	"maildirqmtp":  flush.MaildirqmtpMain,
 	"maildirsmtp":  flush.MaildirsmtpMain,
+	"qmail-remote": qmailremote.Main,
 }
 
 // Aliases are other names a personality is installed under. mini-qmail

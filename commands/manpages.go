@@ -47,6 +47,7 @@ var seeAlso = map[string][]string{
 	"qmail-qmqpc":        {"qbox-inject(1)", "qbox-serve(8)"},
 	"maildirqmtp":        {"qbox-flush-maildir(1)", "qbox-serve(8)"},
 	"maildirsmtp":        {"qbox-flush-maildir(1)", "maildirqmtp(1)"},
+	"qmail-remote":       {"qbox-mx-check(1)", "qbox-serve(8)", "qmail-rspawn(8)"},
 }
 
 // qboxDescription is the DESCRIPTION of qbox(1), in the plain-text form
@@ -67,6 +68,7 @@ program's arguments and exit codes; each has its own page:
    qmail-qmqpc    the qmail-queue interface forwarded over QMQP
    maildirqmtp    serialmail's maildirqmtp (flush-maildir)
    maildirsmtp    serialmail's maildirsmtp (flush-maildir --smtp)
+   qmail-remote   qmail's remote delivery over SMTP and, to MXPS hosts, QMTP
 
 The commands exit 0 on success, 100 on a permanent failure (bad usage,
 rejected message) and 111 on a temporary one (try again later), as qmail's
@@ -319,6 +321,89 @@ EXIT STATUS
    0    nothing left in the maildir
    100  bad usage or configuration
    111  messages remain, or the server could not be reached`,
+		}},
+		{8, &cli.App{
+			Name:      "qmail-remote",
+			Usage:     "qbox as qmail-remote: send one message over QMTP or SMTP, routed as qmail routes it",
+			UsageText: `qmail-remote HOST SENDER RECIPIENT...`,
+			Description: `qmail's qmail-remote, with its interface: qmail-rspawn runs it with the remote
+HOST, the envelope SENDER and the RECIPIENTs as arguments and the message on
+fd 0, and reads its reports on fd 1. It takes no options and always exits 0.
+
+Besides SMTP it speaks QMTP, as Russell Nelson's qmtpc patch does: an
+exchanger whose MX preference is in MXPS's QMTP slice (12801+16k) gets the
+message over QMTP on port 209 first, and over SMTP on port 25 at the same
+address only when that connection attempt fails, never once a QMTP session has
+started. qmail-rspawn runs $QMAILREMOTE instead of qmail-remote when it is set
+(notqmail, netqmail), so a qmail site joins the QMTP set without a rebuild:
+
+   # in qmail-send's run script (supervise/qmail-send/run)
+   QMAILREMOTE=/usr/local/bin/qmail-remote; export QMAILREMOTE
+   exec env - PATH="/var/qmail/bin:$PATH" QMAILREMOTE="$QMAILREMOTE" qmail-start ./Maildir/
+
+or, for a qmail without $QMAILREMOTE, the link itself:
+
+   mv /var/qmail/bin/qmail-remote /var/qmail/bin/qmail-remote.orig
+   ln -s /usr/local/bin/qbox /var/qmail/bin/qmail-remote
+
+ROUTING
+
+HOST is a domain, whose MX records give the exchangers in preference order
+(random among equals; without MX records the domain's own addresses, as a
+preference 0 MX), or an address in brackets, [192.0.2.1], reached over SMTP.
+A route overrides both: control/qmtproutes and control/smtproutes hold lines
+DOMAIN:RELAY or DOMAIN:RELAY:PORT, as qmail's smtproutes does; DOMAIN is
+matched against HOST, then against each of its suffixes starting at a dot
+(.example.com), then against the empty domain, the default route; the first
+match decides, qmtproutes before smtproutes at the same level. A qmtproutes
+route sends the mail over QMTP to RELAY (port 209 unless given), an smtproutes
+route over SMTP (port 25 unless given); RELAY's addresses are used, never its
+MX records, and an empty RELAY means "use DNS". Lines starting with # are
+comments; the last line for a domain wins.
+
+REPORTS
+
+One report per recipient, in the order of the arguments: r (accepted), h
+(permanently refused) or s (temporarily refused), a text, and a 0 byte; then
+one report for the message: K (delivered to every accepted recipient), Z
+(temporary failure) or D (permanent failure), a text, and a 0 byte. The texts
+are qmail-remote's ("Remote host said: 550 ...", "Connected to 192.0.2.1 but
+sender was rejected.", "Sorry, I wasn't able to establish an SMTP connection.
+(#4.4.1)"), with the server's words on one line; a second line may add qbox's
+own account of a failure. As with qmail-remote there are fewer recipient
+reports than recipients when the session failed before they were answered
+(qmail-rspawn then takes the message report for them). A QMTP session answers
+every recipient: each gets its report, and the message report is K when any
+was accepted.
+
+A SENDER with CR, LF or NUL is refused with D; such a RECIPIENT, or an empty
+one, gets h, and the others are sent.
+
+CONTROL FILES
+
+Under $QMAILHOME/control ($QMAILHOME defaults to /var/qmail):
+
+   helohost        the name for EHLO/HELO; default: me, then the host name
+   me              see helohost
+   smtproutes      SMTP routes, as above
+   qmtproutes      QMTP routes, as above
+   timeoutconnect  seconds to wait for a connection; default 60
+   timeoutremote   seconds to wait for each reply or write; default 1200
+
+ENVIRONMENT
+
+   QMAILHOME       qmail's home; default /var/qmail
+   QBOX_RESOLVER   HOST:PORT of a DNS server to ask instead of the system's
+   QBOX_QMTP_PORT  port for MXPS's QMTP attempts instead of 209
+   QBOX_SMTP_PORT  port for MX and [address] SMTP attempts instead of 25
+
+Not done as qmail-remote does: exchangers that are this host are not skipped
+(qmail-send hands qmail-remote only non-local domains), and no tcpto record of
+unreachable hosts is kept or consulted.
+
+EXIT STATUS
+
+   0    always; the reports say what happened`,
 		}},
 	}
 }
