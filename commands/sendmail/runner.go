@@ -22,6 +22,11 @@ func pickUp(p *Process) {
 		return
 	}
 	q := spool.System(p.Getenv)
+	if n, err := spool.AdoptLegacy(q); err != nil {
+		p.errorf("mail in the old spool %s: %v", q.Root, err)
+	} else if n > 0 {
+		p.note(false, "moved %d file(s) from the old spool %s into %s", n, q.Root, q.QueueDir())
+	}
 	if !q.Exists() {
 		return
 	}

@@ -536,3 +536,53 @@ func readNames(dir string) ([]string, error) {
 	defer d.Close()
 	return d.Readdirnames(-1)
 }
+
+// AdoptLegacy moves mail that a qbox older than the system queue left in
+// root's old spool (the system queue's root itself: ROOT/new, ROOT/cur,
+// their err/ files) into the queue, so an upgrade strands nothing. It
+// does nothing when there is no ROOT/new; it refuses a root directory
+// that fails Check. It returns how many files it moved.
+func AdoptLegacy(q SystemQueue) (int, error) {
+	old := q.Root
+	if st, err := os.Lstat(filepath.Join(old, "new")); err != nil || !st.IsDir() {
+		return 0, nil
+	}
+	if err := Check(old); err != nil {
+		return 0, err
+	}
+	lock, err := maildir.TryLock(old) // an old flush still running
+	if err != nil {
+		return 0, err
+	}
+	defer lock.Unlock()
+	sp, err := Open(q.QueueDir())
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	for _, sub := range []string{"new", "cur"} {
+		names, err := readNames(filepath.Join(old, sub))
+		if err != nil {
+			return moved, fmt.Errorf("spool: %w", err)
+		}
+		for _, name := range names {
+			if strings.HasPrefix(name, ".") {
+				continue
+			}
+			if err := os.Rename(filepath.Join(old, sub, name), filepath.Join(sp.Dir, "new", name)); err != nil {
+				return moved, fmt.Errorf("spool: %w", err)
+			}
+			os.Rename(filepath.Join(old, "err", name), sp.errPath(name)) // advisory
+			moved++
+		}
+	}
+	if moved > 0 {
+		if err := syncDir(filepath.Join(sp.Dir, "new")); err != nil {
+			return moved, err
+		}
+	}
+	for _, sub := range []string{"new", "cur", "tmp", "err"} {
+		os.Remove(filepath.Join(old, sub)) // only when empty
+	}
+	return moved, nil
+}

@@ -146,3 +146,36 @@ func TestPickUpRefusesBadDropFiles(t *testing.T) {
 		t.Errorf("queued: %v %v", list, err)
 	}
 }
+
+// Root's spool used to be the system queue's root itself: mail queued
+// there before an upgrade moves into the queue, with its last error.
+func TestAdoptLegacy(t *testing.T) {
+	needRoot(t)
+	q := systemQueue(t)
+	old, err := Open(q.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths, err := old.Enqueue(proto.Envelope{Sender: "a@x.test", Recipients: []string{"b@y.test", "c@y.test"}}, strings.NewReader("x\n"), 2, "hub down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := AdoptLegacy(q)
+	if err != nil || n != 2 {
+		t.Fatalf("AdoptLegacy: %d, %v", n, err)
+	}
+	sp := &Spool{Dir: q.QueueDir()}
+	list, err := sp.List()
+	if err != nil || len(list.Entries) != 2 {
+		t.Fatalf("queue: %v %v", list, err)
+	}
+	if text, _ := sp.LastError(filepath.Base(paths[0])); text != "hub down" {
+		t.Errorf("last error %q", text)
+	}
+	if _, err := os.Stat(filepath.Join(q.Root, "new")); err == nil {
+		t.Errorf("the old new/ is still there")
+	}
+	if n, err := AdoptLegacy(q); n != 0 || err != nil {
+		t.Errorf("second AdoptLegacy: %d, %v", n, err)
+	}
+}
