@@ -362,6 +362,12 @@ func pickOne(sp *Spool, drop, name string, now time.Time) (Picked, string, error
 	body := io.NewSectionReader(f, offset, st.Size-offset)
 	msg := prefixedReaderAt{head: []byte(received), rest: body}
 	if _, err := sp.Enqueue(env, msg, int64(len(received))+body.Size(), lastErr); err != nil {
+		// Its owner may still write to it: a file that changed while
+		// it was copied is refused, or it would stop every pickup.
+		var now syscall.Stat_t
+		if syscall.Fstat(fd, &now) != nil || now.Size != st.Size || now.Mtim != st.Mtim {
+			return Picked{}, "changed while it was being queued: not delivered", nil
+		}
 		return Picked{}, "", err
 	}
 	// The file queued is the one to remove: not a name swapped in since.
