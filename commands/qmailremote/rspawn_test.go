@@ -1,0 +1,636 @@
+package qmailremote
+
+// The qmail-rspawn harness: the personality runs as qmail-rspawn runs
+// qmail-remote (a symlink named qmail-remote, the arguments, the message
+// as a regular file on fd 0, the reports read from fd 1, the exit status
+// checked), and its output is parsed as qmail-rspawn parses it, against
+// real peers: Postfix's smtpd, mailfront's smtpfront-echo, `qbox serve`,
+// and a real DNS server in-process.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"qbox/proto/mxps/dnstest"
+	"qbox/proto/testpeer"
+)
+
+const testHelo = "qbox-test-client.example"
+
+// run is one qmail-remote run as qmail-rspawn makes it.
+type run struct {
+	home string   // $QMAILHOME
+	env  []string // more environment
+}
+
+func newRun(t *testing.T, env ...string) *run {
+	t.Helper()
+	home := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(home, "control"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := &run{home: home, env: env}
+	r.control(t, "helohost", testHelo+"\n")
+	return r
+}
+
+func (r *run) control(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(r.home, "control", name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// result is qmail-remote's output, parsed as qmail-rspawn reads it.
+type result struct {
+	raw        []byte
+	recipients []string // letter + text, in order
+	message    string   // letter + text
+}
+
+// remote runs qmail-remote with msg on fd 0 (a regular file, as
+// qmail-rspawn gives it) and parses the reports.
+func (r *run) remote(t *testing.T, msg []byte, args ...string) result {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "mess")
+	if err := os.WriteFile(f, msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	return r.remoteFrom(t, in, len(args)-2, args...)
+}
+
+func (r *run) remoteFrom(t *testing.T, stdin any, nrecip int, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(testpeer.Personality(t, "qmail-remote"), args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "QMAILHOME=" + r.home}, r.env...)
+	switch in := stdin.(type) {
+	case *os.File:
+		cmd.Stdin = in
+	case []byte:
+		cmd.Stdin = bytes.NewReader(in) // a pipe
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if code := testpeer.ExitCode(t, cmd.Run()); code != 0 {
+		t.Fatalf("qmail-remote exited %d (qmail-rspawn: \"Unable to run qmail-remote\"); stderr %q", code, errb.String())
+	}
+	if errb.Len() != 0 {
+		// qmail-rspawn points fd 2 at fd 1: anything there corrupts the reports.
+		t.Errorf("qmail-remote wrote to fd 2: %q", errb.String())
+	}
+	return parseReports(t, out.Bytes(), nrecip)
+}
+
+// parseReports checks the output's shape as qmail-rspawn relies on it:
+// reports ending in a 0 byte, recipient letters r, h or s, at most one
+// per recipient, then exactly one message report, K, Z or D, last.
+func parseReports(t *testing.T, out []byte, nrecip int) result {
+	t.Helper()
+	res := result{raw: out}
+	if len(out) == 0 || out[len(out)-1] != 0 {
+		t.Fatalf("output %q does not end with a 0 byte", out)
+	}
+	parts := bytes.Split(out[:len(out)-1], []byte{0})
+	for i, p := range parts {
+		if len(p) == 0 {
+			t.Fatalf("empty report %d in %q", i, out)
+		}
+		last := i == len(parts)-1
+		switch {
+		case last && bytes.IndexByte([]byte("KZD"), p[0]) >= 0:
+			res.message = string(p)
+		case !last && bytes.IndexByte([]byte("rhs"), p[0]) >= 0:
+			res.recipients = append(res.recipients, string(p))
+		default:
+			t.Fatalf("report %d of %q: letter %q out of place", i, out, p[0])
+		}
+	}
+	if len(res.recipients) > nrecip {
+		t.Fatalf("%d recipient reports for %d recipients: %q", len(res.recipients), nrecip, out)
+	}
+	return res
+}
+
+// letters is the reports' letters, "rhK" for r, h and K.
+func (r result) letters() string {
+	var b strings.Builder
+	for _, s := range r.recipients {
+		b.WriteByte(s[0])
+	}
+	if r.message != "" {
+		b.WriteByte(r.message[0])
+	}
+	return b.String()
+}
+
+// verdict is what qmail-rspawn tells qmail-send for the first recipient
+// (qmail-rspawn always runs qmail-remote with one): its report() in Go,
+// line for line.
+func verdict(s []byte) string {
+	if len(s) == 0 {
+		return "Zqmail-remote produced no output.\n"
+	}
+	cstr := func(b []byte) string {
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			return string(b[:i])
+		}
+		return string(b)
+	}
+	result := -1
+	j := 0
+scan:
+	for k := 0; k < len(s); k++ {
+		if s[k] == 0 {
+			switch s[j] {
+			case 'K':
+				result = 1
+				break scan
+			case 'Z':
+				result = 0
+				break scan
+			case 'D':
+				break scan
+			}
+			j = k + 1
+		}
+	}
+	orr := result
+	switch s[0] {
+	case 's':
+		orr = 0
+	case 'h':
+		orr = -1
+	}
+	var b strings.Builder
+	b.WriteByte(map[int]byte{1: 'K', 0: 'Z', -1: 'D'}[orr])
+	for k := 1; k < len(s); {
+		c := s[k]
+		k++
+		if c == 0 {
+			b.WriteString(cstr(s[1:]))
+			if result <= orr && k < len(s) {
+				switch s[k] {
+				case 'Z', 'D', 'K':
+					b.WriteString(cstr(s[k+1:]))
+				}
+			}
+			break
+		}
+	}
+	return b.String()
+}
+
+func testMessage(token string) []byte {
+	return []byte("From: sender@example.test\nDate: Mon, 30 Nov 2026 12:00:00 +0000\nMessage-ID: <" + token + "@example.test>\nSubject: " + token +
+		"\n\n.leading dot\n..two dots\n.\n. dot space\ncaf\xc3\xa9 \xff\nlast line\n")
+}
+
+// The [127.0.0.1] literal into Postfix's smtpd: every recipient accepted
+// ('r' each, then K with Postfix's 250); the message Postfix delivers
+// ends with exactly the bytes given (dots and 8-bit included).
+func TestSMTPPostfixAllAccepted(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	token := testpeer.Token(t)
+	msg := testMessage(token)
+	res := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test", "one-"+token+"@"+pf.Domain, "two-"+token+"@"+pf.Domain)
+	if res.letters() != "rrK" || !strings.HasPrefix(res.message, "K127.0.0.1 accepted message.\nRemote host said: 250 ") {
+		t.Fatalf("reports %q", res.raw)
+	}
+	for _, m := range pf.WaitFor(t, token, 2, 30*time.Second) {
+		if !bytes.HasSuffix(m, msg) {
+			t.Errorf("Postfix delivered\n%q\nwant it to end with\n%q", m, msg)
+		}
+	}
+}
+
+// One recipient Postfix refuses with a 5xx among good ones: 'h' with
+// "Remote host said: 550 ..." in its place, the others 'r', the message
+// K; the good ones are delivered once.
+func TestSMTPPostfixOneRefused(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	token := testpeer.Token(t)
+	msg := testMessage(token)
+	res := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test",
+		"one-"+token+"@"+pf.Domain, "nobody@nonexistent.invalid", "two-"+token+"@"+pf.Domain)
+	if res.letters() != "rhrK" {
+		t.Fatalf("reports %q, want r h r K", res.raw)
+	}
+	if h := res.recipients[1]; !strings.HasPrefix(h, "h127.0.0.1 does not like recipient.\nRemote host said: 550 ") || strings.Count(h, "\n") != 2 {
+		t.Errorf("refused recipient's report %q", h)
+	}
+	// qmail-rspawn, run for the refused recipient alone, bounces it.
+	one := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test", "nobody@nonexistent.invalid")
+	if v := verdict(one.raw); !strings.HasPrefix(v, "D127.0.0.1 does not like recipient.\nRemote host said: 550 ") {
+		t.Errorf("qmail-rspawn's verdict for the refused recipient %q (reports %q)", v, one.raw)
+	}
+	pf.WaitFor(t, token, 2, 30*time.Second)
+}
+
+// mailfrontSMTP runs mailfront's smtpfront-echo under tcpserver: z-*
+// recipients get a 4xx, d-* a 5xx, the others are accepted.
+func mailfrontSMTP(t *testing.T) string {
+	t.Helper()
+	rules := filepath.Join(t.TempDir(), "mailrules")
+	if err := os.WriteFile(rules, []byte(":recipient\nz*:z-*:try again later\nd*:d-*:no such user here\nk*:*\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog := testpeer.Require(t, "smtpfront-echo", "mailfront")
+	return testpeer.TCPServer(t, []string{"PLUGINS=mailrules:accept", "MAILRULES=" + rules}, prog)
+}
+
+func portOf(addr string) string { return addr[strings.LastIndex(addr, ":")+1:] }
+
+// smtproutes with a port sends the domain to mailfront's smtpfront-echo:
+// a 4xx recipient is 's', a 5xx 'h', the accepted 'r', the message K;
+// qmail-rspawn defers the 4xx one.
+func TestSMTPRouteTempfail(t *testing.T) {
+	addr := mailfrontSMTP(t)
+	r := newRun(t)
+	route := "127.0.0.1:" + portOf(addr)
+	r.control(t, "smtproutes", "# comment\nother.test:192.0.2.1\n.route.test:"+route+"\nroute.test:"+route+"\n")
+	res := r.remote(t, testMessage("x"), "mx.route.test", "sender@example.test", "k-1@route.test", "z-2@route.test", "d-3@route.test")
+	if res.letters() != "rshK" {
+		t.Fatalf("reports %q, want r s h K", res.raw)
+	}
+	if s := res.recipients[1]; !strings.HasPrefix(s, "s127.0.0.1 does not like recipient.\nRemote host said: 4") || !strings.Contains(s, "try again later") {
+		t.Errorf("4xx recipient's report %q", s)
+	}
+	one := r.remote(t, testMessage("x"), "route.test", "sender@example.test", "z-2@route.test")
+	if v := verdict(one.raw); !strings.HasPrefix(v, "Z127.0.0.1 does not like recipient.") {
+		t.Errorf("qmail-rspawn's verdict for the 4xx recipient %q", v)
+	}
+}
+
+// scriptedSMTP is an SMTP server that answers each command by its verb
+// from replies (else as a willing server does), and the message's "."
+// with afterDot ("": it closes without a reply); with closeAtOnce it
+// closes every connection as soon as it is accepted. It counts
+// connections.
+func scriptedSMTP(t *testing.T, replies map[string]string, afterDot string, closeAtOnce bool) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			if closeAtOnce {
+				c.Close()
+				continue
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(time.Minute))
+				br := bufio.NewReader(c)
+				fmt.Fprintf(c, "220 scripted ESMTP\r\n")
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					verb := strings.ToUpper(strings.Fields(line + " x")[0])
+					if i := strings.IndexByte(verb, ':'); i >= 0 {
+						verb = verb[:i]
+					}
+					rep, ok := replies[verb]
+					switch {
+					case ok:
+					case verb == "EHLO" || verb == "HELO":
+						rep = "250 scripted"
+					case verb == "DATA":
+						rep = "354 go on"
+					case verb == "QUIT":
+						fmt.Fprintf(c, "221 bye\r\n")
+						return
+					default:
+						rep = "250 ok"
+					}
+					fmt.Fprintf(c, "%s\r\n", rep)
+					if verb == "DATA" && strings.HasPrefix(rep, "354") {
+						for {
+							l, err := br.ReadString('\n')
+							if err != nil {
+								return
+							}
+							if l == ".\r\n" {
+								break
+							}
+						}
+						if afterDot == "" {
+							return
+						}
+						fmt.Fprintf(c, "%s\r\n", afterDot)
+					}
+				}
+			}(c)
+		}
+	}()
+	return ln.Addr().String(), &n
+}
+
+// A server that closes: at once, before the greeting, only the message
+// report ("Connected to 127.0.0.1 but connection died."), no recipient
+// report; after the message's ".", the recipients' 'r' then the Z saying
+// the delivery may be a duplicate.
+func TestSMTPServerCloses(t *testing.T) {
+	r := newRun(t)
+	atOnce, _ := scriptedSMTP(t, nil, "", true)
+	r.control(t, "smtproutes", ":127.0.0.1:"+portOf(atOnce)+"\n")
+	res := r.remote(t, testMessage("x"), "anywhere.test", "sender@example.test", "a@anywhere.test", "b@anywhere.test")
+	if res.letters() != "Z" || !strings.HasPrefix(res.message, "ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n") {
+		t.Fatalf("reports %q", res.raw)
+	}
+
+	afterDot, _ := scriptedSMTP(t, nil, "", false)
+	r.control(t, "smtproutes", ":127.0.0.1:"+portOf(afterDot)+"\n")
+	res = r.remote(t, testMessage("x"), "anywhere.test", "sender@example.test", "a@anywhere.test", "b@anywhere.test")
+	if res.letters() != "rrZ" || !strings.HasPrefix(res.message, "ZConnected to 127.0.0.1 but connection died. Possible duplicate! (#4.4.2)\n") {
+		t.Fatalf("reports %q", res.raw)
+	}
+	if v := verdict(res.raw); !strings.HasPrefix(v, "Z") {
+		t.Errorf("qmail-rspawn's verdict %q", v)
+	}
+}
+
+// Refusals of the session as qmail-remote words them: the sender refused
+// (D for 5xx, no recipient report), DATA refused, the message refused,
+// every recipient refused ("Giving up"); hostile reply text (NUL, a
+// multi-line reply) stays inside its report, on one line.
+func TestSMTPScriptedRefusals(t *testing.T) {
+	cases := []struct {
+		name     string
+		replies  map[string]string
+		afterDot string
+		letters  string
+		message  string
+		rcpt0    string
+	}{
+		{"sender 5xx", map[string]string{"MAIL": "553 no such sender"}, "250 ok", "D", "DConnected to 127.0.0.1 but sender was rejected.\nRemote host said: 553 no such sender\n", ""},
+		{"sender 4xx", map[string]string{"MAIL": "451 later"}, "250 ok", "Z", "ZConnected to 127.0.0.1 but sender was rejected.\nRemote host said: 451 later\n", ""},
+		{"helo refused", map[string]string{"EHLO": "554 go away", "HELO": "554 go away"}, "250 ok", "Z", "ZConnected to 127.0.0.1 but my name was rejected.\nRemote host said: 554 go away\n", ""},
+		{"data", map[string]string{"DATA": "554 no data today"}, "250 ok", "rD", "D127.0.0.1 failed on DATA command.\nRemote host said: 554 no data today\n", "r"},
+		{"after dot 4xx", nil, "452 disk full", "rZ", "Z127.0.0.1 failed after I sent the message.\nRemote host said: 452 disk full\n", "r"},
+		{"after dot 5xx", nil, "554 spam", "rD", "D127.0.0.1 failed after I sent the message.\nRemote host said: 554 spam\n", "r"},
+		{"all refused", map[string]string{"RCPT": "550 no"}, "250 ok", "hD", "DGiving up on 127.0.0.1.\n", "h127.0.0.1 does not like recipient.\nRemote host said: 550 no\n"},
+		{"hostile text", map[string]string{"RCPT": "550-first\x00line\r\n550 second\rline"}, "250 ok", "hD", "DGiving up on 127.0.0.1.\n", "h127.0.0.1 does not like recipient.\nRemote host said: 550 first line second line\n"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			addr, _ := scriptedSMTP(t, c.replies, c.afterDot, false)
+			r := newRun(t)
+			r.control(t, "smtproutes", "scripted.test:127.0.0.1:"+portOf(addr)+"\n")
+			res := r.remote(t, testMessage("x"), "scripted.test", "sender@example.test", "a@scripted.test")
+			if res.letters() != c.letters || res.message != c.message || (c.rcpt0 != "" && res.recipients[0] != c.rcpt0) {
+				t.Fatalf("reports %q, want letters %s, message %q, first recipient %q", res.raw, c.letters, c.message, c.rcpt0)
+			}
+		})
+	}
+}
+
+// serveQMTP runs `qbox serve` with QMTP only into a maildir.
+func serveQMTP(t *testing.T, extra ...string) (string, string) {
+	t.Helper()
+	dest := filepath.Join(t.TempDir(), "dest")
+	addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+	argv := append([]string{testpeer.Binary(t), "serve", "--qmtp", addr, "--qmqp", "", "--maildir", dest}, extra...)
+	testpeer.Start(t, nil, argv...)
+	testpeer.WaitListening(t, addr, 20*time.Second)
+	return addr, dest
+}
+
+func stored(t *testing.T, dest string) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, sub := range []string{"new", "cur"} {
+		ents, _ := os.ReadDir(filepath.Join(dest, sub))
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(dest, sub, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// qmtproutes with a port sends the domain to `qbox serve` over QMTP, one
+// package for every recipient, each answered on its own: K ('r'), D for a
+// domain outside --rcpthosts ('h'), Z past --max-recipients ('s'); the
+// message report is K, and the stored message is the bytes sent.
+func TestQMTPRouteToServe(t *testing.T) {
+	rcpthosts := filepath.Join(t.TempDir(), "rcpthosts")
+	if err := os.WriteFile(rcpthosts, []byte("ok.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr, dest := serveQMTP(t, "--rcpthosts", rcpthosts, "--max-recipients", "2")
+	r := newRun(t)
+	r.control(t, "qmtproutes", "ok.test:127.0.0.1:"+portOf(addr)+"\n")
+	r.control(t, "smtproutes", "ok.test:127.0.0.1:1\n") // QMTP wins at the same level
+	msg := testMessage(testpeer.Token(t))
+	res := r.remote(t, msg, "ok.test", "sender@example.test", "k@ok.test", "d@elsewhere.test", "z@ok.test")
+	if res.letters() != "rhsK" || !strings.HasPrefix(res.message, "K127.0.0.1 accepted message over QMTP.\nRemote host said: ") {
+		t.Fatalf("reports %q, want r h s K", res.raw)
+	}
+	if !strings.HasPrefix(res.recipients[1], "h127.0.0.1 does not like recipient.\nRemote host said: ") ||
+		!strings.HasPrefix(res.recipients[2], "s127.0.0.1 does not like recipient.\nRemote host said: ") {
+		t.Errorf("refusal reports %q", res.recipients[1:])
+	}
+	got := stored(t, dest)
+	if len(got) != 1 || !bytes.HasSuffix(got[0], msg) {
+		t.Fatalf("serve stored %d files (%q), want 1 ending with the message", len(got), got)
+	}
+	// qmail-rspawn's one-recipient runs: K, D and Z.
+	for rcpt, want := range map[string]string{"k2@ok.test": "K127.0.0.1 accepted message over QMTP.", "d@elsewhere.test": "D127.0.0.1 does not like recipient."} {
+		one := r.remote(t, msg, "ok.test", "sender@example.test", rcpt)
+		if v := verdict(one.raw); !strings.HasPrefix(v, want) {
+			t.Errorf("%s: qmail-rspawn's verdict %q, want %q", rcpt, v, want)
+		}
+	}
+}
+
+// A queue program behind serve that fails temporarily gives every
+// recipient 's' and qmail-rspawn a Z; one that fails permanently 'h' and
+// D.
+func TestQMTPServeQueueProgram(t *testing.T) {
+	for _, c := range []struct {
+		exit    string
+		letters string
+		verdict string
+	}{{"71", "ssD", "Z"}, {"31", "hhD", "D"}} {
+		script := filepath.Join(t.TempDir(), "qq")
+		if err := os.WriteFile(script, []byte("#!/bin/sh\ncat >/dev/null\nexit "+c.exit+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+		testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmtp", addr, "--qmqp", "", "--queue-program", script)
+		testpeer.WaitListening(t, addr, 20*time.Second)
+		r := newRun(t)
+		r.control(t, "qmtproutes", ":127.0.0.1:"+portOf(addr)+"\n")
+		res := r.remote(t, testMessage("x"), "q.test", "sender@example.test", "a@q.test", "b@q.test")
+		if res.letters() != c.letters {
+			t.Errorf("exit %s: reports %q, want %s", c.exit, res.raw, c.letters)
+		}
+		one := r.remote(t, testMessage("x"), "q.test", "sender@example.test", "a@q.test")
+		if v := verdict(one.raw); !strings.HasPrefix(v, c.verdict) {
+			t.Errorf("exit %s: qmail-rspawn's verdict %q", c.exit, v)
+		}
+	}
+}
+
+// closedPort is a port nothing listens on.
+func closedPort(t *testing.T) string { return strconv.Itoa(testpeer.FreePort(t)) }
+
+// MXPS against a real DNS server: a QMTP exchanger (preference 12801)
+// with its QMTP port open gets the message over QMTP; with it closed,
+// over SMTP at the same address (Postfix); a QMTP session that fails
+// after connecting is not followed by SMTP (Z, no SMTP connection); an
+// SMTP-only domain goes over SMTP; NXDOMAIN is D, SERVFAIL Z.
+func TestMXPS(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	qmtpAddr, dest := serveQMTP(t)
+	zone := dnstest.Start(t, dnstest.Zone{
+		Records: []string{
+			"qmtp.test. 300 IN MX 12801 mx.qmtp.test.",
+			"mx.qmtp.test. 300 IN A 127.0.0.1",
+			"smtponly.test. 300 IN MX 10 mx.smtponly.test.",
+			"mx.smtponly.test. 300 IN A 127.0.0.1",
+			"implicit.test. 300 IN A 127.0.0.1",
+		},
+		Rcode: map[string]int{"broken.test": dns.RcodeServerFailure},
+	})
+	rcpt := func(token string) string {
+		return "mxps-" + strings.Map(func(c rune) rune {
+			if c == ',' || c == ' ' {
+				return '_'
+			}
+			return c
+		}, token) + "@" + pf.Domain
+	}
+	env := func(qmtpPort, smtpPort string) []string {
+		return []string{EnvResolver + "=" + zone.Addr, EnvQMTPPort + "=" + qmtpPort, EnvSMTPPort + "=" + smtpPort}
+	}
+
+	t.Run("qmtp open", func(t *testing.T) {
+		token := testpeer.Token(t)
+		msg := testMessage(token)
+		res := newRun(t, env(portOf(qmtpAddr), "25")...).remote(t, msg, "qmtp.test", "sender@example.test", rcpt(token))
+		if res.letters() != "rK" || !strings.Contains(res.message, "over QMTP") {
+			t.Fatalf("reports %q, want QMTP to serve", res.raw)
+		}
+		found := false
+		for _, m := range stored(t, dest) {
+			if bytes.HasSuffix(m, msg) {
+				found = true
+			}
+		}
+		if !found {
+			t.Error("serve did not store the message as sent")
+		}
+	})
+	t.Run("qmtp closed, smtp used", func(t *testing.T) {
+		token := testpeer.Token(t)
+		msg := testMessage(token)
+		res := newRun(t, env(closedPort(t), "25")...).remote(t, msg, "qmtp.test", "sender@example.test", rcpt(token))
+		if res.letters() != "rK" || !strings.HasPrefix(res.message, "K127.0.0.1 accepted message.\nRemote host said: 250 ") {
+			t.Fatalf("reports %q, want SMTP to Postfix", res.raw)
+		}
+		if m := pf.WaitFor(t, token, 1, 30*time.Second); !bytes.HasSuffix(m[0], msg) {
+			t.Errorf("Postfix delivered %q", m[0])
+		}
+	})
+	t.Run("qmtp session fails, no smtp", func(t *testing.T) {
+		failing, qmtpConns := scriptedSMTP(t, nil, "", true) // accepts, closes
+		smtpAddr, smtpConns := scriptedSMTP(t, nil, "250 ok", false)
+		res := newRun(t, env(portOf(failing), portOf(smtpAddr))...).remote(t, testMessage("x"), "qmtp.test", "sender@example.test", "a@qmtp.test", "b@qmtp.test")
+		if res.letters() != "ssZ" || !strings.HasPrefix(res.message, "ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n") {
+			t.Fatalf("reports %q", res.raw)
+		}
+		if qmtpConns.Load() == 0 {
+			t.Fatal("the QMTP port was never reached")
+		}
+		if n := smtpConns.Load(); n != 0 {
+			t.Errorf("%d SMTP connections after a QMTP session had started", n)
+		}
+	})
+	t.Run("smtp only", func(t *testing.T) {
+		token := testpeer.Token(t)
+		for _, host := range []string{"smtponly.test", "implicit.test"} {
+			res := newRun(t, env(closedPort(t), "25")...).remote(t, testMessage(token), host, "sender@example.test", rcpt(token))
+			if res.letters() != "rK" || strings.Contains(res.message, "QMTP") {
+				t.Fatalf("%s: reports %q", host, res.raw)
+			}
+		}
+		pf.WaitFor(t, token, 2, 30*time.Second)
+	})
+	t.Run("no exchanger reachable", func(t *testing.T) {
+		res := newRun(t, env(closedPort(t), closedPort(t))...).remote(t, testMessage("x"), "qmtp.test", "sender@example.test", "a@qmtp.test")
+		if res.letters() != "Z" || !strings.HasPrefix(res.message, "ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n") {
+			t.Fatalf("reports %q", res.raw)
+		}
+	})
+	t.Run("nxdomain", func(t *testing.T) {
+		res := newRun(t, env("209", "25")...).remote(t, testMessage("x"), "nx.test", "sender@example.test", "a@nx.test")
+		if res.message != "DSorry, I couldn't find any host named nx.test. (#5.1.2)\n" || res.letters() != "D" {
+			t.Fatalf("reports %q", res.raw)
+		}
+	})
+	t.Run("servfail", func(t *testing.T) {
+		res := newRun(t, env("209", "25")...).remote(t, testMessage("x"), "broken.test", "sender@example.test", "a@broken.test")
+		if res.letters() != "Z" || !strings.HasPrefix(res.message, "ZSorry, I couldn't find any host by that name. (#4.1.2)\n") {
+			t.Fatalf("reports %q", res.raw)
+		}
+	})
+}
+
+// Interface: fewer than three arguments is qmail-remote's usage D; a
+// sender with CR or LF is D before anything is sent; a recipient with one
+// is 'h' in its place while the others are delivered; a message on a pipe
+// (not the file qmail-rspawn gives) is sent all the same.
+func TestInterfaceAndHostileAddresses(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	r := newRun(t)
+	res := r.remote(t, testMessage("x"), "[127.0.0.1]", "sender@example.test")
+	if res.raw == nil || string(res.raw) != "DI (qmail-remote) was invoked improperly. (#5.3.5)\n\x00" {
+		t.Errorf("usage: %q", res.raw)
+	}
+	res = r.remote(t, testMessage("x"), "[127.0.0.1]", "evil\r\nRCPT TO:<x@example.test>", "a@"+pf.Domain)
+	if res.letters() != "D" || !strings.Contains(res.message, "CR, LF or NUL") {
+		t.Errorf("hostile sender: %q", res.raw)
+	}
+	token := testpeer.Token(t)
+	msg := testMessage(token)
+	res = r.remoteFrom(t, msg, 3, "[127.0.0.1]", "sender@example.test", "one-"+token+"@"+pf.Domain, "x@"+pf.Domain+">\r\nDATA", "two-"+token+"@"+pf.Domain)
+	if res.letters() != "rhrK" || !strings.HasPrefix(res.recipients[1], "hRecipient address is empty or contains CR, LF or NUL") {
+		t.Fatalf("hostile recipient: %q", res.raw)
+	}
+	for _, m := range pf.WaitFor(t, token, 2, 30*time.Second) {
+		if !bytes.HasSuffix(m, msg) {
+			t.Errorf("Postfix delivered %q", m)
+		}
+	}
+}
