@@ -278,8 +278,9 @@ func TestSMTPRouteTempfail(t *testing.T) {
 	}
 }
 
-// scriptedSMTP is an SMTP server that answers each command by its verb
-// from replies (else as a willing server does), and the message's "."
+// scriptedSMTP is an SMTP server that greets with replies["GREETING"]
+// (else 220), answers each command by its verb from replies (else as a
+// willing server does), and the message's "."
 // with afterDot ("": it closes without a reply); with closeAtOnce it
 // closes every connection as soon as it is accepted. It counts
 // connections.
@@ -306,7 +307,11 @@ func scriptedSMTP(t *testing.T, replies map[string]string, afterDot string, clos
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(time.Minute))
 				br := bufio.NewReader(c)
-				fmt.Fprintf(c, "220 scripted ESMTP\r\n")
+				greeting := "220 scripted ESMTP"
+				if g, ok := replies["GREETING"]; ok {
+					greeting = g
+				}
+				fmt.Fprintf(c, "%s\r\n", greeting)
 				for {
 					line, err := br.ReadString('\n')
 					if err != nil {
@@ -391,6 +396,7 @@ func TestSMTPScriptedRefusals(t *testing.T) {
 	}{
 		{"sender 5xx", map[string]string{"MAIL": "553 no such sender"}, "250 ok", "D", "DConnected to 127.0.0.1 but sender was rejected.\nRemote host said: 553 no such sender\n", ""},
 		{"sender 4xx", map[string]string{"MAIL": "451 later"}, "250 ok", "Z", "ZConnected to 127.0.0.1 but sender was rejected.\nRemote host said: 451 later\n", ""},
+		{"greeting", map[string]string{"GREETING": "554 not now"}, "250 ok", "Z", "ZConnected to 127.0.0.1 but greeting failed.\nRemote host said: 554 not now\n", ""},
 		{"helo refused", map[string]string{"EHLO": "554 go away", "HELO": "554 go away"}, "250 ok", "Z", "ZConnected to 127.0.0.1 but my name was rejected.\nRemote host said: 554 go away\n", ""},
 		{"data", map[string]string{"DATA": "554 no data today"}, "250 ok", "rD", "D127.0.0.1 failed on DATA command.\nRemote host said: 554 no data today\n", "r"},
 		{"after dot 4xx", nil, "452 disk full", "rZ", "Z127.0.0.1 failed after I sent the message.\nRemote host said: 452 disk full\n", "r"},
