@@ -56,7 +56,7 @@ func flushSpool(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slo
 		return exitcode.Temp(err)
 	}
 	client := &qmqp.Client{Servers: cfg.Servers, ConnectTimeout: cfg.ConnectTimeout, Timeout: cfg.Timeout}
-	res, err := sp.FlushQMQP(ctx, client, cfg.Hostname, log)
+	res, err := sp.FlushQMQP(ctx, client, cfg.Hostname, log, nil)
 	if errors.Is(err, spool.ErrLocked) {
 		return exitcode.Temp(fmt.Errorf("another run is delivering %s; not starting a second one", cfg.SpoolDir))
 	}

@@ -132,12 +132,17 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 				},
 			},
 			{
-				Name:  "flush",
-				Usage: "deliver the queue now, as sendmail -q (root: after picking up the drop files)",
-				Flags: []cli.Flag{dirFlag},
+				Name:      "flush",
+				Usage:     "deliver the queue now, or only the messages with these IDs, as sendmail -q (root: after picking up the drop files)",
+				ArgsUsage: "[ID...]",
+				Flags:     []cli.Flag{dirFlag},
 				Action: func(c *cli.Context) error {
-					if c.NArg() > 0 {
-						return exitcode.Usage("flushing single messages is not supported yet; qbox queue flush delivers the whole queue (hold what must wait)")
+					args := []string{"-q", "-v"}
+					for _, id := range c.Args().Slice() {
+						if id == "" || strings.ContainsAny(id, "!\x00\r\n") {
+							return exitcode.Usage("queue flush: %q is not a queue ID (qbox queue list shows them)", id)
+						}
+						args = append(args, "-qI"+id) // several -qI: any of them
 					}
 					getenv := os.Getenv
 					if d := c.String("dir"); d != "" {
@@ -148,7 +153,7 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 							return os.Getenv(k)
 						}
 					}
-					code := sendmail.Sendmail(c.Context, &sendmail.Process{Prog: "qbox queue flush", Args: []string{"-q", "-v"},
+					code := sendmail.Sendmail(c.Context, &sendmail.Process{Prog: "qbox queue flush", Args: args,
 						Stdin: c.App.Reader, Stdout: c.App.Writer, Stderr: c.App.ErrWriter, Getenv: getenv, Now: time.Now, Interactive: true})
 					if code == 0 {
 						return nil

@@ -31,8 +31,9 @@ type Options struct {
 	// QueueInterval is -q30m's interval: run the queue every interval
 	// in the foreground (0: once, now).
 	QueueInterval time.Duration
-	// QueueSelect is -qI, -qR or -qS with its substring ("Rexample.com").
-	QueueSelect string
+	// QueueSelect holds each -qI, -qR or -qS with its substring
+	// ("Rexample.com", "!Sroot"); see spool.ParseSelection.
+	QueueSelect []string
 	Daemon      bool // -bd: with -q30m, the queue runner; alone, unsupported
 	Recipients  []string
 	// Warnings are about options accepted but not understood; the
@@ -175,7 +176,7 @@ func (o *Options) queueArgument(v string) {
 	}
 	sel := strings.TrimPrefix(v, "!")
 	if sel != "" && strings.IndexByte("IRS", sel[0]) >= 0 {
-		o.QueueSelect = v
+		o.QueueSelect = append(o.QueueSelect, v)
 		return
 	}
 	v = strings.TrimPrefix(v, "p") // -qp30m: persistent, the same to us

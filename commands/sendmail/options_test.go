@@ -121,7 +121,7 @@ func TestParseOptions(t *testing.T) {
 		{
 			name: "-qRexample.com selects",
 			args: []string{"-qRexample.com"},
-			want: Options{Mode: ModeFlush, QueueSelect: "Rexample.com"},
+			want: Options{Mode: ModeFlush, QueueSelect: []string{"Rexample.com"}},
 		},
 		{
 			name: "-bi newaliases",

@@ -64,7 +64,7 @@ func runQueue(ctx context.Context, p *Process, o *Options) int {
 		default:
 		}
 		pickUp(p)
-		flushSpool(ctx, p, o.Verbose)
+		flushSpool(ctx, p, o.Verbose, nil)
 		timer := time.NewTimer(o.QueueInterval)
 		select {
 		case <-stop:

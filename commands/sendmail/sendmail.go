@@ -163,11 +163,13 @@ func Sendmail(ctx context.Context, p *Process) int {
 			p.errorf("-bd alone is not supported: qbox is no SMTP daemon (-bd -q30m runs the queue every 30 minutes)")
 			return exUsage
 		}
-		if o.QueueSelect != "" {
-			p.note(o.Verbose, "-q%s: selecting messages is not supported yet; flushing the whole queue", o.QueueSelect)
+		sel, err := spool.ParseSelection(o.QueueSelect)
+		if err != nil {
+			p.errorf("%v", err)
+			return exUsage
 		}
 		pickUp(p)
-		return flushSpool(ctx, p, o.Verbose)
+		return flushSpool(ctx, p, o.Verbose, sel)
 	case ModeSMTP:
 		return serveSMTP(ctx, p)
 	}
@@ -467,7 +469,7 @@ func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spill.Buff
 // and would fill the spool with reports about the spool while the relay
 // is down. Exit 0 when the spool is empty afterwards, 75 when mail
 // remains.
-func flushSpool(ctx context.Context, p *Process, verbose bool) int {
+func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Selection) int {
 	dir, err := spool.Locate(p.Getenv)
 	if err != nil {
 		p.errorf("%v", err)
@@ -490,7 +492,7 @@ func flushSpool(ctx context.Context, p *Process, verbose bool) int {
 	// one at once): see package interrupt.
 	sig := interrupt.Catch(ctx, p.Stderr, p.Prog)
 	defer sig.Release()
-	res, err := FlushSpool(sig.Context, sp, p.Getenv, log)
+	res, err := FlushSpool(sig.Context, sp, p.Getenv, log, sel)
 	if errors.Is(err, spool.ErrLocked) {
 		p.errorf("another run is delivering %s; not starting a second one", dir)
 		return exTempFail
@@ -519,7 +521,7 @@ func flushSpool(ctx context.Context, p *Process, verbose bool) int {
 // sender; `qbox inject --flush` uses spool.FlushQMQP directly with its
 // own servers. An error is spool.ErrLocked (another run is delivering)
 // or an unreadable spool.
-func FlushSpool(ctx context.Context, sp *spool.Spool, getenv func(string) string, log *slog.Logger) (spool.FlushResult, error) {
+func FlushSpool(ctx context.Context, sp *spool.Spool, getenv func(string) string, log *slog.Logger, sel *spool.Selection) (spool.FlushResult, error) {
 	var sender spool.Sender
 	c, err := client(&Process{Getenv: getenv})
 	if err != nil {
@@ -531,7 +533,7 @@ func FlushSpool(ctx context.Context, sp *spool.Spool, getenv func(string) string
 	if err != nil {
 		return spool.FlushResult{}, err
 	}
-	return sp.FlushQMQP(ctx, sender, cfg.DefaultHost, log)
+	return sp.FlushQMQP(ctx, sender, cfg.DefaultHost, log, sel)
 }
 
 // unconfigured is a Sender that fails temporarily: files stay queued

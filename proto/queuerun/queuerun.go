@@ -82,6 +82,11 @@ type Config struct {
 	Bouncer  Bouncer
 	KeepNote string
 
+	// Select, when set, limits the run to the files it accepts (an
+	// operator's `sendmail -qR...` or `qbox queue flush ID`): the rest,
+	// and malformed files, are left untouched and uncounted.
+	Select func(*maildir.Entry) bool
+
 	Events Events
 	Now    func() time.Time
 }
@@ -223,14 +228,14 @@ func (r *runner) run(ctx context.Context) error {
 		if r.cfg.Events.Scanned != nil {
 			r.cfg.Events.Scanned(res)
 		}
-		if round == 0 {
+		if round == 0 && r.cfg.Select == nil {
 			for i := range res.Malformed {
 				r.malformed(ctx, &res.Malformed[i])
 			}
 		}
 		var entries []maildir.Entry
 		for _, e := range res.Entries {
-			if !r.dead[e.Name] {
+			if !r.dead[e.Name] && (r.cfg.Select == nil || r.cfg.Select(&e)) {
 				entries = append(entries, e)
 			}
 		}

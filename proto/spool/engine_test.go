@@ -30,7 +30,7 @@ func TestFlushQMQPMalformedPastLifetime(t *testing.T) {
 	if err := os.Chtimes(old, mt, mt); err != nil {
 		t.Fatal(err)
 	}
-	res, err := s.FlushQMQP(context.Background(), client(pf.QMQPAddr), pf.Domain, nil)
+	res, err := s.FlushQMQP(context.Background(), client(pf.QMQPAddr), pf.Domain, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

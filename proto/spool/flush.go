@@ -35,6 +35,8 @@ type FlushConfig struct {
 	Lifetime time.Duration
 	Log      *slog.Logger // nil discards
 	Now      func() time.Time
+	// Select limits the flush to the messages it matches (nil: all).
+	Select *Selection
 }
 
 // FlushResult counts files (one per recipient) by outcome.
@@ -83,6 +85,9 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 		Bouncer:          cfg.Bouncer,
 		KeepNote:         "no bounce configured",
 		Now:              cfg.Now,
+	}
+	if cfg.Select != nil {
+		qc.Select = cfg.Select.Match
 	}
 	if qc.Bouncer == nil && cfg.Bounce != nil {
 		qc.Bouncer = funcBouncer(cfg.Bounce)

@@ -47,13 +47,15 @@ func QMQPBouncer(c Sender, cfg bounce.Config, log *slog.Logger) BounceFunc {
 	}
 }
 
-// FlushQMQP delivers the spool through c, bouncing permanent failures
+// FlushQMQP delivers the spool (the messages sel matches; nil: all)
+// through c, bouncing permanent failures
 // through c as well, with DefaultLifetime. It is the one flush that
 // `sendmail -q` and `qbox inject --flush` share; hostname names this host
 // in bounces (and postmaster@hostname gets double bounces, and reports of
 // malformed files past the lifetime).
-func (s *Spool) FlushQMQP(ctx context.Context, c Sender, hostname string, log *slog.Logger) (FlushResult, error) {
+func (s *Spool) FlushQMQP(ctx context.Context, c Sender, hostname string, log *slog.Logger, sel *Selection) (FlushResult, error) {
 	return s.Flush(ctx, FlushConfig{
+		Select:   sel,
 		Client:   c,
 		Bouncer:  &queuerun.QMQPBouncer{Config: bounce.Config{Hostname: hostname, Program: "qbox sendmail spool"}, Client: c},
 		Lifetime: DefaultLifetime,

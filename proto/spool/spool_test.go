@@ -343,7 +343,7 @@ func TestFlushQMQPBounceChain(t *testing.T) {
 	enqueue(t, s, "owner-"+tok+"@example.test", loopingMessage("one "+tok), "loop@example.test")
 	enqueue(t, s, "", loopingMessage("two "+tok), "loop@example.test")
 	enqueue(t, s, "#@[]", loopingMessage("three "+tok), "loop@example.test")
-	res, err := s.FlushQMQP(context.Background(), client(pf.QMQPAddr), "example.test", nil)
+	res, err := s.FlushQMQP(context.Background(), client(pf.QMQPAddr), "example.test", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
