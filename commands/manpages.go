@@ -164,7 +164,11 @@ OPTIONS
    -q30m          run the queue every 30 minutes in the foreground (s, m,
                   h, d, w; a bare number is minutes), for a systemd
                   service; SIGTERM stops it, exit 0. -bd -q30m is the same
-   -qI, -qR, -qS  accepted; the whole queue is delivered
+   -qIid, -qRrcpt, -qSsender
+                  deliver only the messages whose queue ID (qbox queue
+                  list), a recipient or the sender contains the text,
+                  case ignored; -q!R... negates; several of one letter
+                  are alternatives, different letters must all hold
 
 EXIT STATUS
 
