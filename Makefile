@@ -5,6 +5,7 @@ export PATH   := $(PATH):$(dir $(GO))
 PREFIX        ?= /usr/local
 BINDIR        ?= $(PREFIX)/bin
 MANDIR        ?= $(PREFIX)/share/man
+SPOOLDIR      ?= /var/spool/qbox
 VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS       := -X qbox/commands.Version=$(VERSION)
 # The shipped binary leaves out urfave/cli's man and markdown generators
@@ -64,6 +65,11 @@ install: build man
 	for p in $(PERSONALITIES); do ln -sf qbox $(DESTDIR)$(BINDIR)/$$p; done
 	install -m 0644 man/*.1 $(DESTDIR)$(MANDIR)/man1
 	install -m 0644 man/*.8 $(DESTDIR)$(MANDIR)/man8
+	# The system queue: any user drops into maildrop/ (sticky, not
+	# listable), root's sendmail -q picks up into queue/ (root only).
+	install -d -m 0755 $(DESTDIR)$(SPOOLDIR)
+	install -d -m 1733 $(DESTDIR)$(SPOOLDIR)/maildrop
+	install -d -m 0700 $(DESTDIR)$(SPOOLDIR)/queue
 
 clean:
 	rm -f qbox
