@@ -341,11 +341,13 @@ address only when that connection attempt fails, never once a QMTP session has
 started. qmail-rspawn runs $QMAILREMOTE instead of qmail-remote when it is set
 (notqmail, netqmail), so a qmail site joins the QMTP set without a rebuild:
 
-   # in qmail-send's run script (supervise/qmail-send/run)
-   QMAILREMOTE=/usr/local/bin/qmail-remote; export QMAILREMOTE
-   exec env - PATH="/var/qmail/bin:$PATH" QMAILREMOTE="$QMAILREMOTE" qmail-start ./Maildir/
+   # qmail-send's run script (/service/qmail-send/run)
+   exec env - PATH="/var/qmail/bin:$PATH" \
+     QMAILREMOTE=/usr/local/bin/qmail-remote qmail-start ./Maildir/
 
-or, for a qmail without $QMAILREMOTE, the link itself:
+($QMAILREMOTE must name a link called qmail-remote: qbox finds its personality
+by that name; make install creates it.) For a qmail without $QMAILREMOTE, the
+link itself:
 
    mv /var/qmail/bin/qmail-remote /var/qmail/bin/qmail-remote.orig
    ln -s /usr/local/bin/qbox /var/qmail/bin/qmail-remote
