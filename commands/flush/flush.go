@@ -64,6 +64,11 @@ over QMQP (--bounce-server, else $QMQPSERVERS or control/qmqpservers) and
 removed once the bounce is accepted. A server that cannot be reached never
 causes a removal or a bounce. One flush per maildir runs at a time.
 
+Output, for cron: one line per message and a summary; nothing at all when there
+was nothing to send. With -q (--quiet) only what failed (deferred, failed,
+bounced, malformed) and then the summary: a run where everything was delivered
+prints nothing. --json always prints the whole run.
+
 On SIGINT, SIGTERM or SIGHUP no further message is started; the replies
 already owed are read (within --read-timeout), what got K is removed, the
 summary is printed and the exit status is 111. A second signal stops at once.
@@ -76,6 +81,7 @@ reached or the run was interrupted, 100 usage or configuration error.`,
 			&cli.StringSliceFlag{Name: "bounce-server", Usage: "QMQP `HOST[:PORT]` for bounces (repeatable; default $QMQPSERVERS or control/qmqpservers)"},
 			&cli.BoolFlag{Name: "group", Usage: "send identical messages (same sender and content) as one package with all their recipients"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only what failed, and the summary only then (for cron)"},
 			&cli.IntFlag{Name: "rounds", Value: DefaultRounds, Usage: "at most `N` sessions per run (a session that ended early is retried while it makes progress)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: qmtp.ClientConnectTimeout, Usage: "connect timeout per address"},
 			&cli.DurationFlag{Name: "write-timeout", Value: qmtp.ClientWriteTimeout, Usage: "give up when a write stalls this long"},
@@ -119,6 +125,7 @@ func action(c *cli.Context) error {
 	cfg.NoBounce = c.Bool("no-bounce")
 	cfg.Group = c.Bool("group")
 	cfg.JSON = c.Bool("json")
+	cfg.Quiet = c.Bool("quiet")
 	cfg.Rounds = c.Int("rounds")
 	cfg.Client = qmtp.Client{
 		ConnectTimeout: c.Duration("connect-timeout"),

@@ -48,8 +48,12 @@ type Config struct {
 
 	Client qmtp.Client // timeouts; Dial is not used (Connect is)
 
-	Out      io.Writer // one line per message and a summary, or JSON
-	JSON     bool
+	Out  io.Writer // one line per message and a summary, or JSON
+	JSON bool
+	// Quiet prints only what failed (every outcome but succeeded) and
+	// the summary when something did: a cron job's output is mailed, so
+	// it says something only when someone must act.
+	Quiet    bool
 	Progress io.Writer // a terminal for the progress bar, or nil
 	Now      func() time.Time
 }
@@ -124,7 +128,7 @@ type renderer struct {
 
 func (r *renderer) outcome(o Outcome) {
 	r.outcomes = append(r.outcomes, o)
-	if r.cfg.JSON || r.cfg.Out == nil {
+	if r.cfg.JSON || r.cfg.Out == nil || (r.cfg.Quiet && o.Status == "succeeded") {
 		return
 	}
 	r.progressClear()
@@ -164,6 +168,15 @@ func (r *renderer) report(s Summary) {
 			Messages []Outcome `json:"messages"`
 			Summary  Summary   `json:"summary"`
 		}{outcomes, s})
+		return
+	}
+	// A run that found nothing to do says nothing (cron mails any
+	// output); a quiet one says nothing unless something failed.
+	failed := s.Unreachable != "" || s.Interrupted
+	for _, o := range r.outcomes {
+		failed = failed || o.Status != "succeeded"
+	}
+	if !failed && (len(r.outcomes) == 0 || r.cfg.Quiet) {
 		return
 	}
 	var parts []string
