@@ -3,13 +3,11 @@ package inject
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 
-	"qbox/proto/message"
+	"qbox/proto/control"
 )
 
 // ErrNoServers means no QMQP server is configured anywhere.
@@ -49,7 +47,7 @@ func Servers(flagServers []string, getenv func(string) string) ([]string, error)
 
 // ControlFile is $QMAILHOME/control/qmqpservers.
 func ControlFile(getenv func(string) string) string {
-	return filepath.Join(message.QmailHome(getenv), "control", "qmqpservers")
+	return control.Path(getenv, "qmqpservers")
 }
 
 // MaxServersFile bounds the qmqpservers control file read: thousands of
@@ -59,27 +57,11 @@ const MaxServersFile = 1 << 20
 // ReadServersFile reads a qmqpservers control file: one server per line,
 // surrounding white space, blank lines and lines starting with # ignored.
 func ReadServersFile(path string) ([]string, error) {
-	f, err := os.Open(path)
+	b, err := control.Read(path, MaxServersFile)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxServersFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > MaxServersFile {
-		return nil, fmt.Errorf("larger than %d bytes", MaxServersFile)
-	}
-	var servers []string
-	for _, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		servers = append(servers, line)
-	}
-	return servers, nil
+	return control.Lines(b), nil
 }
 
 func splitList(s string) []string {

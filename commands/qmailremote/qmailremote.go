@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/message"
+	"qbox/proto/control"
 	"qbox/proto/mxps"
 	"qbox/proto/qmtp"
 	"qbox/proto/queuerun"
@@ -102,7 +102,7 @@ type Controls struct {
 // qmail-remote does: a missing file is its default, an unreadable one an
 // error (qmail-remote's "Unable to read control files").
 func ReadControls(getenv func(string) string) (Controls, error) {
-	ctl := filepath.Join(message.QmailHome(getenv), "control")
+	ctl := filepath.Join(control.Home(getenv), "control")
 	c := Controls{}
 	var err error
 	if c.Helo, err = smtp.DefaultHelo(getenv); err != nil {
@@ -154,25 +154,14 @@ func readRoutes(path string) (mxps.Routes, error) {
 
 // readSmall reads a control file of at most max bytes; missing is nil.
 func readSmall(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := control.Read(path, max)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s: more than %d bytes", path, max)
-	}
-	if b == nil {
+	if b == nil && err == nil {
 		b = []byte{}
 	}
-	return b, nil
+	return b, err
 }
 
 // ports reads the Env* port overrides.

@@ -1,13 +1,12 @@
 package message
 
 import (
-	"bytes"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"qbox/proto/control"
 )
 
 // Config is qmail-inject's environment and control files, resolved once.
@@ -72,13 +71,8 @@ func ParseFlags(s string) Flags {
 	return f
 }
 
-// QmailHome returns $QMAILHOME, else /var/qmail.
-func QmailHome(getenv func(string) string) string {
-	if h := getenv("QMAILHOME"); h != "" {
-		return h
-	}
-	return "/var/qmail"
-}
+// QmailHome returns $QMAILHOME, else /var/qmail (see package control).
+func QmailHome(getenv func(string) string) string { return control.Home(getenv) }
 
 // ConfigFromEnv resolves the configuration as qmail-inject does, from the
 // environment (getenv, usually os.Getenv) and the control files under
@@ -97,7 +91,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return ""
 	}
 	ctl := filepath.Join(QmailHome(getenv), "control")
-	me, err := readControl(filepath.Join(ctl, "me"))
+	me, err := control.FirstLine(filepath.Join(ctl, "me"))
 	if err != nil {
 		return Config{}, err
 	}
@@ -105,7 +99,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if v := getenv(env); v != "" {
 			return v, nil
 		}
-		v, err := readControl(filepath.Join(ctl, file))
+		v, err := control.FirstLine(filepath.Join(ctl, file))
 		if err != nil {
 			return "", err
 		}
@@ -141,38 +135,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.SenderHost = first("QMAILSHOST")
 	c.Flags = ParseFlags(getenv("QMAILINJECT"))
 	return c, nil
-}
-
-// maxControlLine bounds the first line of a control file: a host name
-// is at most 255 bytes; a longer line is not one.
-const maxControlLine = 4096
-
-// readControl returns a control file's first line, trimmed; a missing
-// file is "". Only maxControlLine bytes are read: a longer first line is
-// an error, whatever the file's size.
-func readControl(path string) (string, error) {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	b := make([]byte, maxControlLine+1)
-	n, err := io.ReadFull(f, b)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return "", fmt.Errorf("reading %s: %w", path, err)
-	}
-	b = b[:n]
-	i := bytes.IndexByte(b, '\n')
-	if i < 0 && n > maxControlLine {
-		return "", fmt.Errorf("%s: first line longer than %d bytes", path, maxControlLine)
-	}
-	if i >= 0 {
-		b = b[:i]
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 // systemHostname returns the host name and its domain part, or qmail's

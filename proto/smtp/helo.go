@@ -1,21 +1,13 @@
 package smtp
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"qbox/proto"
-	"qbox/proto/message"
+	"qbox/proto/control"
 )
-
-// maxControlLine bounds the first line of control/helohost and control/me,
-// as qbox's other control-file readers do: a host name is at most 255
-// bytes, so a longer line is not one.
-const maxControlLine = 4096
 
 // DefaultHelo is the name to say EHLO with when none is given, as
 // qmail-remote chooses it: control/helohost, else control/me, under
@@ -23,9 +15,9 @@ const maxControlLine = 4096
 // machine's host name. A missing file moves on to the next; an unreadable
 // one, or a name with a space or a control byte, is an error.
 func DefaultHelo(getenv func(string) string) (string, error) {
-	ctl := filepath.Join(message.QmailHome(getenv), "control")
+	ctl := filepath.Join(control.Home(getenv), "control")
 	for _, name := range []string{"helohost", "me"} {
-		v, err := firstControlLine(filepath.Join(ctl, name))
+		v, err := control.FirstLine(filepath.Join(ctl, name))
 		if err != nil {
 			return "", err
 		}
@@ -47,32 +39,4 @@ func checkHelo(name, from string) (string, error) {
 		}
 	}
 	return name, nil
-}
-
-// firstControlLine returns a control file's first line, trimmed; a missing
-// file is "". It reads at most maxControlLine+1 bytes whatever the file's
-// size. (proto/message has the same reader, unexported.)
-func firstControlLine(path string) (string, error) {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	b := make([]byte, maxControlLine+1)
-	n, err := io.ReadFull(f, b)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return "", fmt.Errorf("reading %s: %w", path, err)
-	}
-	b = b[:n]
-	i := bytes.IndexByte(b, '\n')
-	if i < 0 && n > maxControlLine {
-		return "", fmt.Errorf("%s: first line longer than %d bytes", path, maxControlLine)
-	}
-	if i >= 0 {
-		b = b[:i]
-	}
-	return strings.TrimSpace(string(b)), nil
 }
