@@ -71,9 +71,6 @@ func ParseFlags(s string) Flags {
 	return f
 }
 
-// QmailHome returns $QMAILHOME, else /var/qmail (see package control).
-func QmailHome(getenv func(string) string) string { return control.Home(getenv) }
-
 // ConfigFromEnv resolves the configuration as qmail-inject does, from the
 // environment (getenv, usually os.Getenv) and the control files under
 // $QMAILHOME/control. Missing control files are not an error: the
@@ -90,7 +87,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		return ""
 	}
-	ctl := filepath.Join(QmailHome(getenv), "control")
+	ctl := filepath.Join(control.Home(getenv), "control")
 	me, err := control.FirstLine(filepath.Join(ctl, "me"))
 	if err != nil {
 		return Config{}, err
