@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -96,4 +97,17 @@ func TestColourOnlyWhenAsked(t *testing.T) {
 	if strings.Contains(plain.String(), "\x1b[") || !strings.Contains(coloured.String(), red+"down"+reset) {
 		t.Fatalf("plain:\n%s\ncoloured:\n%q", plain.String(), coloured.String())
 	}
+}
+
+// isSMTPLine is the regexp it replaced, for every input.
+func FuzzIsSMTPLine(f *testing.F) {
+	re := regexp.MustCompile(`^[0-9]{3}([ -]|\r?$)`)
+	for _, s := range []string{"220 x", "220-", "220", "220\r", "220\r\n", "220\n", "22", "2a0 ", "2200", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := isSMTPLine(b), re.Match(b); got != want {
+			t.Fatalf("isSMTPLine(%q) = %v, the regexp says %v", b, got, want)
+		}
+	})
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"regexp"
 	"syscall"
 	"time"
 
@@ -93,7 +92,22 @@ func replyJSON(r proto.Reply) *ReplyJSON {
 // maxGreeting bounds what is read from a port before we speak.
 const maxGreeting = 4096
 
-var smtpLine = regexp.MustCompile(`^[0-9]{3}([ -]|\r?$)`)
+// isSMTPLine says whether b starts as an SMTP reply line does: three
+// digits, then a space, a dash, or the end of what was read (a CR may
+// come first). It is the regexp ^[0-9]{3}([ -]|\r?$), written out so
+// that no personality pays for compiling it at start-up.
+func isSMTPLine(b []byte) bool {
+	if len(b) < 3 {
+		return false
+	}
+	for _, c := range b[:3] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	rest := b[3:]
+	return len(rest) == 0 || rest[0] == ' ' || rest[0] == '-' || (len(rest) == 1 && rest[0] == '\r')
+}
 
 // ClassifyGreeting says what the first bytes from a port are. complete
 // reports whether more bytes could change the answer (an SMTP banner
@@ -125,7 +139,7 @@ func ClassifyGreeting(b []byte) (g Greeting, complete bool) {
 			return Greeting{Heard: Other, Data: proto.Printable(string(b), 200)}, true
 		}
 	}
-	if smtpLine.Match(b) {
+	if isSMTPLine(b) {
 		g := Greeting{Heard: SMTPBanner}
 		fmt.Sscanf(string(b[:3]), "%d", &g.SMTPCode)
 		lines := bytes.SplitAfter(b, []byte("\n"))

@@ -46,6 +46,7 @@ func Binary(t testing.TB) string {
 		buildPath = filepath.Join(dir, "qbox")
 		// The tags of `make build`: tests run the binary that ships.
 		cmd := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", buildPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = Root()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
