@@ -16,9 +16,9 @@ import (
 )
 
 // Listen opens a listener for each non-empty address.
-func Listen(qmqpAddr, qmtpAddr string) ([]Listener, error) {
+func Listen(qmqpAddr, qmtpAddr, smtpAddr string) ([]Listener, error) {
 	var ls []Listener
-	for _, a := range []struct{ proto, addr string }{{QMQP, qmqpAddr}, {QMTP, qmtpAddr}} {
+	for _, a := range []struct{ proto, addr string }{{QMQP, qmqpAddr}, {QMTP, qmtpAddr}, {SMTP, smtpAddr}} {
 		if a.addr == "" {
 			continue
 		}
@@ -36,8 +36,9 @@ func Listen(qmqpAddr, qmtpAddr string) ([]Listener, error) {
 
 // ActivationListeners returns the sockets systemd passed (socket
 // activation: LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES; fds from 3 on), or
-// nil if there are none for this process. A socket named "qmqp" or "qmtp"
-// speaks that protocol; an unnamed one is known by its port (628 or 209).
+// nil if there are none for this process. A socket named "qmqp", "qmtp" or
+// "smtp" speaks that protocol; an unnamed one is known by its port (628,
+// 209 or 25).
 // The variables are removed from the environment, so a queue program
 // started later does not take the sockets for its own.
 func ActivationListeners(getenv func(string) string, unsetenv func(string) error) ([]Listener, error) {
@@ -94,7 +95,7 @@ func ActivationListeners(getenv func(string) string, unsetenv func(string) error
 
 func activationProtocol(name string, addr net.Addr) (string, error) {
 	switch strings.ToLower(name) {
-	case QMQP, QMTP:
+	case QMQP, QMTP, SMTP:
 		return strings.ToLower(name), nil
 	}
 	if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
@@ -103,9 +104,11 @@ func activationProtocol(name string, addr net.Addr) (string, error) {
 			return QMQP, nil
 		case 209:
 			return QMTP, nil
+		case 25:
+			return SMTP, nil
 		}
 	}
-	return "", fmt.Errorf("socket %s named %q: name it qmqp or qmtp (FileDescriptorName= in the .socket unit)", addr, name)
+	return "", fmt.Errorf("socket %s named %q: name it qmqp, qmtp or smtp (FileDescriptorName= in the .socket unit)", addr, name)
 }
 
 // StdioPeer describes the client of a connection handed over on stdin, as
@@ -224,11 +227,11 @@ func pollable(f *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
-// ServeStdio serves one connection on stdin/stdout in protocol (QMQP or
-// QMTP), with the same access list and limits as the listeners.
+// ServeStdio serves one connection on stdin/stdout in protocol (QMQP,
+// QMTP or SMTP), with the same access list and limits as the listeners.
 func (s *Server) ServeStdio(ctx context.Context, protocol string, stdin, stdout *os.File, getenv func(string) string) error {
-	if protocol != QMQP && protocol != QMTP {
-		return fmt.Errorf("--stdio wants qmqp or qmtp, not %q", protocol)
+	if protocol != QMQP && protocol != QMTP && protocol != SMTP {
+		return fmt.Errorf("--stdio wants qmqp, qmtp or smtp, not %q", protocol)
 	}
 	c, err := StdioConn(stdin, stdout)
 	if err != nil {

@@ -55,7 +55,10 @@ packages, and lets running sessions finish within --grace.`,
 			&cli.StringFlag{Name: "queue-program", Usage: "hand each message to the qmail-queue compatible program `PATH` (arguments after --)"},
 			&cli.StringFlag{Name: "qmqp", Value: "127.0.0.1:628", Usage: "QMQP listen `ADDR`; empty disables"},
 			&cli.StringFlag{Name: "qmtp", Value: "127.0.0.1:209", Usage: "QMTP listen `ADDR`; empty disables"},
-			&cli.StringFlag{Name: "stdio", Usage: "serve one connection on stdin/stdout in `PROTO` (qmqp or qmtp), under tcpserver or inetd"},
+			&cli.StringFlag{Name: "smtp", Usage: "SMTP listen `ADDR` (MXPS wants port 25 beside QMTP's 209), with QMTP's access list, --rcpthosts and --relay; default off"},
+			&cli.StringFlag{Name: "smtp-cert", Usage: "with --smtp-key: offer STARTTLS with the PEM certificate (chain) in `FILE`"},
+			&cli.StringFlag{Name: "smtp-key", Usage: "the PEM private key of --smtp-cert in `FILE`"},
+			&cli.StringFlag{Name: "stdio", Usage: "serve one connection on stdin/stdout in `PROTO` (qmqp, qmtp or smtp), under tcpserver or inetd"},
 			&cli.StringSliceFlag{Name: "allow", Usage: "serve clients from `CIDR` (repeatable; replaces the loopback-only default)"},
 			&cli.StringSliceFlag{Name: "allow-qmtp", Usage: "serve QMTP clients from `CIDR` instead of the --allow list (repeatable; 0.0.0.0/0 and ::/0 for everyone)"},
 			&cli.StringFlag{Name: "rcpthosts", Usage: "QMTP clients may send only to the domains in `FILE` (qmail's control/rcpthosts) unless they may relay"},
@@ -116,6 +119,10 @@ func action(c *cli.Context) error {
 		return exitcode.Usage("--relay only means something with --rcpthosts")
 	}
 	_, relayAll := os.LookupEnv("RELAYCLIENT")
+	smtpTLS, err := LoadSMTPTLS(c.String("smtp-cert"), c.String("smtp-key"))
+	if err != nil {
+		return exitcode.Usage("--smtp-cert/--smtp-key: %v", err)
+	}
 	cfg := Config{
 		Backend:        backend,
 		Hostname:       c.String("hostname"),
@@ -132,6 +139,7 @@ func action(c *cli.Context) error {
 		SessionLimit:   c.Duration("session-limit"),
 		Grace:          c.Duration("grace"),
 		Logger:         logger,
+		SMTPTLS:        smtpTLS,
 	}
 	if _, ok := backend.(*qmailqueue.Program); ok {
 		// Each delivery in flight is a running program with its pipes
@@ -140,7 +148,7 @@ func action(c *cli.Context) error {
 		cfg.QMTPParallel = 1
 	}
 	if rcptHosts == nil && openToAll(cfg.AllowFor(QMTP)) {
-		logger.Warn("QMTP is open to every address and no --rcpthosts limits its recipients: anyone can relay through this server")
+		logger.Warn("QMTP (and SMTP) is open to every address and no --rcpthosts limits its recipients: anyone can relay through this server")
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {
@@ -157,11 +165,11 @@ func action(c *cli.Context) error {
 		return exitcode.Temp(err)
 	}
 	if ls == nil {
-		if ls, err = Listen(c.String("qmqp"), c.String("qmtp")); err != nil {
+		if ls, err = Listen(c.String("qmqp"), c.String("qmtp"), c.String("smtp")); err != nil {
 			return exitcode.Temp(err)
 		}
-	} else if c.IsSet("qmqp") || c.IsSet("qmtp") {
-		logger.Warn("socket activation: using the sockets systemd passed, not --qmqp/--qmtp")
+	} else if c.IsSet("qmqp") || c.IsSet("qmtp") || c.IsSet("smtp") {
+		logger.Warn("socket activation: using the sockets systemd passed, not --qmqp/--qmtp/--smtp")
 	}
 	if err := CheckListeners(cfg, ls); err != nil {
 		for _, l := range ls {

@@ -5,6 +5,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"qbox/proto"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/smtp"
 )
 
 // Defaults for Config's zero fields.
@@ -85,6 +87,8 @@ type Config struct {
 	// QMTPParallel is how many packages of one QMTP session are
 	// committed at once while it reads on; 0 means qmtp.DefaultParallel.
 	QMTPParallel int
+	// SMTPTLS, when set, makes the SMTP listener offer STARTTLS.
+	SMTPTLS *tls.Config
 }
 
 func (c Config) withDefaults() Config {
@@ -135,6 +139,7 @@ type Server struct {
 	cfg  Config
 	qmqp *qmqp.Server
 	qmtp *qmtp.Server
+	smtp *smtp.Server
 
 	hostnameSet bool // --hostname given: it wins over TCPLOCALHOST
 
@@ -175,12 +180,14 @@ func NewServer(cfg Config) (*Server, error) {
 		Logger:       cfg.Logger,
 	}
 	s.qmtp.RecipientAllowed = s.recipientCheck()
+	s.smtp = s.newSMTPServer(envelopes)
 	return s, nil
 }
 
-// AllowFor is the access list for protocol.
+// AllowFor is the access list for protocol. SMTP, the other public MX
+// port beside QMTP, takes QMTP's list.
 func (c Config) AllowFor(protocol string) []netip.Prefix {
-	if protocol == QMTP && c.AllowQMTP != nil {
+	if (protocol == QMTP || protocol == SMTP) && c.AllowQMTP != nil {
 		return c.AllowQMTP
 	}
 	return c.Allow
@@ -222,6 +229,7 @@ func (s *Server) Serve(ctx context.Context, ls []Listener) error {
 	// listeners and ends QMTP sessions waiting between packages; the rest
 	// are cancelled when the grace period is over.
 	s.qmtp.Stopping = ctx.Done()
+	s.smtp.Stopping = ctx.Done()
 	sessCtx, cutSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutSessions()
 
@@ -346,6 +354,9 @@ func (s *Server) acquire(ctx context.Context) bool {
 func (s *Server) session(ctx context.Context, protocol string, c proto.Conn, peer proto.Peer, start time.Time) bool {
 	log := s.cfg.Logger
 	switch protocol {
+	case SMTP:
+		s.smtpSession(ctx, c, peer, start)
+		return false
 	case QMQP:
 		res, err := s.qmqp.ServeConn(ctx, c, peer)
 		attrs := []any{"proto", "QMQP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds()}
@@ -376,6 +387,10 @@ func (s *Server) session(ctx context.Context, protocol string, c proto.Conn, pee
 // refuse answers a client outside Allow with an immediate D, as Postfix's
 // qmqpd does, and logs it.
 func (s *Server) refuse(protocol string, w proto.Conn, ip string, start time.Time) {
+	if protocol == SMTP {
+		s.refuseSMTP(w, ip, start)
+		return
+	}
 	w.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
 	err := qmqp.Refuse(w, NotAuthorized)
 	attrs := []any{"proto", protocol, "remote", ip, "ms", time.Since(start).Milliseconds()}

@@ -1,0 +1,596 @@
+// The SMTP server: go-smtp's server (github.com/emersion/go-smtp) speaks
+// the protocol, this file feeds what it receives into a proto.Backend,
+// the same store or queue program the QMQP and QMTP servers feed, with
+// their limits and checks. MXPS wants every QMTP exchanger to speak SMTP
+// on port 25 as well; this is that port.
+
+package smtp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"qbox/proto"
+)
+
+// ServerLimits bound what the SMTP server accepts. Zero fields take the
+// defaults.
+type ServerLimits struct {
+	// MaxMessageSize is the largest message accepted, in bytes as SMTP's
+	// SIZE extension counts them (CRLF line ends, before dot-unstuffing;
+	// default 10 MiB). It is advertised in the EHLO reply; MAIL with a
+	// larger SIZE= gets 552, a message that outgrows it gets 552 after
+	// its final dot.
+	MaxMessageSize int64
+	// MaxRecipients is the most recipients of one transaction (default
+	// 10000); RCPT beyond it gets 452 (the client sends those later).
+	MaxRecipients int
+	// MaxAddress is the longest sender or recipient in bytes (default
+	// 1000); a longer one gets 553.
+	MaxAddress int
+	// MaxLine is the longest line, command or message text, in bytes
+	// (default 64 KiB: RFC 5321 allows 1000, but mail with longer lines
+	// exists and QMTP takes it). A longer line ends the session with
+	// 500. It also bounds what a command line may make the server hold.
+	MaxLine int
+}
+
+// Server limit defaults.
+const (
+	DefaultServerMaxMessageSize = 10 << 20
+	DefaultServerMaxRecipients  = 10000
+	DefaultServerMaxAddress     = 1000
+	DefaultServerMaxLine        = 64 << 10
+)
+
+// WithDefaults returns l with its zero fields set to the defaults.
+func (l ServerLimits) WithDefaults() ServerLimits {
+	if l.MaxMessageSize <= 0 {
+		l.MaxMessageSize = DefaultServerMaxMessageSize
+	}
+	if l.MaxRecipients <= 0 {
+		l.MaxRecipients = DefaultServerMaxRecipients
+	}
+	if l.MaxAddress <= 0 {
+		l.MaxAddress = DefaultServerMaxAddress
+	}
+	if l.MaxLine <= 0 {
+		l.MaxLine = DefaultServerMaxLine
+	}
+	return l
+}
+
+// Replies of the SMTP server, in qmail-smtpd's words where it has them.
+var (
+	errBadSender = &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 1, 7},
+		Message: "sorry, unacceptable sender (#5.1.7)"}
+	errBadRecipient = &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 1, 3},
+		Message: "sorry, I can't handle that recipient (#5.1.3)"}
+	errRelayDenied = &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1},
+		Message: "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"}
+	errTooMany = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 5, 3},
+		Message: "sorry, too many recipients, send the rest later (#4.5.3)"}
+	errStoreFailed = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
+		Message: "sorry, I can't store the message right now (#4.3.0)"}
+)
+
+// Server answers SMTP for a proto.Backend. The zero value needs Backend.
+type Server struct {
+	Backend proto.Backend
+	Limits  ServerLimits
+	// Hostname is this server's name in the greeting and EHLO reply.
+	Hostname string
+	// TLSConfig, when set, offers STARTTLS.
+	TLSConfig *tls.Config
+	// Timeout bounds each read and each write (idle time); 0 means 60s.
+	Timeout time.Duration
+	// SessionLimit bounds the whole session; 0 means one hour.
+	SessionLimit time.Duration
+	// Logger, if set, gets one line per message (the caller logs the
+	// connection from the result).
+	Logger *slog.Logger
+	// Stopping, once closed, ends every session waiting for a command
+	// outside a mail transaction (nothing of a message under way): a
+	// client that keeps an idle connection open does not hold up a stop.
+	Stopping <-chan struct{}
+	// RecipientAllowed, if set, decides per recipient whether this client
+	// may send to it (qmail's rcpthosts and RELAYCLIENT); a refused one
+	// gets 553.
+	RecipientAllowed func(remoteIP, rcpt string) bool
+	// Envelopes, if set, is the memory every session's recipient
+	// addresses are taken from (proto.AddressCost each), shared with
+	// other servers; a recipient that does not fit gets 452.
+	Envelopes *proto.Budget
+}
+
+// ServerResult summarises one session for the caller's log line.
+type ServerResult struct {
+	Messages int   // DATA transactions answered
+	Accepted int   // of them: 250
+	Deferred int   // 4xx
+	Rejected int   // 5xx
+	Bytes    int64 // message bytes received (LF line ends, as stored)
+	TLS      bool  // STARTTLS was done
+}
+
+// ServeConn serves one SMTP session on conn until the client quits or
+// goes away, idles past Timeout, outlasts SessionLimit or ctx is
+// cancelled. The caller closes conn.
+//
+// Each RCPT gets its own reply: 553 for an address holding CR, LF or NUL,
+// an empty or over-long one (proto.CheckRecipient) or one outside
+// RecipientAllowed, 452 beyond MaxRecipients or the envelope budget, 250
+// otherwise. The message goes to Backend (LF line ends, as the QMQP and
+// QMTP servers hand it over; peer.Protocol "SMTP", or "ESMTPS" after
+// STARTTLS, names the protocol in the store's Received line) and the
+// reply to its final dot comes only once Commit has answered, so 250
+// means the message is durable. The replies of Commit become one SMTP
+// reply, which must never lose nor duplicate a recipient's copy:
+//
+//   - all K: 250;
+//   - any Z: 451, the client sends again to every recipient (both stores
+//     qbox has answer all or nothing, so a K beside a Z, which would be
+//     stored twice, does not happen);
+//   - otherwise, any D: 554, the client bounces the message; the text
+//     says how many recipients got it when some did, so the bounce does
+//     not hide a copy that was delivered (a 250 would lose the refused
+//     recipients without a word).
+//
+// Only CRLF "." CRLF ends the data (go-smtp's reader): a "." line next
+// to a bare LF is message text, and a bare LF stays a line end in the
+// stored message, as Postfix's smtpd_forbid_bare_newline = normalize
+// treats it, so no client can smuggle a second message inside one DATA.
+//
+// The error says why the session ended when it was not the client's QUIT
+// or close: a timeout, a shutdown, a cut connection, a protocol error.
+func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer) (ServerResult, error) {
+	tc := proto.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
+	defer tc.Close()
+	if s.Stopping != nil {
+		tc.DrainOn(s.Stopping)
+	}
+	tc.AtBoundary(true) // nothing is owed before the first MAIL
+	sc := &serverConn{tc: tc, raw: conn, closed: make(chan struct{})}
+	st := &serverState{srv: s, ctx: ctx, peer: peer, tc: tc, lim: s.Limits.WithDefaults()}
+
+	gs := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
+		return &serverSession{st: st, conn: c}, nil
+	}))
+	gs.Domain = s.Hostname
+	if gs.Domain == "" {
+		gs.Domain = "localhost"
+	}
+	gs.MaxRecipients = st.lim.MaxRecipients
+	gs.MaxMessageBytes = st.lim.MaxMessageSize
+	gs.MaxLineLength = st.lim.MaxLine
+	gs.TLSConfig = s.TLSConfig
+	gs.ErrorLog = st // go-smtp's own reports: why a session ended, panics
+	// Deadlines are the TimedConn's (idle per read and write, capped by
+	// the session's end): go-smtp's own would bound a whole DATA.
+	gs.ReadTimeout, gs.WriteTimeout = 0, 0
+
+	// go-smtp serves listeners; this one hands over conn, then waits
+	// until go-smtp has closed it.
+	gs.Serve(&oneConnListener{conn: sc})
+	gs.Shutdown(context.Background()) // waits for the session's goroutine
+
+	st.mu.Lock()
+	res, err := st.res, st.err
+	st.mu.Unlock()
+	drained := errors.Is(sc.readErr, proto.ErrDrained)
+	if drained {
+		err = nil // stopped between transactions: nothing lost
+	}
+	if err != nil || drained {
+		// The client may still be sending: closing on unread input
+		// resets the connection, which can destroy the last reply.
+		proto.Linger(conn)
+	}
+	return res, err
+}
+
+// serverState is one connection's state, shared by the sessions go-smtp
+// opens on it (a new one after STARTTLS).
+type serverState struct {
+	srv  *Server
+	ctx  context.Context
+	peer proto.Peer
+	tc   *proto.TimedConn
+	lim  ServerLimits
+
+	mu  sync.Mutex
+	res ServerResult
+	err error // what ended the session, if not the client
+}
+
+// Printf and Println take go-smtp's reports: "error handling ADDR: ERR"
+// is why a session ended and becomes the result's error; anything else
+// (a panic and its stack) is logged.
+func (st *serverState) Printf(format string, v ...any) { st.report(fmt.Sprintf(format, v...)) }
+func (st *serverState) Println(v ...any)               { st.report(fmt.Sprintln(v...)) }
+
+func (st *serverState) report(msg string) {
+	if rest, ok := strings.CutPrefix(msg, "error handling "); ok {
+		if _, e, ok := strings.Cut(rest, ": "); ok {
+			rest = e
+		}
+		st.setErr(errors.New("smtp: " + proto.OneLine(rest)))
+		return
+	}
+	if st.srv.Logger != nil {
+		st.srv.Logger.Error("smtp server", "remote", st.peer.RemoteIP, "msg", proto.Printable(msg, 4000))
+	}
+}
+
+func (st *serverState) setErr(err error) {
+	st.mu.Lock()
+	if st.err == nil {
+		st.err = err
+	}
+	st.mu.Unlock()
+}
+
+// serverSession is go-smtp's Session: one per EHLO (and again after
+// STARTTLS). With BDAT, go-smtp runs Data in a goroutine of its own while
+// it reads on, so the fields are guarded.
+type serverSession struct {
+	st   *serverState
+	conn *gosmtp.Conn
+
+	mu        sync.Mutex
+	hasSender bool
+	sender    string
+	size      int64 // SIZE= of MAIL: where the store spools
+	rcpts     []string
+	held      int64 // taken from Server.Envelopes for rcpts
+}
+
+func (ss *serverSession) Mail(from string, opts *gosmtp.MailOptions) error {
+	if len(from) > ss.st.lim.MaxAddress || proto.CheckSender(from) != nil {
+		return errBadSender
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.hasSender, ss.sender = true, from
+	if opts != nil {
+		ss.size = opts.Size
+	}
+	// A transaction is under way: a stopping server lets it finish.
+	ss.st.tc.AtBoundary(false)
+	return nil
+}
+
+func (ss *serverSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	if len(to) > ss.st.lim.MaxAddress || proto.CheckRecipient(to) != nil {
+		return errBadRecipient
+	}
+	if f := ss.st.srv.RecipientAllowed; f != nil && !f(ss.st.peer.RemoteIP, to) {
+		return errRelayDenied
+	}
+	cost := proto.AddressCost(len(to))
+	if !ss.st.srv.Envelopes.Take(cost) {
+		return errTooMany
+	}
+	ss.mu.Lock()
+	ss.rcpts = append(ss.rcpts, to)
+	ss.held += cost
+	ss.mu.Unlock()
+	return nil
+}
+
+// Reset ends the transaction: after the reply to its data, RSET, a new
+// EHLO or the end of the session.
+func (ss *serverSession) Reset() {
+	ss.mu.Lock()
+	ss.hasSender, ss.sender, ss.size, ss.rcpts = false, "", 0, nil
+	held := ss.held
+	ss.held = 0
+	ss.mu.Unlock()
+	ss.st.srv.Envelopes.Give(held)
+	ss.st.tc.AtBoundary(true)
+}
+
+func (ss *serverSession) Logout() error {
+	ss.Reset()
+	return nil
+}
+
+// Data stores one message and answers only once it is durable.
+func (ss *serverSession) Data(r io.Reader) error {
+	start := time.Now()
+	ss.mu.Lock()
+	env := proto.Envelope{Sender: ss.sender, Recipients: append([]string(nil), ss.rcpts...)}
+	size := ss.size
+	ss.mu.Unlock()
+
+	st := ss.st
+	peer := st.peer
+	peer.Protocol = "SMTP"
+	if _, ok := ss.conn.TLSConnectionState(); ok {
+		peer.Protocol = "ESMTPS" // RFC 3848: ESMTP with STARTTLS
+	}
+	peer.Time = start
+	d, beginErr := st.srv.Backend.Begin(st.ctx, peer, max(0, min(size, st.lim.MaxMessageSize)))
+	stored, readErr, writeErr := copyLF(d, r, beginErr == nil)
+
+	st.mu.Lock()
+	st.res.Bytes += stored
+	st.mu.Unlock()
+
+	var reply *gosmtp.SMTPError
+	var replies []proto.Reply
+	switch {
+	case readErr != nil:
+		if d != nil {
+			d.Abort()
+		}
+		var se *gosmtp.SMTPError
+		if errors.Is(readErr, gosmtp.ErrDataReset) {
+			return readErr // RSET or a new EHLO during BDAT
+		}
+		if !errors.As(readErr, &se) {
+			// The client went away or timed out mid-message: no
+			// reply can reach it.
+			st.setErr(fmt.Errorf("smtp: reading the message: %w", readErr))
+			return readErr
+		}
+		reply = se // 552: too big
+	case beginErr != nil || writeErr != nil:
+		if d != nil {
+			d.Abort()
+		}
+		err := beginErr
+		if err == nil {
+			err = writeErr
+		}
+		if st.srv.Logger != nil {
+			st.srv.Logger.Error("smtp backend failed", "remote", peer.RemoteIP, "err", err.Error())
+		}
+		reply = errStoreFailed
+	default:
+		replies = d.Commit(st.ctx, env)
+		if len(replies) != len(env.Recipients) {
+			replies = nil
+			reply = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
+				Message: fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(replies), len(env.Recipients))}
+		} else {
+			reply = DataReply(replies)
+		}
+	}
+
+	st.mu.Lock()
+	st.res.Messages++
+	switch reply.Code / 100 {
+	case 2:
+		st.res.Accepted++
+	case 4:
+		st.res.Deferred++
+	default:
+		st.res.Rejected++
+	}
+	st.res.TLS = peer.Protocol == "ESMTPS"
+	st.mu.Unlock()
+	if st.srv.Logger != nil {
+		st.srv.Logger.Info("smtp message",
+			"proto", "SMTP",
+			"remote", peer.RemoteIP,
+			"tls", peer.Protocol == "ESMTPS",
+			"sender", env.Sender,
+			"rcpts", len(env.Recipients),
+			"to", proto.LogRecipients(env.Recipients),
+			"size", stored,
+			"reply", strconv.Itoa(reply.Code)+" "+reply.Message,
+			"ms", time.Since(start).Milliseconds(),
+		)
+	}
+	return reply
+}
+
+// DataReply turns the store's replies (one per recipient) into the one
+// reply SMTP has for the data; see ServeConn for the rule.
+func DataReply(replies []proto.Reply) *gosmtp.SMTPError {
+	var k, z, d int
+	var firstZ, firstD, firstK string
+	for _, r := range replies {
+		switch r.Status {
+		case proto.OK:
+			if k == 0 {
+				firstK = r.Text
+			}
+			k++
+		case proto.Permanent:
+			if d == 0 {
+				firstD = r.Text
+			}
+			d++
+		default:
+			if z == 0 {
+				firstZ = r.Text
+			}
+			z++
+		}
+	}
+	text := func(s string) string { return proto.Printable(s, 400) }
+	switch {
+	case len(replies) == 0:
+		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "sorry, no recipients (#4.3.0)"}
+	case z > 0:
+		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: text(firstZ)}
+	case d > 0 && k > 0:
+		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 0, 0},
+			Message: fmt.Sprintf("delivered to %d of %d recipients only, the others refused: %s", k, k+d, text(firstD))}
+	case d > 0:
+		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 0, 0}, Message: text(firstD)}
+	}
+	return &gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: text(firstK)}
+}
+
+// copyLF copies the data (CRLF line ends, dot-unstuffed by go-smtp) into
+// d with every CR LF turned into LF; a bare LF stays a line end, a bare CR
+// stays. It reads r to its end whatever happens to d (the client must get
+// its reply in step), and writes to d only while write is true and no
+// write has failed. stored counts the converted bytes.
+func copyLF(d proto.Delivery, r io.Reader, write bool) (stored int64, readErr, writeErr error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := (*bp)[:32<<10]
+	conv := (*bp)[32<<10:][:0]
+	pendingCR := false
+	emit := func(p []byte) {
+		stored += int64(len(p))
+		if !write || writeErr != nil || len(p) == 0 {
+			return
+		}
+		if _, err := d.Write(p); err != nil {
+			writeErr = err
+		}
+	}
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			conv, pendingCR = crlfToLF(conv[:0], buf[:n], pendingCR)
+			emit(conv)
+		}
+		if err == io.EOF {
+			if pendingCR {
+				emit([]byte{'\r'})
+			}
+			return stored, nil, writeErr
+		}
+		if err != nil {
+			return stored, err, writeErr
+		}
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// crlfToLF appends src to dst with every CR LF pair turned into LF; other
+// CRs are kept. cr says the previous chunk ended in a CR not yet written;
+// the returned bool says the same of src.
+func crlfToLF(dst, src []byte, cr bool) ([]byte, bool) {
+	for len(src) > 0 {
+		if cr {
+			cr = false
+			if src[0] == '\n' {
+				dst = append(dst, '\n')
+				src = src[1:]
+				continue
+			}
+			dst = append(dst, '\r')
+		}
+		i := bytes.IndexByte(src, '\r')
+		if i < 0 {
+			return append(dst, src...), false
+		}
+		dst = append(dst, src[:i]...)
+		cr = true
+		src = src[i+1:]
+	}
+	return dst, cr
+}
+
+// serverConn is the connection under go-smtp: reads and writes go through
+// the TimedConn (idle deadlines, the session's end, the stop); go-smtp's
+// Close only marks it closed (the caller of ServeConn closes the socket),
+// after which reads and writes fail as on a closed socket.
+type serverConn struct {
+	tc      *proto.TimedConn
+	readErr error // the last read error, read after the session
+	raw     proto.Conn
+	once    sync.Once
+	closed  chan struct{}
+}
+
+func (c *serverConn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *serverConn) Read(p []byte) (int, error) {
+	if c.isClosed() {
+		return 0, net.ErrClosed
+	}
+	n, err := c.tc.Read(p)
+	if err != nil {
+		c.readErr = err
+	}
+	return n, err
+}
+
+func (c *serverConn) Write(p []byte) (int, error) {
+	if c.isClosed() {
+		return 0, net.ErrClosed
+	}
+	return c.tc.Write(p)
+}
+
+func (c *serverConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *serverConn) LocalAddr() net.Addr {
+	if a, ok := c.raw.(interface{ LocalAddr() net.Addr }); ok {
+		return a.LocalAddr()
+	}
+	return stdioAddr{}
+}
+
+func (c *serverConn) RemoteAddr() net.Addr {
+	if a, ok := c.raw.(interface{ RemoteAddr() net.Addr }); ok && a.RemoteAddr() != nil {
+		return a.RemoteAddr()
+	}
+	return stdioAddr{}
+}
+
+// Deadlines belong to the TimedConn; go-smtp sets none (its timeouts are
+// 0) and TLS only passes them on.
+func (c *serverConn) SetDeadline(time.Time) error      { return nil }
+func (c *serverConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *serverConn) SetWriteDeadline(time.Time) error { return nil }
+
+// stdioAddr names a connection on stdin and stdout.
+type stdioAddr struct{}
+
+func (stdioAddr) Network() string { return "stdio" }
+func (stdioAddr) String() string  { return "stdio" }
+
+// oneConnListener gives go-smtp's Serve one connection, then fails (which
+// ends Serve) once that connection is closed.
+type oneConnListener struct {
+	conn *serverConn
+	mu   sync.Mutex
+	done bool
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	first := !l.done
+	l.done = true
+	l.mu.Unlock()
+	if first {
+		return l.conn, nil
+	}
+	<-l.conn.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
