@@ -133,7 +133,8 @@ func TestActivationProtocol(t *testing.T) {
 		name, addr, want string
 	}{
 		{"qmqp", "127.0.0.1:9999", QMQP}, {"QMTP", "127.0.0.1:9999", QMTP},
-		{"", "127.0.0.1:628", QMQP}, {"unknown", "127.0.0.1:209", QMTP}, {"smtp", "127.0.0.1:25", ""},
+		{"", "127.0.0.1:628", QMQP}, {"unknown", "127.0.0.1:209", QMTP},
+		{"smtp", "127.0.0.1:9999", SMTP}, {"", "127.0.0.1:25", SMTP}, {"lmtp", "127.0.0.1:24", ""},
 	} {
 		got, err := activationProtocol(c.name, addr(c.addr))
 		if got != c.want || (c.want == "") != (err != nil) {
