@@ -1,0 +1,52 @@
+package qmailremote
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"qbox/proto/mxps/dnstest"
+	"qbox/proto/testpeer"
+)
+
+// A host that runs only `qbox serve --smtp` (its QMTP port closed) and
+// publishes an MXPS record gets the message through its SMTP port: every
+// recipient 'r', 'h' for one outside its --rcpthosts, K with serve's 250,
+// and serve stores exactly the bytes given (dots and 8-bit included).
+func TestMXPSToServeSMTP(t *testing.T) {
+	rcpthosts := filepath.Join(t.TempDir(), "rcpthosts")
+	if err := os.WriteFile(rcpthosts, []byte("qmtp.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "dest")
+	smtpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", "", "--qmtp", "", "--smtp", smtpAddr,
+		"--rcpthosts", rcpthosts, "--maildir", dest)
+	testpeer.WaitListening(t, smtpAddr, 20*time.Second)
+	zone := dnstest.Start(t, dnstest.Zone{Records: []string{
+		"qmtp.test. 300 IN MX 12801 mx.qmtp.test.",
+		"mx.qmtp.test. 300 IN A 127.0.0.1",
+	}})
+	r := newRun(t, EnvResolver+"="+zone.Addr, EnvQMTPPort+"="+closedPort(t), EnvSMTPPort+"="+portOf(smtpAddr))
+	msg := testMessage(testpeer.Token(t))
+	res := r.remote(t, msg, "qmtp.test", "sender@example.test", "a@qmtp.test", "x@elsewhere.test", "b@qmtp.test")
+	if res.letters() != "rhrK" || !strings.HasPrefix(res.message, "K127.0.0.1 accepted message.\nRemote host said: 250 2.0.0 ok ") {
+		t.Fatalf("reports %q, want r h r K over SMTP", res.raw)
+	}
+	if !strings.Contains(res.recipients[1], "553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts") {
+		t.Errorf("refused recipient's report %q", res.recipients[1])
+	}
+	got := stored(t, dest)
+	if len(got) != 2 {
+		t.Fatalf("serve stored %d files, want 2", len(got))
+	}
+	for _, m := range got {
+		if !bytes.HasSuffix(m, msg) || !bytes.Contains(m, []byte(" with SMTP; ")) {
+			t.Errorf("stored %q, want it to end with the message as given", m)
+		}
+	}
+}
