@@ -8,7 +8,6 @@ import (
 	"fmt"
 
 	"qbox/proto"
-	"qbox/proto/qmqp"
 )
 
 // qmail's conventions, used by every command that has no personality of
@@ -66,8 +65,7 @@ func Of(err error) int {
 	if errors.As(err, &pe) && !pe.Temporary() {
 		return Permanent
 	}
-	var ce *qmqp.ConnectError
-	if errors.As(err, &ce) && len(ce.Tried) == 0 {
+	if errors.Is(err, proto.ErrNoServers) {
 		return Permanent // no server configured: a configuration error
 	}
 	return Temporary

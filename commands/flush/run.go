@@ -74,7 +74,7 @@ var ErrRemaining = queuerun.ErrRemaining
 // renders its outcomes as text lines, JSON or a progress bar. It returns
 // the summary and nil when nothing is left; ErrRemaining when files stay
 // for a later run; an error wrapping the connect error (a
-// *qmtp.ConnectError, or the Connect function's) when no server could be
+// *proto.ConnectError, or the Connect function's) when no server could be
 // reached; an error wrapping ErrLocked when another flush runs; an error
 // wrapping proto.ErrInterrupted when ctx's stop-starting channel (see
 // proto.WithStopStarting) closed during the run.

@@ -169,8 +169,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	client := &qmqp.Client{Servers: cfg.Servers, ConnectTimeout: cfg.ConnectTimeout, Timeout: cfg.Timeout}
 	reply, err := client.Send(ctx, env, body, size)
 	if err != nil {
-		var ce *qmqp.ConnectError
-		if errors.As(err, &ce) && len(ce.Tried) == 0 {
+		if errors.Is(err, proto.ErrNoServers) {
 			return proto.Reply{}, exitcode.Perm(ErrNoServers)
 		}
 		return proto.Reply{}, exitcode.Temp(err)

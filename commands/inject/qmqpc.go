@@ -81,7 +81,7 @@ func Qmqpc(ctx context.Context, msg, envelope io.Reader, stderr io.Writer, geten
 	client := &qmqp.Client{Servers: servers, ConnectTimeout: DefaultConnectTimeout, Timeout: DefaultTimeout}
 	reply, err := client.Send(ctx, env, body, src.Size())
 	if err != nil {
-		var ce *qmqp.ConnectError
+		var ce *proto.ConnectError
 		if errors.As(err, &ce) {
 			if ce.TimedOut() {
 				return fail(qmailqueue.ExitConnectTimeout, "%v", err)

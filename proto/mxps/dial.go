@@ -5,83 +5,53 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
+
+	"qbox/proto"
 )
 
 // DialFunc makes a connection; net.Dialer.DialContext is one.
-type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+type DialFunc = proto.DialFunc
 
 // Dialer connects to exchangers under MXPS's rule.
 type Dialer struct {
 	// Dial makes connections; nil means a net.Dialer.
 	Dial DialFunc
-	// ConnectTimeout bounds each connection attempt; 0 means 10s.
+	// ConnectTimeout bounds each connection attempt; 0 means
+	// proto.DefaultConnectTimeout (10s).
 	ConnectTimeout time.Duration
 	// Ports overrides 209 and 25 (tests, non-standard setups).
 	Ports Ports
 }
 
-// AttemptError is one failed connection attempt.
-type AttemptError struct {
-	Attempt Attempt
-	Err     error
+func (d *Dialer) dialer() proto.Dialer {
+	return proto.Dialer{Dial: d.Dial, Timeout: d.ConnectTimeout, Protocol: "mxps"}
 }
 
-// ConnectError means no attempt connected: nothing was sent, so the mail
-// can be retried anywhere, later.
-type ConnectError struct {
-	Tried []AttemptError
-}
-
-func (e *ConnectError) Error() string {
-	if len(e.Tried) == 0 {
-		return "mxps: no exchanger address to try"
-	}
-	parts := make([]string, len(e.Tried))
-	for i, t := range e.Tried {
-		parts[i] = fmt.Sprintf("%s %s (%s): %v", t.Attempt.Protocol, t.Attempt.Addr, t.Attempt.Host, t.Err)
-	}
-	return "mxps: no exchanger reachable: " + strings.Join(parts, "; ")
-}
-
-func (d *Dialer) dial(ctx context.Context, addr string) (net.Conn, error) {
-	timeout := d.ConnectTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	dial := d.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return dial(dctx, "tcp", addr)
-}
+func (a Attempt) name() string { return fmt.Sprintf("%s %s (%s)", a.Protocol, a.Addr, a.Host) }
 
 // DialQMTP connects to the first target that accepts a connection on the
 // QMTP port, for a client that speaks QMTP only: a connect failure moves
 // to the next target; nothing else does. It returns the connection and
-// the target it reached, or a *ConnectError.
+// the target it reached, or a *proto.ConnectError (each attempt named
+// "PROTOCOL ADDR (HOST)").
 //
 // The caller owns the rule's other half: once this returns a connection,
 // a QMTP session has started there, and whatever happens in it (an error,
 // a lost reply) the mail it carried must not be offered to another target
 // now: that could deliver it twice. It stays queued for the next run.
 func (d *Dialer) DialQMTP(ctx context.Context, targets []Target) (net.Conn, Target, error) {
-	cerr := &ConnectError{}
-	for _, t := range targets {
-		a := Attempt{Protocol: ProtoQMTP, Addr: joinHostPort(t.Addr.String(), d.Ports.qmtp()), Host: t.Host, Pref: t.Pref}
-		conn, err := d.dial(ctx, a.Addr)
-		if err == nil {
-			return conn, t, nil
-		}
-		cerr.Tried = append(cerr.Tried, AttemptError{Attempt: a, Err: err})
-		if ctx.Err() != nil {
-			break
-		}
+	attempts := make([]Attempt, len(targets))
+	addrs := make([]string, len(targets))
+	for i, t := range targets {
+		attempts[i] = Attempt{Protocol: ProtoQMTP, Addr: joinHostPort(t.Addr.String(), d.Ports.qmtp()), Host: t.Host, Pref: t.Pref}
+		addrs[i] = attempts[i].Addr
 	}
-	return nil, Target{}, cerr
+	conn, i, err := d.dialer().DialFirst(ctx, addrs, func(i int) string { return attempts[i].name() })
+	if err != nil {
+		return nil, Target{}, err
+	}
+	return conn, targets[i], nil
 }
 
 // ErrSessionStarted wraps a session's error in Deliver's result, to say
@@ -93,22 +63,19 @@ var ErrSessionStarted = errors.New("session started; no fallback")
 // QMTP exchanger, SMTP on the same address); the first attempt that
 // connects is handed to session and is the last one, whatever session
 // returns. session must close conn. The result is session's error wrapped
-// with ErrSessionStarted, nil on success, or a *ConnectError.
+// with ErrSessionStarted, nil on success, or a *proto.ConnectError.
 func (d *Dialer) Deliver(ctx context.Context, attempts []Attempt, session func(conn net.Conn, a Attempt) error) (Attempt, error) {
-	cerr := &ConnectError{}
-	for _, a := range attempts {
-		conn, err := d.dial(ctx, a.Addr)
-		if err != nil {
-			cerr.Tried = append(cerr.Tried, AttemptError{Attempt: a, Err: err})
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		if err := session(conn, a); err != nil {
-			return a, fmt.Errorf("%w: %s %s: %w", ErrSessionStarted, a.Protocol, a.Addr, err)
-		}
-		return a, nil
+	addrs := make([]string, len(attempts))
+	for i, a := range attempts {
+		addrs[i] = a.Addr
 	}
-	return Attempt{}, cerr
+	conn, i, err := d.dialer().DialFirst(ctx, addrs, func(i int) string { return attempts[i].name() })
+	if err != nil {
+		return Attempt{}, err
+	}
+	a := attempts[i]
+	if err := session(conn, a); err != nil {
+		return a, fmt.Errorf("%w: %s %s: %w", ErrSessionStarted, a.Protocol, a.Addr, err)
+	}
+	return a, nil
 }

@@ -7,8 +7,11 @@ import (
 	"net/netip"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"qbox/proto"
 )
 
 // listen accepts connections on ip:port and counts them.
@@ -73,8 +76,8 @@ func TestDialQMTPMovesOnOnlyOnConnectFailure(t *testing.T) {
 	waitCount(t, second, 1)
 
 	_, _, err = d.DialQMTP(context.Background(), targets[:1])
-	var ce *ConnectError
-	if !errors.As(err, &ce) || len(ce.Tried) != 1 || ce.Tried[0].Attempt.Addr != "127.0.0.1:"+strconv.Itoa(port) {
+	var ce *proto.ConnectError
+	if !errors.As(err, &ce) || len(ce.Tried) != 1 || ce.Tried[0].Addr != "127.0.0.1:"+strconv.Itoa(port) || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("all closed: %v", err)
 	}
 }

@@ -32,46 +32,12 @@ type Client struct {
 	// once the message is sent; 0 means 60s.
 	Timeout time.Duration
 	// Dial overrides how connections are made (tests, link simulator).
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	Dial proto.DialFunc
 }
 
-// ConnectError means no server could be reached; nothing was sent, so the
-// message may be retried anywhere.
-type ConnectError struct {
-	Tried []ServerError
-}
-
-// ServerError is one failed connection attempt.
-type ServerError struct {
-	Server string
-	Err    error
-}
-
-func (e *ConnectError) Error() string {
-	if len(e.Tried) == 0 {
-		return "qmqp: no servers configured"
-	}
-	s := "qmqp: no server reachable:"
-	for _, t := range e.Tried {
-		s += fmt.Sprintf(" %s: %v;", t.Server, t.Err)
-	}
-	return s[:len(s)-1]
-}
-
-// TimedOut reports whether the last attempt timed out (qmail-qmqpc's 72).
-func (e *ConnectError) TimedOut() bool {
-	if len(e.Tried) == 0 {
-		return false
-	}
-	var ne net.Error
-	last := e.Tried[len(e.Tried)-1].Err
-	return errors.As(last, &ne) && ne.Timeout() || errors.Is(last, context.DeadlineExceeded)
-}
-
-// Refused reports whether the last attempt was refused (qmail-qmqpc's 73).
-func (e *ConnectError) Refused() bool {
-	return len(e.Tried) > 0 && errors.Is(e.Tried[len(e.Tried)-1].Err, syscall.ECONNREFUSED)
-}
+// ConnectError is proto.ConnectError, the one error of every client that
+// reached no server; the name stays for callers that spell it qmqp's.
+type ConnectError = proto.ConnectError
 
 // SessionError means the connection broke (or the reply was malformed)
 // after bytes were sent. The outcome is unknown, so it is a temporary
@@ -104,36 +70,21 @@ func WithDefaultPort(server, port string) string {
 // returns the server's reply (K, Z or D) with a nil error, or a
 // *ConnectError (nothing sent) or *SessionError (outcome unknown).
 func (c *Client) Send(ctx context.Context, env proto.Envelope, msg io.Reader, size int64) (proto.Reply, error) {
-	connectTimeout := c.ConnectTimeout
-	if connectTimeout <= 0 {
-		connectTimeout = 10 * time.Second
+	addrs := make([]string, len(c.Servers))
+	for i, s := range c.Servers {
+		addrs[i] = WithDefaultPort(s, DefaultPort)
 	}
-	dial := c.Dial
-	if dial == nil {
-		d := &net.Dialer{}
-		dial = d.DialContext
+	d := proto.Dialer{Dial: c.Dial, Timeout: c.ConnectTimeout, Protocol: "qmqp"}
+	conn, i, err := d.DialFirst(ctx, addrs, nil)
+	if err != nil {
+		return proto.Reply{}, err
 	}
-	cerr := &ConnectError{}
-	for _, s := range c.Servers {
-		addr := WithDefaultPort(s, DefaultPort)
-		dctx, cancel := context.WithTimeout(ctx, connectTimeout)
-		conn, err := dial(dctx, "tcp", addr)
-		cancel()
-		if err != nil {
-			cerr.Tried = append(cerr.Tried, ServerError{Server: addr, Err: err})
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		defer conn.Close()
-		reply, err := exchange(ctx, conn, env, msg, size, c.Timeout)
-		if err != nil {
-			return proto.Reply{}, &SessionError{Server: addr, Err: err}
-		}
-		return reply, nil
+	defer conn.Close()
+	reply, err := exchange(ctx, conn, env, msg, size, c.Timeout)
+	if err != nil {
+		return proto.Reply{}, &SessionError{Server: addrs[i], Err: err}
 	}
-	return proto.Reply{}, cerr
+	return reply, nil
 }
 
 // ErrEarlyReply is wrapped by the error of a session whose server said K

@@ -96,13 +96,13 @@ func TestClientFailover(t *testing.T) {
 	}
 	// All refused: a ConnectError naming each, and it says "refused".
 	_, err = clientSend(&qmqp.Client{Servers: []string{refused, clientRefused(t)}}, "m\n")
-	var ce *qmqp.ConnectError
+	var ce *proto.ConnectError
 	if !errors.As(err, &ce) || len(ce.Tried) != 2 || !ce.Refused() || ce.TimedOut() {
 		t.Fatalf("err %v", err)
 	}
 	// None configured.
 	_, err = clientSend(&qmqp.Client{}, "m\n")
-	if !errors.As(err, &ce) || len(ce.Tried) != 0 {
+	if !errors.As(err, &ce) || len(ce.Tried) != 0 || !errors.Is(err, proto.ErrNoServers) {
 		t.Fatalf("no servers: %v", err)
 	}
 }

@@ -82,29 +82,6 @@ type SessionStats struct {
 	Replies  int   // replies received from the server
 }
 
-// ConnectError means no server could be reached: nothing was sent, no
-// result was delivered, and every message may be tried again anywhere.
-type ConnectError struct {
-	Tried []ConnectAttempt
-}
-
-// ConnectAttempt is one failed connection.
-type ConnectAttempt struct {
-	Addr string
-	Err  error
-}
-
-func (e *ConnectError) Error() string {
-	if len(e.Tried) == 0 {
-		return "qmtp: no server to connect to"
-	}
-	s := "qmtp: cannot connect:"
-	for _, t := range e.Tried {
-		s += fmt.Sprintf(" %s: %v;", t.Addr, t.Err)
-	}
-	return s[:len(s)-1]
-}
-
 // ErrRemoteViolation is wrapped by the session error when the server
 // broke QMTP: a malformed reply netstring, an unknown status byte, or a
 // reply before the package's final byte.
@@ -123,38 +100,22 @@ type Client struct {
 	// extend the deadline.
 	ReadTimeout time.Duration
 	// Dial overrides how connections are made.
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	Dial proto.DialFunc
 }
 
 // Connect connects to the first of addrs (host:port) that accepts. Only a
 // failed connect moves on to the next address.
 func (c *Client) Connect(ctx context.Context, addrs []string) (net.Conn, string, error) {
-	timeout := c.ConnectTimeout
-	if timeout <= 0 {
-		timeout = ClientConnectTimeout
+	d := proto.Dialer{Dial: c.Dial, Timeout: clientOrDefault(c.ConnectTimeout, ClientConnectTimeout), Protocol: "qmtp"}
+	conn, i, err := d.DialFirst(ctx, addrs, nil)
+	if err != nil {
+		return nil, "", err
 	}
-	dial := c.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	cerr := &ConnectError{}
-	for _, addr := range addrs {
-		dctx, cancel := context.WithTimeout(ctx, timeout)
-		conn, err := dial(dctx, "tcp", addr)
-		cancel()
-		if err == nil {
-			return conn, addr, nil
-		}
-		cerr.Tried = append(cerr.Tried, ConnectAttempt{Addr: addr, Err: err})
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, "", cerr
+	return conn, addrs[i], nil
 }
 
 // Deliver connects to the first reachable of addrs and sends pkgs there
-// (see Send). When no address accepts it returns a *ConnectError and
+// (see Send). When no address accepts it returns a *proto.ConnectError and
 // delivers no result.
 func (c *Client) Deliver(ctx context.Context, addrs []string, pkgs []Package, onResult func(RecipientResult)) (SessionStats, error) {
 	conn, _, err := c.Connect(ctx, addrs)

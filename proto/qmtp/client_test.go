@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -457,9 +458,9 @@ func TestClientConnectFailure(t *testing.T) {
 	}
 	results = nil
 	_, err := (&Client{}).Deliver(context.Background(), []string{closed}, pkgs, collect(&results))
-	var ce *ConnectError
-	if !errors.As(err, &ce) || len(ce.Tried) != 1 {
-		t.Fatalf("err %v, want a ConnectError", err)
+	var ce *proto.ConnectError
+	if !errors.As(err, &ce) || len(ce.Tried) != 1 || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("err %v, want a ConnectError that unwraps to the refusal", err)
 	}
 	if len(results) != 0 {
 		t.Fatalf("a failed connect delivered results: %+v", results)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 
+	"qbox/proto"
 	"qbox/proto/mxps"
 	"qbox/proto/qmtp"
 	"qbox/proto/smtp"
@@ -96,7 +97,7 @@ func (t *MXPS) Deliver(ctx context.Context, pkgs []Package, onResult func(Result
 		}
 		return sessErr
 	})
-	var ce *mxps.ConnectError
+	var ce *proto.ConnectError
 	if errors.As(err, &ce) {
 		return st, &UnreachableError{Err: err}
 	}

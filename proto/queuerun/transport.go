@@ -183,7 +183,7 @@ func (t *QMQP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result
 			continue
 		}
 		reply, server, err := t.send(ctx, &pkgs[i], &st)
-		var ce *qmqp.ConnectError
+		var ce *proto.ConnectError
 		switch {
 		case err == nil:
 			st.Replies++
@@ -206,7 +206,7 @@ func (t *QMQP) send(ctx context.Context, p *Package, st *Stats) (proto.Reply, st
 	defer rc.Close()
 	env := proto.Envelope{Sender: p.Sender, Recipients: p.Recipients}
 	reply, err := t.Client.Send(ctx, env, rc, p.Size)
-	var ce *qmqp.ConnectError
+	var ce *proto.ConnectError
 	if !errors.As(err, &ce) {
 		st.Sessions++
 		st.BytesOut += t.WireSize(p)

@@ -129,29 +129,6 @@ type SessionStats struct {
 	Replies  int // SMTP replies read, the greeting and EHLO's included
 }
 
-// ConnectError means no server could be reached: nothing was sent, no
-// result was delivered, and every message may be tried again anywhere.
-type ConnectError struct {
-	Tried []ConnectAttempt
-}
-
-// ConnectAttempt is one failed connection.
-type ConnectAttempt struct {
-	Addr string
-	Err  error
-}
-
-func (e *ConnectError) Error() string {
-	if len(e.Tried) == 0 {
-		return "smtp: no server to connect to"
-	}
-	s := "smtp: cannot connect:"
-	for _, t := range e.Tried {
-		s += fmt.Sprintf(" %s: %v;", t.Addr, t.Err)
-	}
-	return s[:len(s)-1]
-}
-
 // ErrTimeout is wrapped by the session error when a deadline passed.
 var ErrTimeout = errors.New("timed out")
 
@@ -177,7 +154,7 @@ type Client struct {
 	// says; TLSRequire sets ServerName to Send's host when it is empty.
 	TLSConfig *tls.Config
 	// Dial overrides how connections are made.
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	Dial proto.DialFunc
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -190,31 +167,18 @@ func orDefault(d, def time.Duration) time.Duration {
 // Connect connects to the first of addrs (host:port) that accepts. Only a
 // failed connect moves on to the next address.
 func (c *Client) Connect(ctx context.Context, addrs []string) (net.Conn, string, error) {
-	timeout := orDefault(c.ConnectTimeout, DefaultConnectTimeout)
-	dial := c.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
+	d := proto.Dialer{Dial: c.Dial, Timeout: orDefault(c.ConnectTimeout, DefaultConnectTimeout), Protocol: "smtp"}
+	conn, i, err := d.DialFirst(ctx, addrs, nil)
+	if err != nil {
+		return nil, "", err
 	}
-	cerr := &ConnectError{}
-	for _, addr := range addrs {
-		dctx, cancel := context.WithTimeout(ctx, timeout)
-		conn, err := dial(dctx, "tcp", addr)
-		cancel()
-		if err == nil {
-			return conn, addr, nil
-		}
-		cerr.Tried = append(cerr.Tried, ConnectAttempt{Addr: addr, Err: err})
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, "", cerr
+	return conn, addrs[i], nil
 }
 
 // Deliver connects to the first reachable of addrs and sends msgs there
 // (see Send); the host name for TLSRequire's verification is the host
 // part of the address connected to. When no address accepts it returns a
-// *ConnectError and delivers no result.
+// *proto.ConnectError and delivers no result.
 func (c *Client) Deliver(ctx context.Context, addrs []string, msgs []Message, onResult func(RecipientResult)) (SessionStats, error) {
 	conn, addr, err := c.Connect(ctx, addrs)
 	if err != nil {

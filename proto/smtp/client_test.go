@@ -214,7 +214,7 @@ func TestConnectError(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
 	var results []RecipientResult
 	_, err := (&Client{Helo: "h.example"}).Deliver(context.Background(), []string{addr}, []Message{bytesMessage("", []byte("x\n"), "r@example.test")}, collect(&results))
-	var ce *ConnectError
+	var ce *proto.ConnectError
 	if !errors.As(err, &ce) || len(results) != 0 {
 		t.Fatalf("err %v, %d results; want a ConnectError and none", err, len(results))
 	}
