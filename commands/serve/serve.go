@@ -23,7 +23,7 @@ import (
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:      "serve",
-		Usage:     "QMQP and QMTP server storing into a maildir or handing off to qmail-queue",
+		Usage:     "QMQP, QMTP (and SMTP) server storing into a maildir or handing off to qmail-queue",
 		ArgsUsage: "[-- QUEUE-PROGRAM-ARGS...]",
 		Description: `Accepts mail over QMQP (port 628) and QMTP (port 209) and either stores it
 durably in a maildir (one file per recipient, in the layout qmail-local writes
@@ -46,10 +46,30 @@ control/rcpthosts) except for --relay clients (or $RELAYCLIENT under --stdio):
    qbox serve --queue-program /var/qmail/bin/qmail-queue --qmtp 0.0.0.0:209 \
      --allow-qmtp 0.0.0.0/0 --allow-qmtp ::/0 --rcpthosts /var/qmail/control/rcpthosts
 
+--smtp ADDR (default off) adds SMTP into the same store or program, for the
+host's MX: MXPS wants every QMTP exchanger to speak SMTP on port 25 beside
+QMTP on 209. It takes QMTP's access list (--allow-qmtp, else --allow),
+--rcpthosts, --relay and limits; --max-size counts the message as SIZE does,
+with CRLF line ends. EHLO offers PIPELINING, 8BITMIME, SIZE,
+ENHANCEDSTATUSCODES, and STARTTLS given --smtp-cert and --smtp-key. Each RCPT
+gets its own reply (553 outside --rcpthosts or for a bad address, 452 beyond
+--max-recipients); the reply to the final dot comes only once the message is
+stored: 250 when every recipient got K, 451 when any got Z (the client sends
+again), 554 otherwise (naming how many did get it). Only CRLF "." CRLF ends the
+data; a "." line next to a bare LF is text (Postfix's
+smtpd_forbid_bare_newline = normalize), so no second message can be smuggled in.
+A line over 64 KiB ends the session. A client outside the list is greeted 554.
+
+   qbox serve --maildir /var/spool/mx --qmtp 0.0.0.0:209 --smtp 0.0.0.0:25 \
+     --allow-qmtp 0.0.0.0/0 --allow-qmtp ::/0 --rcpthosts /etc/qbox/rcpthosts \
+     --smtp-cert /etc/qbox/cert.pem --smtp-key /etc/qbox/key.pem
+
 Under systemd socket activation the passed sockets (FileDescriptorName
-qmqp or qmtp) replace --qmqp and --qmtp. Under tcpserver or inetd use --stdio.
+qmqp, qmtp or smtp) replace --qmqp, --qmtp and --smtp. Under tcpserver or inetd
+use --stdio.
 SIGTERM or SIGINT stops accepting, closes QMTP sessions that wait between
-packages, and lets running sessions finish within --grace.`,
+packages and SMTP sessions that wait outside a mail transaction, and lets
+running sessions finish within --grace.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "maildir", Usage: "store mail in the maildir `DIR` (created if missing)"},
 			&cli.StringFlag{Name: "queue-program", Usage: "hand each message to the qmail-queue compatible program `PATH` (arguments after --)"},
