@@ -162,11 +162,5 @@ func FuzzLimit(f *testing.F) {
 }
 
 func isParseError(err error) bool {
-	for _, e := range []error{ErrEmptyLength, ErrNonDigit, ErrLeadingZero, ErrMissingColon,
-		ErrMissingComma, ErrTooLong, ErrUnexpectedEOF} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+	return errors.Is(err, ErrGrammar) || errors.Is(err, ErrUnexpectedEOF)
 }

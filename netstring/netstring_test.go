@@ -97,6 +97,11 @@ func TestMalformed(t *testing.T) {
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%q (max %d): err = %v, want %v", tc.in, tc.max, err, tc.want)
 		}
+		// One question for "the peer broke the grammar": every fault
+		// but an early end of input answers it.
+		if errors.Is(err, ErrGrammar) != (tc.want != ErrUnexpectedEOF) {
+			t.Errorf("%q (max %d): err = %v; errors.Is(err, ErrGrammar) = %v", tc.in, tc.max, err, errors.Is(err, ErrGrammar))
+		}
 		// The same through AppendBytes.
 		_, err = NewReader(strings.NewReader(tc.in)).AppendBytes(nil, tc.max)
 		if !errors.Is(err, tc.want) && !(tc.in == "1:a,1" && err == nil) {

@@ -15,16 +15,31 @@ import (
 	"io"
 )
 
+// ErrGrammar is the parent of every error for input that is not a
+// netstring within the reader's limit: errors.Is(err, ErrGrammar) asks
+// "did the peer break the grammar?" once, where the specific errors below
+// say how. A length over the limit counts (the reader will not read what
+// it was told it may refuse); an early end of input does not: that is a
+// lost connection (ErrUnexpectedEOF), not a malformed netstring.
+var ErrGrammar = errors.New("netstring: malformed")
+
+// grammarError is a specific grammar fault; it unwraps to ErrGrammar.
+type grammarError struct{ msg string }
+
+func (e *grammarError) Error() string { return e.msg }
+func (e *grammarError) Unwrap() error { return ErrGrammar }
+
 // Errors for malformed input. Every parse error wraps exactly one of them,
-// so callers can tell them apart with errors.Is.
+// so callers can tell them apart with errors.Is; all but ErrUnexpectedEOF
+// also wrap ErrGrammar.
 var (
-	ErrEmptyLength   = errors.New("netstring: empty length")
-	ErrNonDigit      = errors.New("netstring: length is not a decimal number")
-	ErrLeadingZero   = errors.New("netstring: length has a leading zero")
-	ErrMissingColon  = errors.New("netstring: missing ':' after length")
-	ErrMissingComma  = errors.New("netstring: missing ',' after body")
-	ErrTooLong       = errors.New("netstring: length exceeds limit")
-	ErrUnexpectedEOF = errors.New("netstring: unexpected end of input")
+	ErrEmptyLength   error = &grammarError{"netstring: empty length"}
+	ErrNonDigit      error = &grammarError{"netstring: length is not a decimal number"}
+	ErrLeadingZero   error = &grammarError{"netstring: length has a leading zero"}
+	ErrMissingColon  error = &grammarError{"netstring: missing ':' after length"}
+	ErrMissingComma  error = &grammarError{"netstring: missing ',' after body"}
+	ErrTooLong       error = &grammarError{"netstring: length exceeds limit"}
+	ErrUnexpectedEOF       = errors.New("netstring: unexpected end of input")
 	// ErrOverrun wraps ErrTooLong: the limit exceeded is what is left of
 	// the outer netstring.
 	ErrOverrun = fmt.Errorf("%w: inner netstring overruns the outer one", ErrTooLong)

@@ -258,7 +258,7 @@ func ReadReply(r io.Reader) (proto.Reply, error) {
 		if errors.As(err, &ne) && ne.Timeout() {
 			return proto.Reply{}, fmt.Errorf("no reply: %w", err)
 		}
-		if isReplyGrammar(err) {
+		if errors.Is(err, netstring.ErrGrammar) {
 			return proto.Reply{}, fmt.Errorf("%w: %v", proto.ErrBadReply, err)
 		}
 		return proto.Reply{}, fmt.Errorf("reading the reply: %w", err)
@@ -274,16 +274,6 @@ var ErrNoReply = errors.New("connection closed without a reply")
 // the client sees depends on timing, so both read as "no reply".
 func peerClosed(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-func isReplyGrammar(err error) bool {
-	for _, e := range []error{netstring.ErrEmptyLength, netstring.ErrNonDigit, netstring.ErrLeadingZero,
-		netstring.ErrMissingColon, netstring.ErrMissingComma} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // countingReader tells "nothing at all" from "a reply cut short".

@@ -459,19 +459,9 @@ func wrapRead(what string, err error) error {
 	switch {
 	case errors.Is(err, netstring.ErrUnexpectedEOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("qmqp: client went away while sending the %s", what)
-	case isGrammar(err):
+	case errors.Is(err, netstring.ErrGrammar):
 		return fmt.Errorf("%w: %s: %v", ErrProtocol, what, err)
 	default:
 		return fmt.Errorf("qmqp: reading %s: %w", what, err)
 	}
-}
-
-func isGrammar(err error) bool {
-	for _, e := range []error{netstring.ErrEmptyLength, netstring.ErrNonDigit, netstring.ErrLeadingZero,
-		netstring.ErrMissingColon, netstring.ErrMissingComma, netstring.ErrTooLong} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }

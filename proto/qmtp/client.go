@@ -469,9 +469,7 @@ func (s *clientSession) replyError(err error) error {
 		return err
 	case errors.Is(err, netstring.ErrUnexpectedEOF):
 		return errors.New("qmtp: connection closed before every reply arrived")
-	case errors.Is(err, netstring.ErrEmptyLength), errors.Is(err, netstring.ErrNonDigit),
-		errors.Is(err, netstring.ErrLeadingZero), errors.Is(err, netstring.ErrMissingColon),
-		errors.Is(err, netstring.ErrMissingComma), errors.Is(err, netstring.ErrTooLong):
+	case errors.Is(err, netstring.ErrGrammar):
 		return fmt.Errorf("qmtp: %w: %v", ErrRemoteViolation, err)
 	default:
 		return fmt.Errorf("qmtp: reading reply: %w", err)

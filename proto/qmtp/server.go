@@ -807,19 +807,9 @@ func serverReadError(what string, err error) error {
 	switch {
 	case err == io.EOF, errors.Is(err, netstring.ErrUnexpectedEOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("qmtp: client went away while sending the %s", what)
-	case isServerGrammarError(err):
+	case errors.Is(err, netstring.ErrGrammar):
 		return fmt.Errorf("%w: %s: %v", ErrProtocol, what, err)
 	default:
 		return fmt.Errorf("qmtp: reading %s: %w", what, err)
 	}
-}
-
-func isServerGrammarError(err error) bool {
-	for _, e := range []error{netstring.ErrEmptyLength, netstring.ErrNonDigit, netstring.ErrLeadingZero,
-		netstring.ErrMissingColon, netstring.ErrMissingComma, netstring.ErrTooLong} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
