@@ -1,59 +1,18 @@
 package inject
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"qbox/proto/maildir"
 	"qbox/proto/testpeer"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// recipients reads the recipient of every message file in a maildir.
-func recipients(t *testing.T, dir string) map[string]int {
-	t.Helper()
-	res, err := maildir.Scan(dir, maildir.ScanOptions{TmpMaxAge: -1})
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]int{}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Malformed) > 0 {
-		t.Fatalf("malformed files in %s: %v", dir, res.Malformed)
-	}
-	out := map[string]int{}
-	for _, e := range res.Entries {
-		out[e.Recipient]++
-	}
-	return out
-}
 
 // Ctrl-C during `inject --flush` of a spool into `qbox serve`: the message
 // under way gets its reply, no other is started, the run exits 111 with
@@ -75,7 +34,7 @@ func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 
 	cmd := exec.Command(testpeer.Binary(t), "inject", "--flush", "-s", addr)
 	cmd.Env = env
-	var stderr lockedBuffer
+	var stderr testpeer.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -115,8 +74,8 @@ func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 	if !strings.Contains(stderr.String(), "still queued in "+dir+" (interrupted)") {
 		t.Errorf("no summary saying interrupted:\n%s", stderr.String())
 	}
-	stored := recipients(t, dest)
-	left := recipients(t, dir)
+	stored := testpeer.MaildirRecipients(t, dest)
+	left := testpeer.MaildirRecipients(t, dir)
 	if len(left) == 0 {
 		t.Fatalf("the interrupted run left nothing queued (%d stored): it was not interrupted", len(stored))
 	}
@@ -130,7 +89,7 @@ func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("second run: exit %d\n%s", code, out)
 	}
-	stored = recipients(t, dest)
+	stored = testpeer.MaildirRecipients(t, dest)
 	for i := 0; i < n; i++ {
 		rcpt := fmt.Sprintf("r%04d@example.test", i)
 		if stored[rcpt] != 1 {

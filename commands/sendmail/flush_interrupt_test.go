@@ -1,57 +1,20 @@
 package sendmail
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/maildir"
 	"qbox/proto/spool"
 	"qbox/proto/testpeer"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func recipientsIn(t *testing.T, dir string) map[string]int {
-	t.Helper()
-	res, err := maildir.Scan(dir, maildir.ScanOptions{TmpMaxAge: -1})
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]int{}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int{}
-	for _, e := range res.Entries {
-		out[e.Recipient]++
-	}
-	return out
-}
 
 // Ctrl-C during `sendmail -q` of a 400-message spool into `qbox serve`:
 // the message under way gets its reply, no other is started, sendmail
@@ -80,7 +43,7 @@ func TestFlushSpoolInterruptedDeliversNothingTwice(t *testing.T) {
 	sendmail := testpeer.Personality(t, "sendmail")
 	cmd := exec.Command(sendmail, "-q")
 	cmd.Env = env
-	var stderr lockedBuffer
+	var stderr testpeer.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -118,7 +81,7 @@ func TestFlushSpoolInterruptedDeliversNothingTwice(t *testing.T) {
 	if !strings.Contains(stderr.String(), "still queued in "+dir) {
 		t.Errorf("no summary:\n%s", stderr.String())
 	}
-	stored, left := recipientsIn(t, dest), recipientsIn(t, dir)
+	stored, left := testpeer.MaildirRecipients(t, dest), testpeer.MaildirRecipients(t, dir)
 	if len(left) == 0 {
 		t.Fatalf("nothing left queued (%d stored): the run was not interrupted", len(stored))
 	}
@@ -133,7 +96,7 @@ func TestFlushSpoolInterruptedDeliversNothingTwice(t *testing.T) {
 	if out, err := again.CombinedOutput(); testpeer.ExitCode(t, err) != 0 {
 		t.Fatalf("second sendmail -q: %v\n%s", err, out)
 	}
-	stored = recipientsIn(t, dest)
+	stored = testpeer.MaildirRecipients(t, dest)
 	for i := 0; i < n; i++ {
 		if rcpt := fmt.Sprintf("r%04d@example.test", i); stored[rcpt] != 1 {
 			t.Errorf("%s stored %d times", rcpt, stored[rcpt])

@@ -100,7 +100,7 @@ func TestQueueRunnerSIGTERMMidFlush(t *testing.T) {
 	sendmail := testpeer.Personality(t, "sendmail")
 	cmd := exec.Command(sendmail, "-bd", "-q1h")
 	cmd.Env = env
-	var stderr lockedBuffer
+	var stderr testpeer.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func TestQueueRunnerSIGTERMMidFlush(t *testing.T) {
 	case <-guard:
 		t.Fatal("the runner did not end after SIGTERM")
 	}
-	stored, left := recipientsIn(t, dest), recipientsIn(t, dir)
+	stored, left := testpeer.MaildirRecipients(t, dest), testpeer.MaildirRecipients(t, dir)
 	if len(left) == 0 {
 		t.Fatalf("nothing left queued (%d stored): the flush was not interrupted", len(stored))
 	}
@@ -147,7 +147,7 @@ func TestQueueRunnerSIGTERMMidFlush(t *testing.T) {
 	if out, err := again.CombinedOutput(); testpeer.ExitCode(t, err) != 0 {
 		t.Fatalf("sendmail -q: %v\n%s", err, out)
 	}
-	stored = recipientsIn(t, dest)
+	stored = testpeer.MaildirRecipients(t, dest)
 	for i := 0; i < n; i++ {
 		if rcpt := fmt.Sprintf("r%04d@example.test", i); stored[rcpt] != 1 {
 			t.Errorf("%s stored %d times", rcpt, stored[rcpt])
