@@ -404,3 +404,79 @@ func TestSMTPCrashKeepsEvery250(t *testing.T) {
 	}
 	t.Logf("%d messages got 250 before kill -9, %d in new/", len(acked), len(stored))
 }
+
+// The queue program's exit decides the reply to the dot, which comes only
+// after it exited: 0 is 250, a temporary failure (71) 451, a permanent
+// one (31) 554.
+func TestSMTPQueueProgramExitDecides(t *testing.T) {
+	work := t.TempDir()
+	script := filepath.Join(work, "qq")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ncat >/dev/null\ncat <&1 >/dev/null\nexit $(cat \"$1/code\")\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startSMTP(t, "--queue-program", script, "--", work)
+	for _, c := range []struct{ code, reply string }{{"0", "250 2.0.0 "}, {"71", "451 4.3.0 "}, {"31", "554 5.3.0 "}} {
+		if err := os.WriteFile(filepath.Join(work, "code"), []byte(c.code+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		replies := finalReplies(smtpConv(t, addr, "EHLO c.test\r\nMAIL FROM:<s@example.test>\r\n"+
+			"RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nSubject: qq\r\n\r\nhi\r\n.\r\nQUIT\r\n"))
+		if len(replies) != 8 || !strings.HasPrefix(replies[6], c.reply) {
+			t.Errorf("exit %s: replies %q, want %q after the dot", c.code, replies, c.reply)
+		}
+	}
+}
+
+// SIGTERM: an SMTP session waiting for a command outside a transaction
+// is closed at once (421), one in the middle of its data finishes and
+// gets its 250, and serve exits well within --grace.
+func TestSMTPGracefulStop(t *testing.T) {
+	dir := t.TempDir()
+	s, addr := startSMTP(t, "--maildir", dir, "--grace", "60s")
+	dial := func(input string, untilPrefix string) (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		c.Write([]byte(input))
+		br := bufio.NewReader(c)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("waiting for %q: %v", untilPrefix, err)
+			}
+			if strings.HasPrefix(l, untilPrefix) {
+				return c, br
+			}
+		}
+	}
+	idle, idleR := dial("EHLO idle.test\r\n", "250 ")
+	busy, busyR := dial("EHLO busy.test\r\nMAIL FROM:<s@example.test>\r\nRCPT TO:<busy@example.test>\r\nDATA\r\nSubject: busy\r\n\r\n", "354 ")
+
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	l, err := idleR.ReadString('\n')
+	if !strings.HasPrefix(l, "421 ") {
+		t.Fatalf("idle SMTP client after SIGTERM: %q %v, want 421", l, err)
+	}
+	if _, err := idleR.ReadByte(); err == nil {
+		t.Fatal("idle SMTP connection still open after its 421")
+	}
+	idle.Close()
+	busy.Write([]byte("the rest\r\n.\r\n"))
+	if l, err := busyR.ReadString('\n'); !strings.HasPrefix(l, "250 2.0.0 ok ") {
+		t.Fatalf("message in flight at SIGTERM: %q %v", l, err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second): // half the grace period
+		t.Fatal("serve still running after SIGTERM: an idle SMTP session holds it up")
+	}
+	if s.err != nil {
+		t.Fatalf("serve exited with %v", s.err)
+	}
+	if files := readMaildir(t, dir); len(files) != 1 || files[0].recipient != "busy@example.test" {
+		t.Fatalf("%d files after the stop, want the busy one", len(files))
+	}
+}

@@ -427,14 +427,42 @@ func DataReply(replies []proto.Reply) *gosmtp.SMTPError {
 	case len(replies) == 0:
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "sorry, no recipients (#4.3.0)"}
 	case z > 0:
-		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: text(firstZ)}
+		return &gosmtp.SMTPError{Code: 451, EnhancedCode: enhancedCode(firstZ, 4), Message: text(firstZ)}
 	case d > 0 && k > 0:
-		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 0, 0},
+		return &gosmtp.SMTPError{Code: 554, EnhancedCode: enhancedCode(firstD, 5),
 			Message: fmt.Sprintf("delivered to %d of %d recipients only, the others refused: %s", k, k+d, text(firstD))}
 	case d > 0:
-		return &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 0, 0}, Message: text(firstD)}
+		return &gosmtp.SMTPError{Code: 554, EnhancedCode: enhancedCode(firstD, 5), Message: text(firstD)}
 	}
 	return &gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: text(firstK)}
+}
+
+// enhancedCode finds the status code a qmail-style text carries, as in
+// "... (#5.3.0)", when its class is class; otherwise class.0.0.
+func enhancedCode(text string, class int) gosmtp.EnhancedCode {
+	i := strings.LastIndex(text, "(#")
+	if i >= 0 {
+		rest := text[i+2:]
+		if j := strings.IndexByte(rest, ')'); j > 0 {
+			parts := strings.Split(rest[:j], ".")
+			if len(parts) == 3 {
+				var c gosmtp.EnhancedCode
+				ok := true
+				for n, p := range parts {
+					v, err := strconv.Atoi(p)
+					if err != nil || v < 0 || v > 999 || len(p) > 3 {
+						ok = false
+						break
+					}
+					c[n] = v
+				}
+				if ok && c[0] == class {
+					return c
+				}
+			}
+		}
+	}
+	return gosmtp.EnhancedCode{class, 0, 0}
 }
 
 // copyLF copies the data (CRLF line ends, dot-unstuffed by go-smtp) into
