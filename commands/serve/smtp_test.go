@@ -480,3 +480,20 @@ func TestSMTPGracefulStop(t *testing.T) {
 		t.Fatalf("%d files after the stop, want the busy one", len(files))
 	}
 }
+
+// --timeout bounds each wait for the client: a silent client gets 421
+// 4.4.2, and one that stalls in the middle of its data too, with nothing
+// stored.
+func TestSMTPIdleTimeout(t *testing.T) {
+	dir := t.TempDir()
+	_, addr := startSMTP(t, "--maildir", dir, "--timeout", "1s")
+	for _, input := range []string{"", "EHLO c.test\r\nMAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\nDATA\r\nSubject: half\r\n"} {
+		replies := finalReplies(smtpConv(t, addr, input))
+		if len(replies) == 0 || !strings.HasPrefix(replies[len(replies)-1], "421 4.4.2 ") {
+			t.Errorf("after %q: replies %q, want 421 4.4.2 last", input, replies)
+		}
+	}
+	if n := countFiles(t, filepath.Join(dir, "new")); n != 0 {
+		t.Errorf("%d files stored from a stalled message", n)
+	}
+}

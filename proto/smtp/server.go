@@ -190,8 +190,11 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	res, err := st.res, st.err
 	st.mu.Unlock()
 	drained := errors.Is(sc.readErr, proto.ErrDrained)
-	if drained {
+	switch {
+	case drained:
 		err = nil // stopped between transactions: nothing lost
+	case err == nil && sc.readErr != nil && sc.readErr != io.EOF && !errors.Is(sc.readErr, net.ErrClosed):
+		err = fmt.Errorf("smtp: %w", sc.readErr) // a timeout, a shutdown, a reset
 	}
 	if err != nil || drained {
 		// The client may still be sending: closing on unread input
@@ -558,6 +561,11 @@ func (c *serverConn) Read(p []byte) (int, error) {
 	n, err := c.tc.Read(p)
 	if err != nil {
 		c.readErr = err
+		if errors.Is(err, proto.ErrIdleTimeout) || errors.Is(err, proto.ErrSessionLimit) {
+			// go-smtp answers a net.Error timeout with "421 4.4.2
+			// Idle timeout" rather than a connection error.
+			err = timeoutError{err}
+		}
 	}
 	return n, err
 }
@@ -587,6 +595,13 @@ func (c *serverConn) RemoteAddr() net.Addr {
 	}
 	return stdioAddr{}
 }
+
+// timeoutError is a TimedConn's timeout as the net.Error go-smtp looks for.
+type timeoutError struct{ error }
+
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+func (e timeoutError) Unwrap() error { return e.error }
 
 // Deadlines belong to the TimedConn; go-smtp sets none (its timeouts are
 // 0) and TLS only passes them on.
