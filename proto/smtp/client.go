@@ -1,6 +1,8 @@
 // Package smtp is qbox's SMTP client transport: many messages over one
 // session, one K, Z or D per recipient, in the shape of the QMTP client
-// (qbox/proto/qmtp), so a delivery engine can drive either.
+// (qbox/proto/qmtp), so a delivery engine can drive either. Its server
+// side (server.go) is `serve --smtp`: go-smtp's server in front of a
+// proto.Backend.
 //
 // go-smtp's client (github.com/emersion/go-smtp) reads the greeting,
 // says EHLO (HELO when the server refuses EHLO) and parses the extensions,
