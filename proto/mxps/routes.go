@@ -54,9 +54,6 @@ func ParseRoutes(data []byte) (Routes, error) {
 	return r, sc.Err()
 }
 
-// Len is the number of routes.
-func (r Routes) Len() int { return len(r.m) }
-
 // Route is where a routes file sends a host's mail.
 type Route struct {
 	Protocol Protocol // ProtoSMTP (smtproutes) or ProtoQMTP (qmtproutes)
