@@ -497,3 +497,36 @@ func TestSMTPIdleTimeout(t *testing.T) {
 		t.Errorf("%d files stored from a stalled message", n)
 	}
 }
+
+// CHUNKING, which go-smtp offers: BDAT chunks make one message, stored
+// with LF line ends once the LAST chunk is in; a message abandoned by
+// RSET between chunks is not stored, and the session goes on.
+func TestSMTPBdat(t *testing.T) {
+	dir := t.TempDir()
+	_, addr := startSMTP(t, "--maildir", dir)
+	first, last := "Subject: bdat\r\n\r\nline one\r\n", ".dot kept\r\nend\r\n"
+	replies := finalReplies(smtpConv(t, addr, "EHLO c.test\r\n"+
+		"MAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\n"+
+		"BDAT "+strconv.Itoa(len(first))+"\r\n"+first+"BDAT "+strconv.Itoa(len(last))+" LAST\r\n"+last+
+		"MAIL FROM:<s@example.test>\r\nRCPT TO:<gone@example.test>\r\nBDAT 5\r\nSubjeRSET\r\n"+
+		"MAIL FROM:<s@example.test>\r\nRCPT TO:<after@example.test>\r\nDATA\r\nSubject: after\r\n\r\nx\r\n.\r\nQUIT\r\n"))
+	want := []string{"220 ", "250 ", "250 ", "250 ", "250 2.0.0 ", "250 2.0.0 ok ", // the first message
+		"250 ", "250 ", "250 2.0.0 ", "250 ", // the one abandoned, RSET
+		"250 ", "250 ", "354 ", "250 2.0.0 ok ", "221 "}
+	if len(replies) != len(want) {
+		t.Fatalf("replies %q", replies)
+	}
+	for j := range want {
+		if !strings.HasPrefix(replies[j], want[j]) {
+			t.Errorf("reply %d %q, want %q", j, replies[j], want[j])
+		}
+	}
+	got := map[string][]byte{}
+	for _, f := range readMaildir(t, dir) {
+		got[f.recipient] = f.message
+	}
+	if len(got) != 2 || !bytes.HasSuffix(got["r@example.test"], []byte("Subject: bdat\n\nline one\n.dot kept\nend\n")) ||
+		!bytes.HasSuffix(got["after@example.test"], []byte("Subject: after\n\nx\n")) {
+		t.Fatalf("stored %q", got)
+	}
+}
