@@ -34,8 +34,9 @@ test: peers
 demo: build
 	bash testdata/demo.sh ./qbox
 
-# Every fuzz target for FUZZTIME. A package whose tests do not build, a
-# crash, or a seed that fails makes it fail (CI runs it with FUZZTIME=10s).
+# Every fuzz target for FUZZTIME (a duration, or a count such as 200000x,
+# which CI uses). A package whose tests do not build, a crash, or a seed
+# that fails makes it fail.
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  targets=$$($(GO) test -list '^Fuzz' $$pkg); \
