@@ -500,7 +500,9 @@ func TestSMTPIdleTimeout(t *testing.T) {
 
 // CHUNKING, which go-smtp offers: BDAT chunks make one message, stored
 // with LF line ends once the LAST chunk is in; a message abandoned by
-// RSET between chunks is not stored, and the session goes on.
+// RSET between chunks is not stored, and the next BDAT transaction gets
+// its own reply (go-smtp would hand it the abandoned one's failure if
+// the server did not wait for it: see proto/smtp's Mail).
 func TestSMTPBdat(t *testing.T) {
 	dir := t.TempDir()
 	_, addr := startSMTP(t, "--maildir", dir)
@@ -509,9 +511,11 @@ func TestSMTPBdat(t *testing.T) {
 		"MAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\n"+
 		"BDAT "+strconv.Itoa(len(first))+"\r\n"+first+"BDAT "+strconv.Itoa(len(last))+" LAST\r\n"+last+
 		"MAIL FROM:<s@example.test>\r\nRCPT TO:<gone@example.test>\r\nBDAT 5\r\nSubjeRSET\r\n"+
+		"MAIL FROM:<s@example.test>\r\nRCPT TO:<next@example.test>\r\nBDAT 14 LAST\r\nSubject: next\n"+
 		"MAIL FROM:<s@example.test>\r\nRCPT TO:<after@example.test>\r\nDATA\r\nSubject: after\r\n\r\nx\r\n.\r\nQUIT\r\n"))
 	want := []string{"220 ", "250 ", "250 ", "250 ", "250 2.0.0 ", "250 2.0.0 ok ", // the first message
 		"250 ", "250 ", "250 2.0.0 ", "250 ", // the one abandoned, RSET
+		"250 ", "250 ", "250 2.0.0 ok ", // the next BDAT transaction
 		"250 ", "250 ", "354 ", "250 2.0.0 ok ", "221 "}
 	if len(replies) != len(want) {
 		t.Fatalf("replies %q", replies)
@@ -525,7 +529,7 @@ func TestSMTPBdat(t *testing.T) {
 	for _, f := range readMaildir(t, dir) {
 		got[f.recipient] = f.message
 	}
-	if len(got) != 2 || !bytes.HasSuffix(got["r@example.test"], []byte("Subject: bdat\n\nline one\n.dot kept\nend\n")) ||
+	if len(got) != 3 || !bytes.HasSuffix(got["next@example.test"], []byte("Subject: next\n")) || !bytes.HasSuffix(got["r@example.test"], []byte("Subject: bdat\n\nline one\n.dot kept\nend\n")) ||
 		!bytes.HasSuffix(got["after@example.test"], []byte("Subject: after\n\nx\n")) {
 		t.Fatalf("stored %q", got)
 	}

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -258,11 +259,33 @@ type serverSession struct {
 	size      int64 // SIZE= of MAIL: where the store spools
 	rcpts     []string
 	held      int64 // taken from Server.Envelopes for rcpts
+	// dataDone is closed when the running Data returns; abandoned is
+	// the pipe of a BDAT message RSET abandoned: see Mail.
+	dataDone  chan struct{}
+	abandoned *io.PipeReader
 }
 
 func (ss *serverSession) Mail(from string, opts *gosmtp.MailOptions) error {
 	if len(from) > ss.st.lim.MaxAddress || proto.CheckSender(from) != nil {
 		return errBadSender
+	}
+	// A BDAT transaction abandoned by RSET may still have its Data
+	// running in go-smtp's goroutine, which then hands its result to
+	// whatever transaction is current (go-smtp v0.25.1 reads its
+	// c.dataResult field only then): a new BDAT transaction would get
+	// the old one's failure as its reply while its own message is
+	// stored. A new transaction therefore starts only once that
+	// goroutine is done: Data has returned (at once: its pipe is closed)
+	// and go-smtp has closed the pipe's reading end, its last step.
+	ss.mu.Lock()
+	running, abandoned := ss.dataDone, ss.abandoned
+	ss.abandoned = nil
+	ss.mu.Unlock()
+	if running != nil {
+		<-running
+	}
+	if abandoned != nil {
+		waitReaderClosed(abandoned)
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -313,7 +336,10 @@ func (ss *serverSession) Logout() error {
 // Data stores one message and answers only once it is durable.
 func (ss *serverSession) Data(r io.Reader) error {
 	start := time.Now()
+	done := make(chan struct{})
+	defer close(done)
 	ss.mu.Lock()
+	ss.dataDone = done
 	env := proto.Envelope{Sender: ss.sender, Recipients: append([]string(nil), ss.rcpts...)}
 	size := ss.size
 	ss.mu.Unlock()
@@ -341,7 +367,13 @@ func (ss *serverSession) Data(r io.Reader) error {
 		}
 		var se *gosmtp.SMTPError
 		if errors.Is(readErr, gosmtp.ErrDataReset) {
-			return readErr // RSET or a new EHLO during BDAT
+			// RSET or a new EHLO during BDAT.
+			if pr, ok := r.(*io.PipeReader); ok {
+				ss.mu.Lock()
+				ss.abandoned = pr
+				ss.mu.Unlock()
+			}
+			return readErr
 		}
 		if !errors.As(readErr, &se) {
 			// The client went away or timed out mid-message: no
@@ -399,6 +431,25 @@ func (ss *serverSession) Data(r io.Reader) error {
 		)
 	}
 	return reply
+}
+
+// waitReaderClosed waits, boundedly, until go-smtp has closed the reading
+// end of an abandoned BDAT pipe (a read then says io.ErrClosedPipe
+// instead of the writer's error): nothing else tells when its goroutine
+// has delivered the abandoned message's result. It takes microseconds;
+// the bound (about two seconds) only keeps a go-smtp that behaves
+// otherwise from stalling the session.
+func waitReaderClosed(pr *io.PipeReader) {
+	for i := 0; i < 2100; i++ {
+		if _, err := pr.Read(nil); errors.Is(err, io.ErrClosedPipe) {
+			return
+		}
+		if i < 100 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 // DataReply turns the store's replies (one per recipient) into the one
