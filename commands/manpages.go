@@ -522,11 +522,21 @@ func render(a *cli.App, sec int, synopsis, see []string) (ManPage, error) {
 		return ManPage{}, fmt.Errorf("rendering %s(%d): no SYNOPSIS in urfave/cli's page", a.Name, sec)
 	}
 	roff = strings.Replace(roff, "\n.SH GLOBAL OPTIONS\n", "\n.SH OPTIONS\n", 1)
+	roff = manFlags(roff, allFlags(a.Flags, a.Commands))
 	// .TH first (urfave/cli puts .nh, no hyphenation, before it).
 	roff = strings.TrimPrefix(strings.TrimLeft(roff, "\n"), ".nh\n")
 	roff = titleLine.ReplaceAllLiteralString(roff, fmt.Sprintf(`.TH "%s" "%d" "" "qbox %s" "qbox manual"`+"\n.nh", strings.ToUpper(a.Name), sec, Version))
 	roff = strings.TrimRight(roff, "\n") + "\n\n.SH SEE ALSO\n" + roffEscape(strings.Join(see, ", ")) + "\n"
 	return ManPage{Name: a.Name, Section: sec, Roff: roff}, nil
+}
+
+// allFlags lists flags and those of commands and their subcommands.
+func allFlags(flags []cli.Flag, commands []*cli.Command) []cli.Flag {
+	all := append([]cli.Flag(nil), flags...)
+	for _, c := range commands {
+		all = append(all, allFlags(c.Flags, c.Subcommands)...)
+	}
+	return all
 }
 
 // roffSynopsis sets a synopsis line with the program's words in bold:

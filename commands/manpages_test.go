@@ -127,6 +127,9 @@ func TestManWritesOnePagePerCommandAndPersonality(t *testing.T) {
 			t.Errorf("%s: the synopsis does not show the command as typed (qbox %s)", f, c.Name)
 		}
 		for _, fl := range c.Flags {
+			if v, ok := fl.(cli.VisibleFlag); ok && !v.IsVisible() {
+				continue // a hidden old name, kept working, not taught
+			}
 			for _, n := range fl.Names() {
 				dash := "--"
 				if len(n) == 1 {
@@ -137,6 +140,18 @@ func TestManWritesOnePagePerCommandAndPersonality(t *testing.T) {
 				}
 			}
 		}
+	}
+	// No library artefacts: a value flag shows what it takes, not `=""`,
+	// and a default is shown as it is typed.
+	for f, page := range files {
+		for _, bad := range []string{`="":`, `(default: "`, "(default: false)", "[value]"} {
+			if strings.Contains(page, bad) {
+				t.Errorf("%s holds urfave/cli's %q", f, bad)
+			}
+		}
+	}
+	if !strings.Contains(files["qbox-inject.1"], `\fB--connect-timeout\fP \fIDURATION\fP: `) {
+		t.Errorf("qbox-inject.1 does not show --connect-timeout DURATION")
 	}
 	// The overview names every command and every personality's page.
 	for f := range want {

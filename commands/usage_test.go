@@ -61,6 +61,28 @@ func TestHelpExitsZero(t *testing.T) {
 	}
 }
 
+// Help shows each flag with what it takes and a default only where there
+// is one: none of urfave/cli's "(default: false)" on every switch, "value"
+// for a placeholder, or a repeatable flag's names twice.
+func TestHelpShowsNoLibraryArtefacts(t *testing.T) {
+	bin := testpeer.Binary(t)
+	for _, args := range [][]string{{"inject"}, {"serve"}, {"flush-maildir"}, {"mx-check"}, {"probe"}, {"queue", "check"}, {"queue", "list"}} {
+		out, err := exec.Command(bin, append(args, "--help")...).Output()
+		if code := testpeer.ExitCode(t, err); code != 0 {
+			t.Fatalf("qbox %v --help: exit %d", args, code)
+		}
+		for _, bad := range []string{"(default: false)", " value ", "[ --", `(default: "`} {
+			if strings.Contains(string(out), bad) {
+				t.Errorf("qbox %v --help holds %q:\n%s", args, bad, out)
+			}
+		}
+	}
+	out, _ := exec.Command(bin, "inject", "--help").Output()
+	if !strings.Contains(string(out), "--connect-timeout DURATION") || strings.Contains(string(out), "timeout-connect") {
+		t.Errorf("inject --help: want --connect-timeout DURATION and not the old name:\n%s", out)
+	}
+}
+
 func TestEditDistance(t *testing.T) {
 	for _, tc := range []struct {
 		a, b string

@@ -80,7 +80,9 @@ The server's reply text is printed on stderr unless it is K.
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "from", Aliases: []string{"f"}, Usage: "envelope sender `ADDR` (empty or <> = null sender; default: Return-Path, else $QMAILSUSER/$QMAILUSER/$USER)"},
 			&cli.StringSliceFlag{Name: "server", Aliases: []string{"s"}, Usage: "QMQP server `HOST[:PORT]` (repeatable, tried in order; IPv6 in brackets)"},
-			&cli.DurationFlag{Name: "timeout-connect", Value: DefaultConnectTimeout, Usage: "connect timeout per server"},
+			&cli.DurationFlag{Name: "connect-timeout", Value: DefaultConnectTimeout, Usage: "connect timeout per server"},
+			// The name before flush-maildir's settled it, kept working.
+			&cli.DurationFlag{Name: "timeout-connect", Value: DefaultConnectTimeout, Hidden: true},
 			&cli.DurationFlag{Name: "timeout", Value: DefaultTimeout, Usage: "bound on each write once connected, and on the whole wait for the reply"},
 			&cli.BoolFlag{Name: "t", Usage: "also send to the To, Cc and Bcc recipients of the header"},
 			&cli.BoolFlag{Name: "raw", Usage: "send the message bytes untouched (no header completion, no CRLF conversion)"},
@@ -88,6 +90,15 @@ The server's reply text is printed on stderr unless it is K.
 		},
 		Action: action,
 	}
+}
+
+// connectTimeout is --connect-timeout, or the hidden --timeout-connect
+// when only that was given.
+func connectTimeout(c *cli.Context) time.Duration {
+	if c.IsSet("timeout-connect") && !c.IsSet("connect-timeout") {
+		return c.Duration("timeout-connect")
+	}
+	return c.Duration("connect-timeout")
 }
 
 func action(c *cli.Context) error {
@@ -111,7 +122,7 @@ func action(c *cli.Context) error {
 		return Flush(c.Context, FlushConfig{
 			SpoolDir:       dir,
 			Servers:        servers,
-			ConnectTimeout: c.Duration("timeout-connect"),
+			ConnectTimeout: connectTimeout(c),
 			Timeout:        c.Duration("timeout"),
 			Hostname:       mcfg.DefaultHost,
 		}, c.App.ErrWriter, log)
@@ -121,7 +132,7 @@ func action(c *cli.Context) error {
 		Recipients:       c.Args().Slice(),
 		HeaderRecipients: c.Bool("t"),
 		Raw:              c.Bool("raw"),
-		ConnectTimeout:   c.Duration("timeout-connect"),
+		ConnectTimeout:   connectTimeout(c),
 		Timeout:          c.Duration("timeout"),
 		Message:          mcfg,
 	}

@@ -142,6 +142,19 @@ func TestFailoverOnConnectFailure(t *testing.T) {
 	}
 }
 
+// --connect-timeout is the flag's name, as in flush-maildir; the older
+// --timeout-connect still works for scripts that use it.
+func TestConnectTimeoutNames(t *testing.T) {
+	sink := testpeer.QmqpSink(t)
+	env, _ := baseEnv(t)
+	for _, flag := range []string{"--connect-timeout", "--timeout-connect"} {
+		code, stderr := inject(t, env, "Subject: x\n\nbody\n", flag, "5s", "-s", refusedAddr(t), "-s", sink, "a@example.test")
+		if code != 0 {
+			t.Errorf("%s: exit %d %q", flag, code, stderr)
+		}
+	}
+}
+
 // Once connected, a failure is final: the next server is not tried.
 func TestAcceptAndCloseIsFinal(t *testing.T) {
 	first := startScripted(t, closeAtOnce)
@@ -253,7 +266,7 @@ func TestHelpExplains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Failover", "only when the connection", "deliver it twice", "QMQPSERVERS", "qmqpservers", "100", "111", "--raw", "--timeout-connect"} {
+	for _, want := range []string{"Failover", "only when the connection", "deliver it twice", "QMQPSERVERS", "qmqpservers", "100", "111", "--raw", "--connect-timeout"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--help lacks %q", want)
 		}

@@ -281,7 +281,7 @@ and silent; with --send, a K), 1 something else answered (an SMTP banner on
 			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "how long to listen for a greeting before calling a port silent"},
 			&cli.StringFlag{Name: "source", Usage: "connect from this local `IP` address"},
 			&cli.StringFlag{Name: "send", Usage: "submit one test message to `RCPT` and report the reply"},
-			&cli.StringFlag{Name: "from", Usage: "envelope sender for --send (default: qbox-probe@HOSTNAME; '' is the null sender)"},
+			&cli.StringFlag{Name: "from", Usage: "envelope sender `ADDR` for --send (default: qbox-probe@HOSTNAME; '' is the null sender)"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg := Config{
