@@ -557,3 +557,41 @@ func TestSMTPBdat(t *testing.T) {
 		t.Fatalf("stored %q", got)
 	}
 }
+
+// --stdio smtp under tcpserver: swaks delivers, the greeting and the
+// Received line name the host tcpserver -l gives, --rcpthosts holds, and
+// $RELAYCLIENT (from tcpserver's rules) lets a client relay.
+func TestSMTPStdioUnderTCPServer(t *testing.T) {
+	rcpthosts := filepath.Join(t.TempDir(), "rcpthosts")
+	if err := os.WriteFile(rcpthosts, []byte("example.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := testpeer.Require(t, "tcpserver", "ucspi-tcp")
+	start := func(env []string, dir string) string {
+		addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+		host, port, _ := net.SplitHostPort(addr)
+		testpeer.Start(t, env, ts, "-R", "-H", "-l", "mx.example.test", "-c", "20", host, port,
+			testpeer.Binary(t), "serve", "--stdio", "smtp", "--maildir", dir, "--rcpthosts", rcpthosts)
+		testpeer.WaitListening(t, addr, 10*time.Second)
+		return addr
+	}
+	dir := t.TempDir()
+	addr := start(nil, dir)
+	out := swaks(t, addr, "--from", "s@example.test", "--to", "r@example.test", "--pipeline")
+	if !strings.Contains(out, "<-  220 mx.example.test ESMTP") || !strings.HasPrefix(dataReply(out), "250 2.0.0 ok ") {
+		t.Fatalf("swaks under tcpserver:\n%s", out)
+	}
+	files := readMaildir(t, dir)
+	if len(files) != 1 || !strings.HasPrefix(files[0].received, "Received: from unknown (127.0.0.1) by mx.example.test with SMTP; ") {
+		t.Fatalf("stored %+v", files)
+	}
+	if out := swaks(t, addr, "--from", "s@example.test", "--to", "r@elsewhere.test"); !strings.Contains(out, "<** 553 5.7.1 ") {
+		t.Errorf("a foreign domain without RELAYCLIENT:\n%s", out)
+	}
+	relayDir := t.TempDir()
+	relay := start([]string{"RELAYCLIENT="}, relayDir)
+	if out := swaks(t, relay, "--from", "s@example.test", "--to", "r@elsewhere.test"); !strings.HasPrefix(dataReply(out), "250 ") ||
+		len(readMaildir(t, relayDir)) != 1 {
+		t.Errorf("a foreign domain with RELAYCLIENT:\n%s", out)
+	}
+}

@@ -169,7 +169,12 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	gs := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
 		return &serverSession{st: st, conn: c}, nil
 	}))
-	gs.Domain = s.Hostname
+	// The name the connection arrived for (tcpserver's TCPLOCALHOST
+	// under --stdio), as in the Received line, else Hostname.
+	gs.Domain = peer.LocalHost
+	if gs.Domain == "" {
+		gs.Domain = s.Hostname
+	}
 	if gs.Domain == "" {
 		gs.Domain = "localhost"
 	}
