@@ -595,3 +595,23 @@ func TestSMTPStdioUnderTCPServer(t *testing.T) {
 		t.Errorf("a foreign domain with RELAYCLIENT:\n%s", out)
 	}
 }
+
+// systemd socket activation: a socket named smtp speaks SMTP, beside the
+// qmtp one, with systemd's own tool passing them.
+func TestSMTPSocketActivation(t *testing.T) {
+	activate := testpeer.Require(t, "systemd-socket-activate", "systemd")
+	dir := t.TempDir()
+	qmtpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+	smtpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+	testpeer.Start(t, nil, activate, "-l", qmtpAddr, "-l", smtpAddr, "--fdname=qmtp:smtp",
+		testpeer.Binary(t), "serve", "--maildir", dir)
+	testpeer.WaitListening(t, smtpAddr, 10*time.Second)
+	out := swaks(t, smtpAddr, "--from", "a@example.test", "--to", "s@example.test")
+	if !strings.HasPrefix(dataReply(out), "250 2.0.0 ok ") {
+		t.Fatalf("SMTP on the activated socket:\n%s", out)
+	}
+	files := readMaildir(t, dir)
+	if len(files) != 1 || files[0].recipient != "s@example.test" || !strings.Contains(files[0].received, " with SMTP; ") {
+		t.Fatalf("stored %+v", files)
+	}
+}
