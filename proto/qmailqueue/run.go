@@ -232,6 +232,31 @@ func (d *programDelivery) handOff(ctx context.Context, env proto.Envelope) proto
 		d.msgOut.until = deadline
 		d.werr = d.bw.Flush()
 	}
+	if d.werr != nil {
+		// Part of the message never reached the program. With the
+		// envelope it would queue that part and exit 0, and the client,
+		// told Z, would send the whole message again: it gets no
+		// envelope and is killed. A program that had already exited by
+		// itself (a refusal before reading everything) is judged by its
+		// code, as qmail-qmqpd would.
+		d.kill()
+		d.msgW.Close()
+		d.envW.Close()
+		d.cmd.Wait()
+		code := d.cmd.ProcessState.ExitCode()
+		d.prog.logger().Warn("qmail-queue program did not read the whole message",
+			"program", d.prog.Path, "remote_ip", d.peer.RemoteIP, "size", d.size, "exit", code, "err", d.werr.Error())
+		switch {
+		case code == ExitCustomReply:
+			if reply, ok := CustomReply(d.custom.text(pipeGrace)); ok {
+				return reply
+			}
+			return ExitReply(code)
+		case code > 0:
+			return ExitReply(code)
+		}
+		return proto.Z("qq write error: the queue program did not read the whole message (#4.3.0)")
+	}
 	d.msgW.Close()
 
 	// The envelope is written while waiting, so a program that never
@@ -256,12 +281,20 @@ func (d *programDelivery) handOff(ctx context.Context, env proto.Envelope) proto
 	case waitErr = <-exited:
 	case <-timer.C:
 		why = "timed out"
-		d.kill()
-		waitErr = <-exited
 	case <-ctx.Done():
 		why = "cancelled: " + ctx.Err().Error()
-		d.kill()
-		waitErr = <-exited
+	}
+	if why != "" {
+		// select picks at random among ready cases: a program that has
+		// already exited is judged by its exit status, not killed (its
+		// 0 means queued, and a Z would have the message sent twice).
+		select {
+		case waitErr = <-exited:
+			why = ""
+		default:
+			d.kill()
+			waitErr = <-exited
+		}
 	}
 	// A write still pending now was never read by the program (a child
 	// may hold fd 1 open): it ends at once and the message is not K.

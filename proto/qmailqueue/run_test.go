@@ -251,3 +251,38 @@ func TestProgramLeftChildHoldsPipes(t *testing.T) {
 		t.Fatal("the delivery waits for the program's child, not its exit")
 	}
 }
+
+// A queue program that stalls while the message arrives (a disk hang) is
+// given up at --queue-timeout. If it then wakes up, it must not get the
+// envelope: it would queue the part of the message it read, exit 0, and
+// the client, told Z, would send the whole message again.
+func TestProgramStalledMidMessageQueuesNothing(t *testing.T) {
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	queued := filepath.Join(dir, "queued")
+	script := filepath.Join(dir, "qq")
+	// It reads nothing until the gate exists, then queues what it gets.
+	body := "#!/bin/sh\nwhile [ ! -e " + gate + " ]; do sleep 0.01; done\ncat > " + queued + "\ncat <&1 > " + queued + ".env\nexit 0\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := &Program{Path: script, Timeout: 200 * time.Millisecond}
+	d, err := p.Begin(context.Background(), proto.Peer{RemoteIP: "127.0.0.1"}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := bytes.Repeat([]byte("0123456789abcde\n"), 1<<16) // 1 MiB: more than a pipe holds
+	for off := 0; off < len(msg); off += 32 << 10 {
+		d.Write(msg[off : off+32<<10]) // the writes past the pipe's buffer time out
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil { // the program wakes up
+		t.Fatal(err)
+	}
+	r := d.Commit(context.Background(), proto.Envelope{Sender: "s@x.test", Recipients: []string{"r@y.test"}})
+	if r[0].Status == proto.OK {
+		t.Fatalf("K for a message the program did not read whole: %v", r)
+	}
+	if env, err := os.ReadFile(queued + ".env"); err == nil && len(env) > 0 {
+		t.Fatalf("the program got the envelope (%q) after a truncated message: it queued part of it, and the client will send it again", env)
+	}
+}
