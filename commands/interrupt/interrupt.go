@@ -47,11 +47,17 @@ func Catch(parent context.Context, stderr io.Writer, name string) *Flush {
 		done:    make(chan struct{}),
 	}
 	signal.Notify(f.signals, Signals...)
+	// A caller that already carries a stop (a queue runner that caught
+	// the signal before this flush began) stops this flush too.
+	outer := proto.StopStarting(parent)
 	go func() {
 		select {
 		case sig := <-f.signals:
 			f.interrupted.Store(true)
 			fmt.Fprintf(stderr, "%s: %v: starting no new message, finishing those under way (a second signal stops at once)\n", name, sig)
+			close(stop)
+		case <-outer:
+			f.interrupted.Store(true)
 			close(stop)
 		case <-f.done:
 			return

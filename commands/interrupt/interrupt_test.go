@@ -50,3 +50,25 @@ func TestTwoSteps(t *testing.T) {
 		t.Fatal("the second signal did not cancel the context")
 	}
 }
+
+// A queue runner that caught the signal before this flush installed its
+// handler (during the pickup) passes it on in the context: the flush
+// starts nothing, as if it had caught the signal itself.
+func TestOuterStopReachesTheFlush(t *testing.T) {
+	outer := make(chan struct{})
+	close(outer)
+	var stderr syncBuffer
+	f := Catch(proto.WithStopStarting(context.Background(), outer), &stderr, "test")
+	defer f.Release()
+	select {
+	case <-proto.StopStarting(f.Context):
+	case <-time.After(30 * time.Second): // a guard against hanging, not a timing assertion
+		t.Fatal("the runner's stop did not reach the flush")
+	}
+	if !f.Interrupted() {
+		t.Error("the flush does not say it was interrupted")
+	}
+	if f.Context.Err() != nil {
+		t.Error("the first step cancelled the context")
+	}
+}

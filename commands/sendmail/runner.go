@@ -52,28 +52,39 @@ func pickUp(p *Process) {
 // the flush's own handling finishes the message under way (see package
 // interrupt), then the runner exits 0; between flushes it exits at once.
 func runQueue(ctx context.Context, p *Process, o *Options) int {
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, interrupt.Signals...)
-	defer signal.Stop(stop)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, interrupt.Signals...)
+	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for {
+	// A signal at any moment, also during the pickup or before the
+	// flush has installed its own handler, reaches the flush as its
+	// first step (start nothing new): none is lost to a window.
+	stopped := make(chan struct{})
+	go func() {
 		select {
-		case <-stop:
-			return exOK
-		default:
+		case <-sigs:
+			close(stopped)
+		case <-ctx.Done():
 		}
+	}()
+	ctx = proto.WithStopStarting(ctx, stopped)
+	for !proto.StoppedStarting(ctx) {
 		pickUp(p)
+		if proto.StoppedStarting(ctx) {
+			break
+		}
 		flushSpool(ctx, p, o.Verbose, nil)
 		timer := time.NewTimer(o.QueueInterval)
 		select {
-		case <-stop:
-			timer.Stop()
-			return exOK
+		case <-stopped:
 		case <-ctx.Done():
-			timer.Stop()
-			return exOK
 		case <-timer.C:
 		}
+		timer.Stop()
+		if ctx.Err() != nil {
+			break
+		}
 	}
+	return exOK
 }

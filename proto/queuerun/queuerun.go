@@ -32,7 +32,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"qbox/proto"
@@ -351,7 +353,10 @@ func (r *runner) result(res Result, g *maildir.Group, e *maildir.Entry, openErr 
 		return
 	}
 	expired := r.cfg.Lifetime > 0 && r.cfg.Now().Sub(e.ModTime) > r.cfg.Lifetime
-	if !res.FromServer {
+	// A permanent failure the transport decided itself (a message over
+	// the server's SIZE) is as final as the server's own D: no later run
+	// changes it, so it bounces now rather than waiting for ever.
+	if !res.FromServer && res.Reply.Status != proto.Permanent {
 		out.Server = ""
 		out.Reason = res.Reply.Text
 		if expired && r.cfg.ExpireUnanswered && !res.NotStarted {
@@ -486,12 +491,20 @@ func (r *runner) bounceOne(ctx context.Context, items []pending) {
 		finish(Failed, "kept: "+err.Error())
 		return
 	}
+	var kept []string
 	for _, it := range items {
 		if err := it.entry.Remove(); err == nil {
 			r.unlinked++
+		} else if !errors.Is(err, os.ErrNotExist) {
+			kept = append(kept, err.Error())
 		}
 	}
 	r.syncDirs()
+	if len(kept) > 0 {
+		// The bounce went out, but a file that stays would bounce again
+		// on every run: say so, loudly, on the outcome.
+		note += "; but the file could not be removed (it will bounce again next run): " + strings.Join(kept, "; ")
+	}
 	if discarded {
 		finish(Discarded, note)
 		return

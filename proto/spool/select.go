@@ -65,7 +65,10 @@ func (s *Selection) Match(e *maildir.Entry) bool {
 			switch letter {
 			case 'I':
 				if !idDone {
-					id, _ = messageID(e)
+					var err error
+					if id, err = messageID(e); err != nil {
+						return false // unreadable: selected by no ID, nor by "not that ID"
+					}
 					idDone = true
 				}
 				field = id

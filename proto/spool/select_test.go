@@ -31,7 +31,7 @@ func TestSelectionMatch(t *testing.T) {
 		{[]string{"!Salice"}, false},                // negated
 		{[]string{"!Scarol", "Rexample.net"}, true}, // negated and plain
 		{[]string{"Ideadbeef0000"}, false},          // an entry the scan did not see has no ID
-		{[]string{"!Ideadbeef0000", "Rbob"}, true},  // so it is not that ID
+		{[]string{"!Ideadbeef0000", "Rbob"}, false}, // nor is it selected as "not that ID"
 		{[]string{"Sexample.org", "Sexample.net"}, true},
 	}
 	for _, tc := range cases {
