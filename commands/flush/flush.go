@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -160,10 +161,35 @@ func action(c *cli.Context) error {
 	return exitError(args[0], err)
 }
 
+// checkMaildir says what keeps dir from being a maildir to flush, naming
+// the real cause: it does not exist, it is no directory, it has no new/,
+// or it cannot be read.
+func checkMaildir(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist", dir)
+	case err != nil:
+		return err
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	st, err = os.Stat(filepath.Join(dir, "new"))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s is not a maildir (it has no new/ directory)", dir)
+	case err != nil:
+		return err
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a maildir (its new is not a directory)", dir)
+	}
+	return nil
+}
+
 // baseConfig is what both the command and the personality start from.
 func baseConfig(dir, prefix string, bounceFlags []string, getenv func(string) string) (Config, error) {
-	if st, err := os.Stat(filepath.Join(dir, "new")); err != nil || !st.IsDir() {
-		return Config{}, exitcode.Usage("%s is not a maildir (no new/ directory)", dir)
+	if err := checkMaildir(dir); err != nil {
+		return Config{}, exitcode.Usage("%v", err)
 	}
 	servers, err := bounceServers(bounceFlags, getenv)
 	if err != nil {

@@ -447,6 +447,21 @@ func TestFlushUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, want 100 (%s)", args, code, stderr)
 		}
 	}
+	// The error names the real cause.
+	file := filepath.Join(src, "cur", "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{
+		filepath.Join(src, "nope"): "nope does not exist",
+		file:                       "file is not a directory",
+		filepath.Join(src, "cur"):  "cur is not a maildir (it has no new/ directory)",
+	} {
+		_, stderr, code := runQbox(t, nil, "flush-maildir", dir, "ppp-", "127.0.0.1")
+		if code != 100 || !strings.Contains(stderr, want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%s: exit %d, stderr %q; want 100 and one line saying %q", dir, code, stderr, want)
+		}
+	}
 }
 
 // --group: five copies of one message for five recipients cross the link
