@@ -188,7 +188,7 @@ func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.
 		return nil
 	}
 	if err := proto.CheckSender(env.Sender); err != nil {
-		d.store.logger().Error("maildir delivery refused", "dir", d.store.Dir, "remote_ip", d.peer.RemoteIP,
+		d.store.logger().Error("maildir delivery refused", "dir", d.store.Dir, "remote", d.peer.RemoteIP,
 			"recipients", len(env.Recipients), "err", err)
 		return fill(len(env.Recipients), ReplyUnwritableAddress)
 	}
@@ -197,7 +197,7 @@ func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.
 	for i, r := range env.Recipients {
 		if err := proto.CheckRecipient(r); err != nil {
 			replies[i] = ReplyUnwritableAddress
-			d.store.logger().Error("maildir recipient refused", "dir", d.store.Dir, "remote_ip", d.peer.RemoteIP, "err", err)
+			d.store.logger().Error("maildir recipient refused", "dir", d.store.Dir, "remote", d.peer.RemoteIP, "err", err)
 			continue
 		}
 		good = append(good, r)
@@ -208,7 +208,7 @@ func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.
 	var reply proto.Reply
 	key, err := d.store.deliver(ctx, d, env.Sender, good)
 	if err != nil {
-		d.store.logger().Error("maildir delivery failed", "dir", d.store.Dir, "remote_ip", d.peer.RemoteIP,
+		d.store.logger().Error("maildir delivery failed", "dir", d.store.Dir, "remote", d.peer.RemoteIP,
 			"sender", proto.Printable(env.Sender, 1000), "recipients", len(good), "size", d.size, "err", err)
 		reply = proto.Z(tempText(err))
 	} else {

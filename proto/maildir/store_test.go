@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,5 +369,21 @@ func TestStoreManyRecipientsFewFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The client's address is logged under "remote", the key every server
+// and backend uses for it (qbox serve's session lines included).
+func TestStoreLogsRemote(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir)
+	var log bytes.Buffer
+	s.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	r := deliver(t, s, testPeer, []byte("x\n"), 10, proto.Envelope{Sender: "a@b", Recipients: []string{"bad\r\n@x"}})
+	if len(r) != 1 || r[0].Status != proto.Permanent {
+		t.Fatalf("replies %v, want one D", r)
+	}
+	if !strings.Contains(log.String(), " remote=127.0.0.1 ") || strings.Contains(log.String(), "remote_ip") {
+		t.Fatalf("log %q: want remote=127.0.0.1", log.String())
 	}
 }

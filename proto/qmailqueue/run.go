@@ -191,7 +191,7 @@ func (d *programDelivery) Commit(ctx context.Context, env proto.Envelope) []prot
 	// the second line of defence. A bad sender refuses every recipient, a
 	// bad recipient only itself.
 	if err := proto.CheckSender(env.Sender); err != nil {
-		d.prog.logger().Warn("qmail-queue envelope refused", "program", d.prog.Path, "remote_ip", d.peer.RemoteIP, "err", err.Error())
+		d.prog.logger().Warn("qmail-queue envelope refused", "program", d.prog.Path, "remote", d.peer.RemoteIP, "err", err.Error())
 		d.Abort()
 		return repeatReply(len(env.Recipients), ReplyBadAddress)
 	}
@@ -199,7 +199,7 @@ func (d *programDelivery) Commit(ctx context.Context, env proto.Envelope) []prot
 	good := make([]string, 0, len(env.Recipients))
 	for i, r := range env.Recipients {
 		if err := proto.CheckRecipient(r); err != nil {
-			d.prog.logger().Warn("qmail-queue recipient refused", "program", d.prog.Path, "remote_ip", d.peer.RemoteIP, "err", err.Error())
+			d.prog.logger().Warn("qmail-queue recipient refused", "program", d.prog.Path, "remote", d.peer.RemoteIP, "err", err.Error())
 			replies[i] = ReplyBadAddress
 			continue
 		}
@@ -245,7 +245,7 @@ func (d *programDelivery) handOff(ctx context.Context, env proto.Envelope) proto
 		d.cmd.Wait()
 		code := d.cmd.ProcessState.ExitCode()
 		d.prog.logger().Warn("qmail-queue program did not read the whole message",
-			"program", d.prog.Path, "remote_ip", d.peer.RemoteIP, "size", d.size, "exit", code, "err", d.werr.Error())
+			"program", d.prog.Path, "remote", d.peer.RemoteIP, "size", d.size, "exit", code, "err", d.werr.Error())
 		switch {
 		case code == ExitCustomReply:
 			if reply, ok := CustomReply(d.custom.text(pipeGrace)); ok {
@@ -325,7 +325,7 @@ func (d *programDelivery) handOff(ctx context.Context, env proto.Envelope) proto
 		reply = ExitReply(code)
 	}
 	if reply.Status != proto.OK {
-		attrs := []any{"program", d.prog.Path, "remote_ip", d.peer.RemoteIP,
+		attrs := []any{"program", d.prog.Path, "remote", d.peer.RemoteIP,
 			"sender", proto.Printable(env.Sender, 1000), "recipients", len(env.Recipients), "size", d.size,
 			"exit", code, "reply", reply.String()}
 		if why != "" {
