@@ -7,6 +7,7 @@
 package smtp
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -83,6 +84,8 @@ var (
 		Message: "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"}
 	errTooMany = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 5, 3},
 		Message: "sorry, too many recipients, send the rest later (#4.5.3)"}
+	errServerClosedConn = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 0},
+		Message: "connection closed, message not taken"}
 	errStoreFailed = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
 		Message: "sorry, I can't store the message right now (#4.3.0)"}
 )
@@ -163,8 +166,8 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 		tc.DrainOn(s.Stopping)
 	}
 	tc.AtBoundary(true) // nothing is owed before the first MAIL
-	sc := &serverConn{tc: tc, raw: conn, closed: make(chan struct{})}
-	st := &serverState{srv: s, ctx: ctx, peer: peer, tc: tc, lim: s.Limits.WithDefaults()}
+	sc := &serverConn{tc: tc, in: bufio.NewReaderSize(tc, 16<<10), raw: conn, closed: make(chan struct{})}
+	st := &serverState{srv: s, ctx: ctx, peer: peer, tc: tc, conn: sc, lim: s.Limits.WithDefaults()}
 
 	gs := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
 		return &serverSession{st: st, conn: c}, nil
@@ -188,19 +191,58 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	gs.ReadTimeout, gs.WriteTimeout = 0, 0
 
 	// go-smtp serves listeners; this one hands over conn, then waits
-	// until go-smtp has closed it.
-	gs.Serve(&oneConnListener{conn: sc})
-	gs.Shutdown(context.Background()) // waits for the session's goroutine
+	// until go-smtp has closed it. Every wait of go-smtp's on the client
+	// is bounded by the TimedConn; one on itself (its BDAT goroutine) is
+	// not, so the session is given up, not waited for, once it outlasts
+	// the session limit or the server cuts it: its slot must come back.
+	idle, limit := s.Timeout, s.SessionLimit
+	if idle <= 0 {
+		idle = proto.DefaultTimeout
+	}
+	if limit <= 0 {
+		limit = proto.DefaultSessionLimit
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		gs.Serve(&oneConnListener{conn: sc})
+	}()
+	stuck := time.NewTimer(limit + idle)
+	select {
+	case <-served:
+	case <-stuck.C:
+		sc.Close()
+		<-served
+	case <-ctx.Done():
+		// The TimedConn fails every read now: go-smtp ends the session
+		// at once unless it is stuck on itself.
+		select {
+		case <-served:
+		case <-time.After(idle):
+			sc.Close()
+			<-served
+		}
+	}
+	stuck.Stop()
+	wait, cancel := context.WithTimeout(context.Background(), idle)
+	if gs.Shutdown(wait) != nil { // waits for the session's goroutine
+		st.setErr(errors.New("smtp: session stuck in go-smtp, given up"))
+		if s.Logger != nil {
+			s.Logger.Error("smtp session stuck in go-smtp, given up", "remote", peer.RemoteIP)
+		}
+	}
+	cancel()
 
 	st.mu.Lock()
 	res, err := st.res, st.err
 	st.mu.Unlock()
-	drained := errors.Is(sc.readErr, proto.ErrDrained)
+	readErr := sc.lastReadErr()
+	drained := errors.Is(readErr, proto.ErrDrained)
 	switch {
 	case drained:
 		err = nil // stopped between transactions: nothing lost
-	case err == nil && sc.readErr != nil && sc.readErr != io.EOF && !errors.Is(sc.readErr, net.ErrClosed):
-		err = fmt.Errorf("smtp: %w", sc.readErr) // a timeout, a shutdown, a reset
+	case err == nil && readErr != nil && readErr != io.EOF && !errors.Is(readErr, net.ErrClosed):
+		err = fmt.Errorf("smtp: %w", readErr) // a timeout, a shutdown, a reset
 	}
 	if err != nil || drained {
 		// The client may still be sending: closing on unread input
@@ -217,6 +259,7 @@ type serverState struct {
 	ctx  context.Context
 	peer proto.Peer
 	tc   *proto.TimedConn
+	conn *serverConn
 	lim  ServerLimits
 
 	mu  sync.Mutex
@@ -274,24 +317,7 @@ func (ss *serverSession) Mail(from string, opts *gosmtp.MailOptions) error {
 	if len(from) > ss.st.lim.MaxAddress || proto.CheckSender(from) != nil {
 		return errBadSender
 	}
-	// A BDAT transaction abandoned by RSET may still have its Data
-	// running in go-smtp's goroutine, which then hands its result to
-	// whatever transaction is current (go-smtp v0.25.1 reads its
-	// c.dataResult field only then): a new BDAT transaction would get
-	// the old one's failure as its reply while its own message is
-	// stored. A new transaction therefore starts only once that
-	// goroutine is done: Data has returned (at once: its pipe is closed)
-	// and go-smtp has closed the pipe's reading end, its last step.
-	ss.mu.Lock()
-	running, abandoned := ss.dataDone, ss.abandoned
-	ss.abandoned = nil
-	ss.mu.Unlock()
-	if running != nil {
-		<-running
-	}
-	if abandoned != nil {
-		waitReaderClosed(abandoned)
-	}
+	ss.waitData()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.hasSender, ss.sender = true, from
@@ -324,6 +350,7 @@ func (ss *serverSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 // Reset ends the transaction: after the reply to its data, RSET, a new
 // EHLO or the end of the session.
 func (ss *serverSession) Reset() {
+	ss.waitData()
 	ss.mu.Lock()
 	ss.hasSender, ss.sender, ss.size, ss.rcpts = false, "", 0, nil
 	held := ss.held
@@ -350,6 +377,13 @@ func (ss *serverSession) Data(r io.Reader) error {
 	ss.mu.Unlock()
 
 	st := ss.st
+	if st.conn.isClosed() {
+		// go-smtp closed the connection (QUIT, too many errors) but
+		// goes on with commands it had already read: no reply can reach
+		// the client, so nothing may be stored.
+		io.Copy(io.Discard, r)
+		return errServerClosedConn
+	}
 	peer := st.peer
 	peer.Protocol = "SMTP"
 	if _, ok := ss.conn.TLSConnectionState(); ok {
@@ -399,6 +433,9 @@ func (ss *serverSession) Data(r io.Reader) error {
 			st.srv.Logger.Error("smtp backend failed", "remote", peer.RemoteIP, "err", err.Error())
 		}
 		reply = errStoreFailed
+	case st.conn.isClosed():
+		d.Abort() // as above: the 250 could reach no one
+		return errServerClosedConn
 	default:
 		replies = d.Commit(st.ctx, env)
 		if len(replies) != len(env.Recipients) {
@@ -436,6 +473,43 @@ func (ss *serverSession) Data(r io.Reader) error {
 		)
 	}
 	return reply
+}
+
+// waitData waits until a BDAT message abandoned by RSET, a new EHLO or
+// the end of the session has left go-smtp for good. Its Data runs in a
+// goroutine of go-smtp's, which hands the result to whatever transaction
+// is current (go-smtp v0.25.1 reads its c.dataResult field only then):
+// a new BDAT transaction would get the old one's failure as its reply
+// while its own message is stored, or its goroutine would block for
+// ever on the full channel and the session with it. So Reset and Mail
+// wait until that goroutine is done: Data has returned (at once: go-smtp
+// closed its pipe first) and go-smtp has closed the pipe's reading end,
+// its last step. Both waits are bounded (about two seconds each), so a
+// path where go-smtp resets without closing the pipe (STARTTLS in the
+// middle of BDAT) only delays the session.
+func (ss *serverSession) waitData() {
+	ss.mu.Lock()
+	running := ss.dataDone
+	ss.mu.Unlock()
+	if running != nil {
+		select {
+		case <-running:
+		default:
+			t := time.NewTimer(2 * time.Second)
+			select {
+			case <-running:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	ss.mu.Lock()
+	abandoned := ss.abandoned
+	ss.abandoned = nil
+	ss.mu.Unlock()
+	if abandoned != nil {
+		waitReaderClosed(abandoned)
+	}
 }
 
 // waitReaderClosed waits, boundedly, until go-smtp has closed the reading
@@ -593,12 +667,31 @@ func crlfToLF(dst, src []byte, cr bool) ([]byte, bool) {
 // the TimedConn (idle deadlines, the session's end, the stop); go-smtp's
 // Close only marks it closed (the caller of ServeConn closes the socket),
 // after which reads and writes fail as on a closed socket.
+//
+// Read hands out at most one line: go-smtp reads commands through a
+// buffer of its own and goes on with the commands in it after it closed
+// the connection (QUIT, too many errors), with no session left, which
+// can wedge its BDAT code; with a line at a time its buffer holds
+// nothing past the command being handled. (After STARTTLS go-smtp reads
+// through crypto/tls, which hands out whole records; Data refuses any
+// message once the connection is closed all the same.) The bytes read
+// ahead here also never reach the TLS layer as if they had been
+// encrypted: pipelined plain text after STARTTLS goes into the handshake
+// and fails it.
 type serverConn struct {
 	tc      *proto.TimedConn
-	readErr error // the last read error, read after the session
+	in      *bufio.Reader
 	raw     proto.Conn
 	once    sync.Once
 	closed  chan struct{}
+	errMu   sync.Mutex
+	readErr error // the last read error, for the session's end
+}
+
+func (c *serverConn) lastReadErr() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.readErr
 }
 
 func (c *serverConn) isClosed() bool {
@@ -614,16 +707,26 @@ func (c *serverConn) Read(p []byte) (int, error) {
 	if c.isClosed() {
 		return 0, net.ErrClosed
 	}
-	n, err := c.tc.Read(p)
-	if err != nil {
-		c.readErr = err
-		if errors.Is(err, proto.ErrIdleTimeout) || errors.Is(err, proto.ErrSessionLimit) {
-			// go-smtp answers a net.Error timeout with "421 4.4.2
-			// Idle timeout" rather than a connection error.
-			err = timeoutError{err}
+	if c.in.Buffered() == 0 {
+		if _, err := c.in.Peek(1); err != nil {
+			c.errMu.Lock()
+			c.readErr = err
+			c.errMu.Unlock()
+			if errors.Is(err, proto.ErrIdleTimeout) || errors.Is(err, proto.ErrSessionLimit) {
+				// go-smtp answers a net.Error timeout with "421
+				// 4.4.2 Idle timeout" rather than a connection error.
+				err = timeoutError{err}
+			}
+			return 0, err
 		}
 	}
-	return n, err
+	buf, _ := c.in.Peek(c.in.Buffered())
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		buf = buf[:i+1]
+	}
+	n := copy(p, buf)
+	c.in.Discard(n)
+	return n, nil
 }
 
 func (c *serverConn) Write(p []byte) (int, error) {
