@@ -617,3 +617,25 @@ func TestSMTPSocketActivation(t *testing.T) {
 		t.Fatalf("stored %+v", files)
 	}
 }
+
+// Commands pipelined after QUIT, or after the server closed on too many
+// errors, are never acted on: no message is stored that no 250 could
+// announce, and the session ends (go-smtp alone would go on with the
+// commands it had already read).
+func TestSMTPNothingAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	_, addr := startSMTP(t, "--maildir", dir)
+	msg := "EHLO c.test\r\nMAIL FROM:<s@example.test>\r\nRCPT TO:<r@example.test>\r\nDATA\r\nSubject: late\r\n\r\nx\r\n.\r\n"
+	for _, c := range []struct{ before, last string }{
+		{"EHLO c.test\r\nQUIT\r\n", "221 "},
+		{"\r\n\r\n\r\n\r\n", "500 5.5.1 Too many errors"},
+	} {
+		replies := finalReplies(smtpConv(t, addr, c.before+msg))
+		if len(replies) == 0 || !strings.HasPrefix(replies[len(replies)-1], c.last) {
+			t.Errorf("%q: replies %q, want %q last", c.before, replies, c.last)
+		}
+	}
+	if n := countFiles(t, filepath.Join(dir, "new")); n != 0 {
+		t.Errorf("%d messages stored after the connection was closed", n)
+	}
+}
