@@ -4,7 +4,6 @@
 package commands
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -65,13 +64,12 @@ func Main(args []string) int {
 		return p(args)
 	}
 	app := App(os.Stdin, os.Stdout, os.Stderr)
-	if err := checkCommandLine(app, args, os.Stderr); err != nil {
-		return exitcode.Of(err)
+	err := checkCommandLine(app, args, os.Stderr)
+	if err == nil {
+		err = app.Run(args)
 	}
-	if err := app.Run(args); err != nil {
-		return exitcode.Of(err)
-	}
-	return 0
+	// qmail's scheme, unless the command named its own (exitcode.Under).
+	return exitcode.Code(err, exitcode.Qmail)
 }
 
 // App builds the qbox command-line application.
@@ -104,8 +102,7 @@ func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			if c != nil && c.Command != nil && c.Command.Name != "" && c.Command.Name != "qbox" {
 				name += " " + c.Command.Name
 			}
-			var silent *exitcode.Error
-			if errors.As(err, &silent) && silent.Err == nil {
+			if exitcode.Silent(err) {
 				return
 			}
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)

@@ -168,8 +168,8 @@ func TestCompletionUsage(t *testing.T) {
 	for _, args := range [][]string{{"qbox", "completion"}, {"qbox", "completion", "tcsh"}} {
 		var stderr bytes.Buffer
 		err := App(nil, &bytes.Buffer{}, &stderr).Run(args)
-		if exitcode.Of(err) != exitcode.Permanent || stderr.Len() == 0 {
-			t.Errorf("%v: exit %d, stderr %q", args, exitcode.Of(err), stderr.String())
+		if exitcode.Code(err, exitcode.Qmail) != 100 || stderr.Len() == 0 {
+			t.Errorf("%v: exit %d, stderr %q", args, exitcode.Code(err, exitcode.Qmail), stderr.String())
 		}
 	}
 }

@@ -173,8 +173,8 @@ func TestManUsage(t *testing.T) {
 	for _, args := range [][]string{{"qbox", "man"}, {"qbox", "man", "a", "b"}} {
 		var stderr bytes.Buffer
 		err := App(strings.NewReader(""), &bytes.Buffer{}, &stderr).Run(args)
-		if exitcode.Of(err) != exitcode.Permanent || !strings.Contains(stderr.String(), "usage: qbox man DIR") {
-			t.Errorf("%v: exit %d, stderr %q", args, exitcode.Of(err), stderr.String())
+		if exitcode.Code(err, exitcode.Qmail) != 100 || !strings.Contains(stderr.String(), "usage: qbox man DIR") {
+			t.Errorf("%v: exit %d, stderr %q", args, exitcode.Code(err, exitcode.Qmail), stderr.String())
 		}
 	}
 }

@@ -94,7 +94,7 @@ func checkCommandLine(app *cli.App, args []string, stderr io.Writer) error {
 	names := visibleCommandNames(app)
 	if len(args) < 2 {
 		fmt.Fprintf(stderr, "usage: qbox COMMAND [flags] [args]; commands: %s; see 'qbox --help'\n", strings.Join(names, ", "))
-		return &exitcode.Error{Code: exitcode.Permanent}
+		return exitcode.Reported(exitcode.BadUsage)
 	}
 	name := args[1]
 	if strings.HasPrefix(name, "-") || name == "help" || name == "h" || app.Command(name) != nil {
@@ -105,7 +105,7 @@ func checkCommandLine(app *cli.App, args []string, stderr io.Writer) error {
 		s += fmt.Sprintf(" (did you mean %q?)", near)
 	}
 	fmt.Fprintf(stderr, "%s; commands: %s; see 'qbox --help'\n", s, strings.Join(names, ", "))
-	return &exitcode.Error{Code: exitcode.Permanent}
+	return exitcode.Reported(exitcode.BadUsage)
 }
 
 func visibleCommandNames(app *cli.App) []string {

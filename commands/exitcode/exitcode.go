@@ -1,6 +1,10 @@
-// Package exitcode carries a process exit status on an error, so a
-// command's core can return an error and the CLI layer alone decides how
-// the process ends.
+// Package exitcode is the one place where an error becomes a process exit
+// status. Errors carry what the failure means (Class: temporary,
+// permanent, usage, configuration, or a check's finding); each personality
+// names its Scheme (qmail's 0/100/111, qmail-queue's, sysexits, the
+// probe's and mx-check's verdicts, Nagios); Code maps an error to a
+// status under a scheme. Commands and personalities return errors and
+// never pick a number themselves.
 package exitcode
 
 import (
@@ -10,63 +14,174 @@ import (
 	"qbox/proto"
 )
 
-// qmail's conventions, used by every command that has no personality of
-// its own.
+// Class is what a failure means to whoever runs the command again.
+type Class int
+
 const (
-	OK        = 0
-	Permanent = 100
-	Temporary = 111
+	OK        Class = iota // no failure
+	Temporary              // try again later: nothing was done, or the outcome is unknown
+	Permanent              // the same call fails the same way again
+	BadUsage               // the command line is wrong
+	BadConfig              // the configuration is missing or wrong (no server configured)
+	// A check's findings (probe, mx-check, queue check): the check ran,
+	// and what it looked at is not as wanted.
+	Warning
+	Critical
+	numClasses
 )
 
-// Error is an error with the exit status it should end the process with.
-type Error struct {
-	Code int
-	Err  error
+var classNames = [numClasses]string{"ok", "temporary", "permanent", "usage", "configuration", "warning", "critical"}
+
+func (c Class) String() string {
+	if c >= 0 && c < numClasses {
+		return classNames[c]
+	}
+	return fmt.Sprintf("Class(%d)", int(c))
 }
 
-func (e *Error) Error() string { return e.Err.Error() }
+// Properties an error may have beyond its class, for the schemes that
+// tell them apart (errors.Is finds them).
+var (
+	// ErrInput: reading the input (the message, the envelope) failed.
+	// Temporary; qmail-queue's 54, sysexits' 74.
+	ErrInput = errors.New("reading the input failed")
+	// ErrData: the message, or an address in it, is refused. Permanent;
+	// sysexits' 65.
+	ErrData = errors.New("the message is refused")
+)
+
+// Error is an error with its class. Err nil means the failure was
+// already reported (a usage line, a check's status line): nothing more
+// is printed.
+type Error struct {
+	Class Class
+	Err   error
+	prop  error // ErrInput, ErrData or nil
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return e.Class.String() + " failure"
+	}
+	return e.Err.Error()
+}
+
 func (e *Error) Unwrap() error { return e.Err }
 
-// ExitCode makes Error a cli.ExitCoder.
-func (e *Error) ExitCode() int { return e.Code }
+// Is makes errors.Is(err, ErrInput) and (err, ErrData) true for an error
+// made by Input and Data.
+func (e *Error) Is(target error) bool { return e.prop != nil && target == e.prop }
 
-// With wraps err with an exit status.
-func With(code int, err error) error {
+func with(c Class, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &Error{Code: code, Err: err}
+	return &Error{Class: c, Err: err}
 }
 
-// Usage is a bad invocation or configuration: permanent.
+// Temp marks err temporary, Perm permanent, Configuration a configuration
+// fault; nil stays nil.
+func Temp(err error) error          { return with(Temporary, err) }
+func Perm(err error) error          { return with(Permanent, err) }
+func Configuration(err error) error { return with(BadConfig, err) }
+
+// Usage is a bad invocation.
 func Usage(format string, a ...any) error {
-	return &Error{Code: Permanent, Err: fmt.Errorf(format, a...)}
+	return &Error{Class: BadUsage, Err: fmt.Errorf(format, a...)}
 }
 
-// Temp is a temporary failure.
-func Temp(err error) error { return With(Temporary, err) }
+// Input marks err as a failure to read the input: temporary.
+func Input(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Class: Temporary, Err: err, prop: ErrInput}
+}
 
-// Perm is a permanent failure.
-func Perm(err error) error { return With(Permanent, err) }
+// Data marks err as a refusal of the message or an address in it:
+// permanent.
+func Data(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Class: Permanent, Err: err, prop: ErrData}
+}
 
-// Of maps an error to qmail's 0/100/111: an explicit Error keeps its code;
-// a D reply is permanent; a Z reply, a network or session failure and any
-// other error are temporary, because retrying an unknown failure is safer
-// than dropping mail.
-func Of(err error) int {
+// Reported is a failure of class c already reported to the user.
+func Reported(c Class) error {
+	if c == OK {
+		return nil
+	}
+	return &Error{Class: c}
+}
+
+// Silent reports whether err was already reported (Reported).
+func Silent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Err == nil
+}
+
+// ClassOf says what err means: the class it was given; else a D reply is
+// permanent, no server configured a configuration fault, and a Z reply,
+// a network or session failure and any other error temporary, because
+// retrying an unknown failure is safer than dropping mail.
+func ClassOf(err error) Class {
 	if err == nil {
 		return OK
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Code
+		return e.Class
 	}
 	var pe *proto.Error
 	if errors.As(err, &pe) && !pe.Temporary() {
 		return Permanent
 	}
 	if errors.Is(err, proto.ErrNoServers) {
-		return Permanent // no server configured: a configuration error
+		return BadConfig
 	}
 	return Temporary
+}
+
+// Scheme is a personality's exit statuses: one for each class, and
+// finer ones for the errors it tells apart.
+type Scheme struct {
+	Name  string
+	codes [numClasses]int
+	// refine gives a finer status for err when the scheme has one.
+	refine func(err error) (int, bool)
+}
+
+// under is an error whose status is read under its command's own scheme.
+type under struct {
+	s   *Scheme
+	err error
+}
+
+func (u *under) Error() string { return u.err.Error() }
+func (u *under) Unwrap() error { return u.err }
+
+// Under names the scheme err's status is read under, whatever scheme
+// Code is given: how a qbox command with a scheme of its own (probe,
+// mx-check, queue check) names it. nil stays nil.
+func Under(s *Scheme, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &under{s: s, err: err}
+}
+
+// Code is err's exit status under s, or under the scheme err was given
+// with Under.
+func Code(err error, s *Scheme) int {
+	var u *under
+	if errors.As(err, &u) {
+		s = u.s
+	}
+	if err != nil && s.refine != nil {
+		if code, ok := s.refine(err); ok {
+			return code
+		}
+	}
+	return s.codes[ClassOf(err)]
 }

@@ -203,18 +203,13 @@ func baseConfig(dir, prefix string, bounceFlags []string, getenv func(string) st
 	}, nil
 }
 
-// exitError maps Run's result to the exit status.
+// exitError says what Run's error means: everything a run leaves is for
+// a later run (temporary), a second run of the same maildir included.
 func exitError(dir string, err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrLocked):
+	if errors.Is(err, ErrLocked) {
 		return exitcode.Temp(fmt.Errorf("another flush of %s is running; not starting a second one", dir))
-	case errors.Is(err, ErrRemaining):
-		return exitcode.Temp(err)
-	default:
-		return exitcode.Temp(err)
 	}
+	return exitcode.Temp(err)
 }
 
 // hostConnect connects to HOST[:PORT], port 209 by default.
@@ -294,14 +289,20 @@ func MaildirqmtpMain(args []string) int {
 }
 
 func maildirqmtp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	err := maildirqmtpRun(ctx, args, stdout, stderr, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "maildirqmtp: %v\n", err)
+	}
+	return exitcode.Code(err, exitcode.Qmail)
+}
+
+func maildirqmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) != 4 {
-		fmt.Fprintln(stderr, "maildirqmtp: usage: maildirqmtp dir prefix host")
-		return exitcode.Permanent
+		return exitcode.Usage("usage: maildirqmtp dir prefix host")
 	}
 	cfg, err := baseConfig(args[1], args[2], nil, getenv)
 	if err != nil {
-		fmt.Fprintf(stderr, "maildirqmtp: %v\n", err)
-		return exitcode.Of(err)
+		return err
 	}
 	cfg.Bounce.Program = "maildirqmtp"
 	cfg.Out = stdout
@@ -311,10 +312,7 @@ func maildirqmtp(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	cfg.Client = qmtp.Client{ConnectTimeout: 60 * time.Second}
 	cfg.Connect = hostConnect(args[3], &cfg.Client)
 	_, err = Run(ctx, cfg)
-	if err = exitError(args[1], err); err != nil {
-		fmt.Fprintf(stderr, "maildirqmtp: %v\n", err)
-	}
-	return exitcode.Of(err)
+	return exitError(args[1], err)
 }
 
 // MaildirsmtpMain is serialmail's maildirsmtp: `maildirsmtp dir prefix
@@ -329,22 +327,27 @@ func MaildirsmtpMain(args []string) int {
 }
 
 func maildirsmtp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	if len(args) != 5 {
-		fmt.Fprintln(stderr, "maildirsmtp: usage: maildirsmtp dir prefix host helohost")
-		return exitcode.Permanent
-	}
-	sc, err := smtpClient(args[4], "opportunistic", 60*time.Second)
-	if err == nil && args[4] == "" {
-		err = exitcode.Usage("the helohost argument is empty")
-	}
+	err := maildirsmtpRun(ctx, args, stdout, stderr, getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "maildirsmtp: %v\n", err)
-		return exitcode.Of(err)
+	}
+	return exitcode.Code(err, exitcode.Qmail)
+}
+
+func maildirsmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) != 5 {
+		return exitcode.Usage("usage: maildirsmtp dir prefix host helohost")
+	}
+	if args[4] == "" {
+		return exitcode.Usage("the helohost argument is empty")
+	}
+	sc, err := smtpClient(args[4], "opportunistic", 60*time.Second)
+	if err != nil {
+		return err
 	}
 	cfg, err := baseConfig(args[1], args[2], nil, getenv)
 	if err != nil {
-		fmt.Fprintf(stderr, "maildirsmtp: %v\n", err)
-		return exitcode.Of(err)
+		return err
 	}
 	cfg.Bounce.Program = "maildirsmtp"
 	cfg.Out = stdout
@@ -353,8 +356,5 @@ func maildirsmtp(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	}
 	cfg.Transport = &queuerun.SMTP{Client: *sc, Addrs: []string{qmqp.WithDefaultPort(args[3], mxps.SMTPPort)}}
 	_, err = Run(ctx, cfg)
-	if err = exitError(args[1], err); err != nil {
-		fmt.Fprintf(stderr, "maildirsmtp: %v\n", err)
-	}
-	return exitcode.Of(err)
+	return exitError(args[1], err)
 }

@@ -104,7 +104,8 @@ func connectTimeout(c *cli.Context) time.Duration {
 func action(c *cli.Context) error {
 	servers, err := Servers(c.StringSlice("server"), os.Getenv)
 	if err != nil {
-		return exitcode.Perm(err)
+		// None anywhere, an unusable one, an unreadable control file.
+		return exitcode.Configuration(err)
 	}
 	mcfg, err := message.ConfigFromEnv(os.Getenv)
 	if err != nil {
@@ -163,7 +164,8 @@ type Config struct {
 
 // Run prepares the message read from in and sends it. It returns the
 // server's reply; the error (nil only for K) carries the exit status
-// (exitcode.Of): 100 for D and bad input, 111 for Z and network failures.
+// (exitcode.Code under exitcode.Qmail): 100 for D, bad input and no
+// server configured, 111 for Z and network failures.
 func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	if ctx == nil {
 		ctx = context.Background()
@@ -181,7 +183,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	reply, err := client.Send(ctx, env, body, size)
 	if err != nil {
 		if errors.Is(err, proto.ErrNoServers) {
-			return proto.Reply{}, exitcode.Perm(ErrNoServers)
+			return proto.Reply{}, exitcode.Configuration(ErrNoServers)
 		}
 		return proto.Reply{}, exitcode.Temp(err)
 	}

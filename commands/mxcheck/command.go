@@ -67,12 +67,16 @@ Exit status (the worst domain's): 0 a QMTP exchanger with an address (with
 			}
 			code, err := Run(c.Context, cfg, c.App.Writer)
 			if err != nil {
-				return exitcode.Usage("%v", err)
+				return exitcode.Under(exitcode.MXCheck, exitcode.Usage("%v", err))
 			}
-			if code != 0 {
-				return &exitcode.Error{Code: code}
-			}
-			return nil
+			// The report said why.
+			return exitcode.Under(exitcode.MXCheck, exitcode.Reported(codeClass[code]))
 		},
 	}
+}
+
+// codeClass is what a code means for the exit status (exitcode.MXCheck
+// gives each its number back).
+var codeClass = map[int]exitcode.Class{
+	CodeQMTP: exitcode.OK, CodeNoQMTP: exitcode.Warning, CodeNotFound: exitcode.Permanent, CodeTemporary: exitcode.Temporary,
 }

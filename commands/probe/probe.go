@@ -202,6 +202,10 @@ const (
 	reset  = "\x1b[0m"
 )
 
+// verdictClass is what a verdict means for the exit status (the table
+// said the rest).
+var verdictClass = map[int]exitcode.Class{CodeOK: exitcode.OK, CodeUnexpected: exitcode.Warning, CodeDown: exitcode.Critical}
+
 var verdictWords = map[int]string{CodeOK: "ok", CodeUnexpected: "unexpected", CodeDown: "down"}
 
 func verdict(code int, color bool) string {
@@ -324,12 +328,9 @@ and silent; with --send, a K), 1 something else answered (an SMTP banner on
 			}
 			code, err := Run(c.Context, cfg, c.App.Writer)
 			if err != nil {
-				return exitcode.Usage("%v", err)
+				return exitcode.Under(exitcode.Probe, exitcode.Usage("%v", err))
 			}
-			if code != 0 {
-				return &exitcode.Error{Code: code}
-			}
-			return nil
+			return exitcode.Under(exitcode.Probe, exitcode.Reported(verdictClass[code]))
 		},
 	}
 }

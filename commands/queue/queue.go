@@ -125,10 +125,8 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 					} else {
 						fmt.Fprintf(c.App.Writer, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
 					}
-					if code == OK {
-						return nil
-					}
-					return &exitcode.Error{Code: code} // the status line said it all
+					// The status line said it all.
+					return exitcode.Under(exitcode.Nagios, exitcode.Reported(statusClass[code]))
 				},
 			},
 			{
@@ -158,7 +156,7 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 					if code == 0 {
 						return nil
 					}
-					return &exitcode.Error{Code: exitcode.Temporary} // sendmail -q said why
+					return exitcode.Reported(exitcode.Temporary) // sendmail -q said why
 				},
 			},
 			{
@@ -190,6 +188,10 @@ const (
 	Critical = 2
 	Unknown  = 3
 )
+
+// statusClass is what a status means for the exit status (exitcode.Nagios
+// gives each its number back).
+var statusClass = map[int]exitcode.Class{OK: exitcode.OK, Warning: exitcode.Warning, Critical: exitcode.Critical, Unknown: exitcode.Temporary}
 
 func dirOf(c *cli.Context) (string, error) {
 	if d := c.String("dir"); d != "" {
