@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 
-	"qbox/proto"
+	"qbox/commands/exitcode"
 	"qbox/proto/qmailqueue"
 	"qbox/proto/qmqp"
 )
@@ -29,24 +29,28 @@ func QmqpcMain(args []string) int {
 // qmail-inject writes the envelope only after closing the message pipe.
 // The message bytes are sent untouched.
 func Qmqpc(ctx context.Context, msg, envelope io.Reader, stderr io.Writer, getenv func(string) string) int {
-	fail := func(code int, format string, a ...any) int {
-		fmt.Fprintf(stderr, "qmail-qmqpc: "+format+"\n", a...)
-		return code
+	err := forwardQMQP(ctx, msg, envelope, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "qmail-qmqpc: %v\n", err)
 	}
+	return exitcode.Code(err, exitcode.QmailQueue)
+}
+
+func forwardQMQP(ctx context.Context, msg, envelope io.Reader, getenv func(string) string) error {
 	servers := splitList(getenv("QMQPSERVERS"))
 	if len(servers) > 0 {
 		// Set by the caller for this run, as for inject and sendmail:
 		// a server that is not one is an error, not skipped.
 		for _, s := range servers {
 			if err := checkServer(s); err != nil {
-				return fail(qmailqueue.ExitConfig, "$QMQPSERVERS: %v", err)
+				return exitcode.Configuration(fmt.Errorf("$QMQPSERVERS: %w", err))
 			}
 		}
 	} else {
 		path := ControlFile(getenv)
 		lines, err := ReadServersFile(path)
 		if err != nil {
-			return fail(qmailqueue.ExitConfig, "unable to read %s: %v", path, err)
+			return exitcode.Configuration(fmt.Errorf("unable to read %s: %w", path, err))
 		}
 		for _, s := range lines {
 			// qmail takes IPv4 addresses only and skips other lines;
@@ -57,45 +61,31 @@ func Qmqpc(ctx context.Context, msg, envelope io.Reader, stderr io.Writer, geten
 			}
 		}
 		if len(servers) == 0 {
-			return fail(qmailqueue.ExitConfig, "no usable QMQP server in %s", path)
+			return exitcode.Configuration(fmt.Errorf("no usable QMQP server in %s", path))
 		}
 	}
 
 	src, err := OpenSource(msg, 0)
 	if err != nil {
-		return fail(qmailqueue.ExitReadError, "%v", err)
+		return exitcode.Input(err)
 	}
 	defer src.Close()
 	env, err := qmailqueue.ReadEnvelope(envelope, 0)
 	if err != nil {
 		var ee *qmailqueue.EnvelopeError
 		if errors.As(err, &ee) {
-			return fail(ee.ExitCode(), "%v", err)
+			return err
 		}
-		return fail(qmailqueue.ExitReadError, "reading the envelope: %v", err)
+		return exitcode.Input(fmt.Errorf("reading the envelope: %w", err))
 	}
 	body, err := src.At(0)
 	if err != nil {
-		return fail(qmailqueue.ExitReadError, "%v", err)
+		return exitcode.Input(err)
 	}
 	client := &qmqp.Client{Servers: servers, ConnectTimeout: DefaultConnectTimeout, Timeout: DefaultTimeout}
 	reply, err := client.Send(ctx, env, body, src.Size())
 	if err != nil {
-		var ce *proto.ConnectError
-		if errors.As(err, &ce) {
-			if ce.TimedOut() {
-				return fail(qmailqueue.ExitConnectTimeout, "%v", err)
-			}
-			return fail(qmailqueue.ExitConnectRefused, "%v", err)
-		}
-		return fail(qmailqueue.ExitSession, "%v", err)
+		return err // a connect error, or a session failed after connecting
 	}
-	switch reply.Status {
-	case proto.OK:
-		return qmailqueue.ExitOK
-	case proto.Permanent:
-		return fail(qmailqueue.ExitRejected, "%v", reply.Err())
-	default:
-		return fail(qmailqueue.ExitTempRejected, "%v", reply.Err())
-	}
+	return reply.Err() // nil for K; D or Z
 }
