@@ -51,7 +51,7 @@ func pickUp(p *Process) {
 // then every interval. SIGTERM, SIGINT or SIGHUP stop it: during a flush
 // the flush's own handling finishes the message under way (see package
 // interrupt), then the runner exits 0; between flushes it exits at once.
-func runQueue(ctx context.Context, p *Process, o *Options) int {
+func runQueue(ctx context.Context, p *Process, o *Options) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, interrupt.Signals...)
 	defer signal.Stop(sigs)
@@ -86,5 +86,4 @@ func runQueue(ctx context.Context, p *Process, o *Options) int {
 			break
 		}
 	}
-	return exOK
 }

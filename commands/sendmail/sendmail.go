@@ -23,6 +23,7 @@ import (
 
 	"github.com/mattn/go-isatty"
 
+	"qbox/commands/exitcode"
 	"qbox/commands/inject"
 	"qbox/commands/interrupt"
 	"qbox/commands/spill"
@@ -30,23 +31,6 @@ import (
 	"qbox/proto/message"
 	"qbox/proto/qmqp"
 	"qbox/proto/spool"
-)
-
-// sysexits.h, as sendmail, msmtp and dma use them.
-const (
-	exOK          = 0
-	exUsage       = 64 // bad command line, no recipients
-	exDataErr     = 65 // bad message or address in it
-	exUnavailable = 69 // permanently rejected
-	exIOErr       = 74 // reading the message failed
-	exTempFail    = 75 // not sent and not even spooled
-)
-
-// qmail's exit codes for the qmail-inject personality.
-const (
-	qmailOK        = 0
-	qmailPermanent = 100
-	qmailTemporary = 111
 )
 
 // Process is what a personality receives from the process that runs it.
@@ -130,43 +114,51 @@ func NewaliasesMain(args []string) int { return Newaliases(osProcess(args)) }
 // Newaliases notes on stderr that there is nothing to rebuild; exit 0.
 func Newaliases(p *Process) int {
 	p.errorf("nothing to do: qbox keeps no alias database (aliases are the QMQP hub's)")
-	return exOK
+	return exitcode.Code(nil, exitcode.Sysexits)
 }
 
-// Sendmail runs the sendmail personality and returns a sysexits status.
+// Sendmail runs the sendmail personality and returns a sysexits status
+// (exitcode.Sysexits): 64 usage, 65 a refused message or address, 69
+// rejected, 74 reading the message failed, 75 not sent and not spooled.
 func Sendmail(ctx context.Context, p *Process) int {
+	err := sendmail(ctx, p)
+	if err != nil && !exitcode.Silent(err) {
+		p.errorf("%v", err)
+	}
+	return exitcode.Code(err, exitcode.Sysexits)
+}
+
+func sendmail(ctx context.Context, p *Process) error {
 	o := ParseOptions(p.Args)
 	for _, w := range o.Warnings {
 		p.errorf("warning: %s", w)
 	}
 	if o.UsageError != "" {
-		p.errorf("%s", o.UsageError)
-		return exUsage
+		return exitcode.Usage("%s", o.UsageError)
 	}
 	if o.Daemon && o.Mode != ModeFlush {
-		p.errorf("-bd alone is not supported: qbox is no SMTP daemon (-bd -q30m runs the queue every 30 minutes)")
-		return exUsage
+		return exitcode.Usage("-bd alone is not supported: qbox is no SMTP daemon (-bd -q30m runs the queue every 30 minutes)")
 	}
 	switch o.Mode {
 	case ModeList:
-		return Mailq(p)
+		listSpool(p)
+		return nil
 	case ModeNoop:
 		if o.Verbose {
 			p.errorf("nothing to do: qbox keeps no alias database")
 		}
-		return exOK
+		return nil
 	case ModeFlush:
 		if o.QueueInterval > 0 {
-			return runQueue(ctx, p, o)
+			runQueue(ctx, p, o)
+			return nil
 		}
 		if o.Daemon {
-			p.errorf("-bd alone is not supported: qbox is no SMTP daemon (-bd -q30m runs the queue every 30 minutes)")
-			return exUsage
+			return exitcode.Usage("-bd alone is not supported: qbox is no SMTP daemon (-bd -q30m runs the queue every 30 minutes)")
 		}
 		sel, err := spool.ParseSelection(o.QueueSelect)
 		if err != nil {
-			p.errorf("%v", err)
-			return exUsage
+			return exitcode.Usage("%v", err)
 		}
 		pickUp(p)
 		return flushSpool(ctx, p, o.Verbose, sel)
@@ -176,8 +168,7 @@ func Sendmail(ctx context.Context, p *Process) int {
 
 	cfg, err := message.ConfigFromEnv(p.Getenv)
 	if err != nil {
-		p.errorf("reading the qmail configuration: %v", err)
-		return exTempFail
+		return exitcode.Temp(fmt.Errorf("reading the qmail configuration: %w", err))
 	}
 	if cfg.User == "anonymous" && noUserInEnv(p.Getenv) {
 		// cron and systemd units set no USER or LOGNAME; sendmail and
@@ -189,8 +180,7 @@ func Sendmail(ctx context.Context, p *Process) int {
 	applySenderOptions(&cfg, o)
 	rcpts, err := splitRecipients(o.Recipients)
 	if err != nil {
-		p.errorf("%v", err)
-		return exUsage
+		return exitcode.Usage("%v", err)
 	}
 	mopts := message.Options{Recipients: rcpts, HeaderRecipients: o.ReadHeader}
 	if o.SenderSet {
@@ -199,29 +189,26 @@ func Sendmail(ctx context.Context, p *Process) int {
 	}
 	m, err := message.Prepare(p.Stdin, cfg, mopts)
 	if err != nil {
-		p.errorf("%v; nothing sent", err)
+		err = fmt.Errorf("%w; nothing sent", err)
 		var refused *message.RefusedError
 		switch {
 		case errors.As(err, &refused) && refused.Caller:
-			return exUsage // an argument or the environment
+			return exitcode.Usage("%w", err) // an argument or the environment
 		case errors.As(err, &refused), errors.Is(err, message.ErrHeaderTooLarge):
-			return exDataErr // the message itself
+			return exitcode.Data(err) // the message itself
 		}
-		return exIOErr
+		return exitcode.Input(err)
 	}
 	if len(m.Recipients) == 0 {
 		if o.ReadHeader {
-			p.errorf("no recipients: none on the command line and no To, Cc or Bcc in the header; nothing sent")
-			return exDataErr
+			return exitcode.Data(errors.New("no recipients: none on the command line and no To, Cc or Bcc in the header; nothing sent"))
 		}
-		p.errorf("no recipients given (use -t to take them from the header); nothing sent")
-		return exUsage
+		return exitcode.Usage("no recipients given (use -t to take them from the header); nothing sent")
 	}
 	var buf spill.Buffer
 	defer buf.Close()
 	if _, err := io.Copy(&buf, m.Reader()); err != nil {
-		p.errorf("reading the message: %v", err)
-		return exIOErr
+		return exitcode.Input(fmt.Errorf("reading the message: %w", err))
 	}
 	res := submit(ctx, p, proto.Envelope{Sender: m.Sender, Recipients: m.Recipients}, &buf)
 	switch res.kind {
@@ -230,16 +217,14 @@ func Sendmail(ctx context.Context, p *Process) int {
 			p.errorf("sent to %s: %s", strings.Join(m.Recipients, ", "), proto.Printable(res.reply.Text, 2000))
 		}
 		drainInBackground(p)
-		return exOK
+		return nil
 	case rejected:
-		p.errorf("message rejected permanently: %s", proto.Printable(res.reply.Text, 2000))
-		return exUnavailable
+		return exitcode.Perm(fmt.Errorf("message rejected permanently: %s", proto.Printable(res.reply.Text, 2000)))
 	case queued:
 		p.note(o.Verbose, "%s", res.queuedNote())
-		return exOK
+		return nil
 	default:
-		p.errorf("%s", res.reason)
-		return exTempFail
+		return exitcode.Temp(errors.New(res.reason))
 	}
 }
 
@@ -306,19 +291,25 @@ func splitRecipients(args []string) ([]string, error) {
 }
 
 // QmailInject runs the qmail-inject personality: qmail-inject's options,
-// $QMAILINJECT and exit codes (0, 100 permanent, 111 temporary), with
-// zero recipients refused instead of silently lost, and a temporary
-// failure spooled like sendmail's.
+// $QMAILINJECT and exit codes (exitcode.Qmail: 0, 100 permanent, 111
+// temporary), with zero recipients refused instead of silently lost, and
+// a temporary failure spooled like sendmail's.
 func QmailInject(ctx context.Context, p *Process) int {
-	o, err := ParseInjectOptions(p.Args)
+	err := qmailInject(ctx, p)
 	if err != nil {
 		p.errorf("fatal: %v", err)
-		return qmailPermanent
+	}
+	return exitcode.Code(err, exitcode.Qmail)
+}
+
+func qmailInject(ctx context.Context, p *Process) error {
+	o, err := ParseInjectOptions(p.Args)
+	if err != nil {
+		return exitcode.Usage("%w", err)
 	}
 	cfg, err := message.ConfigFromEnv(p.Getenv)
 	if err != nil {
-		p.errorf("fatal: unable to read controls: %v", err)
-		return qmailTemporary
+		return exitcode.Temp(fmt.Errorf("unable to read controls: %w", err))
 	}
 	mopts := message.Options{}
 	switch o.Recipients {
@@ -341,55 +332,55 @@ func QmailInject(ctx context.Context, p *Process) int {
 	}
 	m, err := message.Prepare(p.Stdin, cfg, mopts)
 	if err != nil {
-		p.errorf("fatal: %v; nothing sent", err)
+		err = fmt.Errorf("%w; nothing sent", err)
 		var refused *message.RefusedError
 		if errors.As(err, &refused) || errors.Is(err, message.ErrHeaderTooLarge) {
-			return qmailPermanent
+			return exitcode.Data(err)
 		}
-		return qmailTemporary
+		return exitcode.Input(err)
 	}
 	if o.Print {
 		fmt.Fprintf(p.Stdout, "Return-Path: <%s>\n", m.Sender)
 		if _, err := io.Copy(p.Stdout, m.Reader()); err != nil {
-			p.errorf("fatal: %v", err)
-			return qmailTemporary
+			return exitcode.Temp(err)
 		}
-		return qmailOK
+		return nil
 	}
 	if len(m.Recipients) == 0 {
-		p.errorf("fatal: no recipients; nothing sent (qmail-inject would have lost this message)")
-		return qmailPermanent
+		return exitcode.Data(errors.New("no recipients; nothing sent (qmail-inject would have lost this message)"))
 	}
 	var buf spill.Buffer
 	defer buf.Close()
 	if _, err := io.Copy(&buf, m.Reader()); err != nil {
-		p.errorf("fatal: reading the message: %v", err)
-		return qmailTemporary
+		return exitcode.Input(fmt.Errorf("reading the message: %w", err))
 	}
 	res := submit(ctx, p, proto.Envelope{Sender: m.Sender, Recipients: m.Recipients}, &buf)
 	switch res.kind {
 	case sent:
 		drainInBackground(p)
-		return qmailOK
+		return nil
 	case rejected:
-		p.errorf("fatal: %s", proto.Printable(res.reply.Text, 2000))
-		return qmailPermanent
+		return exitcode.Perm(errors.New(proto.Printable(res.reply.Text, 2000)))
 	case queued:
 		p.note(false, "%s", res.queuedNote())
-		return qmailOK
+		return nil
 	default:
-		p.errorf("fatal: %s", res.reason)
-		return qmailTemporary
+		return exitcode.Temp(errors.New(res.reason))
 	}
 }
 
 // Mailq lists the spool; it always exits 0 (a spool that does not exist
-// yet is an empty one).
+// yet is an empty one; what cannot be listed is said on stderr).
 func Mailq(p *Process) int {
+	listSpool(p)
+	return exitcode.Code(nil, exitcode.Sysexits)
+}
+
+func listSpool(p *Process) {
 	dir, err := spool.Locate(p.Getenv)
 	if err != nil {
 		p.errorf("%v", err)
-		return exOK
+		return
 	}
 	if _, err := os.Stat(filepath.Join(dir, "new")); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(p.Stdout, "Mail queue is empty (%s)\n", dir)
@@ -399,7 +390,6 @@ func Mailq(p *Process) int {
 	if n := spool.DropsWaiting(spool.System(p.Getenv)); n > 0 && p.Getenv("QBOX_SPOOL") == "" {
 		fmt.Fprintf(p.Stdout, "-- %d more in %s, waiting for pickup by sendmail -q\n", n, spool.System(p.Getenv).DropDir())
 	}
-	return exOK
 }
 
 type outcomeKind int
@@ -467,21 +457,19 @@ func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spill.Buff
 // flushSpool is sendmail -q: deliver what the spool holds. Quiet unless
 // verbose or something needs a person, because cron mails any output
 // and would fill the spool with reports about the spool while the relay
-// is down. Exit 0 when the spool is empty afterwards, 75 when mail
-// remains.
-func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Selection) int {
+// is down. Nil when the spool is empty afterwards; temporary (75) when
+// mail remains.
+func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Selection) error {
 	dir, err := spool.Locate(p.Getenv)
 	if err != nil {
-		p.errorf("%v", err)
-		return exTempFail
+		return exitcode.Temp(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "new")); errors.Is(err, os.ErrNotExist) {
-		return exOK // nothing was ever queued
+		return nil // nothing was ever queued
 	}
 	sp, err := spool.Open(dir)
 	if err != nil {
-		p.errorf("%v", err)
-		return exTempFail
+		return exitcode.Temp(err)
 	}
 	level := slog.LevelError
 	if verbose {
@@ -494,12 +482,10 @@ func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Select
 	defer sig.Release()
 	res, err := FlushSpool(sig.Context, sp, p.Getenv, log, sel)
 	if errors.Is(err, spool.ErrLocked) {
-		p.errorf("another run is delivering %s; not starting a second one", dir)
-		return exTempFail
+		return exitcode.Temp(fmt.Errorf("another run is delivering %s; not starting a second one", dir))
 	}
 	if err != nil {
-		p.errorf("%v", err)
-		return exTempFail
+		return exitcode.Temp(err)
 	}
 	for _, m := range res.Malformed {
 		p.errorf("malformed spool file %s left in place: %s", filepath.Join(dir, m.Name), m.Reason)
@@ -507,13 +493,10 @@ func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Select
 	if verbose || res.Interrupted {
 		p.errorf("%d delivered, %d bounced, %d still queued in %s", res.Delivered, res.Bounced, res.Remaining(), dir)
 	}
-	if res.Interrupted {
-		return exTempFail
+	if res.Interrupted || res.Remaining() > 0 {
+		return exitcode.Reported(exitcode.Temporary) // mail remains for a later run
 	}
-	if res.Remaining() > 0 {
-		return exTempFail
-	}
-	return exOK
+	return nil
 }
 
 // FlushSpool delivers a spool over QMQP to the servers the environment

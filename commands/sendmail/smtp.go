@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"qbox/commands/exitcode"
 	"qbox/commands/spill"
 	"qbox/proto"
 	"qbox/proto/message"
@@ -52,11 +53,10 @@ type smtpSession struct {
 	crlf bool
 }
 
-func serveSMTP(ctx context.Context, p *Process) int {
+func serveSMTP(ctx context.Context, p *Process) error {
 	cfg, err := message.ConfigFromEnv(p.Getenv)
 	if err != nil {
-		p.errorf("reading the qmail configuration: %v", err)
-		return exTempFail
+		return exitcode.Temp(fmt.Errorf("reading the qmail configuration: %w", err))
 	}
 	// The greeting and the HELO reply name it: from the environment, so
 	// it must not end a reply line early.
@@ -77,10 +77,9 @@ func serveSMTP(ctx context.Context, p *Process) int {
 		},
 	}
 	if err := s.run(ctx); err != nil {
-		p.errorf("-bs: %v", err)
-		return exIOErr
+		return exitcode.Input(fmt.Errorf("-bs: %w", err))
 	}
-	return exOK
+	return nil
 }
 
 // submitSMTP completes the received message's header (Date, Message-ID,
