@@ -40,6 +40,9 @@ func TestCodeUnderEachScheme(t *testing.T) {
 		{"not found", Reported(Permanent), map[*Scheme]int{MXCheck: 100}},
 	}
 	for _, tc := range cases {
+		if got := Code(tc.err, QmailRemote); got != 0 {
+			t.Errorf("%s under qmail-remote: %d, want 0 (always)", tc.name, got)
+		}
 		for s, want := range tc.want {
 			if got := Code(tc.err, s); got != want {
 				t.Errorf("%s under %s: %d, want %d", tc.name, s.Name, got, want)

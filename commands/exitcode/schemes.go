@@ -39,6 +39,11 @@ var (
 		OK: 0, Temporary: 75, Permanent: 69, BadUsage: 64, BadConfig: 78, Warning: 75, Critical: 75},
 		refine: sysexitsRefine}
 
+	// QmailRemote is qmail-remote's: 0 always, whatever happened (the
+	// reports on fd 1 say it; qmail-rspawn takes any other status for a
+	// crash of the program).
+	QmailRemote = &Scheme{Name: "qmail-remote"}
+
 	// Probe is qbox probe's verdicts, for monitoring: 0 the expected
 	// protocol, 1 something else answered (Warning), 2 closed, filtered or
 	// unreachable (Critical); 100 a bad command line.

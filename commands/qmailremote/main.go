@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"qbox/commands/exitcode"
 	"qbox/commands/spill"
 )
 
@@ -19,7 +20,7 @@ func Main(args []string) int {
 	// would report a crash. The write fails instead, and we exit 0.
 	signal.Ignore(syscall.SIGPIPE)
 	Run(context.Background(), Config{Getenv: os.Getenv}, args, os.Stdin, os.Stdout)
-	return 0
+	return exitcode.Code(nil, exitcode.QmailRemote)
 }
 
 // Run is Main with its inputs and outputs given: args as the process got
