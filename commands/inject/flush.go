@@ -45,7 +45,7 @@ func Flush(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slog.Log
 
 func flushSpool(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slog.Logger) error {
 	if len(cfg.Servers) == 0 {
-		return exitcode.Configuration(ErrNoServers)
+		return ErrNoServers
 	}
 	if _, err := os.Stat(filepath.Join(cfg.SpoolDir, "new")); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(stderr, "inject: spool %s is empty\n", cfg.SpoolDir)

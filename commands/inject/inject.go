@@ -183,7 +183,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	reply, err := client.Send(ctx, env, body, size)
 	if err != nil {
 		if errors.Is(err, proto.ErrNoServers) {
-			return proto.Reply{}, exitcode.Configuration(ErrNoServers)
+			return proto.Reply{}, ErrNoServers // the same fault, saying where to configure one
 		}
 		return proto.Reply{}, exitcode.Temp(err)
 	}

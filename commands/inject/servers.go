@@ -1,17 +1,25 @@
 package inject
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strings"
 
+	"qbox/proto"
 	"qbox/proto/control"
 )
 
-// ErrNoServers means no QMQP server is configured anywhere.
-var ErrNoServers = errors.New("no QMQP server configured: use --server, $QMQPSERVERS or $QMAILHOME/control/qmqpservers")
+// ErrNoServers means no QMQP server is configured anywhere. It is
+// proto.ErrNoServers (a configuration fault) with the places to set one.
+var ErrNoServers error = &noServersError{}
+
+type noServersError struct{}
+
+func (*noServersError) Error() string {
+	return "no QMQP server configured: use --server, $QMQPSERVERS or $QMAILHOME/control/qmqpservers"
+}
+func (*noServersError) Unwrap() error { return proto.ErrNoServers }
 
 // Servers returns the QMQP servers to try, in order: the --server flags,
 // else $QMQPSERVERS (comma or space separated), else the lines of
