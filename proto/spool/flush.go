@@ -110,9 +110,9 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 		case queuerun.Bounced, queuerun.Discarded:
 			log.Info("spool: bounced", "sender", o.Sender, "recipients", rcpts, "note", o.Note)
 		case queuerun.Deferred:
-			log.Warn("spool: deferred", "sender", o.Sender, "recipients", rcpts, "error", o.Reason)
+			log.Warn("spool: deferred", "sender", o.Sender, "recipients", rcpts, "err", o.Reason)
 		case queuerun.Failed:
-			log.Warn("spool: bounce failed, message kept", "sender", o.Sender, "recipients", rcpts, "error", o.Reason)
+			log.Warn("spool: bounce failed, message kept", "sender", o.Sender, "recipients", rcpts, "err", o.Reason)
 		}
 		line.rcpts = nil
 	}
@@ -141,7 +141,7 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 			res.Delivered++
 			if o.Note != "" {
 				// The server has the message; this file would send it again.
-				log.Error("spool: cannot remove a delivered file: it will be delivered twice", "file", o.File, "error", o.Note)
+				log.Error("spool: cannot remove a delivered file: it will be delivered twice", "file", o.File, "err", o.Note)
 				s.setError(key, o.Note)
 			} else {
 				s.clearError(key)

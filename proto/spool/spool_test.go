@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -151,12 +152,17 @@ func TestFlushServerDown(t *testing.T) {
 	s := openSpool(t)
 	enqueue(t, s, "a@example.test", "one\n", "x@example.test")
 	enqueue(t, s, "a@example.test", "two\n", "y@example.test")
-	res, err := s.Flush(context.Background(), FlushConfig{Client: client(closedAddr(t))})
+	var log bytes.Buffer
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(closedAddr(t)), Log: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Deferred != 2 || res.Delivered != 0 || res.Remaining() != 2 {
 		t.Fatalf("result %+v", res)
+	}
+	// The reason is logged under "err", the key every log line uses.
+	if strings.Count(log.String(), "spool: deferred") != 2 || strings.Count(log.String(), " err=") != 2 {
+		t.Errorf("log %q: want two deferrals with err=", log.String())
 	}
 	for _, e := range queued(t, s) {
 		text, _ := s.LastError(filepath.Base(e.Name))
