@@ -30,30 +30,6 @@ func (d *Dialer) dialer() proto.Dialer {
 
 func (a Attempt) name() string { return fmt.Sprintf("%s %s (%s)", a.Protocol, a.Addr, a.Host) }
 
-// DialQMTP connects to the first target that accepts a connection on the
-// QMTP port, for a client that speaks QMTP only: a connect failure moves
-// to the next target; nothing else does. It returns the connection and
-// the target it reached, or a *proto.ConnectError (each attempt named
-// "PROTOCOL ADDR (HOST)").
-//
-// The caller owns the rule's other half: once this returns a connection,
-// a QMTP session has started there, and whatever happens in it (an error,
-// a lost reply) the mail it carried must not be offered to another target
-// now: that could deliver it twice. It stays queued for the next run.
-func (d *Dialer) DialQMTP(ctx context.Context, targets []Target) (net.Conn, Target, error) {
-	attempts := make([]Attempt, len(targets))
-	addrs := make([]string, len(targets))
-	for i, t := range targets {
-		attempts[i] = Attempt{Protocol: ProtoQMTP, Addr: joinHostPort(t.Addr.String(), d.Ports.qmtp()), Host: t.Host, Pref: t.Pref}
-		addrs[i] = attempts[i].Addr
-	}
-	conn, i, err := d.dialer().DialFirst(ctx, addrs, func(i int) string { return attempts[i].name() })
-	if err != nil {
-		return nil, Target{}, err
-	}
-	return conn, targets[i], nil
-}
-
 // ErrSessionStarted wraps a session's error in Deliver's result, to say
 // that no further attempt was made because one had connected.
 var ErrSessionStarted = errors.New("session started; no fallback")

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -56,29 +56,24 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-func TestDialQMTPMovesOnOnlyOnConnectFailure(t *testing.T) {
+// No attempt connects: one proto.ConnectError naming every attempt by
+// protocol, address and exchanger, unwrapping to each refusal.
+func TestDeliverNoneConnects(t *testing.T) {
 	port := freePort(t)
-	second := listen(t, "127.0.0.2", port) // 127.0.0.1:port stays closed
-	d := &Dialer{ConnectTimeout: 2 * time.Second, Ports: Ports{QMTP: strconv.Itoa(port)}}
-	targets := []Target{
-		{Host: "first", Pref: 12801, Addr: netip.MustParseAddr("127.0.0.1")},
-		{Host: "second", Pref: 12817, Addr: netip.MustParseAddr("127.0.0.2")},
-		{Host: "third", Pref: 12833, Addr: netip.MustParseAddr("127.0.0.2")},
-	}
-	conn, got, err := d.DialQMTP(context.Background(), targets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
-	if got.Host != "second" {
-		t.Fatalf("reached %s, want second", got.Host)
-	}
-	waitCount(t, second, 1)
-
-	_, _, err = d.DialQMTP(context.Background(), targets[:1])
+	ports := Ports{QMTP: strconv.Itoa(port), SMTP: strconv.Itoa(port)}
+	d := &Dialer{ConnectTimeout: 2 * time.Second, Ports: ports}
+	rep := Report{Exchangers: []Exchanger{{Pref: 12801, Host: "q1", Class: QMTP, Addrs: addrs("127.0.0.1")}}}
+	attempts := AllAttempts(rep, ports)
+	_, err := d.Deliver(context.Background(), attempts, func(c net.Conn, a Attempt) error {
+		t.Fatalf("session on %v: nothing listens", a)
+		return nil
+	})
 	var ce *proto.ConnectError
-	if !errors.As(err, &ce) || len(ce.Tried) != 1 || ce.Tried[0].Addr != "127.0.0.1:"+strconv.Itoa(port) || !errors.Is(err, syscall.ECONNREFUSED) {
+	if !errors.As(err, &ce) || len(ce.Tried) != len(attempts) || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("all closed: %v", err)
+	}
+	if want := "QMTP 127.0.0.1:" + strconv.Itoa(port) + " (q1)"; ce.Tried[0].Addr != "127.0.0.1:"+strconv.Itoa(port) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("all closed: %v; want the first attempt named %q", err, want)
 	}
 }
 

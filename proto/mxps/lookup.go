@@ -183,30 +183,6 @@ func (r Report) HasQMTP() bool {
 	return false
 }
 
-// Target is one address of a QMTP exchanger.
-type Target struct {
-	Host string     // the exchanger's name
-	Pref uint16     // its preference
-	Addr netip.Addr // one of its addresses
-}
-
-// QMTPTargets lists the addresses of the report's QMTP exchangers in the
-// order a sender tries them: exchangers in the report's order, each one's
-// addresses in DNS order. A QMTP-only client (flush-maildir --mxps) walks
-// this list with DialQMTP.
-func QMTPTargets(r Report) []Target {
-	var out []Target
-	for _, e := range r.Exchangers {
-		if !e.QMTP() {
-			continue
-		}
-		for _, a := range e.Addrs {
-			out = append(out, Target{Host: e.Host, Pref: e.Pref, Addr: a})
-		}
-	}
-	return out
-}
-
 // AllAttempts lists every connection a full MXPS sender (QMTP and SMTP)
 // may make for the report, in order: per exchanger address, the attempts
 // Attempts gives.

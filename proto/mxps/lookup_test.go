@@ -179,10 +179,6 @@ func TestLookupEqualPreferences(t *testing.T) {
 			t.Fatalf("preference 10 not first: %+v", rep.Exchangers)
 		}
 		seen[rep.Exchangers[1].Host] = true
-		targets := QMTPTargets(rep)
-		if len(targets) != 2 || targets[0].Host != rep.Exchangers[1].Host || targets[1].Host != rep.Exchangers[2].Host {
-			t.Fatalf("QMTPTargets %+v for %+v", targets, rep.Exchangers)
-		}
 	}
 	if len(seen) != 2 {
 		t.Fatalf("equal preferences always in the same order: %v", seen)
