@@ -110,5 +110,6 @@ func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	}
 	app.OnUsageError = usageErrorFor("qbox")
 	setUsageErrors("qbox", app.Commands)
+	completeVisibleFlags(app.Commands)
 	return app
 }

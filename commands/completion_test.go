@@ -173,3 +173,15 @@ func TestCompletionUsage(t *testing.T) {
 		}
 	}
 }
+
+// Completion offers the flags help shows, not a hidden old name.
+func TestCompletionOffersVisibleFlagsOnly(t *testing.T) {
+	bin := testpeer.Binary(t)
+	out, err := exec.Command(bin, "inject", "--t", "--generate-bash-completion").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "--timeout\n") || strings.Contains(string(out), "timeout-connect") {
+		t.Errorf("completing inject --t: %q; want --timeout and not the hidden --timeout-connect", out)
+	}
+}

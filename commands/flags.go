@@ -109,3 +109,21 @@ func unquoteUsage(usage string) (string, string) {
 	name := usage[i+1 : i+1+j]
 	return name, usage[:i] + name + usage[i+2+j:]
 }
+
+// completeVisibleFlags makes shell completion offer only the flags help
+// shows: urfave/cli's own completion offers hidden flags (old names kept
+// as aliases) unless they are switches.
+func completeVisibleFlags(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if c.BashComplete == nil {
+			var visible []cli.Flag
+			for _, f := range c.Flags {
+				if v, ok := f.(cli.VisibleFlag); !ok || v.IsVisible() {
+					visible = append(visible, f)
+				}
+			}
+			c.BashComplete = cli.DefaultCompleteWithFlags(&cli.Command{Flags: visible, Subcommands: c.Subcommands})
+		}
+		completeVisibleFlags(c.Subcommands)
+	}
+}
