@@ -172,7 +172,7 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 						fmt.Fprintf(c.App.ErrWriter, "qbox queue pickup: %s/%s: %s\n", q.DropDir(), r.Name, r.Reason)
 					}
 					if errors.Is(err, spool.ErrNoSystemQueue) {
-						return exitcode.Perm(fmt.Errorf("no system queue at %s (create it: see the README's Install section)", q.Root))
+						return exitcode.Configuration(fmt.Errorf("no system queue at %s (create it: see the README's Install section)", q.Root))
 					}
 					return exitcode.Temp(err)
 				},
