@@ -86,7 +86,7 @@ reached or the run was interrupted, 100 usage or configuration error.`,
 			&cli.IntFlag{Name: "rounds", Value: DefaultRounds, Usage: "at most `N` sessions per run (a session that ended early is retried while it makes progress)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: qmtp.ClientConnectTimeout, Usage: "connect timeout per address"},
 			&cli.DurationFlag{Name: "write-timeout", Value: qmtp.ClientWriteTimeout, Usage: "give up when a write stalls this long"},
-			&cli.DurationFlag{Name: "read-timeout", Value: qmtp.ClientReadTimeout, Usage: "deadline for each reply: complete within this of the later of the previous reply and the last write"},
+			&cli.DurationFlag{Name: "read-timeout", Value: qmtp.ClientReadTimeout, Usage: "deadline for each reply: complete within this of the later of the previous reply and the last write (SMTP, when given: each command's reply; default 5m)"},
 			&cli.StringFlag{Name: "smtp", Usage: "deliver over SMTP to `HOST[:PORT]` (port 25) instead of QMTP to HOST"},
 			&cli.StringFlag{Name: "helo", Usage: "with SMTP: the `NAME` to say EHLO with (default control/helohost, control/me, then the host name)"},
 			&cli.StringFlag{Name: "tls", Value: "opportunistic", Usage: "with SMTP: STARTTLS `MODE`: opportunistic (whenever offered), require (verify the certificate), none"},
@@ -115,6 +115,11 @@ func action(c *cli.Context) error {
 		return exitcode.Usage("usage: qbox flush-maildir [flags] DIR PREFIX HOST[:PORT]")
 	}
 	sc, err := smtpClient(c.String("helo"), c.String("tls"), c.Duration("connect-timeout"))
+	if err == nil && c.IsSet("read-timeout") {
+		// SMTP's replies come one per command: the same deadline
+		// bounds each (its default, 5 minutes, is RFC 5321's).
+		sc.CommandTimeout = c.Duration("read-timeout")
+	}
 	if err != nil {
 		return err
 	}
