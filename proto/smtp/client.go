@@ -11,8 +11,12 @@
 // so the mail transactions, and the STARTTLS command itself (go-smtp only
 // offers it inside a constructor that says EHLO as "localhost" and closes
 // the connection when STARTTLS is not offered), are written here on the
-// same connection: RSET, MAIL, every RCPT and DATA in one batch when the
-// server offers PIPELINING, then the replies read in order.
+// same connection: MAIL, every RCPT and DATA in one batch when the server
+// offers PIPELINING, then the replies read in order; and, as RFC 2920
+// allows, the next message's batch written right after a message's final
+// ".", before the "." reply is read, so the link does not sit idle for a
+// round trip between messages (RSET only after a transaction that did not
+// end with a "." reply).
 //
 // A reply counts only for a command fully written: the replies of a batch
 // are read only once the whole batch is written, and the reply to the
@@ -200,14 +204,22 @@ func (c *Client) Deliver(ctx context.Context, addrs []string, msgs []Message, on
 // 4xx is Z and 5xx is D; a recipient RCPT accepted gets the reply to the
 // message's final "."; a refused MAIL or DATA gives its reply to every
 // recipient it concerns. Messages follow one another on the session, RSET
-// between them. When the session ends early — connection lost, timeout,
-// protocol violation, greeting or EHLO refused, TLS required but not
-// available — every recipient not yet answered gets a Z, and Send returns
+// between them without PIPELINING; with it, each message's MAIL, RCPTs
+// and DATA follow the previous message's "." in one batch, and RSET
+// follows only a transaction that did not end with a ".". When the
+// session ends early — connection lost, timeout, protocol violation,
+// greeting or EHLO refused, TLS required but not available — every
+// recipient not yet answered gets a Z, and Send returns
 // the error that ended the session. Send does not close conn.
 //
 // When the channel of proto.StopStarting(ctx) closes, no further message
-// is started, the ones not started get a Z saying so, and Send returns an
-// error wrapping proto.ErrInterrupted. Cancelling ctx ends everything at
+// is started (its MAIL is not written), the ones not started get a Z
+// saying so, and Send returns an error wrapping proto.ErrInterrupted. A
+// stop that comes while the next message's batch is already on its way
+// (PIPELINING) abandons that message before its data: its recipients get
+// the same Z, and Send returns without reading the replies owed (the
+// caller's closing the connection ends the transaction; without its "."
+// the server delivers nothing). Cancelling ctx ends everything at
 // once.
 //
 // A message without recipients, or whose envelope fails
@@ -273,14 +285,17 @@ type session struct {
 	maxSize    int64 // its limit; 0: none
 
 	replies int
-	next    int                // first message whose results are not all delivered
-	cur     []*RecipientResult // results of message next, while it is under way
+	next    int // first message whose results are not all delivered
+	cur     *tx // message next, while it is under way
+	// dot: the message whose "." was written and whose reply is still
+	// owed (PIPELINING: it is read after the next message's first
+	// batch); it is cur.
+	dot *tx
+	// txOpen: a transaction may be open on the server (MAIL written and
+	// no complete "." since), so the next one starts with RSET.
+	txOpen bool
 	// notStarted: the session stopped (StopStarting) before message next.
 	notStarted bool
-	// Of message next: the recipients RCPT accepted, and whether the
-	// message and its "." were written in full.
-	rcptOK []bool
-	sent   bool
 }
 
 // serverRefused ends the session on a reply that refuses it (greeting,
@@ -302,12 +317,17 @@ func (s *session) run() error {
 	}
 	for i := range s.msgs {
 		if proto.StoppedStarting(s.ctx) {
-			s.notStarted = true
-			return fmt.Errorf("smtp: %w", proto.ErrInterrupted)
+			if err := s.settleDot(); err != nil {
+				return err
+			}
+			return s.errStopped()
 		}
-		if err := s.transaction(i, i > 0); err != nil {
+		if err := s.transaction(i); err != nil {
 			return err
 		}
+	}
+	if err := s.settleDot(); err != nil {
+		return err
 	}
 	s.quit()
 	return nil

@@ -117,36 +117,86 @@ func outcome(r reply) proto.Reply {
 	return proto.Z("unexpected reply: " + r.text)
 }
 
+// tx is one message's transaction: its results as they are decided, the
+// recipients RCPT accepted, and whether the message and its "." were
+// written in full.
+type tx struct {
+	i        int
+	res      []*RecipientResult
+	rcptOK   []bool
+	accepted []int
+	sent     bool
+}
+
+func newTx(i, n int) *tx {
+	return &tx{i: i, res: make([]*RecipientResult, n), rcptOK: make([]bool, n)}
+}
+
+// set decides recipient j's result, unless it is decided already.
+func (t *tx) set(j int, r proto.Reply, fromServer bool, stage Stage) {
+	if t.res[j] == nil {
+		t.res[j] = &RecipientResult{Package: t.i, Recipient: j, Reply: r, FromServer: fromServer,
+			Stage: stage, RcptAccepted: t.rcptOK[j], Sent: t.sent}
+	}
+}
+
+func (t *tx) all(r proto.Reply, fromServer bool) {
+	for j := range t.res {
+		t.set(j, r, fromServer, StageNone)
+	}
+}
+
+// errStopped ends the session when proto.StopStarting asked for it
+// before a message was started.
+func (s *session) errStopped() error {
+	s.notStarted = true
+	return fmt.Errorf("smtp: %w", proto.ErrInterrupted)
+}
+
 // transaction sends message i: [RSET,] MAIL, RCPT..., DATA, the message.
 // It returns an error only when the session cannot go on; the message's
 // results are then delivered by failRest.
-func (s *session) transaction(i int, rset bool) error {
+//
+// With PIPELINING (RFC 2920 lets the end of data be followed by the next
+// MAIL in the same batch), the reply to a message's "." is not waited for
+// before the next message's first batch: that batch is written after the
+// ".", then the "." reply is read (s.dot), then the batch's. A transaction
+// ended by the reply to its "." needs no RSET; one ended any other way
+// (MAIL, every RCPT or DATA refused) gets one before the next MAIL.
+// Without PIPELINING every transaction after the first starts with RSET
+// and each command waits for its reply, as before.
+func (s *session) transaction(i int) error {
 	m := &s.msgs[i]
-	s.cur = make([]*RecipientResult, len(m.Recipients))
-	s.rcptOK, s.sent = make([]bool, len(m.Recipients)), false
-	set := func(j int, r proto.Reply, fromServer bool, stage Stage) {
-		if s.cur[j] == nil {
-			s.cur[j] = &RecipientResult{Package: i, Recipient: j, Reply: r, FromServer: fromServer,
-				Stage: stage, RcptAccepted: s.rcptOK[j], Sent: s.sent}
+	t := newTx(i, len(m.Recipients))
+	// skip gives message i its results without sending it: after the
+	// pending "." reply, so that results stay in order.
+	skip := func(r proto.Reply) error {
+		if err := s.settleDot(); err != nil {
+			return err
 		}
-	}
-	all := func(r proto.Reply, fromServer bool) {
-		for j := range m.Recipients {
-			set(j, r, fromServer, StageNone)
-		}
+		s.cur = t
+		t.all(r, false)
+		s.emit()
+		return nil
 	}
 
 	info, err := s.scan(m)
 	if err != nil {
-		all(proto.Z("cannot read message: "+err.Error()), false)
-		s.emit()
-		return nil
+		return skip(proto.Z("cannot read message: " + err.Error()))
 	}
 	if s.maxSize > 0 && info.wireSize > s.maxSize {
-		all(proto.D(fmt.Sprintf("message is %d bytes, the server takes at most %d (SIZE) (#5.3.4)", info.wireSize, s.maxSize)), false)
-		s.emit()
-		return nil
+		return skip(proto.D(fmt.Sprintf("message is %d bytes, the server takes at most %d (SIZE) (#5.3.4)", info.wireSize, s.maxSize)))
 	}
+	// The last look before this message's MAIL is written.
+	if proto.StoppedStarting(s.ctx) {
+		if err := s.settleDot(); err != nil {
+			return err
+		}
+		return s.errStopped()
+	}
+	if s.dot == nil {
+		s.cur = t
+	} // else t becomes s.cur once the "." reply before it is read
 
 	mail := "MAIL FROM:<" + m.Sender + ">"
 	if s.sizeOK {
@@ -159,7 +209,7 @@ func (s *session) transaction(i int, rset bool) error {
 	// qmail-remote sends it: refusing it would bounce mail that nearly
 	// every server takes, and a 7-bit conversion would change its bytes.
 	var cmds []command
-	if rset {
+	if i > 0 && (!s.pipelining || s.txOpen) {
 		cmds = append(cmds, command{kind: cmdRSET, line: "RSET"})
 	}
 	cmds = append(cmds, command{kind: cmdMAIL, line: mail})
@@ -167,6 +217,7 @@ func (s *session) transaction(i int, rset bool) error {
 		cmds = append(cmds, command{kind: cmdRCPT, line: "RCPT TO:<" + r + ">", rcpt: j})
 	}
 	cmds = append(cmds, command{kind: cmdDATA, line: "DATA"})
+	s.txOpen = true
 
 	batch := 1
 	if s.pipelining {
@@ -174,7 +225,6 @@ func (s *session) transaction(i int, rset bool) error {
 	}
 	var (
 		mailReply *reply // set when MAIL was refused
-		accepted  []int
 		dataReply *reply
 	)
 	for k := 0; k < len(cmds); {
@@ -186,9 +236,9 @@ func (s *session) transaction(i int, rset bool) error {
 			k++
 			switch {
 			case c.kind == cmdRCPT && mailReply != nil:
-				set(c.rcpt, outcome(*mailReply), true, StageMail)
+				t.set(c.rcpt, outcome(*mailReply), true, StageMail)
 				continue
-			case c.kind == cmdDATA && (mailReply != nil || (!s.pipelining && len(accepted) == 0)):
+			case c.kind == cmdDATA && (mailReply != nil || (!s.pipelining && len(t.accepted) == 0)):
 				continue
 			}
 			chunk = append(chunk, c)
@@ -202,6 +252,21 @@ func (s *session) transaction(i int, rset bool) error {
 		}
 		if err := s.writeCommands(s.w, lines); err != nil {
 			return err
+		}
+		if s.dot != nil {
+			// The previous message's "." reply comes before this batch's.
+			if err := s.settleDot(); err != nil {
+				return err
+			}
+			s.cur = t
+			if proto.StoppedStarting(s.ctx) {
+				// The stop came while this batch was on its way: the
+				// message is abandoned before its data, and the session
+				// ends without reading the replies owed (the caller
+				// closes the connection; without its "." the server
+				// delivers nothing).
+				return s.errStopped()
+			}
 		}
 		for _, c := range chunk {
 			r, err := s.readReply(s.w, commandName(c.line), s.cmdTO)
@@ -219,12 +284,12 @@ func (s *session) transaction(i int, rset bool) error {
 				}
 			case cmdRCPT:
 				if mailReply != nil {
-					set(c.rcpt, outcome(*mailReply), true, StageMail)
+					t.set(c.rcpt, outcome(*mailReply), true, StageMail)
 				} else if r.class() == 2 {
-					accepted = append(accepted, c.rcpt)
-					s.rcptOK[c.rcpt] = true
+					t.accepted = append(t.accepted, c.rcpt)
+					t.rcptOK[c.rcpt] = true
 				} else {
-					set(c.rcpt, outcome(r), true, StageRcpt)
+					t.set(c.rcpt, outcome(r), true, StageRcpt)
 				}
 			case cmdDATA:
 				dataReply = &r
@@ -235,17 +300,17 @@ func (s *session) transaction(i int, rset bool) error {
 	switch {
 	case dataReply == nil:
 		// DATA not sent: MAIL or every RCPT refused.
-	case dataReply.code != 354 && (mailReply != nil || len(accepted) == 0):
+	case dataReply.code != 354 && (mailReply != nil || len(t.accepted) == 0):
 		// The expected refusal of DATA after MAIL or all RCPTs failed.
 	case dataReply.code != 354:
 		r := outcome(*dataReply)
 		if r.Status == proto.OK {
 			r = proto.Z("unexpected reply to DATA: " + dataReply.text)
 		}
-		for _, j := range accepted {
-			set(j, r, true, StageData)
+		for _, j := range t.accepted {
+			t.set(j, r, true, StageData)
 		}
-	case mailReply != nil || len(accepted) == 0:
+	case mailReply != nil || len(t.accepted) == 0:
 		// 354 with nobody to deliver to: end the data at once.
 		if err := s.writeCommands(s.w, []string{"."}); err != nil {
 			return err
@@ -253,14 +318,39 @@ func (s *session) transaction(i int, rset bool) error {
 		if _, err := s.readReply(s.w, "the end of an empty DATA", s.dataTO); err != nil {
 			return err
 		}
+		s.txOpen = false
 	default:
-		r, err := s.data(m)
-		if err != nil {
+		if err := s.data(m, t); err != nil {
 			return err
 		}
-		for _, j := range accepted {
-			set(j, outcome(r), true, StageMessage)
+		s.dot = t
+		s.txOpen = false // whatever its reply, the "." ends the transaction
+		if s.pipelining && i+1 < len(s.msgs) && !proto.StoppedStarting(s.ctx) {
+			// The reply is read after the next message's first batch.
+			s.dot = t
+			return nil
 		}
+		return s.settleDot()
+	}
+	s.emit()
+	return nil
+}
+
+// settleDot reads the reply to the "." of the message whose data was
+// written last, if it is still owed, and delivers that message's results.
+// It is s.cur.
+func (s *session) settleDot() error {
+	t := s.dot
+	if t == nil {
+		return nil
+	}
+	s.dot = nil
+	r, err := s.readReply(s.w, "the message", s.dataTO)
+	if err != nil {
+		return err
+	}
+	for _, j := range t.accepted {
+		t.set(j, outcome(r), true, StageMessage)
 	}
 	s.emit()
 	return nil
@@ -276,18 +366,19 @@ func (s *session) scan(m *Message) (bodyInfo, error) {
 	return scanBody(body, m.Size)
 }
 
-// data sends the message and its final "." within the data timeout, then
-// waits for the reply, again within the data timeout. The reply is read
-// only once the "." is written: a reply counts only for what was sent.
-func (s *session) data(m *Message) (reply, error) {
+// data sends the message and its final "." within the data timeout and
+// marks t sent. Its reply (settleDot) is read, again within the data
+// timeout, only once the "." is written: a reply counts only for what was
+// sent.
+func (s *session) data(m *Message, t *tx) error {
 	if s.w.buffered() > 0 {
-		return reply{}, fmt.Errorf("smtp: %w: the server sent a reply to nothing", ErrRemoteViolation)
+		return fmt.Errorf("smtp: %w: the server sent a reply to nothing", ErrRemoteViolation)
 	}
 	body, err := m.Open()
 	if err != nil {
 		// The server waits for the message and nothing can end DATA but
 		// a message: the session cannot go on.
-		return reply{}, fmt.Errorf("smtp: cannot read message: %w", err)
+		return fmt.Errorf("smtp: cannot read message: %w", err)
 	}
 	defer body.Close()
 	s.w.SetWriteDeadline(time.Now().Add(s.dataTO))
@@ -295,17 +386,17 @@ func (s *session) data(m *Message) (reply, error) {
 	s.w.SetWriteDeadline(time.Time{})
 	if err != nil {
 		if errors.Is(err, errShortMessage) {
-			return reply{}, fmt.Errorf("smtp: %w", err)
+			return fmt.Errorf("smtp: %w", err)
 		}
-		return reply{}, s.networkError("sending the message", s.dataTO, err)
+		return s.networkError("sending the message", s.dataTO, err)
 	}
-	s.sent = true
-	return s.readReply(s.w, "the message", s.dataTO)
+	t.sent = true
+	return nil
 }
 
 // emit delivers the results of the message under way.
 func (s *session) emit() {
-	for _, r := range s.cur {
+	for _, r := range s.cur.res {
 		s.onResult(*r)
 	}
 	s.cur = nil
@@ -345,8 +436,8 @@ func (s *session) failRest(cause error) {
 			t, fs = "not sent: "+proto.ErrInterrupted.Error(), false
 		}
 		for j := range s.msgs[i].Recipients {
-			if i == s.next && s.cur != nil && s.cur[j] != nil {
-				s.onResult(*s.cur[j])
+			if i == s.next && s.cur != nil && s.cur.res[j] != nil {
+				s.onResult(*s.cur.res[j])
 				continue
 			}
 			r := RecipientResult{Package: i, Recipient: j, Reply: proto.Z(t), FromServer: fs}
@@ -354,7 +445,7 @@ func (s *session) failRest(cause error) {
 				r.Stage = stage
 			}
 			if i == s.next && s.cur != nil {
-				r.RcptAccepted, r.Sent = s.rcptOK[j], s.sent
+				r.RcptAccepted, r.Sent = s.cur.rcptOK[j], s.cur.sent
 			}
 			s.onResult(r)
 		}
