@@ -51,6 +51,16 @@ func K(text string) Reply { return Reply{OK, text} }
 func Z(text string) Reply { return Reply{Temporary, text} }
 func D(text string) Reply { return Reply{Permanent, text} }
 
+// Repeat returns n copies of r: the one reply every recipient of a
+// message gets when the message as a whole succeeds or fails.
+func Repeat(n int, r Reply) []Reply {
+	out := make([]Reply, n)
+	for i := range out {
+		out[i] = r
+	}
+	return out
+}
+
 // Bytes returns the reply's wire body (status byte and text).
 func (r Reply) Bytes() []byte { return append([]byte{byte(r.Status)}, r.Text...) }
 

@@ -180,7 +180,7 @@ func (d *storeDelivery) release() {
 // refuses every recipient; a bad recipient only itself.
 func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Reply {
 	if d.done {
-		return fill(len(env.Recipients), proto.Z("internal error: delivery already finished (#4.3.0)"))
+		return proto.Repeat(len(env.Recipients), proto.Z("internal error: delivery already finished (#4.3.0)"))
 	}
 	d.done = true
 	defer d.release()
@@ -190,7 +190,7 @@ func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.
 	if err := proto.CheckSender(env.Sender); err != nil {
 		d.store.logger().Error("maildir delivery refused", "dir", d.store.Dir, "remote", d.peer.RemoteIP,
 			"recipients", len(env.Recipients), "err", err)
-		return fill(len(env.Recipients), ReplyUnwritableAddress)
+		return proto.Repeat(len(env.Recipients), ReplyUnwritableAddress)
 	}
 	replies := make([]proto.Reply, len(env.Recipients))
 	good := make([]string, 0, len(env.Recipients))
@@ -351,14 +351,6 @@ func tempText(err error) string {
 		return "sorry, the server is shutting down (#4.3.0)"
 	}
 	return "sorry, I couldn't store the message (#4.3.0)"
-}
-
-func fill(n int, r proto.Reply) []proto.Reply {
-	out := make([]proto.Reply, n)
-	for i := range out {
-		out[i] = r
-	}
-	return out
 }
 
 var _ proto.Backend = (*Store)(nil)

@@ -177,7 +177,7 @@ func (d *programDelivery) kill() {
 // maps its exit code to one reply for every recipient.
 func (d *programDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Reply {
 	if d.done {
-		return repeatReply(len(env.Recipients), proto.Z("internal error: delivery already finished (#4.3.0)"))
+		return proto.Repeat(len(env.Recipients), proto.Z("internal error: delivery already finished (#4.3.0)"))
 	}
 	if len(env.Recipients) == 0 {
 		// Nothing to hand off: the server refuses such a package, and
@@ -193,7 +193,7 @@ func (d *programDelivery) Commit(ctx context.Context, env proto.Envelope) []prot
 	if err := proto.CheckSender(env.Sender); err != nil {
 		d.prog.logger().Warn("qmail-queue envelope refused", "program", d.prog.Path, "remote", d.peer.RemoteIP, "err", err.Error())
 		d.Abort()
-		return repeatReply(len(env.Recipients), ReplyBadAddress)
+		return proto.Repeat(len(env.Recipients), ReplyBadAddress)
 	}
 	replies := make([]proto.Reply, len(env.Recipients))
 	good := make([]string, 0, len(env.Recipients))
@@ -432,14 +432,6 @@ func (p *Program) logger() *slog.Logger {
 		return p.Logger
 	}
 	return slog.Default()
-}
-
-func repeatReply(n int, r proto.Reply) []proto.Reply {
-	out := make([]proto.Reply, n)
-	for i := range out {
-		out[i] = r
-	}
-	return out
 }
 
 var _ proto.Backend = (*Program)(nil)

@@ -583,7 +583,7 @@ func AdoptLegacy(q SystemQueue) (int, error) {
 		}
 	}
 	if moved > 0 {
-		if err := syncDir(filepath.Join(sp.Dir, "new")); err != nil {
+		if err := maildir.SyncDir(filepath.Join(sp.Dir, "new")); err != nil {
 			return moved, err
 		}
 	}

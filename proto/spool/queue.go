@@ -221,7 +221,7 @@ func (s *Spool) move(m *Message, from, to string) error {
 		os.Rename(filepath.Join(from, "err", key), filepath.Join(to, "err", key)) // advisory
 	}
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := maildir.SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -245,21 +245,9 @@ func (s *Spool) Delete(m *Message) error {
 		os.Remove(filepath.Join(dir, "err", filepath.Base(e.Name)))
 	}
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := maildir.SyncDir(d); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("spool: fsync %s: %w", dir, err)
 	}
 	return nil
 }
