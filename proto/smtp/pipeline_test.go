@@ -216,3 +216,70 @@ func TestStopDuringTransactionSendsNoNextMail(t *testing.T) {
 		}
 	}
 }
+
+// Every RCPT refused with DATA already pipelined: the server's 554 to DATA
+// sends nothing and changes no result, and the transaction it aborted is
+// followed by RSET before the next MAIL (and only that one).
+func TestAllRecipientsRefusedPipelined(t *testing.T) {
+	var mu sync.Mutex
+	var cmds []string
+	addr := startServer(t, func(p *peer) {
+		p.send("220 hi\r\n")
+		accepted := 0
+		for {
+			l, err := p.line()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			cmds = append(cmds, l)
+			mu.Unlock()
+			switch {
+			case strings.HasPrefix(l, "EHLO"):
+				p.send("250-hi\r\n250 PIPELINING\r\n")
+			case strings.HasPrefix(l, "RCPT TO:<gone@"):
+				p.send("550 5.1.1 no such user\r\n")
+			case strings.HasPrefix(l, "RCPT"):
+				accepted++
+				p.send("250 ok\r\n")
+			case l == "DATA" && accepted == 0:
+				p.send("554 5.5.1 no valid recipients\r\n")
+			case l == "DATA":
+				p.send("354 go on\r\n")
+				for {
+					if l, err := p.line(); err != nil || l == "." {
+						break
+					}
+				}
+				accepted = 0
+				p.send("250 queued\r\n")
+			case l == "RSET":
+				accepted = 0
+				p.send("250 reset\r\n")
+			case l == "QUIT":
+				p.send("221 bye\r\n")
+				return
+			default:
+				p.send("250 ok\r\n")
+			}
+		}
+	})
+	msgs := []Message{
+		bytesMessage("s@example.test", []byte("one\n"), "gone@example.test"),
+		bytesMessage("s@example.test", []byte("two\n"), "a@example.test"),
+		bytesMessage("s@example.test", []byte("three\n"), "b@example.test"),
+	}
+	results, err := deliver(t, &Client{}, addr, msgs)
+	if err != nil || statuses(results) != "DKK" || results[0].Reply.Text != "550 5.1.1 no such user" || results[0].Stage != StageRcpt {
+		t.Fatalf("err %v, results %+v", err, results)
+	}
+	mu.Lock()
+	got := strings.Join(cmds, "|")
+	mu.Unlock()
+	want := "EHLO client.example|MAIL FROM:<s@example.test>|RCPT TO:<gone@example.test>|DATA|" +
+		"RSET|MAIL FROM:<s@example.test>|RCPT TO:<a@example.test>|DATA|" +
+		"MAIL FROM:<s@example.test>|RCPT TO:<b@example.test>|DATA|QUIT"
+	if got != want {
+		t.Errorf("commands\n%s\nwant\n%s", got, want)
+	}
+}
