@@ -2,7 +2,6 @@ package qmtp
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -692,7 +691,7 @@ func (ss *serverSession) copyMessage(msg *netstring.Body, crMode bool, storeErr 
 		n, err := msg.Read(buf)
 		if n > 0 {
 			if crMode {
-				conv, pendingCR = serverCRLFToLF(conv[:0], buf[:n], pendingCR)
+				conv, pendingCR = proto.AppendCRLFToLF(conv[:0], buf[:n], pendingCR)
 				emit(conv)
 			} else {
 				emit(buf[:n])
@@ -708,31 +707,6 @@ func (ss *serverSession) copyMessage(msg *netstring.Body, crMode bool, storeErr 
 			return size, err
 		}
 	}
-}
-
-// serverCRLFToLF appends src to dst with every CR LF pair turned into LF; other
-// CRs are kept. cr says the previous chunk ended in a CR not yet written;
-// the returned bool says the same of src.
-func serverCRLFToLF(dst, src []byte, cr bool) ([]byte, bool) {
-	for len(src) > 0 {
-		if cr {
-			cr = false
-			if src[0] == '\n' {
-				dst = append(dst, '\n')
-				src = src[1:]
-				continue
-			}
-			dst = append(dst, '\r')
-		}
-		i := bytes.IndexByte(src, '\r')
-		if i < 0 {
-			return append(dst, src...), false
-		}
-		dst = append(dst, src[:i]...)
-		cr = true
-		src = src[i+1:]
-	}
-	return dst, cr
 }
 
 func (ss *serverSession) logStoreError(err error) {

@@ -621,7 +621,7 @@ func copyLF(d proto.Delivery, r io.Reader, write bool) (stored int64, readErr, w
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			conv, pendingCR = crlfToLF(conv[:0], buf[:n], pendingCR)
+			conv, pendingCR = proto.AppendCRLFToLF(conv[:0], buf[:n], pendingCR)
 			emit(conv)
 		}
 		if err == io.EOF {
@@ -637,31 +637,6 @@ func copyLF(d proto.Delivery, r io.Reader, write bool) (stored int64, readErr, w
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// crlfToLF appends src to dst with every CR LF pair turned into LF; other
-// CRs are kept. cr says the previous chunk ended in a CR not yet written;
-// the returned bool says the same of src.
-func crlfToLF(dst, src []byte, cr bool) ([]byte, bool) {
-	for len(src) > 0 {
-		if cr {
-			cr = false
-			if src[0] == '\n' {
-				dst = append(dst, '\n')
-				src = src[1:]
-				continue
-			}
-			dst = append(dst, '\r')
-		}
-		i := bytes.IndexByte(src, '\r')
-		if i < 0 {
-			return append(dst, src...), false
-		}
-		dst = append(dst, src[:i]...)
-		cr = true
-		src = src[i+1:]
-	}
-	return dst, cr
-}
 
 // serverConn is the connection under go-smtp: reads and writes go through
 // the TimedConn (idle deadlines, the session's end, the stop); go-smtp's

@@ -46,7 +46,7 @@ func TestCRLFToLF(t *testing.T) {
 	var out []byte
 	cr := false
 	for _, s := range in {
-		out, cr = crlfToLF(out, []byte(s), cr)
+		out, cr = proto.AppendCRLFToLF(out, []byte(s), cr)
 	}
 	if cr {
 		out = append(out, '\r')
