@@ -65,10 +65,11 @@ func flushAll(b *testing.B, src string, argv ...string) result {
 //
 // smtp-waits is the SMTP time not explained by its bytes, in round
 // trips: about one per message means the client pipelines as far as
-// SMTP allows, about two means it waits for each message's reply before
-// the next MAIL. The bytes counted are those sent, so commands the client
-// could leave out (qbox's RSET before each MAIL but the first, 20 bytes
-// both ways) are in the limit. smtp/qmtp is how much longer SMTP takes.
+// SMTP allows (qbox's does: the next MAIL, RCPT and DATA follow each
+// "."), about two means it waits for each message's reply before the
+// next MAIL. The bytes counted are those sent, so any command the client
+// could leave out would be in the limit. smtp/qmtp is how much longer
+// SMTP takes.
 func BenchmarkFlushSMTPBesideQMTPModem(b *testing.B) {
 	const messages, size = 200, 2048
 	pf := testpeer.StartPostfix(b)
