@@ -187,6 +187,24 @@ func (s *session) transaction(i int) error {
 	if s.maxSize > 0 && info.wireSize > s.maxSize {
 		return skip(proto.D(fmt.Sprintf("message is %d bytes, the server takes at most %d (SIZE) (#5.3.4)", info.wireSize, s.maxSize)))
 	}
+	// An address is written between < and > as it is: one holding either
+	// would end the path early and append what follows as ESMTP
+	// parameters (RCPT TO:<a@b> NOTIFY=NEVER>). It is refused here, that
+	// recipient alone (D, never sent), or the whole message for a sender.
+	if !pathSafe(m.Sender) {
+		return skip(errUnsafePath)
+	}
+	good := 0
+	for j, r := range m.Recipients {
+		if pathSafe(r) {
+			good++
+		} else {
+			t.set(j, errUnsafePath, false, StageNone)
+		}
+	}
+	if good == 0 {
+		return skip(errUnsafePath)
+	}
 	// The last look before this message's MAIL is written.
 	if proto.StoppedStarting(s.ctx) {
 		if err := s.settleDot(); err != nil {
@@ -214,7 +232,9 @@ func (s *session) transaction(i int) error {
 	}
 	cmds = append(cmds, command{kind: cmdMAIL, line: mail})
 	for j, r := range m.Recipients {
-		cmds = append(cmds, command{kind: cmdRCPT, line: "RCPT TO:<" + r + ">", rcpt: j})
+		if pathSafe(r) {
+			cmds = append(cmds, command{kind: cmdRCPT, line: "RCPT TO:<" + r + ">", rcpt: j})
+		}
 	}
 	cmds = append(cmds, command{kind: cmdDATA, line: "DATA"})
 	s.txOpen = true
@@ -453,3 +473,11 @@ func (s *session) failRest(cause error) {
 	s.cur = nil
 	s.next = len(s.msgs)
 }
+
+// errUnsafePath answers an address that cannot be written in an SMTP
+// path as it is (see pathSafe).
+var errUnsafePath = proto.D("sorry, an address with < or > cannot be written in an SMTP command (#5.1.3)")
+
+// pathSafe says whether addr can stand between < and > unchanged. CR, LF
+// and NUL never reach here (proto.CheckRecipient where addresses enter).
+func pathSafe(addr string) bool { return !strings.ContainsAny(addr, "<>\r\n\x00") }
