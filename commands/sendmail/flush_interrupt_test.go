@@ -22,23 +22,7 @@ import (
 // still queued, and a second `sendmail -q` stores every message once.
 func TestFlushSpoolInterruptedDeliversNothingTwice(t *testing.T) {
 	const n = 400
-	addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
-	dest := filepath.Join(t.TempDir(), "dest")
-	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", addr, "--qmtp", "", "--maildir", dest)
-	testpeer.WaitListening(t, addr, 20*time.Second)
-
-	env, dir := mailEnv(t, addr)
-	env = cleanEnv(env)
-	sp, err := spool.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < n; i++ {
-		msg := fmt.Sprintf("Subject: %d\n\nmessage %d\n", i, i)
-		if _, err := sp.Enqueue(proto.Envelope{Sender: "me@example.test", Recipients: []string{fmt.Sprintf("r%04d@example.test", i)}}, strings.NewReader(msg), int64(len(msg)), "relay down"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	env, dir, dest := spoolForServe(t, n)
 
 	sendmail := testpeer.Personality(t, "sendmail")
 	cmd := exec.Command(sendmail, "-q")
@@ -102,4 +86,28 @@ func TestFlushSpoolInterruptedDeliversNothingTwice(t *testing.T) {
 			t.Errorf("%s stored %d times", rcpt, stored[rcpt])
 		}
 	}
+}
+
+// spoolForServe starts a real qbox serve (QMQP into a fresh maildir,
+// dest) and queues n one-recipient messages in a spool (dir) that env
+// points sendmail at, as if the relay had been down.
+func spoolForServe(t *testing.T, n int) (env []string, dir, dest string) {
+	t.Helper()
+	addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
+	dest = filepath.Join(t.TempDir(), "dest")
+	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", addr, "--qmtp", "", "--maildir", dest)
+	testpeer.WaitListening(t, addr, 20*time.Second)
+	env, dir = mailEnv(t, addr)
+	env = cleanEnv(env)
+	sp, err := spool.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		msg := fmt.Sprintf("Subject: %d\n\nmessage %d\n", i, i)
+		if _, err := sp.Enqueue(proto.Envelope{Sender: "me@example.test", Recipients: []string{fmt.Sprintf("r%04d@example.test", i)}}, strings.NewReader(msg), int64(len(msg)), "relay down"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return env, dir, dest
 }

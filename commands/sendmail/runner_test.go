@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -81,22 +80,7 @@ func TestQueueRunner(t *testing.T) {
 // message once.
 func TestQueueRunnerSIGTERMMidFlush(t *testing.T) {
 	const n = 400
-	addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
-	dest := filepath.Join(t.TempDir(), "dest")
-	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", addr, "--qmtp", "", "--maildir", dest)
-	testpeer.WaitListening(t, addr, 20*time.Second)
-	env, dir := mailEnv(t, addr)
-	env = cleanEnv(env)
-	sp, err := spool.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < n; i++ {
-		msg := fmt.Sprintf("Subject: %d\n\nmessage %d\n", i, i)
-		if _, err := sp.Enqueue(proto.Envelope{Sender: "me@example.test", Recipients: []string{fmt.Sprintf("r%04d@example.test", i)}}, strings.NewReader(msg), int64(len(msg)), "relay down"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	env, dir, dest := spoolForServe(t, n)
 	sendmail := testpeer.Personality(t, "sendmail")
 	cmd := exec.Command(sendmail, "-bd", "-q1h")
 	cmd.Env = env
