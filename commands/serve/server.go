@@ -298,7 +298,7 @@ func (s *Server) acceptLoop(ctx, sessCtx context.Context, l Listener) error {
 func (s *Server) handleNet(ctx context.Context, protocol string, c net.Conn) {
 	defer c.Close()
 	start := time.Now()
-	ip := remoteIP(c.RemoteAddr())
+	ip := proto.RemoteIP(c.RemoteAddr())
 	peer := proto.Peer{RemoteIP: ip.String(), LocalHost: s.cfg.Hostname}
 	if !ip.IsValid() {
 		peer.RemoteIP = ""
@@ -411,18 +411,6 @@ func (s *Server) allowed(protocol string, ip netip.Addr) bool {
 		return ip.IsLoopback()
 	}
 	return inPrefixes(list, ip)
-}
-
-func remoteIP(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 // lingerClose half-closes c and reads what the client still sends, for a
