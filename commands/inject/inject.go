@@ -181,19 +181,16 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	}
 	client := &qmqp.Client{Servers: cfg.Servers, ConnectTimeout: cfg.ConnectTimeout, Timeout: cfg.Timeout}
 	reply, err := client.Send(ctx, env, body, size)
-	if err != nil {
-		if errors.Is(err, proto.ErrNoServers) {
-			return proto.Reply{}, ErrNoServers // the same fault, saying where to configure one
-		}
-		return proto.Reply{}, exitcode.Temp(err)
-	}
-	switch reply.Status {
-	case proto.OK:
+	var refused *proto.Error
+	switch {
+	case err == nil:
 		return reply, nil
-	case proto.Permanent:
-		return reply, exitcode.Perm(reply.Err())
+	case errors.As(err, &refused) && !refused.Temporary():
+		return reply, exitcode.Perm(err)
+	case errors.Is(err, proto.ErrNoServers):
+		return reply, ErrNoServers // the same fault, saying where to configure one
 	default:
-		return reply, exitcode.Temp(reply.Err())
+		return reply, exitcode.Temp(err)
 	}
 }
 

@@ -436,15 +436,14 @@ func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spill.Buff
 		sendErr = err
 	} else {
 		reply, err := c.Send(ctx, env, msg.Reader(), msg.Size())
+		var refused *proto.Error
 		switch {
-		case err != nil:
-			sendErr = err
-		case reply.Status == proto.OK:
+		case err == nil:
 			return outcome{kind: sent, reply: reply}
-		case reply.Status == proto.Permanent:
+		case errors.As(err, &refused) && !refused.Temporary():
 			return outcome{kind: rejected, reply: reply}
 		default:
-			sendErr = reply.Err()
+			sendErr = err // a Z, or no answer
 		}
 	}
 	where, err := spool.Submit(p.Getenv, env, msg, msg.Size(), sendErr.Error())

@@ -66,9 +66,11 @@ func WithDefaultPort(server, port string) string {
 	return net.JoinHostPort(server, port)
 }
 
-// Send delivers one message of exactly size bytes read from msg. It
-// returns the server's reply (K, Z or D) with a nil error, or a
-// *ConnectError (nothing sent) or *SessionError (outcome unknown).
+// Send delivers one message of exactly size bytes read from msg. The
+// error is nil only when the server said K: a Z or D comes back as a
+// *proto.Error (Temporary tells them apart) beside the reply itself, so a
+// refusal cannot pass for success; a *proto.ConnectError means nothing
+// was sent, a *SessionError that the outcome is unknown.
 func (c *Client) Send(ctx context.Context, env proto.Envelope, msg io.Reader, size int64) (proto.Reply, error) {
 	addrs := make([]string, len(c.Servers))
 	for i, s := range c.Servers {
@@ -84,7 +86,7 @@ func (c *Client) Send(ctx context.Context, env proto.Envelope, msg io.Reader, si
 	if err != nil {
 		return proto.Reply{}, &SessionError{Server: addrs[i], Err: err}
 	}
-	return reply, nil
+	return reply, reply.Err()
 }
 
 // ErrEarlyReply is wrapped by the error of a session whose server said K

@@ -111,7 +111,8 @@ func TestClientEarlyKIsNoK(t *testing.T) {
 }
 
 // An early refusal is honoured: the server says D (or Z) after the first
-// bytes and reads on; the client reports that reply, not an error.
+// bytes and reads on; the client reports that reply, as a *proto.Error
+// (never a nil error: a refusal must not pass for success).
 func TestClientEarlyRefusalHonoured(t *testing.T) {
 	for _, refusal := range []string{"Dmessage too large", "Zdisk full"} {
 		addr := hostileServer(t, func(c net.Conn) {
@@ -122,8 +123,9 @@ func TestClientEarlyRefusalHonoured(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		reply, err := (&qmqp.Client{Servers: []string{addr}}).Send(ctx, clientEnv, hugeBody(), hugeMessage)
 		cancel()
-		if err != nil || reply.String() != refusal {
-			t.Errorf("reply %q, err %v; want %q", reply, err, refusal)
+		var refused *proto.Error
+		if !errors.As(err, &refused) || refused.Reply.String() != refusal || reply.String() != refusal {
+			t.Errorf("reply %q, err %v; want %q as a *proto.Error", reply, err, refusal)
 		}
 	}
 }
@@ -141,8 +143,9 @@ func TestClientEarlyRefusalFromServerThatStopsReading(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	reply, err := (&qmqp.Client{Servers: []string{addr}, Timeout: 10 * time.Second}).Send(ctx, clientEnv, hugeBody(), hugeMessage)
-	if err != nil || reply.Status != proto.Permanent {
-		t.Fatalf("reply %q, err %v; want the D", reply, err)
+	var refused *proto.Error
+	if !errors.As(err, &refused) || refused.Temporary() || reply.Status != proto.Permanent {
+		t.Fatalf("reply %q, err %v; want the D as a permanent *proto.Error", reply, err)
 	}
 }
 

@@ -150,8 +150,14 @@ func TestClientReplies(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || reply.Status != tc.want || reply.Text != tc.text {
+			if reply.Status != tc.want || reply.Text != tc.text {
 				t.Fatalf("reply %v, err %v", reply, err)
+			}
+			// Only K comes with a nil error; Z and D are a *proto.Error.
+			var refused *proto.Error
+			if (tc.want == proto.OK) != (err == nil) ||
+				err != nil && (!errors.As(err, &refused) || refused.Reply != reply || refused.Temporary() != (tc.want == proto.Temporary)) {
+				t.Fatalf("reply %v with err %v", reply, err)
 			}
 		})
 	}
@@ -231,10 +237,11 @@ func TestClientAgainstPostfix(t *testing.T) {
 	if !bytes.Equal(testpeer.Body(got), []byte("body "+token+"\n")) {
 		t.Fatalf("delivered body %q", testpeer.Body(got))
 	}
-	// qmqpd refuses zero recipients with D: the client reports it as a
-	// reply, not an error.
+	// qmqpd refuses zero recipients with D: the client returns the reply
+	// and a permanent *proto.Error, never a nil error.
 	reply, err = (&qmqp.Client{Servers: []string{pf.QMQPAddr}}).Send(context.Background(), proto.Envelope{Sender: "s@x"}, strings.NewReader(msg), int64(len(msg)))
-	if err != nil || reply.Status != proto.Permanent {
+	var refused *proto.Error
+	if !errors.As(err, &refused) || refused.Temporary() || reply.Status != proto.Permanent {
 		t.Fatalf("zero recipients: %v %v", reply, err)
 	}
 }

@@ -75,11 +75,12 @@ func (b *QMQPBouncer) Bounce(ctx context.Context, n *Notice) (string, bool, erro
 		return "", false, errors.New(note)
 	}
 	reply, err := b.Client.Send(ctx, proto.Envelope{Sender: msg.Sender, Recipients: msg.Recipients}, bytes.NewReader(msg.Message), int64(len(msg.Message)))
-	if err != nil {
-		return "", false, errors.New("bounce not injected: " + err.Error())
-	}
-	if reply.Status != proto.OK {
+	var refused *proto.Error
+	switch {
+	case errors.As(err, &refused):
 		return "", false, errors.New("bounce refused: " + proto.Printable(reply.String(), 500))
+	case err != nil:
+		return "", false, errors.New("bounce not injected: " + err.Error())
 	}
 	to := "<" + msg.Recipients[0] + ">"
 	return "bounce to " + proto.Printable(to, 300) + " accepted: " + proto.Printable(reply.Text, 200), false, nil

@@ -184,8 +184,9 @@ func (t *QMQP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result
 		}
 		reply, server, err := t.send(ctx, &pkgs[i], &st)
 		var ce *proto.ConnectError
+		var refused *proto.Error
 		switch {
-		case err == nil:
+		case err == nil, errors.As(err, &refused):
 			st.Replies++
 			all(i, Result{Reply: reply, FromServer: true, Server: server, Protocol: "QMQP"})
 		case errors.As(err, &ce):
