@@ -190,19 +190,36 @@ func parseList(s string) ([]string, error) {
 		return nil, err
 	}
 	var addrs []string
-	var cur []token // tokens of the current mailbox outside angle brackets
-	flush := func() {
-		addrs = append(addrs, splitBare(cur)...)
-		cur = cur[:0]
+	err = walkAddressList(toks,
+		func(run []token) {
+			for _, spec := range bareSpecs(run) {
+				addrs = append(addrs, addrSpec(spec))
+			}
+		},
+		func(inner []token) { addrs = append(addrs, addrSpec(inner)) })
+	if err != nil {
+		return nil, err
 	}
+	return addrs, nil
+}
+
+// walkAddressList walks a tokenized address list the way qmail-inject
+// reads one, for both reading addresses and completing them in place:
+// each run of tokens outside angle brackets up to a ',' or ';' (or the
+// end) goes to bare, possibly empty; what is inside each <...>, its
+// obsolete source route removed, goes to angle. A display name before
+// '<', anything after '>' up to the next separator (a stray comment was
+// already dropped) and a group's name before ':' ("friends: a, b;") are
+// skipped. The slices passed are valid only during the call.
+func walkAddressList(toks []token, bare, angle func([]token)) error {
+	var cur []token // tokens of the current mailbox outside angle brackets
 	for i := 0; i < len(toks); i++ {
 		t := toks[i]
 		switch {
 		case t.is(","), t.is(";"):
-			flush()
+			bare(cur)
+			cur = cur[:0]
 		case t.is(":"):
-			// A group's name ("friends: a, b;") or, inside no angle
-			// brackets, nothing else: drop the phrase before it.
 			cur = cur[:0]
 		case t.is("<"):
 			j := i + 1
@@ -210,24 +227,22 @@ func parseList(s string) ([]string, error) {
 				j++
 			}
 			if j == len(toks) {
-				return nil, errors.New("missing '>'")
+				return errors.New("missing '>'")
 			}
-			addrs = append(addrs, addrSpec(stripRoute(toks[i+1:j])))
-			cur = cur[:0] // the display name
+			angle(stripRoute(toks[i+1 : j]))
+			cur = cur[:0]
 			i = j
-			// Anything up to the next ',' or ';' (a stray comment was
-			// already dropped) is ignored.
 			for i+1 < len(toks) && !toks[i+1].is(",") && !toks[i+1].is(";") {
 				i++
 			}
 		case t.is(">"):
-			return nil, errors.New("unexpected '>'")
+			return errors.New("unexpected '>'")
 		default:
 			cur = append(cur, t)
 		}
 	}
-	flush()
-	return addrs, nil
+	bare(cur)
+	return nil
 }
 
 // stripRoute removes an obsolete source route ("@a,@b:") from the tokens
@@ -243,21 +258,21 @@ func stripRoute(toks []token) []token {
 	return toks
 }
 
-// splitBare turns the tokens of bare addr-specs into addresses. Two words
-// with white space and no '.' or '@' between them are two addresses, as
-// qmail-inject reads them ("To: joe fred").
-func splitBare(toks []token) []string {
-	var out []string
+// bareSpecs splits the tokens of bare addr-specs into one run per
+// address. Two words with white space and no '.' or '@' between them are
+// two addresses, as qmail-inject reads them ("To: joe fred").
+func bareSpecs(toks []token) [][]token {
+	var out [][]token
 	start := 0
 	for i := 1; i < len(toks); i++ {
 		prev, t := toks[i-1], toks[i]
 		if t.spaceBefore && isWord(prev) && isWord(t) {
-			out = append(out, addrSpec(toks[start:i]))
+			out = append(out, toks[start:i])
 			start = i
 		}
 	}
 	if start < len(toks) {
-		out = append(out, addrSpec(toks[start:]))
+		out = append(out, toks[start:])
 	}
 	return out
 }

@@ -77,48 +77,18 @@ func completeAddresses(value string, cfg Config) (string, error) {
 			edits = append(edits, edit{start: last, end: last, repl: ","})
 		}
 	}
-	var cur []token
-	flush := func() {
-		start := 0
-		for i := 1; i < len(cur); i++ {
-			if cur[i].spaceBefore && isWord(cur[i-1]) && isWord(cur[i]) {
-				add(cur[start:i], true)
-				start = i
+	err = walkAddressList(toks,
+		func(run []token) {
+			specs := bareSpecs(run)
+			for i, spec := range specs {
+				// "joe fred" becomes "joe@host, fred@host".
+				add(spec, i < len(specs)-1)
 			}
-		}
-		if start < len(cur) {
-			add(cur[start:], false)
-		}
-		cur = cur[:0]
+		},
+		func(inner []token) { add(inner, false) })
+	if err != nil {
+		return value, nil // not an address list: left as it is
 	}
-	for i := 0; i < len(toks); i++ {
-		t := toks[i]
-		switch {
-		case t.is(","), t.is(";"):
-			flush()
-		case t.is(":"):
-			cur = cur[:0]
-		case t.is("<"):
-			j := i + 1
-			for j < len(toks) && !toks[j].is(">") {
-				j++
-			}
-			if j == len(toks) {
-				return value, nil
-			}
-			add(stripRoute(toks[i+1:j]), false)
-			cur = cur[:0]
-			i = j
-			for i+1 < len(toks) && !toks[i+1].is(",") && !toks[i+1].is(";") {
-				i++
-			}
-		case t.is(">"):
-			return value, nil
-		default:
-			cur = append(cur, t)
-		}
-	}
-	flush()
 	if bad != nil {
 		return "", bad
 	}
