@@ -64,7 +64,7 @@ func (s *Spool) Messages() (*Listing, error) {
 			if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 				continue
 			}
-			if err := checkHold(dir, false); err != nil {
+			if err := checkMaildirTree(dir, false); err != nil {
 				return nil, err
 			}
 		}
@@ -98,24 +98,6 @@ func (s *Spool) Messages() (*Listing, error) {
 	}
 	sort.SliceStable(out.Messages, func(i, j int) bool { return out.Messages[i].Queued.Before(out.Messages[j].Queued) })
 	return out, nil
-}
-
-// checkHold checks the hold maildir and its subdirectories as Open and
-// Check do the spool's.
-func checkHold(dir string, tighten bool) error {
-	if err := checkDir(dir, tighten); err != nil {
-		return err
-	}
-	for _, sub := range []string{"tmp", "new", "cur", "err"} {
-		p := filepath.Join(dir, sub)
-		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err := checkDir(p, tighten); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // messageID hashes the sender and the content of a queued file.
@@ -191,7 +173,7 @@ func (s *Spool) Hold(m *Message) error {
 			return fmt.Errorf("spool: %w", err)
 		}
 	}
-	if err := checkHold(hold, true); err != nil {
+	if err := checkMaildirTree(hold, true); err != nil {
 		return err
 	}
 	return s.move(m, s.Dir, hold)

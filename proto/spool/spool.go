@@ -108,12 +108,21 @@ func Check(dir string) error {
 	if err := checkParents(dir); err != nil {
 		return err
 	}
+	return checkMaildirTree(dir, false)
+}
+
+// checkMaildirTree checks dir and those of its subdirectories tmp/, new/,
+// cur/ and err/ that exist (the spool's and the hold maildir's alike).
+func checkMaildirTree(dir string, tighten bool) error {
+	if err := checkDir(dir, tighten); err != nil {
+		return err
+	}
 	for _, sub := range []string{"tmp", "new", "cur", "err"} {
 		p := filepath.Join(dir, sub)
 		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := checkDir(p, false); err != nil {
+		if err := checkDir(p, tighten); err != nil {
 			return err
 		}
 	}
