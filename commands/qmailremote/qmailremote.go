@@ -364,6 +364,17 @@ func partner(r *queuerun.Result) string {
 	return s
 }
 
+// sessionPartner is the IP address of the server a session's results came
+// from (every result of one session names the same one).
+func sessionPartner(results []*queuerun.Result) string {
+	for _, r := range results {
+		if r != nil {
+			return partner(r)
+		}
+	}
+	return ""
+}
+
 func said(text string) string {
 	if text == "" {
 		return ""
@@ -408,13 +419,7 @@ func died(ip string, duplicate bool, cause string) string {
 // reports of the recipients answered before.
 func smtpReports(results []*queuerun.Result) sessionReport {
 	rep := sessionReport{recipients: make([]*Report, len(results))}
-	ip := ""
-	for _, r := range results {
-		if r != nil {
-			ip = partner(r)
-			break
-		}
-	}
+	ip := sessionPartner(results)
 	// Session-wide refusals first: they come before any recipient.
 	for _, r := range results {
 		if r == nil || !r.FromServer {
@@ -489,13 +494,7 @@ func smtpReports(results []*queuerun.Result) sessionReport {
 // replies were lost, else D.
 func qmtpReports(results []*queuerun.Result) sessionReport {
 	rep := sessionReport{recipients: make([]*Report, len(results))}
-	ip := ""
-	for _, r := range results {
-		if r != nil {
-			ip = partner(r)
-			break
-		}
-	}
+	ip := sessionPartner(results)
 	var firstK *queuerun.Result
 	lost, cause := false, ""
 	for k, r := range results {

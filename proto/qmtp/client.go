@@ -397,10 +397,7 @@ func (s *clientSession) read() error {
 	for sp := range s.sent {
 		s.announced = sp.index + 1
 		if sp.err != nil {
-			if s.skipped == nil {
-				s.skipped = map[int]error{}
-			}
-			s.skipped[sp.index] = sp.err
+			s.noteSkipped(sp.index, sp.err)
 			s.resolveLocal(sp.index, sp.err)
 			continue
 		}
@@ -486,6 +483,15 @@ func (s *clientSession) resolveLocal(index int, err error) {
 	s.nextPkg, s.nextRcpt = index+1, 0
 }
 
+// noteSkipped records why the writer skipped package index (it could not
+// be read), for the replies of its recipients.
+func (s *clientSession) noteSkipped(index int, err error) {
+	if s.skipped == nil {
+		s.skipped = map[int]error{}
+	}
+	s.skipped[index] = err
+}
+
 // failRest gives every unresolved recipient a Z. Called after both
 // goroutines have stopped.
 func (s *clientSession) failRest(cause error) {
@@ -494,10 +500,7 @@ func (s *clientSession) failRest(cause error) {
 	for sp := range s.sent {
 		s.announced = sp.index + 1
 		if sp.err != nil {
-			if s.skipped == nil {
-				s.skipped = map[int]error{}
-			}
-			s.skipped[sp.index] = sp.err
+			s.noteSkipped(sp.index, sp.err)
 		}
 	}
 	text := "no reply from the server"
