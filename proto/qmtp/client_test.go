@@ -236,24 +236,6 @@ func TestClientNoDeadlockOnFullBuffers(t *testing.T) {
 	}
 }
 
-func TestClientMailfront(t *testing.T) {
-	addr := testpeer.Mailfront(t, "qmtp")
-	var pkgs []Package
-	for i := 0; i < 20; i++ {
-		pkgs = append(pkgs, bytesPackage("sender@example.test", []byte(fmt.Sprintf("Subject: m%d\n\nbody %d\n", i, i)), fmt.Sprintf("rcpt%d@example.test", i)))
-	}
-	var results []RecipientResult
-	if _, err := (&Client{}).Deliver(context.Background(), []string{addr}, pkgs, collect(&results)); err != nil {
-		t.Fatal(err)
-	}
-	checkOrder(t, pkgs, results)
-	for _, r := range results {
-		if r.Reply.Status != proto.OK || !r.FromServer {
-			t.Fatalf("mailfront: %v", r.Reply)
-		}
-	}
-}
-
 func TestClientConnectionCutAfterReplies(t *testing.T) {
 	addr, dir := startStoreServer(t, nil)
 	proxy, err := linksim.Start(addr, linksim.Link{CutAfterReplies: 4})
@@ -445,7 +427,7 @@ func TestClientRefusesZeroRecipients(t *testing.T) {
 }
 
 func TestClientConnectFailure(t *testing.T) {
-	closed := fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
+	closed := testpeer.ClosedAddr(t)
 	addr, _ := startStoreServer(t, nil)
 	var results []RecipientResult
 	pkgs := []Package{bytesPackage("s@x", []byte("a\n"), "r@example.test")}
