@@ -19,8 +19,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"qbox/commands/probe"
 	"qbox/proto/mxps"
+	"qbox/proto/probe"
 )
 
 // Exit codes, per domain and for the run (the worst domain's: 111 over

@@ -3,6 +3,9 @@
 // it connects, listens for what the server says first, and leaves before
 // sending a byte of mail. --send submits one small test message and
 // reports the reply with its timings, as swaks does for SMTP.
+//
+// This package is the command: flags, targets, the table and the exit
+// status. What speaks on a port, and the test message, are qbox/proto/probe.
 package probe
 
 import (
@@ -22,12 +25,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"qbox/commands/exitcode"
+	"qbox/proto/probe"
 )
 
 // Config is one run of probe.
 type Config struct {
-	Targets  []string // HOST[:PORT]; IPv6 as [addr]:port or a bare address
-	Protocol Protocol // --qmqp/--qmtp/--smtp; Unknown: by port
+	Targets  []string       // HOST[:PORT]; IPv6 as [addr]:port or a bare address
+	Protocol probe.Protocol // --qmqp/--qmtp/--smtp; probe.Unknown: by port
 	Timeout  time.Duration
 	Wait     time.Duration
 	Source   string // local IP to connect from
@@ -44,14 +48,14 @@ type Config struct {
 // Result is one address and port.
 type Result struct {
 	Target string `json:"target"`
-	PortResult
-	Send *SendResult `json:"send,omitempty"`
+	probe.PortResult
+	Send *probe.SendResult `json:"send,omitempty"`
 }
 
 type job struct {
 	target string
 	addr   string // ip:port, or "" when the host did not resolve
-	expect Protocol
+	expect probe.Protocol
 	err    error
 }
 
@@ -67,7 +71,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	p := &Prober{Dial: cfg.Dial, Source: cfg.Source, ConnectTimeout: cfg.Timeout, Wait: cfg.Wait}
+	p := &probe.Prober{Dial: cfg.Dial, Source: cfg.Source, ConnectTimeout: cfg.Timeout, Wait: cfg.Wait}
 	if cfg.Source != "" && net.ParseIP(cfg.Source) == nil {
 		return 0, fmt.Errorf("--source %q is not an IP address", cfg.Source)
 	}
@@ -85,7 +89,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 	}
 	wg.Wait()
 
-	code := CodeOK
+	code := probe.CodeOK
 	for _, r := range results {
 		code = max(code, r.Code)
 	}
@@ -97,11 +101,11 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 	return code, writeTable(w, results, cfg)
 }
 
-func run(ctx context.Context, p *Prober, cfg Config, j job) Result {
+func run(ctx context.Context, p *probe.Prober, cfg Config, j job) Result {
 	r := Result{Target: j.target}
 	r.Addr, r.Expect = j.addr, j.expect
 	if j.err != nil {
-		r.State, r.Code, r.Error, r.Note = Unreachable, CodeDown, j.err.Error(), "cannot resolve"
+		r.State, r.Code, r.Error, r.Note = probe.Unreachable, probe.CodeDown, j.err.Error(), "cannot resolve"
 		return r
 	}
 	if cfg.SendTo == "" {
@@ -114,7 +118,7 @@ func run(ctx context.Context, p *Prober, cfg Config, j job) Result {
 	switch {
 	case s.Reply != nil:
 		r.Note = fmt.Sprintf("%s reply %s %q", strings.ToUpper(string(j.expect)), s.Reply.Status, s.Reply.Text)
-	case s.State == Open:
+	case s.State == probe.Open:
 		r.Note = "no reply: " + s.Error
 	default:
 		r.Note = "cannot connect"
@@ -124,9 +128,9 @@ func run(ctx context.Context, p *Prober, cfg Config, j job) Result {
 
 // plan expands targets into address:port jobs.
 func plan(ctx context.Context, cfg Config) ([]job, error) {
-	if cfg.SendTo != "" && cfg.Protocol == Unknown {
+	if cfg.SendTo != "" && cfg.Protocol == probe.Unknown {
 		for _, t := range cfg.Targets {
-			if _, port := splitTarget(t); ProtocolOfPort(port) == Unknown {
+			if _, port := splitTarget(t); probe.ProtocolOfPort(port) == probe.Unknown {
 				return nil, fmt.Errorf("--send needs one protocol: give --qmqp, --qmtp or --smtp, or a well-known port, for %s", t)
 			}
 		}
@@ -145,20 +149,20 @@ func plan(ctx context.Context, cfg Config) ([]job, error) {
 		}
 		type pp struct {
 			port   string
-			expect Protocol
+			expect probe.Protocol
 		}
 		var ports []pp
 		switch {
 		case port != "":
 			expect := cfg.Protocol
-			if expect == Unknown {
-				expect = ProtocolOfPort(port)
+			if expect == probe.Unknown {
+				expect = probe.ProtocolOfPort(port)
 			}
 			ports = []pp{{port, expect}}
-		case cfg.Protocol != Unknown:
-			ports = []pp{{defaultPorts[cfg.Protocol], cfg.Protocol}}
+		case cfg.Protocol != probe.Unknown:
+			ports = []pp{{probe.DefaultPort(cfg.Protocol), cfg.Protocol}}
 		default:
-			ports = []pp{{"628", QMQP}, {"209", QMTP}, {"25", SMTP}}
+			ports = []pp{{probe.DefaultPort(probe.QMQP), probe.QMQP}, {probe.DefaultPort(probe.QMTP), probe.QMTP}, {probe.DefaultPort(probe.SMTP), probe.SMTP}}
 		}
 		var addrs []netip.Addr
 		var err error
@@ -204,16 +208,16 @@ const (
 
 // verdictClass is what a verdict means for the exit status (the table
 // said the rest).
-var verdictClass = map[int]exitcode.Class{CodeOK: exitcode.OK, CodeUnexpected: exitcode.Warning, CodeDown: exitcode.Critical}
+var verdictClass = map[int]exitcode.Class{probe.CodeOK: exitcode.OK, probe.CodeUnexpected: exitcode.Warning, probe.CodeDown: exitcode.Critical}
 
-var verdictWords = map[int]string{CodeOK: "ok", CodeUnexpected: "unexpected", CodeDown: "down"}
+var verdictWords = map[int]string{probe.CodeOK: "ok", probe.CodeUnexpected: "unexpected", probe.CodeDown: "down"}
 
 func verdict(code int, color bool) string {
 	w := verdictWords[code]
 	if !color {
 		return w
 	}
-	return map[int]string{CodeOK: green, CodeUnexpected: yellow, CodeDown: red}[code] + w + reset
+	return map[int]string{probe.CodeOK: green, probe.CodeUnexpected: yellow, probe.CodeDown: red}[code] + w + reset
 }
 
 func writeTable(w io.Writer, results []Result, cfg Config) error {
@@ -225,11 +229,11 @@ func writeTable(w io.Writer, results []Result, cfg Config) error {
 			expect = "-"
 		}
 		connect := "-"
-		if r.State != Unreachable || r.ConnectMS > 0 {
+		if r.State != probe.Unreachable || r.ConnectMS > 0 {
 			connect = fmt.Sprintf("%.1fms", r.ConnectMS)
 		}
 		what := r.Note
-		if r.Error != "" && r.Code == CodeDown {
+		if r.Error != "" && r.Code == probe.CodeDown {
 			what += ": " + r.Error
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Addr, expect, r.State, connect, verdict(r.Code, cfg.Color), what)
@@ -239,7 +243,7 @@ func writeTable(w io.Writer, results []Result, cfg Config) error {
 	}
 	for _, r := range results {
 		s := r.Send
-		if s == nil || s.State != Open {
+		if s == nil || s.State != probe.Open {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s %s: message %s, from <%s> to <%s>\n", s.Addr, strings.ToUpper(string(s.Protocol)), s.MessageID, cfg.From, cfg.SendTo)
@@ -302,7 +306,7 @@ and silent; with --send, a K), 1 something else answered (an SMTP banner on
 				}
 			}
 			n := 0
-			for _, p := range []Protocol{QMQP, QMTP, SMTP} {
+			for _, p := range []probe.Protocol{probe.QMQP, probe.QMTP, probe.SMTP} {
 				if c.Bool(string(p)) {
 					cfg.Protocol = p
 					n++
