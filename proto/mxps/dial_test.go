@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,10 +15,70 @@ import (
 	"qbox/proto"
 )
 
-// listen accepts connections on ip:port and counts them.
-func listen(t *testing.T, ip string, port int) *atomic.Int32 {
+// reserve binds one port on every one of ips (the kernel chooses it on
+// the first) without listening: connecting there is refused, and nothing
+// else can take the port, until listen turns a socket into a listener.
+// It returns the port and the sockets, one per ip.
+func reserve(t *testing.T, ips ...string) (int, []int) {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	bind := func(ip string, port int) (int, error) {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sa := &syscall.SockaddrInet4{Port: port}
+		copy(sa.Addr[:], net.ParseIP(ip).To4())
+		if err := syscall.Bind(fd, sa); err != nil {
+			syscall.Close(fd)
+			return -1, err
+		}
+		t.Cleanup(func() { syscall.Close(fd) })
+		return fd, nil
+	}
+	// The port the kernel gave on the first address may be taken on
+	// another: then take another port (the sockets already bound stay
+	// bound until the test ends, so the loop ends).
+	for range 100 {
+		first, err := bind(ips[0], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sa, err := syscall.Getsockname(first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := sa.(*syscall.SockaddrInet4).Port
+		fds := []int{first}
+		for _, ip := range ips[1:] {
+			fd, err := bind(ip, port)
+			if err != nil {
+				break
+			}
+			fds = append(fds, fd)
+		}
+		if len(fds) == len(ips) {
+			return port, fds
+		}
+	}
+	t.Fatalf("no port free on all of %v", ips)
+	return 0, nil
+}
+
+// listen makes a socket of reserve listen, accepts its connections and
+// counts them.
+func listen(t *testing.T, fd int) *atomic.Int32 {
+	t.Helper()
+	if err := syscall.Listen(fd, 16); err != nil {
+		t.Fatal(err)
+	}
+	// A copy of the descriptor: reserve closes its own at the end.
+	dup, err := syscall.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(dup), "listener")
+	l, err := net.FileListener(f)
+	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,30 +97,10 @@ func listen(t *testing.T, ip string, port int) *atomic.Int32 {
 	return &n
 }
 
-// freePort returns a port free on both 127.0.0.1 and 127.0.0.2.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		l1, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l1.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", "127.0.0.2:"+strconv.Itoa(port))
-		l1.Close()
-		if err == nil {
-			l2.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free on 127.0.0.1 and 127.0.0.2")
-	return 0
-}
-
 // No attempt connects: one proto.ConnectError naming every attempt by
 // protocol, address and exchanger, unwrapping to each refusal.
 func TestDeliverNoneConnects(t *testing.T) {
-	port := freePort(t)
+	port, _ := reserve(t, "127.0.0.1")
 	ports := Ports{QMTP: strconv.Itoa(port), SMTP: strconv.Itoa(port)}
 	d := &Dialer{ConnectTimeout: 2 * time.Second, Ports: ports}
 	rep := Report{Exchangers: []Exchanger{{Pref: 12801, Host: "q1", Class: QMTP, Addrs: addrs("127.0.0.1")}}}
@@ -77,9 +118,12 @@ func TestDeliverNoneConnects(t *testing.T) {
 	}
 }
 
+// waitCount waits (bounded) until n reaches want and fails if it is not
+// exactly want.
 func waitCount(t *testing.T, n *atomic.Int32, want int32) {
 	t.Helper()
-	for i := 0; i < 200 && n.Load() < want; i++ {
+	deadline := time.Now().Add(20 * time.Second) // a guard, not a measure
+	for n.Load() < want && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if got := n.Load(); got != want {
@@ -88,7 +132,8 @@ func waitCount(t *testing.T, n *atomic.Int32, want int32) {
 }
 
 func TestDeliverRule(t *testing.T) {
-	qport, sport := freePort(t), freePort(t)
+	qport, qfds := reserve(t, "127.0.0.1", "127.0.0.2")
+	sport, sfds := reserve(t, "127.0.0.1", "127.0.0.2")
 	ports := Ports{QMTP: strconv.Itoa(qport), SMTP: strconv.Itoa(sport)}
 	d := &Dialer{ConnectTimeout: 2 * time.Second, Ports: ports}
 	rep := Report{Exchangers: []Exchanger{
@@ -101,7 +146,7 @@ func TestDeliverRule(t *testing.T) {
 	}
 
 	// QMTP closed on the first address: SMTP on the same address.
-	smtp1 := listen(t, "127.0.0.1", sport)
+	smtp1 := listen(t, sfds[0])
 	var sessions []Attempt
 	a, err := d.Deliver(context.Background(), attempts, func(c net.Conn, a Attempt) error {
 		c.Close()
@@ -115,8 +160,8 @@ func TestDeliverRule(t *testing.T) {
 
 	// QMTP open on the first address and its session fails: no SMTP on
 	// that address, no attempt on the next exchanger.
-	qmtp1 := listen(t, "127.0.0.1", qport)
-	qmtp2 := listen(t, "127.0.0.2", qport)
+	qmtp1 := listen(t, qfds[0])
+	qmtp2 := listen(t, qfds[1])
 	sessions = nil
 	a, err = d.Deliver(context.Background(), attempts, func(c net.Conn, a Attempt) error {
 		c.Close()
@@ -127,8 +172,16 @@ func TestDeliverRule(t *testing.T) {
 		t.Fatalf("QMTP session failed: got %v %v, sessions %v", a, err, sessions)
 	}
 	waitCount(t, qmtp1, 1)
-	time.Sleep(50 * time.Millisecond)
-	if smtp1.Load() != 1 || qmtp2.Load() != 0 {
-		t.Fatalf("fell back after a QMTP session had started: smtp %d, second QMTP %d", smtp1.Load(), qmtp2.Load())
+	// No fallback: a marker connection of our own to the SMTP and second
+	// QMTP listeners is queued behind any Deliver made before it returned,
+	// so once the marker is counted the count is final.
+	for _, addr := range []string{"127.0.0.1:" + strconv.Itoa(sport), "127.0.0.2:" + strconv.Itoa(qport)} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
 	}
+	waitCount(t, smtp1, 2) // the first run's session and the marker
+	waitCount(t, qmtp2, 1) // the marker only
 }
