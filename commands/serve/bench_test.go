@@ -20,7 +20,6 @@ import (
 	"time"
 	"unsafe"
 
-	"qbox/commands/serve"
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
@@ -470,7 +469,7 @@ func largestEnvelope() proto.Envelope {
 // (QMQP) or their recipients beyond it Z (QMTP); the figures say how
 // many recipients got K.
 func BenchmarkLargestEnvelopesRSS(b *testing.B) {
-	const sessions = serve.DefaultMaxConns
+	const sessions = proto.DefaultMaxConns
 	env := largestEnvelope()
 	msg := []byte("Subject: the largest envelope\n\nbody\n")
 	for _, p := range []string{"QMQP", "QMTP"} {

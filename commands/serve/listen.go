@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"qbox/proto"
 )
@@ -113,7 +112,17 @@ func activationProtocol(name string, addr net.Addr) (string, error) {
 // ServeStdio serves one connection on stdin/stdout in protocol (QMQP,
 // QMTP or SMTP), with the same access list and limits as the listeners.
 func (s *Server) ServeStdio(ctx context.Context, protocol string, stdin, stdout *os.File, getenv func(string) string) error {
-	if protocol != QMQP && protocol != QMTP && protocol != SMTP {
+	var srv interface {
+		HandleConn(context.Context, proto.Conn, proto.Peer)
+	}
+	switch protocol {
+	case QMQP:
+		srv = s.qmqp
+	case QMTP:
+		srv = s.qmtp
+	case SMTP:
+		srv = s.smtp
+	default:
 		return fmt.Errorf("--stdio wants qmqp, qmtp or smtp, not %q", protocol)
 	}
 	c, err := proto.NewStdioConn(stdin, stdout)
@@ -121,20 +130,10 @@ func (s *Server) ServeStdio(ctx context.Context, protocol string, stdin, stdout 
 		return err
 	}
 	defer c.Close()
-	start := time.Now()
 	peer := proto.StdioPeer(getenv, c.RemoteAddr())
 	if s.hostnameSet || peer.LocalHost == "" {
 		peer.LocalHost = s.cfg.Hostname
 	}
-	// A local pipe (no client address at all) is a local user; any
-	// address known goes through the access list.
-	if peer.RemoteIP != "" {
-		ip, err := netip.ParseAddr(peer.RemoteIP)
-		if err != nil || !s.allowed(protocol, ip) {
-			s.refuse(protocol, c, peer.RemoteIP, start)
-			return nil
-		}
-	}
-	s.session(ctx, protocol, c, peer, start)
+	srv.HandleConn(ctx, c, peer)
 	return nil
 }

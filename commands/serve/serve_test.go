@@ -61,7 +61,7 @@ func TestQmqpSourceOneSession(t *testing.T) {
 	}
 	// One line per message, which is also the connection's; a line may
 	// follow the reply qmqp-source read, so wait for them (bounded).
-	for _, line := range []string{`msg="qmqp message" proto=QMQP remote=127.0.0.1 sender=src@example.test rcpts=1 to=rcpt@example.test size=`} {
+	for _, line := range []string{`msg="qmqp message" proto=QMQP remote=127.0.0.1 sender=src@example.test recipients=1 to=rcpt@example.test size=`} {
 		deadline := time.Now().Add(10 * time.Second)
 		for strings.Count(s.log.String(), line) < 50 && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
@@ -156,8 +156,8 @@ func TestQMTPConversationStores(t *testing.T) {
 		t.Errorf("CR-mode file: <%s> %q, want %q", z.sender, z.message, crMsg)
 	}
 	// One log line per package, with the envelope, never the body.
-	if !waitLog(t, s, `proto=QMTP remote=127.0.0.1 sender=a@example.test rcpts=3 to=x@example.test,y@example.test,x@example.test size=`,
-		`sender="" rcpts=1 to=z@example.test`) {
+	if !waitLog(t, s, `proto=QMTP remote=127.0.0.1 sender=a@example.test recipients=3 to=x@example.test,y@example.test,x@example.test size=`,
+		`sender="" recipients=1 to=z@example.test`) {
 		t.Errorf("log lacks the envelopes:\n%s", s.log.String())
 	}
 	if strings.Contains(s.log.String(), "kept") {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"qbox/proto"
@@ -21,11 +22,9 @@ import (
 	"qbox/proto/smtp"
 )
 
-// Defaults for Config's zero fields.
+// Defaults for Config's zero fields that are serve's own; the limits'
+// are proto's (proto.DefaultMaxMessageSize and the rest).
 const (
-	DefaultMaxSize       = 10 << 20
-	DefaultMaxRecipients = 10000
-	DefaultMaxConns      = 200
 	// DefaultEnvelopeMemory bounds the envelope addresses all sessions
 	// hold together: a lone session's largest legal envelope (10,000
 	// recipients of 1,000 bytes, about 11 MiB with their overhead) always
@@ -33,8 +32,6 @@ const (
 	// serve under 128 MiB; the recipients that do not fit get Z and come
 	// again.
 	DefaultEnvelopeMemory = 32 << 20
-	DefaultTimeout        = 60 * time.Second
-	DefaultSessionLimit   = time.Hour
 	DefaultGrace          = 30 * time.Second
 )
 
@@ -42,10 +39,8 @@ const (
 const (
 	QMQP = "qmqp"
 	QMTP = "qmtp"
+	SMTP = "smtp"
 )
-
-// NotAuthorized is the text of the immediate D a refused client gets.
-const NotAuthorized = "sorry, not authorized to use this service (#5.7.1)"
 
 // Config is everything the server core needs; the CLI fills it from flags.
 type Config struct {
@@ -93,25 +88,25 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.MaxSize <= 0 {
-		c.MaxSize = DefaultMaxSize
+		c.MaxSize = proto.DefaultMaxMessageSize
 	}
 	if c.MaxRecipients <= 0 {
-		c.MaxRecipients = DefaultMaxRecipients
+		c.MaxRecipients = proto.DefaultMaxRecipients
 	}
 	if c.MaxConns <= 0 {
-		c.MaxConns = DefaultMaxConns
+		c.MaxConns = proto.DefaultMaxConns
 	}
 	if c.EnvelopeMemory <= 0 {
 		c.EnvelopeMemory = DefaultEnvelopeMemory
 	}
 	if c.Timeout <= 0 {
-		c.Timeout = DefaultTimeout
+		c.Timeout = proto.DefaultTimeout
 	}
 	if c.QueueWait <= 0 {
-		c.QueueWait = min(c.Timeout, 10*time.Second)
+		c.QueueWait = min(c.Timeout, proto.DefaultQueueWait)
 	}
 	if c.SessionLimit <= 0 {
-		c.SessionLimit = DefaultSessionLimit
+		c.SessionLimit = proto.DefaultSessionLimit
 	}
 	if c.Grace <= 0 {
 		c.Grace = DefaultGrace
@@ -134,7 +129,8 @@ type Listener struct {
 	net.Listener
 }
 
-// Server runs sessions for a Config. Build it with NewServer.
+// Server is the three protocol servers of a Config: one envelope budget
+// and one connection limit for all. Build it with NewServer.
 type Server struct {
 	cfg  Config
 	qmqp *qmqp.Server
@@ -142,10 +138,6 @@ type Server struct {
 	smtp *smtp.Server
 
 	hostnameSet bool // --hostname given: it wins over TCPLOCALHOST
-
-	slots   chan struct{} // one token per running session
-	waiting chan struct{} // one token per connection waiting for a slot
-	active  sync.WaitGroup
 }
 
 // NewServer checks cfg and fills in its defaults.
@@ -155,32 +147,47 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	hostnameSet := cfg.Hostname != ""
 	cfg = cfg.withDefaults()
-	s := &Server{
-		cfg:         cfg,
-		hostnameSet: hostnameSet,
-		slots:       make(chan struct{}, cfg.MaxConns),
-		waiting:     make(chan struct{}, cfg.MaxConns),
-	}
+	s := &Server{cfg: cfg, hostnameSet: hostnameSet}
 	envelopes := proto.NewBudget(cfg.EnvelopeMemory)
+	conns := proto.NewConnLimit(cfg.MaxConns, cfg.QueueWait)
+	limits := proto.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients}
 	s.qmqp = &qmqp.Server{
-		Envelopes:    envelopes,
 		Backend:      cfg.Backend,
-		Limits:       qmqp.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients},
+		Limits:       limits,
 		Timeout:      cfg.Timeout,
 		SessionLimit: cfg.SessionLimit,
 		Logger:       cfg.Logger,
+		Envelopes:    envelopes,
+		Hostname:     cfg.Hostname,
+		Allow:        cfg.AllowFor(QMQP),
+		Conns:        conns,
 	}
 	s.qmtp = &qmtp.Server{
-		Envelopes:    envelopes,
-		Backend:      cfg.Backend,
-		Limits:       qmtp.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients},
-		Parallel:     cfg.QMTPParallel,
-		Timeout:      cfg.Timeout,
-		SessionLimit: cfg.SessionLimit,
-		Logger:       cfg.Logger,
+		Backend:          cfg.Backend,
+		Limits:           limits,
+		Timeout:          cfg.Timeout,
+		SessionLimit:     cfg.SessionLimit,
+		Logger:           cfg.Logger,
+		RecipientAllowed: s.recipientCheck(),
+		Parallel:         cfg.QMTPParallel,
+		Envelopes:        envelopes,
+		Hostname:         cfg.Hostname,
+		Allow:            cfg.AllowFor(QMTP),
+		Conns:            conns,
 	}
-	s.qmtp.RecipientAllowed = s.recipientCheck()
-	s.smtp = s.newSMTPServer(envelopes)
+	s.smtp = &smtp.Server{
+		Backend:          cfg.Backend,
+		Limits:           limits,
+		Hostname:         cfg.Hostname,
+		TLSConfig:        cfg.SMTPTLS,
+		Timeout:          cfg.Timeout,
+		SessionLimit:     cfg.SessionLimit,
+		Logger:           cfg.Logger,
+		RecipientAllowed: s.recipientCheck(),
+		Envelopes:        envelopes,
+		Allow:            cfg.AllowFor(SMTP),
+		Conns:            conns,
+	}
 	return s, nil
 }
 
@@ -215,9 +222,11 @@ func CheckListeners(cfg Config, ls []Listener) error {
 }
 
 // Serve accepts connections on every listener until ctx is cancelled,
-// then closes the listeners, lets running sessions finish within Grace,
-// cuts the rest and returns. It returns an error only if a listener fails
-// for good.
+// then shuts the servers down: no new connection, QMTP sessions waiting
+// between packages and SMTP sessions outside a transaction end at once,
+// the others may finish within Grace, then they are cut (a QMTP session
+// still gets every reply it is owed). It returns an error only if a
+// listener fails for good.
 func (s *Server) Serve(ctx context.Context, ls []Listener) error {
 	if len(ls) == 0 {
 		return errors.New("nothing to listen on: both --qmqp and --qmtp are empty")
@@ -225,212 +234,56 @@ func (s *Server) Serve(ctx context.Context, ls []Listener) error {
 	if err := CheckListeners(s.cfg, ls); err != nil {
 		return err
 	}
-	// Sessions get their own context: a stop request only closes the
-	// listeners and ends QMTP sessions waiting between packages; the rest
-	// are cancelled when the grace period is over.
-	s.qmtp.Stopping = ctx.Done()
-	s.smtp.Stopping = ctx.Done()
-	sessCtx, cutSessions := context.WithCancel(context.WithoutCancel(ctx))
-	defer cutSessions()
-
 	errc := make(chan error, len(ls))
-	var accepting sync.WaitGroup
 	for _, l := range ls {
 		s.cfg.Logger.Info("listening", "proto", l.Protocol, "addr", l.Addr().String())
-		accepting.Add(1)
-		go func() {
-			defer accepting.Done()
-			errc <- s.acceptLoop(ctx, sessCtx, l)
-		}()
+		go func() { errc <- s.serveListener(l) }()
 	}
 	var err error
+	running := len(ls)
 	select {
 	case <-ctx.Done():
 	case err = <-errc: // a listener failed: stop everything
+		running--
 	}
-	for _, l := range ls {
-		l.Close()
-	}
-	accepting.Wait()
 
-	done := make(chan struct{})
-	go func() { s.active.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(s.cfg.Grace):
-		s.cfg.Logger.Warn("grace period over, cutting sessions still running", "grace", s.cfg.Grace.String())
-		cutSessions()
-		<-done
+	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Grace)
+	defer cancel()
+	var stopping sync.WaitGroup
+	var cut atomic.Bool
+	for _, srv := range []interface{ Shutdown(context.Context) error }{s.qmqp, s.qmtp, s.smtp} {
+		stopping.Add(1)
+		go func() {
+			defer stopping.Done()
+			if srv.Shutdown(grace) != nil {
+				cut.Store(true)
+			}
+		}()
+	}
+	stopping.Wait()
+	if cut.Load() {
+		s.cfg.Logger.Warn("grace period over, sessions still running were cut", "grace", s.cfg.Grace.String())
+	}
+	for ; running > 0; running-- {
+		<-errc
 	}
 	s.cfg.Logger.Info("stopped")
+	if errors.Is(err, proto.ErrServerClosed) {
+		err = nil
+	}
 	return err
 }
 
-func (s *Server) acceptLoop(ctx, sessCtx context.Context, l Listener) error {
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Out of file descriptors and the like: wait and go on,
-			// never exit the server for it.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.cfg.Logger.Error("accept failed", "proto", l.Protocol, "err", err.Error(), "retry_in", backoff.String())
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return nil
-			}
-			continue
-		}
-		backoff = 0
-		s.active.Add(1)
-		go func() {
-			defer s.active.Done()
-			s.handleNet(sessCtx, l.Protocol, c)
-		}()
-	}
-}
-
-// handleNet serves one accepted connection.
-func (s *Server) handleNet(ctx context.Context, protocol string, c net.Conn) {
-	defer c.Close()
-	start := time.Now()
-	ip := proto.RemoteIP(c.RemoteAddr())
-	peer := proto.Peer{RemoteIP: ip.String(), LocalHost: s.cfg.Hostname}
-	if !ip.IsValid() {
-		peer.RemoteIP = ""
-	}
-	if !s.allowed(protocol, ip) {
-		s.refuse(protocol, c, peer.RemoteIP, start)
-		lingerClose(c)
-		return
-	}
-	if !s.acquire(ctx) {
-		s.cfg.Logger.Warn("connection refused: too many connections", "proto", protocol, "remote", peer.RemoteIP,
-			"max_conns", s.cfg.MaxConns)
-		return
-	}
-	replied := s.session(ctx, protocol, c, peer, start)
-	<-s.slots
-	if replied && protocol == QMQP {
-		// The reply may have gone out before the client finished sending
-		// (a refused size): closing now could reset the connection and
-		// destroy the reply before the client reads it.
-		lingerClose(c)
-	}
-}
-
-// acquire takes a session slot, waiting up to QueueWait if all are busy.
-func (s *Server) acquire(ctx context.Context) bool {
-	select {
-	case s.slots <- struct{}{}:
-		return true
-	default:
-	}
-	select {
-	case s.waiting <- struct{}{}:
-	default:
-		return false // the waiting room is full as well
-	}
-	defer func() { <-s.waiting }()
-	t := time.NewTimer(s.cfg.QueueWait)
-	defer t.Stop()
-	select {
-	case s.slots <- struct{}{}:
-		return true
-	case <-t.C:
-		return false
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// session runs one protocol session and logs the connection line (for
-// QMQP only when no message line was written: one connection carries one
-// message, and one event is one line). It reports whether a QMQP reply was written.
-func (s *Server) session(ctx context.Context, protocol string, c proto.Conn, peer proto.Peer, start time.Time) bool {
-	log := s.cfg.Logger
-	switch protocol {
-	case SMTP:
-		s.smtpSession(ctx, c, peer, start)
-		return false
+// serveListener runs the server of l's protocol on it.
+func (s *Server) serveListener(l Listener) error {
+	switch l.Protocol {
 	case QMQP:
-		res, err := s.qmqp.ServeConn(ctx, c, peer)
-		attrs := []any{"proto", "QMQP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds()}
-		if res.Replied {
-			attrs = append(attrs, "reply", proto.Printable(res.Reply.String(), 200))
-		}
-		switch {
-		case err != nil:
-			log.Info("connection ended without a reply", append(attrs, "err", err.Error())...)
-		case res.Size < 0:
-			log.Info("connection", attrs...)
-		} // else the message line, with the same reply, said it all
-		return res.Replied
-	default:
-		res, err := s.qmtp.ServeConn(ctx, c, peer)
-		attrs := []any{"proto", "QMTP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds(),
-			"packages", res.Packages, "accepted", res.Accepted, "deferred", res.Deferred, "rejected", res.Rejected,
-			"bytes", res.Bytes}
-		if err != nil {
-			log.Info("connection ended", append(attrs, "err", err.Error())...)
-		} else {
-			log.Info("connection", attrs...)
-		}
-		return false
+		return s.qmqp.Serve(l.Listener)
+	case QMTP:
+		return s.qmtp.Serve(l.Listener)
+	case SMTP:
+		return s.smtp.Serve(l.Listener)
 	}
-}
-
-// refuse answers a client outside Allow with an immediate D, as Postfix's
-// qmqpd does, and logs it.
-func (s *Server) refuse(protocol string, w proto.Conn, ip string, start time.Time) {
-	if protocol == SMTP {
-		s.refuseSMTP(w, ip, start)
-		return
-	}
-	w.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
-	err := qmqp.Refuse(w, NotAuthorized)
-	attrs := []any{"proto", protocol, "remote", ip, "ms", time.Since(start).Milliseconds()}
-	if err != nil {
-		attrs = append(attrs, "err", err.Error())
-	}
-	s.cfg.Logger.Warn("client not authorized", attrs...)
-}
-
-// allowed applies the protocol's access list: loopback only by default.
-func (s *Server) allowed(protocol string, ip netip.Addr) bool {
-	if !ip.IsValid() {
-		return false
-	}
-	ip = ip.Unmap()
-	list := s.cfg.AllowFor(protocol)
-	if len(list) == 0 {
-		return ip.IsLoopback()
-	}
-	return inPrefixes(list, ip)
-}
-
-// lingerClose half-closes c and reads what the client still sends, for a
-// short bounded while, so the kernel does not answer unread data with a
-// reset that would destroy a reply already written.
-func lingerClose(c net.Conn) {
-	cw, ok := c.(interface{ CloseWrite() error })
-	if !ok {
-		return
-	}
-	if cw.CloseWrite() != nil {
-		return
-	}
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 4096)
-	for n := 0; n < 1<<20; {
-		k, err := c.Read(buf)
-		n += k
-		if err != nil {
-			return
-		}
-	}
+	l.Close()
+	return fmt.Errorf("%s: unknown protocol %q", l.Addr(), l.Protocol)
 }

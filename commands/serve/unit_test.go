@@ -52,28 +52,6 @@ func TestParseAllow(t *testing.T) {
 	}
 }
 
-func TestAllowed(t *testing.T) {
-	s, err := NewServer(Config{Backend: &maildir.Store{Dir: t.TempDir()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for ip, want := range map[string]bool{"127.0.0.1": true, "127.3.4.5": true, "::1": true, "::ffff:127.0.0.1": true,
-		"10.0.0.1": false, "2001:db8::1": false} {
-		if got := s.allowed(QMQP, netip.MustParseAddr(ip)); got != want {
-			t.Errorf("default list: allowed(%s) = %v", ip, got)
-		}
-	}
-	if s.allowed(QMQP, netip.Addr{}) {
-		t.Error("an unknown address is allowed")
-	}
-	s.cfg.Allow, _ = ParseAllow([]string{"127.0.0.1/32", "10.0.0.0/8"})
-	for ip, want := range map[string]bool{"127.0.0.1": true, "127.0.0.2": false, "::1": false, "10.9.9.9": true, "::ffff:10.0.0.1": true} {
-		if got := s.allowed(QMQP, netip.MustParseAddr(ip)); got != want {
-			t.Errorf("--allow list: allowed(%s) = %v", ip, got)
-		}
-	}
-}
-
 type fakeListener struct {
 	net.Listener
 	addr net.Addr

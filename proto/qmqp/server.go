@@ -7,74 +7,43 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
+	"net"
+	"net/netip"
 	"time"
-	"unsafe"
 
 	"qbox/netstring"
 	"qbox/proto"
+	"qbox/proto/internal/nsserver"
+	"qbox/proto/internal/serverloop"
 )
 
-// Limits bound what a QMQP server accepts. Zero fields take the defaults.
-type Limits struct {
-	// MaxMessageSize is the largest message accepted, in bytes (default
-	// 10 MiB). A message modestly over it is read and thrown away, then
-	// answered with D (#5.3.4). One declared beyond DiscardLimit is
-	// answered with D at once, before it is read, and the connection
-	// closed, as Postfix's qmqpd does: reading gigabytes only to refuse
-	// them would hand the client our bandwidth.
-	MaxMessageSize int64
-	// MaxRecipients is the most recipients in one message (default 10000).
-	MaxRecipients int
-	// MaxAddress is the longest sender or recipient in bytes (default
-	// 1000). Longer addresses, any containing CR, LF or NUL, and the
-	// empty recipient are refused (proto.CheckSender, CheckRecipient).
-	MaxAddress int
-}
-
-// Default limits.
-const (
-	DefaultMaxMessageSize = 10 << 20
-	DefaultMaxRecipients  = 10000
-	DefaultMaxAddress     = 1000
-)
-
-// WithDefaults returns l with its zero fields set to the defaults.
-func (l Limits) WithDefaults() Limits {
-	if l.MaxMessageSize <= 0 {
-		l.MaxMessageSize = DefaultMaxMessageSize
-	}
-	if l.MaxRecipients <= 0 {
-		l.MaxRecipients = DefaultMaxRecipients
-	}
-	if l.MaxAddress <= 0 {
-		l.MaxAddress = DefaultMaxAddress
-	}
-	return l
-}
-
-// DiscardLimit is the largest declared message size that is still read
-// (and discarded) in order to answer D after the final byte: twice
-// MaxMessageSize, and at least MaxMessageSize + 1 MiB.
-func (l Limits) DiscardLimit() int64 {
+// DiscardLimit is the largest declared message size a QMQP server still
+// reads (and discards) in order to answer D after the final byte: twice
+// l.MaxMessageSize, and at least MaxMessageSize + 1 MiB. A message
+// modestly over MaxMessageSize is read and thrown away, then answered
+// with D (#5.3.4); one declared beyond DiscardLimit is answered with D at
+// once, before it is read, and the connection closed, as Postfix's qmqpd
+// does: reading gigabytes only to refuse them would hand the client our
+// bandwidth.
+func DiscardLimit(l proto.Limits) int64 {
 	l = l.WithDefaults()
 	return max(2*l.MaxMessageSize, l.MaxMessageSize+1<<20)
 }
 
 // maxPackage bounds the outer netstring: the discard limit plus a full
 // envelope of maximal addresses.
-func (l Limits) maxPackage() int64 {
+func maxPackage(l proto.Limits) int64 {
 	item := netstring.Size(int64(l.MaxAddress))
-	return netstring.Size(l.DiscardLimit()) + int64(l.MaxRecipients+1)*item
+	return netstring.Size(DiscardLimit(l)) + int64(l.MaxRecipients+1)*item
 }
 
 // Reply texts, in qmail's style with enhanced status codes (RFC 3463).
 var (
-	ReplyTooBig       = proto.D("sorry, that message size exceeds my databytes limit (#5.3.4)")
+	ReplyTooBig       = nsserver.ReplyTooBig
 	ReplyBadAddress   = proto.D("sorry, I can't accept addresses like that (#5.1.3)")
 	ReplyNoRecipients = proto.D("sorry, no recipients specified (#5.1.3)")
 	ReplyTooMany      = proto.D("sorry, too many recipients (#5.5.3)")
-	ReplyStoreFailed  = proto.Z("sorry, I can't store the message right now (#4.3.0)")
+	ReplyStoreFailed  = nsserver.ReplyStoreFailed
 	// ReplyBusy: the envelope did not fit in what the server's sessions
 	// may hold in memory together (Server.Envelopes).
 	ReplyBusy = proto.Z("sorry, too many recipients in flight right now, try again later (#4.3.2)")
@@ -83,21 +52,42 @@ var (
 // Server answers QMQP: one package and one reply per connection. The
 // backend receives the message as it arrives; nothing reaches it as
 // committed unless the whole package was well formed.
+//
+// Serve runs it on a listener; ServeConn runs one session on a connection
+// the caller accepted and checked, HandleConn one with the access check
+// and log line (stdin and stdout under tcpserver or inetd).
 type Server struct {
 	Backend proto.Backend
-	Limits  Limits
+	// Limits bound what is accepted; see ServeConn and DiscardLimit for
+	// what a client beyond them gets.
+	Limits proto.Limits
 	// Timeout bounds each read and each write (idle time); 0 means 60s.
 	Timeout time.Duration
 	// SessionLimit bounds the whole session; 0 means one hour.
 	SessionLimit time.Duration
-	// Logger, if set, gets one line per message (the caller logs the
-	// connection from the Result).
+	// Logger, if set, gets one line per message, and under Serve and
+	// HandleConn one per connection that carried none (refused, broken,
+	// too many connections), and the accept loop's failures.
 	Logger *slog.Logger
 	// Envelopes, if set, is the memory every session's envelope
 	// addresses are taken from (proto.AddressCost each), shared with
 	// other servers; a package whose envelope does not fit is read to the
 	// end and answered ReplyBusy. nil means unlimited (Limits alone).
 	Envelopes *proto.Budget
+
+	// Hostname is this server's name (proto.Peer.LocalHost, for the
+	// store's Received line) for connections Serve accepts.
+	Hostname string
+	// Allow lists the client networks Serve and HandleConn serve; empty
+	// means loopback only (127.0.0.0/8, ::1). A client outside it gets
+	// an immediate D (proto.NotAuthorized) and nothing is read.
+	Allow []netip.Prefix
+	// Conns, if set, bounds the sessions Serve runs, shared with other
+	// servers; nil means a limit of this server's own of
+	// proto.DefaultMaxConns.
+	Conns *proto.ConnLimit
+
+	loop serverloop.Loop
 }
 
 // Result summarises one session for the caller's log line.
@@ -142,12 +132,8 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	tc := proto.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
 	defer tc.Close()
 
-	in := serverReaders.Get().(*bufio.Reader)
-	in.Reset(tc)
-	defer func() {
-		in.Reset(nil)
-		serverReaders.Put(in)
-	}()
+	in := nsserver.GetReader(tc)
+	defer nsserver.PutReader(in)
 	ss := &session{
 		srv:  s,
 		ctx:  ctx,
@@ -183,12 +169,64 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	return ss.res, nil
 }
 
-// Refuse writes an immediate D reply with text (e.g. "not authorized"),
-// for access control before anything is read. The caller then closes the
-// connection.
-func Refuse(w io.Writer, text string) error {
-	_, err := w.Write(netstring.Append(nil, proto.D(text).Bytes()))
-	return err
+// Serve accepts connections on l and serves each in its own goroutine:
+// a client outside Allow gets an immediate D; beyond Conns the connection
+// waits for a slot, briefly, and is otherwise closed; each session is
+// ServeConn's, logged. Serve returns proto.ErrServerClosed after Shutdown
+// or Close, another error only if l fails for good; it closes l.
+func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
+
+// Shutdown stops accepting connections and waits for the running
+// sessions to end. When ctx is done first it cuts them (a session that
+// has not written its reply writes none: the client sends again later),
+// waits until they have returned, and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error { return s.loop.Shutdown(ctx) }
+
+// Close stops accepting connections and cuts every session at once.
+func (s *Server) Close() error { return s.loop.Close() }
+
+// HandleConn serves one connection accepted elsewhere (stdin and stdout
+// under tcpserver or inetd) as Serve serves each: a peer.RemoteIP outside
+// Allow gets an immediate D (an empty one, a local pipe, is served), then
+// ServeConn under ctx and the connection's log line. No slot of Conns is
+// taken. peer.LocalHost empty means Hostname. The caller closes conn.
+func (s *Server) HandleConn(ctx context.Context, conn proto.Conn, peer proto.Peer) {
+	serverloop.HandleConn(ctx, conn, peer, s.loopConfig())
+}
+
+func (s *Server) loopConfig() *serverloop.Config {
+	return &serverloop.Config{
+		Protocol: "QMQP",
+		Allow:    s.Allow,
+		Conns:    s.Conns,
+		Timeout:  s.Timeout,
+		Hostname: s.Hostname,
+		Logger:   s.Logger,
+		Refuse:   nsserver.Refuse,
+		Session:  s.session,
+	}
+}
+
+// session runs ServeConn and logs the connection line when no message
+// line was written (one connection carries one message, and one event is
+// one line). It asks for a linger when a reply went out: it may have left
+// before the client finished sending (a refused size).
+func (s *Server) session(ctx context.Context, c proto.Conn, peer proto.Peer, start time.Time) bool {
+	res, err := s.ServeConn(ctx, c, peer)
+	if s.Logger == nil {
+		return res.Replied
+	}
+	attrs := []any{"proto", "QMQP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds()}
+	if res.Replied {
+		attrs = append(attrs, "reply", proto.Printable(res.Reply.String(), 200))
+	}
+	switch {
+	case err != nil:
+		s.Logger.Info("connection ended without a reply", append(attrs, "err", err.Error())...)
+	case res.Size < 0:
+		s.Logger.Info("connection", attrs...)
+	} // else the message line, with the same reply, said it all
+	return res.Replied
 }
 
 func (s *Server) logMessage(ss *session, start time.Time, reply string, err error) {
@@ -199,7 +237,7 @@ func (s *Server) logMessage(ss *session, start time.Time, reply string, err erro
 		"proto", "QMQP",
 		"remote", ss.peer.RemoteIP,
 		"sender", ss.res.Sender,
-		"rcpts", ss.res.Recipients,
+		"recipients", ss.res.Recipients,
 		"to", proto.LogRecipients(ss.rcpts),
 		"size", ss.res.Size,
 		"ms", time.Since(start).Milliseconds(),
@@ -215,7 +253,7 @@ func (s *Server) logMessage(ss *session, start time.Time, reply string, err erro
 type session struct {
 	srv      *Server
 	ctx      context.Context
-	lim      Limits
+	lim      proto.Limits
 	peer     proto.Peer
 	in       *bufio.Reader
 	res      Result
@@ -246,16 +284,11 @@ func (ss *session) take(n int64) bool {
 	return true
 }
 
-// Buffers are pooled: a busy server runs thousands of short sessions.
-var serverReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
-
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 // read parses the package, feeding the backend, and returns the reply to
 // send, or an error when no reply is to be sent.
 func (ss *session) read() (proto.Reply, error) {
 	top := netstring.NewReader(ss.in)
-	outer, err := top.Next(ss.lim.maxPackage())
+	outer, err := top.Next(maxPackage(ss.lim))
 	switch {
 	case errors.Is(err, netstring.ErrTooLong):
 		ss.early = true
@@ -275,12 +308,9 @@ func (ss *session) read() (proto.Reply, error) {
 	if err != nil {
 		return proto.Reply{}, wrapRead("message length", err)
 	}
-	if err := fits(msg, outer, "message"); err != nil {
-		return proto.Reply{}, err
-	}
 	size := msg.Size()
 	ss.res.Size = size
-	if size > ss.lim.DiscardLimit() {
+	if size > DiscardLimit(ss.lim) {
 		ss.early = true
 		return ReplyTooBig, nil
 	}
@@ -306,10 +336,7 @@ func (ss *session) read() (proto.Reply, error) {
 	if err != nil {
 		return proto.Reply{}, wrapRead("sender", err)
 	}
-	if err := fits(sb, outer, "sender"); err != nil {
-		return proto.Reply{}, err
-	}
-	sender, senderOK, err := readAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
+	sender, senderOK, err := nsserver.ReadAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
 	if err != nil {
 		return proto.Reply{}, wrapRead("sender", err)
 	}
@@ -325,9 +352,6 @@ func (ss *session) read() (proto.Reply, error) {
 		if err != nil {
 			return proto.Reply{}, wrapRead("recipient", err)
 		}
-		if err := fits(rb, outer, "recipient"); err != nil {
-			return proto.Reply{}, err
-		}
 		ss.res.Recipients++
 		if ss.res.Recipients > ss.lim.MaxRecipients || !ss.take(rb.Size()) {
 			if err := rb.Discard(); err != nil {
@@ -335,7 +359,7 @@ func (ss *session) read() (proto.Reply, error) {
 			}
 			continue
 		}
-		r, ok, err := readAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
+		r, ok, err := nsserver.ReadAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
 		if err != nil {
 			return proto.Reply{}, wrapRead("recipient", err)
 		}
@@ -370,8 +394,8 @@ func (ss *session) read() (proto.Reply, error) {
 // so the reply can still wait for the final byte; a read error is
 // returned.
 func (ss *session) copyMessage(msg *netstring.Body, storeErr *error) error {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
+	bp := nsserver.GetCopyBuf()
+	defer nsserver.PutCopyBuf(bp)
 	buf := *bp
 	for {
 		n, err := msg.Read(buf)
@@ -420,48 +444,9 @@ func combine(replies []proto.Reply, n int) proto.Reply {
 	return replies[0]
 }
 
-// readAddress reads one address netstring, allocating only for an
-// acceptable length. ok is false (and the address empty or partial) when
-// it is longer than max or check refuses it (CR, LF or NUL; an empty
-// recipient): the one check where an address enters, so nothing further
-// down ever sees such bytes.
-func readAddress(b *netstring.Body, max int, check func(string) error) (addr string, ok bool, err error) {
-	if b.Size() > int64(max) {
-		return "", false, b.Discard()
-	}
-	buf := make([]byte, b.Size())
-	if _, err := io.ReadFull(b, buf); err != nil {
-		return "", false, err
-	}
-	if err := b.Close(); err != nil {
-		return "", false, err
-	}
-	if len(buf) > 0 {
-		// buf is never written again: the string shares it rather than
-		// copy it (10,000 recipients per session, --max-conns sessions).
-		addr = unsafe.String(&buf[0], len(buf))
-	}
-	return addr, check(addr) == nil, nil
-}
-
-// fits checks, before an item's body is read, that the item (body and
-// comma) ends inside the package: the items must fill it exactly.
-func fits(item, outer *netstring.Body, what string) error {
-	if item.Size() >= outer.Len() {
-		return fmt.Errorf("%w: %s of %d bytes overruns the package length", ErrProtocol, what, item.Size())
-	}
-	return nil
-}
-
-// wrapRead labels a read failure: grammar errors wrap ErrProtocol; the
-// client going away or timing out keeps its own error.
+// wrapRead labels a read failure: grammar errors (an item overrunning
+// the package among them: the netstring reader refuses it before reading
+// its body) wrap ErrProtocol.
 func wrapRead(what string, err error) error {
-	switch {
-	case errors.Is(err, netstring.ErrUnexpectedEOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("qmqp: client went away while sending the %s", what)
-	case errors.Is(err, netstring.ErrGrammar):
-		return fmt.Errorf("%w: %s: %v", ErrProtocol, what, err)
-	default:
-		return fmt.Errorf("qmqp: reading %s: %w", what, err)
-	}
+	return nsserver.ReadError("qmqp", ErrProtocol, what, err)
 }

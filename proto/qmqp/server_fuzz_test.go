@@ -41,7 +41,7 @@ func FuzzServerServeConn(f *testing.F) {
 		b := &serverBackend{}
 		srv := &qmqp.Server{
 			Backend: b,
-			Limits:  qmqp.Limits{MaxMessageSize: 64, MaxRecipients: 4, MaxAddress: 16},
+			Limits:  proto.Limits{MaxMessageSize: 64, MaxRecipients: 4, MaxAddress: 16},
 			Timeout: time.Second,
 		}
 		conn := &serverMemConn{r: bytes.NewReader(in)}

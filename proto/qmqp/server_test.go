@@ -261,7 +261,7 @@ func TestServerWithClient(t *testing.T) {
 func TestServerAddressLimitBoundary(t *testing.T) {
 	b := &serverBackend{}
 	addr, _ := serverStart(t, newServerForTest(b))
-	long := strings.Repeat("a", qmqp.DefaultMaxAddress-5) + "@x.yz"
+	long := strings.Repeat("a", proto.DefaultMaxAddress-5) + "@x.yz"
 	got := serverConverse(t, addr, serverPkg("m\n", long, long))
 	if !bytes.Equal(got, serverWire("Kok 1")) {
 		t.Fatalf("%d-byte addresses: reply %q", len(long), got)
@@ -319,7 +319,7 @@ func TestServerRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &serverBackend{beginErr: tc.beginErr, reply: tc.reply}
 			srv := newServerForTest(b)
-			srv.Limits = qmqp.Limits{MaxMessageSize: 1000, MaxRecipients: 5}
+			srv.Limits = proto.Limits{MaxMessageSize: 1000, MaxRecipients: 5}
 			addr, out := serverStart(t, srv)
 			got := serverConverse(t, addr, tc.send)
 			want := tc.want
@@ -354,7 +354,7 @@ func TestServerRefusesHugeDeclaredSizeAtOnce(t *testing.T) {
 	} {
 		b := &serverBackend{}
 		srv := newServerForTest(b)
-		srv.Limits = qmqp.Limits{MaxMessageSize: 1000}
+		srv.Limits = proto.Limits{MaxMessageSize: 1000}
 		addr, out := serverStart(t, srv)
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -481,18 +481,18 @@ func serverCounts(b *serverBackend) (int, int, int) { return b.counts() }
 func TestServerTimeouts(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		srv     qmqp.Server
+		srv     *qmqp.Server
 		drip    time.Duration
 		wantErr error
 	}{
-		{"idle", qmqp.Server{Timeout: 300 * time.Millisecond}, 0, proto.ErrIdleTimeout},
-		{"session", qmqp.Server{Timeout: 5 * time.Second, SessionLimit: 500 * time.Millisecond}, 50 * time.Millisecond, proto.ErrSessionLimit},
+		{"idle", &qmqp.Server{Timeout: 300 * time.Millisecond}, 0, proto.ErrIdleTimeout},
+		{"session", &qmqp.Server{Timeout: 5 * time.Second, SessionLimit: 500 * time.Millisecond}, 50 * time.Millisecond, proto.ErrSessionLimit},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &serverBackend{}
 			srv := tc.srv
 			srv.Backend = b
-			addr, out := serverStart(t, &srv)
+			addr, out := serverStart(t, srv)
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
@@ -556,17 +556,6 @@ func TestServerShutdown(t *testing.T) {
 	}
 	if begun, aborted, _ := b.counts(); begun != 1 || aborted != 1 {
 		t.Fatalf("Begin %d, Abort %d", begun, aborted)
-	}
-}
-
-func TestServerRefuse(t *testing.T) {
-	var buf bytes.Buffer
-	if err := qmqp.Refuse(&buf, "sorry, 10.0.0.1 is not authorized (#5.7.1)"); err != nil {
-		t.Fatal(err)
-	}
-	r, err := qmqp.ReadReply(&buf)
-	if err != nil || r.Status != proto.Permanent || r.Text != "sorry, 10.0.0.1 is not authorized (#5.7.1)" {
-		t.Fatalf("%+v %v", r, err)
 	}
 }
 

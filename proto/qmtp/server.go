@@ -7,35 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
-	"unsafe"
 
 	"qbox/netstring"
 	"qbox/proto"
-)
-
-// Limits bound what a QMTP server accepts. Zero fields take the defaults.
-type Limits struct {
-	// MaxMessageSize is the largest message accepted, in bytes after
-	// line-end conversion (default 10 MiB). Larger messages are read and
-	// discarded, then every recipient gets D (#5.3.4).
-	MaxMessageSize int64
-	// MaxRecipients is the most recipients delivered from one package
-	// (default 10000); the rest get Z (#4.5.3) and come again later.
-	MaxRecipients int
-	// MaxAddress is the longest sender or recipient in bytes (default
-	// 1000). Longer addresses, any containing CR, LF or NUL, and the
-	// empty recipient are refused (proto.CheckSender, CheckRecipient): a
-	// bad sender gets D for every recipient, a bad recipient its own D.
-	MaxAddress int
-}
-
-// Default limits.
-const (
-	DefaultMaxMessageSize = 10 << 20
-	DefaultMaxRecipients  = 10000
-	DefaultMaxAddress     = 1000
+	"qbox/proto/internal/nsserver"
+	"qbox/proto/internal/serverloop"
 )
 
 // DefaultParallel is Server.Parallel's default: enough commits at once
@@ -48,41 +28,27 @@ const DefaultParallel = 16
 // error.
 const serverMaxDeclared = 1 << 40
 
-// WithDefaults returns l with its zero fields set to the defaults.
-func (l Limits) WithDefaults() Limits {
-	if l.MaxMessageSize <= 0 {
-		l.MaxMessageSize = DefaultMaxMessageSize
-	}
-	if l.MaxRecipients <= 0 {
-		l.MaxRecipients = DefaultMaxRecipients
-	}
-	if l.MaxAddress <= 0 {
-		l.MaxAddress = DefaultMaxAddress
-	}
-	return l
-}
-
 // maxSender bounds the sender netstring: an over-long sender is still
 // read (to answer D for each recipient) up to this, beyond it the package
 // is a protocol error.
-func (l Limits) maxSender() int64 { return max(64<<10, 4*int64(l.MaxAddress)) }
+func maxSender(l proto.Limits) int64 { return max(64<<10, 4*int64(l.MaxAddress)) }
 
 // maxRecipientList bounds the recipient list netstring: twice a full list
 // of maximal addresses.
-func (l Limits) maxRecipientList() int64 {
+func maxRecipientList(l proto.Limits) int64 {
 	return 2 * int64(l.MaxRecipients+1) * netstring.Size(int64(l.MaxAddress))
 }
 
 // Reply texts, in qmail's style with enhanced status codes (RFC 3463).
 var (
-	ReplyTooBig       = proto.D("sorry, that message size exceeds my databytes limit (#5.3.4)")
+	ReplyTooBig       = nsserver.ReplyTooBig
 	ReplyBadSender    = proto.D("unacceptable sender (#5.1.7)")
 	ReplyBadRecipient = proto.D("sorry, I can't handle that recipient (#5.1.3)")
 	// ReplyRelayDenied is for a recipient RecipientAllowed refuses, in
 	// qmail-qmtpd's words.
 	ReplyRelayDenied = proto.D("sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")
 	ReplyTooMany     = proto.Z("sorry, too many recipients in one package, send the rest later (#4.5.3)")
-	ReplyStoreFailed = proto.Z("sorry, I can't store the message right now (#4.3.0)")
+	ReplyStoreFailed = nsserver.ReplyStoreFailed
 )
 
 // ErrProtocol is wrapped by the error ServeConn returns when the client
@@ -93,21 +59,31 @@ var ErrProtocol = errors.New("qmtp: protocol violation")
 
 // Server answers QMTP: many packages per connection, pipelined, one reply
 // per recipient.
+//
+// Serve runs it on a listener; ServeConn runs one session on a connection
+// the caller accepted and checked, HandleConn one with the access check
+// and log line (stdin and stdout under tcpserver or inetd).
 type Server struct {
 	Backend proto.Backend
-	Limits  Limits
+	// Limits bound what is accepted. A message over MaxMessageSize (after
+	// line-end conversion) is read and discarded, then every recipient
+	// gets D (#5.3.4); recipients beyond MaxRecipients get Z (#4.5.3) and
+	// come again later; a bad sender gets D for every recipient, a bad
+	// recipient its own D.
+	Limits proto.Limits
 	// Timeout bounds each read and each write (idle time); 0 means 60s.
 	Timeout time.Duration
 	// SessionLimit bounds the whole session; 0 means one hour. Replies
 	// already owed are still written when it expires.
 	SessionLimit time.Duration
-	// Logger, if set, gets one line per message (the caller logs the
-	// connection from the Result).
+	// Logger, if set, gets one line per message, and under Serve and
+	// HandleConn one per connection and the accept loop's failures.
 	Logger *slog.Logger
 	// Stopping, once closed, ends every session at its next package
 	// boundary (nothing of a new package read yet), cleanly: a client
 	// that keeps its connection open between batches does not hold up a
-	// stop, and no package under way is cut.
+	// stop, and no package under way is cut. Shutdown does the same for
+	// the sessions Serve runs.
 	Stopping <-chan struct{}
 	// RecipientAllowed, if set, decides per recipient whether this client
 	// may send to it (qmail's rcpthosts and RELAYCLIENT); a refused one
@@ -123,6 +99,79 @@ type Server struct {
 	// other servers; recipients that do not fit get ReplyTooMany (Z) and
 	// come again in a later package. nil means unlimited (Limits alone).
 	Envelopes *proto.Budget
+
+	// Hostname is this server's name (proto.Peer.LocalHost, for the
+	// store's Received line) for connections Serve accepts.
+	Hostname string
+	// Allow lists the client networks Serve and HandleConn serve; empty
+	// means loopback only (127.0.0.0/8, ::1). A client outside it gets
+	// an immediate D (proto.NotAuthorized) and nothing is read.
+	Allow []netip.Prefix
+	// Conns, if set, bounds the sessions Serve runs, shared with other
+	// servers; nil means a limit of this server's own of
+	// proto.DefaultMaxConns.
+	Conns *proto.ConnLimit
+
+	loop serverloop.Loop
+}
+
+// Serve accepts connections on l and serves each in its own goroutine:
+// a client outside Allow gets an immediate D; beyond Conns the connection
+// waits for a slot, briefly, and is otherwise closed; each session is
+// ServeConn's, logged. Serve returns proto.ErrServerClosed after Shutdown
+// or Close, another error only if l fails for good; it closes l.
+func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
+
+// Shutdown stops accepting connections, ends the sessions waiting between
+// packages at once (as Stopping does), lets the others finish the
+// package under way and waits for them. When ctx is done first it cuts
+// them: each still gets every reply it is owed for the packages it sent
+// completely (ctx cut short, a commit gives Z). It returns once every
+// session has returned: nil, or ctx's error if it had to cut.
+func (s *Server) Shutdown(ctx context.Context) error { return s.loop.Shutdown(ctx) }
+
+// Close stops accepting connections and cuts every session at once (the
+// replies owed are still written, as after a Shutdown that cut).
+func (s *Server) Close() error { return s.loop.Close() }
+
+// HandleConn serves one connection accepted elsewhere (stdin and stdout
+// under tcpserver or inetd) as Serve serves each: a peer.RemoteIP outside
+// Allow gets an immediate D (an empty one, a local pipe, is served), then
+// ServeConn under ctx and the connection's log line. No slot of Conns is
+// taken. peer.LocalHost empty means Hostname. The caller closes conn.
+func (s *Server) HandleConn(ctx context.Context, conn proto.Conn, peer proto.Peer) {
+	serverloop.HandleConn(ctx, conn, peer, s.loopConfig())
+}
+
+func (s *Server) loopConfig() *serverloop.Config {
+	return &serverloop.Config{
+		Protocol: "QMTP",
+		Allow:    s.Allow,
+		Conns:    s.Conns,
+		Timeout:  s.Timeout,
+		Hostname: s.Hostname,
+		Logger:   s.Logger,
+		Refuse:   nsserver.Refuse,
+		Session:  s.session,
+	}
+}
+
+// session runs ServeConn and logs the connection line. ServeConn lingers
+// itself where replies could be lost.
+func (s *Server) session(ctx context.Context, c proto.Conn, peer proto.Peer, start time.Time) bool {
+	res, err := s.ServeConn(ctx, c, peer)
+	if s.Logger == nil {
+		return false
+	}
+	attrs := []any{"proto", "QMTP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds(),
+		"packages", res.Packages, "accepted", res.Accepted, "deferred", res.Deferred, "rejected", res.Rejected,
+		"bytes", res.Bytes}
+	if err != nil {
+		s.Logger.Info("connection ended", append(attrs, "err", err.Error())...)
+	} else {
+		s.Logger.Info("connection", attrs...)
+	}
+	return false
 }
 
 // Result summarises one session for the caller's log line.
@@ -164,14 +213,14 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	if s.Stopping != nil {
 		tc.DrainOn(s.Stopping)
 	}
+	tc.DrainOn(s.loop.Stopping())
 	out := serverWriters.Get().(*bufio.Writer)
 	out.Reset(tc)
-	in := serverReaders.Get().(*bufio.Reader)
+	in := nsserver.GetReader(nil)
 	defer func() {
 		out.Reset(nil)
 		serverWriters.Put(out)
-		in.Reset(nil)
-		serverReaders.Put(in)
+		nsserver.PutReader(in)
 	}()
 	ss := &serverSession{
 		srv:  s,
@@ -464,7 +513,7 @@ func (rp *serverReplier) flush() {
 type serverSession struct {
 	srv      *Server
 	ctx      context.Context
-	lim      Limits
+	lim      proto.Limits
 	peer     proto.Peer
 	in       *bufio.Reader
 	top      *netstring.Reader
@@ -473,13 +522,8 @@ type serverSession struct {
 	delivery proto.Delivery // open between Begin and Commit/Abort
 }
 
-// Buffers are pooled: a busy server runs many sessions.
-var (
-	serverReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
-	serverWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-)
-
-var serverCopyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// Reply writers are pooled: a busy server runs many sessions.
+var serverWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 
 // rcpt is one recipient as sent; only acceptable ones are delivered.
 type serverRcpt struct {
@@ -530,17 +574,17 @@ func (ss *serverSession) onePackage() error {
 	}
 
 	// The sender.
-	sb, err := ss.top.Next(ss.lim.maxSender())
+	sb, err := ss.top.Next(maxSender(ss.lim))
 	if err != nil {
 		return serverReadError("sender", err)
 	}
-	sender, senderOK, err := readServerAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
+	sender, senderOK, err := nsserver.ReadAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
 	if err != nil {
 		return serverReadError("sender", err)
 	}
 
 	// The recipient list: a netstring of netstrings that must fill it.
-	list, err := ss.top.Next(ss.lim.maxRecipientList())
+	list, err := ss.top.Next(maxRecipientList(ss.lim))
 	if err != nil {
 		return serverReadError("recipient list", err)
 	}
@@ -557,9 +601,6 @@ func (ss *serverSession) onePackage() error {
 		}
 		if err != nil {
 			return serverReadError("recipient", err)
-		}
-		if rb.Size() >= list.Len() {
-			return fmt.Errorf("%w: recipient of %d bytes overruns the recipient list", ErrProtocol, rb.Size())
 		}
 		n++
 		if !full && n <= ss.lim.MaxRecipients {
@@ -583,7 +624,7 @@ func (ss *serverSession) onePackage() error {
 			}
 			continue
 		}
-		addr, ok, err := readServerAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
+		addr, ok, err := nsserver.ReadAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
 		if err != nil {
 			return serverReadError("recipient", err)
 		}
@@ -665,8 +706,8 @@ func (ss *serverSession) onePackage() error {
 // MaxMessageSize, or after a backend write error (recorded in *storeErr),
 // the delivery is aborted and the rest only read.
 func (ss *serverSession) copyMessage(msg *netstring.Body, crMode bool, storeErr *error) (int64, error) {
-	bp := serverCopyBufs.Get().(*[]byte)
-	defer serverCopyBufs.Put(bp)
+	bp := nsserver.GetCopyBuf()
+	defer nsserver.PutCopyBuf(bp)
 	buf := *bp
 	var conv []byte
 	var pendingCR bool
@@ -743,7 +784,7 @@ func (ss *serverSession) logMessage(p *serverPackage) {
 		"proto", "QMTP",
 		"remote", ss.peer.RemoteIP,
 		"sender", sender,
-		"rcpts", n,
+		"recipients", n,
 		"to", proto.LogRecipients(to),
 		"size", size,
 		"k", k, "z", z, "d", d,
@@ -752,38 +793,9 @@ func (ss *serverSession) logMessage(p *serverPackage) {
 	)
 }
 
-// readServerAddress reads one address netstring, allocating only for an
-// acceptable length. ok is false when it is longer than max or check
-// refuses it (CR, LF or NUL; an empty recipient): the one check where an
-// address enters, so nothing further down ever sees such bytes.
-func readServerAddress(b *netstring.Body, max int, check func(string) error) (addr string, ok bool, err error) {
-	if b.Size() > int64(max) {
-		return "", false, b.Discard()
-	}
-	buf := make([]byte, b.Size())
-	if _, err := io.ReadFull(b, buf); err != nil {
-		return "", false, err
-	}
-	if err := b.Close(); err != nil {
-		return "", false, err
-	}
-	if len(buf) > 0 {
-		// buf is never written again: the string shares it rather than
-		// copy it (10,000 recipients per session, --max-conns sessions).
-		addr = unsafe.String(&buf[0], len(buf))
-	}
-	return addr, check(addr) == nil, nil
-}
-
-// serverReadError labels a read failure: grammar errors wrap ErrProtocol; the
-// client going away or timing out keeps its own error.
+// serverReadError labels a read failure: grammar errors (a recipient
+// overrunning the list among them: the netstring reader refuses it
+// before reading its body) wrap ErrProtocol.
 func serverReadError(what string, err error) error {
-	switch {
-	case err == io.EOF, errors.Is(err, netstring.ErrUnexpectedEOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("qmtp: client went away while sending the %s", what)
-	case errors.Is(err, netstring.ErrGrammar):
-		return fmt.Errorf("%w: %s: %v", ErrProtocol, what, err)
-	default:
-		return fmt.Errorf("qmtp: reading %s: %w", what, err)
-	}
+	return nsserver.ReadError("qmtp", ErrProtocol, what, err)
 }

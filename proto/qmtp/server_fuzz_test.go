@@ -43,7 +43,7 @@ func FuzzServerServeConn(f *testing.F) {
 		b := &serverBackend{}
 		srv := &qmtp.Server{
 			Backend: b,
-			Limits:  qmtp.Limits{MaxMessageSize: 64, MaxRecipients: 3, MaxAddress: 16},
+			Limits:  proto.Limits{MaxMessageSize: 64, MaxRecipients: 3, MaxAddress: 16},
 			Timeout: time.Second,
 		}
 		conn := &serverMemConn{r: r}

@@ -251,7 +251,7 @@ func equalReplies(t *testing.T, got, want []string) {
 func TestServerPipelinedConversation(t *testing.T) {
 	b := &serverBackend{delay: 20 * time.Millisecond}
 	srv := newServerForTest(b)
-	srv.Limits = qmtp.Limits{MaxMessageSize: 100, MaxRecipients: 3}
+	srv.Limits = proto.Limits{MaxMessageSize: 100, MaxRecipients: 3}
 	addr, out := serverStart(t, srv)
 
 	msg1 := "Subject: one\n\nLF mode keeps\r CRs\r\n as they are\n"

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"strings"
@@ -25,54 +26,22 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"qbox/proto"
+	"qbox/proto/internal/serverloop"
 )
 
-// ServerLimits bound what the SMTP server accepts. Zero fields take the
-// defaults.
-type ServerLimits struct {
-	// MaxMessageSize is the largest message accepted, in bytes as SMTP's
-	// SIZE extension counts them (CRLF line ends, before dot-unstuffing;
-	// default 10 MiB). It is advertised in the EHLO reply; MAIL with a
-	// larger SIZE= gets 552, a message that outgrows it gets 552 after
-	// its final dot.
-	MaxMessageSize int64
-	// MaxRecipients is the most recipients of one transaction (default
-	// 10000); RCPT beyond it gets 452 (the client sends those later).
-	MaxRecipients int
-	// MaxAddress is the longest sender or recipient in bytes (default
-	// 1000); a longer one gets 553.
-	MaxAddress int
-	// MaxLine is the longest line, command or message text, in bytes
-	// (default 64 KiB: RFC 5321 allows 1000, but mail with longer lines
-	// exists and QMTP takes it). A longer line ends the session with
-	// 500. It also bounds what a command line may make the server hold.
-	MaxLine int
-}
+// ServerLimits is the SMTP server's old name of proto.Limits, kept for
+// callers that spell it so. MaxMessageSize counts the message as SMTP's
+// SIZE extension does (CRLF line ends, before dot-unstuffing) and is
+// advertised in the EHLO reply: MAIL with a larger SIZE= gets 552, a
+// message that outgrows it gets 552 after its final dot. RCPT beyond
+// MaxRecipients gets 452 (the client sends those later), an address
+// longer than MaxAddress 553, a line longer than MaxLine ends the session
+// with 500.
+type ServerLimits = proto.Limits
 
-// Server limit defaults.
-const (
-	DefaultServerMaxMessageSize = 10 << 20
-	DefaultServerMaxRecipients  = 10000
-	DefaultServerMaxAddress     = 1000
-	DefaultServerMaxLine        = 64 << 10
-)
-
-// WithDefaults returns l with its zero fields set to the defaults.
-func (l ServerLimits) WithDefaults() ServerLimits {
-	if l.MaxMessageSize <= 0 {
-		l.MaxMessageSize = DefaultServerMaxMessageSize
-	}
-	if l.MaxRecipients <= 0 {
-		l.MaxRecipients = DefaultServerMaxRecipients
-	}
-	if l.MaxAddress <= 0 {
-		l.MaxAddress = DefaultServerMaxAddress
-	}
-	if l.MaxLine <= 0 {
-		l.MaxLine = DefaultServerMaxLine
-	}
-	return l
-}
+// NotAuthorized is the greeting a client outside the access list gets
+// before the connection is closed (RFC 5321 3.1: 554 instead of 220).
+const NotAuthorized = "554 5.7.1 " + proto.NotAuthorized + "\r\n"
 
 // Replies of the SMTP server, in qmail-smtpd's words where it has them.
 var (
@@ -91,9 +60,13 @@ var (
 )
 
 // Server answers SMTP for a proto.Backend. The zero value needs Backend.
+//
+// Serve runs it on a listener; ServeConn runs one session on a connection
+// the caller accepted and checked, HandleConn one with the access check
+// and log line (stdin and stdout under tcpserver or inetd).
 type Server struct {
 	Backend proto.Backend
-	Limits  ServerLimits
+	Limits  proto.Limits
 	// Hostname is this server's name in the greeting and EHLO reply.
 	Hostname string
 	// TLSConfig, when set, offers STARTTLS.
@@ -102,12 +75,13 @@ type Server struct {
 	Timeout time.Duration
 	// SessionLimit bounds the whole session; 0 means one hour.
 	SessionLimit time.Duration
-	// Logger, if set, gets one line per message (the caller logs the
-	// connection from the result).
+	// Logger, if set, gets one line per message, and under Serve and
+	// HandleConn one per connection and the accept loop's failures.
 	Logger *slog.Logger
 	// Stopping, once closed, ends every session waiting for a command
 	// outside a mail transaction (nothing of a message under way): a
 	// client that keeps an idle connection open does not hold up a stop.
+	// Shutdown does the same for the sessions Serve runs.
 	Stopping <-chan struct{}
 	// RecipientAllowed, if set, decides per recipient whether this client
 	// may send to it (qmail's rcpthosts and RELAYCLIENT); a refused one
@@ -117,6 +91,77 @@ type Server struct {
 	// addresses are taken from (proto.AddressCost each), shared with
 	// other servers; a recipient that does not fit gets 452.
 	Envelopes *proto.Budget
+
+	// Allow lists the client networks Serve and HandleConn serve; empty
+	// means loopback only (127.0.0.0/8, ::1). A client outside it is
+	// greeted NotAuthorized (554) and the connection closed.
+	Allow []netip.Prefix
+	// Conns, if set, bounds the sessions Serve runs, shared with other
+	// servers; nil means a limit of this server's own of
+	// proto.DefaultMaxConns.
+	Conns *proto.ConnLimit
+
+	loop serverloop.Loop
+}
+
+// Serve accepts connections on l and serves each in its own goroutine:
+// a client outside Allow is greeted 554; beyond Conns the connection
+// waits for a slot, briefly, and is otherwise closed; each session is
+// ServeConn's, logged. Serve returns proto.ErrServerClosed after Shutdown
+// or Close, another error only if l fails for good; it closes l.
+func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
+
+// Shutdown stops accepting connections, ends the sessions waiting for a
+// command outside a mail transaction at once (as Stopping does), lets the
+// others finish their transaction and waits for them. When ctx is done
+// first it cuts them, waits until they have returned, and returns ctx's
+// error.
+func (s *Server) Shutdown(ctx context.Context) error { return s.loop.Shutdown(ctx) }
+
+// Close stops accepting connections and cuts every session at once.
+func (s *Server) Close() error { return s.loop.Close() }
+
+// HandleConn serves one connection accepted elsewhere (stdin and stdout
+// under tcpserver or inetd) as Serve serves each: a peer.RemoteIP outside
+// Allow is greeted 554 (an empty one, a local pipe, is served), then
+// ServeConn under ctx and the connection's log line. No slot of Conns is
+// taken. The caller closes conn.
+func (s *Server) HandleConn(ctx context.Context, conn proto.Conn, peer proto.Peer) {
+	serverloop.HandleConn(ctx, conn, peer, s.loopConfig())
+}
+
+func (s *Server) loopConfig() *serverloop.Config {
+	return &serverloop.Config{
+		Protocol: "SMTP",
+		Allow:    s.Allow,
+		Conns:    s.Conns,
+		Timeout:  s.Timeout,
+		Hostname: s.Hostname,
+		Logger:   s.Logger,
+		Refuse: func(w io.Writer) error {
+			_, err := io.WriteString(w, NotAuthorized)
+			return err
+		},
+		Session: s.session,
+	}
+}
+
+// session runs ServeConn and logs the connection line. ServeConn lingers
+// itself where a reply could be lost.
+func (s *Server) session(ctx context.Context, c proto.Conn, peer proto.Peer, start time.Time) bool {
+	res, err := s.ServeConn(ctx, c, peer)
+	if s.Logger == nil {
+		return false
+	}
+	attrs := []any{"proto", "SMTP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds(),
+		"messages", res.Messages, "accepted", res.Accepted, "deferred", res.Deferred, "rejected", res.Rejected,
+		"bytes", res.Bytes, "tls", res.TLS}
+	if err != nil {
+		s.Logger.Info("connection ended", append(attrs, "err", err.Error())...)
+	} else {
+		s.Logger.Info("connection", attrs...)
+	}
+	return false
 }
 
 // ServerResult summarises one session for the caller's log line.
@@ -165,6 +210,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	if s.Stopping != nil {
 		tc.DrainOn(s.Stopping)
 	}
+	tc.DrainOn(s.loop.Stopping())
 	tc.AtBoundary(true) // nothing is owed before the first MAIL
 	sc := &serverConn{tc: tc, in: bufio.NewReaderSize(tc, 16<<10), raw: conn, closed: make(chan struct{})}
 	st := &serverState{srv: s, ctx: ctx, peer: peer, tc: tc, conn: sc, lim: s.Limits.WithDefaults()}
@@ -260,7 +306,7 @@ type serverState struct {
 	peer proto.Peer
 	tc   *proto.TimedConn
 	conn *serverConn
-	lim  ServerLimits
+	lim  proto.Limits
 
 	mu  sync.Mutex
 	res ServerResult
@@ -465,7 +511,7 @@ func (ss *serverSession) Data(r io.Reader) error {
 			"remote", peer.RemoteIP,
 			"tls", peer.Protocol == "ESMTPS",
 			"sender", env.Sender,
-			"rcpts", len(env.Recipients),
+			"recipients", len(env.Recipients),
 			"to", proto.LogRecipients(env.Recipients),
 			"size", stored,
 			"reply", strconv.Itoa(reply.Code)+" "+reply.Message,

@@ -1,0 +1,267 @@
+// Package serverloop is the lifecycle the QMQP, QMTP and SMTP servers
+// share: the accept loop with its backoff, the access check and its
+// immediate refusal, connection slots, linger, the per-connection log
+// line's frame, and Shutdown and Close.
+package serverloop
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"qbox/proto"
+)
+
+// Config is what a server tells the loop about itself, for each call.
+type Config struct {
+	Protocol string // "QMQP", "QMTP" or "SMTP", for log lines
+	// Allow lists the client networks served; empty means loopback only.
+	Allow    []netip.Prefix
+	Conns    *proto.ConnLimit // nil: the loop's own, of proto.DefaultMaxConns
+	Timeout  time.Duration    // bounds the refusal's write; 0 means proto.DefaultTimeout
+	Hostname string           // Peer.LocalHost of accepted connections
+	Logger   *slog.Logger     // nil: no log lines
+	// Refuse writes the immediate refusal a client outside Allow gets.
+	Refuse func(w io.Writer) error
+	// Session runs one session on c and logs its connection line (start
+	// is when the connection arrived). It reports whether the client may
+	// still be sending when it returns, so that closing now could reset
+	// the connection and destroy a reply: the loop then lingers.
+	Session func(ctx context.Context, c proto.Conn, peer proto.Peer, start time.Time) (linger bool)
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+func (c *Config) timeout() time.Duration {
+	if c.Timeout <= 0 {
+		return proto.DefaultTimeout
+	}
+	return c.Timeout
+}
+
+// Loop is the state of one server's listeners and sessions. The zero
+// value is ready; it must not be copied once used.
+type Loop struct {
+	mu        sync.Mutex
+	ready     bool
+	sessCtx   context.Context // the sessions' context; cancelled to cut them
+	cut       context.CancelFunc
+	stopCtx   context.Context // done once Shutdown or Close was called
+	stop      context.CancelFunc
+	listeners map[net.Listener]struct{}
+	active    sync.WaitGroup
+	conns     *proto.ConnLimit // the default one, made on first use
+}
+
+func (lp *Loop) init() {
+	if lp.ready {
+		return
+	}
+	lp.ready = true
+	lp.sessCtx, lp.cut = context.WithCancel(context.Background())
+	lp.stopCtx, lp.stop = context.WithCancel(context.Background())
+	lp.listeners = map[net.Listener]struct{}{}
+}
+
+// Stopping is closed once Shutdown or Close is called: sessions between
+// units of work (proto.TimedConn.DrainOn) end there.
+func (lp *Loop) Stopping() <-chan struct{} {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	lp.init()
+	return lp.stopCtx.Done()
+}
+
+// Serve accepts connections on l and serves each in its own goroutine
+// until Shutdown or Close, then returns proto.ErrServerClosed; it returns
+// another error only if l fails for good (closed by someone else). A
+// failed Accept (out of file descriptors and the like) is retried after a
+// growing pause, never fatal. l is closed when Serve returns.
+func (lp *Loop) Serve(l net.Listener, cfg *Config) error {
+	lp.mu.Lock()
+	lp.init()
+	if lp.stopCtx.Err() != nil {
+		lp.mu.Unlock()
+		l.Close()
+		return proto.ErrServerClosed
+	}
+	lp.listeners[l] = struct{}{}
+	lp.mu.Unlock()
+	defer func() {
+		lp.mu.Lock()
+		delete(lp.listeners, l)
+		lp.mu.Unlock()
+		l.Close()
+	}()
+
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if lp.stopCtx.Err() != nil {
+				return proto.ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			cfg.logger().Error("accept failed", "proto", cfg.Protocol, "err", err.Error(), "retry_in", backoff.String())
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-lp.stopCtx.Done():
+			}
+			t.Stop()
+			continue
+		}
+		backoff = 0
+		lp.mu.Lock()
+		if lp.stopCtx.Err() != nil {
+			lp.mu.Unlock()
+			c.Close()
+			return proto.ErrServerClosed
+		}
+		lp.active.Add(1)
+		lp.mu.Unlock()
+		go func() {
+			defer lp.active.Done()
+			lp.handle(c, cfg)
+		}()
+	}
+}
+
+// handle serves one accepted connection: access check, slot, session.
+func (lp *Loop) handle(c net.Conn, cfg *Config) {
+	defer c.Close()
+	start := time.Now()
+	ip := proto.RemoteIP(c.RemoteAddr())
+	peer := proto.Peer{LocalHost: cfg.Hostname}
+	if ip.IsValid() {
+		peer.RemoteIP = ip.String()
+	}
+	if !Allowed(cfg.Allow, ip) {
+		refuse(cfg, c, peer.RemoteIP, start)
+		proto.Linger(c)
+		return
+	}
+	conns := lp.limit(cfg)
+	if !conns.Acquire(lp.stopCtx) {
+		cfg.logger().Warn("connection refused: too many connections", "proto", cfg.Protocol, "remote", peer.RemoteIP,
+			"max_conns", conns.Max())
+		return
+	}
+	linger := cfg.Session(lp.sessCtx, c, peer, start)
+	conns.Release()
+	if linger {
+		proto.Linger(c)
+	}
+}
+
+func (lp *Loop) limit(cfg *Config) *proto.ConnLimit {
+	if cfg.Conns != nil {
+		return cfg.Conns
+	}
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.conns == nil {
+		lp.conns = proto.NewConnLimit(proto.DefaultMaxConns, min(cfg.timeout(), proto.DefaultQueueWait))
+	}
+	return lp.conns
+}
+
+// HandleConn serves one connection accepted elsewhere (stdin and stdout
+// under tcpserver or inetd): the access check on peer.RemoteIP (an empty
+// one is a local pipe, a local user: served), the session and its log
+// line, under ctx. It takes no connection slot and does not linger.
+func HandleConn(ctx context.Context, c proto.Conn, peer proto.Peer, cfg *Config) {
+	start := time.Now()
+	if peer.LocalHost == "" {
+		peer.LocalHost = cfg.Hostname
+	}
+	if peer.RemoteIP != "" {
+		ip, err := netip.ParseAddr(peer.RemoteIP)
+		if err != nil || !Allowed(cfg.Allow, ip) {
+			refuse(cfg, c, peer.RemoteIP, start)
+			return
+		}
+	}
+	cfg.Session(ctx, c, peer, start)
+}
+
+// refuse answers a client outside the access list at once, as Postfix's
+// qmqpd does, and logs it.
+func refuse(cfg *Config, c proto.Conn, ip string, start time.Time) {
+	c.SetWriteDeadline(time.Now().Add(cfg.timeout()))
+	err := cfg.Refuse(c)
+	attrs := []any{"proto", cfg.Protocol, "remote", ip, "ms", time.Since(start).Milliseconds()}
+	if err != nil {
+		attrs = append(attrs, "err", err.Error())
+	}
+	cfg.logger().Warn("client not authorized", attrs...)
+}
+
+// Allowed applies an access list: loopback only when it is empty; an
+// invalid (unknown) address never.
+func Allowed(list []netip.Prefix, ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap()
+	if len(list) == 0 {
+		return ip.IsLoopback()
+	}
+	for _, p := range list {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// beginStop stops accepting: closes the listeners and Stopping.
+func (lp *Loop) beginStop() {
+	lp.mu.Lock()
+	lp.init()
+	lp.stop()
+	for l := range lp.listeners {
+		l.Close()
+	}
+	lp.mu.Unlock()
+}
+
+// Shutdown stops accepting (Serve returns proto.ErrServerClosed), closes
+// Stopping so that sessions between units of work end at once, and waits
+// for the running sessions to end. If ctx is done first, it cuts them
+// (cancels their context: reads fail, replies already owed are still
+// written), waits until they have returned, and returns ctx's error.
+func (lp *Loop) Shutdown(ctx context.Context) error {
+	lp.beginStop()
+	done := make(chan struct{})
+	go func() { lp.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		lp.cut()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and cuts every session at once, without waiting
+// for them to return.
+func (lp *Loop) Close() error {
+	lp.beginStop()
+	lp.cut()
+	return nil
+}
