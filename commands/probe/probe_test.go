@@ -62,28 +62,8 @@ func one(t *testing.T, cfg Config) (int, Result, string) {
 	return code, rs[0], table
 }
 
-// closedPort returns an address where nothing listens, for certain: a
-// socket bound to it (so no other program can listen there while the test
-// runs) that does not listen, so a connect is refused.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
-}
-
 func TestClosedPort(t *testing.T) {
-	addr := closedPort(t)
+	addr := testpeer.ClosedAddr(t)
 	code, r, table := one(t, Config{Targets: []string{addr}, Protocol: probe.QMTP})
 	if code != probe.CodeDown || r.State != probe.Closed {
 		t.Fatalf("exit %d, %+v", code, r)
@@ -269,7 +249,7 @@ func runBinary(t *testing.T, args []string, wantCode int, wantOut string) {
 // probe_peers_test.go).
 func TestBinaryExitCodes(t *testing.T) {
 	qmqpAddr, _, _ := serve(t)
-	closed := closedPort(t)
+	closed := testpeer.ClosedAddr(t)
 	for _, c := range []struct {
 		args []string
 		code int
