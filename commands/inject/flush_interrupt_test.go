@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,10 +19,8 @@ import (
 // stores every message exactly once.
 func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 	const n = 400
-	addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
 	dest := filepath.Join(t.TempDir(), "dest")
-	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", addr, "--qmtp", "", "--maildir", dest)
-	testpeer.WaitListening(t, addr, 20*time.Second)
+	addr := testpeer.StartServe(t, "--qmqp", "127.0.0.1:0", "--qmtp", "", "--maildir", dest).QMQP
 
 	env, _ := baseEnv(t)
 	dir := filepath.Join(t.TempDir(), "spool")

@@ -107,13 +107,7 @@ func (s *scripted) received(t *testing.T, n int) (msg []byte, sender string, rcp
 // refusedAddr returns a loopback address nothing listens on.
 func refusedAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return testpeer.ClosedAddr(t)
 }
 
 // timeoutAddr returns a loopback address whose accept queue is full, so a

@@ -56,31 +56,8 @@ func envelope(sender string, rcpts ...string) []byte {
 	return qmailqueue.EncodeEnvelope(proto.Envelope{Sender: sender, Recipients: rcpts})
 }
 
-func TestQmqpcDeliversToPostfixUntouched(t *testing.T) {
-	pf := testpeer.StartPostfix(t)
-	token := testpeer.Token(t)
-	env, home := baseEnv(t)
-	setServers(t, home, "# a comment, skipped", "not an address at all", pf.QMQPAddr)
-	msg := []byte("Received: (qmail 1 invoked by uid 0)\nSubject: " + token + "\n\nbody " + token + "\n\xe4 8-bit\n")
-	for _, viaPipe := range []bool{false, true} {
-		tok := token + map[bool]string{false: "-file", true: "-pipe"}[viaPipe]
-		m := bytes.ReplaceAll(msg, []byte(token), []byte(tok))
-		code, stderr := qmqpc(t, env, m, envelope("sender@"+pf.Domain, "r1@"+pf.Domain), viaPipe)
-		if code != 0 {
-			t.Fatalf("pipe %v: exit %d %q", viaPipe, code, stderr)
-		}
-		got := pf.WaitFor(t, tok, 1, 30*time.Second)[0]
-		if !bytes.Equal(testpeer.Body(got), testpeer.Body(m)) {
-			t.Fatalf("body changed:\n%q\nwant\n%q", testpeer.Body(got), testpeer.Body(m))
-		}
-		if bytes.Contains(got, []byte("Message-ID:")) {
-			t.Fatal("qmail-qmqpc added a header")
-		}
-	}
-}
-
+// (K from Postfix's qmqp-sink: TestQmqpcToQmqpSink.)
 func TestQmqpcExitCodes(t *testing.T) {
-	sink := testpeer.QmqpSink(t)
 	k := startScripted(t, ns("Kok"))
 	z := startScripted(t, ns("Zdisk full (#4.3.0)"))
 	d := startScripted(t, ns("Dno thanks (#5.7.1)"))
@@ -95,7 +72,6 @@ func TestQmqpcExitCodes(t *testing.T) {
 		code     int
 		stderr   string
 	}{
-		{"K from qmqp-sink", []string{sink}, good, 0, ""},
 		{"K after a refused server", []string{refusedAddr(t), k.addr}, good, 0, ""},
 		{"zero recipients sent as qmail does", []string{k.addr}, envelope("s@x"), 0, ""},
 		{"D", []string{d.addr}, good, 31, "no thanks (#5.7.1)"},
@@ -156,7 +132,7 @@ func TestQmqpcConnectTimeout(t *testing.T) {
 // mini-qmail's layout: bin/qmail-queue is qbox under that name, and
 // qmail-inject-style callers reach the QMQP server through it.
 func TestQmailQueueNameIsQmqpc(t *testing.T) {
-	sink := testpeer.QmqpSink(t)
+	sink := startScripted(t, ns("Kok")).addr
 	env, home := baseEnv(t)
 	setServers(t, home, sink)
 	link := testpeer.Personality(t, "qmail-queue")
