@@ -224,8 +224,11 @@ func (t *replyTap) replyLine(line []byte) {
 	}
 	r := t.reply
 	t.reply, t.inReply = Exchange{}, false
-	r.Command = "reply to nothing"
-	if len(t.pending) > 0 {
+	if len(t.pending) == 0 {
+		// The client ends the session on it (ErrRemoteViolation); one
+		// is reported, not every line a hostile server sends after it.
+		r.Command, t.off = "reply to nothing", true
+	} else {
 		r.Command = t.pending[0]
 		t.pending = t.pending[1:]
 	}

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"context"
+	"errors"
 	"net"
 	"regexp"
 	"strconv"
@@ -150,5 +151,24 @@ func TestSendOneRefusals(t *testing.T) {
 	r, dialogue, err = sendOne(t, addr, bytesMessage("s@example.test", []byte("x\n"), "r\r\n@example.test"))
 	if err == nil || r.FromServer || len(dialogue) != 0 {
 		t.Fatalf("%+v, %v, %q", r, err, dialogue)
+	}
+}
+
+// A server that sends replies nobody asked for is reported once, and the
+// session ends on it.
+func TestSendOneRepliesToNothing(t *testing.T) {
+	addr := startServer(t, func(p *peer) {
+		p.send("220 hi\r\n")
+		p.line()
+		p.send("250 hi\r\n" + strings.Repeat("250 unasked\r\n", 500))
+		p.line()
+	})
+	r, dialogue, err := sendOne(t, addr, bytesMessage("s@example.test", []byte("x\n"), "r@example.test"))
+	if !errors.Is(err, ErrRemoteViolation) || r.FromServer || r.Reply.Status != proto.Temporary {
+		t.Fatalf("%+v, %v", r, err)
+	}
+	want := "greeting 220 hi\nEHLO 250 hi\nreply to nothing 250 unasked"
+	if d := strings.Join(dialogue, "\n"); d != want {
+		t.Fatalf("dialogue:\n%s\nwant\n%s", d, want)
 	}
 }
