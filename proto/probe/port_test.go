@@ -1,0 +1,50 @@
+package probe
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Port against in-process servers (the real ones, Postfix and mailfront,
+// are in commands/probe's peers tests): each first word a port can say,
+// judged against what was expected.
+func TestPortJudges(t *testing.T) {
+	for _, c := range []struct {
+		says   string // "" says nothing; "hang-up" closes at once
+		expect Protocol
+		heard  Heard
+		code   int
+		note   string
+	}{
+		{"", QMQP, Silence, CodeOK, "open and silent, as a QMQP server is"},
+		{"", SMTP, Silence, CodeUnexpected, "no SMTP greeting"},
+		{"12:DError: nope,", QMQP, Netstring, CodeUnexpected, `refused before any data: reply D "Error: nope"`},
+		{"5:hello,", QMTP, Netstring, CodeUnexpected, `a netstring before any data, which QMTP forbids: netstring "hello"`},
+		{"220 mx ESMTP\r\n", SMTP, SMTPBanner, CodeOK, "SMTP greeting: 220 mx ESMTP"},
+		{"220 mx ESMTP\r\n", QMTP, SMTPBanner, CodeUnexpected, "an SMTP server, not QMTP"},
+		{"554-no\r\n554 go away\r\n", SMTP, SMTPBanner, CodeUnexpected, "SMTP refusal: 554-no / 554 go away"},
+		{"SSH-2.0-OpenSSH_9.2\r\n", SMTP, Other, CodeUnexpected, `not SMTP: unrecognised bytes "SSH-2.0-OpenSSH_9.2??"`},
+		{"hang-up", QMQP, HangUp, CodeUnexpected, "closed the connection without a word"},
+	} {
+		stop := make(chan struct{})
+		addr := listen(t, func(conn net.Conn) {
+			switch c.says {
+			case "hang-up":
+				return
+			case "":
+			default:
+				conn.Write([]byte(c.says))
+			}
+			<-stop
+		})
+		p := &Prober{ConnectTimeout: 2 * time.Second, Wait: 300 * time.Millisecond}
+		r := p.Port(context.Background(), addr, c.expect)
+		close(stop)
+		if r.State != Open || r.Heard != c.heard || r.Code != c.code || !strings.Contains(r.Note, c.note) {
+			t.Errorf("%q expecting %s: %+v", c.says, c.expect, r)
+		}
+	}
+}
