@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,11 +92,9 @@ func TestFlushSpoolInterruptedDeliversNothingTwice(t *testing.T) {
 // points sendmail at, as if the relay had been down.
 func spoolForServe(t *testing.T, n int) (env []string, dir, dest string) {
 	t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
 	dest = filepath.Join(t.TempDir(), "dest")
-	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", addr, "--qmtp", "", "--maildir", dest)
-	testpeer.WaitListening(t, addr, 20*time.Second)
-	env, dir = mailEnv(t, addr)
+	s := testpeer.StartServe(t, "--qmqp", "127.0.0.1:0", "--qmtp", "", "--maildir", dest)
+	env, dir = mailEnv(t, s.QMQP)
 	env = cleanEnv(env)
 	sp, err := spool.Open(dir)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"qbox/proto/testpeer"
 )
@@ -19,10 +18,8 @@ import (
 func startServe(t *testing.T) (addr, maildir string) {
 	t.Helper()
 	maildir = filepath.Join(t.TempDir(), "Maildir")
-	addr = "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
-	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--maildir", maildir, "--qmqp", addr, "--qmtp", "")
-	testpeer.WaitListening(t, addr, 10*time.Second)
-	return addr, maildir
+	s := testpeer.StartServe(t, "--maildir", maildir, "--qmqp", "127.0.0.1:0", "--qmtp", "")
+	return s.QMQP, maildir
 }
 
 func stored(t *testing.T, maildir string) [][]byte {
@@ -188,7 +185,7 @@ func TestSMTPSmugglingDeliversOneMessage(t *testing.T) {
 // bare, and go-smtp takes no path without a domain).
 func TestSMTPHostileDefaultHost(t *testing.T) {
 	sendmail := testpeer.Personality(t, "sendmail")
-	env, spoolDir := mailEnv(t, closedAddr(t), "QMAILDEFAULTHOST=h.test\r\n250 fake")
+	env, spoolDir := mailEnv(t, testpeer.ClosedAddr(t), "QMAILDEFAULTHOST=h.test\r\n250 fake")
 	in := "EHLO c\r\nMAIL FROM:<me@x.test>\r\nRCPT TO:<root>\r\nQUIT\r\n"
 	code, out, stderr := run(t, sendmail, env, in, "-bs")
 	if code != 0 {

@@ -1,3 +1,5 @@
+//go:build peers
+
 package sendmail
 
 import (
@@ -132,7 +134,7 @@ func TestSystemQueueForEveryUser(t *testing.T) {
 	bob := addUser(t, "b", rootHome)
 
 	tok := testpeer.Token(t)
-	down := []string{"QBOX_SYSTEM_QUEUE=" + q.Root, "QMAILHOME=" + qmailHome, "QMQPSERVERS=" + closedAddr(t),
+	down := []string{"QBOX_SYSTEM_QUEUE=" + q.Root, "QMAILHOME=" + qmailHome, "QMQPSERVERS=" + testpeer.ClosedAddr(t),
 		"QMAILDEFAULTHOST=example.test", "QMAILDEFAULTDOMAIN=example.test", "QMAILIDHOST=example.test"}
 	for _, u := range []localUser{alice, bob} {
 		msg := fmt.Sprintf("To: sysq@example.test\nSubject: %s from %s\n\nfrom %s\n", tok, u.name, u.name)
