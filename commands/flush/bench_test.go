@@ -70,13 +70,6 @@ func BenchmarkFlushLoopback10k(b *testing.B) {
 	flush10k(b, addr)
 }
 
-// BenchmarkFlushLoopback10kMailfront is the same into mailfront's
-// qmtpfront-echo, which stores nothing: what the client alone can do,
-// next to the figure with a durable store behind the server.
-func BenchmarkFlushLoopback10kMailfront(b *testing.B) {
-	flush10k(b, testpeer.Mailfront(b, "qmtp"))
-}
-
 func flush10k(b *testing.B, addr string) {
 	const n = 10000
 	bin := testpeer.Binary(b)

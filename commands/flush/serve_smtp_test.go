@@ -3,7 +3,6 @@ package flush
 import (
 	"bytes"
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
@@ -16,11 +15,9 @@ import (
 // port, is stored once with the bytes queued (dots included), and leaves
 // the queue.
 func TestFlushMXPSToServeSMTP(t *testing.T) {
-	smtpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
 	dest := t.TempDir() + "/dest"
-	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", "", "--qmtp", "", "--smtp", smtpAddr, "--maildir", dest)
-	testpeer.WaitListening(t, smtpAddr, 20*time.Second)
-	closed := strconv.Itoa(testpeer.FreePort(t))
+	smtpAddr := testpeer.StartServe(t, "--qmqp", "", "--qmtp", "", "--smtp", "127.0.0.1:0", "--maildir", dest).SMTP
+	closed := portOf(testpeer.ClosedAddr(t))
 	dns := dnstest.Start(t, dnstest.Zone{Records: []string{
 		"qmtp.test. 300 IN MX 12801 mx.qmtp.test.",
 		"mx.qmtp.test. 300 IN A 127.0.0.1",

@@ -1,0 +1,16 @@
+//go:build peers
+
+package flush
+
+import (
+	"testing"
+
+	"qbox/proto/testpeer"
+)
+
+// BenchmarkFlushLoopback10kMailfront is the same into mailfront's
+// qmtpfront-echo, which stores nothing: what the client alone can do,
+// next to the figure with a durable store behind the server.
+func BenchmarkFlushLoopback10kMailfront(b *testing.B) {
+	flush10k(b, testpeer.Mailfront(b, "qmtp"))
+}
