@@ -399,6 +399,13 @@ func TestServerProtocolErrors(t *testing.T) {
 		{"client gone before recipients end", good[:len(good)-3], 1},
 		{"client gone before final comma", good[:len(good)-1], 1},
 		{"nothing sent", nil, 0},
+		// Items that do not fit in the package: the netstring reader
+		// refuses each before its body is read (ErrOverrun, a grammar
+		// error), the check the server once repeated (fits).
+		{"message overruns package", []byte("5:9:abcdefghi,,"), 0},
+		{"sender overruns package", []byte("10:2:m\n,9:abc"), 1},
+		{"recipient overruns package", []byte("13:2:m\n,0:,9:c@d"), 1},
+		{"recipient's comma beyond package", []byte("12:2:m\n,0:,2:ab,,"), 1},
 		{"second package on the connection", append(append([]byte{}, good...), good...), 1},
 	}
 	for _, tc := range cases {
@@ -420,6 +427,9 @@ func TestServerProtocolErrors(t *testing.T) {
 			}
 			if o.err == nil || o.res.Replied {
 				t.Errorf("outcome %+v, %v: want an error and no reply", o.res, o.err)
+			}
+			if strings.Contains(tc.name, "package") && !errors.Is(o.err, qmqp.ErrProtocol) {
+				t.Errorf("error %v does not wrap ErrProtocol", o.err)
 			}
 			if begun != tc.begun || aborted != begun || committed != 0 {
 				t.Errorf("Begin %d (want %d), Abort %d, committed %d", begun, tc.begun, aborted, committed)

@@ -312,6 +312,9 @@ func TestServerFlushesOwedRepliesOnProtocolError(t *testing.T) {
 		{"empty message", "0:,0:,5:3:a@b,,"},
 		{"zero recipients", "3:\nm\n,0:,0:,"},
 		{"recipient overruns list", "3:\nm\n,0:,5:4:a@b,,"},
+		// Refused by the netstring reader (ErrOverrun) before the body
+		// is read, the check the server once repeated.
+		{"recipient's comma beyond list", "3:\nm\n,0:,5:3:abc,,"},
 		{"missing comma", "3:\nm\n;"},
 		{"non-digit length", "x"},
 		{"absurd length", "99999999999999999999:"},
