@@ -34,6 +34,29 @@ func wantOneMatching(t *testing.T, msg []byte, name, pattern string) {
 	}
 }
 
+// postfixSettled waits until Postfix's queue holds no message mentioning
+// token: every message Postfix has taken (qmqpd answers K only once the
+// message is in its queue) has then been delivered, so a count of the
+// deliveries is final, and a duplicate or an extra recipient cannot
+// still be on its way.
+func postfixSettled(t *testing.T, token string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := exec.Command("postqueue", "-j").Output()
+		if err != nil {
+			t.Fatalf("postqueue -j: %v", err)
+		}
+		if !bytes.Contains(out, []byte(token)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postfix still holds messages with %s:\n%s", token, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 const qmailDate = `^\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d -0000$`
 
 // cronie: sendmail -FCronDaemon -i -odi -oem -oi -t -f root, with the
@@ -173,7 +196,7 @@ func TestMuttCommandLine(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 	pf.WaitFor(t, tok, 1, 30*time.Second)
-	time.Sleep(500 * time.Millisecond) // a Bcc delivery would arrive with the other
+	postfixSettled(t, tok) // a Bcc delivery would be done by now
 	got := pf.WaitFor(t, tok, 1, time.Second)
 	if len(got) != 1 {
 		t.Fatalf("%d deliveries, want 1 (the Bcc address is no recipient without -t)", len(got))
@@ -268,10 +291,12 @@ func TestSpoolWhileDownThenFlush(t *testing.T) {
 	mailq := testpeer.Personality(t, "mailq")
 	down, spoolDir := mailEnv(t, testpeer.ClosedAddr(t))
 	tok := testpeer.Token(t)
+	// The token in the sender finds the messages in Postfix's queue too.
+	sender := "sender-" + tok + "@example.test"
 	const n = 100
 	for i := 0; i < n; i++ {
 		msg := fmt.Sprintf("To: spooled-%d@example.test\nSubject: %s #%d#\n\nmessage %d\n", i%3, tok, i, i)
-		code, _, stderr := run(t, sendmail, down, msg, "-t", "-i", "-v", "-f", "sender@example.test")
+		code, _, stderr := run(t, sendmail, down, msg, "-t", "-i", "-v", "-f", sender)
 		if code != 0 {
 			t.Fatalf("message %d: exit %d, stderr %q", i, code, stderr)
 		}
@@ -287,11 +312,11 @@ func TestSpoolWhileDownThenFlush(t *testing.T) {
 		t.Fatalf("spool mode %v (%v), want 0700", st.Mode().Perm(), err)
 	}
 	code, out, _ := run(t, mailq, down, "")
-	if code != 0 || strings.Count(out, " sender@example.test\n") != n || strings.Count(out, " spooled-") != n || !strings.Contains(out, "refused") {
+	if code != 0 || strings.Count(out, " "+sender+"\n") != n || strings.Count(out, " spooled-") != n || !strings.Contains(out, "refused") {
 		t.Fatalf("mailq exit %d:\n%s", code, out)
 	}
 	code, out, _ = run(t, sendmail, down, "", "-bp")
-	if code != 0 || strings.Count(out, " sender@example.test\n") != n || !strings.Contains(out, fmt.Sprintf("in %d Requests", n)) {
+	if code != 0 || strings.Count(out, " "+sender+"\n") != n || !strings.Contains(out, fmt.Sprintf("in %d Requests", n)) {
 		t.Fatalf("sendmail -bp exit %d:\n%s", code, out)
 	}
 
@@ -324,7 +349,7 @@ func TestSpoolWhileDownThenFlush(t *testing.T) {
 		t.Fatalf("%d files left after flushing", got)
 	}
 	pf.WaitFor(t, tok, n, 60*time.Second)
-	time.Sleep(time.Second) // a duplicate would arrive right behind
+	postfixSettled(t, tok) // a duplicate would be delivered by now
 	got := pf.WaitFor(t, tok, n, time.Second)
 	seen := map[string]int{}
 	re := regexp.MustCompile(`#(\d+)#`)
