@@ -61,14 +61,18 @@ func newWireConn(ctx context.Context, c net.Conn) *wireConn {
 
 func (w *wireConn) buffered() int { return w.end - w.start + len(w.synthetic) }
 
-// fill reads once from the network into an empty buffer.
+// fill reads once from the network, after what the buffer still holds
+// (moved to its front).
 func (w *wireConn) fill() error {
 	if err := w.ctx.Err(); err != nil {
 		return err
 	}
-	w.start, w.end = 0, 0
-	n, err := w.rd.Read(w.buf[:])
-	w.end = n
+	if w.start > 0 {
+		w.end = copy(w.buf[:], w.buf[w.start:w.end])
+		w.start = 0
+	}
+	n, err := w.rd.Read(w.buf[w.end:])
+	w.end += n
 	if n > 0 {
 		return nil
 	}
@@ -78,22 +82,30 @@ func (w *wireConn) fill() error {
 	return err
 }
 
-// Read gives go-smtp at most one line (or what there is of it).
+// Read gives go-smtp at most one line, and only a whole one: the
+// textproto reader under go-smtp takes a line cut short by a read error
+// (a timeout in the middle of the greeting, the server closing) for a
+// complete one, and would answer a half-sent "220" with EHLO.
 func (w *wireConn) Read(p []byte) (int, error) {
 	if len(w.synthetic) > 0 {
 		n := copy(p, w.synthetic)
 		w.synthetic = w.synthetic[n:]
 		return n, nil
 	}
-	if w.start == w.end {
+	i := bytes.IndexByte(w.buf[w.start:w.end], '\n')
+	for i < 0 {
+		if w.end-w.start >= maxReplyLine {
+			return 0, fmt.Errorf("smtp: %w: a reply line longer than %d bytes", ErrRemoteViolation, maxReplyLine)
+		}
+		held := w.end - w.start
 		if err := w.fill(); err != nil {
 			return 0, err
 		}
+		if j := bytes.IndexByte(w.buf[w.start+held:w.end], '\n'); j >= 0 {
+			i = held + j
+		}
 	}
-	chunk := w.buf[w.start:w.end]
-	if i := bytes.IndexByte(chunk, '\n'); i >= 0 {
-		chunk = chunk[:i+1]
-	}
+	chunk := w.buf[w.start : w.start+i+1]
 	if len(chunk) > len(p) {
 		chunk = chunk[:len(p)]
 	}
