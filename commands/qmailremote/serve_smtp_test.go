@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"qbox/proto/mxps/dnstest"
 	"qbox/proto/testpeer"
@@ -23,10 +21,8 @@ func TestMXPSToServeSMTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(t.TempDir(), "dest")
-	smtpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
-	testpeer.Start(t, nil, testpeer.Binary(t), "serve", "--qmqp", "", "--qmtp", "", "--smtp", smtpAddr,
-		"--rcpthosts", rcpthosts, "--maildir", dest)
-	testpeer.WaitListening(t, smtpAddr, 20*time.Second)
+	smtpAddr := testpeer.StartServe(t, "--qmqp", "", "--qmtp", "", "--smtp", "127.0.0.1:0",
+		"--rcpthosts", rcpthosts, "--maildir", dest).SMTP
 	zone := dnstest.Start(t, dnstest.Zone{Records: []string{
 		"qmtp.test. 300 IN MX 12801 mx.qmtp.test.",
 		"mx.qmtp.test. 300 IN A 127.0.0.1",

@@ -1,0 +1,221 @@
+//go:build peers
+
+package qmailremote
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"qbox/proto/mxps/dnstest"
+	"qbox/proto/testpeer"
+)
+
+// The [127.0.0.1] literal into Postfix's smtpd: every recipient accepted
+// ('r' each, then K with Postfix's 250); the message Postfix delivers
+// ends with exactly the bytes given (dots and 8-bit included).
+func TestSMTPPostfixAllAccepted(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	token := testpeer.Token(t)
+	msg := testMessage(token)
+	res := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test", "one-"+token+"@"+pf.Domain, "two-"+token+"@"+pf.Domain)
+	if res.letters() != "rrK" || !strings.HasPrefix(res.message, "K127.0.0.1 accepted message.\nRemote host said: 250 ") {
+		t.Fatalf("reports %q", res.raw)
+	}
+	for _, m := range pf.WaitFor(t, token, 2, 30*time.Second) {
+		if !bytes.HasSuffix(m, msg) {
+			t.Errorf("Postfix delivered\n%q\nwant it to end with\n%q", m, msg)
+		}
+	}
+}
+
+// One recipient Postfix refuses with a 5xx among good ones: 'h' with
+// "Remote host said: 550 ..." in its place, the others 'r', the message
+// K; the good ones are delivered once.
+func TestSMTPPostfixOneRefused(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	token := testpeer.Token(t)
+	msg := testMessage(token)
+	res := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test",
+		"one-"+token+"@"+pf.Domain, "nobody@nonexistent.invalid", "two-"+token+"@"+pf.Domain)
+	if res.letters() != "rhrK" {
+		t.Fatalf("reports %q, want r h r K", res.raw)
+	}
+	if h := res.recipients[1]; !strings.HasPrefix(h, "h127.0.0.1 does not like recipient.\nRemote host said: 550 ") || strings.Count(h, "\n") != 2 {
+		t.Errorf("refused recipient's report %q", h)
+	}
+	// qmail-rspawn, run for the refused recipient alone, bounces it.
+	one := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test", "nobody@nonexistent.invalid")
+	if v := verdict(one.raw); !strings.HasPrefix(v, "D127.0.0.1 does not like recipient.\nRemote host said: 550 ") {
+		t.Errorf("qmail-rspawn's verdict for the refused recipient %q (reports %q)", v, one.raw)
+	}
+	pf.WaitFor(t, token, 2, 30*time.Second)
+}
+
+// mailfrontSMTP runs mailfront's smtpfront-echo under tcpserver: z-*
+// recipients get a 4xx, d-* a 5xx, the others are accepted.
+func mailfrontSMTP(t *testing.T) string {
+	t.Helper()
+	rules := filepath.Join(t.TempDir(), "mailrules")
+	if err := os.WriteFile(rules, []byte(":recipient\nz*:z-*:try again later\nd*:d-*:no such user here\nk*:*\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog := testpeer.Require(t, "smtpfront-echo", "mailfront")
+	return testpeer.TCPServer(t, []string{"PLUGINS=mailrules:accept", "MAILRULES=" + rules}, prog)
+}
+
+// smtproutes with a port sends the domain to mailfront's smtpfront-echo:
+// a 4xx recipient is 's', a 5xx 'h', the accepted 'r', the message K;
+// qmail-rspawn defers the 4xx one.
+func TestSMTPRouteTempfail(t *testing.T) {
+	addr := mailfrontSMTP(t)
+	r := newRun(t)
+	route := "127.0.0.1:" + portOf(addr)
+	r.control(t, "smtproutes", "# comment\nother.test:192.0.2.1\n.route.test:"+route+"\nroute.test:"+route+"\n")
+	res := r.remote(t, testMessage("x"), "mx.route.test", "sender@example.test", "k-1@route.test", "z-2@route.test", "d-3@route.test")
+	if res.letters() != "rshK" {
+		t.Fatalf("reports %q, want r s h K", res.raw)
+	}
+	if s := res.recipients[1]; !strings.HasPrefix(s, "s127.0.0.1 does not like recipient.\nRemote host said: 4") || !strings.Contains(s, "try again later") {
+		t.Errorf("4xx recipient's report %q", s)
+	}
+	one := r.remote(t, testMessage("x"), "route.test", "sender@example.test", "z-2@route.test")
+	if v := verdict(one.raw); !strings.HasPrefix(v, "Z127.0.0.1 does not like recipient.") {
+		t.Errorf("qmail-rspawn's verdict for the 4xx recipient %q", v)
+	}
+}
+
+// MXPS against a real DNS server: a QMTP exchanger (preference 12801)
+// with its QMTP port open gets the message over QMTP; with it closed,
+// over SMTP at the same address (Postfix); a QMTP session that fails
+// after connecting is not followed by SMTP (Z, no SMTP connection); an
+// SMTP-only domain goes over SMTP; NXDOMAIN is D, SERVFAIL Z.
+func TestMXPS(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	qmtpAddr, dest := serveQMTP(t)
+	zone := dnstest.Start(t, dnstest.Zone{
+		Records: []string{
+			"qmtp.test. 300 IN MX 12801 mx.qmtp.test.",
+			"mx.qmtp.test. 300 IN A 127.0.0.1",
+			"smtponly.test. 300 IN MX 10 mx.smtponly.test.",
+			"mx.smtponly.test. 300 IN A 127.0.0.1",
+			"implicit.test. 300 IN A 127.0.0.1",
+		},
+		Rcode: map[string]int{"broken.test": dns.RcodeServerFailure},
+	})
+	rcpt := func(token string) string {
+		return "mxps-" + strings.Map(func(c rune) rune {
+			if c == ',' || c == ' ' {
+				return '_'
+			}
+			return c
+		}, token) + "@" + pf.Domain
+	}
+	env := func(qmtpPort, smtpPort string) []string {
+		return []string{EnvResolver + "=" + zone.Addr, EnvQMTPPort + "=" + qmtpPort, EnvSMTPPort + "=" + smtpPort}
+	}
+
+	t.Run("qmtp open", func(t *testing.T) {
+		token := testpeer.Token(t)
+		msg := testMessage(token)
+		res := newRun(t, env(portOf(qmtpAddr), "25")...).remote(t, msg, "qmtp.test", "sender@example.test", rcpt(token))
+		if res.letters() != "rK" || !strings.Contains(res.message, "over QMTP") {
+			t.Fatalf("reports %q, want QMTP to serve", res.raw)
+		}
+		found := false
+		for _, m := range stored(t, dest) {
+			if bytes.HasSuffix(m, msg) {
+				found = true
+			}
+		}
+		if !found {
+			t.Error("serve did not store the message as sent")
+		}
+	})
+	t.Run("qmtp closed, smtp used", func(t *testing.T) {
+		token := testpeer.Token(t)
+		msg := testMessage(token)
+		res := newRun(t, env(closedPort(t), "25")...).remote(t, msg, "qmtp.test", "sender@example.test", rcpt(token))
+		if res.letters() != "rK" || !strings.HasPrefix(res.message, "K127.0.0.1 accepted message.\nRemote host said: 250 ") {
+			t.Fatalf("reports %q, want SMTP to Postfix", res.raw)
+		}
+		if m := pf.WaitFor(t, token, 1, 30*time.Second); !bytes.HasSuffix(m[0], msg) {
+			t.Errorf("Postfix delivered %q", m[0])
+		}
+	})
+	t.Run("qmtp session fails, no smtp", func(t *testing.T) {
+		failing, qmtpConns := scriptedSMTP(t, nil, "", true) // accepts, closes
+		smtpAddr, smtpConns := scriptedSMTP(t, nil, "250 ok", false)
+		res := newRun(t, env(portOf(failing), portOf(smtpAddr))...).remote(t, testMessage("x"), "qmtp.test", "sender@example.test", "a@qmtp.test", "b@qmtp.test")
+		if res.letters() != "ssZ" || !strings.HasPrefix(res.message, "ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n") {
+			t.Fatalf("reports %q", res.raw)
+		}
+		if qmtpConns.Load() == 0 {
+			t.Fatal("the QMTP port was never reached")
+		}
+		if n := smtpConns.Load(); n != 0 {
+			t.Errorf("%d SMTP connections after a QMTP session had started", n)
+		}
+	})
+	t.Run("smtp only", func(t *testing.T) {
+		token := testpeer.Token(t)
+		for _, host := range []string{"smtponly.test", "implicit.test"} {
+			res := newRun(t, env(closedPort(t), "25")...).remote(t, testMessage(token), host, "sender@example.test", rcpt(token))
+			if res.letters() != "rK" || strings.Contains(res.message, "QMTP") {
+				t.Fatalf("%s: reports %q", host, res.raw)
+			}
+		}
+		pf.WaitFor(t, token, 2, 30*time.Second)
+	})
+	t.Run("no exchanger reachable", func(t *testing.T) {
+		res := newRun(t, env(closedPort(t), closedPort(t))...).remote(t, testMessage("x"), "qmtp.test", "sender@example.test", "a@qmtp.test")
+		if res.letters() != "Z" || !strings.HasPrefix(res.message, "ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n") {
+			t.Fatalf("reports %q", res.raw)
+		}
+	})
+	t.Run("nxdomain", func(t *testing.T) {
+		res := newRun(t, env("209", "25")...).remote(t, testMessage("x"), "nx.test", "sender@example.test", "a@nx.test")
+		if res.message != "DSorry, I couldn't find any host named nx.test. (#5.1.2)\n" || res.letters() != "D" {
+			t.Fatalf("reports %q", res.raw)
+		}
+	})
+	t.Run("servfail", func(t *testing.T) {
+		res := newRun(t, env("209", "25")...).remote(t, testMessage("x"), "broken.test", "sender@example.test", "a@broken.test")
+		if res.letters() != "Z" || !strings.HasPrefix(res.message, "ZSorry, I couldn't find any host by that name. (#4.1.2)\n") {
+			t.Fatalf("reports %q", res.raw)
+		}
+	})
+}
+
+// Interface: fewer than three arguments is qmail-remote's usage D; a
+// sender with CR or LF is D before anything is sent; a recipient with one
+// is 'h' in its place while the others are delivered; a message on a pipe
+// (not the file qmail-rspawn gives) is sent all the same.
+func TestInterfaceAndHostileAddresses(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	r := newRun(t)
+	res := r.remote(t, testMessage("x"), "[127.0.0.1]", "sender@example.test")
+	if res.raw == nil || string(res.raw) != "DI (qmail-remote) was invoked improperly. (#5.3.5)\n\x00" {
+		t.Errorf("usage: %q", res.raw)
+	}
+	res = r.remote(t, testMessage("x"), "[127.0.0.1]", "evil\r\nRCPT TO:<x@example.test>", "a@"+pf.Domain)
+	if res.letters() != "D" || !strings.Contains(res.message, "CR, LF or NUL") {
+		t.Errorf("hostile sender: %q", res.raw)
+	}
+	token := testpeer.Token(t)
+	msg := testMessage(token)
+	res = r.remoteFrom(t, msg, 3, "[127.0.0.1]", "sender@example.test", "one-"+token+"@"+pf.Domain, "x@"+pf.Domain+">\r\nDATA", "two-"+token+"@"+pf.Domain)
+	if res.letters() != "rhrK" || !strings.HasPrefix(res.recipients[1], "hRecipient address is empty or contains CR, LF or NUL") {
+		t.Fatalf("hostile recipient: %q", res.raw)
+	}
+	for _, m := range pf.WaitFor(t, token, 2, 30*time.Second) {
+		if !bytes.HasSuffix(m, msg) {
+			t.Errorf("Postfix delivered %q", m)
+		}
+	}
+}
