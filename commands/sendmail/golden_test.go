@@ -42,7 +42,7 @@ func TestGoldenSpoolFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			args := strings.Split(strings.TrimSuffix(string(argText), "\n"), "\n")
-			env, spoolDir := mailEnv(t, closedAddr(t))
+			env, spoolDir := mailEnv(t, testpeer.ClosedAddr(t))
 			code, _, stderr := run(t, sendmail, env, string(msg), args...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)

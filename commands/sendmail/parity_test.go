@@ -45,7 +45,7 @@ func TestSenderFromPasswdWhenNoUserInEnv(t *testing.T) {
 	} {
 		t.Run(tc.personality, func(t *testing.T) {
 			prog := testpeer.Personality(t, tc.personality)
-			env, spoolDir := mailEnv(t, closedAddr(t))
+			env, spoolDir := mailEnv(t, testpeer.ClosedAddr(t))
 			env = withoutEnv(env, "USER")
 			code, _, stderr := run(t, prog, env, "To: someone@example.test\nSubject: cron\n\nbody\n", "someone@example.test")
 			if code != 0 {
@@ -73,7 +73,7 @@ func TestSenderFromPasswdWhenNoUserInEnv(t *testing.T) {
 // succeeds with one line on stderr and nothing on stdout.
 func TestNewaliases(t *testing.T) {
 	newaliases := testpeer.Personality(t, "newaliases")
-	env, _ := mailEnv(t, closedAddr(t))
+	env, _ := mailEnv(t, testpeer.ClosedAddr(t))
 	code, stdout, stderr := run(t, newaliases, env, "")
 	if code != 0 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "newaliases: ") {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want 0, nothing, one line", code, stdout, stderr)
@@ -97,7 +97,7 @@ func TestNoServersMessageNamesSendmailConfiguration(t *testing.T) {
 // the message, exits 0 and writes nothing; -v prints the note.
 func TestQueuedSilentlyForCron(t *testing.T) {
 	sendmail := testpeer.Personality(t, "sendmail")
-	env, spoolDir := mailEnv(t, closedAddr(t))
+	env, spoolDir := mailEnv(t, testpeer.ClosedAddr(t))
 	out, err := os.Create(filepath.Join(t.TempDir(), "cron-output"))
 	if err != nil {
 		t.Fatal(err)
