@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -49,16 +48,6 @@ func body2K(size int) []byte {
 	out = out[:size]
 	out[size-1] = '\n'
 	return out
-}
-
-// writeFile writes content to a new file in dir and returns its path.
-func writeFile(b *testing.B, dir, name string, content []byte) string {
-	b.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, content, 0600); err != nil {
-		b.Fatal(err)
-	}
-	return p
 }
 
 // result is one finished child process.
@@ -112,11 +101,8 @@ func tail(b []byte) []byte {
 func serveQMTP(b *testing.B, extra ...string) (string, string) {
 	b.Helper()
 	dest := filepath.Join(b.TempDir(), "dest")
-	addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(b))
-	argv := append([]string{testpeer.Binary(b), "serve", "--qmtp", addr, "--qmqp", "", "--maildir", dest}, extra...)
-	testpeer.Start(b, nil, argv...)
-	testpeer.WaitListening(b, addr, 20*time.Second)
-	return addr, dest
+	s := testpeer.StartServe(b, append([]string{"--qmtp", "127.0.0.1:0", "--qmqp", "", "--maildir", dest}, extra...)...)
+	return s.QMTP, dest
 }
 
 // newMaildir makes an empty maildir for flush-maildir to send from.
@@ -157,48 +143,4 @@ func countFiles(b *testing.B, dir string) int {
 		b.Fatal(err)
 	}
 	return len(entries)
-}
-
-// removePostfixMail removes from the shared test mailbox, as Postfix
-// delivers them, the n messages carrying token (within the first 4 KB,
-// where the Subject is), and fails when two minutes pass without one
-// arriving before all n are there, so none lands after the benchmark. Files are removed as they
-// come rather than all at the end: other tests search this mailbox by
-// reading every file, and 10,000 more would slow each of their polls.
-func removePostfixMail(b *testing.B, pf *testpeer.Postfix, token string, n int) {
-	b.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	others := map[string]bool{} // files already read that are not ours
-	head := make([]byte, 4096)
-	removed := 0
-	for {
-		for _, sub := range []string{"new", "cur"} {
-			entries, _ := os.ReadDir(filepath.Join(pf.Maildir, sub))
-			for _, e := range entries {
-				p := filepath.Join(pf.Maildir, sub, e.Name())
-				if others[p] {
-					continue
-				}
-				f, err := os.Open(p)
-				if err != nil {
-					continue
-				}
-				k, _ := io.ReadFull(f, head)
-				f.Close()
-				if !bytes.Contains(head[:k], []byte(token)) {
-					others[p] = true
-				} else if os.Remove(p) == nil {
-					removed++
-					deadline = time.Now().Add(2 * time.Minute)
-				}
-			}
-		}
-		if removed >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("Postfix delivered %d messages containing %q, then none for 2m; want %d", removed, token, n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
