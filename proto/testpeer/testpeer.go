@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,34 +85,6 @@ func Require(t testing.TB, prog, pkg string) string {
 	return ""
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// WaitListening waits until addr accepts connections.
-func WaitListening(t testing.TB, addr string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is not listening after %v: %v", addr, within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // Start starts a long-running peer process, kills it (and its children)
 // when the test ends, and returns the command.
 func Start(t testing.TB, env []string, argv ...string) *exec.Cmd {
@@ -141,10 +112,8 @@ func Start(t testing.TB, env []string, argv ...string) *exec.Cmd {
 func QmqpSink(t testing.TB) string {
 	t.Helper()
 	sink := Require(t, "qmqp-sink", "postfix")
-	addr := "127.0.0.1:" + strconv.Itoa(FreePort(t))
-	Start(t, nil, sink, "inet:"+addr, "1024")
-	WaitListening(t, addr, 10*time.Second)
-	return addr
+	cmd := Start(t, nil, sink, "inet:127.0.0.1:0", "1024")
+	return "127.0.0.1:" + strconv.Itoa(listeningPort(t, cmd, 2*time.Minute))
 }
 
 // TCPServer runs prog under ucspi-tcp's tcpserver on 127.0.0.1 and returns
@@ -152,12 +121,65 @@ func QmqpSink(t testing.TB) string {
 func TCPServer(t testing.TB, env []string, prog ...string) string {
 	t.Helper()
 	ts := Require(t, "tcpserver", "ucspi-tcp")
-	port := strconv.Itoa(FreePort(t))
-	argv := append([]string{ts, "-R", "-H", "-c", "200", "127.0.0.1", port}, prog...)
-	Start(t, env, argv...)
-	addr := "127.0.0.1:" + port
-	WaitListening(t, addr, 10*time.Second)
-	return addr
+	argv := append([]string{ts, "-R", "-H", "-c", "200", "127.0.0.1", "0"}, prog...)
+	cmd := Start(t, env, argv...)
+	return "127.0.0.1:" + strconv.Itoa(listeningPort(t, cmd, 2*time.Minute))
+}
+
+// listeningPort waits until the process cmd started (a peer told to listen
+// on 127.0.0.1:0) has a TCP socket in the LISTEN state, and returns its
+// port, read from /proc: the port the kernel chose, never a guessed one.
+// The wait is bounded by within (a guard, not a measure); the test fails if
+// the process exits first.
+func listeningPort(t testing.TB, cmd *exec.Cmd, within time.Duration) int {
+	t.Helper()
+	pid := cmd.Process.Pid
+	deadline := time.Now().Add(within)
+	for {
+		if port, ok := procListening(pid); ok {
+			return port
+		}
+		// The process is gone, or a zombie: it will never listen.
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || bytes.Contains(st, []byte(") Z ")) {
+			t.Fatalf("%s exited before listening", cmd.Path)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not listen after %v", cmd.Path, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// procListening finds a listening IPv4 TCP socket among pid's open files.
+func procListening(pid int) (int, bool) {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, false
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	table, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", pid))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		// sl local_address rem_address st ... uid timeout inode
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
+			continue
+		}
+		_, hexPort, _ := strings.Cut(f[1], ":")
+		port, err := strconv.ParseUint(hexPort, 16, 16)
+		if err == nil {
+			return int(port), true
+		}
+	}
+	return 0, false
 }
 
 // Mailfront runs mailfront's qmqpfront-echo or qmtpfront-echo (proto is
