@@ -11,7 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,15 +24,21 @@ import (
 	"qbox/proto/testpeer"
 )
 
-// lockedBuffer collects a process's stderr for assertions on its log.
+// lockedBuffer collects a process's stderr for assertions on its log,
+// and tells waiters when it grows.
 type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed and replaced on every Write
 }
 
 func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
 	return l.b.Write(p)
 }
 
@@ -42,19 +48,31 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// snapshot returns the log and a channel closed by the next Write.
+func (l *lockedBuffer) snapshot() (string, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.changed == nil {
+		l.changed = make(chan struct{})
+	}
+	return l.b.String(), l.changed
+}
+
 // server is a running `qbox serve` process.
 type server struct {
 	cmd    *exec.Cmd
 	qmqp   string // QMQP address
 	qmtp   string // QMTP address
+	smtp   string // SMTP address, with --smtp
 	dir    string // the maildir, if any
 	log    *lockedBuffer
 	exited chan struct{}
 	err    error // Wait's result, once exited is closed
 }
 
-// startServe runs qbox serve on two free loopback ports with extra args
-// (which must choose the store) and waits until both listen.
+// startServe runs qbox serve with QMQP and QMTP on 127.0.0.1:0 and extra
+// args (which must choose the store), and waits until both listen; their
+// ports come from serve's listening lines.
 func startServe(t testing.TB, args ...string) *server {
 	t.Helper()
 	return startServeUnder(t, "", args...)
@@ -66,16 +84,16 @@ func startServe(t testing.TB, args ...string) *server {
 func startServeUnder(t testing.TB, shell string, args ...string) *server {
 	t.Helper()
 	s := &server{
-		qmqp:   "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t)),
-		qmtp:   "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t)),
 		log:    &lockedBuffer{},
 		exited: make(chan struct{}),
 	}
-	argv := append([]string{"serve", "--qmqp", s.qmqp, "--qmtp", s.qmtp}, args...)
+	argv := append([]string{"serve", "--qmqp", "127.0.0.1:0", "--qmtp", "127.0.0.1:0"}, args...)
+	smtp := false
 	for i, a := range args {
 		if a == "--maildir" && i+1 < len(args) {
 			s.dir = args[i+1]
 		}
+		smtp = smtp || a == "--smtp"
 	}
 	s.cmd = exec.Command(testpeer.Binary(t), argv...)
 	if shell != "" {
@@ -94,51 +112,57 @@ func startServeUnder(t testing.TB, shell string, args ...string) *server {
 			t.Logf("qbox serve log:\n%s", tail(s.log.String(), 4000))
 		}
 	})
-	for _, a := range []string{s.qmqp, s.qmtp} {
-		waitListening(t, s, a)
+	s.qmqp = listeningAddr(t, s, "qmqp")
+	s.qmtp = listeningAddr(t, s, "qmtp")
+	if smtp {
+		s.smtp = listeningAddr(t, s, "smtp")
 	}
 	return s
 }
 
-func waitListening(t testing.TB, s *server, addr string) {
+// listeningAddr waits for serve's listening line for protocol and
+// returns the address in it.
+func listeningAddr(t testing.TB, s *server, protocol string) string {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-s.exited:
-			t.Fatalf("qbox serve exited (%v) before listening:\n%s", s.err, s.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	re := regexp.MustCompile(`msg=listening proto=` + protocol + ` addr=(\S+)`)
+	if !waitLogFor(t, s, 15*time.Second, func(log string) bool { return re.MatchString(log) }) {
+		t.Fatalf("qbox serve does not say it listens for %s:\n%s", protocol, tail(s.log.String(), 4000))
 	}
+	return re.FindStringSubmatch(s.log.String())[1]
 }
 
 // waitLog waits (bounded) until serve's log contains every one of subs:
 // a log line may be written just after the reply the test already read.
 func waitLog(t testing.TB, s *server, subs ...string) bool {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		log := s.log.String()
-		all := true
+	return waitLogFor(t, s, 10*time.Second, func(log string) bool {
 		for _, sub := range subs {
-			all = all && strings.Contains(log, sub)
+			if !strings.Contains(log, sub) {
+				return false
+			}
 		}
-		if all {
+		return true
+	})
+}
+
+// waitLogFor waits until ok holds for serve's log, each time the log
+// grows, for at most limit or until serve exits.
+func waitLogFor(t testing.TB, s *server, limit time.Duration, ok func(log string) bool) bool {
+	t.Helper()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		log, changed := s.log.snapshot()
+		if ok(log) {
 			return true
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-s.exited:
+			return ok(s.log.String()) // nothing more will come
+		case <-deadline.C:
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -321,16 +345,6 @@ func withoutDate(msg []byte) []byte {
 		}
 	}
 	return out
-}
-
-func runQmqpSource(t testing.TB, args ...string) {
-	t.Helper()
-	src := testpeer.Require(t, "qmqp-source", "postfix")
-	cmd := exec.Command(src, args...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("qmqp-source %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
 }
 
 func fmtReplies(rs []proto.Reply) string {

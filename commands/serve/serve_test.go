@@ -23,88 +23,6 @@ import (
 	"qbox/proto/testpeer"
 )
 
-// qmqp-source's message for a given -l: the reference every stored copy
-// is compared with.
-func qmqpSourceReference(t *testing.T, length string) []byte {
-	return captureQMQP(t, func(addr string) {
-		runQmqpSource(t, "-m", "1", "-l", length, "-f", "src@example.test", "-t", "rcpt@example.test", addr)
-	})
-}
-
-func checkQmqpSourceFiles(t *testing.T, files []stored, ref []byte, want int, rcpt func(string) bool) {
-	t.Helper()
-	if len(files) != want {
-		t.Fatalf("%d files in new/, want %d (one per K and recipient)", len(files), want)
-	}
-	refNoDate := withoutDate(ref)
-	for _, f := range files {
-		if f.sender != "src@example.test" || !rcpt(f.recipient) {
-			t.Fatalf("%s: envelope <%s> -> %s", f.name, f.sender, f.recipient)
-		}
-		if !strings.Contains(f.received, " (127.0.0.1) by ") || !strings.Contains(f.received, " with QMQP; ") {
-			t.Fatalf("%s: Received line %q", f.name, f.received)
-		}
-		if !bytes.Equal(withoutDate(f.message), refNoDate) {
-			t.Fatalf("%s: stored message differs from what qmqp-source sends:\n%q\nwant\n%q", f.name, f.message, ref)
-		}
-	}
-}
-
-func TestQmqpSourceOneSession(t *testing.T) {
-	ref := qmqpSourceReference(t, "2000")
-	dir := filepath.Join(t.TempDir(), "Maildir") // created by serve
-	s := startServe(t, "--maildir", dir)
-	runQmqpSource(t, "-s", "1", "-m", "50", "-l", "2000", "-f", "src@example.test", "-t", "rcpt@example.test", s.qmqp)
-	checkQmqpSourceFiles(t, readMaildir(t, dir), ref, 50, func(r string) bool { return r == "rcpt@example.test" })
-	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
-		t.Errorf("%d files left in tmp/", n)
-	}
-	// One line per message, which is also the connection's; a line may
-	// follow the reply qmqp-source read, so wait for them (bounded).
-	for _, line := range []string{`msg="qmqp message" proto=QMQP remote=127.0.0.1 sender=src@example.test recipients=1 to=rcpt@example.test size=`} {
-		deadline := time.Now().Add(10 * time.Second)
-		for strings.Count(s.log.String(), line) < 50 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if got := strings.Count(s.log.String(), line); got != 50 {
-			t.Errorf("%d log lines %q, want 50", got, line)
-		}
-	}
-	if n := strings.Count(s.log.String(), "msg=connection proto=QMQP"); n != 0 {
-		t.Errorf("%d connection lines beside the message lines:\n%s", n, s.log.String())
-	}
-}
-
-func TestQmqpSourceTwentySessions(t *testing.T) {
-	ref := qmqpSourceReference(t, "2000")
-	dir := t.TempDir()
-	s := startServe(t, "--maildir", dir)
-	// qmqp-source stops with an error at the first reply that is not K,
-	// so its success means 5000 K's.
-	runQmqpSource(t, "-s", "20", "-m", "5000", "-l", "2000", "-f", "src@example.test", "-t", "rcpt@example.test", s.qmqp)
-	checkQmqpSourceFiles(t, readMaildir(t, dir), ref, 5000, func(r string) bool { return r == "rcpt@example.test" })
-}
-
-func TestQmqpSourceThousandRecipients(t *testing.T) {
-	ref := qmqpSourceReference(t, "5000")
-	dir := t.TempDir()
-	s := startServe(t, "--maildir", dir)
-	runQmqpSource(t, "-m", "1", "-r", "1000", "-l", "5000", "-f", "src@example.test", "-t", "rcpt@example.test", s.qmqp)
-	seen := map[string]bool{}
-	files := readMaildir(t, dir)
-	checkQmqpSourceFiles(t, files, ref, 1000, func(r string) bool {
-		n, ok := strings.CutSuffix(r, "rcpt@example.test")
-		i, err := strconv.Atoi(n)
-		return ok && err == nil && i >= 0 && i < 1000
-	})
-	for _, f := range files {
-		seen[f.recipient] = true
-	}
-	if len(seen) != 1000 {
-		t.Fatalf("%d distinct recipients, want 1000", len(seen))
-	}
-}
-
 // A scripted QMTP conversation: the files land, one per recipient, with
 // CR LF converted in encoding #1 and kept in encoding #2.
 func TestQMTPConversationStores(t *testing.T) {
@@ -162,61 +80,6 @@ func TestQMTPConversationStores(t *testing.T) {
 	}
 	if strings.Contains(s.log.String(), "kept") {
 		t.Errorf("log holds message text:\n%s", s.log.String())
-	}
-}
-
-func TestStdioUnderTCPServer(t *testing.T) {
-	dir := t.TempDir()
-	bin := testpeer.Binary(t)
-	for _, p := range []string{"qmqp", "qmtp"} {
-		t.Run(p, func(t *testing.T) {
-			// tcpserver -l names the local host (TCPLOCALHOST), which
-			// serve must put in the Received line.
-			ts := testpeer.Require(t, "tcpserver", "ucspi-tcp")
-			addr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
-			host, port, _ := net.SplitHostPort(addr)
-			testpeer.Start(t, nil, ts, "-R", "-H", "-l", "mx.example.test", "-c", "50", host, port,
-				bin, "serve", "--stdio", p, "--maildir", dir)
-			testpeer.WaitListening(t, addr, 10*time.Second)
-			msg := []byte("Subject: via tcpserver " + p + "\n\nhello\n")
-			if p == "qmqp" {
-				ref := qmqpSourceReference(t, "300")
-				runQmqpSource(t, "-s", "2", "-m", "6", "-l", "300", "-f", "src@example.test", "-t", "rcpt@example.test", addr)
-				var got []stored
-				for _, f := range readMaildir(t, dir) {
-					if strings.Contains(f.received, "with QMQP") {
-						got = append(got, f)
-					}
-				}
-				checkQmqpSourceFiles(t, got, ref, 6, func(r string) bool { return r == "rcpt@example.test" })
-				mustK(t, addr, proto.Envelope{Sender: "a@b", Recipients: []string{"c@d"}}, msg)
-			} else {
-				c, err := net.Dial("tcp", addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				c.Write(append(qmtpPackage(msg, true, "a@b", "c@d", "e@f"), qmtpPackage(msg, false, "a@b", "g@h")...))
-				replies, err := readReplies(c, 3, 20*time.Second)
-				if err != nil || replies[0].Status != proto.OK || replies[1].Status != proto.OK || replies[2].Status != proto.OK {
-					t.Fatalf("replies %s, %v", fmtReplies(replies), err)
-				}
-				c.Close()
-			}
-			var found int
-			for _, f := range readMaildir(t, dir) {
-				if bytes.Equal(f.message, msg) {
-					found++
-					want := "Received: from unknown (127.0.0.1) by mx.example.test with " + strings.ToUpper(p) + "; "
-					if !strings.HasPrefix(f.received, want) {
-						t.Errorf("Received line %q, want prefix %q (peer from tcpserver's environment)", f.received, want)
-					}
-				}
-			}
-			if want := map[string]int{"qmqp": 1, "qmtp": 3}[p]; found != want {
-				t.Fatalf("%d files with the message, want %d", found, want)
-			}
-		})
 	}
 }
 
@@ -434,8 +297,7 @@ func TestAccessRefused(t *testing.T) {
 
 func TestRefusesPublicAddressWithoutAllow(t *testing.T) {
 	bin := testpeer.Binary(t)
-	port := strconv.Itoa(testpeer.FreePort(t))
-	cmd := exec.Command(bin, "serve", "--maildir", t.TempDir(), "--qmqp", "0.0.0.0:"+port, "--qmtp", "")
+	cmd := exec.Command(bin, "serve", "--maildir", t.TempDir(), "--qmqp", "0.0.0.0:0", "--qmtp", "")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 100 {
@@ -444,68 +306,17 @@ func TestRefusesPublicAddressWithoutAllow(t *testing.T) {
 	if !strings.Contains(string(out), "--allow") || !strings.Contains(string(out), "not a loopback address") {
 		t.Fatalf("the refusal does not say why:\n%s", out)
 	}
-	// With --allow it starts.
-	s := exec.Command(bin, "serve", "--maildir", t.TempDir(), "--qmqp", "0.0.0.0:"+port, "--qmtp", "", "--allow", "127.0.0.1")
-	if err := s.Start(); err != nil {
+	// With --allow it starts, and serves.
+	s := &server{log: &lockedBuffer{}, exited: make(chan struct{})}
+	s.cmd = exec.Command(bin, "serve", "--maildir", t.TempDir(), "--qmqp", "0.0.0.0:0", "--qmtp", "", "--allow", "127.0.0.1")
+	s.cmd.Stderr = s.log
+	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { s.Process.Kill(); s.Wait() }()
-	testpeer.WaitListening(t, "127.0.0.1:"+port, 10*time.Second)
-}
-
-// The store on a 1 MiB tmpfs: Z when it is full, never K; nothing partial
-// in new/; every K'd message complete.
-func TestDiskFull(t *testing.T) {
-	fs := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", fs).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs (needs root, as CI runs): %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", fs).Run() })
-	dir := filepath.Join(fs, "Maildir")
-	s := startServe(t, "--maildir", dir, "--max-size", "4M")
-	var ks, zs int
-	send := func(size int, rcpts int) {
-		msg := append([]byte("Subject: fill "+strconv.Itoa(ks+zs)+"\n\n"), bytes.Repeat([]byte("0123456789abcde\n"), size/16)...)
-		env := proto.Envelope{Sender: "a@b"}
-		for i := range rcpts {
-			env.Recipients = append(env.Recipients, "r"+strconv.Itoa(i)+"@x")
-		}
-		r, err := sendQMQP(t, s.qmqp, env, msg)
-		if err != nil {
-			t.Fatalf("send: %v", err)
-		}
-		switch r.Status {
-		case proto.OK:
-			ks += rcpts
-		case proto.Temporary:
-			zs++
-		default:
-			t.Fatalf("reply %q, want K or Z", r.String())
-		}
-		files := readMaildir(t, dir)
-		if len(files) != ks {
-			t.Fatalf("%d files in new/ after %d K'd copies (reply %q)", len(files), ks, r.String())
-		}
-		for _, f := range files {
-			if f.wholeLength < 100 || !bytes.HasSuffix(f.message, []byte("0123456789abcde\n")) {
-				t.Fatalf("%s is not complete", f.name)
-			}
-		}
-	}
-	for range 5 {
-		send(300<<10, 1)
-	}
-	send(2<<20, 1)   // larger than the file system
-	send(30<<10, 60) // small, but 60 copies do not fit
-	if zs < 3 {
-		t.Fatalf("%d Z replies on a full disk, want at least 3", zs)
-	}
-	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
-		t.Errorf("%d files left in tmp/", n)
-	}
-	if !waitLog(t, s, "no space left on device") {
-		t.Errorf("the log does not say the disk is full")
-	}
+	go func() { s.err = s.cmd.Wait(); close(s.exited) }()
+	defer func() { s.cmd.Process.Kill(); <-s.exited }()
+	_, port, _ := net.SplitHostPort(listeningAddr(t, s, "qmqp"))
+	mustK(t, "127.0.0.1:"+port, proto.Envelope{Sender: "a@b", Recipients: []string{"c@d"}}, []byte("Subject: x\n\ny\n"))
 }
 
 // --queue-program: the program gets the message on fd 0 and the envelope
@@ -565,35 +376,6 @@ exit $(cat "$1/code")
 		if !(gotEnvs[0] == want[0] && gotEnvs[1] == want[1] || gotEnvs[0] == want[1] && gotEnvs[1] == want[0]) {
 			t.Fatalf("fd 1 got %q, want %q", gotEnvs, want)
 		}
-	}
-}
-
-// systemd socket activation, with systemd's own tool passing the sockets.
-func TestSocketActivation(t *testing.T) {
-	activate := testpeer.Require(t, "systemd-socket-activate", "systemd")
-	dir := t.TempDir()
-	qmqpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
-	qmtpAddr := "127.0.0.1:" + strconv.Itoa(testpeer.FreePort(t))
-	testpeer.Start(t, nil, activate, "-l", qmqpAddr, "-l", qmtpAddr, "--fdname=qmqp:qmtp",
-		testpeer.Binary(t), "serve", "--maildir", dir)
-	testpeer.WaitListening(t, qmqpAddr, 10*time.Second)
-	msg := []byte("Subject: activated\n\nx\n")
-	mustK(t, qmqpAddr, proto.Envelope{Sender: "a@b", Recipients: []string{"q@x"}}, msg)
-	c, err := net.Dial("tcp", qmtpAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write(qmtpPackage(msg, false, "a@b", "t@x"))
-	if r, err := readReplies(c, 1, 20*time.Second); err != nil || r[0].Status != proto.OK {
-		t.Fatalf("QMTP on the activated socket: %s %v", fmtReplies(r), err)
-	}
-	got := map[string]string{}
-	for _, f := range readMaildir(t, dir) {
-		got[f.recipient] = f.received
-	}
-	if !strings.Contains(got["q@x"], "with QMQP") || !strings.Contains(got["t@x"], "with QMTP") {
-		t.Fatalf("files %v: each socket must speak its named protocol", got)
 	}
 }
 
