@@ -1,0 +1,220 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"qbox/proto"
+	"qbox/proto/bounce"
+	"qbox/proto/maildir"
+	"qbox/proto/qmqp"
+)
+
+// The flush tests of flush_peers_test.go run against Postfix; these run
+// the same logic against an in-process QMQP server (no peer, no root).
+
+// received is one message a memServer took: its envelope and bytes.
+type received struct {
+	env proto.Envelope
+	msg string
+}
+
+// memServer is a QMQP server on 127.0.0.1:0 that keeps what it receives
+// in memory. Like Postfix's qmqpd past its hop count, it refuses (D) a
+// message to loop@example.test; it takes (K) every other one.
+type memServer struct {
+	addr string
+	mu   sync.Mutex
+	got  []received
+}
+
+type memDelivery struct {
+	s   *memServer
+	buf strings.Builder
+}
+
+func (s *memServer) Begin(context.Context, proto.Peer, int64) (proto.Delivery, error) {
+	return &memDelivery{s: s}, nil
+}
+
+func (d *memDelivery) Write(p []byte) (int, error) { return d.buf.Write(p) }
+func (d *memDelivery) Abort()                      {}
+func (d *memDelivery) Commit(_ context.Context, env proto.Envelope) []proto.Reply {
+	if slices.Contains(env.Recipients, "loop@example.test") {
+		return proto.Repeat(len(env.Recipients), proto.D("too many hops (#5.4.6)"))
+	}
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	d.s.got = append(d.s.got, received{env, d.buf.String()})
+	return proto.Repeat(len(env.Recipients), proto.K("ok"))
+}
+
+// messages returns what the server has taken so far.
+func (s *memServer) messages() []received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.got)
+}
+
+func startMemServer(t *testing.T) *memServer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &memServer{addr: l.Addr().String()}
+	srv := &qmqp.Server{Backend: s}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+// Files with the same sender and identical content go as one message.
+func TestFlushGroupsInProcess(t *testing.T) {
+	srv := startMemServer(t)
+	s := openSpool(t)
+	msg := "Subject: grouped\n\ngrouped\n"
+	enqueue(t, s, "sender@example.test", msg, "r1@example.test", "r2@example.test")
+	enqueue(t, s, "sender@example.test", msg, "r3@example.test") // queued by another run
+	enqueue(t, s, "sender@example.test", "Subject: single\n\nsingle\n", "r4@example.test")
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(srv.addr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivered != 4 || res.Remaining() != 0 || len(queued(t, s)) != 0 {
+		t.Fatalf("result %+v, %d files left", res, len(queued(t, s)))
+	}
+	got := map[string]string{}
+	for _, r := range srv.messages() {
+		rcpts := slices.Clone(r.env.Recipients)
+		slices.Sort(rcpts)
+		got[strings.Join(rcpts, ",")] = r.msg
+		if r.env.Sender != "sender@example.test" {
+			t.Errorf("sender %q", r.env.Sender)
+		}
+	}
+	if len(got) != 2 || !strings.HasSuffix(got["r1@example.test,r2@example.test,r3@example.test"], msg) ||
+		!strings.HasSuffix(got["r4@example.test"], "\nsingle\n") {
+		t.Fatalf("server got %q, want the three identical files as one message and the other alone", got)
+	}
+}
+
+// A D: the bounce function gets the server's reason, and the file goes
+// only once the bounce is sent; when it cannot be, the file stays and
+// says why.
+func TestFlushRefusalBouncesInProcess(t *testing.T) {
+	srv := startMemServer(t)
+	s := openSpool(t)
+	enqueue(t, s, "owner@example.test", "Subject: loop\n\nlooping\n", "loop@example.test")
+	var reasons []string
+	bounceErr := errors.New("bounce server unreachable")
+	bounce := func(ctx context.Context, g *maildir.Group, reason string, tooOld bool) error {
+		reasons = append(reasons, reason)
+		return bounceErr
+	}
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(srv.addr), Bounce: bounce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := queued(t, s)
+	if res.Bounced != 0 || res.Deferred != 1 || len(e) != 1 {
+		t.Fatalf("bounce failing: result %+v, %d files; want the file kept", res, len(e))
+	}
+	if text, _ := s.LastError(filepath.Base(e[0].Name)); !strings.Contains(text, "bounce not sent") {
+		t.Errorf("last error %q", text)
+	}
+	bounceErr = nil
+	res, err = s.Flush(context.Background(), FlushConfig{Client: client(srv.addr), Bounce: bounce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 1 || res.Remaining() != 0 || len(queued(t, s)) != 0 {
+		t.Fatalf("bounce sent: result %+v, %d files left", res, len(queued(t, s)))
+	}
+	if len(reasons) != 2 || !strings.Contains(reasons[1], "too many hops") {
+		t.Fatalf("bounce reasons %q, want the server's", reasons)
+	}
+}
+
+// The bounce chain over QMQP: a refused message from a sender goes back
+// to the sender (from <>), one from the null sender to the postmaster
+// (from #@[]), one from #@[] is discarded; all three files are removed.
+func TestFlushQMQPBounceChainInProcess(t *testing.T) {
+	srv := startMemServer(t)
+	s := openSpool(t)
+	enqueue(t, s, "owner@example.test", "Subject: one\n\nlooping\n", "loop@example.test")
+	enqueue(t, s, "", "Subject: two\n\nlooping\n", "loop@example.test")
+	enqueue(t, s, "#@[]", "Subject: three\n\nlooping\n", "loop@example.test")
+	res, err := s.FlushQMQP(context.Background(), client(srv.addr), "example.test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 3 || res.Remaining() != 0 || len(queued(t, s)) != 0 {
+		t.Fatalf("result %+v, %d left", res, len(queued(t, s)))
+	}
+	got := srv.messages()
+	if len(got) != 2 {
+		t.Fatalf("server got %d messages, want 2 (the triple bounce discarded): %+v", len(got), got)
+	}
+	for _, r := range got {
+		switch {
+		case slices.Equal(r.env.Recipients, []string{"owner@example.test"}):
+			if r.env.Sender != "" || !strings.Contains(r.msg, "Subject: one") || !strings.Contains(r.msg, "Diagnostic-Code: X-QMQP; ") {
+				t.Errorf("bounce from %q:\n%s", r.env.Sender, r.msg)
+			}
+		case slices.Equal(r.env.Recipients, []string{"postmaster@example.test"}):
+			if r.env.Sender != "#@[]" || !strings.Contains(r.msg, "Subject: two") {
+				t.Errorf("double bounce from %q:\n%s", r.env.Sender, r.msg)
+			}
+		default:
+			t.Errorf("unexpected message to %v:\n%s", r.env.Recipients, r.msg)
+		}
+	}
+}
+
+// A message past its lifetime that still cannot be sent bounces as too
+// old, even when the run already found every server unreachable.
+func TestFlushExpiredBouncesInProcess(t *testing.T) {
+	srv := startMemServer(t)
+	s := openSpool(t)
+	old := time.Now().Add(-15 * 24 * time.Hour)
+	for i, sub := range []string{"old1", "old2"} {
+		paths := enqueue(t, s, "owner@example.test", "Subject: "+sub+"\n\nx\n", fmt.Sprintf("r%d@example.test", i))
+		if err := os.Chtimes(paths[0], old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enqueue(t, s, "owner@example.test", "Subject: young\n\nx\n", "r9@example.test")
+	res, err := s.Flush(context.Background(), FlushConfig{
+		Client:   client(closedAddr(t)),
+		Bounce:   QMQPBouncer(client(srv.addr), bounce.Config{Hostname: "example.test"}, nil),
+		Lifetime: DefaultLifetime,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 2 || res.Deferred != 1 {
+		t.Fatalf("result %+v, want 2 bounced (too old) and 1 deferred", res)
+	}
+	got := srv.messages()
+	if len(got) != 2 {
+		t.Fatalf("server got %d bounces, want 2", len(got))
+	}
+	for _, r := range got {
+		if !slices.Equal(r.env.Recipients, []string{"owner@example.test"}) || !strings.Contains(r.msg, "Subject: old") || !strings.Contains(r.msg, "too old") {
+			t.Errorf("expiry bounce to %v does not say the message was too old:\n%s", r.env.Recipients, r.msg)
+		}
+	}
+	if e := queued(t, s); len(e) != 1 || e[0].Recipient != "r9@example.test" {
+		t.Fatalf("left %+v, want the young message only", e)
+	}
+}
