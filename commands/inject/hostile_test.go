@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -69,5 +70,45 @@ func TestInjectRefusesHostileAddresses(t *testing.T) {
 	}
 	if n := k.conns.Load(); n != 0 {
 		t.Errorf("the server got %d connections, want none", n)
+	}
+}
+
+// qmail-qmqpc reads $QMQPSERVERS first, as the README says and as inject
+// and sendmail do, and falls back to control/qmqpservers only without it.
+// Before, it read only the control file: here that names a refused port,
+// and the message would never reach the server. (The server only has to
+// say K and keep what it got: an in-process one, no Postfix needed.)
+func TestQmqpcReadsQMQPSERVERS(t *testing.T) {
+	server := startScripted(t, ns("Kok"))
+	env, home := baseEnv(t)
+	setServers(t, home, refusedAddr(t))
+	env = append(env, "QMQPSERVERS="+refusedAddr(t)+", "+server.addr)
+	msg := []byte("Subject: qmqpc\n\nvia $QMQPSERVERS\n")
+	code, stderr := qmqpc(t, env, msg, envelope("s@example.test", "qmqpc-env@example.test"), false)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	got, sender, rcpts := server.received(t, 0)
+	if !bytes.Equal(got, msg) || sender != "s@example.test" || strings.Join(rcpts, ",") != "qmqpc-env@example.test" {
+		t.Errorf("server got %q from %q to %q", got, sender, rcpts)
+	}
+
+	// Without $QMQPSERVERS the control file decides: refused, 73.
+	env, home = baseEnv(t)
+	setServers(t, home, refusedAddr(t))
+	if code, stderr := qmqpc(t, env, msg, envelope("s@x", "r@x"), false); code != 73 {
+		t.Errorf("control file only: exit %d, stderr %q; want 73", code, stderr)
+	}
+	// A $QMQPSERVERS entry that is no server is a configuration error
+	// (55), as it is for inject; the control file is not tried instead.
+	env, home = baseEnv(t)
+	k := startScripted(t, ns("Kok"))
+	setServers(t, home, k.addr)
+	env = append(env, "QMQPSERVERS=host:notaport")
+	if code, stderr := qmqpc(t, env, msg, envelope("s@x", "r@x"), false); code != 55 || !strings.Contains(stderr, "QMQPSERVERS") {
+		t.Errorf("bad $QMQPSERVERS: exit %d, stderr %q; want 55", code, stderr)
+	}
+	if n := k.conns.Load(); n != 0 {
+		t.Errorf("the control file's server got %d connections", n)
 	}
 }
