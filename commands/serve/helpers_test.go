@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -286,65 +285,6 @@ func readReplies(c net.Conn, n int, within time.Duration) ([]proto.Reply, error)
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// captureQMQP accepts one QMQP connection, answers K and returns the
-// message it carried: what a real client sent, byte for byte.
-func captureQMQP(t testing.TB, run func(addr string)) []byte {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	got := make(chan []byte, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		br := bufio.NewReader(c)
-		outer, err := netstring.NewReader(br).Next(1 << 30)
-		if err != nil {
-			got <- nil
-			return
-		}
-		msg, err := netstring.NewReader(outer).ReadBytes(1 << 30)
-		if err != nil {
-			got <- nil
-			return
-		}
-		io.Copy(io.Discard, outer)
-		c.Write(netstring.AppendString(nil, "Kcaptured"))
-		got <- msg
-	}()
-	run(l.Addr().String())
-	select {
-	case m := <-got:
-		if m == nil {
-			t.Fatal("capture: no well-formed QMQP package")
-		}
-		return m
-	case <-time.After(30 * time.Second):
-		t.Fatal("capture: no connection")
-	}
-	return nil
-}
-
-// withoutDate drops the Date: and Message-Id: header lines, the only
-// parts of a qmqp-source message that differ between runs (the time, and
-// qmqp-source's process id).
-func withoutDate(msg []byte) []byte {
-	var out []byte
-	for _, line := range bytes.SplitAfter(msg, []byte("\n")) {
-		if !bytes.HasPrefix(line, []byte("Date: ")) && !bytes.HasPrefix(line, []byte("Message-Id: ")) {
-			out = append(out, line...)
-		}
-	}
-	return out
 }
 
 func fmtReplies(rs []proto.Reply) string {

@@ -65,3 +65,8 @@ func BenchmarkServerVersusQmqpSink(b *testing.B) {
 	b.ReportMetric(sink/float64(b.N), "qmqp-sink-msgs/s")
 	b.ReportMetric(ours/sink, "ratio")
 }
+
+// serverStartB is serverStart for benchmarks: outcomes are dropped.
+func serverStartB(b *testing.B, srv *qmqp.Server) string {
+	return serverListen(b, srv, nil)
+}

@@ -120,11 +120,6 @@ func serverStart(t *testing.T, srv *qmqp.Server) (string, <-chan serverOutcome) 
 	return serverListen(t, srv, out), out
 }
 
-// serverStartB is serverStart for benchmarks: outcomes are dropped.
-func serverStartB(b *testing.B, srv *qmqp.Server) string {
-	return serverListen(b, srv, nil)
-}
-
 func serverListen(t testing.TB, srv *qmqp.Server, out chan<- serverOutcome) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
