@@ -21,12 +21,6 @@ type Conn interface {
 	SetWriteDeadline(time.Time) error
 }
 
-// Defaults shared by the QMQP and QMTP servers.
-const (
-	DefaultTimeout      = 60 * time.Second // idle: per read and per write
-	DefaultSessionLimit = time.Hour        // the specs' whole-session bound
-)
-
 // Errors a TimedConn read fails with, so a server can say why a session
 // ended. They wrap the underlying timeout.
 var (

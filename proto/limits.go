@@ -1,5 +1,7 @@
 package proto
 
+import "time"
+
 // Limits bound what a QMQP, QMTP or SMTP server accepts: one definition
 // for the three servers (and `qbox serve`, which fills it from its flags).
 // Zero fields take the defaults. Each server documents what it answers
@@ -31,6 +33,13 @@ const (
 	DefaultMaxRecipients  = 10000
 	DefaultMaxAddress     = 1000
 	DefaultMaxLine        = 64 << 10
+)
+
+// Default time bounds of a server session (Timeout and SessionLimit of
+// the QMQP, QMTP and SMTP servers, and NewTimedConn's).
+const (
+	DefaultTimeout      = 60 * time.Second // idle: per read and per write
+	DefaultSessionLimit = time.Hour        // the specs' whole-session bound
 )
 
 // WithDefaults returns l with its zero fields set to the defaults.
