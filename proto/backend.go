@@ -57,3 +57,10 @@ type Delivery interface {
 	// the protocol.
 	Abort()
 }
+
+// MiscountedReplies is the Z a server answers when a Delivery's Commit
+// returned got replies for want recipients (a broken Backend): temporary,
+// so the client sends again and nothing is lost.
+func MiscountedReplies(got, want int) Reply {
+	return Z(fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", got, want))
+}

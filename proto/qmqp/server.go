@@ -424,7 +424,7 @@ func (ss *session) logStoreError(err error) {
 // combine folds per-recipient replies into QMQP's one reply.
 func combine(replies []proto.Reply, n int) proto.Reply {
 	if len(replies) != n || n == 0 {
-		return proto.Z(fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(replies), n))
+		return proto.MiscountedReplies(len(replies), n)
 	}
 	var firstZ *proto.Reply
 	for i := range replies {

@@ -691,7 +691,7 @@ func (ss *serverSession) onePackage() error {
 			if len(got) == len(valid) {
 				replies[i] = got[j]
 			} else {
-				replies[i] = proto.Z(fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(got), len(valid)))
+				replies[i] = proto.MiscountedReplies(len(got), len(valid))
 			}
 			j++
 		}
@@ -787,7 +787,7 @@ func (ss *serverSession) logMessage(p *serverPackage) {
 		"recipients", n,
 		"to", proto.LogRecipients(to),
 		"size", size,
-		"k", k, "z", z, "d", d,
+		"accepted", k, "deferred", z, "rejected", d,
 		"reply", first,
 		"ms", time.Since(start).Milliseconds(),
 	)

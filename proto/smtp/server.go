@@ -485,9 +485,9 @@ func (ss *serverSession) Data(r io.Reader) error {
 	default:
 		replies = d.Commit(st.ctx, env)
 		if len(replies) != len(env.Recipients) {
-			replies = nil
 			reply = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0},
-				Message: fmt.Sprintf("sorry, internal error: %d replies for %d recipients (#4.3.0)", len(replies), len(env.Recipients))}
+				Message: proto.MiscountedReplies(len(replies), len(env.Recipients)).Text}
+			replies = nil
 		} else {
 			reply = DataReply(replies)
 		}
