@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"qbox/proto"
@@ -79,4 +80,31 @@ func (r repeatReader) Read(p []byte) (int, error) {
 		n += copy(p[n:], r)
 	}
 	return n, nil
+}
+
+// TLSRequire against a server that offers no STARTTLS (Postfix's smtpd in
+// client_peers_test.go, here the scripted server): ErrTLSRequired, every
+// recipient a Z about STARTTLS, and no MAIL ever sent in the clear.
+func TestTLSRequireWithoutSTARTTLS(t *testing.T) {
+	srv := &server{}
+	addr := startServer(t, srv.handle)
+	msgs := []Message{
+		bytesMessage("s@example.test", []byte("Subject: never\n\nx\n"), "a@example.test", "b@example.test"),
+		bytesMessage("s@example.test", []byte("Subject: never\n\ny\n"), "c@example.test"),
+	}
+	results, err := deliver(t, &Client{TLS: TLSRequire}, addr, msgs)
+	if !errors.Is(err, ErrTLSRequired) {
+		t.Fatalf("err %v, want ErrTLSRequired", err)
+	}
+	for _, r := range results {
+		if r.Reply.Status != proto.Temporary || r.FromServer || !strings.Contains(r.Reply.Text, "STARTTLS") {
+			t.Errorf("%v (from server %v), want a Z about STARTTLS", r.Reply, r.FromServer)
+		}
+	}
+	cmds, _, _ := srv.log2()
+	for _, c := range cmds {
+		if strings.HasPrefix(strings.ToUpper(c), "MAIL") {
+			t.Fatalf("commands %q: MAIL sent without TLS", cmds)
+		}
+	}
 }
