@@ -1,8 +1,19 @@
 package serverloop
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"qbox/proto"
 )
 
 // The access list (moved here from commands/serve with the check itself).
@@ -23,3 +34,69 @@ func TestAllowed(t *testing.T) {
 		}
 	}
 }
+
+// flakyListener fails its first Accepts, as a server out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	mu    sync.Mutex
+	fails int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.fails > 0 {
+		l.fails--
+		l.mu.Unlock()
+		return nil, errors.New("accept: too many open files")
+	}
+	l.mu.Unlock()
+	return l.Listener.Accept()
+}
+
+// A failing Accept is logged and retried, never the end of Serve; the
+// connection that comes after is served; Close ends Serve with
+// ErrServerClosed.
+func TestServeRetriesFailedAccept(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &flakyListener{Listener: inner, fails: 3}
+	var log bytes.Buffer
+	var logMu sync.Mutex
+	served := make(chan string, 1)
+	cfg := &Config{
+		Protocol: "TEST",
+		Logger:   slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return log.Write(p) }), nil)),
+		Refuse:   func(io.Writer) error { return nil },
+		Session: func(_ context.Context, c proto.Conn, peer proto.Peer, _ time.Time) bool {
+			served <- peer.RemoteIP
+			return false
+		},
+	}
+	var lp Loop
+	errc := make(chan error, 1)
+	go func() { errc <- lp.Serve(l, cfg) }()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ip := <-served; ip != "127.0.0.1" {
+		t.Errorf("session for %q", ip)
+	}
+	lp.Close()
+	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if n := strings.Count(log.String(), `msg="accept failed" proto=TEST err="accept: too many open files"`); n != 3 {
+		t.Errorf("%d accept failures logged, want 3:\n%s", n, log.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
