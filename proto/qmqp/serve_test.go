@@ -15,6 +15,7 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
+	"qbox/proto/internal/servetest"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
 )
@@ -72,25 +73,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-type server interface {
-	Serve(net.Listener) error
-	Close() error
-}
-
-// serve runs srv.Serve on 127.0.0.1:0 and returns the address and
-// Serve's result; the server is closed when the test ends.
-func serve(t *testing.T, srv server) (string, <-chan error) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close() })
-	return l.Addr().String(), errc
-}
-
 // startPackage connects and sends a package's beginning, up to part of
 // the message, and waits until the backend has begun the delivery: the
 // session is running. rest completes the package.
@@ -126,7 +108,7 @@ func TestServeRefusesClientOutsideAllow(t *testing.T) {
 	log := &syncBuffer{}
 	srv := &qmqp.Server{Backend: b, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
 		Logger: slog.New(slog.NewTextHandler(log, nil))}
-	addr, _ := serve(t, srv)
+	addr, _ := servetest.Start(t, srv)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -153,8 +135,8 @@ func TestServeConnLimitShared(t *testing.T) {
 	close(b.release)
 	log := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(log, nil))
-	qaddr, _ := serve(t, &qmqp.Server{Backend: b, Conns: conns, Logger: logger})
-	taddr, _ := serve(t, &qmtp.Server{Backend: b, Conns: conns, Logger: logger})
+	qaddr, _ := servetest.Start(t, &qmqp.Server{Backend: b, Conns: conns, Logger: logger})
+	taddr, _ := servetest.Start(t, &qmtp.Server{Backend: b, Conns: conns, Logger: logger})
 
 	c, rest := startPackage(t, qaddr, b) // holds the one slot
 	qmtpPkg := netstring.AppendString(nil, "\nSubject: y\n\nbody\n")
@@ -195,7 +177,7 @@ func TestServeShutdownWaitsForSession(t *testing.T) {
 	b := newGateBackend()
 	close(b.release)
 	srv := &qmqp.Server{Backend: b}
-	addr, errc := serve(t, srv)
+	addr, errc := servetest.Start(t, srv)
 	c, rest := startPackage(t, addr, b)
 
 	stopped := make(chan error, 1)
@@ -227,7 +209,7 @@ func TestServeShutdownWaitsForSession(t *testing.T) {
 func TestServeShutdownCutsAfterContext(t *testing.T) {
 	b := newGateBackend()
 	srv := &qmqp.Server{Backend: b}
-	addr, errc := serve(t, srv)
+	addr, errc := servetest.Start(t, srv)
 	c, _ := startPackage(t, addr, b)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -255,7 +237,7 @@ func TestServeShutdownCutsAfterContext(t *testing.T) {
 func TestServeClose(t *testing.T) {
 	b := newGateBackend()
 	srv := &qmqp.Server{Backend: b}
-	addr, errc := serve(t, srv)
+	addr, errc := servetest.Start(t, srv)
 	c, _ := startPackage(t, addr, b)
 	srv.Close()
 	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {

@@ -10,6 +10,7 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
+	"qbox/proto/internal/servetest"
 	"qbox/proto/qmtp"
 )
 
@@ -30,20 +31,6 @@ func (d cutDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Rep
 	return proto.Repeat(len(env.Recipients), proto.Z("cut short"))
 }
 
-// serve runs srv.Serve on 127.0.0.1:0 and returns the address and
-// Serve's result; the server is closed when the test ends.
-func serve(t *testing.T, srv *qmtp.Server) (string, <-chan error) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close() })
-	return l.Addr().String(), errc
-}
-
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -58,7 +45,7 @@ func dial(t *testing.T, addr string) net.Conn {
 // A client outside Allow gets the immediate D.
 func TestServeRefusesClientOutsideAllow(t *testing.T) {
 	b := &serverBackend{}
-	addr, _ := serve(t, &qmtp.Server{Backend: b, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	addr, _ := servetest.Start(t, &qmtp.Server{Backend: b, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
 	c := dial(t, addr)
 	c.Write(serverPkg(lf("m\n"), "a@b", "c@d"))
 	equalReplies(t, serverReadReplies(t, c), []string{"D" + proto.NotAuthorized})
@@ -73,7 +60,7 @@ func TestServeRefusesClientOutsideAllow(t *testing.T) {
 func TestServeShutdownDrainsBetweenPackages(t *testing.T) {
 	b := &serverBackend{}
 	srv := &qmtp.Server{Backend: b}
-	addr, errc := serve(t, srv)
+	addr, errc := servetest.Start(t, srv)
 	c := dial(t, addr)
 	c.Write(serverPkg(lf("m\n"), "a@b", "c@d"))
 	r, err := netstring.NewReader(c).ReadBytes(proto.MaxReplyText)
@@ -105,7 +92,7 @@ func TestServeShutdownDrainsBetweenPackages(t *testing.T) {
 func TestServeShutdownCutStillReplies(t *testing.T) {
 	b := &cutBackend{committing: make(chan struct{}, 1)}
 	srv := &qmtp.Server{Backend: b}
-	addr, errc := serve(t, srv)
+	addr, errc := servetest.Start(t, srv)
 	c := dial(t, addr)
 	c.Write(serverPkg(lf("m\n"), "a@b", "c@d", "e@f"))
 	<-b.committing

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/internal/servetest"
 	"qbox/proto/smtp"
 )
 
@@ -29,21 +30,9 @@ func (okDelivery) Commit(_ context.Context, env proto.Envelope) []proto.Reply {
 	return proto.Repeat(len(env.Recipients), proto.K("ok"))
 }
 
-func serveSMTP(t *testing.T, srv *smtp.Server) (string, <-chan error) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close() })
-	return l.Addr().String(), errc
-}
-
 // A client outside Allow is greeted 554 and the connection closed.
 func TestServeRefusesClientOutsideAllow(t *testing.T) {
-	addr, _ := serveSMTP(t, &smtp.Server{Backend: okBackend{}, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	addr, _ := servetest.Start(t, &smtp.Server{Backend: okBackend{}, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +49,7 @@ func TestServeRefusesClientOutsideAllow(t *testing.T) {
 // without cutting it; Serve returns ErrServerClosed.
 func TestServeShutdownEndsIdleSession(t *testing.T) {
 	srv := &smtp.Server{Backend: okBackend{}, Hostname: "mx.test"}
-	addr, errc := serveSMTP(t, srv)
+	addr, errc := servetest.Start(t, srv)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
