@@ -418,16 +418,13 @@ func (rp *serverReplier) committed(p *serverPackage) {
 }
 
 // waitIdle waits until every package in flight has been answered (their
-// commits done, their envelopes given back), and reports whether there
-// were any.
-func (rp *serverReplier) waitIdle() bool {
+// commits done, their envelopes given back).
+func (rp *serverReplier) waitIdle() {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	waited := rp.unanswered > 0
 	for rp.unanswered > 0 {
 		rp.room.Wait()
 	}
-	return waited
 }
 
 func (rp *serverReplier) writeErr() error {
@@ -606,10 +603,13 @@ func (ss *serverSession) onePackage() error {
 		if !full && n <= ss.lim.MaxRecipients {
 			c := proto.AddressCost(int(rb.Size()))
 			took := ss.srv.Envelopes.Take(c)
-			if !took && ss.replier.waitIdle() {
+			if !took {
 				// This session's own packages in flight may hold
 				// what is missing: pipelining must not earn a Z
-				// that sending them one by one would not.
+				// that sending them one by one would not. (Try
+				// again even if none is in flight any more: the
+				// last may have given its share back since.)
+				ss.replier.waitIdle()
 				took = ss.srv.Envelopes.Take(c)
 			}
 			if took {
