@@ -3,6 +3,7 @@ package serve_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -53,7 +54,7 @@ func TestCrashKeepsEveryK(t *testing.T) {
 				msg := crashMessage(token)
 				r, err := c.Send(context.Background(), proto.Envelope{Sender: "load@example.test", Recipients: []string{token + "@example.test"}}, bytes.NewReader(msg), int64(len(msg)))
 				if err != nil {
-					if _, ok := err.(*qmqp.ConnectError); ok {
+					if ce := (*proto.ConnectError)(nil); errors.As(err, &ce) {
 						return // the server is gone
 					}
 					continue // cut mid-session: outcome unknown, not a K

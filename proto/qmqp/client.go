@@ -35,10 +35,6 @@ type Client struct {
 	Dial proto.DialFunc
 }
 
-// ConnectError is proto.ConnectError, the one error of every client that
-// reached no server; the name stays for callers that spell it qmqp's.
-type ConnectError = proto.ConnectError
-
 // SessionError means the connection broke (or the reply was malformed)
 // after bytes were sent. The outcome is unknown, so it is a temporary
 // failure, and the message must not be sent to another server now: that
