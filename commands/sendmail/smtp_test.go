@@ -133,8 +133,9 @@ func badReplyLine(out string) (string, bool) {
 // go-smtp's state machine and its reply codes: 502 for a command out of
 // sequence (the hand-written server said 503, and 554 for DATA without a
 // recipient), MAIL before HELO or EHLO refused (RFC 5321 4.1.4 lets a
-// server insist on the greeting), a second MAIL accepted (it was refused
-// with 503), HELP not implemented.
+// server insist on the greeting), a second MAIL inside a transaction
+// refused with 503 (proto/smtp's server: it must not become the sender of
+// recipients already given), HELP not implemented.
 func TestSMTPSessionSequenceErrors(t *testing.T) {
 	tests := []struct {
 		name, in, codes string
@@ -143,7 +144,7 @@ func TestSMTPSessionSequenceErrors(t *testing.T) {
 		{"RCPT before MAIL", "HELO x\r\nRCPT TO:<a@b>\r\nQUIT\r\n", "220 250 502 221"},
 		{"DATA before MAIL", "HELO x\r\nDATA\r\nQUIT\r\n", "220 250 502 221"},
 		{"DATA without RCPT", "HELO x\r\nMAIL FROM:<>\r\nDATA\r\nQUIT\r\n", "220 250 250 502 221"},
-		{"second MAIL", "HELO x\r\nMAIL FROM:<a@b>\r\nMAIL FROM:<e@f>\r\nQUIT\r\n", "220 250 250 250 221"},
+		{"second MAIL", "HELO x\r\nMAIL FROM:<a@b>\r\nMAIL FROM:<e@f>\r\nQUIT\r\n", "220 250 250 503 221"},
 		{"RSET clears", "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRSET\r\nDATA\r\nQUIT\r\n", "220 250 250 250 250 502 221"},
 		{"bad syntax", "HELO x\r\nMAIL FROM a@b\r\nMAIL FROM:<a@b\r\nRCPT TO:<>\r\nQUIT\r\n", "220 250 501 501 502 221"},
 		{"HELO needs a name", "HELO\r\nHELO x\r\nQUIT\r\n", "220 501 250 221"},

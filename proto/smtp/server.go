@@ -51,6 +51,12 @@ var (
 		Message: "sorry, I can't handle that recipient (#5.1.3)"}
 	errRelayDenied = &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1},
 		Message: "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"}
+	// errNestedMail: go-smtp passes a second MAIL inside a transaction
+	// on; taking it would give the recipients already accepted another
+	// sender (RFC 5321 4.1.1.2), so it is refused as Postfix does and the
+	// transaction under way goes on.
+	errNestedMail = &gosmtp.SMTPError{Code: 503, EnhancedCode: gosmtp.EnhancedCode{5, 5, 1},
+		Message: "sorry, one sender per transaction: RSET first (#5.5.1)"}
 	errTooMany = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 5, 3},
 		Message: "sorry, too many recipients, send the rest later (#4.5.3)"}
 	errServerClosedConn = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 0},
@@ -366,6 +372,9 @@ func (ss *serverSession) Mail(from string, opts *gosmtp.MailOptions) error {
 	ss.waitData()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.hasSender {
+		return errNestedMail
+	}
 	ss.hasSender, ss.sender = true, from
 	if opts != nil {
 		ss.size = opts.Size
