@@ -43,15 +43,15 @@ type bsSubmit func(ctx context.Context, env proto.Envelope, data *spill.Buffer) 
 // bsSession is what one -bs session needs.
 type bsSession struct {
 	hostname string // in the greeting and the EHLO reply
-	limits   smtp.ServerLimits
+	limits   proto.Limits
 	rewrite  func(string) string // completes an address (qmail-inject's rewrite)
 	submit   bsSubmit
 }
 
 // bsLimits are -bs's limits with maxSize the largest message (SIZE and
 // the data).
-func bsLimits(maxSize int64) smtp.ServerLimits {
-	return smtp.ServerLimits{MaxMessageSize: maxSize, MaxRecipients: bsMaxRecipients, MaxLine: bsMaxLine}
+func bsLimits(maxSize int64) proto.Limits {
+	return proto.Limits{MaxMessageSize: maxSize, MaxRecipients: bsMaxRecipients, MaxLine: bsMaxLine}
 }
 
 // serve runs the session on conn. The error says why it ended when it

@@ -11,7 +11,6 @@ import (
 
 	"qbox/commands/spill"
 	"qbox/proto"
-	"qbox/proto/smtp"
 )
 
 type received struct {
@@ -25,7 +24,7 @@ type received struct {
 // end with a server and with swaks.
 type harness struct {
 	t       testing.TB
-	limits  smtp.ServerLimits
+	limits  proto.Limits
 	rewrite func(string) string
 	got     []received
 	out     bytes.Buffer

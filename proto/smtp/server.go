@@ -29,16 +29,6 @@ import (
 	"qbox/proto/internal/serverloop"
 )
 
-// ServerLimits is the SMTP server's old name of proto.Limits, kept for
-// callers that spell it so. MaxMessageSize counts the message as SMTP's
-// SIZE extension does (CRLF line ends, before dot-unstuffing) and is
-// advertised in the EHLO reply: MAIL with a larger SIZE= gets 552, a
-// message that outgrows it gets 552 after its final dot. RCPT beyond
-// MaxRecipients gets 452 (the client sends those later), an address
-// longer than MaxAddress 553, a line longer than MaxLine ends the session
-// with 500.
-type ServerLimits = proto.Limits
-
 // NotAuthorized is the greeting a client outside the access list gets
 // before the connection is closed (RFC 5321 3.1: 554 instead of 220).
 const NotAuthorized = "554 5.7.1 " + proto.NotAuthorized + "\r\n"
