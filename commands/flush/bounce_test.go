@@ -112,3 +112,62 @@ func TestFlushDeferredAndLifetimeToServe(t *testing.T) {
 		}
 	}
 }
+
+// --lifetime on malformed files (TestFlushMalformedPastLifetime, against
+// Postfix, in engine_peers_test.go), the reports going to qbox serve: past
+// it, a regular file is reported to the postmaster with its contents, a
+// symlink without (its target never read nor touched), and both are
+// removed.
+func TestFlushMalformedPastLifetimeToServe(t *testing.T) {
+	bounceAddr, bounceDir := bounceServer(t)
+	target := filepath.Join(t.TempDir(), "target")
+	if err := os.WriteFile(target, []byte("not yours\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := newMaildir(t)
+	if err := os.WriteFile(filepath.Join(src, "new", "1700000001.bad.host"), []byte("From: nobody\nDelivered-To: ppp-r@remote.test\n\nbody of the bad file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(src, "new", "1700000002.link.host")); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runQbox(t, nil, "flush-maildir", "--lifetime", "1ns", "--bounce-server", bounceAddr,
+		"--postmaster", "postmaster@example.test", "--json", src, "ppp-", testpeer.ClosedAddr(t))
+	if code != 0 { // nothing left: no message needed the (unreachable) QMTP server
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	r := parseJSON(t, stdout)
+	status := map[string]string{}
+	for _, m := range r.Messages {
+		status[m.File] = m.Status
+	}
+	if status["new/1700000001.bad.host"] != "bounced" || status["new/1700000002.link.host"] != "bounced" || r.Summary.Remaining != 0 {
+		t.Fatalf("outcomes %v, summary %+v, want both reported and removed\n%s", status, r.Summary, stdout)
+	}
+	if left := remaining(t, src); len(left) != 0 {
+		t.Errorf("left %v", left)
+	}
+	if b, err := os.ReadFile(target); err != nil || string(b) != "not yours\n" {
+		t.Errorf("the symlink's target changed: %q %v", b, err)
+	}
+	if got := testpeer.MaildirRecipients(t, bounceDir); len(got) != 1 || got["postmaster@example.test"] != 2 {
+		t.Fatalf("reports stored for %v, want two for the postmaster", got)
+	}
+	var withBody, withoutBody int
+	for _, m := range bounces(t, bounceDir) {
+		if !strings.Contains(m, "multipart/report") {
+			t.Errorf("not a report:\n%s", m)
+		}
+		switch {
+		case strings.Contains(m, "body of the bad file"):
+			withBody++
+		case strings.Contains(m, "not yours"):
+			t.Errorf("the symlink's target was attached:\n%s", m)
+		default:
+			withoutBody++
+		}
+	}
+	if withBody != 1 || withoutBody != 1 {
+		t.Errorf("%d reports with the file attached, %d without; want 1 and 1", withBody, withoutBody)
+	}
+}

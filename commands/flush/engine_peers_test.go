@@ -43,11 +43,12 @@ func TestFlushMalformedPastLifetime(t *testing.T) {
 		return src
 	}
 	bad, link := "new/1700000001.bad."+token, "new/1700000002.link."+token
+	closed := testpeer.ClosedAddr(t) // the QMTP server, unreachable
 
 	// Kept: --no-bounce, and no server for the report.
 	for _, args := range [][]string{{"--no-bounce", "--bounce-server", pf.QMQPAddr}, {}} {
 		src := setup()
-		stdout, _, code := runQbox(t, []string{"QMQPSERVERS=", "QMAILHOME=" + t.TempDir()}, append(append([]string{"flush-maildir", "--lifetime", "1ns"}, args...), src, "ppp-", "127.0.0.1:1")...)
+		stdout, _, code := runQbox(t, []string{"QMQPSERVERS=", "QMAILHOME=" + t.TempDir()}, append(append([]string{"flush-maildir", "--lifetime", "1ns"}, args...), src, "ppp-", closed)...)
 		if code != 111 || len(remaining(t, src)) != 2 {
 			t.Fatalf("%v: exit %d, left %v\n%s", args, code, remaining(t, src), stdout)
 		}
@@ -60,7 +61,7 @@ func TestFlushMalformedPastLifetime(t *testing.T) {
 
 	src := setup()
 	stdout, stderr, code := runQbox(t, nil, "flush-maildir", "--lifetime", "1ns", "--bounce-server", pf.QMQPAddr,
-		"--postmaster", "postmaster@"+pf.Domain, "--json", src, "ppp-", "127.0.0.1:1")
+		"--postmaster", "postmaster@"+pf.Domain, "--json", src, "ppp-", closed)
 	if code != 0 { // nothing left: no message needed the (unreachable) QMTP server
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}

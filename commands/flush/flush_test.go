@@ -312,7 +312,7 @@ func TestFlushLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, stderr, code := runQbox(t, nil, "flush-maildir", src, "ppp-", "127.0.0.1:1")
+	_, stderr, code := runQbox(t, nil, "flush-maildir", src, "ppp-", testpeer.ClosedAddr(t))
 	lock.Unlock()
 	if code != 111 || !strings.Contains(stderr, "another flush of") {
 		t.Fatalf("second flush: exit %d, stderr %q", code, stderr)
