@@ -218,3 +218,41 @@ func TestFlushExpiredBouncesInProcess(t *testing.T) {
 		t.Fatalf("left %+v, want the young message only", e)
 	}
 }
+
+// FlushQMQP applies the lifetime to malformed files too: one older than 14
+// days is reported to postmaster@hostname over QMQP, with its contents,
+// and removed; a young one stays, reported.
+func TestFlushQMQPMalformedPastLifetimeInProcess(t *testing.T) {
+	srv := startMemServer(t)
+	s := openSpool(t)
+	old := filepath.Join(s.Dir, "new", "old-garbage")
+	young := filepath.Join(s.Dir, "new", "young-garbage")
+	for _, p := range []string{old, young} {
+		if err := os.WriteFile(p, []byte("Subject: garbage\n\nno envelope here\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mt := time.Now().Add(-15 * 24 * time.Hour)
+	if err := os.Chtimes(old, mt, mt); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.FlushQMQP(context.Background(), client(srv.addr), "example.test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 1 || len(res.Malformed) != 1 || res.Malformed[0].Name != "new/young-garbage" || res.Remaining() != 1 {
+		t.Fatalf("result %+v, want the old file reported and the young one left", res)
+	}
+	if _, err := os.Lstat(old); !os.IsNotExist(err) {
+		t.Errorf("the expired malformed file is still there: %v", err)
+	}
+	got := srv.messages()
+	if len(got) != 1 || got[0].env.Sender != "#@[]" || !slices.Equal(got[0].env.Recipients, []string{"postmaster@example.test"}) {
+		t.Fatalf("server got %+v, want one report from #@[] to postmaster@example.test", got)
+	}
+	for _, want := range []string{"new/old-garbage", "no envelope here"} {
+		if !strings.Contains(got[0].msg, want) {
+			t.Errorf("report lacks %q:\n%s", want, got[0].msg)
+		}
+	}
+}
