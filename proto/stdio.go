@@ -13,7 +13,9 @@ import (
 // StdioPeer describes the client of a connection handed over on stdin, as
 // tcpserver or inetd do: TCPREMOTEIP, TCPREMOTEHOST and TCPLOCALHOST come
 // from tcpserver; without them the peer is read from the socket itself
-// (remote may be nil).
+// (remote may be nil: a pipe, a local user). The RemoteIP of an IP socket
+// whose peer could not be read is UnknownPeer, which no access list
+// admits.
 func StdioPeer(getenv func(string) string, remote net.Addr) Peer {
 	p := Peer{
 		RemoteIP:   getenv("TCPREMOTEIP"),
@@ -21,12 +23,26 @@ func StdioPeer(getenv func(string) string, remote net.Addr) Peer {
 		LocalHost:  getenv("TCPLOCALHOST"),
 	}
 	if p.RemoteIP == "" && remote != nil {
-		if ip := RemoteIP(remote); ip.IsValid() {
+		if _, unknown := remote.(unknownPeer); unknown {
+			p.RemoteIP = UnknownPeer
+		} else if ip := RemoteIP(remote); ip.IsValid() {
 			p.RemoteIP = ip.String()
 		}
 	}
 	return p
 }
+
+// UnknownPeer is the RemoteIP of a client on an IP socket whose address
+// could not be read: one that reset the connection before the server
+// asked (its bytes are still readable). It is not an address, so every
+// access check refuses it; an empty RemoteIP would pass for a local pipe.
+const UnknownPeer = "unknown"
+
+// unknownPeer is the remote address of such a socket.
+type unknownPeer struct{}
+
+func (unknownPeer) Network() string { return "ip" }
+func (unknownPeer) String() string  { return UnknownPeer }
 
 // RemoteIP is a network address's IP (IPv4-mapped IPv6 unmapped), or the
 // zero Addr when it has none (a unix socket, a pipe).
@@ -100,6 +116,9 @@ func NewStdioConn(stdin, stdout *os.File) (*StdioConn, error) {
 			return nil, fmt.Errorf("stdin: %w", err)
 		}
 		c.in, c.remote = nc, nc.RemoteAddr()
+		if c.remote == nil && isIPSocket(stdin) {
+			c.remote = unknownPeer{}
+		}
 		c.closer = append(c.closer, nc.Close)
 	} else {
 		f, err := pollable(stdin)
@@ -128,6 +147,29 @@ func NewStdioConn(stdin, stdout *os.File) (*StdioConn, error) {
 func isSocket(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeSocket != 0
+}
+
+// isIPSocket reports whether f is an IPv4 or IPv6 socket (by its own
+// address, which stays readable when the peer's is gone), or whether
+// that cannot be told: a socket of unknown family is not a local one.
+func isIPSocket(f *os.File) bool {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return true
+	}
+	ip := true
+	sc.Control(func(fd uintptr) {
+		sa, err := syscall.Getsockname(int(fd))
+		if err != nil {
+			return
+		}
+		switch sa.(type) {
+		case *syscall.SockaddrInet4, *syscall.SockaddrInet6:
+		default:
+			ip = false
+		}
+	})
+	return ip
 }
 
 // pollable returns f as a non-blocking *os.File, which supports deadlines
