@@ -160,8 +160,10 @@ func (lp *Loop) handle(c net.Conn, cfg *Config) {
 			"max_conns", conns.Max())
 		return
 	}
-	linger := cfg.Session(lp.sessCtx, c, peer, start)
-	conns.Release()
+	linger := func() bool {
+		defer conns.Release() // whatever the session does, the slot comes back
+		return cfg.Session(lp.sessCtx, c, peer, start)
+	}()
 	if linger {
 		proto.Linger(c)
 	}
