@@ -60,13 +60,13 @@ func (c *completeConn) inData() bool {
 }
 
 // Write passes the server's replies on and notes, at the end of each
-// final reply line ("ddd text"), whether it was a 354.
+// final reply line ("ddd text", or a bare "ddd"), whether it was a 354.
 func (c *completeConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	for _, b := range p {
 		if b == '\n' {
-			if len(c.replyHead) == 4 && c.replyHead[3] == ' ' {
-				c.data = string(c.replyHead[:3]) == "354"
+			if h := c.replyHead; len(h) == 3 || len(h) == 4 && (h[3] == ' ' || h[3] == '\r') {
+				c.data = string(h[:3]) == "354"
 			}
 			c.replyHead = c.replyHead[:0]
 			continue

@@ -43,6 +43,8 @@ func TestCompleteConn(t *testing.T) {
 		{"after 354: text", "RCPT TO:<root>\r\n", "354 go ahead\r\n", "RCPT TO:<root>\r\n"},
 		{"after the data's reply", "RCPT TO:<root>\r\n", "354 go\r\n250 ok\r\n", "RCPT TO:<root@home.test>\r\n"},
 		{"354 as a continuation only", "RCPT TO:<root>\r\n", "354-x\r\n250 y\r\n", "RCPT TO:<root@home.test>\r\n"},
+		{"a bare 354", "RCPT TO:<root>\r\n", "354\r\n", "RCPT TO:<root>\r\n"},
+		{"a bare 354, bare LF", "RCPT TO:<root>\r\n", "354\n", "RCPT TO:<root>\r\n"},
 	}
 	for _, tc := range tests {
 		raw := &pipeConn{in: strings.NewReader(tc.in)}
