@@ -204,9 +204,11 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("got %s (%v), want D", fmtReplies(replies), err)
 			}
 			c.Close()
-			time.Sleep(50 * time.Millisecond)
-			if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
-				t.Errorf("%d files left in tmp/", n)
+			// The session aborts its delivery when it sees the close.
+			for deadline := time.Now().Add(30 * time.Second); countFiles(t, filepath.Join(dir, "tmp")) != 0; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d files left in tmp/ 30s after the client went", countFiles(t, filepath.Join(dir, "tmp")))
+				}
 			}
 			goodClient(t)
 		})
@@ -397,7 +399,7 @@ func TestGracefulStop(t *testing.T) {
 	}
 	defer c.Close()
 	c.Write(pkg[:100])
-	time.Sleep(200 * time.Millisecond) // the session is running
+	waitServerRead(t, c) // the session is running
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	deadline := time.Now().Add(10 * time.Second)
 	for { // the listener closes
@@ -454,7 +456,7 @@ func TestGracefulStopQMTP(t *testing.T) {
 	}
 	defer busy.Close()
 	busy.Write(second[:100])
-	time.Sleep(200 * time.Millisecond) // both sessions are running
+	waitServerRead(t, busy) // both sessions are running (the idle one has had its reply)
 
 	stopped := time.Now()
 	s.cmd.Process.Signal(syscall.SIGTERM)
