@@ -2,6 +2,7 @@ package inject
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -237,6 +238,36 @@ func TestServersFunc(t *testing.T) {
 	if os.Geteuid() != 0 { // root reads anything
 		if _, err := Servers(nil, getenv); err == nil || err == ErrNoServers {
 			t.Fatalf("unreadable control file: %v", err)
+		}
+	}
+}
+
+// TestInjectToPostfixQmqpd (inject_peers_test.go) against the in-process
+// server: a long 8-bit body goes byte for byte, the header completed as
+// qmail-inject would, -f and -t making the envelope.
+func TestInjectCompletesHeaderKeepsBody(t *testing.T) {
+	srv := startScripted(t, "2:Kk,")
+	var body bytes.Buffer
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&body, "line %d: 8-bit \xe4\xf6\xfc\xdf and a tab\there, trailing space \n", i)
+	}
+	body.WriteString(strings.Repeat("x", 990) + "\n")
+	msg := "Subject: complete me\nTo: Someone <someone@example.test>\n\n" + body.String()
+	env, _ := baseEnv(t)
+	if code, stderr := inject(t, env, msg, "-s", srv.addr, "-f", "sender@example.test", "-t"); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	got, sender, rcpts := srv.received(t, 0)
+	head, gotBody, ok := bytes.Cut(got, []byte("\n\n"))
+	if !ok || !bytes.Equal(gotBody, body.Bytes()) {
+		t.Fatalf("sent body differs from the one given (%d vs %d bytes)", len(gotBody), body.Len())
+	}
+	if sender != "sender@example.test" || strings.Join(rcpts, ",") != "someone@example.test" {
+		t.Fatalf("envelope %q %q", sender, rcpts)
+	}
+	for _, want := range []string{"\nDate: ", "\nMessage-ID: <", "\nFrom: tester@example.test", "Subject: complete me"} {
+		if !bytes.Contains(append([]byte("\n"), head...), []byte(want)) {
+			t.Errorf("header lacks %q:\n%s", want, head)
 		}
 	}
 }
