@@ -5,12 +5,10 @@ package flush
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -164,7 +162,6 @@ func TestMaildirsmtpPersonality(t *testing.T) {
 // followed by SMTP: the mail stays for the next run.
 func TestFlushMXPSFallback(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
-	qmtpAddr, dest := serve(t)
 	closed := portOf(testpeer.ClosedAddr(t))
 	dns := dnstest.Start(t, dnstest.Zone{Records: []string{
 		"qmtp.test. 300 IN MX 12801 mx.qmtp.test.",
@@ -190,17 +187,6 @@ func TestFlushMXPSFallback(t *testing.T) {
 		return strings.Join(p, " ")
 	}
 
-	t.Run("qmtp open", func(t *testing.T) {
-		token := testpeer.Token(t)
-		r, code, more := run("qmtp.test", portOf(qmtpAddr), "25", 2, token)
-		want := "succeeded/QMTP/mx.qmtp.test " + qmtpAddr
-		if code != 0 || protocols(r) != want+" "+want {
-			t.Fatalf("exit %d, outcomes %s, want QMTP to serve (%s)", code, protocols(r), more)
-		}
-		if got, _ := delivered(t, dest); len(got) < 2 {
-			t.Errorf("serve stored %d", len(got))
-		}
-	})
 	t.Run("qmtp closed", func(t *testing.T) {
 		token := testpeer.Token(t)
 		r, code, more := run("qmtp.test", closed, "25", 2, token)
@@ -217,20 +203,6 @@ func TestFlushMXPSFallback(t *testing.T) {
 			t.Fatalf("exit %d, outcomes %s, want SMTP to Postfix (%s)", code, protocols(r), more)
 		}
 		pf.WaitFor(t, token, 1, 30*time.Second)
-	})
-	t.Run("qmtp session fails", func(t *testing.T) {
-		failing, qmtpConns := countingListener(t)
-		smtpAddr, smtpConns := countingListener(t)
-		r, code, more := run("qmtp.test", portOf(failing), portOf(smtpAddr), 2, testpeer.Token(t))
-		if code != 111 || r.Summary.Remaining != 2 || r.Summary.Succeeded != 0 {
-			t.Fatalf("exit %d, summary %+v, want both kept (%s)", code, r.Summary, more)
-		}
-		if qmtpConns.Load() == 0 {
-			t.Fatal("the QMTP exchanger was never reached")
-		}
-		if n := smtpConns.Load(); n != 0 {
-			t.Errorf("%d SMTP connections after a QMTP session had started", n)
-		}
 	})
 }
 
@@ -308,28 +280,4 @@ func statuses(r jsonReport) map[string]string {
 		m[o.File] = o.Status + "/" + o.Protocol
 	}
 	return m
-}
-
-// countingListener accepts connections, counts them and closes them at
-// once: a server that must never be used, or a QMTP session that fails
-// right after connecting.
-func countingListener(t *testing.T) (string, *atomic.Int32) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var n atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort().String(), &n
 }
