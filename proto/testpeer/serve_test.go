@@ -3,7 +3,6 @@ package testpeer
 import (
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -44,19 +43,5 @@ func TestClosedAddr(t *testing.T) {
 	_, err := net.Dial("tcp", addr)
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("dial %s: %v, want connection refused", addr, err)
-	}
-}
-
-// procListening finds the port of a listening socket from /proc, as the
-// peer starters read it for a peer told to listen on port 0.
-func TestProcListening(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	port, ok := procListening(os.Getpid())
-	if !ok || port != l.Addr().(*net.TCPAddr).Port {
-		t.Fatalf("procListening: %d %v, want %s", port, ok, l.Addr())
 	}
 }
