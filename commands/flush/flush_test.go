@@ -317,7 +317,9 @@ func TestFlushLock(t *testing.T) {
 	if code != 111 || !strings.Contains(stderr, "another flush of") {
 		t.Fatalf("second flush: exit %d, stderr %q", code, stderr)
 	}
-	if time.Since(start) > 10*time.Second {
+	// A guard, not a measure: a flush that waited for the lock would wait
+	// until runQbox gave up, as the lock is held until it returns.
+	if time.Since(start) > time.Minute {
 		t.Errorf("the second flush waited for the lock")
 	}
 	if len(remaining(t, src)) != 1 {
