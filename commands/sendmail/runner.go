@@ -3,6 +3,7 @@ package sendmail
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"time"
@@ -16,19 +17,23 @@ import (
 // flush, when this process is root, delivers the system queue (no
 // $QBOX_SPOOL) and the system queue exists. What it refused (a planted
 // symlink, a FIFO, garbage) is a matter for a person: it goes to stderr
-// (cron mails it) and to the mail log.
-func pickUp(p *Process) {
+// (cron mails it) and to the mail log. A pickup that failed (the queue
+// cannot take a drop: a full disk, an unwritable or unsafe queue) leaves
+// the drops where they were and returns a *pickupError; another pickup
+// already running is no failure (that one moves them).
+func pickUp(p *Process) error {
 	if os.Geteuid() != 0 || p.Getenv("QBOX_SPOOL") != "" {
-		return
+		return nil
 	}
 	q := spool.System(p.Getenv)
+	var failed error
 	if n, err := spool.AdoptLegacy(q); err != nil {
-		p.errorf("mail in the old spool %s: %v", q.Root, err)
+		failed = &pickupError{what: "mail in the old spool " + q.Root, err: err}
 	} else if n > 0 {
 		p.note(false, "moved %d file(s) from the old spool %s into %s", n, q.Root, q.QueueDir())
 	}
 	if !q.Exists() {
-		return
+		return failed
 	}
 	res, err := spool.PickUp(q, p.now())
 	for _, r := range res.Refused {
@@ -42,9 +47,26 @@ func pickUp(p *Process) {
 		p.note(false, "picked up %d message(s) from %s", len(res.Picked), q.DropDir())
 	}
 	if err != nil && !errors.Is(err, spool.ErrLocked) {
-		p.errorf("pickup: %v", err) // the flush still delivers what is queued
+		failed = &pickupError{what: "the drops in " + q.DropDir(), err: err}
 	}
+	if failed != nil && p.MailLog != nil {
+		p.MailLog(proto.Printable(failed.Error(), 2000))
+	}
+	return failed
 }
+
+// pickupError is a pickup of the system queue that failed; sendmail -q
+// exits 75 on it (exitcode.Temp), after the flush of what was queued.
+type pickupError struct {
+	what string
+	err  error
+}
+
+func (e *pickupError) Error() string {
+	return fmt.Sprintf("pickup failed, %s stay where they were: %v", e.what, e.err)
+}
+
+func (e *pickupError) Unwrap() error { return e.err }
 
 // runQueue is sendmail -q30m (and -bd -q30m): a queue runner in the
 // foreground, for a systemd service. It picks up and flushes at once,
@@ -70,7 +92,9 @@ func runQueue(ctx context.Context, p *Process, o *Options) {
 	}()
 	ctx = proto.WithStopStarting(ctx, stopped)
 	for !proto.StoppedStarting(ctx) {
-		pickUp(p)
+		if err := pickUp(p); err != nil {
+			p.errorf("%v", err) // the runner goes on: the next round tries again
+		}
 		if proto.StoppedStarting(ctx) {
 			break
 		}

@@ -160,8 +160,17 @@ func sendmail(ctx context.Context, p *Process) error {
 		if err != nil {
 			return exitcode.Usage("%v", err)
 		}
-		pickUp(p)
-		return flushSpool(ctx, p, o.Verbose, sel)
+		// A failed pickup still lets the flush deliver what is queued,
+		// then exits 75 with the one line that names it.
+		perr := pickUp(p)
+		ferr := flushSpool(ctx, p, o.Verbose, sel)
+		if perr == nil {
+			return ferr
+		}
+		if ferr != nil && !exitcode.Silent(ferr) {
+			p.errorf("%v", ferr)
+		}
+		return exitcode.Temp(perr)
 	case ModeSMTP:
 		return serveSMTP(ctx, p)
 	}

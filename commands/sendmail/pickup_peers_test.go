@@ -1,0 +1,111 @@
+//go:build peers
+
+package sendmail
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"qbox/proto"
+	"qbox/proto/spool"
+	"qbox/proto/testpeer"
+)
+
+// The pickup of the system queue runs only as root (it alone may list the
+// drop directory), so these tests need root; CI runs as root.
+
+// dropOne leaves a message of size bytes in q's drop directory.
+func dropOne(t *testing.T, q spool.SystemQueue, size int) []string {
+	t.Helper()
+	msg := bytes.Repeat([]byte("x"), size-1)
+	msg = append(msg, '\n')
+	paths, err := spool.Drop(q.DropDir(), proto.Envelope{Sender: "a@example.test", Recipients: []string{"b@example.test"}},
+		bytes.NewReader(msg), int64(len(msg)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths
+}
+
+func dropsLeft(t *testing.T, q spool.SystemQueue) []string {
+	t.Helper()
+	entries, err := os.ReadDir(q.DropDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// A pickup that cannot run (here: a drop directory that lost its sticky
+// bit, which PickUp refuses as unsafe) is exit 75 with one line naming
+// it, and the drop stays; the flush of what was queued still runs.
+func TestPickupFailureExits75(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the pickup runs only as root (CI runs as root)")
+	}
+	top := publicDir(t, 0o755)
+	q := makeSystemQueue(t, filepath.Join(top, "spool"))
+	dropOne(t, q, 100)
+	if err := os.Chmod(q.DropDir(), 0o733); err != nil { // the sticky bit gone
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	p := &Process{Prog: "sendmail", Args: []string{"-q"}, Stdin: strings.NewReader(""), Stdout: &bytes.Buffer{}, Stderr: &stderr,
+		Getenv: envMap(map[string]string{"QBOX_SYSTEM_QUEUE": q.Root, "QMQPSERVERS": testpeer.ClosedAddr(t)})}
+	code := Sendmail(context.Background(), p)
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	if code != 75 || len(lines) != 1 || !strings.Contains(lines[0], "pickup failed") || !strings.Contains(lines[0], "sticky bit") {
+		t.Fatalf("sendmail -q: exit %d, stderr %q; want 75 and one line naming the pickup's failure", code, stderr.String())
+	}
+	if left := dropsLeft(t, q); len(left) != 1 {
+		t.Errorf("drop directory holds %v, want the one drop left in place", left)
+	}
+}
+
+// The case of the issue: the queue's file system is full. The queue is a
+// 64 KiB tmpfs mounted in a mount namespace of the sendmail -q process
+// alone (unshare -m: the host's mounts are not touched), and the drop is
+// larger: the pickup fails with "no space left on device", exit 75, one
+// line, and the drop stays where it was.
+func TestPickupNoSpaceExits75(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs in a private mount namespace needs root (CI runs as root)")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1)")
+	}
+	top := publicDir(t, 0o755)
+	q := makeSystemQueue(t, filepath.Join(top, "spool"))
+	sendmailPath := filepath.Join(top, "sendmail")
+	if err := os.Symlink(testpeer.Binary(t), sendmailPath); err != nil {
+		t.Fatal(err)
+	}
+	drops := dropOne(t, q, 256<<10)
+	env := []string{"QBOX_SYSTEM_QUEUE=" + q.Root, "QMQPSERVERS=" + testpeer.ClosedAddr(t)}
+	code, stdout, stderr := run(t, unshare, env, "", "-m", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o size=64k,mode=0700 qbox-full "$1" && exec "$2" -q`, "sh", q.QueueDir(), sendmailPath)
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if code != 75 || len(lines) != 1 || !strings.Contains(lines[0], "pickup failed") ||
+		!strings.Contains(lines[0], "no space left on device") {
+		t.Fatalf("sendmail -q on a full queue: exit %d, stdout %q, stderr %q; want 75 and one line naming the failure", code, stdout, stderr)
+	}
+	for _, d := range drops {
+		if _, err := os.Lstat(d); err != nil {
+			t.Errorf("drop %s: %v; want it left where it was", d, err)
+		}
+	}
+}
+
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
