@@ -64,6 +64,13 @@ func Main(args []string) int {
 		return p(args)
 	}
 	app := App(os.Stdin, os.Stdout, os.Stderr)
+	if len(args) > 1 && !knownCommand(app, args[1]) {
+		if home, ok := qmailremote.SpawnedUnderOtherName(args, os.Getwd); ok {
+			// $QMAILREMOTE names the qbox binary itself: defer, never
+			// bounce, and say how to fix the link.
+			return qmailremote.Misnamed(os.Stdout, args[0], home)
+		}
+	}
 	err := checkCommandLine(app, args, os.Stderr)
 	if err == nil {
 		err = app.Run(args)

@@ -97,7 +97,7 @@ func checkCommandLine(app *cli.App, args []string, stderr io.Writer) error {
 		return exitcode.Reported(exitcode.BadUsage)
 	}
 	name := args[1]
-	if strings.HasPrefix(name, "-") || name == "help" || name == "h" || app.Command(name) != nil {
+	if knownCommand(app, name) {
 		return nil
 	}
 	s := fmt.Sprintf("qbox: unknown command %q", name)
@@ -106,6 +106,12 @@ func checkCommandLine(app *cli.App, args []string, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "%s; commands: %s; see 'qbox --help'\n", s, strings.Join(names, ", "))
 	return exitcode.Reported(exitcode.BadUsage)
+}
+
+// knownCommand reports whether name, qbox's first argument, is for
+// urfave/cli to handle: a flag, help, or a command.
+func knownCommand(app *cli.App, name string) bool {
+	return strings.HasPrefix(name, "-") || name == "help" || name == "h" || app.Command(name) != nil
 }
 
 func visibleCommandNames(app *cli.App) []string {

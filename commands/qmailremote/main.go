@@ -6,10 +6,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"qbox/commands/exitcode"
 	"qbox/commands/spill"
+	"qbox/proto"
+	"qbox/proto/control"
 )
 
 // Main is the qmail-remote personality: `qmail-remote host sender
@@ -69,4 +72,37 @@ func readMessage(stdin io.Reader) (Message, func(), error) {
 	return Message{Size: buf.Size(), Open: func() (io.ReadCloser, error) {
 		return io.NopCloser(buf.Reader()), nil
 	}}, func() { buf.Close() }, nil
+}
+
+// SpawnedUnderOtherName reports whether qbox, run under a name that is
+// none of its personalities and with a first argument that is none of its
+// commands, was started by qmail-rspawn to be qmail-remote: the working
+// directory is <home>/queue/mess (qmail-rspawn's) and the arguments are
+// host, sender and recipients. It returns the home the directory names.
+func SpawnedUnderOtherName(args []string, getwd func() (string, error)) (string, bool) {
+	if len(args) < 4 {
+		return "", false
+	}
+	return control.SpawnedFrom(getwd)
+}
+
+// Misnamed answers qmail-rspawn for a qbox started under another name
+// (QMAILREMOTE naming the qbox binary itself): qbox cannot tell it is to
+// be qmail-remote, so it defers the message with a Z report that says how
+// to fix the link, and exits 0. Any other exit would be qmail-rspawn's
+// "Unable to run qmail-remote", a bounce for an exit of 100. Nothing goes
+// to fd 2: qmail-rspawn joins it to fd 1.
+func Misnamed(stdout io.Writer, argv0, home string) int {
+	stdout.Write(MisnamedReport(argv0, home).Bytes())
+	return exitcode.Code(nil, exitcode.QmailRemote)
+}
+
+// MisnamedReport is Misnamed's report.
+func MisnamedReport(argv0, home string) Report {
+	name := proto.Printable(filepath.Base(argv0), 100)
+	return Report{'Z', "qbox was run by qmail-rspawn as \"" + name + "\", not as qmail-remote, so it did not know what to do. (#4.3.5)\n" +
+		proto.OneLine("qbox: qbox acts as qmail-remote when the name it is run by is qmail-remote: make $QMAILREMOTE (or "+
+			proto.Printable(filepath.Join(home, "bin", "qmail-remote"), 300)+") a symbolic link named qmail-remote to the qbox binary, "+
+			"e.g. ln -s "+proto.Printable(argv0, 300)+" "+proto.Printable(filepath.Join(home, "bin", "qmail-remote"), 300)+
+			", and unset QMAILREMOTE or point it at that link; the message stays in the queue until then") + "\n"}
 }

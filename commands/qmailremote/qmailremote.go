@@ -80,6 +80,9 @@ type Config struct {
 	// Getenv is the environment (os.Getenv); it gives $QMAILHOME and the
 	// Env* overrides.
 	Getenv func(string) string
+	// Getwd is the working directory (nil: os.Getwd); <home>/queue/mess
+	// names qmail's home when $QMAILHOME is unset (control.SpawnedHome).
+	Getwd func() (string, error)
 	// Resolver answers DNS questions; nil: $QBOX_RESOLVER's server, else
 	// the system resolver.
 	Resolver mxps.Resolver
@@ -98,14 +101,22 @@ type Controls struct {
 	QMTPRoutes     mxps.Routes
 }
 
-// ReadControls reads the control files under $QMAILHOME/control as
+// ReadControls reads the control files under home/control as
 // qmail-remote does: a missing file is its default, an unreadable one an
-// error (qmail-remote's "Unable to read control files").
-func ReadControls(getenv func(string) string) (Controls, error) {
-	ctl := filepath.Join(control.Home(getenv), "control")
+// error (qmail-remote's "Unable to read control files"). The directory
+// itself must be there: without it every route would be missed and the
+// mail bounced by a DNS lookup that should never have been made.
+func ReadControls(home string) (Controls, error) {
+	ctl := filepath.Join(home, "control")
 	c := Controls{}
-	var err error
-	if c.Helo, err = smtp.DefaultHelo(getenv); err != nil {
+	st, err := os.Stat(ctl)
+	if err != nil {
+		return c, err
+	}
+	if !st.IsDir() {
+		return c, fmt.Errorf("%s is not a directory", ctl)
+	}
+	if c.Helo, err = smtp.HeloFromControl(ctl); err != nil {
 		return c, err
 	}
 	if c.TimeoutConnect, err = readSeconds(filepath.Join(ctl, "timeoutconnect"), DefaultTimeoutConnect); err != nil {
@@ -121,6 +132,17 @@ func ReadControls(getenv func(string) string) (Controls, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// controlFailure is the report for control files that cannot be read: a
+// deferral, with where the home came from and how to point qbox at the
+// right one, so the mail stays queued while the admin fixes it.
+func controlFailure(home string, where control.Where, err error) Report {
+	fix := "check that qmail's user can read it"
+	if where == control.FromDefault {
+		fix = "run qbox from qmail-rspawn (working directory <home>/" + control.SpawnDir + ") or set $QMAILHOME in qmail-send's environment"
+	}
+	return Report{'Z', textControl + detail(fmt.Errorf("qbox: %w; qmail's home %s is %v; %s", err, home, where, fix))}
 }
 
 // readSeconds reads a control file holding a number of seconds as
@@ -213,9 +235,14 @@ func Deliver(ctx context.Context, cfg Config, host, sender string, recipients []
 	if host == "" || strings.ContainsAny(host, "\r\n\x00 \t/") {
 		return []Report{{'D', textUsage}}
 	}
-	ctl, err := ReadControls(getenv)
+	getwd := cfg.Getwd
+	if getwd == nil {
+		getwd = os.Getwd
+	}
+	home, where := control.SpawnedHome(getenv, getwd)
+	ctl, err := ReadControls(home)
 	if err != nil {
-		return []Report{{'Z', textControl + detail(err)}}
+		return []Report{controlFailure(home, where, err)}
 	}
 	pp, err := ports(getenv)
 	if err != nil {
@@ -487,24 +514,32 @@ func smtpReports(results []*queuerun.Result) sessionReport {
 }
 
 // qmtpReports reports a QMTP session as the qmtpc patch does: the package
-// carried every recipient and each got its own reply, so every recipient
-// has a report ('r' for K, 'h' for D, 's' for Z or no reply); the message
-// report is K when any recipient was accepted (qmail-rspawn then gives
-// each 'r' recipient K and the others their own letter), else Z when
-// replies were lost, else D.
+// carried every recipient and each got its own reply, 'r' for K, 'h' for
+// D, 's' for Z; the message report is K when any recipient was accepted
+// (qmail-rspawn then gives each 'r' recipient K and the others their own
+// letter), else Z when replies were lost, else D.
+//
+// A session that dies or times out before every reply came is reported as
+// qmail-remote reports an SMTP session that dies: the recipients answered
+// so far, then the message report "Connected to ... but connection
+// died." and nothing for the recipients left unanswered (an 's' with the
+// same sentence would make qmail-rspawn print it twice). Only when a
+// recipient was accepted before the loss, so the message report is K, do
+// the unanswered ones get their 's': a K must not cover them.
 func qmtpReports(results []*queuerun.Result) sessionReport {
 	rep := sessionReport{recipients: make([]*Report, len(results))}
 	ip := sessionPartner(results)
 	var firstK *queuerun.Result
-	lost, cause := false, ""
+	lost, cause := -1, ""
 	for k, r := range results {
 		switch {
 		case r == nil || !r.FromServer:
-			rep.recipients[k] = &Report{'s', died(ip, false, "")}
-			if !lost && r != nil {
-				cause = r.Reply.Text
+			if lost < 0 {
+				lost = k
+				if r != nil {
+					cause = r.Reply.Text
+				}
 			}
-			lost = true
 		case r.Reply.Status == proto.OK:
 			rep.recipients[k] = &Report{'r', ""}
 			if firstK == nil {
@@ -516,8 +551,16 @@ func qmtpReports(results []*queuerun.Result) sessionReport {
 	}
 	switch {
 	case firstK != nil:
+		for k, r := range results {
+			if r == nil || !r.FromServer {
+				rep.recipients[k] = &Report{'s', died(ip, false, cause)}
+			}
+		}
 		rep.message = Report{'K', ip + " accepted message over QMTP.\n" + said(firstK.Reply.Text)}
-	case lost:
+	case lost >= 0:
+		for k := lost; k < len(results); k++ {
+			rep.recipients[k] = nil // the report stops at the first unanswered recipient
+		}
 		rep.message = Report{'Z', died(ip, false, cause)}
 	default:
 		rep.message = Report{'D', "Giving up on " + ip + ".\n"}

@@ -1,11 +1,14 @@
 package qmailremote
 
 // The qmail-rspawn harness: the personality runs as qmail-rspawn runs
-// qmail-remote (a symlink named qmail-remote, the arguments, the message
-// as a regular file on fd 0, the reports read from fd 1, the exit status
-// checked), and its output is parsed as qmail-rspawn parses it, against
-// real peers: Postfix's smtpd, mailfront's smtpfront-echo, `qbox serve`,
-// and a real DNS server in-process.
+// qmail-remote (a symlink named qmail-remote, the working directory
+// <home>/queue/mess, an environment without $QMAILHOME, the arguments,
+// the message as a regular file on fd 0, the reports read from fd 1, the
+// exit status checked), and its output is parsed as qmail-rspawn parses
+// it, against real peers: Postfix's smtpd, mailfront's smtpfront-echo,
+// `qbox serve`, and a real DNS server in-process. rspawn (below) is
+// qmail-rspawn's own run: one recipient, fd 2 joined to fd 1, any exit
+// but 0 "Unable to run qmail-remote".
 
 import (
 	"bufio"
@@ -27,15 +30,17 @@ const testHelo = "qbox-test-client.example"
 
 // run is one qmail-remote run as qmail-rspawn makes it.
 type run struct {
-	home string   // $QMAILHOME
-	env  []string // more environment
+	home string   // qmail's home: the run's working directory is home/queue/mess
+	env  []string // the environment besides PATH (no $QMAILHOME unless given here)
 }
 
 func newRun(t *testing.T, env ...string) *run {
 	t.Helper()
 	home := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(home, "control"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{"control", "queue/mess/0"} {
+		if err := os.MkdirAll(filepath.Join(home, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r := &run{home: home, env: env}
 	r.control(t, "helohost", testHelo+"\n")
@@ -75,7 +80,8 @@ func (r *run) remote(t *testing.T, msg []byte, args ...string) result {
 func (r *run) remoteFrom(t *testing.T, stdin any, nrecip int, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(testpeer.Personality(t, "qmail-remote"), args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "QMAILHOME=" + r.home}, r.env...)
+	cmd.Dir = filepath.Join(r.home, "queue", "mess")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, r.env...)
 	switch in := stdin.(type) {
 	case *os.File:
 		cmd.Stdin = in

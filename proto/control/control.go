@@ -18,13 +18,79 @@ import (
 // longer line is not one.
 const MaxLine = 4096
 
+// DefaultHome is qmail's home when nothing says otherwise.
+const DefaultHome = "/var/qmail"
+
 // Home returns $QMAILHOME, else /var/qmail. An empty variable counts as
-// unset.
+// unset. It is the rule of the programs run from anywhere (qmail-inject,
+// sendmail, qmail-qmqpc as qmail-queue, maildirqmtp): their working
+// directory says nothing about qmail.
 func Home(getenv func(string) string) string {
 	if h := getenv("QMAILHOME"); h != "" {
 		return h
 	}
-	return "/var/qmail"
+	return DefaultHome
+}
+
+// SpawnDir is the working directory qmail-rspawn gives the programs it
+// runs, under qmail's home: it changes to its compiled-in home, then to
+// queue/mess, before it starts qmail-remote.
+const SpawnDir = "queue/mess"
+
+// Where says how a home was found, for messages that must tell an admin
+// what to change.
+type Where int
+
+const (
+	FromEnv     Where = iota // $QMAILHOME
+	FromWorkDir              // the working directory, <home>/queue/mess
+	FromDefault              // /var/qmail
+)
+
+func (w Where) String() string {
+	switch w {
+	case FromEnv:
+		return "from $QMAILHOME"
+	case FromWorkDir:
+		return "from the working directory <home>/" + SpawnDir
+	}
+	return "the default: $QMAILHOME unset and the working directory not <home>/" + SpawnDir
+}
+
+// SpawnedHome is qmail's home for a program qmail-rspawn runs
+// (qmail-remote), found as that program finds it when compiled in:
+// $QMAILHOME when set (not empty); else, when the working directory
+// (getwd, usually os.Getwd) is <dir>/queue/mess, <dir>; else /var/qmail.
+func SpawnedHome(getenv func(string) string, getwd func() (string, error)) (string, Where) {
+	if h := getenv("QMAILHOME"); h != "" {
+		return h, FromEnv
+	}
+	if h, ok := SpawnedFrom(getwd); ok {
+		return h, FromWorkDir
+	}
+	return DefaultHome, FromDefault
+}
+
+// SpawnedFrom returns <dir> when the working directory is
+// <dir>/queue/mess, the directory qmail-rspawn runs its programs in.
+func SpawnedFrom(getwd func() (string, error)) (string, bool) {
+	if getwd == nil {
+		return "", false
+	}
+	wd, err := getwd()
+	if err != nil || !filepath.IsAbs(wd) {
+		return "", false
+	}
+	wd = filepath.Clean(wd)
+	mess, queue := filepath.Base(wd), filepath.Base(filepath.Dir(wd))
+	if mess != "mess" || queue != "queue" {
+		return "", false
+	}
+	home := filepath.Dir(filepath.Dir(wd))
+	if home == wd || home == filepath.Dir(wd) {
+		return "", false
+	}
+	return home, true
 }
 
 // Path is the control file name under Home.

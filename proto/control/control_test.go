@@ -63,3 +63,36 @@ func TestHome(t *testing.T) {
 		t.Error("QMAILHOME")
 	}
 }
+
+func TestSpawnedHome(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	wd := func(s string) func() (string, error) { return func() (string, error) { return s, nil } }
+	for _, c := range []struct {
+		qmailhome, wd, want string
+		where               Where
+	}{
+		{"", "/opt/nq/queue/mess", "/opt/nq", FromWorkDir},
+		{"", "/opt/nq/queue/mess/", "/opt/nq", FromWorkDir},
+		{"", "/queue/mess", "/", FromWorkDir},
+		{"/env/q", "/opt/nq/queue/mess", "/env/q", FromEnv},
+		{"", "/opt/nq/queue", DefaultHome, FromDefault},
+		{"", "/opt/nq/mess", DefaultHome, FromDefault},
+		{"", "/opt/nq/queue/mess/x", DefaultHome, FromDefault},
+		{"", "queue/mess", DefaultHome, FromDefault},
+		{"", "", DefaultHome, FromDefault},
+	} {
+		env["QMAILHOME"] = c.qmailhome
+		home, where := SpawnedHome(getenv, wd(c.wd))
+		if home != c.want || where != c.where {
+			t.Errorf("QMAILHOME=%q, wd %q: %q (%v), want %q (%v)", c.qmailhome, c.wd, home, where, c.want, c.where)
+		}
+	}
+	env["QMAILHOME"] = ""
+	if home, where := SpawnedHome(getenv, func() (string, error) { return "", os.ErrPermission }); home != DefaultHome || where != FromDefault {
+		t.Errorf("getwd failing: %q (%v)", home, where)
+	}
+	if home, where := SpawnedHome(getenv, nil); home != DefaultHome || where != FromDefault {
+		t.Errorf("no getwd: %q (%v)", home, where)
+	}
+}

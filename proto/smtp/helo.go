@@ -15,7 +15,11 @@ import (
 // machine's host name. A missing file moves on to the next; an unreadable
 // one, or a name with a space or a control byte, is an error.
 func DefaultHelo(getenv func(string) string) (string, error) {
-	ctl := filepath.Join(control.Home(getenv), "control")
+	return HeloFromControl(filepath.Join(control.Home(getenv), "control"))
+}
+
+// HeloFromControl is DefaultHelo with the control directory given.
+func HeloFromControl(ctl string) (string, error) {
 	for _, name := range []string{"helohost", "me"} {
 		v, err := control.FirstLine(filepath.Join(ctl, name))
 		if err != nil {
