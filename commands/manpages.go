@@ -82,7 +82,8 @@ ENVIRONMENT
    QMQPSERVERS    QMQP servers (comma or space separated) for inject,
                   qmail-qmqpc, the sendmail personalities and bounces
    QMAILHOME      where control/qmqpservers, control/me and friends are
-                  (default /var/qmail)
+                  (default /var/qmail; the qmail-remote personality, when
+                  it is unset, takes the home qmail-rspawn runs it in)
    QBOX_SPOOL     the sendmail spool (default: the system queue, else
                   ~/.qbox/spool)
    QBOX_SYSTEM_QUEUE  the system queue (default /var/spool/qbox)`
@@ -141,6 +142,11 @@ Options sendmail's callers pass that mean nothing here (-oem, -N, -U, -m, ...)
 are accepted with a warning on stderr, never refused: an MTA that refuses an
 option loses the caller's mail.
 
+QMAIL'S HOME
+
+The control files are under $QMAILHOME/control, else /var/qmail/control,
+wherever sendmail is run from: its callers run it from any directory, which says nothing about qmail's home.
+
 OPTIONS
 
    -t             also send to the To, Cc and Bcc recipients of the header
@@ -197,6 +203,11 @@ would silently lose it). An address holding CR, LF or NUL (an argument, -f, a
 header field), an empty recipient, and a full name ($QMAILNAME, $MAILNAME,
 $NAME) holding CR, LF or NUL that would go into an added From are refused with
 100, never rewritten or encoded.
+
+QMAIL'S HOME
+
+The control files are under $QMAILHOME/control, else /var/qmail/control,
+wherever qmail-inject is run from: its callers run it from any directory, which says nothing about qmail's home.
 
 OPTIONS
 
@@ -266,6 +277,14 @@ The message is read completely before the envelope, because a caller such as
 qmail-inject writes the envelope only after closing the message pipe; a
 message on a regular file is measured, not read.
 
+QMAIL'S HOME
+
+The control files are under $QMAILHOME/control, else /var/qmail/control,
+wherever qmail-qmqpc is run from: qmail runs it as qmail-queue from qmail-inject, qmail-smtpd, qmail-qmtpd,
+qmail-local or qmail-send, each in its own working directory, so the directory
+says nothing about the home (qmail-remote's rule, see qmail-remote(8), does not
+apply).
+
 EXIT STATUS
 
 qmail-queue's codes:
@@ -292,7 +311,8 @@ connection, and removes each file only after the server's K. It is qbox
 flush-maildir with its defaults; see qbox-flush-maildir(1) for the details and
 for the options this form does not take. Permanent failures, and messages
 deferred for more than 14 days, are bounced to their senders over QMQP
-($QMQPSERVERS or $QMAILHOME/control/qmqpservers).
+($QMQPSERVERS or $QMAILHOME/control/qmqpservers; $QMAILHOME, else /var/qmail,
+wherever it is run from).
 
 EXIT STATUS
 
@@ -312,7 +332,8 @@ only after the server accepted its recipient and the message. It is qbox
 flush-maildir --smtp HOST --helo HELOHOST with its defaults; see
 qbox-flush-maildir(1). A 5xx for a recipient, and a message deferred (4xx) for
 more than 14 days, is bounced to its sender over QMQP ($QMQPSERVERS or
-$QMAILHOME/control/qmqpservers).
+$QMAILHOME/control/qmqpservers; $QMAILHOME, else /var/qmail, wherever it is
+run from).
 
 The dial-up site whose provider takes mail only over SMTP: deliver outgoing mail
 into ~alias/pppdir (qmail: ":alias-ppp" in virtualdomains and a
@@ -345,12 +366,31 @@ started. qmail-rspawn runs $QMAILREMOTE instead of qmail-remote when it is set
    exec env - PATH="/var/qmail/bin:$PATH" \
      QMAILREMOTE=/usr/local/bin/qmail-remote qmail-start ./Maildir/
 
-($QMAILREMOTE must name a link called qmail-remote: qbox finds its personality
-by that name; make install creates it.) For a qmail without $QMAILREMOTE, the
+$QMAILREMOTE must name a link called qmail-remote (make install creates
+/usr/local/bin/qmail-remote), never the qbox binary itself: qbox finds its
+personality by the name it is run as. For a qmail without $QMAILREMOTE, the
 link itself:
 
    mv /var/qmail/bin/qmail-remote /var/qmail/bin/qmail-remote.orig
    ln -s /usr/local/bin/qbox /var/qmail/bin/qmail-remote
+
+Started by qmail-rspawn as qbox (or any name that is not a personality), qbox
+recognizes qmail-rspawn's working directory (see QMAIL'S HOME) and its
+arguments, and defers each message with a Z report saying how to make the link
+and exit 0, instead of the usage error whose exit 100 qmail-rspawn would turn
+into a bounce ("Unable to run qmail-remote").
+
+QMAIL'S HOME
+
+qmail-remote finds qmail's home as one compiled for it does: $QMAILHOME when
+set; otherwise, when the working directory is DIR/queue/mess (qmail-rspawn
+changes to its compiled-in home, then to queue/mess, before it runs
+qmail-remote), DIR; otherwise /var/qmail. A qmail at another prefix needs no
+$QMAILHOME. The control directory must exist (it may be empty): a missing or
+unreadable control directory or file is a Z, "Unable to read control files.
+(#4.3.0)", followed by the path, where the home came from and what to change,
+so the mail stays queued; a misconfiguration never costs the bounce a DNS
+lookup without the routes would give.
 
 ROUTING
 
@@ -380,14 +420,18 @@ own account of a failure. As with qmail-remote there are fewer recipient
 reports than recipients when the session failed before they were answered
 (qmail-rspawn then takes the message report for them). A QMTP session answers
 every recipient: each gets its report, and the message report is K when any
-was accepted.
+was accepted. A QMTP session that dies or times out before the replies came is
+reported as qmail-remote reports an SMTP session that dies: the reports of the
+recipients answered so far, then Z "Connected to 192.0.2.1 but connection
+died. (#4.4.2)" alone, so qmail's log carries the sentence once (only when a
+recipient was accepted first, with K, do the unanswered ones get an s).
 
 A SENDER with CR, LF or NUL is refused with D; such a RECIPIENT, or an empty
 one, gets h, and the others are sent.
 
 CONTROL FILES
 
-Under $QMAILHOME/control ($QMAILHOME defaults to /var/qmail):
+Under control in qmail's home (see QMAIL'S HOME):
 
    helohost        the name for EHLO/HELO; default: me, then the host name
    me              see helohost
@@ -398,7 +442,7 @@ Under $QMAILHOME/control ($QMAILHOME defaults to /var/qmail):
 
 ENVIRONMENT
 
-   QMAILHOME       qmail's home; default /var/qmail
+   QMAILHOME       qmail's home; unset: see QMAIL'S HOME
    QBOX_RESOLVER   HOST:PORT of a DNS server to ask instead of the system's
    QBOX_QMTP_PORT  port for MXPS's QMTP attempts instead of 209
    QBOX_SMTP_PORT  port for MX and [address] SMTP attempts instead of 25

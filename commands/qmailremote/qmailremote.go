@@ -138,9 +138,14 @@ func ReadControls(home string) (Controls, error) {
 // deferral, with where the home came from and how to point qbox at the
 // right one, so the mail stays queued while the admin fixes it.
 func controlFailure(home string, where control.Where, err error) Report {
-	fix := "check that qmail's user can read it"
-	if where == control.FromDefault {
-		fix = "run qbox from qmail-rspawn (working directory <home>/" + control.SpawnDir + ") or set $QMAILHOME in qmail-send's environment"
+	var fix string
+	switch where {
+	case control.FromEnv:
+		fix = "correct $QMAILHOME in qmail-send's environment, or unset it so that qmail-rspawn's working directory <home>/" + control.SpawnDir + " names the home"
+	case control.FromWorkDir:
+		fix = "create it, or make it and its files readable by qmail's remote user (qmailr)"
+	default:
+		fix = "run qbox as qmail-remote from qmail-rspawn (working directory <home>/" + control.SpawnDir + ") or set $QMAILHOME in qmail-send's environment"
 	}
 	return Report{'Z', textControl + detail(fmt.Errorf("qbox: %w; qmail's home %s is %v; %s", err, home, where, fix))}
 }

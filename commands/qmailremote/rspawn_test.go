@@ -13,6 +13,7 @@ package qmailremote
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -433,3 +435,212 @@ func TestQMTPServeQueueProgram(t *testing.T) {
 
 // closedPort is a loopback port where connecting is refused.
 func closedPort(t *testing.T) string { return portOf(testpeer.ClosedAddr(t)) }
+
+// qmail-rspawn's own run of qmail-remote, for the tests that check what
+// qmail-send ends up logging: the program named as $QMAILREMOTE names it
+// (the qmail-remote link, or anything else), started in <home>/queue/mess
+// with the queue file opened there on fd 0, fd 2 joined to fd 1, one
+// recipient, the host the part after its last '@', a clean environment,
+// and the exit status read as qmail-rspawn reads it.
+
+// rspawn runs prog (nil: the qmail-remote link) for one recipient as
+// qmail-rspawn does and returns what qmail-rspawn tells qmail-send, and
+// qmail-remote's raw output.
+func (r *run) rspawn(t *testing.T, prog string, msg []byte, sender, recip string) (string, []byte) {
+	t.Helper()
+	if prog == "" {
+		prog = testpeer.Personality(t, "qmail-remote")
+	}
+	mess := filepath.Join(r.home, "queue", "mess")
+	name := filepath.Join("0", strings.NewReplacer("/", "-").Replace(t.Name())) // relative, as qmail-send names it
+	if err := os.WriteFile(filepath.Join(mess, name), msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(filepath.Join(mess, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	host := recip[strings.LastIndexByte(recip, '@')+1:]
+	cmd := exec.Command(prog, host, sender, recip)
+	cmd.Dir = mess
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, r.env...)
+	var out bytes.Buffer
+	cmd.Stdin = in
+	cmd.Stdout, cmd.Stderr = &out, &out // one pipe: qmail-rspawn's fd_copy(2,1)
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return "Zqmail-remote crashed.\n", out.Bytes()
+		}
+		if ee.ExitCode() == 111 {
+			return "ZUnable to run qmail-remote.\n", out.Bytes()
+		}
+		return "DUnable to run qmail-remote.\n", out.Bytes()
+	case err != nil:
+		// qmail-rspawn's child exits 111 when execvp fails temporarily,
+		// 100 otherwise; a missing program is permanent.
+		return "DUnable to run qmail-remote.\n", nil
+	}
+	return verdict(out.Bytes()), out.Bytes()
+}
+
+// Under qmail-rspawn, with no $QMAILHOME anywhere, the routes in the
+// control files of the home the working directory names are used: QMTP
+// by qmtproutes into `qbox serve`, SMTP by smtproutes to an SMTP server;
+// each recipient is delivered (K), not looked up in DNS and bounced.
+func TestRspawnRoutesFromWorkingDirectory(t *testing.T) {
+	if os.Getenv("QMAILHOME") != "" {
+		t.Log("QMAILHOME is set in the test's environment; the runs do not pass it on")
+	}
+	qmtpAddr, dest := serveQMTP(t)
+	smtpAddr, smtpConns := scriptedSMTP(t, nil, "250 ok queued", false)
+	r := newRun(t)
+	r.control(t, "qmtproutes", "qmtp.test:127.0.0.1:"+portOf(qmtpAddr)+"\n")
+	r.control(t, "smtproutes", "smtp.test:127.0.0.1:"+portOf(smtpAddr)+"\n")
+
+	msg := testMessage(testpeer.Token(t))
+	v, raw := r.rspawn(t, "", msg, "sender@example.test", "one@qmtp.test")
+	if !strings.HasPrefix(v, "K127.0.0.1 accepted message over QMTP.\n") {
+		t.Fatalf("QMTP route: qmail-rspawn's verdict %q (reports %q)", v, raw)
+	}
+	if got := stored(t, dest); len(got) != 1 || !bytes.HasSuffix(got[0], msg) {
+		t.Fatalf("serve stored %d messages, want the one sent", len(got))
+	}
+	v, raw = r.rspawn(t, "", msg, "sender@example.test", "one@smtp.test")
+	if !strings.HasPrefix(v, "K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n") || smtpConns.Load() != 1 {
+		t.Fatalf("SMTP route: qmail-rspawn's verdict %q (reports %q), %d SMTP connections", v, raw, smtpConns.Load())
+	}
+
+	// $QMAILHOME, when set, wins over the working directory.
+	other := newRun(t)
+	other.control(t, "qmtproutes", "qmtp.test:127.0.0.1:"+closedPort(t)+"\n")
+	r.env = []string{"QMAILHOME=" + other.home}
+	if v, raw := r.rspawn(t, "", msg, "sender@example.test", "two@qmtp.test"); !strings.HasPrefix(v, "ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n") {
+		t.Fatalf("QMAILHOME's routes: verdict %q (reports %q)", v, raw)
+	}
+}
+
+// Control files that cannot be read defer (Z) with the reason and the
+// way the home was found, never bounce: no control directory under the
+// home the working directory names, a $QMAILHOME without one, an
+// unreadable route file.
+func TestRspawnControlUnreadable(t *testing.T) {
+	msg := testMessage("x")
+	r := newRun(t)
+	if err := os.RemoveAll(filepath.Join(r.home, "control")); err != nil {
+		t.Fatal(err)
+	}
+	v, raw := r.rspawn(t, "", msg, "sender@example.test", "a@remote.test")
+	if !strings.HasPrefix(v, "ZUnable to read control files. (#4.3.0)\nqbox: stat "+filepath.Join(r.home, "control")+": no such file or directory; qmail's home "+r.home+" is from the working directory <home>/queue/mess;") {
+		t.Fatalf("no control directory: verdict %q (reports %q)", v, raw)
+	}
+
+	r = newRun(t, "QMAILHOME="+filepath.Join(t.TempDir(), "nowhere"))
+	if v, raw := r.rspawn(t, "", msg, "sender@example.test", "a@remote.test"); !strings.HasPrefix(v, "ZUnable to read control files. (#4.3.0)\n") || !strings.Contains(v, "is from $QMAILHOME") {
+		t.Fatalf("QMAILHOME without control: verdict %q (reports %q)", v, raw)
+	}
+
+	r = newRun(t)
+	r.control(t, "smtproutes", "")
+	if err := os.Remove(filepath.Join(r.home, "control", "smtproutes")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(r.home, "control", "smtproutes"), 0o755); err != nil { // unreadable as a file, even by root
+		t.Fatal(err)
+	}
+	if v, raw := r.rspawn(t, "", msg, "sender@example.test", "a@remote.test"); !strings.HasPrefix(v, "ZUnable to read control files. (#4.3.0)\n") {
+		t.Fatalf("unreadable smtproutes: verdict %q (reports %q)", v, raw)
+	}
+}
+
+// $QMAILREMOTE naming the qbox binary itself, not a link called
+// qmail-remote: qbox sees qmail-rspawn's working directory and arguments
+// and defers (Z, exit 0) saying how to make the link, so the mail stays
+// queued. Run elsewhere, the same command line is still an unknown
+// command (exit 100).
+func TestRspawnMislinkedBinary(t *testing.T) {
+	r := newRun(t)
+	v, raw := r.rspawn(t, testpeer.Binary(t), testMessage("x"), "sender@example.test", "a@remote.test")
+	want := "Zqbox was run by qmail-rspawn as \"qbox\", not as qmail-remote, so it did not know what to do. (#4.3.5)\n"
+	if !strings.HasPrefix(v, want) || !strings.Contains(v, "ln -s "+testpeer.Binary(t)+" "+filepath.Join(r.home, "bin", "qmail-remote")) {
+		t.Fatalf("verdict %q (reports %q)", v, raw)
+	}
+	if n := bytes.Count(raw, []byte{0}); n != 1 || raw[0] != 'Z' {
+		t.Errorf("%d reports in %q, want the one Z", n, raw)
+	}
+
+	cmd := exec.Command(testpeer.Binary(t), "remote.test", "sender@example.test", "a@remote.test")
+	cmd.Dir = t.TempDir()
+	if code := testpeer.ExitCode(t, cmd.Run()); code != 100 {
+		t.Errorf("outside queue/mess: exit %d, want 100 (unknown command)", code)
+	}
+}
+
+// silentServer accepts connections and reads them without ever replying,
+// until the test ends.
+func silentServer(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			go func() {
+				defer c.Close()
+				go func() { <-done; c.Close() }()
+				buf := make([]byte, 4096)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), &n
+}
+
+// A QMTP session that dies (the server closes after the connect) or
+// times out (control/timeoutremote, the server silent) is reported as
+// qmail-remote reports an SMTP session that dies: the one Z, "Connected
+// to 127.0.0.1 but connection died. (#4.4.2)", no 's' before it, so
+// qmail-rspawn's line carries the sentence once.
+func TestRspawnQMTPSessionDiesReportParity(t *testing.T) {
+	closing, _ := scriptedSMTP(t, nil, "", true)
+	silent, _ := silentServer(t)
+	for _, c := range []struct{ name, addr, timeout string }{{"dies", closing, ""}, {"times out", silent, "1\n"}} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRun(t)
+			r.control(t, "qmtproutes", ":127.0.0.1:"+portOf(c.addr)+"\n")
+			if c.timeout != "" {
+				r.control(t, "timeoutremote", c.timeout)
+			}
+			v, raw := r.rspawn(t, "", testMessage("x"), "sender@example.test", "a@remote.test")
+			const died = "Connected to 127.0.0.1 but connection died. (#4.4.2)\n"
+			if raw == nil || raw[0] != 'Z' || bytes.Count(raw, []byte{0}) != 1 {
+				t.Fatalf("reports %q, want the one Z", raw)
+			}
+			if !strings.HasPrefix(v, "Z"+died) || strings.Count(v, "connection died") != 1 {
+				t.Fatalf("qmail-rspawn's verdict %q, want %q once", v, died)
+			}
+			// Two recipients (not qmail-rspawn's way, qmail-remote's
+			// interface): still the one Z.
+			res := r.remote(t, testMessage("x"), "remote.test", "sender@example.test", "a@remote.test", "b@remote.test")
+			if res.letters() != "Z" || !strings.HasPrefix(res.message, "Z"+died) {
+				t.Fatalf("two recipients: reports %q", res.raw)
+			}
+		})
+	}
+}
