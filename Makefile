@@ -16,7 +16,7 @@ TAGS          := urfave_cli_no_docs
 PERSONALITIES := sendmail qmail-inject qmail-qmqpc mailq maildirqmtp maildirsmtp newaliases qmail-queue qmail-remote
 FUZZTIME      ?= 20s
 
-.PHONY: build peers test demo fuzz bench man lint install clean
+.PHONY: build peers test demo fuzz bench man lint install deb clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o qbox .
@@ -82,6 +82,16 @@ install: build man
 	install -d -m 1733 $(DESTDIR)$(SPOOLDIR)/maildrop
 	install -d -m 0700 $(DESTDIR)$(SPOOLDIR)/queue
 
+# The Debian packages qbox and qbox-mta into dist/, built with dpkg-deb
+# (commands/packaging/deb.sh says what goes where): a stripped build of
+# the binary, the man pages, shell completion, the systemd units.
+deb: man
+	rm -rf dist
+	mkdir -p dist/build
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -ldflags "$(LDFLAGS) -s -w" -o dist/build/qbox .
+	bash commands/packaging/deb.sh dist/build/qbox man dist
+	rm -rf dist/build
+
 clean:
 	rm -f qbox
-	rm -rf man
+	rm -rf man dist
