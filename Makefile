@@ -61,14 +61,17 @@ man:
 	$(GO) run -ldflags "$(LDFLAGS)" . man man >/dev/null
 
 # Both builds of the tests: without the peers tag (what `go test ./...`
-# compiles; a helper only peer tests use shows up as unused) and with it.
+# compiles; a helper only peer tests use shows up as unused) and with it;
+# and the installed-package test (tag installed).
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags peers ./...
 	$(GO) vet -tags $(TAGS) ./...
+	$(GO) vet -tags installed ./commands/packaging/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 -tags peers ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 -tags installed ./commands/packaging/
 
 install: build man
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8

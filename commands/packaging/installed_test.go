@@ -185,8 +185,14 @@ func TestInstalledQbox(t *testing.T) {
 		paths = append(paths, "/usr/lib/systemd/system/"+u)
 	}
 	// verify loads each unit as systemd would (without systemd as PID 1)
-	// and checks the ExecStart binary and the man pages exist.
-	if out, err := exec.Command("systemd-analyze", append([]string{"verify"}, paths...)...).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+	// and checks the ExecStart binary and (with man-db) the man pages
+	// exist.
+	verify := []string{"verify"}
+	if _, err := exec.LookPath("man"); err != nil {
+		t.Log("man is not installed: systemd-analyze verify --man=no")
+		verify = append(verify, "--man=no")
+	}
+	if out, err := exec.Command("systemd-analyze", append(verify, paths...)...).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	// The exposure README gives; serve's target is 2.0 at most.
