@@ -1,8 +1,10 @@
 package proto
 
 import (
+	"container/list"
 	"context"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -16,65 +18,200 @@ const NotAuthorized = "sorry, not authorized to use this service (#5.7.1)"
 
 // Connection limit defaults.
 const (
-	DefaultMaxConns  = 200
-	DefaultQueueWait = 10 * time.Second
+	DefaultMaxConns = 200
+	// DefaultWaitingFactor sizes the waiting room: DefaultWaitingFactor ×
+	// the most sessions may wait for a free slot, so that a burst of six
+	// times --max-conns clients at once is served in order, not refused.
+	DefaultWaitingFactor = 5
+	DefaultQueueWait     = 10 * time.Second
 )
 
-// ConnLimit bounds the sessions of one or more servers together: give the
-// QMQP, QMTP and SMTP servers the same one and at most Max sessions run
-// on all of them at once, as a shared Budget bounds their envelopes. A
-// connection beyond Max waits up to QueueWait for a free slot, at most
-// Max of them wait, and the others are closed without a reply at once (a
-// temporary failure for the client).
+// ConnLimit bounds the connections of one or more servers together: give
+// the QMQP, QMTP and SMTP servers the same one and at most Max sessions
+// run on all of them at once, as a shared Budget bounds their envelopes.
+//
+// A connection beyond Max waits in a waiting room of Waiting places, in
+// the order the connections arrived, for the next free slot, up to
+// QueueWait; one that finds the room full, or whose wait is over, is
+// refused (a temporary failure for the client). So the connections a
+// server holds (running, waiting, lingering after their session) are
+// never more than Max + Waiting, however many clients come, and beside
+// them at most Max refusals of clients outside the access list linger
+// (see Refusing).
 type ConnLimit struct {
-	max       int
-	queueWait time.Duration
-	slots     chan struct{} // one token per running session
-	waiting   chan struct{} // one token per connection waiting for a slot
+	max, waiting int
+	queueWait    time.Duration
+
+	mu       sync.Mutex
+	held     int        // admitted connections not yet gone: at most max + waiting
+	running  int        // of them, holding a session slot: at most max
+	queue    *list.List // of *Ticket, waiting for a slot, first come first
+	refusing int        // refusals lingering (Refusing): at most max
 }
 
 // NewConnLimit returns a limit of max sessions (DefaultMaxConns if 0 or
-// less) whose surplus waits up to queueWait (DefaultQueueWait if 0 or
-// less).
-func NewConnLimit(max int, queueWait time.Duration) *ConnLimit {
+// less) with a waiting room of waiting places (DefaultWaitingFactor × max
+// if 0; none if less than 0) whose connections wait up to queueWait each
+// (DefaultQueueWait if 0 or less).
+func NewConnLimit(max, waiting int, queueWait time.Duration) *ConnLimit {
 	if max <= 0 {
 		max = DefaultMaxConns
+	}
+	switch {
+	case waiting == 0:
+		waiting = DefaultWaitingFactor * max
+	case waiting < 0:
+		waiting = 0
 	}
 	if queueWait <= 0 {
 		queueWait = DefaultQueueWait
 	}
-	return &ConnLimit{max: max, queueWait: queueWait, slots: make(chan struct{}, max), waiting: make(chan struct{}, max)}
+	return &ConnLimit{max: max, waiting: waiting, queueWait: queueWait, queue: list.New()}
 }
 
 // Max is the most sessions at once.
 func (c *ConnLimit) Max() int { return c.max }
 
-// Acquire takes a session slot, waiting up to QueueWait (or until ctx is
-// done) if all are busy, and reports whether it got one. Release gives it
-// back.
-func (c *ConnLimit) Acquire(ctx context.Context) bool {
-	select {
-	case c.slots <- struct{}{}:
-		return true
-	default:
-	}
-	select {
-	case c.waiting <- struct{}{}:
-	default:
-		return false // the waiting room is full as well
-	}
-	defer func() { <-c.waiting }()
-	t := time.NewTimer(c.queueWait)
-	defer t.Stop()
-	select {
-	case c.slots <- struct{}{}:
-		return true
-	case <-t.C:
-		return false
-	case <-ctx.Done():
-		return false
-	}
+// Waiting is the size of the waiting room.
+func (c *ConnLimit) Waiting() int { return c.waiting }
+
+// QueueWait is the longest a connection waits for a slot.
+func (c *ConnLimit) QueueWait() time.Duration { return c.queueWait }
+
+// Counts reports the connections held now (running, waiting or
+// lingering) and, of them, those holding a slot and those waiting.
+func (c *ConnLimit) Counts() (held, running, waiting int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held, c.running, c.queue.Len()
 }
 
-// Release gives back a slot Acquire took.
-func (c *ConnLimit) Release() { <-c.slots }
+// A Ticket is one admitted connection's place: a session slot or a
+// place in the waiting room. Leave gives it up.
+type Ticket struct {
+	c       *ConnLimit
+	arrived time.Time
+	elem    *list.Element // in c.queue while waiting
+	ready   chan struct{} // closed when a slot is handed over
+	slot    bool          // holds a session slot
+	gone    bool          // Leave was called
+}
+
+// Enter admits a connection that has just arrived: it returns a ticket
+// holding a session slot when one is free and nobody waits before it, a
+// place at the end of the waiting room otherwise, or nil when every slot
+// and every place are taken (refuse the connection at once). Call it in
+// the order connections arrive (the accept loop): that is the order the
+// waiting ones get their slots.
+func (c *ConnLimit) Enter() *Ticket {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held >= c.max+c.waiting {
+		return nil
+	}
+	t := &Ticket{c: c, arrived: time.Now()}
+	if c.running < c.max && c.queue.Len() == 0 {
+		c.running++
+		t.slot = true
+	} else {
+		if c.queue.Len() >= c.waiting { // slots held by lingering tickets: no room
+			return nil
+		}
+		t.ready = make(chan struct{})
+		t.elem = c.queue.PushBack(t)
+	}
+	c.held++
+	return t
+}
+
+// Wait waits until the ticket holds a session slot, for at most QueueWait
+// after it entered, or until ctx is done, and reports whether it got one.
+func (t *Ticket) Wait(ctx context.Context) bool {
+	c := t.c
+	c.mu.Lock()
+	if t.slot || t.gone {
+		c.mu.Unlock()
+		return t.slot
+	}
+	c.mu.Unlock()
+	timer := time.NewTimer(c.queueWait - time.Since(t.arrived))
+	defer timer.Stop()
+	select {
+	case <-t.ready:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.slot && t.elem != nil { // not handed one: out of the line
+		c.queue.Remove(t.elem)
+		t.elem = nil
+	}
+	return t.slot
+}
+
+// Release gives back the ticket's session slot, if it holds one, to the
+// first connection waiting; the ticket stays held (the connection may
+// still linger) until Leave.
+func (t *Ticket) Release() {
+	c := t.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.release()
+}
+
+func (t *Ticket) release() {
+	c := t.c
+	if !t.slot {
+		return
+	}
+	t.slot = false
+	if e := c.queue.Front(); e != nil {
+		next := c.queue.Remove(e).(*Ticket)
+		next.elem = nil
+		next.slot = true
+		close(next.ready)
+		return
+	}
+	c.running--
+}
+
+// Leave gives up the ticket: its slot goes to the first connection
+// waiting, its place in the waiting room to the next to arrive. It may be
+// called more than once.
+func (t *Ticket) Leave() {
+	c := t.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.gone {
+		return
+	}
+	t.gone = true
+	t.release()
+	if t.elem != nil {
+		c.queue.Remove(t.elem)
+		t.elem = nil
+	}
+	c.held--
+}
+
+// Refusing takes one of the Max places for refusing a client outside the
+// access list at leisure (its reply written and the connection lingering
+// so that the reply is not lost); it reports false when all are taken
+// (refuse without lingering). Refused gives the place back.
+func (c *ConnLimit) Refusing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refusing >= c.max {
+		return false
+	}
+	c.refusing++
+	return true
+}
+
+// Refused gives back a place Refusing took.
+func (c *ConnLimit) Refused() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refusing--
+}

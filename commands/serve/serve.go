@@ -85,7 +85,8 @@ running sessions finish within --grace.`,
 			&cli.StringSliceFlag{Name: "relay", Usage: "with --rcpthosts: QMTP clients from `CIDR` may send to any domain (repeatable; under --stdio, $RELAYCLIENT does the same)"},
 			&cli.StringFlag{Name: "max-size", Value: "10M", Usage: "largest message, in `BYTES` (suffix K, M or G for KiB, MiB, GiB)"},
 			&cli.IntFlag{Name: "max-recipients", Value: proto.DefaultMaxRecipients, Usage: "most recipients per message"},
-			&cli.IntFlag{Name: "max-conns", Value: proto.DefaultMaxConns, Usage: "most concurrent sessions; more connections wait briefly, then are closed"},
+			&cli.IntFlag{Name: "max-conns", Value: proto.DefaultMaxConns, Usage: "most concurrent sessions (QMQP, QMTP and SMTP together); more connections wait in order for a free one, up to 10 s (--timeout if shorter), in the waiting room of --max-waiting"},
+			&cli.IntFlag{Name: "max-waiting", Usage: "`N` connections beyond --max-conns may wait for a free session; more are refused at once (SMTP: 421 4.3.2); 0 for none (default 5 x --max-conns)"},
 			&cli.StringFlag{Name: "envelope-memory", Value: "32M", Usage: "`BYTES` of envelope addresses all sessions may hold at once (each address counts 128 bytes more); recipients beyond it get Z and come again later, so memory stays bounded however many sessions send large envelopes"},
 			&cli.DurationFlag{Name: "timeout", Value: proto.DefaultTimeout, Usage: "idle timeout per read and write"},
 			&cli.DurationFlag{Name: "session-limit", Value: proto.DefaultSessionLimit, Usage: "longest session"},
@@ -116,6 +117,18 @@ func action(c *cli.Context) error {
 		return exitcode.Usage("--envelope-memory: %v", err)
 	}
 	setMemoryLimit(envelopeMemory)
+	if c.Int("max-conns") <= 0 {
+		return exitcode.Usage("--max-conns: %d is not a positive number of sessions", c.Int("max-conns"))
+	}
+	maxWaiting := 0 // the default, DefaultWaitingFactor x --max-conns
+	if c.IsSet("max-waiting") {
+		if maxWaiting = c.Int("max-waiting"); maxWaiting < 0 {
+			return exitcode.Usage("--max-waiting: %d is negative; 0 means no waiting room", maxWaiting)
+		}
+		if maxWaiting == 0 {
+			maxWaiting = -1 // Config's "none"
+		}
+	}
 	allow, err := ParseAllow(c.StringSlice("allow"))
 	if err != nil {
 		return exitcode.Usage("--allow: %v", err)
@@ -155,6 +168,7 @@ func action(c *cli.Context) error {
 		MaxRecipients:  c.Int("max-recipients"),
 		EnvelopeMemory: envelopeMemory,
 		MaxConns:       c.Int("max-conns"),
+		MaxWaiting:     maxWaiting,
 		Timeout:        c.Duration("timeout"),
 		SessionLimit:   c.Duration("session-limit"),
 		Grace:          c.Duration("grace"),

@@ -66,11 +66,14 @@ type Config struct {
 	// envelope does not fit gets Z; QMTP recipients that do not fit get
 	// Z (#4.5.3) and come again in a later package.
 	EnvelopeMemory int64
-	// MaxConns bounds concurrent sessions. A connection beyond it waits
-	// up to QueueWait for a free slot (at most MaxConns of them wait),
-	// and is otherwise closed without a reply: a temporary failure for
-	// the client.
+	// MaxConns bounds concurrent sessions. A connection beyond it waits,
+	// in order of arrival, up to QueueWait for the next free slot in a
+	// waiting room of MaxWaiting places (0: proto.DefaultWaitingFactor ×
+	// MaxConns; less than 0: none); one that finds the room full or waits
+	// too long is refused, closed without a reply (SMTP: 421 4.3.2), a
+	// temporary failure for the client.
 	MaxConns     int
+	MaxWaiting   int
 	QueueWait    time.Duration
 	Timeout      time.Duration // idle, per read and per write
 	SessionLimit time.Duration
@@ -149,7 +152,7 @@ func NewServer(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, hostnameSet: hostnameSet}
 	envelopes := proto.NewBudget(cfg.EnvelopeMemory)
-	conns := proto.NewConnLimit(cfg.MaxConns, cfg.QueueWait)
+	conns := proto.NewConnLimit(cfg.MaxConns, cfg.MaxWaiting, cfg.QueueWait)
 	limits := proto.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients}
 	s.qmqp = &qmqp.Server{
 		Backend:      cfg.Backend,

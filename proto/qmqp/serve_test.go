@@ -130,7 +130,7 @@ func TestServeRefusesClientOutsideAllow(t *testing.T) {
 // QMQP server's one slot taken, a QMTP connection is closed without a
 // reply; once the QMQP session is over, QMTP is served again.
 func TestServeConnLimitShared(t *testing.T) {
-	conns := proto.NewConnLimit(1, time.Nanosecond)
+	conns := proto.NewConnLimit(1, 0, time.Nanosecond)
 	b := newGateBackend()
 	close(b.release)
 	log := &syncBuffer{}

@@ -117,7 +117,8 @@ type Server struct {
 
 // Serve accepts connections on l and serves each in its own goroutine:
 // a client outside Allow gets an immediate D; beyond Conns the connection
-// waits for a slot, briefly, and is otherwise closed; each session is
+// waits for a slot in Conns' waiting room, in order, briefly, and is
+// otherwise closed without a reply; each session is
 // ServeConn's, logged. Serve returns proto.ErrServerClosed after Shutdown
 // or Close, another error only if l fails for good; it closes l.
 func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }

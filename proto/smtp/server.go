@@ -33,6 +33,13 @@ import (
 // before the connection is closed (RFC 5321 3.1: 554 instead of 220).
 const NotAuthorized = "554 5.7.1 " + proto.NotAuthorized + "\r\n"
 
+// Busy is the greeting a connection gets, before it is closed, when no
+// session slot is free for it (every slot taken and the waiting room
+// full, or its wait over): a temporary failure, the client comes again.
+// 4.3.2 is RFC 3463's "system not accepting network messages", the code
+// Postfix's postscreen uses for "all server ports are busy".
+const Busy = "421 4.3.2 all server ports are busy, try again later\r\n"
+
 // Replies of the SMTP server, in qmail-smtpd's words where it has them.
 var (
 	errBadSender = &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 1, 7},
@@ -102,7 +109,8 @@ type Server struct {
 
 // Serve accepts connections on l and serves each in its own goroutine:
 // a client outside Allow is greeted 554; beyond Conns the connection
-// waits for a slot, briefly, and is otherwise closed; each session is
+// waits for a slot in Conns' waiting room, in order, briefly, and is
+// otherwise greeted Busy (421) and closed; each session is
 // ServeConn's, logged. Serve returns proto.ErrServerClosed after Shutdown
 // or Close, another error only if l fails for good; it closes l.
 func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
@@ -136,6 +144,10 @@ func (s *Server) loopConfig() *serverloop.Config {
 		Logger:   s.Logger,
 		Refuse: func(w io.Writer) error {
 			_, err := io.WriteString(w, NotAuthorized)
+			return err
+		},
+		Busy: func(w io.Writer) error {
+			_, err := io.WriteString(w, Busy)
 			return err
 		},
 		Session: s.session,

@@ -28,6 +28,12 @@ type Config struct {
 	Logger   *slog.Logger     // nil: no log lines
 	// Refuse writes the immediate refusal a client outside Allow gets.
 	Refuse func(w io.Writer) error
+	// Busy, if set, writes the refusal a connection gets when no session
+	// slot is free for it (the waiting room is full, or its wait is
+	// over): SMTP's 421 greeting. Nil closes the connection without a
+	// word, a temporary failure for a QMQP or QMTP client (a reply could
+	// only come before the client has sent its package, and be lost).
+	Busy func(w io.Writer) error
 	// Session runs one session on c and logs its connection line (start
 	// is when the connection arrived). It reports whether the client may
 	// still be sending when it returns, so that closing now could reset
@@ -133,40 +139,96 @@ func (lp *Loop) Serve(l net.Listener, cfg *Config) error {
 		}
 		lp.active.Add(1)
 		lp.mu.Unlock()
-		go func() {
-			defer lp.active.Done()
-			lp.handle(c, cfg)
-		}()
+		lp.admit(c, cfg)
 	}
 }
 
-// handle serves one accepted connection: access check, slot, session.
-func (lp *Loop) handle(c net.Conn, cfg *Config) {
-	defer c.Close()
+// admit decides, in the accept loop and so in the order connections
+// arrive, what becomes of c: a client outside Allow is refused (lingering
+// in one of the limit's refusal places, or at once when they are all
+// taken); another gets a ticket, a session slot or a place in the waiting
+// room, and its goroutine; with every slot and place taken it is refused
+// at once. Whatever is held is bounded by the limit, never by how many
+// clients come. It calls lp.active.Done when c is done with.
+func (lp *Loop) admit(c net.Conn, cfg *Config) {
 	start := time.Now()
 	ip := proto.RemoteIP(c.RemoteAddr())
 	peer := proto.Peer{LocalHost: cfg.Hostname}
 	if ip.IsValid() {
 		peer.RemoteIP = ip.String()
 	}
+	conns := lp.limit(cfg)
 	if !Allowed(cfg.Allow, ip) {
-		refuse(cfg, c, peer.RemoteIP, start)
-		proto.Linger(c)
+		if !conns.Refusing() {
+			// Every refusal place lingers: write the refusal (a fresh
+			// socket's buffer takes it at once) and close.
+			refuse(cfg, c, peer.RemoteIP, start, refuseNow)
+			c.Close()
+			lp.active.Done()
+			return
+		}
+		go func() {
+			defer lp.active.Done()
+			defer conns.Refused()
+			defer c.Close()
+			refuse(cfg, c, peer.RemoteIP, start, cfg.timeout())
+			proto.Linger(c)
+		}()
 		return
 	}
-	conns := lp.limit(cfg)
-	if !conns.Acquire(lp.stopCtx) {
-		cfg.logger().Warn("connection refused: too many connections", "proto", cfg.Protocol, "remote", peer.RemoteIP,
-			"max_conns", conns.Max())
+	ticket := conns.Enter()
+	if ticket == nil {
+		busy(cfg, c, peer.RemoteIP, conns, "waiting room full", start, refuseNow)
+		c.Close()
+		lp.active.Done()
+		return
+	}
+	go func() {
+		defer lp.active.Done()
+		defer ticket.Leave() // after the close: a lingering connection is still held
+		defer c.Close()
+		lp.handle(c, cfg, conns, ticket, peer, start)
+	}()
+}
+
+// refuseNow bounds a refusal written in the accept loop: the write goes
+// into a fresh socket's empty buffer, so it never needs longer, and a
+// stalled one must not hold up the loop.
+const refuseNow = 100 * time.Millisecond
+
+// handle serves one admitted connection: it waits for its slot, then runs
+// the session.
+func (lp *Loop) handle(c net.Conn, cfg *Config, conns *proto.ConnLimit, ticket *proto.Ticket, peer proto.Peer, start time.Time) {
+	if !ticket.Wait(lp.stopCtx) {
+		if lp.stopCtx.Err() != nil {
+			return // stopping: no refusal to log
+		}
+		busy(cfg, c, peer.RemoteIP, conns, "waited too long", start, cfg.timeout())
 		return
 	}
 	linger := func() bool {
-		defer conns.Release() // whatever the session does, the slot comes back
+		defer ticket.Release() // whatever the session does, the slot comes back
 		return cfg.Session(lp.sessCtx, c, peer, start)
 	}()
 	if linger {
 		proto.Linger(c)
 	}
+}
+
+// busy refuses a connection no slot is free for, with cfg.Busy if set,
+// and logs it.
+func busy(cfg *Config, c net.Conn, ip string, conns *proto.ConnLimit, why string, start time.Time, within time.Duration) {
+	var err error
+	if cfg.Busy != nil {
+		c.SetWriteDeadline(time.Now().Add(within))
+		err = cfg.Busy(c)
+	}
+	attrs := []any{"proto", cfg.Protocol, "remote", ip, "max_conns", conns.Max(), "waiting", conns.Waiting(),
+		"why", why, "ms", time.Since(start).Milliseconds()}
+	if err != nil {
+		attrs = append(attrs, "err", err.Error())
+	}
+	cfg.logger().Warn("connection refused: too many connections", attrs...)
 }
 
 func (lp *Loop) limit(cfg *Config) *proto.ConnLimit {
@@ -176,7 +238,7 @@ func (lp *Loop) limit(cfg *Config) *proto.ConnLimit {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	if lp.conns == nil {
-		lp.conns = proto.NewConnLimit(proto.DefaultMaxConns, min(cfg.timeout(), proto.DefaultQueueWait))
+		lp.conns = proto.NewConnLimit(proto.DefaultMaxConns, 0, min(cfg.timeout(), proto.DefaultQueueWait))
 	}
 	return lp.conns
 }
@@ -193,7 +255,7 @@ func HandleConn(ctx context.Context, c proto.Conn, peer proto.Peer, cfg *Config)
 	if peer.RemoteIP != "" {
 		ip, err := netip.ParseAddr(peer.RemoteIP)
 		if err != nil || !Allowed(cfg.Allow, ip) {
-			refuse(cfg, c, peer.RemoteIP, start)
+			refuse(cfg, c, peer.RemoteIP, start, cfg.timeout())
 			return
 		}
 	}
@@ -202,8 +264,8 @@ func HandleConn(ctx context.Context, c proto.Conn, peer proto.Peer, cfg *Config)
 
 // refuse answers a client outside the access list at once, as Postfix's
 // qmqpd does, and logs it.
-func refuse(cfg *Config, c proto.Conn, ip string, start time.Time) {
-	c.SetWriteDeadline(time.Now().Add(cfg.timeout()))
+func refuse(cfg *Config, c proto.Conn, ip string, start time.Time, within time.Duration) {
+	c.SetWriteDeadline(time.Now().Add(within))
 	err := cfg.Refuse(c)
 	attrs := []any{"proto", cfg.Protocol, "remote", ip, "ms", time.Since(start).Milliseconds()}
 	if err != nil {
