@@ -78,3 +78,39 @@ func TestServeShutdownEndsIdleSession(t *testing.T) {
 		t.Fatalf("Shutdown: %v, want nil (the idle session drained)", err)
 	}
 }
+
+// A connection no slot is free for is greeted 421 4.3.2 before the
+// close, the client's cue to come again (the close alone looks like a
+// broken connection): once at arrival when the waiting room is full,
+// once when its wait is over.
+func TestServeBusyGreets421(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		waiting int
+		wait    time.Duration
+	}{{"waiting room full", -1, time.Hour}, {"wait over", 1, time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := servetest.Start(t, &smtp.Server{Backend: okBackend{}, Hostname: "mx.test",
+				Conns: proto.NewConnLimit(1, tc.waiting, tc.wait)})
+			idle, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer idle.Close()
+			idle.SetDeadline(time.Now().Add(time.Minute))
+			if line, err := bufio.NewReader(idle).ReadString('\n'); err != nil || !strings.HasPrefix(line, "220 ") {
+				t.Fatalf("greeting %q, %v", line, err) // it holds the one slot
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			got, err := io.ReadAll(c)
+			if err != nil || string(got) != smtp.Busy || !strings.HasPrefix(smtp.Busy, "421 4.3.2 ") {
+				t.Fatalf("got %q, %v, want %q and a close", got, err, smtp.Busy)
+			}
+		})
+	}
+}
