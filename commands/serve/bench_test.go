@@ -20,7 +20,7 @@ import (
 )
 
 // peakRSS returns a process's peak resident set size in MiB (VmHWM).
-func peakRSS(b *testing.B, pid int) float64 {
+func peakRSS(b testing.TB, pid int) float64 {
 	b.Helper()
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,4 +66,72 @@ func TestEnvelopeMemoryFlag(t *testing.T) {
 	if n := countFiles(t, filepath.Join(dir, "new")); n != 6 {
 		t.Fatalf("%d files in new/, want 6", n)
 	}
+}
+
+// Point 2 of issue 25: what serve holds for its clients is bounded by its
+// own numbers, never by how many clients come. 1,000 idle connections
+// against --max-conns 20 (and the default waiting room, 5 x 20): serve
+// runs under `ulimit -n` of exactly its bound (its own dozen descriptors,
+// 2 x --max-conns + --max-waiting + 1 for clients), so one descriptor more
+// would fail an accept, which it logs; it logs none, refuses the surplus
+// at once, and its peak RSS stays under the documented bound. Once the
+// idle clients go, a good client is served.
+func TestIdleFloodWithinBounds(t *testing.T) {
+	const max, waiting, clients = 20, 5 * 20, 1000
+	const fixed = 16 // stdio, 3 listeners, epoll, eventfd, and spare
+	bound := fixed + 2*max + waiting + 1
+	dir := t.TempDir()
+	s := startServeUnder(t, "ulimit -n "+strconv.Itoa(bound), "--maildir", dir, "--smtp", "127.0.0.1:0",
+		"--max-conns", strconv.Itoa(max), "--timeout", "10m")
+	conns := make([]net.Conn, 0, clients)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range clients {
+		addr := s.qmqp
+		if i%2 == 1 {
+			addr = s.smtp // the limit is shared: SMTP's idle clients count as well
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	// The surplus is refused at once (the waiting ones only after their
+	// 10 s): wait for the log lines of those beyond the bound.
+	refused := clients - max - waiting
+	if !waitLogFor(t, s, time.Minute, func(log string) bool {
+		return strings.Count(log, `msg="connection refused: too many connections"`) >= refused
+	}) {
+		t.Fatalf("fewer than %d refusals logged:\n%s", refused, tail(s.log.String(), 3000))
+	}
+	if strings.Contains(s.log.String(), "accept failed") {
+		t.Fatalf("serve needed more than %d descriptors:\n%s", bound, tail(s.log.String(), 3000))
+	}
+	rss := peakRSS(t, s.cmd.Process.Pid)
+	if limit := rssBound(max, waiting); rss > limit {
+		t.Fatalf("peak RSS %.1f MiB, bound %.1f MiB", rss, limit)
+	}
+	t.Logf("1,000 idle clients against --max-conns %d: peak RSS %.1f MiB, descriptors within %d", max, rss, bound)
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	// Every connection ends in one log line: refused, or its session's.
+	ended := regexp.MustCompile(`msg=("connection|connection )`)
+	if !waitLogFor(t, s, time.Minute, func(log string) bool { return len(ended.FindAllStringIndex(log, -1)) >= clients }) {
+		t.Fatalf("not every connection ended:\n%s", tail(s.log.String(), 3000))
+	}
+	mustK(t, s.qmqp, proto.Envelope{Sender: "good@example.test", Recipients: []string{"r@example.test"}},
+		[]byte("Subject: after the flood\n\nserved\n"))
+}
+
+// rssBound is the peak RSS serve may reach with every slot and waiting
+// place held by idle clients, as README documents it: 24 MiB, plus 16 KiB
+// per connection held (measured: 11 MiB and 9 KiB).
+func rssBound(max, waiting int) float64 {
+	return 24 + float64(2*max+waiting)*16/1024
 }
