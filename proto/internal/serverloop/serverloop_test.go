@@ -140,7 +140,7 @@ type syncLog struct {
 }
 
 func (l *syncLog) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *syncLog) String() string               { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *syncLog) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // burstServer serves on a counting listener with conns; each session
 // reports its client's address on started and then holds its slot until
