@@ -5,15 +5,19 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/testpeer"
 )
 
 // A message to 10,000 recipients (the default --max-recipients) is stored
@@ -134,4 +138,55 @@ func TestIdleFloodWithinBounds(t *testing.T) {
 // per connection held (measured: 11 MiB and 9 KiB).
 func rssBound(max, waiting int) float64 {
 	return 24 + float64(2*max+waiting)*16/1024
+}
+
+// Point 3 of issue 25, QMTP: 100 flush-maildir runs at once against
+// --max-conns 20 (and its waiting room of 100): the connections beyond
+// the slots wait their turn, every run delivers all its messages and
+// serve refuses none.
+func TestParallelFlushMaildirBurst(t *testing.T) {
+	const runs, each = 100, 3
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir, "--max-conns", "20")
+	bin := testpeer.Binary(t)
+	srcs := make([]string, runs)
+	for i := range srcs {
+		srcs[i] = t.TempDir()
+		for _, sub := range []string{"tmp", "new", "cur"} {
+			if err := os.Mkdir(filepath.Join(srcs[i], sub), 0700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for j := range each {
+			msg := fmt.Sprintf("Return-Path: <flush@example.test>\nDelivered-To: ppp-r%03d.%d@example.test\n"+
+				"Subject: burst %d.%d\n\nbody\n", i, j, i, j)
+			if err := os.WriteFile(filepath.Join(srcs[i], "new", fmt.Sprintf("1700000000.r%03d_%d.burst", i, j)), []byte(msg), 0600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, runs)
+	for _, src := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := exec.Command(bin, "flush-maildir", src, "ppp-", s.qmtp).CombinedOutput()
+			left, _ := os.ReadDir(filepath.Join(src, "new"))
+			if err != nil || len(left) != 0 {
+				errs <- fmt.Sprintf("%s: %v, %d left\n%s", src, err, len(left), tail(string(out), 500))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if n := countFiles(t, filepath.Join(dir, "new")); n != runs*each {
+		t.Fatalf("%d files stored, want %d", n, runs*each)
+	}
+	if strings.Contains(s.log.String(), "too many connections") {
+		t.Fatalf("serve refused a connection:\n%s", tail(s.log.String(), 3000))
+	}
 }

@@ -61,6 +61,20 @@ func TestQmqpSourceTwentySessions(t *testing.T) {
 	checkQmqpSourceFiles(t, readMaildir(t, dir), ref, 5000, func(r string) bool { return r == "rcpt@example.test" })
 }
 
+// Issue 25: a burst of 500 qmqp-source clients at once into serve's
+// defaults (200 sessions, a waiting room of 1,000): the 300 beyond the
+// slots wait their turn and every message gets K; none is refused.
+func TestQmqpSourceBurst(t *testing.T) {
+	ref := qmqpSourceReference(t, "2000")
+	dir := t.TempDir()
+	s := startServe(t, "--maildir", dir)
+	runQmqpSource(t, "-s", "500", "-m", "2000", "-l", "2000", "-f", "src@example.test", "-t", "rcpt@example.test", s.qmqp)
+	checkQmqpSourceFiles(t, readMaildir(t, dir), ref, 2000, func(r string) bool { return r == "rcpt@example.test" })
+	if strings.Contains(s.log.String(), "too many connections") {
+		t.Fatalf("serve refused a connection:\n%s", tail(s.log.String(), 3000))
+	}
+}
+
 func TestQmqpSourceThousandRecipients(t *testing.T) {
 	ref := qmqpSourceReference(t, "5000")
 	dir := t.TempDir()

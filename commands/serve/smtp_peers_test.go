@@ -164,6 +164,27 @@ func TestSMTPSourceTwentySessions(t *testing.T) {
 	}
 }
 
+// Issue 25: smtp-source -s 500, a burst of 500 SMTP clients at once, is
+// served as a QMQP one is: those beyond the 200 slots wait for theirs,
+// every message is stored and smtp-source sees no 421.
+func TestSMTPSourceBurst(t *testing.T) {
+	const msgs = 2000
+	dir := t.TempDir()
+	s, addr := startSMTP(t, "--maildir", dir)
+	bin := testpeer.Require(t, "smtp-source", "postfix")
+	out, err := exec.Command(bin, "-s", "500", "-m", strconv.Itoa(msgs), "-l", "2000",
+		"-f", "src@example.test", "-t", "rcpt@example.test", addr).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Fatalf("smtp-source: %v\n%s", err, tail(string(out), 2000))
+	}
+	if n := countFiles(t, filepath.Join(dir, "new")); n != msgs {
+		t.Fatalf("%d files in new/, want %d", n, msgs)
+	}
+	if strings.Contains(s.log.String(), "too many connections") {
+		t.Fatalf("serve refused a connection:\n%s", tail(s.log.String(), 3000))
+	}
+}
+
 // One reply per RCPT: 553 for a domain outside --rcpthosts, for a
 // recipient with NUL in it and for one over 1000 bytes; 501 for the empty
 // recipient (go-smtp's parser refuses it before the session sees it); 452 past
