@@ -73,4 +73,16 @@ awk '/^BenchmarkFlushSMTPBesideQMTPModem/ {
   split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
   printf "qmail-remote, one 2 KB message to 100 recipients over the 28.8k line: QMTP (qmtproutes, into serve) %s s = %.3f x its limit; SMTP (smtproutes, into Postfix smtpd) %s s = %.3f x its limit; SMTP takes %.2f x as long as QMTP (issue 12 sets no target)\n", f["qmtp-s"], f["qmtp/limit"], f["smtp-s"], f["smtp/limit"], f["smtp/qmtp"]
 }' "$raw"
+# Issue 25: a burst of 500 and 1,000 QMQP clients at once into serve's
+# defaults and into Postfix qmqpd; a good client beside idle clients
+# holding every slot (and then the waiting room too).
+awk '/^BenchmarkBurstBesidePostfix/ {
+  split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
+  for (c = 500; c <= 1000; c += 500)
+    printf "burst, qmqp-source -s %d -m %s: serve %s of %s K in %s s (%s msg/s, peak RSS %s MiB, target <= 128; %s refused), Postfix qmqpd %s s (%s msg/s); serve %.2f x as fast\n", c, f["msgs"], f["msgs"], f["msgs"], f["serve-" c "-s"], f["serve-" c "-msgs/s"], f["serve-" c "-peak-RSS-MiB"], f["serve-" c "-refused"], f["postfix-" c "-s"], f["postfix-" c "-msgs/s"], f["serve-" c "/postfix-speed"]
+}
+/^BenchmarkGoodClientBesideIdleSlots/ {
+  split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
+  printf "good client, 200 idle clients holding every slot: QMQP refused after its wait, %s s; with the waiting room full as well: QMQP refused in %s ms, SMTP greeted 421 4.3.2 in %s ms (target: well under 15 s)\n", f["room-free-qmqp-fail-s"], f["room-full-qmqp-fail-ms"], f["room-full-smtp-421-ms"]
+}' "$raw"
 echo "bench: table written to $out (raw output: $raw)"

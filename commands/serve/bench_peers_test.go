@@ -262,3 +262,55 @@ func cleanPostfixMaildir(b *testing.B, pf *testpeer.Postfix, token string, n int
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Issue 25: a burst. qmqp-source -s 500 and -s 1000 (that many clients
+// at once), 5000 messages of 2000 bytes each, into a fresh qbox serve
+// with its defaults (--max-conns 200, a waiting room of 1,000) and into
+// Postfix's qmqpd, in the same run. qmqp-source stops at the first reply
+// that is not K, so its success and 5000 files mean 5000 K's; Postfix's
+// are counted once it delivered them. The figures: each one's time and
+// rate, and serve's peak RSS (target 128 MiB).
+func BenchmarkBurstBesidePostfix(b *testing.B) {
+	const n = 5000
+	pf := testpeer.StartPostfix(b)
+	src := testpeer.Require(b, "qmqp-source", "postfix")
+	token := testpeer.Token(b)
+	delivered := 0
+	for b.Loop() {
+		for _, clients := range []int{500, 1000} {
+			dir := b.TempDir()
+			s := startServe(b, "--maildir", dir)
+			run := func(addr, to string) float64 {
+				start := time.Now()
+				out, err := exec.Command(src, "-s", strconv.Itoa(clients), "-m", strconv.Itoa(n), "-l", "2000",
+					"-f", "burst@example.test", "-t", to, addr).CombinedOutput()
+				if err != nil {
+					b.Fatalf("qmqp-source -s %d into %s: %v\n%s", clients, addr, err, tail(string(out), 2000))
+				}
+				return time.Since(start).Seconds()
+			}
+			serveSecs := run(s.qmqp, "burst@example.test")
+			if got := countFiles(b, filepath.Join(dir, "new")); got != n {
+				b.Fatalf("serve, %d clients: %d files stored, want %d", clients, got, n)
+			}
+			rss := peakRSS(b, s.cmd.Process.Pid)
+			refused := strings.Count(s.log.String(), "too many connections")
+			pfSecs := run(pf.QMQPAddr, token+"@"+pf.Domain)
+			delivered += n
+			pf.WaitFor(b, token, delivered, 300*time.Second)
+			c := strconv.Itoa(clients)
+			b.ReportMetric(n, "msgs")
+			b.ReportMetric(serveSecs, "serve-"+c+"-s")
+			b.ReportMetric(n/serveSecs, "serve-"+c+"-msgs/s")
+			b.ReportMetric(rss, "serve-"+c+"-peak-RSS-MiB")
+			b.ReportMetric(float64(refused), "serve-"+c+"-refused")
+			b.ReportMetric(pfSecs, "postfix-"+c+"-s")
+			b.ReportMetric(n/pfSecs, "postfix-"+c+"-msgs/s")
+			b.ReportMetric(pfSecs/serveSecs, "serve-"+c+"/postfix-speed")
+			if rss > 128 {
+				b.Errorf("serve, %d clients: peak RSS %.1f MiB, target 128 MiB", clients, rss)
+			}
+		}
+	}
+	cleanPostfixMaildir(b, pf, token, delivered)
+}

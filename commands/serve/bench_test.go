@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -310,5 +311,70 @@ func BenchmarkLargestEnvelopesRSS(b *testing.B) {
 				b.Fatalf("%d files stored, %d recipients got K", n, accepted)
 			}
 		})
+	}
+}
+
+// Issue 25, the other side of the waiting room: a good client while idle
+// clients hold serve's sessions, with its defaults (--max-conns 200, a
+// waiting room of 1,000, --timeout 60 s, so a wait of 10 s). 200 idle SMTP
+// clients (each greeted, so each holds a slot), then a good QMQP client:
+// it waits its 10 s for a slot and is refused, a temporary failure. Then
+// 1,000 idle clients more fill the waiting room (one more is greeted 421 at
+// once): a good QMQP client is refused at once, and a good SMTP client is
+// greeted 421 4.3.2 at once. The figures are the good clients' times to
+// their failure.
+func BenchmarkGoodClientBesideIdleSlots(b *testing.B) {
+	const max, waiting = proto.DefaultMaxConns, proto.DefaultWaitingFactor * proto.DefaultMaxConns
+	env := proto.Envelope{Sender: "good@example.test", Recipients: []string{"r@example.test"}}
+	msg := []byte("Subject: good\n\nclient\n")
+	good := func(addr string) float64 {
+		start := time.Now()
+		c := &qmqp.Client{Servers: []string{addr}, Timeout: time.Minute}
+		if r, err := c.Send(context.Background(), env, bytes.NewReader(msg), int64(len(msg))); err == nil {
+			b.Fatalf("the good client got %q with every slot held", r.String())
+		}
+		return time.Since(start).Seconds()
+	}
+	for b.Loop() {
+		s := startServe(b, "--maildir", b.TempDir(), "--smtp", "127.0.0.1:0")
+		var idle []net.Conn
+		dialSMTP := func() (net.Conn, string) {
+			c, err := net.Dial("tcp", s.smtp)
+			if err != nil {
+				b.Fatal(err)
+			}
+			idle = append(idle, c)
+			c.SetReadDeadline(time.Now().Add(time.Minute))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil && line == "" {
+				b.Fatalf("connection %d: %v", len(idle), err)
+			}
+			return c, line
+		}
+		for range max {
+			if _, line := dialSMTP(); !strings.HasPrefix(line, "220 ") {
+				b.Fatalf("idle client %d greeted %q", len(idle), line)
+			}
+		}
+		waited := good(s.qmqp)
+		for range waiting {
+			c, err := net.Dial("tcp", s.smtp)
+			if err != nil {
+				b.Fatal(err)
+			}
+			idle = append(idle, c)
+		}
+		start := time.Now()
+		if _, line := dialSMTP(); !strings.HasPrefix(line, "421 4.3.2 ") {
+			b.Fatalf("the client beyond slots and waiting room greeted %q", line)
+		}
+		smtpRefused := time.Since(start).Seconds()
+		refusedAtOnce := good(s.qmqp)
+		for _, c := range idle {
+			c.Close()
+		}
+		b.ReportMetric(waited, "room-free-qmqp-fail-s")
+		b.ReportMetric(refusedAtOnce*1000, "room-full-qmqp-fail-ms")
+		b.ReportMetric(smtpRefused*1000, "room-full-smtp-421-ms")
 	}
 }
