@@ -64,6 +64,14 @@ A line over 64 KiB ends the session. A client outside the list is greeted 554.
      --allow-qmtp 0.0.0.0/0 --allow-qmtp ::/0 --rcpthosts /etc/qbox/rcpthosts \
      --smtp-cert /etc/qbox/cert.pem --smtp-key /etc/qbox/key.pem
 
+At most --max-conns sessions (QMQP, QMTP and SMTP together) run at once. A
+connection beyond them waits, in the order it came, up to 10 s (--timeout if
+shorter) for the next free one in a waiting room of --max-waiting places (5 x
+--max-conns by default), so a burst of clients is served a little later; one
+that finds the room full, or waits longer, is refused at once (SMTP: 421 4.3.2),
+a temporary failure. Connections held are bounded by these numbers, never by how
+many clients come: at most 2 x --max-conns + --max-waiting descriptors.
+
 Under systemd socket activation the passed sockets (FileDescriptorName
 qmqp, qmtp or smtp) replace --qmqp, --qmtp and --smtp. Under tcpserver or inetd
 use --stdio.
@@ -86,7 +94,7 @@ running sessions finish within --grace.`,
 			&cli.StringFlag{Name: "max-size", Value: "10M", Usage: "largest message, in `BYTES` (suffix K, M or G for KiB, MiB, GiB)"},
 			&cli.IntFlag{Name: "max-recipients", Value: proto.DefaultMaxRecipients, Usage: "most recipients per message"},
 			&cli.IntFlag{Name: "max-conns", Value: proto.DefaultMaxConns, Usage: "most concurrent sessions (QMQP, QMTP and SMTP together); more connections wait in order for a free one, up to 10 s (--timeout if shorter), in the waiting room of --max-waiting"},
-			&cli.IntFlag{Name: "max-waiting", Usage: "`N` connections beyond --max-conns may wait for a free session; more are refused at once (SMTP: 421 4.3.2); 0 for none (default 5 x --max-conns)"},
+			&cli.IntFlag{Name: "max-waiting", DefaultText: "5 x --max-conns", Usage: "`N` connections beyond --max-conns may wait for a free session; more are refused at once (SMTP: 421 4.3.2); 0 for none"},
 			&cli.StringFlag{Name: "envelope-memory", Value: "32M", Usage: "`BYTES` of envelope addresses all sessions may hold at once (each address counts 128 bytes more); recipients beyond it get Z and come again later, so memory stays bounded however many sessions send large envelopes"},
 			&cli.DurationFlag{Name: "timeout", Value: proto.DefaultTimeout, Usage: "idle timeout per read and write"},
 			&cli.DurationFlag{Name: "session-limit", Value: proto.DefaultSessionLimit, Usage: "longest session"},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
+
+	"qbox/proto/testpeer"
 )
 
 // startSMTP runs qbox serve with an SMTP listener besides QMQP and QMTP
@@ -335,5 +338,37 @@ func TestSMTPNothingAfterClose(t *testing.T) {
 	}
 	if n := countFiles(t, filepath.Join(dir, "new")); n != 0 {
 		t.Errorf("%d messages stored after the connection was closed", n)
+	}
+}
+
+// --max-waiting 0: no waiting room. With the one session held by an idle
+// SMTP client, the next is greeted 421 4.3.2 and closed at once (the log
+// says why: the room is full, not a wait over). Bad values of the flags
+// are usage errors.
+func TestSMTPBusyWithoutWaitingRoom(t *testing.T) {
+	s, addr := startSMTP(t, "--maildir", t.TempDir(), "--max-conns", "1", "--max-waiting", "0", "--timeout", "10m")
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.SetReadDeadline(time.Now().Add(time.Minute))
+	if line, err := bufio.NewReader(idle).ReadString('\n'); err != nil || !strings.HasPrefix(line, "220 ") {
+		t.Fatalf("greeting %q %v", line, err)
+	}
+	lines := smtpConv(t, addr, "")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "421 4.3.2 ") {
+		t.Fatalf("the connection beyond --max-conns got %q, want one 421 4.3.2 line", lines)
+	}
+	if !waitLog(t, s, `msg="connection refused: too many connections" proto=SMTP remote=127.0.0.1 max_conns=1 waiting=0 why="waiting room full"`) {
+		t.Errorf("no refusal logged:\n%s", s.log.String())
+	}
+	bin := testpeer.Binary(t)
+	for _, args := range [][]string{{"--max-conns", "0"}, {"--max-waiting", "-1"}} {
+		cmd := exec.Command(bin, append([]string{"serve", "--maildir", t.TempDir(), "--qmqp", "", "--qmtp", "127.0.0.1:0"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 100 || strings.Count(string(out), "\n") != 1 || !strings.Contains(string(out), args[0]) {
+			t.Errorf("serve %v: %v, want exit 100 and one line naming the flag\n%s", args, err, out)
+		}
 	}
 }
