@@ -6,7 +6,9 @@
 //	go test -tags installed ./commands/packaging/
 //
 // TestInstalledQbox checks the qbox package as the host has it installed,
-// and its units (systemd-analyze verify and security). TestMTAInThrowawayRoot
+// and its units (systemd-analyze verify and security).
+// TestServeUnitInThrowawayRoot runs qbox.service as qbox-qmqp.socket
+// activates it and hands it a message. TestMTAInThrowawayRoot
 // takes qbox-mta, which replaces the host's MTA (Postfix, which the peer
 // tests need), through its life in a throwaway root: dpkg --root into a
 // temporary directory, the maintainer scripts run chrootless with
@@ -19,6 +21,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +47,11 @@ const (
 	helperRoot = "QBOX_UNIT_HELPER_ROOT"
 	helperCaps = "QBOX_UNIT_HELPER_CAPS"
 	helperNNP  = "QBOX_UNIT_HELPER_NNP"
+	helperUID  = "QBOX_UNIT_HELPER_UID"  // run as this uid (and gid), not root
+	helperProc = "QBOX_UNIT_HELPER_PROC" // mount /proc in the root
+	// set LISTEN_PID to the exec'd process, as systemd does for socket
+	// activation
+	helperListen = "QBOX_UNIT_HELPER_LISTEN"
 )
 
 func TestMain(m *testing.M) {
@@ -56,8 +64,9 @@ func TestMain(m *testing.M) {
 
 // unitHelper: os.Args are [self, PATH, ARGV0, ARGS...]. On this thread it
 // chroots into root, drops every capability from the bounding set but
-// those in $QBOX_UNIT_HELPER_CAPS, sets no_new_privs when asked, and
-// execs PATH with ARGV0 and the environment minus its own variables.
+// those in $QBOX_UNIT_HELPER_CAPS, takes the uid asked for, sets
+// no_new_privs when asked, and execs PATH with ARGV0 and the environment
+// minus its own variables.
 func unitHelper(root string) {
 	runtime.LockOSThread()
 	fail := func(f string, a ...any) {
@@ -81,10 +90,31 @@ func unitHelper(root string) {
 		keep[n] = true
 	}
 	nnp := os.Getenv(helperNNP) != ""
+	uid := -1
+	if u := os.Getenv(helperUID); u != "" {
+		if uid, err = strconv.Atoi(u); err != nil {
+			fail("uid %q", u)
+		}
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "QBOX_UNIT_HELPER_") {
 			env = append(env, kv)
+		}
+	}
+	if os.Getenv(helperListen) != "" {
+		env = append(env, "LISTEN_PID="+strconv.Itoa(os.Getpid()))
+	}
+	// A unit sees /proc (serve's maildir links its O_TMPFILE files through
+	// /proc/self/fd): mounted in this process's own mount namespace
+	// (runUnit unshares it; Go makes / private first), so the host never
+	// sees it and it goes with the process.
+	if os.Getenv(helperProc) != "" {
+		if err := os.MkdirAll(filepath.Join(root, "proc"), 0o555); err != nil {
+			fail("%v", err)
+		}
+		if err := syscall.Mount("proc", filepath.Join(root, "proc"), "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+			fail("mount proc: %v", err)
 		}
 	}
 	if err := syscall.Chroot(root); err != nil {
@@ -100,6 +130,17 @@ func unitHelper(root string) {
 		}
 		if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, prCapbsetDrop, uintptr(c), 0, 0, 0, 0); e != 0 {
 			fail("PR_CAPBSET_DROP %d: %v", c, e)
+		}
+	}
+	if uid >= 0 {
+		if err := syscall.Setgroups(nil); err != nil {
+			fail("setgroups: %v", err)
+		}
+		if err := syscall.Setgid(uid); err != nil {
+			fail("setgid: %v", err)
+		}
+		if err := syscall.Setuid(uid); err != nil {
+			fail("setuid: %v", err)
 		}
 	}
 	if nnp {
@@ -334,6 +375,8 @@ type unit struct {
 	exec    []string // ExecStart, after $VAR and ${VAR} expansion
 	argv0   string   // ExecStart's "@" form, else exec[0]
 	user    string
+	dynamic bool   // DynamicUser=yes
+	state   string // StateDirectory=
 	caps    []string
 	noNewPr bool
 }
@@ -348,7 +391,7 @@ func (r *throwaway) readUnit(name string) unit {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	u := unit{env: map[string]string{}, user: "root"}
+	u := unit{env: map[string]string{}, user: "root", caps: []string{"all"}}
 	var execStart string
 	section := ""
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -377,6 +420,10 @@ func (r *throwaway) readUnit(name string) unit {
 			execStart = v
 		case "User":
 			u.user = v
+		case "DynamicUser":
+			u.dynamic = v == "yes" || v == "true"
+		case "StateDirectory":
+			u.state = v
 		case "CapabilityBoundingSet":
 			u.caps = strings.Fields(v)
 		case "NoNewPrivileges":
@@ -444,39 +491,72 @@ func splitQuoted(s string) []string {
 	return out
 }
 
-// runRunner starts qbox-queue.service's ExecStart as its unit runs it:
-// its user (root), environment and capability bounding set, with
-// no_new_privs, chrooted into the throwaway root. (systemd's other
-// sandboxing, ProtectSystem= and the system call filter, needs systemd as
-// PID 1 and is left out.) It returns a stop function that sends SIGTERM
-// and checks the runner exits 0, as the unit's stop does.
-func (r *throwaway) runRunner() (stop func()) {
+// runUnit starts a service unit's ExecStart as the unit runs it, chrooted
+// into the throwaway root: its environment (Environment=,
+// EnvironmentFile=), its user (root, or for DynamicUser=yes an unused uid
+// owning its StateDirectory= in /var/lib), its capability bounding set
+// and no_new_privs, with /proc mounted in a mount namespace of its own. listeners are passed as systemd passes a socket
+// unit's (fds from 3 on, LISTEN_FDS, LISTEN_FDNAMES from names,
+// LISTEN_PID). systemd's other sandboxing (ProtectSystem=, PrivateUsers=,
+// the system call filter, ...) needs systemd as PID 1 and is left out. The
+// stop function sends SIGTERM and checks the service exits 0, as the
+// unit's stop does.
+func (r *throwaway) runUnit(name string, listeners []*os.File, names []string) (stop func()) {
 	r.t.Helper()
-	u := r.readUnit("qbox-queue.service")
-	if u.user != "root" {
-		r.t.Fatalf("qbox-queue.service runs as %s; this test runs it as root only", u.user)
+	u := r.readUnit(name)
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", helperRoot + "=" + r.root}
+	switch {
+	case u.dynamic:
+		// A uid in systemd's DynamicUser range that no file in the
+		// throwaway root belongs to.
+		uid := 61184 + os.Getpid()%4000
+		env = append(env, helperUID+"="+strconv.Itoa(uid), "HOME=/", "USER="+name, "LOGNAME="+name)
+		if u.state != "" {
+			dir := r.path("var/lib/" + u.state)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				r.t.Fatal(err)
+			}
+			if err := os.Chown(dir, uid, uid); err != nil {
+				r.t.Fatal(err)
+			}
+		}
+	case u.user == "root":
+		env = append(env, "HOME=/root", "USER=root", "LOGNAME=root")
+	default:
+		r.t.Fatalf("%s runs as %s; this test runs units as root or a dynamic user", name, u.user)
 	}
 	var caps []string
 	for _, c := range u.caps {
+		if c == "all" {
+			for n := 0; n <= 40; n++ {
+				caps = append(caps, strconv.Itoa(n))
+			}
+			continue
+		}
 		n, ok := capNumbers[c]
 		if !ok {
-			r.t.Fatalf("qbox-queue.service: capability %s unknown to the test", c)
+			r.t.Fatalf("%s: capability %s unknown to the test", name, c)
 		}
 		caps = append(caps, strconv.Itoa(n))
+	}
+	env = append(env, helperCaps+"="+strings.Join(caps, " "))
+	if u.noNewPr || u.dynamic { // DynamicUser= implies NoNewPrivileges=
+		env = append(env, helperNNP+"=1")
+	}
+	if len(listeners) > 0 {
+		env = append(env, helperListen+"=1", "LISTEN_FDS="+strconv.Itoa(len(listeners)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
+	}
+	for k, v := range u.env {
+		env = append(env, k+"="+v)
 	}
 	self, err := os.Executable()
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	cmd := exec.Command(self, append([]string{u.exec[0], u.argv0}, u.exec[1:]...)...)
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root", "LOGNAME=root",
-		helperRoot + "=" + r.root, helperCaps + "=" + strings.Join(caps, " ")}
-	if u.noNewPr {
-		cmd.Env = append(cmd.Env, helperNNP+"=1")
-	}
-	for k, v := range u.env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Env = append(env, helperProc+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	cmd.ExtraFiles = listeners
 	log := &testpeer.LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
@@ -495,16 +575,42 @@ func (r *throwaway) runRunner() (stop func()) {
 		select {
 		case err := <-exited:
 			if err != nil {
-				r.t.Errorf("the queue runner (%s) ended with %v after SIGTERM:\n%s", strings.Join(u.exec, " "), err, log.String())
+				r.t.Errorf("%s (%s) ended with %v after SIGTERM:\n%s", name, strings.Join(u.exec, " "), err, log.String())
 			}
 		case <-time.After(guard):
 			cmd.Process.Kill()
 			<-exited
-			r.t.Errorf("the queue runner did not stop within %v of SIGTERM:\n%s", guard, log.String())
+			r.t.Errorf("%s did not stop within %v of SIGTERM:\n%s", name, guard, log.String())
+		}
+		if r.t.Failed() {
+			r.t.Logf("%s log:\n%s", name, log.String())
 		}
 	}
 	r.t.Cleanup(stop)
 	return stop
+}
+
+// runRunner starts qbox-queue.service, the queue runner (root, with the
+// unit's one capability), as runUnit does.
+func (r *throwaway) runRunner() (stop func()) {
+	r.t.Helper()
+	return r.runUnit("qbox-queue.service", nil, nil)
+}
+
+// socketOption returns a socket unit's value for key.
+func (r *throwaway) socketOption(name, key string) string {
+	r.t.Helper()
+	b, err := os.ReadFile(r.path("usr/lib/systemd/system/" + name))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && k == key {
+			return v
+		}
+	}
+	r.t.Fatalf("%s has no %s=", name, key)
+	return ""
 }
 
 // waitDelivered waits until the hub's maildir holds a message with each
@@ -722,4 +828,68 @@ func TestMTAInThrowawayRoot(t *testing.T) {
 	if _, err := os.Lstat(r.path("var/spool/qbox")); err == nil {
 		t.Errorf("dpkg -P left the empty queue /var/spool/qbox:\n%s", out)
 	}
+}
+
+// TestServeUnitInThrowawayRoot: qbox.service started as qbox-qmqp.socket
+// activates it (the socket is bound on 127.0.0.1:0 here, not port 628),
+// as its dynamic user with no capability, takes a message from the
+// installed qbox inject and stores it in the maildir in its state
+// directory.
+func TestServeUnitInThrowawayRoot(t *testing.T) {
+	requireRoot(t)
+	qboxDeb, _, _ := debs(t)
+	r := newThrowaway(t)
+	r.dpkg("-i", qboxDeb)
+	for key, want := range map[string]string{"FileDescriptorName": "qmqp", "Service": "qbox.service", "ListenStream": "127.0.0.1:628"} {
+		if got := r.socketOption("qbox-qmqp.socket", key); got != want {
+			t.Errorf("qbox-qmqp.socket: %s=%s, want %s", key, got, want)
+		}
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	sock, err := l.(*net.TCPListener).File()
+	l.Close() // sock, a duplicate, keeps listening
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := r.runUnit("qbox.service", []*os.File{sock}, []string{"qmqp"})
+	sock.Close()
+
+	token := testpeer.Token(t)
+	cmd := exec.Command("/usr/bin/qbox", "inject", "-s", addr, "-f", "nobody@example.org", "postmaster@example.org")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/", "USER=nobody", "LOGNAME=nobody"}
+	cmd.Stdin = strings.NewReader("Subject: " + token + "\n\n" + token + "\n")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.root, Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	cmd.Dir = "/"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("qbox inject into the socket-activated serve: %v\n%s", err, out)
+	}
+	// K came only once the message was durable: it is there now.
+	newDir := r.path("var/lib/qbox/Maildir/new")
+	es, err := os.ReadDir(newDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, e := range es {
+		b, err := os.ReadFile(filepath.Join(newDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(token)) {
+			found++
+			st, _ := e.Info()
+			if sys := st.Sys().(*syscall.Stat_t); sys.Uid == 0 || st.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s: uid %d mode %04o; want the dynamic user's, 0600", e.Name(), sys.Uid, st.Mode().Perm())
+			}
+		}
+	}
+	if found != 1 {
+		t.Errorf("the maildir holds %d copies of the message, want 1", found)
+	}
+	stop()
 }
