@@ -161,6 +161,8 @@ type Client struct {
 	TLSConfig *tls.Config
 	// Dial overrides how connections are made.
 	Dial proto.DialFunc
+
+	testPause *pauseHook // the offset walk's (scripted_test.go)
 }
 
 func orDefault(d, def time.Duration) time.Duration {

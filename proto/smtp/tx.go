@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"strconv"
@@ -58,7 +59,10 @@ func (s *session) networkError(what string, d time.Duration, err error) error {
 	return fmt.Errorf("smtp: %s: %w", what, err)
 }
 
-// writeCommands writes lines (CRLF added) within the command timeout.
+// writeCommands writes lines (CRLF added) within the command timeout, in
+// one batch, and records for each the offset its reply must start from:
+// the kernel's count of bytes received just before the write that handed
+// over the line's final LF (see send).
 func (s *session) writeCommands(w *wireConn, lines []string) error {
 	if w.buffered() > 0 {
 		return fmt.Errorf("smtp: %w: the server sent a reply to nothing", ErrRemoteViolation)
@@ -69,12 +73,132 @@ func (s *session) writeCommands(w *wireConn, lines []string) error {
 		b.WriteString("\r\n")
 	}
 	w.SetWriteDeadline(time.Now().Add(s.cmdTO))
-	_, err := w.Write([]byte(b.String()))
+	pieces, err := s.send(w, []byte(b.String()))
 	w.SetWriteDeadline(time.Time{})
 	if err != nil {
 		return s.networkError("sending "+commandName(lines[0]), s.cmdTO, err)
 	}
+	end := 0
+	for _, l := range lines {
+		end += len(l) + 2
+		w.expect(fromFor(pieces, end-1))
+	}
 	return nil
+}
+
+// handOverMax bounds what one write of send carries (see handOver).
+const handOverMax = 4096
+
+// handed is one write of handOver: b[:end] was handed over once it
+// returned, and mark was taken just before it.
+type handed struct {
+	end  int
+	mark proto.ArrivalMark
+}
+
+// piece is one write of send: a reply to what ends in b[:end], and not
+// in an earlier piece, must start at stream offset from or later.
+type piece struct {
+	end  int
+	from int64
+}
+
+// fromFor is the offset a reply to what ends with b[i] must start from.
+func fromFor(pieces []piece, i int) int64 {
+	for _, p := range pieces {
+		if i < p.end {
+			return p.from
+		}
+	}
+	return pieces[len(pieces)-1].from
+}
+
+// send writes b (commands, or the end of a message and its ".") and says,
+// for each write, the stream offset a reply to what that write ends must
+// start from: a reply starting lower had bytes on the socket before the
+// last byte of what it answers was handed to the kernel.
+//
+// Before TLS the offset is the kernel's count of bytes received
+// (proto.ArrivalMark), taken right before each write (handOver), and
+// each write carries at most handOverMax bytes: exact to the byte, and a
+// batch of commands or the end of a message smaller than that is still
+// one write. Inside TLS the socket counts records, not the plaintext,
+// and TLS 1.3 sends session tickets unasked, so the check is the
+// reader's: just before each write, everything the socket holds is read
+// without waiting (each complete record decrypted, as far as the reply
+// buffer has room), and a reply starting in what was read then is early.
+// A reply whose record had not wholly arrived at that moment is not
+// caught.
+func (s *session) send(w *wireConn, b []byte) ([]piece, error) {
+	inTLS := s.tlsConn != nil && w.Conn == s.tlsConn
+	pause := -1
+	if h := s.c.testPause; h != nil && !h.done && h.base >= 0 {
+		if p := h.at - (w.written - h.base); p >= 0 && p <= int64(len(b)) {
+			pause = int(p)
+		}
+	}
+	var pieces []piece
+	for off := 0; ; {
+		if off == pause {
+			s.c.testPause.wait(s.cc.Conn)
+			s.c.testPause.done = true
+			pause = -1
+		}
+		if off == len(b) {
+			return pieces, nil
+		}
+		end := min(off+handOverMax, len(b))
+		if pause > off && pause < end {
+			end = pause
+		}
+		if inTLS {
+			from := s.drain(w)
+			n, err := w.Write(b[off:end])
+			if n > 0 {
+				pieces = append(pieces, piece{end: off + n, from: from})
+			}
+			if err != nil {
+				return pieces, err
+			}
+		} else {
+			writes, n, err := handOver(s.cc.Conn, b[off:end])
+			s.cc.out += int64(n)
+			w.written += int64(n)
+			for _, h := range writes {
+				from := w.total // what the reader holds is early in any case
+				if h.mark.Known && h.mark.Offset > from {
+					from = h.mark.Offset
+				}
+				pieces = append(pieces, piece{end: off + h.end, from: from})
+			}
+			if err != nil {
+				return pieces, err
+			}
+		}
+		off = end
+	}
+}
+
+// testPause, set by a test, stops send once the transaction's first at
+// bytes are handed over, until wait returns (the offset walk).
+type pauseHook struct {
+	at   int64
+	base int64 // s.w.written when the first transaction began; -1 before
+	done bool
+	wait func(net.Conn)
+}
+
+// drain reads, without waiting, what the socket under TLS holds, into
+// w's buffer while it has room, and returns the plaintext offset reached.
+func (s *session) drain(w *wireConn) int64 {
+	s.cc.poll = true
+	defer func() { s.cc.poll = false }()
+	for w.end-w.start < len(w.buf) {
+		if w.fill() != nil {
+			break
+		}
+	}
+	return w.total
 }
 
 // readReply reads the reply to what (a command name) within d.
@@ -211,6 +335,9 @@ func (s *session) transaction(i int) error {
 			return err
 		}
 		return s.errStopped()
+	}
+	if h := s.c.testPause; h != nil && h.base < 0 {
+		h.base = s.w.written
 	}
 	if s.dot == nil {
 		s.cur = t
@@ -401,8 +528,19 @@ func (s *session) data(m *Message, t *tx) error {
 		return fmt.Errorf("smtp: cannot read message: %w", err)
 	}
 	defer body.Close()
+	// The message goes out as it is read, but for its last bytes (at
+	// most handOverMax, the "." included): they go in the write whose
+	// mark the reply to the "." is judged by.
 	s.w.SetWriteDeadline(time.Now().Add(s.dataTO))
-	err = writeBody(bufio.NewWriterSize(s.w, 32<<10), body, m.Size)
+	tail := &tailHold{w: s.w}
+	err = writeBody(bufio.NewWriterSize(tail, 32<<10), body, m.Size)
+	if err == nil {
+		var pieces []piece
+		pieces, err = s.send(s.w, tail.held)
+		if err == nil {
+			s.w.expect(fromFor(pieces, len(tail.held)-1))
+		}
+	}
 	s.w.SetWriteDeadline(time.Time{})
 	if err != nil {
 		if errors.Is(err, errShortMessage) {
@@ -412,6 +550,24 @@ func (s *session) data(m *Message, t *tx) error {
 	}
 	t.sent = true
 	return nil
+}
+
+// tailHold passes on what is written to it but for the last handOverMax
+// bytes, which it holds for the final write (send).
+type tailHold struct {
+	w    io.Writer
+	held []byte
+}
+
+func (t *tailHold) Write(p []byte) (int, error) {
+	t.held = append(t.held, p...)
+	if k := len(t.held) - handOverMax; k > 0 {
+		if _, err := t.w.Write(t.held[:k]); err != nil {
+			return 0, err
+		}
+		t.held = append(t.held[:0], t.held[k:]...)
+	}
+	return len(p), nil
 }
 
 // emit delivers the results of the message under way.

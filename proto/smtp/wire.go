@@ -53,6 +53,16 @@ type wireConn struct {
 
 	synthetic []byte // handed out before anything read (see afterTLS)
 	budget    int64  // bytes Read may still hand out; < 0: no limit
+
+	// total counts the bytes read through rd: for the connection before
+	// TLS, the server's stream offset from its first byte (the greeting
+	// included); inside TLS, the plaintext's. owed holds, for each reply
+	// owed to a command this package wrote, in order, the stream offset
+	// below which that reply must not start (see session.handOver).
+	total int64
+	owed  []int64
+	// written counts the bytes written through w (plaintext inside TLS).
+	written int64
 }
 
 func newWireConn(ctx context.Context, c net.Conn) *wireConn {
@@ -60,6 +70,29 @@ func newWireConn(ctx context.Context, c net.Conn) *wireConn {
 }
 
 func (w *wireConn) buffered() int { return w.end - w.start + len(w.synthetic) }
+
+// offset is the stream offset of the next byte not yet taken.
+func (w *wireConn) offset() int64 { return w.total - int64(w.end-w.start) }
+
+// expect records that one more reply is owed, which must start at stream
+// offset from or later.
+func (w *wireConn) expect(from int64) { w.owed = append(w.owed, from) }
+
+// errEarly is a reply that started below the offset its command allows:
+// its bytes were on the way before the last byte of what it answers was
+// handed to the kernel.
+var errEarly = errors.New("a reply sent before the last byte of what it answers")
+
+// errWouldBlock is what a poll (countConn in poll mode) returns when
+// nothing more is on the socket: temporary and a timeout, so a TLS
+// connection over it keeps a partial record for the next read.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "nothing more on the socket" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
 
 // fill reads once from the network, after what the buffer still holds
 // (moved to its front).
@@ -73,6 +106,7 @@ func (w *wireConn) fill() error {
 	}
 	n, err := w.rd.Read(w.buf[w.end:])
 	w.end += n
+	w.total += int64(n)
 	if n > 0 {
 		return nil
 	}
@@ -118,6 +152,12 @@ func (w *wireConn) Read(p []byte) (int, error) {
 	n := copy(p, chunk)
 	w.start += n
 	return n, nil
+}
+
+func (w *wireConn) Write(p []byte) (int, error) {
+	n, err := w.Conn.Write(p)
+	w.written += int64(n)
+	return n, err
 }
 
 // Close does nothing: go-smtp closes its connection when the greeting
@@ -187,8 +227,17 @@ type reply struct {
 
 func (r reply) class() int { return r.code / 100 }
 
-// readReply reads one reply, single- or multi-line.
+// readReply reads one reply, single- or multi-line. A reply owed to a
+// command this package wrote that starts below the offset recorded for it
+// (expect) is a violation, whatever it says.
 func (w *wireConn) readReply() (reply, error) {
+	if len(w.owed) > 0 {
+		from := w.owed[0]
+		w.owed = w.owed[1:]
+		if at := w.offset(); at < from {
+			return reply{}, fmt.Errorf("smtp: %w: %v (it starts at byte %d of the server's stream; only bytes from %d on came after)", ErrRemoteViolation, errEarly, at, from)
+		}
+	}
 	var (
 		code  int
 		texts []string
@@ -249,10 +298,12 @@ func parseReplyLine(line []byte) (code int, more bool, text string, err error) {
 	return code, more, string(line[4:]), nil
 }
 
-// countConn counts the bytes on the network, under TLS if any.
+// countConn counts the bytes on the network, under TLS if any. In poll
+// mode its Read takes only what the socket already holds (pollRead).
 type countConn struct {
 	net.Conn
 	out, in int64
+	poll    bool
 }
 
 func (c *countConn) Write(p []byte) (int, error) {
@@ -262,6 +313,11 @@ func (c *countConn) Write(p []byte) (int, error) {
 }
 
 func (c *countConn) Read(p []byte) (int, error) {
+	if c.poll {
+		n, err := pollRead(c.Conn, p)
+		c.in += int64(n)
+		return n, err
+	}
 	n, err := c.Conn.Read(p)
 	c.in += int64(n)
 	return n, err
