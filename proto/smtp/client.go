@@ -438,9 +438,12 @@ func (s *session) startTLS(w *wireConn) (bool, error) {
 		}
 		return false, nil
 	}
-	if w.buffered() > 0 {
+	if w.buffered() > 0 || proto.MarkArrivals(s.cc.Conn).Early(w.total) {
 		// Bytes sent before the handshake would be read as if they came
-		// inside TLS (the STARTTLS injection attack).
+		// inside TLS (the STARTTLS injection attack): whether the reader
+		// holds them or they are on the socket, the session ends. Any
+		// that arrive later go into the handshake and fail it: none is
+		// ever read as a reply inside TLS.
 		return false, fmt.Errorf("smtp: %w: bytes after the STARTTLS reply, before TLS", ErrRemoteViolation)
 	}
 	var cfg *tls.Config

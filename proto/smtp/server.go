@@ -291,6 +291,9 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	res, err := st.res, st.err
 	st.mu.Unlock()
 	readErr := sc.lastReadErr()
+	if terr := sc.startTLSError(); terr != nil && err == nil {
+		err = terr // the handshake after STARTTLS failed: the session ended there
+	}
 	drained := errors.Is(readErr, proto.ErrDrained)
 	switch {
 	case drained:
@@ -718,6 +721,27 @@ type serverConn struct {
 	closed  chan struct{}
 	errMu   sync.Mutex
 	readErr error // the last read error, for the session's end
+
+	// STARTTLS (RFC 3207 4.2, the CVE-2011-0411 class): when go-smtp
+	// says 220 to STARTTLS, every byte the client sent behind the command
+	// is plain text it had no business pipelining, and is discarded
+	// before the handshake reads; a failed handshake ends the session
+	// (go-smtp would say 550 and go on in plain text).
+	tlsState int   // 0 before STARTTLS's 220, 1 handshaking or in TLS
+	tlsErr   error // the handshake failed (under errMu)
+}
+
+// go-smtp's replies around STARTTLS (v0.25): the go-ahead, and the
+// reply to a failed handshake, after which it goes on in plain text.
+const (
+	startTLSGoAhead  = "220 2.0.0 Ready to start TLS\r\n"
+	startTLSHandFail = "550 5.0.0 Handshake error\r\n"
+)
+
+func (c *serverConn) startTLSError() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.tlsErr
 }
 
 func (c *serverConn) lastReadErr() error {
@@ -763,6 +787,22 @@ func (c *serverConn) Read(p []byte) (int, error) {
 
 func (c *serverConn) Write(p []byte) (int, error) {
 	if c.isClosed() {
+		return 0, net.ErrClosed
+	}
+	// Inside TLS every write here is a TLS record (its first byte a
+	// record type, never a digit): these plain-text replies can only be
+	// go-smtp's own, from the goroutine that also reads commands.
+	switch {
+	case c.tlsState == 0 && string(p) == startTLSGoAhead:
+		c.tlsState = 1
+		if n := c.in.Buffered(); n > 0 {
+			c.in.Discard(n)
+		}
+	case c.tlsState == 1 && string(p) == startTLSHandFail:
+		c.errMu.Lock()
+		c.tlsErr = errors.New("smtp: TLS handshake failed after STARTTLS: connection closed")
+		c.errMu.Unlock()
+		c.Close()
 		return 0, net.ErrClosed
 	}
 	return c.tc.Write(p)
