@@ -20,9 +20,13 @@
 //
 // A reply counts only for a command fully written: the replies of a batch
 // are read only once the whole batch is written, and the reply to the
-// final "." only once the whole message and the "." are. Bytes from the
-// server beyond the replies owed are a protocol violation and end the
-// session. Every wait has a deadline that trickling bytes never extend.
+// final "." only once the whole message and the "." are; and a reply whose
+// first byte had reached the socket before the final byte of what it
+// answers was handed to the kernel (the kernel's count of bytes received,
+// read right before each write: see session.send) is a protocol violation
+// that ends the session, whatever it says. Bytes from the server beyond
+// the replies owed are a violation too. Every wait has a deadline that
+// trickling bytes never extend.
 //
 // Choices where SMTP leaves room: a message with 8-bit bytes goes as it is
 // to a server that does not offer 8BITMIME (qmail-remote does the same;
