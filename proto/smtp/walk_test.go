@@ -20,6 +20,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,18 +83,24 @@ func walkReplyText(kind, r string) string {
 // serveWalk is one session of the walk's server.
 // With cfg, the transaction runs inside TLS (STARTTLS first), and what the
 // server reports sent is counted on the socket, records and all.
-func serveWalk(p *peer, c *walkCase, pipelining bool, cfg *tls.Config) {
+// The case is the one the client names in its EHLO (lookup).
+func serveWalk(p *peer, lookup func(ehlo string) *walkCase, pipelining bool, cfg *tls.Config) {
 	rc := &rawCount{Conn: p.c}
 	p.c = rc
 	send := func(s string) bool { return p.send(s) == nil }
-	var tx []byte
-	defer func() { c.got <- tx }()
 	if !send("220 walk ESMTP\r\n") {
 		return
 	}
-	if l, err := p.line(); err != nil || !strings.HasPrefix(l, "EHLO ") {
+	l, err := p.line()
+	if err != nil || !strings.HasPrefix(l, "EHLO ") {
 		return
 	}
+	c := lookup(strings.TrimPrefix(l, "EHLO "))
+	if c == nil {
+		return
+	}
+	var tx []byte
+	defer func() { c.got <- tx }()
 	ext := "250-walk\r\n250 ENHANCEDSTATUSCODES\r\n"
 	if pipelining {
 		ext = "250-walk\r\n250 PIPELINING\r\n"
@@ -238,13 +245,11 @@ func walk(t *testing.T, body string, pipelining bool, cfg *tls.Config) {
 	for _, u := range units {
 		ends[u.end] = u.kind
 	}
-	cases := make(chan *walkCase, 1)
-	addr := startServer(t, func(p *peer) {
-		c := <-cases
-		serveWalk(p, c, pipelining, cfg)
-	})
-	msg := bytesMessage("s@example.test", []byte(body), "r@example.test")
-	checked := 0
+	type job struct {
+		n     int
+		reply string
+	}
+	var jobs []job
 	for n := 0; n <= len(tx); n++ {
 		replies := walkReplies
 		if _, end := ends[n]; !end && len(tx) > 200 && n > units[2].end {
@@ -253,61 +258,103 @@ func walk(t *testing.T, body string, pipelining bool, cfg *tls.Config) {
 			replies = walkReplies[n%len(walkReplies) : n%len(walkReplies)+1]
 		}
 		for _, r := range replies {
-			c := &walkCase{n: n, reply: r, units: units, sent: make(chan int64, 1), got: make(chan []byte, 1)}
-			cases <- c
-			mode := TLSNone
-			if cfg != nil {
-				mode = TLSOpportunistic
-			}
-			client := &Client{TLS: mode, Helo: "client.example", CommandTimeout: time.Minute, DataTimeout: time.Minute,
-				testPause: &pauseHook{at: int64(n), base: -1, wait: func(conn net.Conn) {
-					guard := time.Now().Add(time.Minute)
-					var want int64
-					select {
-					case want = <-c.sent:
-					case <-time.After(time.Minute):
-						t.Errorf("n=%d: the server never answered", n)
-						return
-					}
-					for proto.MarkArrivals(conn).Offset < want && time.Now().Before(guard) {
-						runtime.Gosched()
-					}
-				}}}
-			var results []RecipientResult
-			_, err := client.Deliver(context.Background(), []string{addr}, []Message{msg}, collect(&results))
-			got := <-c.got
-			// Up to n the client writes the transaction; after a
-			// refusal it goes its own way (RSET, QUIT, an empty DATA).
-			if m := min(len(got), n); string(got[:m]) != tx[:m] {
-				t.Fatalf("n=%d, reply %s: the client wrote %q, want a prefix of %q; results %+v, err %v", n, r, got, tx, results, err)
-			}
-			kind, onTime := ends[n]
-			if n == 0 {
-				onTime = false
-			}
-			want, fromServer, wantErr := "Z", false, ErrRemoteViolation
-			if onTime {
-				switch r {
-				case "ok":
-					want, fromServer, wantErr = "K", true, nil
-				case "4xx":
-					want, fromServer, wantErr = "Z", true, nil
-				case "5xx":
-					want, fromServer, wantErr = "D", true, nil
-				}
-			}
-			if len(results) != 1 || statuses(results) != want || results[0].FromServer != fromServer ||
-				(wantErr == nil) != (err == nil) || (wantErr != nil && !errors.Is(err, wantErr)) {
-				t.Fatalf("n=%d of %d (%s, on time %v), reply %s: results %+v, err %v; want %s (from the server %v), err %v",
-					n, len(tx), kind, onTime, r, results, err, want, fromServer, wantErr)
-			}
-			// At 0 the reply may also come with the EHLO reply's bytes,
-			// a reply to nothing: a violation either way.
-			if !onTime && n > 0 && !strings.Contains(err.Error(), errEarly.Error()) {
-				t.Fatalf("n=%d, reply %s: err %v, want it named early", n, r, err)
-			}
-			checked++
+			jobs = append(jobs, job{n, r})
 		}
 	}
+	cases := make([]*walkCase, len(jobs))
+	for i, j := range jobs {
+		cases[i] = &walkCase{n: j.n, reply: j.reply, units: units, sent: make(chan int64, 1), got: make(chan []byte, 1)}
+	}
+	addr := startServer(t, func(p *peer) {
+		serveWalk(p, func(ehlo string) *walkCase {
+			var i int
+			if _, err := fmt.Sscanf(ehlo, "walk-%d.example", &i); err != nil || i < 0 || i >= len(cases) {
+				return nil
+			}
+			return cases[i]
+		}, pipelining, cfg)
+	})
+	msg := bytesMessage("s@example.test", []byte(body), "r@example.test")
+	mode := TLSNone
+	if cfg != nil {
+		mode = TLSOpportunistic
+	}
+	// Sessions run a few at a time: each is decided by its own events.
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				walkOne(t, addr, mode, msg, cases[i], i, tx, ends)
+			}
+		}()
+	}
+	for i := range jobs {
+		if t.Failed() {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	checked := len(jobs)
 	t.Logf("%d sessions over %d offsets", checked, len(tx)+1)
+}
+
+// walkOne runs case c (number i) and checks its outcome.
+func walkOne(t *testing.T, addr string, mode TLSMode, msg Message, c *walkCase, i int, tx string, ends map[int]string) {
+	n, r := c.n, c.reply
+	client := &Client{TLS: mode, Helo: fmt.Sprintf("walk-%d.example", i), CommandTimeout: time.Minute, DataTimeout: time.Minute,
+		testPause: &pauseHook{at: int64(n), base: -1, wait: func(conn net.Conn) {
+			var want int64
+			select {
+			case want = <-c.sent:
+			case <-time.After(time.Minute): // a guard
+				t.Errorf("n=%d: the server never answered", n)
+				return
+			}
+			// The reply has been written; wait (an event, not a
+			// time) until the socket has counted it.
+			guard := time.Now().Add(time.Minute)
+			for proto.MarkArrivals(conn).Offset < want && time.Now().Before(guard) {
+				runtime.Gosched()
+			}
+		}}}
+	var results []RecipientResult
+	_, err := client.Deliver(context.Background(), []string{addr}, []Message{msg}, collect(&results))
+	got := <-c.got
+	// Up to n the client writes the transaction; after a refusal it
+	// goes its own way (RSET, QUIT, an empty DATA).
+	if m := min(len(got), n); string(got[:m]) != tx[:m] {
+		t.Errorf("n=%d, reply %s: the client wrote %q, want a prefix of %q; results %+v, err %v", n, r, got, tx, results, err)
+		return
+	}
+	kind, onTime := ends[n]
+	if n == 0 {
+		onTime = false
+	}
+	want, fromServer, wantErr := "Z", false, ErrRemoteViolation
+	if onTime {
+		switch r {
+		case "ok":
+			want, fromServer, wantErr = "K", true, nil
+		case "4xx":
+			want, fromServer, wantErr = "Z", true, nil
+		case "5xx":
+			want, fromServer, wantErr = "D", true, nil
+		}
+	}
+	if len(results) != 1 || statuses(results) != want || results[0].FromServer != fromServer ||
+		(wantErr == nil) != (err == nil) || (wantErr != nil && !errors.Is(err, wantErr)) {
+		t.Errorf("n=%d of %d (%s, on time %v), reply %s: results %+v, err %v; want %s (from the server %v), err %v",
+			n, len(tx), kind, onTime, r, results, err, want, fromServer, wantErr)
+		return
+	}
+	// At 0 the reply may also come with the EHLO reply's bytes, a
+	// reply to nothing: a violation either way.
+	if !onTime && n > 0 && !strings.Contains(err.Error(), errEarly.Error()) {
+		t.Errorf("n=%d, reply %s: err %v, want it named early", n, r, err)
+	}
 }
