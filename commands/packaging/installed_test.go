@@ -512,12 +512,25 @@ func (r *throwaway) runUnit(name string, listeners []*os.File, names []string) (
 		uid := 61184 + os.Getpid()%4000
 		env = append(env, helperUID+"="+strconv.Itoa(uid), "HOME=/", "USER="+name, "LOGNAME="+name)
 		if u.state != "" {
-			dir := r.path("var/lib/" + u.state)
+			// Where systemd makes a dynamic user's state directory:
+			// /var/lib/private/NAME, /var/lib/NAME a link to it.
+			// (systemd keeps private/ 0700 and opens it to the service
+			// in its mount namespace; here it is simply 0755.)
+			dir := r.path("var/lib/private/" + u.state)
 			if err := os.MkdirAll(dir, 0o700); err != nil {
+				r.t.Fatal(err)
+			}
+			if err := os.Chmod(r.path("var/lib/private"), 0o755); err != nil {
 				r.t.Fatal(err)
 			}
 			if err := os.Chown(dir, uid, uid); err != nil {
 				r.t.Fatal(err)
+			}
+			link := r.path("var/lib/" + u.state)
+			if _, err := os.Lstat(link); os.IsNotExist(err) {
+				if err := os.Symlink("private/"+u.state, link); err != nil {
+					r.t.Fatal(err)
+				}
 			}
 		}
 	case u.user == "root":
@@ -892,4 +905,24 @@ func TestServeUnitInThrowawayRoot(t *testing.T) {
 		t.Errorf("the maildir holds %d copies of the message, want 1", found)
 	}
 	stop()
+
+	// Purge keeps a maildir that holds mail, and says so.
+	out := r.dpkg("-P", "qbox")
+	if !strings.Contains(out, "holds 1 received message(s); it is kept") {
+		t.Errorf("dpkg -P qbox did not say the maildir is kept:\n%s", out)
+	}
+	if es, err := os.ReadDir(newDir); err != nil || len(es) != found {
+		t.Errorf("after dpkg -P qbox the maildir holds %d message(s) (%v), want %d", len(es), err, found)
+	}
+	// Once the mail is read, a purge removes it.
+	if err := os.RemoveAll(newDir); err != nil {
+		t.Fatal(err)
+	}
+	r.dpkg("-i", qboxDeb)
+	out = r.dpkg("-P", "qbox")
+	for _, p := range []string{"var/lib/private/qbox", "var/lib/qbox"} {
+		if _, err := os.Lstat(r.path(p)); err == nil {
+			t.Errorf("dpkg -P qbox left /%s with no mail in it:\n%s", p, out)
+		}
+	}
 }
