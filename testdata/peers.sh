@@ -1,7 +1,13 @@
 #!/bin/bash
-# Installs (when missing) and starts the real peers qbox's tests use:
-# Postfix, mailfront, ucspi-tcp, swaks and systemd-socket-activate from Debian's packages. Needs root
-# when anything is missing. Idempotent.
+# Installs (when missing) the real peers qbox's tests use: Postfix,
+# mailfront, ucspi-tcp, swaks and systemd-socket-activate from Debian's
+# packages, with apt-get; needs root only when something is missing.
+# Idempotent. Beyond installing packages it configures and starts nothing:
+# the tests start their own private Postfix instances
+# (testdata/postfix-private.sh, from proto/testpeer) and the other peers on
+# 127.0.0.1:0, and never touch the host's Postfix or its configuration.
+# Debian's postfix conflicts with every other MTA, so it is not installed
+# over one: that would remove the host's mail system.
 set -eu
 need=()
 for p in postfix:qmqp-source mailfront:qmtpfront-echo ucspi-tcp:tcpserver swaks:swaks systemd:systemd-socket-activate; do
@@ -13,11 +19,17 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "peers: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
     exit 1
   fi
+  if [[ " ${need[*]} " == *" postfix "* ]] && [ -e /usr/sbin/sendmail ]; then
+    echo "peers: another MTA provides /usr/sbin/sendmail and installing postfix would replace it;" \
+      "install postfix yourself if that is what you want, or run the tests in a container" >&2
+    exit 1
+  fi
   export DEBIAN_FRONTEND=noninteractive
-  # Install Postfix without its configuration dialog; postfix-up.sh writes the config.
+  # Install Postfix without its configuration dialog and without a
+  # main.cf: on a machine that had no Postfix, the package stays
+  # unconfigured and stopped (the tests' instances bring their own).
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-flock /tmp/qbox-postfix.lock bash "$(dirname "$0")/postfix-up.sh"
-echo "peers: Postfix qmqpd on 127.0.0.1:1628, smtpd on 127.0.0.1:25; mailfront, tcpserver and swaks installed"
+echo "peers: postfix, mailfront, ucspi-tcp, swaks and systemd-socket-activate installed; nothing configured or started"

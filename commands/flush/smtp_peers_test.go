@@ -131,8 +131,9 @@ func TestFlushSMTPMailfrontDeferKeeps(t *testing.T) {
 	}
 }
 
-// maildirsmtp DIR PREFIX HOST HELOHOST: serialmail's arguments, port 25
-// (here Postfix's), exit 0 when nothing is left, 100 on bad usage.
+// maildirsmtp DIR PREFIX HOST HELOHOST: serialmail's arguments (HOST with
+// the private Postfix's port; without one it is 25, WithDefaultPort's unit
+// tests show), exit 0 when nothing is left, 100 on bad usage.
 func TestMaildirsmtpPersonality(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	token := testpeer.Token(t)
@@ -140,16 +141,16 @@ func TestMaildirsmtpPersonality(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		enqueue(t, src, fmt.Sprintf("170000000%d.m", i), "s@"+pf.Domain, fmt.Sprintf("ppp-r%d@%s", i, pf.Domain), []byte("Subject: "+token+"\n\nx\n"), time.Minute)
 	}
-	cmd := exec.Command(testpeer.Personality(t, "maildirsmtp"), src, "ppp-", "127.0.0.1", testHelo)
+	cmd := exec.Command(testpeer.Personality(t, "maildirsmtp"), src, "ppp-", pf.SMTPAddr, testHelo)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "over SMTP: 127.0.0.1:25 said: K") || len(remaining(t, src)) != 0 {
+	if !strings.Contains(string(out), "over SMTP: "+pf.SMTPAddr+" said: K") || len(remaining(t, src)) != 0 {
 		t.Fatalf("left %v\n%s", remaining(t, src), out)
 	}
 	pf.WaitFor(t, token, 3, 30*time.Second)
-	cmd = exec.Command(testpeer.Personality(t, "maildirsmtp"), src, "ppp-", "127.0.0.1")
+	cmd = exec.Command(testpeer.Personality(t, "maildirsmtp"), src, "ppp-", pf.SMTPAddr)
 	if out, err := cmd.CombinedOutput(); err == nil || cmd.ProcessState.ExitCode() != 100 {
 		t.Fatalf("three arguments: %v\n%s", err, out)
 	}
@@ -189,8 +190,8 @@ func TestFlushMXPSFallback(t *testing.T) {
 
 	t.Run("qmtp closed", func(t *testing.T) {
 		token := testpeer.Token(t)
-		r, code, more := run("qmtp.test", closed, "25", 2, token)
-		want := "succeeded/SMTP/mx.qmtp.test 127.0.0.1:25"
+		r, code, more := run("qmtp.test", closed, portOf(pf.SMTPAddr), 2, token)
+		want := "succeeded/SMTP/mx.qmtp.test " + pf.SMTPAddr
 		if code != 0 || protocols(r) != want+" "+want {
 			t.Fatalf("exit %d, outcomes %s, want SMTP to Postfix (%s)", code, protocols(r), more)
 		}
@@ -198,8 +199,8 @@ func TestFlushMXPSFallback(t *testing.T) {
 	})
 	t.Run("smtp only", func(t *testing.T) {
 		token := testpeer.Token(t)
-		r, code, more := run("smtponly.test", closed, "25", 1, token)
-		if want := "succeeded/SMTP/mx.smtponly.test 127.0.0.1:25"; code != 0 || protocols(r) != want {
+		r, code, more := run("smtponly.test", closed, portOf(pf.SMTPAddr), 1, token)
+		if want := "succeeded/SMTP/mx.smtponly.test " + pf.SMTPAddr; code != 0 || protocols(r) != want {
 			t.Fatalf("exit %d, outcomes %s, want SMTP to Postfix (%s)", code, protocols(r), more)
 		}
 		pf.WaitFor(t, token, 1, 30*time.Second)

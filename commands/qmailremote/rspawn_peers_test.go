@@ -117,7 +117,7 @@ func TestMXPSToPostfixSMTP(t *testing.T) {
 	t.Run("qmtp closed, smtp used", func(t *testing.T) {
 		token := testpeer.Token(t)
 		msg := testMessage(token)
-		res := newRun(t, env(closedPort(t), "25")...).remote(t, msg, "qmtp.test", "sender@example.test", rcpt(token))
+		res := newRun(t, env(closedPort(t), portOf(pf.SMTPAddr))...).remote(t, msg, "qmtp.test", "sender@example.test", rcpt(token))
 		if res.letters() != "rK" || !strings.HasPrefix(res.message, "K127.0.0.1 accepted message.\nRemote host said: 250 ") {
 			t.Fatalf("reports %q, want SMTP to Postfix", res.raw)
 		}
@@ -128,7 +128,7 @@ func TestMXPSToPostfixSMTP(t *testing.T) {
 	t.Run("smtp only", func(t *testing.T) {
 		token := testpeer.Token(t)
 		for _, host := range []string{"smtponly.test", "implicit.test"} {
-			res := newRun(t, env(closedPort(t), "25")...).remote(t, testMessage(token), host, "sender@example.test", rcpt(token))
+			res := newRun(t, env(closedPort(t), portOf(pf.SMTPAddr))...).remote(t, testMessage(token), host, "sender@example.test", rcpt(token))
 			if res.letters() != "rK" || strings.Contains(res.message, "QMTP") {
 				t.Fatalf("%s: reports %q", host, res.raw)
 			}

@@ -4,13 +4,14 @@ package testpeer
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -100,9 +101,19 @@ func listeningPort(t testing.TB, cmd *exec.Cmd, within time.Duration) int {
 
 // procListening finds a listening IPv4 TCP socket among pid's open files.
 func procListening(pid int) (int, bool) {
+	l := procListeners(pid)
+	if len(l) == 0 {
+		return 0, false
+	}
+	return l[0].Port, true
+}
+
+// procListeners lists the listening IPv4 TCP sockets among pid's open
+// files, with their local addresses, in the order of /proc/PID/net/tcp.
+func procListeners(pid int) []*net.TCPAddr {
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
-		return 0, false
+		return nil
 	}
 	inodes := map[string]bool{}
 	for _, fd := range fds {
@@ -113,21 +124,27 @@ func procListening(pid int) (int, bool) {
 	}
 	table, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", pid))
 	if err != nil {
-		return 0, false
+		return nil
 	}
+	var out []*net.TCPAddr
 	for _, line := range strings.Split(string(table), "\n")[1:] {
 		// sl local_address rem_address st ... uid timeout inode
 		f := strings.Fields(line)
 		if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
 			continue
 		}
-		_, hexPort, _ := strings.Cut(f[1], ":")
-		port, err := strconv.ParseUint(hexPort, 16, 16)
-		if err == nil {
-			return int(port), true
+		// The address is the kernel's 32-bit word in host byte order.
+		hexIP, hexPort, _ := strings.Cut(f[1], ":")
+		ip, err1 := strconv.ParseUint(hexIP, 16, 32)
+		port, err2 := strconv.ParseUint(hexPort, 16, 16)
+		if err1 != nil || err2 != nil {
+			continue
 		}
+		a := &net.TCPAddr{IP: make(net.IP, 4), Port: int(port)}
+		binary.NativeEndian.PutUint32(a.IP, uint32(ip))
+		out = append(out, a)
 	}
-	return 0, false
+	return out
 }
 
 // Mailfront runs mailfront's qmqpfront-echo or qmtpfront-echo (proto is
@@ -137,72 +154,4 @@ func Mailfront(t testing.TB, proto string) string {
 	t.Helper()
 	prog := Require(t, proto+"front-echo", "mailfront")
 	return TCPServer(t, []string{"PLUGINS=accept"}, prog)
-}
-
-// Postfix describes the machine's Postfix configured by
-// testdata/postfix-up.sh.
-type Postfix struct {
-	QMQPAddr string // qmqpd; only 127.0.0.1 is authorized
-	SMTPAddr string // smtpd
-	Domain   string // mail for any user at Domain lands in Maildir
-	Maildir  string // the maildir (new/ holds delivered files)
-}
-
-var (
-	postfixOnce sync.Once
-	postfixErr  error
-)
-
-// StartPostfix configures and starts the system Postfix (once per test
-// process; the script is idempotent and serialised with flock across
-// processes). It needs root.
-func StartPostfix(t testing.TB) *Postfix {
-	t.Helper()
-	postfixOnce.Do(func() {
-		if os.Geteuid() != 0 {
-			postfixErr = fmt.Errorf("Postfix peer needs root to start (run the tests as root, as CI does)")
-			return
-		}
-		script := filepath.Join(Root(), "testdata", "postfix-up.sh")
-		cmd := exec.Command("flock", "/tmp/qbox-postfix.lock", "bash", script)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			postfixErr = fmt.Errorf("%s: %v\n%s", script, err, out)
-		}
-	})
-	if postfixErr != nil {
-		t.Fatal(postfixErr)
-	}
-	return &Postfix{
-		QMQPAddr: "127.0.0.1:1628",
-		SMTPAddr: "127.0.0.1:25",
-		Domain:   "example.test",
-		Maildir:  "/tmp/qbox-postfix/mail/inbox",
-	}
-}
-
-// WaitFor waits until n delivered files contain token and returns their
-// contents. Tests share the mailbox, so each test marks its mail with a
-// token of its own (see Token).
-func (p *Postfix) WaitFor(t testing.TB, token string, n int, within time.Duration) [][]byte {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var found [][]byte
-		for _, sub := range []string{"new", "cur"} {
-			entries, _ := os.ReadDir(filepath.Join(p.Maildir, sub))
-			for _, e := range entries {
-				b, err := os.ReadFile(filepath.Join(p.Maildir, sub, e.Name()))
-				if err == nil && bytes.Contains(b, []byte(token)) {
-					found = append(found, b)
-				}
-			}
-		}
-		if len(found) >= n || time.Now().After(deadline) {
-			if len(found) < n {
-				t.Fatalf("Postfix delivered %d messages containing %q within %v, want %d", len(found), token, within, n)
-			}
-			return found
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

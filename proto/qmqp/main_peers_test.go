@@ -1,0 +1,12 @@
+//go:build peers
+
+package qmqp_test
+
+import (
+	"testing"
+
+	"qbox/proto/testpeer"
+)
+
+// TestMain stops this process's private Postfix once the tests are done.
+func TestMain(m *testing.M) { testpeer.Main(m) }

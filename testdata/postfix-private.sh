@@ -1,0 +1,93 @@
+#!/bin/bash
+# A private Postfix for qbox's tests, started by proto/testpeer (StartPostfix)
+# and never touching the host's Postfix: `postfix-private.sh DIR` (as root;
+# DIR a fresh, empty directory) runs Postfix in a mount namespace of its own,
+# with DIR/etc, DIR/spool and DIR/lib bound over /etc/postfix,
+# /var/spool/postfix and /var/lib/postfix in that namespace only (Postfix's
+# paths are compiled in; `postmulti` would register the instance in the
+# host's main.cf). The configuration starts from the package's defaults
+# (/usr/share/postfix/main.cf.debian, master.cf.dist), never from the host's
+# main.cf, so nothing of the host's setup (relay hosts, milters, content
+# filters, secrets) is read or copied:
+#   smtpd on 127.0.0.1:0 and qmqpd on 127.0.0.3:0 (the kernel picks the
+#     ports; master.cf takes only one service per address:port, hence two
+#     addresses; a client's default source is still 127.0.0.1), read back
+#     by the caller from /proc/MASTER/net/tcp; inet_interfaces names only
+#     127.0.0.1, the one loopback address the host has as an interface
+#     address (with 127.0.0.3 there every postfix command exits 1, and
+#     silently: the check comes before logging starts);
+#   qmqpd_authorized_clients = 127.0.0.1, so 127.0.0.2 is a refused client;
+#   mail for any user at example.test delivered to the maildir
+#     DIR/mail/inbox/; nothing ever leaves (default and relay transports are
+#     error:); the log in DIR/maillog.
+# Once the instance listens it prints "master PID" on stdout, then waits for
+# EOF on stdin: the test process holds the other end, so however that
+# process ends, Postfix is stopped and DIR removed.
+set -eu
+dir=${1:?usage: postfix-private.sh DIR}
+case $dir in /*) ;; *) echo "postfix-private: DIR must be absolute: $dir" >&2; exit 2 ;; esac
+[ "$(id -u)" = 0 ] || { echo "postfix-private: needs root (Postfix starts as root)" >&2; exit 1; }
+command -v postconf >/dev/null && [ -d /etc/postfix ] || {
+  echo "postfix-private: postfix is not installed (make peers, or apt-get install postfix)" >&2; exit 1; }
+
+if [ "${2:-}" != --inside ]; then
+  exec unshare --mount --propagation private bash "$0" "$dir" --inside
+fi
+# From here on in a mount namespace of our own: refuse to go on otherwise,
+# since the mounts below would cover the host's Postfix directories.
+[ "$(readlink /proc/self/ns/mnt)" != "$(readlink /proc/$PPID/ns/mnt)" ] || {
+  echo "postfix-private: not in a private mount namespace; refusing to mount over /etc/postfix" >&2; exit 1; }
+
+etc=$dir/etc spool=$dir/spool lib=$dir/lib mail=$dir/mail
+mkdir "$etc" "$spool" "$lib" "$mail"
+chmod 755 "$dir" # the postfix user delivers into $mail
+chown postfix:postfix "$lib" "$mail"
+# What Postfix's own scripts (post-install, postfix-script) read from its
+# meta_directory; none of it is site configuration.
+for f in dynamicmaps.cf dynamicmaps.cf.d postfix-files postfix-files.d post-install postfix-script \
+  makedefs.out main.cf.proto master.cf.proto; do
+  [ ! -e "/etc/postfix/$f" ] || cp -a "/etc/postfix/$f" "$etc/"
+done
+cp /usr/share/postfix/main.cf.debian "$etc/main.cf"
+cp /usr/share/postfix/master.cf.dist "$etc/master.cf"
+postconf -c "$etc" -e \
+  'inet_interfaces = 127.0.0.1' 'inet_protocols = ipv4' 'mydestination =' \
+  'myhostname = qbox-test.localdomain' 'mynetworks = 127.0.0.0/8' \
+  'virtual_mailbox_domains = example.test' "virtual_mailbox_base = $mail" \
+  'virtual_mailbox_maps = static:inbox/' "virtual_uid_maps = static:$(id -u postfix)" \
+  "virtual_gid_maps = static:$(id -g postfix)" 'virtual_minimum_uid = 1' \
+  'qmqpd_authorized_clients = 127.0.0.1' 'qmqpd_error_delay = 0s' \
+  'smtpd_error_sleep_time = 0' 'smtpd_recipient_restrictions = permit_mynetworks, reject' \
+  'default_transport = error:qbox test host: no mail leaves' 'relay_transport = error:qbox test host: no mail leaves' \
+  'alias_maps =' 'alias_database =' \
+  "maillog_file = $dir/maillog" "maillog_file_prefixes = $dir"
+# No chroot (it would need a copy of /etc files inside the queue), and only
+# our two listeners.
+postconf -c "$etc" -F '*/*/chroot = n'
+sed -i -E '/^[^#[:space:]]+[[:space:]]+inet[[:space:]]/d' "$etc/master.cf"
+printf '127.0.0.1:0 inet n - n - - smtpd\n127.0.0.3:0 inet n - n - - qmqpd\n' >>"$etc/master.cf"
+
+mount --bind "$etc" /etc/postfix
+mount --bind "$spool" /var/spool/postfix
+mount --bind "$lib" /var/lib/postfix
+[ /etc/postfix -ef "$etc" ] && [ /var/spool/postfix -ef "$spool" ] && [ /var/lib/postfix -ef "$lib" ] || {
+  echo "postfix-private: the bind mounts did not take" >&2; exit 1; }
+# Postfix's daemons must not hold the caller's stdout or stderr.
+exec 3>&1 >>"$dir/start.log" 2>&1
+postfix post-install create-missing
+# create-missing has just made the queue: skip postfix start's second,
+# slower integrity check of it.
+touch /var/spool/postfix/quick-start
+postfix start
+# From now on, however this script ends (EOF on stdin, a signal, an error),
+# Postfix is stopped and DIR removed. `postfix stop` returns once the
+# master has exited (its lock is free).
+trap 'postfix stop >/dev/null 2>&1 || true; cd /; rm -rf "$dir"' EXIT
+trap 'exit 1' HUP INT TERM
+read -r pid </var/spool/postfix/pid/master.pid
+echo "master $pid" >&3
+exec 3>&-
+
+# Until the test process closes our stdin (or writes to it).
+read -r _ || true
+
