@@ -128,7 +128,7 @@ func TestSendPostfixQMQP(t *testing.T) {
 func TestSendPostfixSMTP(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	token := testpeer.Token(t)
-	code, r, table := one(t, Config{Targets: []string{pf.SMTPAddr}, SendTo: token + "@" + pf.Domain, From: ""})
+	code, r, table := one(t, Config{Targets: []string{pf.SMTPAddr}, Protocol: probe.SMTP, SendTo: token + "@" + pf.Domain, From: ""})
 	if code != 0 || r.Send.Reply == nil || r.Send.Reply.Status != "K" || !strings.HasPrefix(r.Send.Reply.Text, "250") {
 		t.Fatalf("exit %d, %+v", code, r.Send)
 	}
@@ -139,7 +139,7 @@ func TestSendPostfixSMTP(t *testing.T) {
 		}
 	}
 	// A recipient Postfix refuses: D, exit 1.
-	code, r, _ = one(t, Config{Targets: []string{pf.SMTPAddr}, SendTo: "someone@elsewhere.invalid", From: "a@example.test"})
+	code, r, _ = one(t, Config{Targets: []string{pf.SMTPAddr}, Protocol: probe.SMTP, SendTo: "someone@elsewhere.invalid", From: "a@example.test"})
 	if code != probe.CodeUnexpected || r.Send.Reply == nil || r.Send.Reply.Status != "D" {
 		t.Fatalf("refused recipient: exit %d, %+v", code, r.Send)
 	}
@@ -165,7 +165,7 @@ func TestBinaryExitCodesPostfix(t *testing.T) {
 		{[]string{"--qmqp", "--wait", "300ms", pf.QMQPAddr}, 0, "open and silent"},
 		{[]string{"--qmqp", "--wait", "5s", "--source", "127.0.0.2", pf.QMQPAddr}, 1, "not authorized"},
 		{[]string{"--qmqp", "--wait", "5s", pf.SMTPAddr}, 1, "an SMTP server, not QMQP"},
-		{[]string{"--json", "--smtp", "--wait", "5s", "127.0.0.1"}, 0, `"banner": "220 `},
+		{[]string{"--json", "--smtp", "--wait", "5s", pf.SMTPAddr}, 0, `"banner": "220 `},
 	} {
 		runBinary(t, c.args, c.code, c.out)
 	}

@@ -14,6 +14,13 @@ import (
 	"qbox/proto/testpeer"
 )
 
+// postfixRun is a qmail-remote run whose [127.0.0.1] is the test's
+// private Postfix: SMTP on its port (QBOX_SMTP_PORT), QMTP on a closed one.
+func postfixRun(t *testing.T, pf *testpeer.Postfix) *run {
+	t.Helper()
+	return newRun(t, EnvSMTPPort+"="+portOf(pf.SMTPAddr), EnvQMTPPort+"="+closedPort(t))
+}
+
 // The [127.0.0.1] literal into Postfix's smtpd: every recipient accepted
 // ('r' each, then K with Postfix's 250); the message Postfix delivers
 // ends with exactly the bytes given (dots and 8-bit included).
@@ -21,7 +28,7 @@ func TestSMTPPostfixAllAccepted(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	token := testpeer.Token(t)
 	msg := testMessage(token)
-	res := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test", "one-"+token+"@"+pf.Domain, "two-"+token+"@"+pf.Domain)
+	res := postfixRun(t, pf).remote(t, msg, "[127.0.0.1]", "sender@example.test", "one-"+token+"@"+pf.Domain, "two-"+token+"@"+pf.Domain)
 	if res.letters() != "rrK" || !strings.HasPrefix(res.message, "K127.0.0.1 accepted message.\nRemote host said: 250 ") {
 		t.Fatalf("reports %q", res.raw)
 	}
@@ -39,7 +46,7 @@ func TestSMTPPostfixOneRefused(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	token := testpeer.Token(t)
 	msg := testMessage(token)
-	res := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test",
+	res := postfixRun(t, pf).remote(t, msg, "[127.0.0.1]", "sender@example.test",
 		"one-"+token+"@"+pf.Domain, "nobody@nonexistent.invalid", "two-"+token+"@"+pf.Domain)
 	if res.letters() != "rhrK" {
 		t.Fatalf("reports %q, want r h r K", res.raw)
@@ -48,7 +55,7 @@ func TestSMTPPostfixOneRefused(t *testing.T) {
 		t.Errorf("refused recipient's report %q", h)
 	}
 	// qmail-rspawn, run for the refused recipient alone, bounces it.
-	one := newRun(t).remote(t, msg, "[127.0.0.1]", "sender@example.test", "nobody@nonexistent.invalid")
+	one := postfixRun(t, pf).remote(t, msg, "[127.0.0.1]", "sender@example.test", "nobody@nonexistent.invalid")
 	if v := verdict(one.raw); !strings.HasPrefix(v, "D127.0.0.1 does not like recipient.\nRemote host said: 550 ") {
 		t.Errorf("qmail-rspawn's verdict for the refused recipient %q (reports %q)", v, one.raw)
 	}
@@ -143,7 +150,7 @@ func TestMXPSToPostfixSMTP(t *testing.T) {
 // (not the file qmail-rspawn gives) is sent all the same.
 func TestInterfaceAndHostileAddresses(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
-	r := newRun(t)
+	r := postfixRun(t, pf)
 	res := r.remote(t, testMessage("x"), "[127.0.0.1]", "sender@example.test")
 	if res.raw == nil || string(res.raw) != "DI (qmail-remote) was invoked improperly. (#5.3.5)\n\x00" {
 		t.Errorf("usage: %q", res.raw)
