@@ -22,15 +22,18 @@ build:
 	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o qbox .
 
 # Real peers for the tests (Postfix, mailfront, ucspi-tcp, swaks,
-# systemd-socket-activate).
+# systemd-socket-activate): installed with apt when missing, nothing
+# configured or started (the tests start private instances).
 peers:
 	bash testdata/peers.sh
 
-# Every test, CI's command: as root, installs and starts the real peers,
+# Every test, CI's command: as root, installs the real peers when missing,
 # then runs the tests with the build tag peers, which adds the
 # *_peers_test.go files (against Postfix, mailfront, tcpserver, swaks, or
-# needing root). A missing peer fails the run, never skips. Plain
-# `go test ./...` (no root, no peers) runs the rest.
+# needing root). Each test process starts its own private Postfix on
+# loopback ports (proto/testpeer); the host's Postfix and /etc are left
+# alone. A missing peer fails the run, never skips. Plain `go test ./...`
+# (no root, no peers) runs the rest.
 test: peers
 	$(GO) test -tags peers -race -count=1 -timeout 45m ./...
 

@@ -20,33 +20,31 @@ import (
 	"qbox/proto/testpeer"
 )
 
-// localUser is an unprivileged user a test creates and removes.
+// localUser is an unprivileged user for a test: a uid of its own, in the
+// group nogroup, with no entry in the password database (useradd would
+// change the host's /etc/passwd, and tests never change the host's
+// configuration). Its name only goes into USER and LOGNAME, where
+// sendmail takes the sender's name from.
 type localUser struct {
 	name     string
 	uid, gid uint32
 	home     string
 }
 
-// addUser creates a system user with the given home (not created by
-// useradd) and removes it when the test ends.
+// addUser returns a user whose uid (one per suffix, "a" or "b", and per
+// test process) no account has, with the given home (not created).
 func addUser(t *testing.T, suffix, home string) localUser {
 	t.Helper()
 	name := fmt.Sprintf("qbx%d%s", os.Getpid()%100000, suffix)
-	out, err := exec.Command("useradd", "-M", "-N", "-g", "nogroup", "-s", "/bin/false", "-d", home, name).CombinedOutput()
-	if err != nil {
-		out2, err2 := exec.Command("useradd", "-M", "-U", "-s", "/bin/false", "-d", home, name).CombinedOutput()
-		if err2 != nil {
-			t.Fatalf("useradd %s: %v %s / %v %s", name, err, out, err2, out2)
-		}
+	uid := 2_000_000_000 + uint32(os.Getpid()%100000)*4 + uint32(strings.Index("ab", suffix)+1)
+	if u, err := user.LookupId(strconv.Itoa(int(uid))); err == nil {
+		t.Fatalf("uid %d belongs to %s: pick another", uid, u.Username)
 	}
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
+	gid := 65534
+	if g, err := user.LookupGroup("nogroup"); err == nil {
+		gid, _ = strconv.Atoi(g.Gid)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return localUser{name: name, uid: uint32(uid), gid: uint32(gid), home: home}
+	return localUser{name: name, uid: uid, gid: uint32(gid), home: home}
 }
 
 // as runs prog as u with env, stdin and the working directory dir.
@@ -106,7 +104,7 @@ func makeSystemQueue(t *testing.T, root string) spool.SystemQueue {
 // sendmail -q delivers each exactly once through Postfix's qmqpd.
 func TestSystemQueueForEveryUser(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create users (CI runs as root)")
+		t.Skip("needs root to run commands as other users (CI runs as root)")
 	}
 	pf := testpeer.StartPostfix(t)
 	top := publicDir(t, 0o755)
