@@ -72,18 +72,21 @@ mount --bind "$spool" /var/spool/postfix
 mount --bind "$lib" /var/lib/postfix
 [ /etc/postfix -ef "$etc" ] && [ /var/spool/postfix -ef "$spool" ] && [ /var/lib/postfix -ef "$lib" ] || {
   echo "postfix-private: the bind mounts did not take" >&2; exit 1; }
-# Postfix's daemons must not hold the caller's stdout or stderr.
+# Postfix's daemons must not hold the caller's pipes (stdin, stdout, and
+# stderr, kept as 3 for the ready line).
 exec 3>&1 >>"$dir/start.log" 2>&1
-postfix post-install create-missing
+postfix post-install create-missing </dev/null 3>&-
 # create-missing has just made the queue: skip postfix start's second,
 # slower integrity check of it.
 touch /var/spool/postfix/quick-start
-postfix start
+postfix start </dev/null 3>&-
 # From now on, however this script ends (EOF on stdin, a signal, an error),
 # Postfix is stopped and DIR removed. `postfix stop` returns once the
 # master has exited (its lock is free).
-trap 'postfix stop >/dev/null 2>&1 || true; cd /; rm -rf "$dir"' EXIT
-trap 'exit 1' HUP INT TERM
+# (set +e: the cleanup must not stop at a first error, such as the sticky
+# write error bash reports after a write to a caller that died.)
+trap 'set +e; postfix stop >/dev/null 2>&1; rm -rf -- "$dir"' EXIT
+trap 'exit 1' HUP INT PIPE TERM
 read -r pid </var/spool/postfix/pid/master.pid
 echo "master $pid" >&3
 exec 3>&-
