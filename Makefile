@@ -16,7 +16,7 @@ TAGS          := urfave_cli_no_docs
 PERSONALITIES := sendmail qmail-inject qmail-qmqpc mailq maildirqmtp maildirsmtp newaliases qmail-queue qmail-remote
 FUZZTIME      ?= 20s
 
-.PHONY: build peers test demo fuzz bench man lint install deb clean
+.PHONY: build peers test crashtest demo fuzz bench man lint install deb clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o qbox .
@@ -36,6 +36,13 @@ peers:
 # (no root, no peers) runs the rest.
 test: peers
 	$(GO) test -tags peers -race -count=1 -timeout 45m ./...
+
+# The power-cut tests, long version: as `make test` runs them (root,
+# /dev/fuse, tag peers) but cutting at every recorded file system
+# operation, not only at each sync and a sample of the rest.
+crashtest:
+	$(GO) test -tags peers -count=1 -timeout 30m ./proto/testkit/crashfs/
+	QBOX_CRASH_ALL=1 $(GO) test -tags peers -count=1 -timeout 30m -run 'PowerCut' ./commands/... ./proto/...
 
 # The main job on the embedded default: serve into a maildir, inject a
 # message, show it arrived.

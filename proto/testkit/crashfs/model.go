@@ -330,6 +330,21 @@ func (l *Log) SyncPoints() []int {
 	return pts
 }
 
+// Summary counts the operations of each kind, e.g. "write 12, fsync 3".
+func (l *Log) Summary() string {
+	n := map[Kind]int{}
+	for _, o := range l.Ops {
+		n[o.Kind]++
+	}
+	var parts []string
+	for k := OpCreate; k <= OpFsyncDir; k++ {
+		if n[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%v %d", k, n[k]))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // AllPoints are every cut point, 0 to Len.
 func (l *Log) AllPoints() []int {
 	pts := make([]int, len(l.Ops)+1)

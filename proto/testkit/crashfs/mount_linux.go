@@ -76,10 +76,7 @@ func Mount(t testing.TB, backing string) *FS {
 		t.Fatal(err)
 	}
 	lr := &fs.LoopbackRoot{Path: backing, Dev: st.Dev}
-	lr.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, fs: f}
-	}
-	root := lr.NewNode(lr, nil, "", &st)
+	root := &node{LoopbackNode: &fs.LoopbackNode{RootData: lr}, fs: f}
 	lr.RootNode = root
 	server, err := fs.Mount(f.Dir, root, &fs.Options{
 		RootStableAttr: &fs.StableAttr{Ino: st.Ino},
@@ -215,11 +212,19 @@ func (f *FS) ino(n *fs.Inode) int {
 // backing file system saw, and an operation is recorded before its reply
 // reaches the program.
 type node struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 	fs *FS
 
 	tmpMu sync.Mutex
 	tmpfd int // an O_TMPFILE's descriptor until it is linked (+1; 0: none)
+}
+
+// WrapChild makes every node the loopback creates a recording one.
+func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	if ln, ok := ops.(*fs.LoopbackNode); ok {
+		return &node{LoopbackNode: ln, fs: n.fs}
+	}
+	return ops
 }
 
 func (n *node) backingPath() string {
@@ -329,7 +334,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 			return nil, fs.ToErrno(err)
 		}
 		out.Attr.FromStat(&st)
-		ch = n.NewInode(ctx, &node{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, fs: f}, tn.StableAttr())
+		ch = n.NewInode(ctx, &fs.LoopbackNode{RootData: n.RootData}, tn.StableAttr())
 		tn.tmpMu.Lock()
 		if tn.tmpfd > 0 {
 			syscall.Close(tn.tmpfd - 1)
@@ -540,6 +545,7 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 var (
+	_ fs.NodeWrapChilder    = (*node)(nil)
 	_ fs.NodeCreater        = (*node)(nil)
 	_ fs.NodeMkdirer        = (*node)(nil)
 	_ fs.NodeSymlinker      = (*node)(nil)

@@ -1,0 +1,294 @@
+//go:build peers && linux
+
+package serve_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"qbox/proto"
+	"qbox/proto/maildir"
+	"qbox/proto/qmqp"
+	"qbox/proto/qmtp"
+	"qbox/proto/testkit/crashfs"
+)
+
+// crashAll, from `make crashtest`, cuts at every recorded operation
+// instead of at every sync and a sample of the rest.
+var crashAll = os.Getenv("QBOX_CRASH_ALL") != ""
+
+// delivered is one file a K or 250 promised: a message (named by its
+// token, see crashMessage) for one recipient.
+type delivered struct{ token, rcpt string }
+
+// ackLog notes, for every promised file, the number of file system
+// operations recorded when the client read the reply: every operation
+// serve finished before replying is counted, so a power cut at or after
+// that point must keep the file.
+type ackLog struct {
+	mu   sync.Mutex
+	fsys *crashfs.FS
+	at   map[delivered]int
+	sent map[delivered]bool // every file a client asked for, K or not
+	msgs map[string][]byte  // token -> message, for the checks
+}
+
+// message is crashMessage(token), made once.
+func (a *ackLog) message(token string) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m, ok := a.msgs[token]
+	if !ok {
+		m = crashMessage(token)
+		a.msgs[token] = m
+	}
+	return m
+}
+
+func (a *ackLog) send(token string, rcpts []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range rcpts {
+		a.sent[delivered{token, r}] = true
+	}
+}
+
+func (a *ackLog) ack(token, rcpt string) {
+	n := a.fsys.Ops() // first: the reply is already read
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.at[delivered{token, rcpt}] = n
+}
+
+// crashRcpts are the recipients of a message: token.0@... to token.n-1@...
+func crashRcpts(token string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s.%d@example.test", token, i)
+	}
+	return out
+}
+
+// tokenOf is the token of a recipient made by crashRcpts.
+func tokenOf(rcpt string) string {
+	local, _, _ := strings.Cut(rcpt, "@")
+	if i := strings.LastIndexByte(local, '.'); i > 0 {
+		return local[:i]
+	}
+	return local
+}
+
+// TestPowerCutKeepsEveryK runs qbox serve into a maildir on a crash file
+// system while clients send over QMQP (one message per connection),
+// pipelined QMTP (one session of many packages) and SMTP (one session),
+// messages from 100 bytes to 90 KB (the large ones spill to a spool file)
+// to 1 to 6 recipients (more than maildir.MaxOpenFiles parks files in
+// tmp/). Then, for every cut at a sync (every operation under `make
+// crashtest`) and a sample of the others, under each model of
+// crashfs.Models: every file whose K or 250 the client had read is in
+// new/, byte-exact; every file in new/ is whole and there once. A few of
+// the crashed images are then handed to a fresh serve, which must store
+// into them as before.
+func TestPowerCutKeepsEveryK(t *testing.T) {
+	backing := t.TempDir()
+	if err := maildir.Init(filepath.Join(backing, "Maildir")); err != nil {
+		t.Fatal(err)
+	}
+	fsys := crashfs.Mount(t, backing)
+	s := startServe(t, "--maildir", filepath.Join(fsys.Dir, "Maildir"), "--smtp", "127.0.0.1:0")
+	acks := &ackLog{fsys: fsys, at: map[delivered]int{}, sent: map[delivered]bool{}, msgs: map[string][]byte{}}
+	const perProto = 8
+	rcptCount := func(i int) int { return []int{1, 2, 1, 6, 1, 3, 1, 1}[i%8] }
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	wg.Add(3)
+	go func() { // QMQP
+		defer wg.Done()
+		c := &qmqp.Client{Servers: []string{s.qmqp}, Timeout: time.Minute}
+		for i := range perProto {
+			token := fmt.Sprintf("pc-qmqp-%d-%d", i, i*i%89)
+			rcpts := crashRcpts(token, rcptCount(i))
+			msg := crashMessage(token)
+			acks.send(token, rcpts)
+			r, err := c.Send(context.Background(), proto.Envelope{Sender: "cut@example.test", Recipients: rcpts}, bytes.NewReader(msg), int64(len(msg)))
+			if err != nil || r.Status != proto.OK {
+				errs <- fmt.Errorf("qmqp %s: %v %v", token, r, err)
+				return
+			}
+			for _, rc := range rcpts {
+				acks.ack(token, rc)
+			}
+		}
+	}()
+	go func() { // QMTP, every package pipelined in one session
+		defer wg.Done()
+		var pkgs []qmtp.Package
+		var tokens []string
+		for i := range perProto {
+			token := fmt.Sprintf("pc-qmtp-%d-%d", i, i*i%83)
+			msg := crashMessage(token)
+			rcpts := crashRcpts(token, rcptCount(i+3))
+			acks.send(token, rcpts)
+			tokens = append(tokens, token)
+			pkgs = append(pkgs, qmtp.Package{Sender: "cut@example.test", Recipients: rcpts, Size: int64(len(msg)),
+				Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(msg)), nil }})
+		}
+		c := &qmtp.Client{ReadTimeout: time.Minute, WriteTimeout: time.Minute}
+		_, err := c.Deliver(context.Background(), []string{s.qmtp}, pkgs, func(r qmtp.RecipientResult) {
+			if r.FromServer && r.Reply.Status == proto.OK {
+				acks.ack(tokens[r.Package], pkgs[r.Package].Recipients[r.Recipient])
+			} else {
+				errs <- fmt.Errorf("qmtp %s: %v", tokens[r.Package], r.Reply)
+			}
+		})
+		if err != nil {
+			errs <- fmt.Errorf("qmtp session: %v", err)
+		}
+	}()
+	go func() { // SMTP, one session
+		defer wg.Done()
+		c, err := gosmtp.Dial(s.smtp)
+		if err != nil {
+			errs <- err
+			return
+		}
+		defer c.Close()
+		c.CommandTimeout, c.SubmissionTimeout = time.Minute, time.Minute
+		for i := range perProto {
+			token := fmt.Sprintf("pc-smtp-%d-%d", i, i*i%79)
+			rcpts := crashRcpts(token, rcptCount(i+5))
+			msg := bytes.ReplaceAll(crashMessage(token), []byte("\n"), []byte("\r\n"))
+			acks.send(token, rcpts)
+			if err := c.SendMail("cut@example.test", rcpts, bytes.NewReader(msg)); err != nil {
+				errs <- fmt.Errorf("smtp %s: %v", token, err)
+				return
+			}
+			for _, rc := range rcpts {
+				acks.ack(token, rc)
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	l, err := fsys.Log()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pts := cutPoints(l, acks.at)
+	checked := 0
+	err = l.Images(pts, crashfs.Models, func(k int, img *crashfs.Image) error {
+		checked++
+		return checkMaildirImage(img, "Maildir", k, acks)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d files promised, %d operations recorded (%s); %d cut points checked under %d models (%d images)",
+		len(acks.at), l.Len(), l.Summary(), len(pts), len(crashfs.Models), checked)
+
+	// Recovery: a fresh serve stores into a crashed image (leftovers in
+	// tmp/, a half-finished batch) as into a clean maildir.
+	for _, k := range []int{pts[len(pts)/3], pts[2*len(pts)/3], l.Len()} {
+		img, err := l.Image(k, crashfs.POSIX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		if err := img.WriteTo(dir); err != nil {
+			t.Fatal(err)
+		}
+		md := filepath.Join(dir, "Maildir")
+		before := countFiles(t, filepath.Join(md, "new"))
+		s2 := startServe(t, "--maildir", md)
+		mustK(t, s2.qmqp, proto.Envelope{Sender: "after@example.test", Recipients: []string{"after.0@example.test"}}, crashMessage("after"))
+		if got := readMaildir(t, md); len(got) != before+1 {
+			t.Errorf("cut %d: %d files in new/ after one more delivery, want %d", k, len(got), before+1)
+		}
+	}
+}
+
+// cutPoints are the sync points, the points where a client read a
+// reply, and every fifth operation (every operation with QBOX_CRASH_ALL),
+// ascending.
+func cutPoints(l *crashfs.Log, acks map[delivered]int) []int {
+	if crashAll {
+		return l.AllPoints()
+	}
+	set := map[int]bool{}
+	for _, k := range l.SyncPoints() {
+		set[k] = true
+	}
+	for _, k := range acks {
+		set[k] = true
+	}
+	for k := 0; k <= l.Len(); k += 5 {
+		set[k] = true
+	}
+	pts := make([]int, 0, len(set))
+	for k := range set {
+		pts = append(pts, k)
+	}
+	sort.Ints(pts)
+	return pts
+}
+
+// checkMaildirImage checks a crashed maildir: every file in new/ is a
+// whole message for a recipient a client sent to, there once; every file
+// acknowledged at or before the cut k is there.
+func checkMaildirImage(img *crashfs.Image, dir string, k int, acks *ackLog) error {
+	names, err := img.ReadDir(dir + "/new")
+	if err != nil {
+		return err
+	}
+	seen := map[delivered]string{}
+	for _, name := range names {
+		b, err := img.ReadFile(dir + "/new/" + name)
+		if err != nil {
+			return err
+		}
+		lines := bytes.SplitN(b, []byte("\n"), 4)
+		if len(lines) != 4 || !bytes.HasPrefix(lines[0], []byte("Return-Path: <cut@example.test>")) ||
+			!bytes.HasPrefix(lines[1], []byte("Delivered-To: ")) || !bytes.HasPrefix(lines[2], []byte("Received: from ")) {
+			return fmt.Errorf("new/%s is torn: %d bytes, %q...", name, len(b), b[:min(len(b), 80)])
+		}
+		rcpt := string(lines[1][len("Delivered-To: "):])
+		d := delivered{tokenOf(rcpt), rcpt}
+		if !acks.sent[d] {
+			return fmt.Errorf("new/%s is for %s, never sent", name, rcpt)
+		}
+		if want := acks.message(d.token); !bytes.Equal(lines[3], want) {
+			return fmt.Errorf("new/%s (for %s) is torn: a message of %d bytes, want %d", name, rcpt, len(lines[3]), len(want))
+		}
+		if other, dup := seen[d]; dup {
+			return fmt.Errorf("new/%s and new/%s are both for %s", other, name, rcpt)
+		}
+		seen[d] = name
+	}
+	for d, at := range acks.at {
+		if at <= k {
+			if _, ok := seen[d]; !ok {
+				return fmt.Errorf("the file for %s, acknowledged at operation %d, is not in new/", d.rcpt, at)
+			}
+		}
+	}
+	return nil
+}
