@@ -20,9 +20,55 @@ import (
 	gomaildir "github.com/emersion/go-maildir"
 )
 
-// Init creates dir with tmp/, new/ and cur/ (mode 0700) if missing.
+// Init creates dir with tmp/, new/ and cur/ (mode 0700) if missing, and
+// makes what it created durable (see MkdirDurable): a K given into a new/
+// that a power cut could take away would be a K for nothing.
 func Init(dir string) error {
-	return gomaildir.Dir(dir).Init()
+	return MkdirDurable(dir, func() error { return gomaildir.Dir(dir).Init() })
+}
+
+// MkdirDurable runs mkdirs, which creates dir (and parents of it, if
+// missing) and directories inside dir, then fsyncs dir and the parent of
+// every directory it created, so each new directory entry survives a
+// power cut: a directory's fsync makes its own entries durable, not its
+// name in its parent (Linux fsync(2)). Nothing is synced when dir
+// existed and mkdirs added nothing to it.
+func MkdirDurable(dir string, mkdirs func() error) error {
+	dir = filepath.Clean(dir)
+	// The topmost directory that does not exist yet.
+	top := ""
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		top = d
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	before := -1
+	if top == "" {
+		if des, err := os.ReadDir(dir); err == nil {
+			before = len(des)
+		}
+	}
+	if err := mkdirs(); err != nil {
+		return err
+	}
+	if top == "" {
+		if des, err := os.ReadDir(dir); err == nil && len(des) == before {
+			return nil // nothing new
+		}
+		return SyncDir(dir)
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if err := SyncDir(d); err != nil {
+			return err
+		}
+		if d == top {
+			return SyncDir(filepath.Dir(d))
+		}
+	}
 }
 
 var (

@@ -75,26 +75,36 @@ var ErrUnsafe = errors.New("spool is not safe to use")
 // tmp/, new/, cur/ or err/ in it, that is a symlink, is owned by another
 // user or is writable by group or others, and one reached through a
 // directory another user could rename it out of.
+//
+// What it creates is made durable before it returns (maildir.MkdirDurable):
+// a message queued into a new/ that a power cut could take away would be
+// an exit 0 for nothing.
 func Open(dir string) (*Spool, error) {
-	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("spool: %w", err)
+	err := maildir.MkdirDurable(dir, func() error {
+		if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
 		}
-	}
-	if err := checkDir(dir, true); err != nil {
+		if err := checkDir(dir, true); err != nil {
+			return err
+		}
+		if err := checkParents(dir); err != nil {
+			return err
+		}
+		for _, sub := range []string{"tmp", "new", "cur", "err"} {
+			p := filepath.Join(dir, sub)
+			if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("spool: %w", err)
+			}
+			if err := checkDir(p, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
-	}
-	if err := checkParents(dir); err != nil {
-		return nil, err
-	}
-	for _, sub := range []string{"tmp", "new", "cur", "err"} {
-		p := filepath.Join(dir, sub)
-		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("spool: %w", err)
-		}
-		if err := checkDir(p, true); err != nil {
-			return nil, err
-		}
 	}
 	return &Spool{Dir: dir}, nil
 }
