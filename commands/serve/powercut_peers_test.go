@@ -21,6 +21,7 @@ import (
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
 	"qbox/proto/testkit/crashfs"
+	"qbox/proto/testpeer"
 )
 
 // crashAll, from `make crashtest`, cuts at every recorded operation
@@ -251,6 +252,13 @@ func cutPoints(l *crashfs.Log, acks map[delivered]int) []int {
 // whole message for a recipient a client sent to, there once; every file
 // acknowledged at or before the cut k is there.
 func checkMaildirImage(img *crashfs.Image, dir string, k int, acks *ackLog) error {
+	return checkRelayedImage(img, dir, k, acks, 0)
+}
+
+// checkRelayedImage is checkMaildirImage for messages that passed
+// through relays (other serve instances) first: each added a Received
+// line of its own in front of the message.
+func checkRelayedImage(img *crashfs.Image, dir string, k int, acks *ackLog, relays int) error {
 	names, err := img.ReadDir(dir + "/new")
 	if err != nil {
 		// Not yet durable: nothing may have been acknowledged.
@@ -277,8 +285,15 @@ func checkMaildirImage(img *crashfs.Image, dir string, k int, acks *ackLog) erro
 		if !acks.sent[d] {
 			return fmt.Errorf("new/%s is for %s, never sent", name, rcpt)
 		}
-		if want := acks.message(d.token); !bytes.Equal(lines[3], want) {
-			return fmt.Errorf("new/%s (for %s) is torn: a message of %d bytes, want %d", name, rcpt, len(lines[3]), len(want))
+		body := lines[3]
+		for range relays {
+			if !bytes.HasPrefix(body, []byte("Received: from ")) {
+				return fmt.Errorf("new/%s (for %s) is torn: no relay's Received line", name, rcpt)
+			}
+			body = body[bytes.IndexByte(body, '\n')+1:]
+		}
+		if want := acks.message(d.token); !bytes.Equal(body, want) {
+			return fmt.Errorf("new/%s (for %s) is torn: a message of %d bytes, want %d", name, rcpt, len(body), len(want))
 		}
 		if other, dup := seen[d]; dup {
 			return fmt.Errorf("new/%s and new/%s are both for %s", other, name, rcpt)
@@ -293,4 +308,44 @@ func checkMaildirImage(img *crashfs.Image, dir string, k int, acks *ackLog) erro
 		}
 	}
 	return nil
+}
+
+// serve --queue-program: K only after the program exited 0. A first serve
+// hands each message to qmail-qmqpc (qbox's qmail-queue), which passes it
+// over QMQP to a second serve storing into a maildir on the crash file
+// system; the client of the first notes the operation count at each K.
+// At every cut, every K'd message is in new/, whole; nothing torn is.
+func TestPowerCutQueueProgramKeepsEveryK(t *testing.T) {
+	fsys := crashfs.Mount(t, t.TempDir())
+	store := startServe(t, "--maildir", filepath.Join(fsys.Dir, "Maildir"))
+	relay := startServeUnder(t, "QMQPSERVERS="+store.qmqp+"; export QMQPSERVERS",
+		"--queue-program", testpeer.Personality(t, "qmail-qmqpc"))
+	acks := &ackLog{fsys: fsys, at: map[delivered]int{}, sent: map[delivered]bool{}, msgs: map[string][]byte{}}
+	c := &qmqp.Client{Servers: []string{relay.qmqp}, Timeout: time.Minute}
+	for i := range 8 {
+		token := fmt.Sprintf("pc-queue-%d-%d", i, i*i%73)
+		rcpts := crashRcpts(token, 1+i%3)
+		msg := crashMessage(token)
+		acks.send(token, rcpts)
+		r, err := c.Send(context.Background(), proto.Envelope{Sender: "cut@example.test", Recipients: rcpts}, bytes.NewReader(msg), int64(len(msg)))
+		if err != nil || r.Status != proto.OK {
+			t.Fatalf("qmqp %s: %v %v", token, r, err)
+		}
+		for _, rc := range rcpts {
+			acks.ack(token, rc)
+		}
+	}
+	l, err := fsys.Log()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts := cutPoints(l, acks.at)
+	err = l.Images(pts, crashfs.Models, func(k int, img *crashfs.Image) error {
+		return checkRelayedImage(img, "Maildir", k, acks, 1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d files promised, %d operations recorded (%s); %d cut points checked under %d models",
+		len(acks.at), l.Len(), l.Summary(), len(pts), len(crashfs.Models))
 }
