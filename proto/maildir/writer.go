@@ -31,8 +31,9 @@ func Init(dir string) error {
 // missing) and directories inside dir, then fsyncs dir and the parent of
 // every directory it created, so each new directory entry survives a
 // power cut: a directory's fsync makes its own entries durable, not its
-// name in its parent (Linux fsync(2)). Nothing is synced when dir
-// existed and mkdirs added nothing to it.
+// name in its parent (Linux fsync(2)). A parent it may not open is made
+// durable with syncfs(2) instead. Nothing is synced when dir existed and
+// mkdirs added nothing to it.
 func MkdirDurable(dir string, mkdirs func() error) error {
 	dir = filepath.Clean(dir)
 	// The topmost directory that does not exist yet.
@@ -66,7 +67,13 @@ func MkdirDurable(dir string, mkdirs func() error) error {
 			return err
 		}
 		if d == top {
-			return SyncDir(filepath.Dir(d))
+			// A parent this process may write but not read (mode 0300)
+			// cannot be opened to be fsync'd: sync its file system.
+			err := SyncDir(filepath.Dir(d))
+			if os.IsPermission(err) {
+				err = syncFS(d)
+			}
+			return err
 		}
 	}
 }

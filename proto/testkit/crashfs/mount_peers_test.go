@@ -4,6 +4,7 @@ package crashfs_test
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,4 +212,27 @@ func TestCatchesAMissingFsync(t *testing.T) {
 		t.Fatal("a program that never fsyncs its files passed the crash check")
 	}
 	t.Logf("caught: %v", err)
+}
+
+// A process that enters a new mount namespace while the file system is
+// mounted (another test's unshare -m) holds a copy of the mount, and with
+// it the FUSE connection; unmounting ours must still end at once.
+func TestUnmountWithACopyInAnotherNamespace(t *testing.T) {
+	fsys := crashfs.Mount(t, t.TempDir())
+	cmd := exec.Command("unshare", "-m", "sh", "-c", "echo ready; exec sleep 600")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line := make([]byte, 6)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "ready\n" {
+		t.Fatalf("unshare: %q %v", line, err)
+	}
+	if err := fsys.Unmount(); err != nil {
+		t.Fatal(err)
+	}
 }
