@@ -40,6 +40,10 @@ type FS struct {
 // (default_permissions), so a program run under another uid meets the
 // modes it would meet on a real file system.
 //
+// The kernel's writeback cache is off (go-fuse never asks for it) and
+// file handles offer no passthrough, so every write(2) of the program
+// reaches this server, and is recorded, before it returns.
+//
 // The program under test must be another process: the test process
 // serves the file system and must not use the mount itself. At the end
 // of the test the mount is unmounted (see Unmount); register the
