@@ -70,7 +70,8 @@ shorter) for the next free one in a waiting room of --max-waiting places (5 x
 --max-conns by default), so a burst of clients is served a little later; one
 that finds the room full, or waits longer, is refused at once (SMTP: 421 4.3.2),
 a temporary failure. Connections held are bounded by these numbers, never by how
-many clients come: at most 2 x --max-conns + --max-waiting descriptors.
+many clients come: at most 2 x --max-conns + --max-waiting + 1 descriptors (with
+refusals of clients outside --allow), plus the running sessions' store files.
 
 Under systemd socket activation the passed sockets (FileDescriptorName
 qmqp, qmtp or smtp) replace --qmqp, --qmtp and --smtp. Under tcpserver or inetd
