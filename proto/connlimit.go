@@ -33,20 +33,20 @@ const (
 // A connection beyond Max waits in a waiting room of Waiting places, in
 // the order the connections arrived, for the next free slot, up to
 // QueueWait; one that finds the room full, or whose wait is over, is
-// refused (a temporary failure for the client). So the connections a
-// server holds (running, waiting, lingering after their session) are
-// never more than Max + Waiting, however many clients come, and beside
-// them at most Max refusals of clients outside the access list linger
-// (see Refusing).
+// refused (a temporary failure for the client). Beside them at most Max
+// connections linger (StartLinger): refusals of clients outside the
+// access list and sessions whose client may still be sending. So the
+// connections a server holds are never more than 2 × Max + Waiting,
+// however many clients come.
 type ConnLimit struct {
 	max, waiting int
 	queueWait    time.Duration
 
-	mu       sync.Mutex
-	held     int        // admitted connections not yet gone: at most max + waiting
-	running  int        // of them, holding a session slot: at most max
-	queue    *list.List // of *Ticket, waiting for a slot, first come first
-	refusing int        // refusals lingering (Refusing): at most max
+	mu        sync.Mutex
+	held      int        // admitted connections not yet gone: at most max + waiting
+	running   int        // of them, holding a session slot: at most max
+	queue     *list.List // of *Ticket, waiting for a slot, first come first
+	lingering int        // connections lingering (StartLinger): at most max
 }
 
 // NewConnLimit returns a limit of max sessions (DefaultMaxConns if 0 or
@@ -78,8 +78,8 @@ func (c *ConnLimit) Waiting() int { return c.waiting }
 // QueueWait is the longest a connection waits for a slot.
 func (c *ConnLimit) QueueWait() time.Duration { return c.queueWait }
 
-// Counts reports the connections held now (running, waiting or
-// lingering) and, of them, those holding a slot and those waiting.
+// Counts reports the connections admitted now (running or waiting, see
+// Enter) and, of them, those holding a slot and those waiting.
 func (c *ConnLimit) Counts() (held, running, waiting int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -114,7 +114,7 @@ func (c *ConnLimit) Enter() *Ticket {
 		c.running++
 		t.slot = true
 	} else {
-		if c.queue.Len() >= c.waiting { // slots held by lingering tickets: no room
+		if c.queue.Len() >= c.waiting { // released slots whose tickets have not left
 			return nil
 		}
 		t.ready = make(chan struct{})
@@ -151,8 +151,7 @@ func (t *Ticket) Wait(ctx context.Context) bool {
 }
 
 // Release gives back the ticket's session slot, if it holds one, to the
-// first connection waiting; the ticket stays held (the connection may
-// still linger) until Leave.
+// first connection waiting; its place is held until Leave.
 func (t *Ticket) Release() {
 	c := t.c
 	c.mu.Lock()
@@ -195,23 +194,24 @@ func (t *Ticket) Leave() {
 	c.held--
 }
 
-// Refusing takes one of the Max places for refusing a client outside the
-// access list at leisure (its reply written and the connection lingering
-// so that the reply is not lost); it reports false when all are taken
-// (refuse without lingering). Refused gives the place back.
-func (c *ConnLimit) Refusing() bool {
+// StartLinger takes one of the Max places for a connection that lingers
+// (a reply written, the connection kept open a little so that what the
+// client still sends does not reset it and destroy the reply); it
+// reports false when all are taken: close without lingering. EndLinger
+// gives the place back.
+func (c *ConnLimit) StartLinger() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.refusing >= c.max {
+	if c.lingering >= c.max {
 		return false
 	}
-	c.refusing++
+	c.lingering++
 	return true
 }
 
-// Refused gives back a place Refusing took.
-func (c *ConnLimit) Refused() {
+// EndLinger gives back a place StartLinger took.
+func (c *ConnLimit) EndLinger() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.refusing--
+	c.lingering--
 }

@@ -57,15 +57,16 @@ func TestConnLimitWaitsInOrder(t *testing.T) {
 	checkCounts(t, c, 0, 0, 0)
 }
 
-// A connection lingering after its session (slot given back, not yet
-// left) still counts against Max + Waiting.
-func TestConnLimitLingeringIsHeld(t *testing.T) {
+// A connection whose session is over (slot given back) holds its place
+// against Max + Waiting until it leaves (the server leaves once it has
+// closed it, or moved it to a linger place).
+func TestConnLimitPlaceHeldUntilLeave(t *testing.T) {
 	c := NewConnLimit(1, 1, time.Hour)
 	a, b := c.Enter(), c.Enter()
 	if a == nil || b == nil {
 		t.Fatal("no room for two")
 	}
-	a.Release() // a lingers; b takes the slot
+	a.Release() // a's session is over; b takes the slot
 	if !b.Wait(context.Background()) {
 		t.Fatal("the waiting connection did not get the slot given back")
 	}
@@ -76,7 +77,7 @@ func TestConnLimitLingeringIsHeld(t *testing.T) {
 	a.Leave()
 	a.Leave() // twice is harmless
 	if d := c.Enter(); d == nil {
-		t.Fatal("no place after the lingering connection left")
+		t.Fatal("no place after the first connection left")
 	} else {
 		d.Leave()
 	}
@@ -121,22 +122,26 @@ func TestConnLimitWaitEnds(t *testing.T) {
 	checkCounts(t, c, 0, 0, 0)
 }
 
-// Refusals of clients outside the access list linger in at most Max
-// places of their own.
-func TestConnLimitRefusing(t *testing.T) {
-	c := NewConnLimit(2, 0, time.Hour)
+// Connections linger (refusals of clients outside the access list,
+// sessions whose client may still send) in at most Max places of their
+// own, apart from the waiting room.
+func TestConnLimitLingerPlaces(t *testing.T) {
+	c := NewConnLimit(2, -1, time.Hour)
 	places := 0
 	for range 3 {
-		if c.Refusing() {
+		if c.StartLinger() {
 			places++
 		}
 	}
 	if places != 2 {
-		t.Fatalf("%d refusal places, want Max, 2", places)
+		t.Fatalf("%d linger places, want Max, 2", places)
 	}
-	c.Refused()
-	if !c.Refusing() {
-		t.Fatal("a refusal place given back is not free")
+	if a, b := c.Enter(), c.Enter(); a == nil || b == nil {
+		t.Fatal("lingering connections took session slots")
+	}
+	c.EndLinger()
+	if !c.StartLinger() {
+		t.Fatal("a linger place given back is not free")
 	}
 }
 

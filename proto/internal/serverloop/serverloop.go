@@ -145,11 +145,12 @@ func (lp *Loop) Serve(l net.Listener, cfg *Config) error {
 
 // admit decides, in the accept loop and so in the order connections
 // arrive, what becomes of c: a client outside Allow is refused (lingering
-// in one of the limit's refusal places, or at once when they are all
+// in one of the limit's linger places, or at once when they are all
 // taken); another gets a ticket, a session slot or a place in the waiting
 // room, and its goroutine; with every slot and place taken it is refused
 // at once. Whatever is held is bounded by the limit, never by how many
-// clients come. It calls lp.active.Done when c is done with.
+// clients come: a connection is closed before its place is given back.
+// It calls lp.active.Done when c is done with.
 func (lp *Loop) admit(c net.Conn, cfg *Config) {
 	start := time.Now()
 	ip := proto.RemoteIP(c.RemoteAddr())
@@ -159,8 +160,8 @@ func (lp *Loop) admit(c net.Conn, cfg *Config) {
 	}
 	conns := lp.limit(cfg)
 	if !Allowed(cfg.Allow, ip) {
-		if !conns.Refusing() {
-			// Every refusal place lingers: write the refusal (a fresh
+		if !conns.StartLinger() {
+			// Every linger place is taken: write the refusal (a fresh
 			// socket's buffer takes it at once) and close.
 			refuse(cfg, c, peer.RemoteIP, start, refuseNow)
 			c.Close()
@@ -169,10 +170,10 @@ func (lp *Loop) admit(c net.Conn, cfg *Config) {
 		}
 		go func() {
 			defer lp.active.Done()
-			defer conns.Refused()
-			defer c.Close()
 			refuse(cfg, c, peer.RemoteIP, start, cfg.timeout())
 			proto.Linger(c)
+			c.Close()
+			conns.EndLinger()
 		}()
 		return
 	}
@@ -185,8 +186,6 @@ func (lp *Loop) admit(c net.Conn, cfg *Config) {
 	}
 	go func() {
 		defer lp.active.Done()
-		defer ticket.Leave() // after the close: a lingering connection is still held
-		defer c.Close()
 		lp.handle(c, cfg, conns, ticket, peer, start)
 	}()
 }
@@ -196,9 +195,12 @@ func (lp *Loop) admit(c net.Conn, cfg *Config) {
 // stalled one must not hold up the loop.
 const refuseNow = 100 * time.Millisecond
 
-// handle serves one admitted connection: it waits for its slot, then runs
-// the session.
+// handle serves one admitted connection: it waits for its slot, runs the
+// session, lingers if the session asks and a linger place is free, and
+// closes c, then gives up its place.
 func (lp *Loop) handle(c net.Conn, cfg *Config, conns *proto.ConnLimit, ticket *proto.Ticket, peer proto.Peer, start time.Time) {
+	defer ticket.Leave()
+	defer c.Close()
 	if !ticket.Wait(lp.stopCtx) {
 		if lp.stopCtx.Err() != nil {
 			return // stopping: no refusal to log
@@ -210,8 +212,14 @@ func (lp *Loop) handle(c net.Conn, cfg *Config, conns *proto.ConnLimit, ticket *
 		defer ticket.Release() // whatever the session does, the slot comes back
 		return cfg.Session(lp.sessCtx, c, peer, start)
 	}()
-	if linger {
+	// A lingering connection leaves its place in the waiting room (it
+	// is counted in the linger places instead): a client that read its
+	// reply and comes again at once finds it free.
+	if linger && conns.StartLinger() {
+		ticket.Leave()
 		proto.Linger(c)
+		c.Close()
+		conns.EndLinger()
 	}
 }
 
