@@ -78,8 +78,11 @@ awk '/^BenchmarkFlushSMTPBesideQMTPModem/ {
 # holding every slot (and then the waiting room too).
 awk '/^BenchmarkBurstBesidePostfix/ {
   split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
-  for (c = 500; c <= 1000; c += 500)
-    printf "burst, qmqp-source -s %d -m %s: serve %s of %s K in %s s (%s msg/s, peak RSS %s MiB, target <= 128; %s refused), Postfix qmqpd %s s (%s msg/s); serve %.2f x as fast\n", c, f["msgs"], f["msgs"], f["msgs"], f["serve-" c "-s"], f["serve-" c "-msgs/s"], f["serve-" c "-peak-RSS-MiB"], f["serve-" c "-refused"], f["postfix-" c "-s"], f["postfix-" c "-msgs/s"], f["serve-" c "/postfix-speed"]
+  for (c = 500; c <= 1000; c += 500) {
+    pf = sprintf("Postfix qmqpd %s s (%s msg/s); serve %.2f x as fast", f["postfix-" c "-s"], f["postfix-" c "-msgs/s"], f["serve-" c "/postfix-speed"])
+    if (f["postfix-" c "-failed"] + 0) pf = sprintf("Postfix qmqpd FAILED after %s s (qmqp-source gave up; see the raw output)", f["postfix-" c "-s"])
+    printf "burst, qmqp-source -s %d -m %s: serve %s of %s K in %s s (%s msg/s, peak RSS %s MiB, target <= 128; %s refused), %s\n", c, f["msgs"], f["msgs"], f["msgs"], f["serve-" c "-s"], f["serve-" c "-msgs/s"], f["serve-" c "-peak-RSS-MiB"], f["serve-" c "-refused"], pf
+  }
 }
 /^BenchmarkGoodClientBesideIdleSlots/ {
   split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i

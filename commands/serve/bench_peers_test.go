@@ -269,35 +269,46 @@ func cleanPostfixMaildir(b *testing.B, pf *testpeer.Postfix, token string, n int
 // Postfix's qmqpd, in the same run. qmqp-source stops at the first reply
 // that is not K, so its success and 5000 files mean 5000 K's; Postfix's
 // are counted once it delivered them. The figures: each one's time and
-// rate, and serve's peak RSS (target 128 MiB).
+// rate, and serve's peak RSS (target 128 MiB). serve must take all 5000;
+// Postfix may fail (its surplus waits in the listen queue, and under load
+// connections time out there): that is reported (postfix-N-failed 1,
+// the time until qmqp-source gave up), not fatal.
 func BenchmarkBurstBesidePostfix(b *testing.B) {
 	const n = 5000
 	pf := testpeer.StartPostfix(b)
 	src := testpeer.Require(b, "qmqp-source", "postfix")
-	token := testpeer.Token(b)
-	delivered := 0
 	for b.Loop() {
 		for _, clients := range []int{500, 1000} {
 			dir := b.TempDir()
 			s := startServe(b, "--maildir", dir)
-			run := func(addr, to string) float64 {
+			run := func(addr, to string) (float64, error) {
 				start := time.Now()
 				out, err := exec.Command(src, "-s", strconv.Itoa(clients), "-m", strconv.Itoa(n), "-l", "2000",
 					"-f", "burst@example.test", "-t", to, addr).CombinedOutput()
 				if err != nil {
-					b.Fatalf("qmqp-source -s %d into %s: %v\n%s", clients, addr, err, tail(string(out), 2000))
+					err = fmt.Errorf("qmqp-source -s %d into %s: %v\n%s", clients, addr, err, tail(string(out), 2000))
 				}
-				return time.Since(start).Seconds()
+				return time.Since(start).Seconds(), err
 			}
-			serveSecs := run(s.qmqp, "burst@example.test")
+			serveSecs, err := run(s.qmqp, "burst@example.test")
+			if err != nil {
+				b.Fatal(err)
+			}
 			if got := countFiles(b, filepath.Join(dir, "new")); got != n {
 				b.Fatalf("serve, %d clients: %d files stored, want %d", clients, got, n)
 			}
 			rss := peakRSS(b, s.cmd.Process.Pid)
 			refused := strings.Count(s.log.String(), "too many connections")
-			pfSecs := run(pf.QMQPAddr, token+"@"+pf.Domain)
-			delivered += n
-			pf.WaitFor(b, token, delivered, 300*time.Second)
+			token := testpeer.Token(b)
+			pfSecs, err := run(pf.QMQPAddr, token+"@"+pf.Domain)
+			failed := 0.0
+			if err != nil {
+				failed = 1
+				b.Logf("Postfix qmqpd, %d clients: %v", clients, err)
+			} else {
+				pf.WaitFor(b, token, n, 300*time.Second)
+			}
+			cleanPostfixMaildir(b, pf, token, n)
 			c := strconv.Itoa(clients)
 			b.ReportMetric(n, "msgs")
 			b.ReportMetric(serveSecs, "serve-"+c+"-s")
@@ -305,6 +316,7 @@ func BenchmarkBurstBesidePostfix(b *testing.B) {
 			b.ReportMetric(rss, "serve-"+c+"-peak-RSS-MiB")
 			b.ReportMetric(float64(refused), "serve-"+c+"-refused")
 			b.ReportMetric(pfSecs, "postfix-"+c+"-s")
+			b.ReportMetric(failed, "postfix-"+c+"-failed")
 			b.ReportMetric(n/pfSecs, "postfix-"+c+"-msgs/s")
 			b.ReportMetric(pfSecs/serveSecs, "serve-"+c+"/postfix-speed")
 			if rss > 128 {
@@ -312,5 +324,4 @@ func BenchmarkBurstBesidePostfix(b *testing.B) {
 			}
 		}
 	}
-	cleanPostfixMaildir(b, pf, token, delivered)
 }
