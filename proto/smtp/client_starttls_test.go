@@ -61,3 +61,21 @@ func TestSTARTTLSInjectionSeparateWrite(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// The EHLO reply (go-smtp's part of the session) counts only for an EHLO
+// written: a server that sends it with its greeting, before the EHLO,
+// gets no session. (Sent in a write of its own, it may reach the socket
+// before the EHLO is handed over, then it is early, or after, then it
+// counts: the offset walk decides such cases with events.)
+func TestEarlyEHLOReply(t *testing.T) {
+	addr := startServer(t, func(p *peer) {
+		p.send("220 hi\r\n250-hi\r\n250 PIPELINING\r\n")
+		p.line()
+		p.send("250 ok\r\n")
+		p.line()
+	})
+	results, err := deliver(t, &Client{TLS: TLSNone}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+	if !errors.Is(err, ErrRemoteViolation) || statuses(results) != "Z" || results[0].FromServer {
+		t.Fatalf("err %v, results %+v; want a violation and Z", err, results)
+	}
+}

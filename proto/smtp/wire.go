@@ -63,10 +63,14 @@ type wireConn struct {
 	owed  []int64
 	// written counts the bytes written through w (plaintext inside TLS).
 	written int64
+	// goFrom: while go-smtp speaks (greeting, EHLO, its HELO), the
+	// offset the reply to its last command must start from; -1 when no
+	// reply is owed to it.
+	goFrom int64
 }
 
 func newWireConn(ctx context.Context, c net.Conn) *wireConn {
-	return &wireConn{Conn: c, ctx: ctx, rd: c, budget: -1}
+	return &wireConn{Conn: c, ctx: ctx, rd: c, budget: -1, goFrom: -1}
 }
 
 func (w *wireConn) buffered() int { return w.end - w.start + len(w.synthetic) }
@@ -126,6 +130,13 @@ func (w *wireConn) Read(p []byte) (int, error) {
 		w.synthetic = w.synthetic[n:]
 		return n, nil
 	}
+	if w.goFrom >= 0 {
+		from := w.goFrom
+		w.goFrom = -1
+		if at := w.offset(); at < from {
+			return 0, fmt.Errorf("smtp: %w: %v (it starts at byte %d of the server's stream; only bytes from %d on came after)", ErrRemoteViolation, errEarly, at, from)
+		}
+	}
 	i := bytes.IndexByte(w.buf[w.start:w.end], '\n')
 	for i < 0 {
 		if w.end-w.start >= maxReplyLine {
@@ -154,7 +165,21 @@ func (w *wireConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Write is go-smtp's way out (this package's own commands go through
+// session.send). While go-smtp speaks, a command written with bytes of
+// the server's already held here, or already on the socket, would take
+// them for its reply: they are early, and so is any reply that starts
+// below the count of bytes received taken just before the write.
 func (w *wireConn) Write(p []byte) (int, error) {
+	if w.budget >= 0 && len(p) > 0 && p[len(p)-1] == '\n' {
+		if w.buffered() > 0 {
+			return 0, fmt.Errorf("smtp: %w: the server sent a reply to nothing", ErrRemoteViolation)
+		}
+		w.goFrom = w.total
+		if m := proto.MarkArrivals(w.Conn); m.Known && m.Offset > w.goFrom {
+			w.goFrom = m.Offset
+		}
+	}
 	n, err := w.Conn.Write(p)
 	w.written += int64(n)
 	return n, err
@@ -305,6 +330,9 @@ type countConn struct {
 	out, in int64
 	poll    bool
 }
+
+// NetConn lets proto.MarkArrivals see the socket under the count.
+func (c *countConn) NetConn() net.Conn { return c.Conn }
 
 func (c *countConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
