@@ -78,6 +78,11 @@ type timingConn struct {
 	firstRead time.Time
 }
 
+// NetConn is the connection underneath, so that the clients can still
+// read the socket's count of bytes received (proto.MarkArrivals) and judge
+// an early reply at the socket.
+func (c *timingConn) NetConn() net.Conn { return c.Conn }
+
 func (c *timingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if n > 0 {

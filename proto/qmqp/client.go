@@ -86,15 +86,22 @@ func (c *Client) Send(ctx context.Context, env proto.Envelope, msg io.Reader, si
 }
 
 // ErrEarlyReply is wrapped by the error of a session whose server said K
-// before the message's final byte was written: it cannot have received
-// the message, so the K is no K. An early Z or D, a server refusing, is
+// before the message's final byte was handed to the kernel: it cannot
+// have received the message, so the K is no K. "Before" is judged at the
+// socket: the final byte goes in a write of its own, and a reply whose
+// first byte had reached the socket when that write started (the kernel's
+// count, proto.MarkArrivals) is early however late the reader took it;
+// where the count is unknown (not a TCP socket), a reply read before the
+// final byte was handed over is. An early Z or D, a server refusing, is
 // honoured.
 var ErrEarlyReply = errors.New("the server said K before the message was sent in full")
 
 // Exchange runs one QMQP session on an open connection: it sends the
 // package while watching for the reply, and validates it. timeout bounds
 // each write and the whole wait for the reply after the final byte (0
-// means 60s); a server trickling its reply cannot stretch it.
+// means 60s); a server trickling its reply cannot stretch it. conn must
+// be fresh, nothing read from it yet: the reply is judged as starting at
+// the stream's first byte.
 func Exchange(conn net.Conn, env proto.Envelope, msg io.Reader, size int64, timeout time.Duration) (proto.Reply, error) {
 	return exchange(context.Background(), conn, env, msg, size, timeout)
 }
@@ -112,7 +119,7 @@ func exchange(ctx context.Context, conn net.Conn, env proto.Envelope, msg io.Rea
 		timeout = 60 * time.Second
 	}
 	total := netstring.Size(PackageSize(env, size))
-	w := &exchangeWriter{ctx: ctx, conn: conn, timeout: timeout, stop: make(chan struct{})}
+	w := &exchangeWriter{ctx: ctx, conn: conn, timeout: timeout, total: total, stop: make(chan struct{})}
 	// The reader runs while the package is written: a server may refuse
 	// early (and stop reading), and a reply before the final byte must
 	// be seen as early. Until the package is sent the read has no
@@ -179,7 +186,9 @@ func exchange(ctx context.Context, conn net.Conn, env proto.Envelope, msg io.Rea
 			return proto.Reply{}, fmt.Errorf("%w: %w (the last write failed: %v)", proto.ErrBadReply, ErrEarlyReply, werr)
 		}
 	}
-	if res.early && res.reply.Status == proto.OK {
+	// The final byte was taken; its mark, stored before it was handed
+	// over, says whether the reply had reached the socket by then.
+	if res.reply.Status == proto.OK && (res.early || w.arrivedEarly()) {
 		return proto.Reply{}, fmt.Errorf("%w: %w", proto.ErrBadReply, ErrEarlyReply)
 	}
 	return res.reply, nil
@@ -287,14 +296,29 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // exchangeWriter counts the bytes handed to the kernel and arms the write
-// timeout before every write (a write that stalls that long fails).
+// timeout before every write (a write that stalls that long fails). The
+// package's final byte goes in a write of its own, and just before it the
+// kernel's count of bytes received is marked: any reply byte below it was
+// readable before the package was complete.
 type exchangeWriter struct {
 	ctx      context.Context
 	conn     net.Conn
 	timeout  time.Duration
+	total    int64        // the package's length on the wire
+	pos      int64        // bytes the kernel took (the writer's own)
 	started  atomic.Int64 // bytes handed to (or being handed to) the kernel
+	mark     atomic.Pointer[proto.ArrivalMark]
 	stop     chan struct{}
 	stopOnce sync.Once
+}
+
+// arrivedEarly says whether the reply, which starts at the stream's first
+// byte, had reached the socket before the final byte was handed over.
+// Meaningful once the final write has returned (the mark is stored before
+// it starts); no mark, or an unknown one, says no.
+func (w *exchangeWriter) arrivedEarly() bool {
+	m := w.mark.Load()
+	return m != nil && m.Early(0)
 }
 
 // halt makes the current and every later write fail at once.
@@ -306,6 +330,28 @@ func (w *exchangeWriter) halt() {
 }
 
 func (w *exchangeWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		chunk, final := p, false
+		if left := w.total - w.pos; left >= 1 && int64(len(chunk)) >= left {
+			if left > 1 {
+				chunk = chunk[:left-1] // all but the final byte
+			} else {
+				chunk, final = chunk[:1], true
+			}
+		}
+		n, err := w.write(chunk, final)
+		written += n
+		w.pos += int64(n)
+		p = p[n:]
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+func (w *exchangeWriter) write(p []byte, final bool) (int, error) {
 	w.started.Add(int64(len(p)))
 	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	// Checked after arming, so a halt racing with it is never lost.
@@ -317,6 +363,10 @@ func (w *exchangeWriter) Write(p []byte) (int, error) {
 		}
 		return 0, errors.New("stopped: the server has answered")
 	default:
+	}
+	if final {
+		m := proto.MarkArrivals(w.conn)
+		w.mark.Store(&m)
 	}
 	n, err := w.conn.Write(p)
 	w.started.Add(int64(n - len(p)))

@@ -13,6 +13,17 @@ package qmtp
 // stream. Either ends the session as a protocol violation; nothing it
 // "answered" counts, so the caller removes nothing that was not fully sent
 // and answered.
+//
+// "Earlier" is judged at the socket, not by when the reader gets round to
+// the bytes: the final byte of each package goes to the kernel in a write
+// of its own, and just before it the writer reads the kernel's count of
+// bytes received (proto.MarkArrivals). A reply for that package whose first
+// byte lies below the count was readable before the package was complete:
+// early, whatever its status (QMTP lets a server say nothing before the
+// final byte, so an early Z or D is no more believed than an early K; the
+// recipients get a Z made up here). Where the count is unknown (not a TCP
+// socket), the reader's own view stays: a reply read while the final byte
+// was not yet handed to the kernel is early.
 
 import (
 	"bufio"
@@ -132,7 +143,9 @@ func (c *Client) Deliver(ctx context.Context, addrs []string, pkgs []Package, on
 // missing — the connection ended, a timeout, a protocol violation, a
 // message that could not be read — that recipient and every later one get
 // a Z with FromServer false, and Send returns the error that ended the
-// session. Send does not close conn.
+// session. Send does not close conn, and needs it fresh: nothing read from
+// it yet, so that the reader's stream offsets are the socket's (see
+// proto.MarkArrivals).
 //
 // When the channel of proto.StopStarting(ctx) closes, the writer starts
 // no further package; the replies owed for the packages already started
@@ -150,6 +163,7 @@ func (c *Client) Send(ctx context.Context, conn net.Conn, pkgs []Package, onResu
 		}
 	}
 	s := &clientSession{
+		marks:        make([]atomic.Pointer[proto.ArrivalMark], len(pkgs)),
 		ctx:          ctx,
 		conn:         conn,
 		pkgs:         pkgs,
@@ -230,6 +244,9 @@ type clientSession struct {
 	interrupted bool
 
 	// Written by the writer, read by the reader.
+	// marks[i] is the arrival mark taken just before package i's final
+	// byte was handed to the kernel; stored before bytesOut covers it.
+	marks        []atomic.Pointer[proto.ArrivalMark]
 	bytesStarted atomic.Int64 // bytes handed to (or being handed to) the kernel
 	bytesOut     atomic.Int64 // bytes the kernel took
 	lastWrite    atomic.Int64 // UnixNano of the last completed write
@@ -278,7 +295,7 @@ func (s *clientSession) write() {
 				continue
 			}
 			offset += p.WireSize()
-			cw.ends = append(cw.ends, offset)
+			cw.ends = append(cw.ends, packageEnd{end: offset, index: i})
 			s.sent <- sentPackage{index: i, end: offset}
 			err = writeClientPackage(nw, p, body)
 			body.Close()
@@ -334,24 +351,40 @@ func writeClientPackage(nw *netstring.Writer, p *Package, body io.Reader) error 
 
 // clientConnWriter counts bytes and applies the write timeout. It ends a
 // write at every package's final byte, so bytesOut says exactly when the
-// kernel has taken a whole package: the moment its reply may come.
+// kernel has taken a whole package: the moment its reply may come. The
+// final byte itself goes in a write of its own, after the arrival mark
+// that judges the package's replies.
 type clientConnWriter struct {
 	s    *clientSession
-	pos  int64   // bytes the kernel took
-	ends []int64 // final-byte offsets of packages not yet fully written
+	pos  int64        // bytes the kernel took
+	ends []packageEnd // packages not yet fully written
+}
+
+// packageEnd is the stream offset just past package index's final byte.
+type packageEnd struct {
+	end   int64
+	index int
 }
 
 func (w *clientConnWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
-		for len(w.ends) > 0 && w.ends[0] <= w.pos {
+		for len(w.ends) > 0 && w.ends[0].end <= w.pos {
 			w.ends = w.ends[1:]
 		}
 		chunk := p
-		if len(w.ends) > 0 && int64(len(chunk)) > w.ends[0]-w.pos {
-			chunk = chunk[:w.ends[0]-w.pos]
+		final := -1 // the package whose final byte chunk is
+		if len(w.ends) > 0 {
+			if left := w.ends[0].end - w.pos; int64(len(chunk)) >= left {
+				if left > 1 {
+					chunk = chunk[:left-1] // all but the final byte
+				} else {
+					chunk = chunk[:1]
+					final = w.ends[0].index
+				}
+			}
 		}
-		n, err := w.write(chunk)
+		n, err := w.write(chunk, final)
 		written += n
 		w.pos += int64(n)
 		p = p[n:]
@@ -362,7 +395,12 @@ func (w *clientConnWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-func (w *clientConnWriter) write(p []byte) (int, error) {
+// write hands p to the kernel. When p is the final byte of package
+// final (-1: it is not), the kernel's count of bytes received is taken
+// first, as close to the hand-over as can be: every reply byte below it
+// was readable before the package was complete. The reader looks at the
+// mark only once bytesOut covers the byte, so it is always there by then.
+func (w *clientConnWriter) write(p []byte, final int) (int, error) {
 	s := w.s
 	select {
 	case <-s.stopWriting:
@@ -373,6 +411,10 @@ func (w *clientConnWriter) write(p []byte) (int, error) {
 	s.conn.SetWriteDeadline(time.Now().Add(s.writeTO))
 	if err := s.ctx.Err(); err != nil { // checked after arming: see Send's watcher
 		return 0, err
+	}
+	if final >= 0 {
+		m := proto.MarkArrivals(s.conn)
+		s.marks[final].Store(&m)
 	}
 	n, err := s.conn.Write(p)
 	s.bytesStarted.Add(int64(n - len(p)))
@@ -410,7 +452,7 @@ func (s *clientSession) read() error {
 			if err != nil {
 				return s.replyError(err)
 			}
-			if !s.fullyWritten(sp.end, rr.startedWhenArrived(at)) {
+			if !s.fullyWritten(sp.end, rr.startedWhenArrived(at)) || s.arrivedEarly(sp.index, at) {
 				return fmt.Errorf("qmtp: %w: a reply arrived before the package was sent in full", ErrRemoteViolation)
 			}
 			reply, err := proto.ParseReply(b)
@@ -455,6 +497,16 @@ func (s *clientSession) fullyWritten(end, startedOnArrival int64) bool {
 		}
 	}
 	return true
+}
+
+// arrivedEarly says whether a reply to package index starting at stream
+// offset at had reached the socket before the package's final byte was
+// handed to the kernel. Called once fullyWritten said yes, so the mark,
+// stored before that byte's write, is there; unknown, it says no, and the
+// reader's own view (fullyWritten) decides alone.
+func (s *clientSession) arrivedEarly(index int, at int64) bool {
+	m := s.marks[index].Load()
+	return m != nil && m.Early(at)
 }
 
 func (s *clientSession) replyError(err error) error {
