@@ -189,11 +189,14 @@ func (c *lateConn) NetConn() net.Conn { return c.tcp }
 // liveConn hides it: the count is unknown to the client.
 type liveConn struct{ *Gate }
 
-func (g *Gate) LocalAddr() net.Addr                { return g.tcp.LocalAddr() }
-func (g *Gate) RemoteAddr() net.Addr               { return g.tcp.RemoteAddr() }
-func (g *Gate) SetReadDeadline(t time.Time) error  { return g.tcp.SetReadDeadline(t) }
-func (g *Gate) SetDeadline(t time.Time) error      { g.noteDeadline(t); return g.tcp.SetDeadline(t) }
-func (g *Gate) SetWriteDeadline(t time.Time) error { g.noteDeadline(t); return g.tcp.SetWriteDeadline(t) }
+func (g *Gate) LocalAddr() net.Addr               { return g.tcp.LocalAddr() }
+func (g *Gate) RemoteAddr() net.Addr              { return g.tcp.RemoteAddr() }
+func (g *Gate) SetReadDeadline(t time.Time) error { return g.tcp.SetReadDeadline(t) }
+func (g *Gate) SetDeadline(t time.Time) error     { g.noteDeadline(t); return g.tcp.SetDeadline(t) }
+func (g *Gate) SetWriteDeadline(t time.Time) error {
+	g.noteDeadline(t)
+	return g.tcp.SetWriteDeadline(t)
+}
 
 // noteDeadline: a deadline in the past is the client stopping its writer.
 func (g *Gate) noteDeadline(t time.Time) {
