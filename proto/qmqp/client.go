@@ -308,6 +308,7 @@ type exchangeWriter struct {
 	pos      int64        // bytes the kernel took (the writer's own)
 	started  atomic.Int64 // bytes handed to (or being handed to) the kernel
 	mark     atomic.Pointer[proto.ArrivalMark]
+	uncork   func() // set while the bytes before the final one wait for it
 	stop     chan struct{}
 	stopOnce sync.Once
 }
@@ -336,6 +337,10 @@ func (w *exchangeWriter) Write(p []byte) (int, error) {
 		if left := w.total - w.pos; left >= 1 && int64(len(chunk)) >= left {
 			if left > 1 {
 				chunk = chunk[:left-1] // all but the final byte
+				if w.uncork == nil {
+					// They leave with it, not before (proto.Cork).
+					w.uncork = proto.Cork(w.conn)
+				}
 			} else {
 				chunk, final = chunk[:1], true
 			}
@@ -344,6 +349,10 @@ func (w *exchangeWriter) Write(p []byte) (int, error) {
 		written += n
 		w.pos += int64(n)
 		p = p[n:]
+		if w.uncork != nil && (final || err != nil) {
+			w.uncork()
+			w.uncork = nil
+		}
 		if err != nil {
 			return written, err
 		}

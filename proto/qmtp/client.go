@@ -355,9 +355,10 @@ func writeClientPackage(nw *netstring.Writer, p *Package, body io.Reader) error 
 // final byte itself goes in a write of its own, after the arrival mark
 // that judges the package's replies.
 type clientConnWriter struct {
-	s    *clientSession
-	pos  int64        // bytes the kernel took
-	ends []packageEnd // packages not yet fully written
+	s      *clientSession
+	pos    int64        // bytes the kernel took
+	ends   []packageEnd // packages not yet fully written
+	uncork func()       // set while the bytes before a final byte wait for it
 }
 
 // packageEnd is the stream offset just past package index's final byte.
@@ -378,6 +379,10 @@ func (w *clientConnWriter) Write(p []byte) (int, error) {
 			if left := w.ends[0].end - w.pos; int64(len(chunk)) >= left {
 				if left > 1 {
 					chunk = chunk[:left-1] // all but the final byte
+					if w.uncork == nil {
+						// They leave with it, not before (proto.Cork).
+						w.uncork = proto.Cork(w.s.conn)
+					}
 				} else {
 					chunk = chunk[:1]
 					final = w.ends[0].index
@@ -388,6 +393,10 @@ func (w *clientConnWriter) Write(p []byte) (int, error) {
 		written += n
 		w.pos += int64(n)
 		p = p[n:]
+		if w.uncork != nil && (final >= 0 || err != nil) {
+			w.uncork()
+			w.uncork = nil
+		}
 		if err != nil {
 			return written, err
 		}

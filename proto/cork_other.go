@@ -1,0 +1,7 @@
+//go:build !linux
+
+package proto
+
+import "net"
+
+func setCork(*net.TCPConn, bool) bool { return false }
