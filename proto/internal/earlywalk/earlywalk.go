@@ -251,6 +251,10 @@ func (g *Gate) Write(p []byte) (int, error) {
 // client giving up (a write deadline in the past, Close) ends the hold
 // with an error for the write; only the guard is the gate's own failure.
 func (g *Gate) wait() error {
+	// The client corks the bytes before a final byte (proto.Cork) so
+	// that they leave with it; held here, they must go out now, or the
+	// server never has its n bytes. Clearing the cork pushes them.
+	proto.Cork(g.tcp)()
 	end := time.Now().Add(guard)
 	if g.Mode == Live {
 		t := time.NewTimer(guard)
