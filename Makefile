@@ -31,7 +31,7 @@ peers:
 # then runs the tests with the build tag peers, which adds the
 # *_peers_test.go files (against Postfix, mailfront, tcpserver, swaks, or
 # needing root). Each test process starts its own private Postfix on
-# loopback ports (proto/testpeer); the host's Postfix and /etc are left
+# loopback ports (proto/testkit/testpeer); the host's Postfix and /etc are left
 # alone. A missing peer fails the run, never skips. Plain `go test ./...`
 # (no root, no peers) runs the rest.
 test: peers

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"qbox/commands/exitcode"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // visibleCommands are the names `qbox --help` lists.

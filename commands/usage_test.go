@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // A usage error, as a user meets it: one line on stderr naming the

@@ -4,7 +4,7 @@
 # packages, with apt-get; needs root only when something is missing.
 # Idempotent. Beyond installing packages it configures and starts nothing:
 # the tests start their own private Postfix instances
-# (testdata/postfix-private.sh, from proto/testpeer) and the other peers on
+# (testdata/postfix-private.sh, from proto/testkit/testpeer) and the other peers on
 # 127.0.0.1:0, and never touch the host's Postfix or its configuration.
 # Debian's postfix conflicts with every other MTA, so it is not installed
 # over one: that would remove the host's mail system.

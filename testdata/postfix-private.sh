@@ -1,5 +1,5 @@
 #!/bin/bash
-# A private Postfix for qbox's tests, started by proto/testpeer (StartPostfix)
+# A private Postfix for qbox's tests, started by proto/testkit/testpeer (StartPostfix)
 # and never touching the host's Postfix: `postfix-private.sh DIR` (as root;
 # DIR a fresh, empty directory) runs Postfix in a mount namespace of its own,
 # with DIR/etc, DIR/spool and DIR/lib bound over /etc/postfix,

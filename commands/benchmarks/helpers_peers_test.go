@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // writeFile writes content to a new file in dir and returns its path.

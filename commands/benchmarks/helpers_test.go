@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/linksim"
-	"qbox/proto/maildir"
-	"qbox/proto/testpeer"
+	"qbox/proto/store/maildir"
+	"qbox/proto/testkit/linksim"
+	"qbox/proto/testkit/testpeer"
 )
 
 // The modem of QMQP's headline claim: 28.8 kbit/s each way (3600 bytes

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Recipients of the modem benchmark: the names smtp-source gives with
@@ -24,7 +24,7 @@ func modemRecipients(n int) []string {
 
 // BenchmarkModem1000Recipients is QMQP's headline claim, measured: one
 // 2 KB message to 1000 recipients over a 28.8 kbit/s line (3600 bytes/s
-// each way, 100 ms one-way delay, proto/linksim).
+// each way, 100 ms one-way delay, proto/testkit/linksim).
 //
 //   - qbox-s: `qbox inject` with the 1000 recipients into Postfix's
 //     qmqp-sink behind the line, process start to exit.

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/linksim"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/linksim"
+	"qbox/proto/testkit/testpeer"
 )
 
 // qmailHome makes a $QMAILHOME whose control/ holds helohost and one

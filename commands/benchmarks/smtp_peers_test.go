@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // benchHelo is the EHLO name of the SMTP benchmarks, so that no control
@@ -45,7 +45,7 @@ func flushAll(b *testing.B, src string, argv ...string) result {
 
 // BenchmarkFlushSMTPBesideQMTPModem flushes 200 messages of 2 KB from a
 // maildir through the 28.8 kbit/s line (3600 bytes/s each way, 100 ms
-// one-way, proto/linksim) twice in the same run: `flush-maildir --smtp`
+// one-way, proto/testkit/linksim) twice in the same run: `flush-maildir --smtp`
 // into Postfix's smtpd (which offers PIPELINING, and no STARTTLS) and
 // `flush-maildir` over QMTP into `qbox serve`. Each is beside the wire
 // limit of its own protocol, computed from the bytes that crossed the

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"qbox/proto"
-	"qbox/proto/qmailqueue"
+	"qbox/proto/store/qmailqueue"
 )
 
 // One error, read under each personality's scheme, gives that

@@ -4,7 +4,7 @@ import (
 	"errors"
 
 	"qbox/proto"
-	"qbox/proto/qmailqueue"
+	"qbox/proto/store/qmailqueue"
 )
 
 // The schemes. A class a scheme cannot meet (a finding for qmail-inject)

@@ -5,7 +5,7 @@ package flush
 import (
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // BenchmarkFlushLoopback10kMailfront is the same into mailfront's

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/linksim"
 	"qbox/proto/qmtp"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/linksim"
+	"qbox/proto/testkit/testpeer"
 )
 
 // queue2K fills a maildir with n messages of 2 KB.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // The bounce tests of flush_peers_test.go send their bounces to Postfix;

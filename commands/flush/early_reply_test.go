@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Issue 20 end to end: a QMTP server that says K the moment the client

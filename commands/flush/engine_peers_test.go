@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/bounce"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/bounce"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 // --lifetime applies to malformed files: past it, a file that cannot be
@@ -99,7 +99,7 @@ func TestFlushMalformedPastLifetime(t *testing.T) {
 	}
 }
 
-// The sendmail spool (QMQP, proto/spool) and flush-maildir (QMTP) run on
+// The sendmail spool (QMQP, proto/queue/spool) and flush-maildir (QMTP) run on
 // the one engine: the same queue gives the same outcomes. The receiving
 // `qbox serve` hands each message to a queue program that accepts,
 // refuses permanently (d-) or temporarily (z-) by recipient.

@@ -2,7 +2,7 @@
 // maildirsmtp personalities: push the mail collected in a maildir to a
 // QMTP or SMTP server (or a domain's exchangers, by MXPS) over one
 // pipelined connection, removing each file only after the server's K. The
-// work is proto/queuerun's; this package parses arguments and renders the
+// work is proto/queue's; this package parses arguments and renders the
 // outcomes.
 package flush
 
@@ -25,11 +25,11 @@ import (
 	"qbox/commands/inject"
 	"qbox/commands/interrupt"
 	"qbox/proto"
-	"qbox/proto/bounce"
 	"qbox/proto/mxps"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
-	"qbox/proto/queuerun"
+	"qbox/proto/queue"
+	"qbox/proto/queue/bounce"
 	"qbox/proto/smtp"
 )
 
@@ -158,7 +158,7 @@ func action(c *cli.Context) error {
 		}
 		cfg.Transport = t
 	case smtpHost != "":
-		cfg.Transport = &queuerun.SMTP{Client: *sc, Addrs: []string{qmqp.WithDefaultPort(smtpHost, mxps.SMTPPort)}}
+		cfg.Transport = &queue.SMTP{Client: *sc, Addrs: []string{qmqp.WithDefaultPort(smtpHost, mxps.SMTPPort)}}
 	default:
 		cfg.Connect = hostConnect(args[2], &cfg.Client)
 	}
@@ -245,10 +245,10 @@ func smtpClient(helo, tlsMode string, connectTimeout time.Duration) (*smtp.Clien
 }
 
 // mxpsTransport looks up domain's exchangers and returns a transport
-// that walks them under MXPS's rule (queuerun.MXPS): QMTP first at a
+// that walks them under MXPS's rule (queue.MXPS): QMTP first at a
 // QMTP exchanger, SMTP only when that connect fails, SMTP at the others,
 // and once a session has started its messages stay with it.
-func mxpsTransport(ctx context.Context, domain, resolver string, ports mxps.Ports, qc qmtp.Client, sc *smtp.Client) (*queuerun.MXPS, error) {
+func mxpsTransport(ctx context.Context, domain, resolver string, ports mxps.Ports, qc qmtp.Client, sc *smtp.Client) (*queue.MXPS, error) {
 	r := mxps.System()
 	if resolver != "" {
 		r = mxps.Server(resolver, 0)
@@ -269,7 +269,7 @@ func mxpsTransport(ctx context.Context, domain, resolver string, ports mxps.Port
 		return nil, exitcode.Temp(fmt.Errorf("--mxps %s: the exchangers have no address now", domain))
 	}
 	d := mxps.Dialer{ConnectTimeout: qc.ConnectTimeout, Ports: ports, Dial: qc.Dial}
-	return &queuerun.MXPS{Attempts: attempts, Dialer: d, QMTP: qc, SMTP: sc}, nil
+	return &queue.MXPS{Attempts: attempts, Dialer: d, QMTP: qc, SMTP: sc}, nil
 }
 
 // bounceServers finds the QMQP servers for bounces as qbox inject does:
@@ -359,7 +359,7 @@ func maildirsmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer
 	if f, ok := stderr.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		cfg.Progress = f
 	}
-	cfg.Transport = &queuerun.SMTP{Client: *sc, Addrs: []string{qmqp.WithDefaultPort(args[3], mxps.SMTPPort)}}
+	cfg.Transport = &queue.SMTP{Client: *sc, Addrs: []string{qmqp.WithDefaultPort(args[3], mxps.SMTPPort)}}
 	_, err = Run(ctx, cfg)
 	return exitError(args[1], err)
 }

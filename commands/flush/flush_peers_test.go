@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"qbox/proto/qmtp"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func TestFlushMailfront(t *testing.T) {

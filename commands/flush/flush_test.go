@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/linksim"
-	"qbox/proto/maildir"
-	"qbox/proto/mxps/dnstest"
 	"qbox/proto/qmtp"
-	"qbox/proto/testpeer"
+	"qbox/proto/store/maildir"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/linksim"
+	"qbox/proto/testkit/testpeer"
 )
 
 // serve starts `qbox serve` storing QMTP mail in a fresh maildir and

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // fillUnique queues n messages of about 8 KiB for ppp-r<i>@remote.test,

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/testpeer"
 )
 
 // MXPS's rule for flush-maildir without peers (the SMTP cases into

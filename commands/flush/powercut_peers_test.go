@@ -14,8 +14,8 @@ import (
 	"testing"
 
 	"qbox/proto"
-	"qbox/proto/maildir"
 	"qbox/proto/qmtp"
+	"qbox/proto/store/maildir"
 	"qbox/proto/testkit/crashfs"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // flushOutput runs the built flush-maildir with stdout and stderr apart,

@@ -11,19 +11,19 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/bounce"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
-	"qbox/proto/queuerun"
+	"qbox/proto/queue"
+	"qbox/proto/queue/bounce"
 )
 
 // DefaultLifetime is how long a message may be deferred before it is
 // bounced: serialmail's 1209600 seconds.
-const DefaultLifetime = queuerun.DefaultLifetime
+const DefaultLifetime = queue.DefaultLifetime
 
 // DefaultRounds is how many sessions one run may use (see
-// queuerun.DefaultRounds).
-const DefaultRounds = queuerun.DefaultRounds
+// queue.DefaultRounds).
+const DefaultRounds = queue.DefaultRounds
 
 // Config is one flush of one maildir.
 type Config struct {
@@ -31,7 +31,7 @@ type Config struct {
 	Prefix string
 	// Transport carries the messages (QMTP, SMTP, MXPS). Nil: QMTP over
 	// Connect with Client.
-	Transport queuerun.Transport
+	Transport queue.Transport
 	// Connect opens the QMTP connection and names the server it reached;
 	// an error means nothing was sent.
 	Connect func(ctx context.Context) (net.Conn, string, error)
@@ -59,18 +59,18 @@ type Config struct {
 }
 
 // Outcome is what happened to one message file.
-type Outcome = queuerun.Outcome
+type Outcome = queue.Outcome
 
 // Summary counts a run's outcomes.
-type Summary = queuerun.Summary
+type Summary = queue.Summary
 
 // ErrLocked means another flush holds the maildir.
-var ErrLocked = queuerun.ErrLocked
+var ErrLocked = queue.ErrLocked
 
 // ErrRemaining means the run finished but messages are left.
-var ErrRemaining = queuerun.ErrRemaining
+var ErrRemaining = queue.ErrRemaining
 
-// Run flushes the maildir through the queue engine (proto/queuerun) and
+// Run flushes the maildir through the queue engine (proto/queue) and
 // renders its outcomes as text lines, JSON or a progress bar. It returns
 // the summary and nil when nothing is left; ErrRemaining when files stay
 // for a later run; an error wrapping the connect error (a
@@ -80,7 +80,7 @@ var ErrRemaining = queuerun.ErrRemaining
 // proto.WithStopStarting) closed during the run.
 func Run(ctx context.Context, cfg Config) (Summary, error) {
 	rd := &renderer{cfg: cfg}
-	qc := queuerun.Config{
+	qc := queue.Config{
 		Dir:       cfg.Dir,
 		Prefix:    cfg.Prefix,
 		Transport: cfg.Transport,
@@ -88,14 +88,14 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		Group:     cfg.Group,
 		Lifetime:  cfg.Lifetime,
 		Now:       cfg.Now,
-		Events: queuerun.Events{
+		Events: queue.Events{
 			Outcome:  rd.outcome,
 			Session:  rd.progressStart,
 			Answered: rd.progressStep,
 		},
 	}
 	if qc.Transport == nil {
-		qc.Transport = &queuerun.QMTP{Client: cfg.Client, Connect: cfg.Connect}
+		qc.Transport = &queue.QMTP{Client: cfg.Client, Connect: cfg.Connect}
 	}
 	if qc.Lifetime <= 0 {
 		qc.Lifetime = DefaultLifetime
@@ -103,13 +103,13 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.NoBounce {
 		qc.KeepNote = "--no-bounce"
 	} else {
-		b := &queuerun.QMQPBouncer{Config: cfg.Bounce, NoClient: "no QMQP server configured for bounces (--bounce-server or $QMQPSERVERS)"}
+		b := &queue.QMQPBouncer{Config: cfg.Bounce, NoClient: "no QMQP server configured for bounces (--bounce-server or $QMQPSERVERS)"}
 		if len(cfg.BounceServers) > 0 {
 			b.Client = &qmqp.Client{Servers: cfg.BounceServers}
 		}
 		qc.Bouncer = b
 	}
-	sum, err := queuerun.Run(ctx, qc)
+	sum, err := queue.Run(ctx, qc)
 	if errors.Is(err, ErrLocked) {
 		return sum, err // another flush runs: it reports
 	}

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/testpeer"
 )
 
 // flush-maildir --mxps to a QMTP exchanger that runs only `qbox serve

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/linksim"
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/linksim"
+	"qbox/proto/testkit/testpeer"
 )
 
 // flush-maildir --smtp into Postfix's smtpd, grouped: the bytes Postfix

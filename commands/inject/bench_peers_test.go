@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // writeMessage writes a message of about size bytes (a header, then

@@ -14,7 +14,7 @@ import (
 	"qbox/commands/interrupt"
 	"qbox/proto"
 	"qbox/proto/qmqp"
-	"qbox/proto/spool"
+	"qbox/proto/queue/spool"
 )
 
 // FlushConfig is one `qbox inject --flush`: deliver the sendmail spool to

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Ctrl-C during `inject --flush` of a spool into `qbox serve`: the message

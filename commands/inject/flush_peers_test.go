@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func TestFlushToPostfix(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"qbox/proto"
-	"qbox/proto/spool"
+	"qbox/proto/queue/spool"
 )
 
 func queued(t *testing.T, dir string) int {

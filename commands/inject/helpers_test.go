@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"qbox/netstring"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // scripted is a tiny QMQP server written for a test: it reads one whole

@@ -16,9 +16,9 @@ import (
 
 	"qbox/commands/exitcode"
 	"qbox/proto"
-	"qbox/proto/message"
+	"qbox/proto/qmail/message"
 	"qbox/proto/qmqp"
-	"qbox/proto/spool"
+	"qbox/proto/queue/spool"
 )
 
 // Defaults as qmail-qmqpc has them.

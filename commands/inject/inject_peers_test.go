@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func TestInjectToQmqpSink(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"qbox/netstring"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func TestRawKeepsBytesDefaultPrepares(t *testing.T) {

@@ -5,7 +5,7 @@ package inject
 import (
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // TestMain stops this process's private Postfix once the tests are done.

@@ -8,8 +8,8 @@ import (
 	"os"
 
 	"qbox/commands/exitcode"
-	"qbox/proto/qmailqueue"
 	"qbox/proto/qmqp"
+	"qbox/proto/store/qmailqueue"
 )
 
 // QmqpcMain is qbox run as qmail-qmqpc: the qmail-queue interface (message

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func TestQmqpcDeliversToPostfixUntouched(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/qmailqueue"
-	"qbox/proto/testpeer"
+	"qbox/proto/store/qmailqueue"
+	"qbox/proto/testkit/testpeer"
 )
 
 // qmqpc runs the qmail-qmqpc personality as qmail-inject runs qmail-queue:

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"qbox/proto"
-	"qbox/proto/control"
+	"qbox/proto/qmail/control"
 )
 
 // ErrNoServers means no QMQP server is configured anywhere. It is

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"qbox/netstring"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // trickler is a QMQP server that reads the package, then sends a K reply

@@ -5,7 +5,7 @@ package mxcheck
 import (
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // TestMain stops this process's private Postfix once the tests are done.

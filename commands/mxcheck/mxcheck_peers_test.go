@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"qbox/proto/mxps"
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/testpeer"
 )
 
 // TestProbe checks --probe against real servers on 127.0.0.1: mailfront's

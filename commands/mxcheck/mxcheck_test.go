@@ -14,8 +14,8 @@ import (
 	"github.com/miekg/dns"
 
 	"qbox/proto/mxps"
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/testpeer"
 )
 
 func zone() dnstest.Zone {

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"qbox/proto/mxps"
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/testpeer"
 )
 
 // --probe against a host running only `qbox serve --qmtp --smtp`: both

@@ -33,7 +33,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // guard bounds each wait: generous, for a busy CI machine, never a

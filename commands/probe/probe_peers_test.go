@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"qbox/proto/probe"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // greetWait is how long a probe waits for a real peer's greeting: Postfix

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"qbox/proto/probe"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // runProbe runs the command's core and returns its exit code, the decoded

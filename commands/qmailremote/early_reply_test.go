@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Issue 20 end to end: a QMTP server that says K for every recipient the

@@ -12,7 +12,7 @@ import (
 	"qbox/commands/exitcode"
 	"qbox/commands/spill"
 	"qbox/proto"
-	"qbox/proto/control"
+	"qbox/proto/qmail/control"
 )
 
 // Main is the qmail-remote personality: `qmail-remote host sender

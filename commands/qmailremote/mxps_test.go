@@ -10,8 +10,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/testpeer"
 )
 
 // MXPS against a real DNS server, without peers (the SMTP cases into

@@ -27,10 +27,10 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/control"
 	"qbox/proto/mxps"
+	"qbox/proto/qmail/control"
 	"qbox/proto/qmtp"
-	"qbox/proto/queuerun"
+	"qbox/proto/queue"
 	"qbox/proto/smtp"
 )
 
@@ -284,26 +284,26 @@ func Deliver(ctx context.Context, cfg Config, host, sender string, recipients []
 		return finish(byArg, planFailure(plan.Host, err))
 	}
 
-	pkg := queuerun.Package{Sender: sender, Recipients: sendable, Size: msg.Size, Open: msg.Open}
-	t := &queuerun.MXPS{
+	pkg := queue.Package{Sender: sender, Recipients: sendable, Size: msg.Size, Open: msg.Open}
+	t := &queue.MXPS{
 		Attempts: plan.Attempts,
 		Dialer:   mxps.Dialer{ConnectTimeout: ctl.TimeoutConnect, Ports: pp, Dial: cfg.Dial},
 		QMTP:     qmtp.Client{ConnectTimeout: ctl.TimeoutConnect, ReadTimeout: ctl.TimeoutRemote, WriteTimeout: ctl.TimeoutRemote, Dial: cfg.Dial},
 		SMTP: &smtp.Client{ConnectTimeout: ctl.TimeoutConnect, CommandTimeout: ctl.TimeoutRemote, DataTimeout: ctl.TimeoutRemote,
 			Helo: ctl.Helo, Dial: cfg.Dial},
 	}
-	results := make([]*queuerun.Result, len(sendable))
-	_, err = t.Deliver(ctx, []queuerun.Package{pkg}, func(r queuerun.Result) {
+	results := make([]*queue.Result, len(sendable))
+	_, err = t.Deliver(ctx, []queue.Package{pkg}, func(r queue.Result) {
 		if r.Package == 0 && r.Recipient >= 0 && r.Recipient < len(results) {
 			rr := r
 			results[r.Recipient] = &rr
 		}
 	})
-	var ue *queuerun.UnreachableError
+	var ue *queue.UnreachableError
 	if errors.As(err, &ue) {
 		return finish(byArg, Report{'Z', textNoConn + detail(ue.Err)})
 	}
-	var first *queuerun.Result
+	var first *queue.Result
 	for _, r := range results {
 		if r != nil {
 			first = r
@@ -385,7 +385,7 @@ type sessionReport struct {
 }
 
 // partner is the address of the server a result names ("host addr").
-func partner(r *queuerun.Result) string {
+func partner(r *queue.Result) string {
 	s := r.Server
 	if i := strings.LastIndexByte(s, ' '); i >= 0 {
 		s = s[i+1:]
@@ -398,7 +398,7 @@ func partner(r *queuerun.Result) string {
 
 // sessionPartner is the IP address of the server a session's results came
 // from (every result of one session names the same one).
-func sessionPartner(results []*queuerun.Result) string {
+func sessionPartner(results []*queue.Result) string {
 	for _, r := range results {
 		if r != nil {
 			return partner(r)
@@ -449,7 +449,7 @@ func died(ip string, duplicate bool, cause string) string {
 // reply is a recipient report; DATA's reply, or the reply to the message,
 // is the message report; a session lost is "connection died", after the
 // reports of the recipients answered before.
-func smtpReports(results []*queuerun.Result) sessionReport {
+func smtpReports(results []*queue.Result) sessionReport {
 	rep := sessionReport{recipients: make([]*Report, len(results))}
 	ip := sessionPartner(results)
 	// Session-wide refusals first: they come before any recipient.
@@ -469,7 +469,7 @@ func smtpReports(results []*queuerun.Result) sessionReport {
 			return rep
 		}
 	}
-	var data, final, lost *queuerun.Result
+	var data, final, lost *queue.Result
 	accepted := false
 	for k, r := range results {
 		switch {
@@ -531,10 +531,10 @@ func smtpReports(results []*queuerun.Result) sessionReport {
 // same sentence would make qmail-rspawn print it twice). Only when a
 // recipient was accepted before the loss, so the message report is K, do
 // the unanswered ones get their 's': a K must not cover them.
-func qmtpReports(results []*queuerun.Result) sessionReport {
+func qmtpReports(results []*queue.Result) sessionReport {
 	rep := sessionReport{recipients: make([]*Report, len(results))}
 	ip := sessionPartner(results)
-	var firstK *queuerun.Result
+	var firstK *queue.Result
 	lost, cause := -1, ""
 	for k, r := range results {
 		switch {

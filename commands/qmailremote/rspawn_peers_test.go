@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/testpeer"
 )
 
 // postfixRun is a qmail-remote run whose [127.0.0.1] is the test's

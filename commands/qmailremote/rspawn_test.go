@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 const testHelo = "qbox-test-client.example"

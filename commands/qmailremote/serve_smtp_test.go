@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"qbox/proto/mxps/dnstest"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/dnstest"
+	"qbox/proto/testkit/testpeer"
 )
 
 // A host that runs only `qbox serve --smtp` (its QMTP port closed) and

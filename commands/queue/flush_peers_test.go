@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 // TestQueueFlushSkipsHeld: qbox queue flush delivers the queue through

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 // `qbox queue flush` into `qbox serve` (no peer needed; the Postfix

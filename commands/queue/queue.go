@@ -19,7 +19,7 @@ import (
 	"qbox/commands/exitcode"
 	"qbox/commands/sendmail"
 	"qbox/proto"
-	"qbox/proto/spool"
+	"qbox/proto/queue/spool"
 )
 
 // Command returns the queue command.

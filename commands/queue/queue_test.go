@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 func qbox(t *testing.T, dir string, args ...string) (int, string, string) {

@@ -18,7 +18,7 @@ import (
 	"qbox/commands/exitcode"
 	"qbox/commands/spill"
 	"qbox/proto"
-	"qbox/proto/message"
+	"qbox/proto/qmail/message"
 	"qbox/proto/smtp"
 )
 

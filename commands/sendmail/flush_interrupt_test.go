@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Ctrl-C during `sendmail -q` of a 400-message spool into `qbox serve`:

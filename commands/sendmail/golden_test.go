@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // startServe runs qbox serve with a maildir and returns its QMQP address

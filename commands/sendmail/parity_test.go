@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // withoutEnv is env with every variable called name dropped.

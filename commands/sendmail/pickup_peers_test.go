@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"qbox/proto"
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 // The pickup of the system queue runs only as root (it alone may list the

@@ -10,7 +10,7 @@ import (
 
 	"qbox/commands/interrupt"
 	"qbox/proto"
-	"qbox/proto/spool"
+	"qbox/proto/queue/spool"
 )
 
 // pickUp moves the system queue's drop files into its spool before a

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 // TestQueueRunner: sendmail -q1s runs the queue every second in the

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // TestQueueRunnerSIGTERMMidFlush: SIGTERM while the runner's flush of a

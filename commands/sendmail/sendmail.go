@@ -28,9 +28,9 @@ import (
 	"qbox/commands/interrupt"
 	"qbox/commands/spill"
 	"qbox/proto"
-	"qbox/proto/message"
+	"qbox/proto/qmail/message"
 	"qbox/proto/qmqp"
-	"qbox/proto/spool"
+	"qbox/proto/queue/spool"
 )
 
 // Process is what a personality receives from the process that runs it.

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func wantHeader(t *testing.T, msg []byte, name string, want ...string) {

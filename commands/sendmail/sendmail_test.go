@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 // run runs a qbox personality with a clean mail environment plus env, and

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/spool"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/testpeer"
 )
 
 // localUser is an unprivileged user for a test: a uid of its own, in the

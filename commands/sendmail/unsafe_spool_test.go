@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // A spool another user could change is refused: sendmail exits 75 and

@@ -18,7 +18,7 @@ import (
 	"time"
 	"unsafe"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // qmqpSourceRate runs qmqp-source -s 20 -m 5000 -l 2000 against addr and

@@ -20,7 +20,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // lockedBuffer collects a process's stderr for assertions on its log,

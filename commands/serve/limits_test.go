@@ -17,7 +17,7 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/qmqp"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // A message to 10,000 recipients (the default --max-recipients) is stored

@@ -21,7 +21,7 @@ import (
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
 	"qbox/proto/testkit/crashfs"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // crashAll, from `make crashtest`, cuts at every recorded operation

@@ -11,7 +11,7 @@ import (
 
 	"qbox/commands/serve"
 	"qbox/proto"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func writeRcptHosts(t *testing.T, lines ...string) string {

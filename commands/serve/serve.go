@@ -15,8 +15,8 @@ import (
 
 	"qbox/commands/exitcode"
 	"qbox/proto"
-	"qbox/proto/maildir"
-	"qbox/proto/qmailqueue"
+	"qbox/proto/store/maildir"
+	"qbox/proto/store/qmailqueue"
 )
 
 // Command returns the serve command.

@@ -18,7 +18,7 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // qmqp-source's message for a given -l: the reference every stored copy

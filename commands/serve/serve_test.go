@@ -20,7 +20,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // A scripted QMTP conversation: the files land, one per recipient, with

@@ -23,7 +23,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // swaks runs swaks against addr and returns its transcript.

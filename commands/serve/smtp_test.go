@@ -17,7 +17,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // startSMTP runs qbox serve with an SMTP listener besides QMQP and QMTP

@@ -9,7 +9,7 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // serveStdio runs `qbox serve --stdio protocol` with input on stdin and

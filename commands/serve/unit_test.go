@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/maildir"
+	"qbox/proto/store/maildir"
 )
 
 func TestParseSize(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"qbox/proto/mxps/dnstest"
+	"qbox/proto/testkit/dnstest"
 )
 
 func edgeZone() dnstest.Zone {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"qbox/proto/mxps/dnstest"
+	"qbox/proto/testkit/dnstest"
 )
 
 func mustRoutes(t *testing.T, s string) Routes {

@@ -11,8 +11,8 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
-	"qbox/proto/internal/earlywalk"
 	"qbox/proto/qmqp"
+	"qbox/proto/testkit/earlywalk"
 )
 
 // The offset walk (issue 20): a server replies after reading exactly n

@@ -12,7 +12,7 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/qmqp"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Real peers: Postfix's qmqp-sink and qmqpd answer the client.

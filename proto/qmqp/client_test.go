@@ -14,7 +14,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // clientScripted is a tiny scripted QMQP peer: it reads one package and

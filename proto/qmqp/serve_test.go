@@ -15,9 +15,9 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
-	"qbox/proto/internal/servetest"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/testkit/servetest"
 )
 
 // gateBackend tells when a delivery has begun and lets the test decide

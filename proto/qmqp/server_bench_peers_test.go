@@ -12,7 +12,7 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/qmqp"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // serverCountingBackend accepts and forgets: the benchmark measures the

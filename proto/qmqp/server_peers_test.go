@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Postfix's qmqp-source, a real QMQP client, against the server: every

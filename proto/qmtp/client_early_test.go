@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/internal/earlywalk"
+	"qbox/proto/testkit/earlywalk"
 )
 
 // The offset walk (issue 20): a server answers a package after reading

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"qbox/proto"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func TestClientMailfront(t *testing.T) {

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/linksim"
-	"qbox/proto/maildir"
-	"qbox/proto/testpeer"
+	"qbox/proto/store/maildir"
+	"qbox/proto/testkit/linksim"
+	"qbox/proto/testkit/testpeer"
 )
 
 // startStoreServer runs this package's Server in-process on 127.0.0.1 with

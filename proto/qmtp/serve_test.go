@@ -10,8 +10,8 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
-	"qbox/proto/internal/servetest"
 	"qbox/proto/qmtp"
+	"qbox/proto/testkit/servetest"
 )
 
 // cutBackend's Commit tells when it has started and answers only when

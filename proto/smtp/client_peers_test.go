@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Into Postfix's smtpd: three messages on one session. The bytes Postfix

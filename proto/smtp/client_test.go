@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"qbox/proto"
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 func bytesMessage(sender string, msg []byte, rcpts ...string) Message {

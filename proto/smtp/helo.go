@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 
 	"qbox/proto"
-	"qbox/proto/control"
+	"qbox/proto/qmail/control"
 )
 
 // DefaultHelo is the name to say EHLO with when none is given, as

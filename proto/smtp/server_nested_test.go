@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/internal/servetest"
 	"qbox/proto/smtp"
+	"qbox/proto/testkit/servetest"
 )
 
 // envelopeBackend records the envelope of every committed message.

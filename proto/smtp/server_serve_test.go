@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/internal/servetest"
 	"qbox/proto/smtp"
+	"qbox/proto/testkit/servetest"
 )
 
 // okBackend stores nothing and answers K.

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/internal/servetest"
 	"qbox/proto/smtp"
+	"qbox/proto/testkit/servetest"
 )
 
 // serverCert is a self-signed certificate for 127.0.0.1.

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/bounce"
-	"qbox/proto/maildir"
 	"qbox/proto/qmqp"
+	"qbox/proto/queue/bounce"
+	"qbox/proto/store/maildir"
 )
 
 // The flush tests of flush_peers_test.go run against Postfix; these run

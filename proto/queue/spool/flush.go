@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/maildir"
-	"qbox/proto/queuerun"
+	"qbox/proto/queue"
+	"qbox/proto/store/maildir"
 )
 
 // Sender sends one message to a QMQP server (a *qmqp.Client is one).
-type Sender = queuerun.QMQPSender
+type Sender = queue.QMQPSender
 
 // BounceFunc returns a permanently failed group to its sender; tooOld
 // says the message expired in the spool rather than being refused. It
@@ -27,7 +27,7 @@ type FlushConfig struct {
 	Client Sender
 	Bounce BounceFunc
 	// Bouncer, when set, is used instead of Bounce.
-	Bouncer queuerun.Bouncer
+	Bouncer queue.Bouncer
 	// Lifetime is how long a message may stay queued; once it is older
 	// a temporary failure is treated as permanent and the message
 	// bounces (a malformed file is reported to the postmaster and
@@ -58,7 +58,7 @@ func (r FlushResult) Remaining() int { return r.Deferred + r.NotStarted + len(r.
 var ErrLocked = maildir.ErrLocked
 
 // Flush delivers everything queued, over QMQP through the queue engine
-// (proto/queuerun). Files with the same sender and byte-identical content
+// (proto/queue). Files with the same sender and byte-identical content
 // travel as one QMQP message with all their recipients. A file is removed
 // only after the server said K (and the removal is fsync'd), or after a D
 // (or expiry) once its bounce was accepted; on Z or any transport failure
@@ -75,9 +75,9 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	qc := queuerun.Config{
+	qc := queue.Config{
 		Dir:              s.Dir,
-		Transport:        &queuerun.QMQP{Client: cfg.Client},
+		Transport:        &queue.QMQP{Client: cfg.Client},
 		Rounds:           1,
 		Group:            true,
 		Lifetime:         cfg.Lifetime,
@@ -96,7 +96,7 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 	// message (a group of files travelling together) once.
 	var line struct {
 		group *maildir.Group
-		o     queuerun.Outcome
+		o     queue.Outcome
 		rcpts []string
 	}
 	flushLine := func() {
@@ -105,18 +105,18 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 		}
 		o, rcpts := line.o, strings.Join(line.rcpts, ",")
 		switch o.Status {
-		case queuerun.Succeeded:
+		case queue.Succeeded:
 			log.Info("spool: delivered", "sender", o.Sender, "recipients", rcpts, "reply", proto.Printable(o.Reply, 200))
-		case queuerun.Bounced, queuerun.Discarded:
+		case queue.Bounced, queue.Discarded:
 			log.Info("spool: bounced", "sender", o.Sender, "recipients", rcpts, "note", o.Note)
-		case queuerun.Deferred:
+		case queue.Deferred:
 			log.Warn("spool: deferred", "sender", o.Sender, "recipients", rcpts, "err", o.Reason)
-		case queuerun.Failed:
+		case queue.Failed:
 			log.Warn("spool: bounce failed, message kept", "sender", o.Sender, "recipients", rcpts, "err", o.Reason)
 		}
 		line.rcpts = nil
 	}
-	logOutcome := func(o queuerun.Outcome) {
+	logOutcome := func(o queue.Outcome) {
 		if o.Group == nil || o.Group != line.group || o.Status != line.o.Status || o.NotStarted {
 			flushLine()
 		}
@@ -133,11 +133,11 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 		}
 		s.cleanErrors(live)
 	}
-	qc.Events.Outcome = func(o queuerun.Outcome) {
+	qc.Events.Outcome = func(o queue.Outcome) {
 		logOutcome(o)
 		key := filepath.Base(o.File)
 		switch o.Status {
-		case queuerun.Succeeded:
+		case queue.Succeeded:
 			res.Delivered++
 			if o.Note != "" {
 				// The server has the message; this file would send it again.
@@ -146,15 +146,15 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 			} else {
 				s.clearError(key)
 			}
-		case queuerun.Bounced, queuerun.Discarded:
+		case queue.Bounced, queue.Discarded:
 			res.Bounced++
 			s.clearError(key)
-		case queuerun.Malformed:
+		case queue.Malformed:
 			if o.Bad != nil {
 				res.Malformed = append(res.Malformed, *o.Bad)
 			}
 			log.Warn("spool: malformed file left in place", "file", o.File, "reason", o.Note)
-		case queuerun.Deferred:
+		case queue.Deferred:
 			if o.NotStarted {
 				res.NotStarted++
 				return
@@ -166,23 +166,23 @@ func (s *Spool) Flush(ctx context.Context, cfg FlushConfig) (FlushResult, error)
 			s.setError(key, o.Reason)
 		}
 	}
-	_, err := queuerun.Run(ctx, qc)
+	_, err := queue.Run(ctx, qc)
 	flushLine()
 	switch {
 	case errors.Is(err, proto.ErrInterrupted):
 		res.Interrupted = true
 		log.Warn("spool: interrupted; the rest stays queued", "messages", res.NotStarted)
 		return res, nil
-	case err == nil, errors.Is(err, queuerun.ErrRemaining):
+	case err == nil, errors.Is(err, queue.ErrRemaining):
 		return res, nil
 	}
 	return res, err
 }
 
-// funcBouncer makes a BounceFunc a queuerun.Bouncer.
+// funcBouncer makes a BounceFunc a queue.Bouncer.
 type funcBouncer BounceFunc
 
-func (f funcBouncer) Bounce(ctx context.Context, n *queuerun.Notice) (string, bool, error) {
+func (f funcBouncer) Bounce(ctx context.Context, n *queue.Notice) (string, bool, error) {
 	if n.Group == nil {
 		return "", false, errors.New("a malformed file has no envelope to return it with")
 	}

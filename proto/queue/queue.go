@@ -1,4 +1,4 @@
-// Package queuerun runs a queue: it delivers the mail stored in a
+// Package queue runs a queue: it delivers the mail stored in a
 // maildir-shaped queue directory (serialmail's maildir of outgoing mail,
 // the sendmail spool) through a transport (QMQP, QMTP, SMTP) and acts on
 // each recipient's reply. It is the one engine behind flush-maildir,
@@ -17,7 +17,7 @@
 //   - D: an RFC 3464 bounce is sent (Bouncer), and only once it is
 //     accepted is the file removed.
 //
-// Guarantees carried from the transports and proto/maildir: the file
+// Guarantees carried from the transports and proto/store/maildir: the file
 // sent is the file scanned (a file replaced since the scan is reported
 // as malformed, never sent); a reply counts only for a package sent in
 // full; when proto.StopStarting(ctx) closes no further package is
@@ -25,7 +25,7 @@
 // was interrupted. A file whose envelope cannot be read, or that is not
 // a regular file, is reported on every run; past the lifetime it is
 // reported to the postmaster and removed.
-package queuerun
+package queue
 
 import (
 	"context"
@@ -38,8 +38,8 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/bounce"
-	"qbox/proto/maildir"
+	"qbox/proto/queue/bounce"
+	"qbox/proto/store/maildir"
 )
 
 // DefaultLifetime is how long a message may be deferred before it is

@@ -3,6 +3,7 @@ package testpeer
 import (
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -43,5 +44,13 @@ func TestClosedAddr(t *testing.T) {
 	_, err := net.Dial("tcp", addr)
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("dial %s: %v, want connection refused", addr, err)
+	}
+}
+
+// Root is the module's root wherever this package lives: Binary builds
+// the command there.
+func TestRoot(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(Root(), "go.mod")); err != nil {
+		t.Fatalf("Root() = %s: %v", Root(), err)
 	}
 }

@@ -5,17 +5,17 @@ import (
 	"io"
 	"log/slog"
 
-	"qbox/proto/bounce"
-	"qbox/proto/maildir"
-	"qbox/proto/queuerun"
+	"qbox/proto/queue"
+	"qbox/proto/queue/bounce"
+	"qbox/proto/store/maildir"
 )
 
 // DefaultLifetime is how long a message may wait in the spool before a
 // temporary failure turns into a bounce: maildirqmtp's 14 days.
-const DefaultLifetime = queuerun.DefaultLifetime
+const DefaultLifetime = queue.DefaultLifetime
 
 // QMQPBouncer returns a BounceFunc that builds an RFC 3464 notification
-// with proto/bounce and sends it through c (queuerun.QMQPBouncer): to the
+// with proto/queue/bounce and sends it through c (queue.QMQPBouncer): to the
 // sender from the null sender; a failed bounce goes to the postmaster
 // from "#@[]"; a failed double bounce is discarded (and its file
 // removed), so bounces never loop.
@@ -23,10 +23,10 @@ func QMQPBouncer(c Sender, cfg bounce.Config, log *slog.Logger) BounceFunc {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &queuerun.QMQPBouncer{Config: cfg, Client: c}
+	b := &queue.QMQPBouncer{Config: cfg, Client: c}
 	return func(ctx context.Context, g *maildir.Group, reason string, tooOld bool) error {
 		e := &g.Entries[0]
-		n := &queuerun.Notice{
+		n := &queue.Notice{
 			Sender: g.Sender, Arrival: g.ModTime(), Size: e.MessageSize(), Reason: reason, TooOld: tooOld, Group: g,
 			Open: func() (io.Reader, io.Closer, error) {
 				rd, f, err := e.OpenMessage()
@@ -57,7 +57,7 @@ func (s *Spool) FlushQMQP(ctx context.Context, c Sender, hostname string, log *s
 	return s.Flush(ctx, FlushConfig{
 		Select:   sel,
 		Client:   c,
-		Bouncer:  &queuerun.QMQPBouncer{Config: bounce.Config{Hostname: hostname, Program: "qbox sendmail spool"}, Client: c},
+		Bouncer:  &queue.QMQPBouncer{Config: bounce.Config{Hostname: hostname, Program: "qbox sendmail spool"}, Client: c},
 		Lifetime: DefaultLifetime,
 		Log:      log,
 	})

@@ -3,7 +3,7 @@ package spool
 import (
 	"testing"
 
-	"qbox/proto/maildir"
+	"qbox/proto/store/maildir"
 )
 
 func TestParseSelection(t *testing.T) {

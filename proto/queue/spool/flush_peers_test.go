@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/bounce"
-	"qbox/proto/maildir"
-	"qbox/proto/testpeer"
+	"qbox/proto/queue/bounce"
+	"qbox/proto/store/maildir"
+	"qbox/proto/testkit/testpeer"
 )
 
 // Files with the same sender and identical content go back as one QMQP
@@ -144,7 +144,7 @@ func loopingMessage(subject string) string {
 	return b.String() + "Subject: " + subject + "\n\nlooping\n"
 }
 
-// The bounce chain with proto/bounce over QMQP: a refused message from a
+// The bounce chain with proto/queue/bounce over QMQP: a refused message from a
 // sender goes back to the sender, one from the null sender to the
 // postmaster (from #@[]), one from #@[] is discarded; all are removed.
 func TestFlushQMQPBounceChain(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"qbox/proto/testpeer"
+	"qbox/proto/testkit/testpeer"
 )
 
 // The flush sendmail -q and inject --flush run (FlushQMQP, on the queue

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"qbox/proto/control"
+	"qbox/proto/qmail/control"
 )
 
 // Config is qmail-inject's environment and control files, resolved once.

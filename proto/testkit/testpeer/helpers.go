@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"qbox/proto/maildir"
+	"qbox/proto/store/maildir"
 )
 
 // LockedBuffer collects a running process's stdout or stderr; tests read

@@ -23,7 +23,7 @@ import (
 	"syscall"
 	"time"
 
-	"qbox/proto/maildir"
+	"qbox/proto/store/maildir"
 )
 
 // Message is one queued message.

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/maildir"
 	"qbox/proto/qmqp"
-	"qbox/proto/testpeer"
+	"qbox/proto/store/maildir"
+	"qbox/proto/testkit/testpeer"
 )
 
 func openSpool(t *testing.T) *Spool {

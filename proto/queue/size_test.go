@@ -1,4 +1,4 @@
-package queuerun
+package queue
 
 import (
 	"bufio"

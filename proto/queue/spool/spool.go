@@ -28,7 +28,7 @@ import (
 	"syscall"
 
 	"qbox/proto"
-	"qbox/proto/maildir"
+	"qbox/proto/store/maildir"
 )
 
 // SystemDir is the system queue's root (see SystemQueue): its drop

@@ -35,7 +35,7 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/maildir"
+	"qbox/proto/store/maildir"
 )
 
 // SystemQueue is the system queue under Root.

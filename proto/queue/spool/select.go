@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"qbox/proto/maildir"
+	"qbox/proto/store/maildir"
 )
 
 // Selection picks the messages of a flush as sendmail's -qI, -qR and -qS

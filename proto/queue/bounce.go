@@ -1,4 +1,4 @@
-package queuerun
+package queue
 
 import (
 	"bytes"
@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/bounce"
-	"qbox/proto/maildir"
+	"qbox/proto/queue/bounce"
+	"qbox/proto/store/maildir"
 )
 
 // Notice is what a Bouncer reports: the failed recipients of one message.
@@ -37,7 +37,7 @@ type Bouncer interface {
 	Bounce(ctx context.Context, n *Notice) (note string, discarded bool, err error)
 }
 
-// QMQPBouncer builds an RFC 3464 notification with proto/bounce and
+// QMQPBouncer builds an RFC 3464 notification with proto/queue/bounce and
 // injects it over QMQP: to the sender from the null sender; a failed
 // bounce to the postmaster from "#@[]"; a failed double bounce is
 // discarded, so bounces never loop.

@@ -1,4 +1,4 @@
-package queuerun
+package queue
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/maildir"
+	"qbox/proto/store/maildir"
 )
 
 func newQueue(t *testing.T) string {
