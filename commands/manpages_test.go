@@ -4,9 +4,10 @@ package commands
 
 import (
 	"bytes"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -57,7 +58,8 @@ func checkRoff(t *testing.T, file, page, name string, section string) {
 }
 
 // `qbox man DIR` writes qbox(1), a page per visible command with every
-// one of its flags, and a page per personality.
+// one of its flags, and a page per personality and per other name one is
+// installed under (qmail-queue).
 func TestManWritesOnePagePerCommandAndPersonality(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "man")
 	var stdout, stderr bytes.Buffer
@@ -91,7 +93,11 @@ func TestManWritesOnePagePerCommandAndPersonality(t *testing.T) {
 		}
 		want["qbox-"+c.Name+"."+sec] = c
 	}
-	for name := range Personalities {
+	names := slices.Collect(maps.Keys(Personalities))
+	for alias := range Aliases {
+		names = append(names, alias) // qmail-queue has its own page too (issue 22)
+	}
+	for _, name := range names {
 		var found []string
 		for f := range files {
 			if f == name+".1" || f == name+".8" {
@@ -104,18 +110,14 @@ func TestManWritesOnePagePerCommandAndPersonality(t *testing.T) {
 		}
 		want[found[0]] = nil
 	}
-	var names []string
-	for f := range files {
-		names = append(names, f)
-	}
-	sort.Strings(names)
+	written := slices.Sorted(maps.Keys(files))
 	if len(files) != len(want) {
-		t.Errorf("pages written: %v; want one for qbox, each command and each personality (%d)", names, len(want))
+		t.Errorf("pages written: %v; want one for qbox, each command and each personality or alias (%d)", written, len(want))
 	}
 	for f, c := range want {
 		page, ok := files[f]
 		if !ok {
-			t.Errorf("no page %s among %v", f, names)
+			t.Errorf("no page %s among %v", f, written)
 			continue
 		}
 		ext := filepath.Ext(f)

@@ -111,7 +111,8 @@ install -d "$r/usr/bin"
 install -m 0755 "$bin" "$r/usr/bin/qbox"
 # The personalities no Debian package installs. qmail-queue is left out:
 # it is qmail's own program, which mini-qmail replaces in /var/qmail/bin
-# (README), not on PATH.
+# (README), not on PATH; so is its page, qmail-queue.8 (make install
+# ships it), a name qmail's own packages hold.
 for p in qmail-qmqpc qmail-inject qmail-remote maildirqmtp maildirsmtp; do
 	ln -s qbox "$r/usr/bin/$p"
 done
