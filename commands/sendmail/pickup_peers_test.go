@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,9 +48,7 @@ func dropsLeft(t *testing.T, q spool.SystemQueue) []string {
 // bit, which PickUp refuses as unsafe) is exit 75 with one line naming
 // it, and the drop stays; the flush of what was queued still runs.
 func TestPickupFailureExits75(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the pickup runs only as root (CI runs as root)")
-	}
+	testpeer.RequireRoot(t, "for the pickup, which runs only as root")
 	top := publicDir(t, 0o755)
 	q := makeSystemQueue(t, filepath.Join(top, "spool"))
 	dropOne(t, q, 100)
@@ -77,13 +74,8 @@ func TestPickupFailureExits75(t *testing.T) {
 // larger: the pickup fails with "no space left on device", exit 75, one
 // line, and the drop stays where it was.
 func TestPickupNoSpaceExits75(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs in a private mount namespace needs root (CI runs as root)")
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		t.Skip("no unshare(1)")
-	}
+	testpeer.RequireRoot(t, "to mount a tmpfs in a private mount namespace")
+	unshare := testpeer.Require(t, "unshare", "util-linux")
 	top := publicDir(t, 0o755)
 	q := makeSystemQueue(t, filepath.Join(top, "spool"))
 	sendmailPath := filepath.Join(top, "sendmail")

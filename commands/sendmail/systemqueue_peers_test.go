@@ -103,9 +103,7 @@ func makeSystemQueue(t *testing.T, root string) spool.SystemQueue {
 // the queue with the submitting uid in a Received line, and root's
 // sendmail -q delivers each exactly once through Postfix's qmqpd.
 func TestSystemQueueForEveryUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run commands as other users (CI runs as root)")
-	}
+	testpeer.RequireRoot(t, "to run commands as other users")
 	pf := testpeer.StartPostfix(t)
 	top := publicDir(t, 0o755)
 	// The binary, where the users may run it.

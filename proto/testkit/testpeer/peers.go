@@ -34,6 +34,16 @@ func Require(t testing.TB, prog, pkg string) string {
 	return ""
 }
 
+// RequireRoot fails the test when it does not run as root: a peers-tagged
+// test never skips (make test runs as root, as CI does, and a skipped test
+// would report untested code as passing). why says what root is needed for.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("needs root %s: run make test as root, as CI does", why)
+	}
+}
+
 // Start starts a long-running peer process, kills it (and its children)
 // when the test ends, and returns the command.
 func Start(t testing.TB, env []string, argv ...string) *exec.Cmd {
