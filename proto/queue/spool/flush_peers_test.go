@@ -161,8 +161,10 @@ func TestFlushQMQPBounceChain(t *testing.T) {
 	if res.Bounced != 3 || res.Remaining() != 0 || len(queued(t, s)) != 0 {
 		t.Fatalf("result %+v, %d left", res, len(queued(t, s)))
 	}
+	// Every message sent had its reply, so Postfix holds all of them: once
+	// its queue holds none, every delivery there will be is in the maildir.
 	pf.WaitFor(t, tok, 2, 30*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	pf.WaitDrained(t, tok, 30*time.Second)
 	got := pf.WaitFor(t, tok, 2, time.Second)
 	var toSender, toPostmaster int
 	for _, m := range got {

@@ -262,3 +262,38 @@ func (p *Postfix) WaitFor(t testing.TB, token string, n int, within time.Duratio
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// WaitDrained waits until no file in the instance's queue (maildrop,
+// incoming, active, deferred, hold: scanned in the order a message moves
+// through them) contains token: every message Postfix accepted with it has
+// then been delivered or dropped, so no further delivery of it can come.
+// A test that counts deliveries after its client had every reply calls it
+// before counting. within is a guard, not a measure.
+func (p *Postfix) WaitDrained(t testing.TB, token string, within time.Duration) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(p.dir, "spool", "incoming")); err != nil {
+		t.Fatalf("Postfix's queue: %v", err) // else the scan below would see nothing
+	}
+	deadline := time.Now().Add(within)
+	for {
+		var held []string
+		for _, q := range []string{"maildrop", "incoming", "active", "deferred", "hold"} {
+			filepath.WalkDir(filepath.Join(p.dir, "spool", q), func(path string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return nil
+				}
+				if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(token)) {
+					held = append(held, path)
+				}
+				return nil
+			})
+		}
+		if len(held) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postfix's queue still holds %v with %q after %v\n%s", held, token, within, p.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
