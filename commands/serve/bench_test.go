@@ -152,7 +152,8 @@ func BenchmarkConcurrentSessionsRSS(b *testing.B) {
 		var connected, wg sync.WaitGroup
 		release := make(chan struct{})
 		errs := make(chan error, sessions)
-		for range sessions {
+		conns := make([]net.Conn, sessions)
+		for i := range sessions {
 			connected.Add(1)
 			wg.Add(1)
 			go func() {
@@ -165,6 +166,9 @@ func BenchmarkConcurrentSessionsRSS(b *testing.B) {
 				}
 				defer c.Close()
 				_, err = c.Write(pkg[:len(pkg)/2])
+				if err == nil {
+					conns[i] = c
+				}
 				connected.Done()
 				if err != nil {
 					errs <- err
@@ -182,7 +186,11 @@ func BenchmarkConcurrentSessionsRSS(b *testing.B) {
 			}()
 		}
 		connected.Wait()
-		time.Sleep(500 * time.Millisecond) // the server reads what was sent
+		for _, c := range conns {
+			if c != nil { // else its error is in errs
+				waitServerRead(b, c) // the server reads what was sent
+			}
+		}
 		close(release)
 		wg.Wait()
 		close(errs)
