@@ -32,6 +32,9 @@ type serverBackend struct {
 	beginErr  error
 	// reply, if set, answers Commit; default K for every recipient.
 	reply func(env proto.Envelope) []proto.Reply
+	// wrote, if set, is told how many bytes of the body a delivery holds
+	// after each Write: an event a test can wait on.
+	wrote func(total int)
 }
 
 type serverMessage struct {
@@ -63,7 +66,11 @@ func (d *serverDelivery) Write(p []byte) (int, error) {
 	if d.done {
 		d.b.note("Write after Commit/Abort")
 	}
-	return d.body.Write(p)
+	n, err := d.body.Write(p)
+	if d.b.wrote != nil {
+		d.b.wrote(d.body.Len())
+	}
+	return n, err
 }
 
 func (d *serverDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Reply {
@@ -529,30 +536,46 @@ func TestServerTimeouts(t *testing.T) {
 	}
 }
 
-// Cancelling the server's context ends a session blocked in a read.
+// Cancelling the server's context ends a session blocked in a read: the
+// cancel comes once the delivery holds the three body bytes sent, when the
+// server can only be reading the 47 that never come.
 func TestServerShutdown(t *testing.T) {
 	b := &serverBackend{}
+	holds := make(chan struct{})
+	var once sync.Once
+	b.wrote = func(total int) {
+		if total == 3 {
+			once.Do(func() { close(holds) })
+		}
+	}
 	srv := newServerForTest(b)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err == nil {
-			c.Write([]byte("100:50:abc"))
-			time.Sleep(5 * time.Second)
-			c.Close()
-		}
-	}()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close() // held open until the test ends
+	if _, err := client.Write([]byte("100:50:abc")); err != nil {
+		t.Fatal(err)
+	}
 	c, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(200*time.Millisecond, cancel)
+	defer cancel()
+	go func() {
+		select {
+		case <-holds:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	_, err = srv.ServeConn(ctx, c, proto.Peer{})
 	if !errors.Is(err, proto.ErrShutdown) {
 		t.Fatalf("error %v, want ErrShutdown", err)

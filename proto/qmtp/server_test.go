@@ -575,7 +575,9 @@ func TestServerPerRecipientReplies(t *testing.T) {
 }
 
 // Cancelling the context ends a session waiting for the next package,
-// after its owed replies.
+// after its owed replies: the cancel comes once the client has read the
+// reply to its one package, when the server can only be waiting for the
+// next.
 func TestServerShutdown(t *testing.T) {
 	b := &serverBackend{}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -583,31 +585,45 @@ func TestServerShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	replies := make(chan []string, 1)
-	go func() {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			replies <- nil
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		c.Write(serverPkg(lf("m\n"), "a@b", "c@d"))
-		replies <- serverReadReplies(t, c)
-	}()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.SetDeadline(time.Now().Add(20 * time.Second)) // a guard
 	c, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(300*time.Millisecond, cancel)
-	res, err := newServerForTest(b).ServeConn(ctx, c, proto.Peer{})
-	c.Close()
-	if !errors.Is(err, proto.ErrShutdown) || res.Packages != 1 {
-		t.Fatalf("%+v %v", res, err)
+	defer cancel()
+	type outcome struct {
+		res qmtp.Result
+		err error
 	}
-	equalReplies(t, <-replies, []string{"Kok 1"})
+	out := make(chan outcome, 1)
+	go func() {
+		res, err := newServerForTest(b).ServeConn(ctx, c, proto.Peer{})
+		c.Close()
+		out <- outcome{res, err}
+	}()
+	if _, err := client.Write(serverPkg(lf("m\n"), "a@b", "c@d")); err != nil {
+		t.Fatal(err)
+	}
+	first, err := netstring.NewReader(client).ReadBytes(proto.MaxReplyText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	// The server half-closes and lingers until the client closes.
+	rest := serverReadReplies(t, client)
+	client.Close()
+	o := <-out // the server's idle timeout (5s) guards this: a cancel unseen ends in ErrIdleTimeout
+	if !errors.Is(o.err, proto.ErrShutdown) || o.res.Packages != 1 {
+		t.Fatalf("%+v %v", o.res, o.err)
+	}
+	equalReplies(t, append([]string{string(first)}, rest...), []string{"Kok 1"})
 }
 
 // Envelopes bounds what all sessions hold: recipients beyond it get Z
