@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -26,19 +27,25 @@ import (
 var Version = "dev"
 
 // A Personality is qbox run under another program's name (a symlink), with
-// that program's arguments, I/O conventions and exit codes.
-type Personality func(args []string) int
+// that program's arguments and I/O conventions. Run returns an error and
+// never picks a number: Main prints it (after Name, or the name qbox was
+// run by when Name is empty) and maps it to an exit status under Scheme.
+type Personality struct {
+	Run    func(args []string) error
+	Scheme *exitcode.Scheme
+	Name   string
+}
 
 // Personalities maps argv[0]'s base name to the program qbox stands in for.
 var Personalities = map[string]Personality{
-	"qmail-qmqpc":  inject.QmqpcMain,
-	"sendmail":     sendmail.SendmailMain,
-	"qmail-inject": sendmail.QmailInjectMain,
-	"mailq":        sendmail.MailqMain,
-	"newaliases":   sendmail.NewaliasesMain,
-	"maildirqmtp":  flush.MaildirqmtpMain,
-	"maildirsmtp":  flush.MaildirsmtpMain,
-	"qmail-remote": qmailremote.Main,
+	"qmail-qmqpc":  {inject.QmqpcMain, exitcode.QmailQueue, "qmail-qmqpc"},
+	"sendmail":     {sendmail.SendmailMain, exitcode.Sysexits, ""},
+	"qmail-inject": {sendmail.QmailInjectMain, exitcode.Qmail, ""},
+	"mailq":        {sendmail.MailqMain, exitcode.Sysexits, ""},
+	"newaliases":   {sendmail.NewaliasesMain, exitcode.Sysexits, ""},
+	"maildirqmtp":  {flush.MaildirqmtpMain, exitcode.Qmail, "maildirqmtp"},
+	"maildirsmtp":  {flush.MaildirsmtpMain, exitcode.Qmail, "maildirsmtp"},
+	"qmail-remote": {qmailremote.Main, exitcode.QmailRemote, "qmail-remote"},
 }
 
 // Aliases are other names a personality is installed under. mini-qmail
@@ -59,24 +66,67 @@ func PersonalityOf(argv0 string) (Personality, bool) {
 }
 
 // Main runs qbox with the process's arguments and returns the exit status.
+// It is the one exit boundary: personalities and commands return errors,
+// which are printed once (report) and mapped once (status).
 func Main(args []string) int {
 	if p, ok := PersonalityOf(args[0]); ok {
-		return p(args)
+		name := p.Name
+		if name == "" {
+			name = filepath.Base(args[0])
+		}
+		err := p.Run(args)
+		report(os.Stderr, name, err)
+		return status(err, p.Scheme)
 	}
 	app := App(os.Stdin, os.Stdout, os.Stderr)
 	if len(args) > 1 && !knownCommand(app, args[1]) {
 		if home, ok := qmailremote.SpawnedUnderOtherName(args, os.Getwd); ok {
 			// $QMAILREMOTE names the qbox binary itself: defer, never
 			// bounce, and say how to fix the link.
-			return qmailremote.Misnamed(os.Stdout, args[0], home)
+			qmailremote.Misnamed(os.Stdout, args[0], home)
+			return status(nil, exitcode.QmailRemote)
 		}
 	}
 	err := checkCommandLine(app, args, os.Stderr)
 	if err == nil {
-		err = app.Run(args)
+		err = app.Run(args) // its ExitErrHandler reported err
 	}
 	// qmail's scheme, unless the command named its own (exitcode.Under).
-	return exitcode.Code(err, exitcode.Qmail)
+	return status(err, exitcode.Qmail)
+}
+
+// status is err's exit status under s: the only caller of exitcode.Code.
+func status(err error, s *exitcode.Scheme) int { return exitcode.Code(err, s) }
+
+// report prints err on stderr as "name: err", unless it is nil or was
+// already reported (exitcode.Reported).
+func report(stderr io.Writer, name string, err error) {
+	if err == nil || exitcode.Silent(err) {
+		return
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+}
+
+// reportCommand prints a qbox command's error. A usage error ends with
+// where to read more, and one that is a usage line ("usage: qbox CMD
+// ...") is printed as it is, without the command's name before it.
+func reportCommand(stderr io.Writer, name string, err error) {
+	if err == nil || exitcode.Silent(err) {
+		return
+	}
+	if exitcode.ClassOf(err) != exitcode.BadUsage {
+		report(stderr, name, err)
+		return
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "see '") {
+		msg += fmt.Sprintf("; see '%s --help'", name)
+	}
+	if strings.HasPrefix(msg, "usage: "+name+" ") {
+		fmt.Fprintln(stderr, msg)
+		return
+	}
+	fmt.Fprintf(stderr, "%s: %s\n", name, msg)
 }
 
 // App builds the qbox command-line application.
@@ -105,18 +155,22 @@ func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			if err == nil {
 				return
 			}
-			name := "qbox"
-			if c != nil && c.Command != nil && c.Command.Name != "" && c.Command.Name != "qbox" {
-				name += " " + c.Command.Name
-			}
-			if exitcode.Silent(err) {
-				return
-			}
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			reportCommand(stderr, commandName(c), err)
 		},
 	}
 	app.OnUsageError = usageErrorFor("qbox")
 	setUsageErrors("qbox", app.Commands)
 	completeVisibleFlags(app.Commands)
 	return app
+}
+
+// commandName is the command c runs, as typed: "qbox queue check".
+func commandName(c *cli.Context) string {
+	if c == nil || c.Command == nil || c.Command.Name == "" || c.Command.Name == "qbox" {
+		return "qbox"
+	}
+	if c.Command.HelpName != "" && strings.HasPrefix(c.Command.HelpName, "qbox ") {
+		return c.Command.HelpName
+	}
+	return "qbox " + c.Command.Name
 }

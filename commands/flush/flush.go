@@ -106,7 +106,7 @@ func action(c *cli.Context) error {
 	domain, smtpHost := c.String("mxps"), c.String("smtp")
 	switch {
 	case domain != "" && smtpHost != "":
-		return exitcode.Usage("flush-maildir: give --mxps or --smtp, not both")
+		return exitcode.Usage("give --mxps or --smtp, not both")
 	case domain != "" && len(args) != 2:
 		return exitcode.Usage("usage: qbox flush-maildir --mxps DOMAIN [flags] DIR PREFIX")
 	case smtpHost != "" && len(args) != 2:
@@ -286,19 +286,11 @@ func bounceServers(flags []string, getenv func(string) string) ([]string, error)
 
 // MaildirqmtpMain is serialmail's maildirqmtp: `maildirqmtp dir prefix
 // host`, bouncing permanent failures and giving up on messages deferred
-// for 14 days, exit 0/100/111.
-func MaildirqmtpMain(args []string) int {
+// for 14 days, exit 0/100/111 (exitcode.Qmail, applied by the caller).
+func MaildirqmtpMain(args []string) error {
 	sig := interrupt.Catch(context.Background(), os.Stderr, "maildirqmtp")
 	defer sig.Release()
-	return maildirqmtp(sig.Context, args, os.Stdout, os.Stderr, os.Getenv)
-}
-
-func maildirqmtp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	err := maildirqmtpRun(ctx, args, stdout, stderr, getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "maildirqmtp: %v\n", err)
-	}
-	return exitcode.Code(err, exitcode.Qmail)
+	return maildirqmtpRun(sig.Context, args, os.Stdout, os.Stderr, os.Getenv)
 }
 
 func maildirqmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -324,19 +316,11 @@ func maildirqmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer
 // host helohost`, the same flush over SMTP to host's port 25 (HOST:PORT
 // for another), saying EHLO (or HELO) as helohost; it bounces permanent
 // failures, gives up on messages deferred for 14 days, and exits
-// 0/100/111.
-func MaildirsmtpMain(args []string) int {
+// 0/100/111 (exitcode.Qmail, applied by the caller).
+func MaildirsmtpMain(args []string) error {
 	sig := interrupt.Catch(context.Background(), os.Stderr, "maildirsmtp")
 	defer sig.Release()
-	return maildirsmtp(sig.Context, args, os.Stdout, os.Stderr, os.Getenv)
-}
-
-func maildirsmtp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	err := maildirsmtpRun(ctx, args, stdout, stderr, getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "maildirsmtp: %v\n", err)
-	}
-	return exitcode.Code(err, exitcode.Qmail)
+	return maildirsmtpRun(sig.Context, args, os.Stdout, os.Stderr, os.Getenv)
 }
 
 func maildirsmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {

@@ -19,24 +19,17 @@ import (
 // bin/qmail-queue or be named by $QMAILQUEUE. It exits with qmail-queue
 // codes: 0 accepted, 31 D, 71 Z, 72 the last connection timed out, 73 it
 // was refused, 74 communication failed after connecting, 91 malformed
-// envelope, 54 read error, 55 no usable server configured.
-func QmqpcMain(args []string) int {
-	return Qmqpc(context.Background(), os.Stdin, os.NewFile(1, "envelope"), os.Stderr, os.Getenv)
+// envelope, 54 read error, 55 no usable server configured (exitcode.QmailQueue,
+// applied by the caller).
+func QmqpcMain(args []string) error {
+	return Qmqpc(context.Background(), os.Stdin, os.NewFile(1, "envelope"), os.Getenv)
 }
 
 // Qmqpc is the personality's core. The message is read completely (or, a
 // regular file, just measured) before the envelope: a caller such as
 // qmail-inject writes the envelope only after closing the message pipe.
 // The message bytes are sent untouched.
-func Qmqpc(ctx context.Context, msg, envelope io.Reader, stderr io.Writer, getenv func(string) string) int {
-	err := forwardQMQP(ctx, msg, envelope, getenv)
-	if err != nil {
-		fmt.Fprintf(stderr, "qmail-qmqpc: %v\n", err)
-	}
-	return exitcode.Code(err, exitcode.QmailQueue)
-}
-
-func forwardQMQP(ctx context.Context, msg, envelope io.Reader, getenv func(string) string) error {
+func Qmqpc(ctx context.Context, msg, envelope io.Reader, getenv func(string) string) error {
 	servers := splitList(getenv("QMQPSERVERS"))
 	if len(servers) > 0 {
 		// Set by the caller for this run, as for inject and sendmail:

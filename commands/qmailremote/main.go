@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"qbox/commands/exitcode"
 	"qbox/commands/spill"
 	"qbox/proto"
 	"qbox/proto/qmail/control"
@@ -17,13 +16,14 @@ import (
 
 // Main is the qmail-remote personality: `qmail-remote host sender
 // recip...`, the message on fd 0, the reports on fd 1, exit 0 always
-// (qmail-rspawn takes any other status for a crash of the program).
-func Main(args []string) int {
+// (qmail-rspawn takes any other status for a crash of the program): it
+// returns no error, and exitcode.QmailRemote maps every one to 0.
+func Main(args []string) error {
 	// A reader that went away must not kill us with SIGPIPE: qmail-rspawn
 	// would report a crash. The write fails instead, and we exit 0.
 	signal.Ignore(syscall.SIGPIPE)
 	Run(context.Background(), Config{Getenv: os.Getenv}, args, os.Stdin, os.Stdout)
-	return exitcode.Code(nil, exitcode.QmailRemote)
+	return nil
 }
 
 // Run is Main with its inputs and outputs given: args as the process got
@@ -91,10 +91,10 @@ func SpawnedUnderOtherName(args []string, getwd func() (string, error)) (string,
 // be qmail-remote, so it defers the message with a Z report that says how
 // to fix the link, and exits 0. Any other exit would be qmail-rspawn's
 // "Unable to run qmail-remote", a bounce for an exit of 100. Nothing goes
-// to fd 2: qmail-rspawn joins it to fd 1.
-func Misnamed(stdout io.Writer, argv0, home string) int {
+// to fd 2: qmail-rspawn joins it to fd 1. The caller exits under
+// exitcode.QmailRemote.
+func Misnamed(stdout io.Writer, argv0, home string) {
 	stdout.Write(MisnamedReport(argv0, home).Bytes())
-	return exitcode.Code(nil, exitcode.QmailRemote)
 }
 
 // MisnamedReport is Misnamed's report.

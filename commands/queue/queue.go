@@ -138,7 +138,7 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 					args := []string{"-q", "-v"}
 					for _, id := range c.Args().Slice() {
 						if id == "" || strings.ContainsAny(id, "!\x00\r\n") {
-							return exitcode.Usage("queue flush: %q is not a queue ID (qbox queue list shows them)", id)
+							return exitcode.Usage("%q is not a queue ID (qbox queue list shows them)", id)
 						}
 						args = append(args, "-qI"+id) // several -qI: any of them
 					}
@@ -151,12 +151,12 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 							return os.Getenv(k)
 						}
 					}
-					code := sendmail.Sendmail(c.Context, &sendmail.Process{Prog: "qbox queue flush", Args: args,
+					err := sendmail.Sendmail(c.Context, &sendmail.Process{Prog: "qbox queue flush", Args: args,
 						Stdin: c.App.Reader, Stdout: c.App.Writer, Stderr: c.App.ErrWriter, Getenv: getenv, Now: time.Now, Interactive: true})
-					if code == 0 {
-						return nil
+					if err == nil || exitcode.Silent(err) {
+						return err // nil, or a temporary failure sendmail -q said
 					}
-					return exitcode.Reported(exitcode.Temporary) // sendmail -q said why
+					return exitcode.Temp(err) // any failure of a flush is temporary
 				},
 			},
 			{

@@ -5,11 +5,13 @@ package sendmail
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"qbox/commands/exitcode"
 	"qbox/proto"
 	"qbox/proto/queue/spool"
 	"qbox/proto/testkit/testpeer"
@@ -58,7 +60,13 @@ func TestPickupFailureExits75(t *testing.T) {
 	var stderr bytes.Buffer
 	p := &Process{Prog: "sendmail", Args: []string{"-q"}, Stdin: strings.NewReader(""), Stdout: &bytes.Buffer{}, Stderr: &stderr,
 		Getenv: envMap(map[string]string{"QBOX_SYSTEM_QUEUE": q.Root, "QMQPSERVERS": testpeer.ClosedAddr(t)})}
-	code := Sendmail(context.Background(), p)
+	// Sendmail returns its error; qbox's exit boundary (commands.Main)
+	// prints it after the program's name and maps it under sysexits.
+	err := Sendmail(context.Background(), p)
+	if err != nil && !exitcode.Silent(err) {
+		fmt.Fprintf(&stderr, "sendmail: %v\n", err)
+	}
+	code := exitcode.Code(err, exitcode.Sysexits)
 	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
 	if code != 75 || len(lines) != 1 || !strings.Contains(lines[0], "pickup failed") || !strings.Contains(lines[0], "sticky bit") {
 		t.Fatalf("sendmail -q: exit %d, stderr %q; want 75 and one line naming the pickup's failure", code, stderr.String())

@@ -97,38 +97,35 @@ func (p *Process) now() time.Time {
 	return p.Now()
 }
 
+// The personalities' entry points return an error, which their caller
+// prints after the program's name and maps to an exit status: sysexits
+// for sendmail, mailq and newaliases, qmail's for qmail-inject.
+
 // SendmailMain is qbox run as sendmail.
-func SendmailMain(args []string) int { return Sendmail(context.Background(), osProcess(args)) }
+func SendmailMain(args []string) error { return Sendmail(context.Background(), osProcess(args)) }
 
 // QmailInjectMain is qbox run as qmail-inject.
-func QmailInjectMain(args []string) int { return QmailInject(context.Background(), osProcess(args)) }
+func QmailInjectMain(args []string) error { return QmailInject(context.Background(), osProcess(args)) }
 
 // MailqMain is qbox run as mailq: it lists the spool.
-func MailqMain(args []string) int { return Mailq(osProcess(args)) }
+func MailqMain(args []string) error { return Mailq(osProcess(args)) }
 
 // NewaliasesMain is qbox run as newaliases: Debian's maintainer scripts
 // and packages call it after touching /etc/aliases. qbox keeps no alias
 // database (the QMQP hub does the aliasing), so it succeeds and says so.
-func NewaliasesMain(args []string) int { return Newaliases(osProcess(args)) }
+func NewaliasesMain(args []string) error { return Newaliases(osProcess(args)) }
 
 // Newaliases notes on stderr that there is nothing to rebuild; exit 0.
-func Newaliases(p *Process) int {
+func Newaliases(p *Process) error {
 	p.errorf("nothing to do: qbox keeps no alias database (aliases are the QMQP hub's)")
-	return exitcode.Code(nil, exitcode.Sysexits)
+	return nil
 }
 
-// Sendmail runs the sendmail personality and returns a sysexits status
-// (exitcode.Sysexits): 64 usage, 65 a refused message or address, 69
-// rejected, 74 reading the message failed, 75 not sent and not spooled.
-func Sendmail(ctx context.Context, p *Process) int {
-	err := sendmail(ctx, p)
-	if err != nil && !exitcode.Silent(err) {
-		p.errorf("%v", err)
-	}
-	return exitcode.Code(err, exitcode.Sysexits)
-}
-
-func sendmail(ctx context.Context, p *Process) error {
+// Sendmail runs the sendmail personality. Its error, for the caller to
+// print after p.Prog, has the status exitcode.Sysexits gives it: 64
+// usage, 65 a refused message or address, 69 rejected, 74 reading the
+// message failed, 75 not sent and not spooled.
+func Sendmail(ctx context.Context, p *Process) error {
 	o := ParseOptions(p.Args)
 	for _, w := range o.Warnings {
 		p.errorf("warning: %s", w)
@@ -302,13 +299,13 @@ func splitRecipients(args []string) ([]string, error) {
 // QmailInject runs the qmail-inject personality: qmail-inject's options,
 // $QMAILINJECT and exit codes (exitcode.Qmail: 0, 100 permanent, 111
 // temporary), with zero recipients refused instead of silently lost, and
-// a temporary failure spooled like sendmail's.
-func QmailInject(ctx context.Context, p *Process) int {
-	err := qmailInject(ctx, p)
-	if err != nil {
-		p.errorf("fatal: %v", err)
+// a temporary failure spooled like sendmail's. Its error, for the caller
+// to print after p.Prog, says "fatal:" as qmail-inject's do.
+func QmailInject(ctx context.Context, p *Process) error {
+	if err := qmailInject(ctx, p); err != nil {
+		return fmt.Errorf("fatal: %w", err)
 	}
-	return exitcode.Code(err, exitcode.Qmail)
+	return nil
 }
 
 func qmailInject(ctx context.Context, p *Process) error {
@@ -380,9 +377,9 @@ func qmailInject(ctx context.Context, p *Process) error {
 
 // Mailq lists the spool; it always exits 0 (a spool that does not exist
 // yet is an empty one; what cannot be listed is said on stderr).
-func Mailq(p *Process) int {
+func Mailq(p *Process) error {
 	listSpool(p)
-	return exitcode.Code(nil, exitcode.Sysexits)
+	return nil
 }
 
 func listSpool(p *Process) {
