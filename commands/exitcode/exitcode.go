@@ -171,6 +171,11 @@ func Under(s *Scheme, err error) error {
 	return &under{s: s, err: err}
 }
 
+// Verdict is a check's finding (probe, mx-check, queue check), already
+// reported by the check's own output, as the error its command returns:
+// the class c, numbered by the check's scheme s. OK is nil.
+func Verdict(s *Scheme, c Class) error { return Under(s, Reported(c)) }
+
 // Code is err's exit status under s, or under the scheme err was given
 // with Under.
 func Code(err error, s *Scheme) int {

@@ -70,7 +70,7 @@ Exit status (the worst domain's): 0 a QMTP exchanger with an address (with
 				return exitcode.Under(exitcode.MXCheck, exitcode.Usage("%v", err))
 			}
 			// The report said why.
-			return exitcode.Under(exitcode.MXCheck, exitcode.Reported(codeClass[code]))
+			return exitcode.Verdict(exitcode.MXCheck, codeClass[code])
 		},
 	}
 }

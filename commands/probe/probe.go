@@ -334,7 +334,7 @@ and silent; with --send, a K), 1 something else answered (an SMTP banner on
 			if err != nil {
 				return exitcode.Under(exitcode.Probe, exitcode.Usage("%v", err))
 			}
-			return exitcode.Under(exitcode.Probe, exitcode.Reported(verdictClass[code]))
+			return exitcode.Verdict(exitcode.Probe, verdictClass[code])
 		},
 	}
 }

@@ -119,14 +119,14 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 						return exitcode.Usage("--warn-count and --crit-count are 0 (no limit) or more")
 					}
 					dir, err := dirOf(c)
-					code := Unknown
+					verdict := Unknown
 					if err == nil {
-						code = Check(c.App.Writer, &spool.Spool{Dir: dir}, lim, time.Now())
+						verdict = Check(c.App.Writer, &spool.Spool{Dir: dir}, lim, time.Now())
 					} else {
 						fmt.Fprintf(c.App.Writer, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
 					}
-					// The status line said it all.
-					return exitcode.Under(exitcode.Nagios, exitcode.Reported(statusClass[code]))
+					// The status line said it all; exitcode.Nagios numbers it.
+					return exitcode.Verdict(exitcode.Nagios, verdict)
 				},
 			},
 			{
@@ -181,17 +181,18 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 	}
 }
 
-// The check's exit codes (Nagios plugin guidelines).
+// The check's verdicts, in the words of its status line (Nagios plugin
+// guidelines); exitcode.Nagios numbers them 0, 1, 2 and 3. UNKNOWN (the
+// check could not run) is a temporary failure.
 const (
-	OK       = 0
-	Warning  = 1
-	Critical = 2
-	Unknown  = 3
+	OK       = exitcode.OK
+	Warning  = exitcode.Warning
+	Critical = exitcode.Critical
+	Unknown  = exitcode.Temporary
 )
 
-// statusClass is what a status means for the exit status (exitcode.Nagios
-// gives each its number back).
-var statusClass = map[int]exitcode.Class{OK: exitcode.OK, Warning: exitcode.Warning, Critical: exitcode.Critical, Unknown: exitcode.Temporary}
+// statusWord is a verdict's word on the status line.
+var statusWord = map[exitcode.Class]string{OK: "OK", Warning: "WARNING", Critical: "CRITICAL", Unknown: "UNKNOWN"}
 
 func dirOf(c *cli.Context) (string, error) {
 	if d := c.String("dir"); d != "" {
@@ -410,10 +411,10 @@ type Limits struct {
 }
 
 // Check writes one Nagios status line with perfdata and returns the
-// plugin exit code. Held messages are counted apart: an operator held
+// verdict (OK, Warning, Critical or Unknown). Held messages are counted apart: an operator held
 // them on purpose. Files that are not messages (nobody can deliver them)
 // make it a WARNING at least.
-func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) int {
+func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) exitcode.Class {
 	l, err := messages(sp)
 	if err != nil {
 		fmt.Fprintf(w, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
@@ -432,11 +433,11 @@ func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) int {
 			oldest = age
 		}
 	}
-	code := OK
+	verdict := OK
 	var why []string
-	raise := func(c int, reason string) {
-		if c > code {
-			code = c
+	raise := func(c exitcode.Class, reason string) { // Critical is worse than Warning
+		if c > verdict {
+			verdict = c
 		}
 		why = append(why, reason)
 	}
@@ -455,7 +456,7 @@ func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) int {
 	if len(l.Malformed) > 0 {
 		raise(Warning, fmt.Sprintf("%d undeliverable file(s)", len(l.Malformed)))
 	}
-	word := [...]string{"OK", "WARNING", "CRITICAL", "UNKNOWN"}[code]
+	word := statusWord[verdict]
 	text := fmt.Sprintf("%d message(s) queued, oldest %s, %d held", count, spool.Age(oldest), held)
 	if len(why) > 0 {
 		text += ": " + strings.Join(why, ", ")
@@ -469,7 +470,7 @@ func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) int {
 	fmt.Fprintf(w, "QUEUE %s - %s | messages=%d;%s;%s;0 oldest=%ds;%d;%d;0 held=%d;;;0 malformed=%d;;;0\n",
 		word, text, count, limit(lim.WarnCount), limit(lim.CritCount),
 		int64(oldest/time.Second), int64(lim.WarnAge/time.Second), int64(lim.CritAge/time.Second), held, len(l.Malformed))
-	return code
+	return verdict
 }
 
 // ParseAge reads a duration as Go does, with d for days as well ("2d",
