@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -41,7 +42,7 @@ func BenchmarkFlushGroupModem(b *testing.B) {
 	}
 	flush := func(group bool) (elapsed, limit time.Duration) {
 		src := fill()
-		stored := countFiles(b, dest)
+		stored := counting.Files(b, filepath.Join(dest, "new"))
 		argv := []string{bin, "flush-maildir"}
 		if group {
 			argv = append(argv, "--group")
@@ -50,10 +51,10 @@ func BenchmarkFlushGroupModem(b *testing.B) {
 		up0, down0 := line.BytesUp(), line.BytesDown()
 		r := run(b, "", argv...)
 		up, down := line.BytesUp()-up0, line.BytesDown()-down0
-		if left := countFiles(b, src); left != 0 {
+		if left := counting.Files(b, filepath.Join(src, "new")); left != 0 {
 			b.Fatalf("%v: %d files left in the maildir\n%s", argv, left, tail(r.stdout))
 		}
-		if got := countFiles(b, dest) - stored; got != messages*perMessage {
+		if got := counting.Files(b, filepath.Join(dest, "new")) - stored; got != messages*perMessage {
 			b.Fatalf("%v: serve stored %d files, want %d", argv, got, messages*perMessage)
 		}
 		return r.elapsed, wire(max(up, down)) + 2*modemLatency
@@ -116,7 +117,7 @@ func BenchmarkFlushMaildir1GiBRSS(b *testing.B) {
 		r := run(b, "", bin, "flush-maildir", "--read-timeout", "5m", "--write-timeout", "5m", src, "ppp-", addr)
 		b.StopTimer()
 		peak = max(peak, r.peakRSS)
-		if left := countFiles(b, src); left != 0 {
+		if left := counting.Files(b, filepath.Join(src, "new")); left != 0 {
 			b.Fatalf("%d files left in the maildir\n%s", left, tail(r.stdout))
 		}
 		names, _ := filepath.Glob(filepath.Join(dest, "new", "*"))

@@ -134,13 +134,3 @@ func enqueue(b *testing.B, dir, name, sender, deliveredTo string, msg io.Reader)
 		b.Fatal(err)
 	}
 }
-
-// countFiles counts the files in dir/new.
-func countFiles(b *testing.B, dir string) int {
-	b.Helper()
-	entries, err := os.ReadDir(filepath.Join(dir, "new"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return len(entries)
-}

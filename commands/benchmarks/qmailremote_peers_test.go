@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/linksim"
 	"qbox/proto/testkit/testpeer"
 )
@@ -104,10 +105,10 @@ func BenchmarkQmailRemote100Recipients(b *testing.B) {
 	b.ResetTimer()
 	var qmtp, qmtpLimit, smtp, smtpLimit time.Duration
 	for i := 0; i < b.N; i++ {
-		stored := countFiles(b, dest)
+		stored := counting.Files(b, filepath.Join(dest, "new"))
 		el, lim := send(0, qmtpLine, qmtpHome, 2*modemLatency)
 		qmtp, qmtpLimit = qmtp+el, qmtpLimit+lim
-		if countFiles(b, dest) == stored {
+		if counting.Files(b, filepath.Join(dest, "new")) == stored {
 			b.Fatalf("serve stored nothing")
 		}
 		el, lim = send(1, smtpLine, smtpHome, 7*modemLatency)

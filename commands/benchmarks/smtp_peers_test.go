@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"path/filepath"
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -37,7 +39,7 @@ func fillMaildir(b *testing.B, n, size int, token string) string {
 func flushAll(b *testing.B, src string, argv ...string) result {
 	b.Helper()
 	r := run(b, "", append(argv, src, "ppp-")...)
-	if left := countFiles(b, src); left != 0 {
+	if left := counting.Files(b, filepath.Join(src, "new")); left != 0 {
 		b.Fatalf("%v: %d files left in the maildir\n%s", argv, left, tail(r.stdout))
 	}
 	return r
@@ -82,13 +84,13 @@ func BenchmarkFlushSMTPBesideQMTPModem(b *testing.B) {
 	token := testpeer.Token(b)
 	qmtpRun := func() (time.Duration, time.Duration) {
 		src := fillMaildir(b, messages, size, token)
-		stored := countFiles(b, dest)
+		stored := counting.Files(b, filepath.Join(dest, "new"))
 		up0, down0, conns := qmtpLine.BytesUp(), qmtpLine.BytesDown(), qmtpLine.Connections()
 		r := run(b, "", bin, "flush-maildir", "--quiet", src, "ppp-", qmtpLine.Addr)
-		if left := countFiles(b, src); left != 0 {
+		if left := counting.Files(b, filepath.Join(src, "new")); left != 0 {
 			b.Fatalf("flush-maildir: %d files left in the maildir\n%s", left, tail(r.stdout))
 		}
-		if got := countFiles(b, dest) - stored; got != messages {
+		if got := counting.Files(b, filepath.Join(dest, "new")) - stored; got != messages {
 			b.Fatalf("serve stored %d files, want %d", got, messages)
 		}
 		if qmtpLine.Connections() != conns+1 {

@@ -1,7 +1,6 @@
 package flush
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -23,23 +23,6 @@ func fillUnique(t *testing.T, dir string, n int, token string) {
 		body := fmt.Sprintf("Message-ID: <%s.%d@example.test>\nSubject: %s %d\n\n%s\n", token, i, token, i, pad)
 		enqueue(t, dir, fmt.Sprintf("1700000000.m%05d.host", i), "s@example.test", fmt.Sprintf("ppp-r%05d@remote.test", i), []byte(body), 0)
 	}
-}
-
-func countFiles(t *testing.T, dir string) int {
-	t.Helper()
-	f, err := os.Open(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(names)
 }
 
 // flushRun is one `qbox flush-maildir` running in the background.
@@ -124,11 +107,11 @@ func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 
 	interrupted := 0
 	for _, target := range []int{1, 700, 1800} {
-		if countFiles(t, newDir) >= n {
+		if counting.FilesOrNone(t, newDir) >= n {
 			break
 		}
 		run := startFlush(t, src, "ppp-", addr)
-		reached, err := run.waitFor(t, func() bool { return countFiles(t, newDir) >= target })
+		reached, err := run.waitFor(t, func() bool { return counting.FilesOrNone(t, newDir) >= target })
 		if !reached {
 			t.Logf("the run ended before %d messages were stored: %v", target, err)
 			notBothSides(t, src, dest)
@@ -149,7 +132,7 @@ func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 			t.Errorf("interrupted at %d stored: no summary saying so:\n%s", target, lastLines(out, 3))
 		}
 		notBothSides(t, src, dest)
-		t.Logf("interrupted at %d stored: %d stored, %d queued", target, countFiles(t, newDir), len(remaining(t, src)))
+		t.Logf("interrupted at %d stored: %d stored, %d queued", target, counting.FilesOrNone(t, newDir), len(remaining(t, src)))
 	}
 	if interrupted == 0 {
 		t.Fatal("no run could be interrupted")
@@ -184,7 +167,7 @@ func TestFlushSecondSignalStopsAtOnce(t *testing.T) {
 	newDir := filepath.Join(dest, "new")
 
 	run := startFlush(t, src, "ppp-", addr)
-	if reached, err := run.waitFor(t, func() bool { return countFiles(t, newDir) >= 100 }); !reached {
+	if reached, err := run.waitFor(t, func() bool { return counting.FilesOrNone(t, newDir) >= 100 }); !reached {
 		t.Fatalf("the run ended before 100 messages were stored: %v\n%s", err, run.stderr.String())
 	}
 	if err := run.cmd.Process.Signal(syscall.SIGINT); err != nil {

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/dnstest"
 	"qbox/proto/testkit/testpeer"
 )
@@ -63,7 +63,7 @@ func TestFlushMXPSQMTPRule(t *testing.T) {
 		// listeners, maybe not yet counted. A marker connection of our own
 		// to the SMTP listener is queued behind any it made, so once the
 		// marker is counted the count is final.
-		if !waitCount(qmtpConns, 1) {
+		if !counting.WaitAtLeast(qmtpConns, 1) {
 			t.Fatal("the QMTP exchanger was never reached")
 		}
 		if c, err := net.Dial("tcp", smtpAddr); err == nil {
@@ -71,17 +71,8 @@ func TestFlushMXPSQMTPRule(t *testing.T) {
 		} else {
 			t.Fatal(err)
 		}
-		if !waitCount(smtpConns, 1) || smtpConns.Load() != 1 {
+		if !counting.WaitAtLeast(smtpConns, 1) || smtpConns.Load() != 1 {
 			t.Errorf("%d SMTP connections after a QMTP session had started", smtpConns.Load()-1)
 		}
 	})
-}
-
-// waitCount waits (bounded: a guard, not a measure) until n reaches want.
-func waitCount(n *atomic.Int32, want int32) bool {
-	deadline := time.Now().Add(20 * time.Second)
-	for n.Load() < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	return n.Load() >= want
 }

@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
 
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/dnstest"
 	"qbox/proto/testkit/testpeer"
 )
@@ -61,7 +60,7 @@ func TestMXPS(t *testing.T) {
 		// listeners, maybe not yet counted. A marker connection of our own
 		// to the SMTP listener is queued behind any it made, so once the
 		// marker is counted the count is final.
-		if !waitCount(qmtpConns, 1) {
+		if !counting.WaitAtLeast(qmtpConns, 1) {
 			t.Fatal("the QMTP port was never reached")
 		}
 		c, err := net.Dial("tcp", smtpAddr)
@@ -69,7 +68,7 @@ func TestMXPS(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Close()
-		if !waitCount(smtpConns, 1) || smtpConns.Load() != 1 {
+		if !counting.WaitAtLeast(smtpConns, 1) || smtpConns.Load() != 1 {
 			t.Errorf("%d SMTP connections after a QMTP session had started", smtpConns.Load()-1)
 		}
 	})
@@ -91,13 +90,4 @@ func TestMXPS(t *testing.T) {
 			t.Fatalf("reports %q", res.raw)
 		}
 	})
-}
-
-// waitCount waits (bounded: a guard, not a measure) until n reaches want.
-func waitCount(n *atomic.Int32, want int32) bool {
-	deadline := time.Now().Add(20 * time.Second)
-	for n.Load() < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	return n.Load() >= want
 }

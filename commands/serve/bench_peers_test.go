@@ -18,6 +18,7 @@ import (
 	"time"
 	"unsafe"
 
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -80,7 +81,7 @@ func BenchmarkServeBesideDiskAndPostfix(b *testing.B) {
 		}
 	}
 	cleanPostfixMaildir(b, pf, token, 5000*rounds)
-	if got, want := countFiles(b, filepath.Join(dir, "new")), 2*n*rounds*b.N; got != want {
+	if got, want := counting.Files(b, filepath.Join(dir, "new")), 2*n*rounds*b.N; got != want {
 		b.Fatalf("%d files stored, want %d", got, want)
 	}
 	qmqp, qmtp, postfix := median(qmqpRates), median(qmtpRates), median(pfRates)
@@ -294,7 +295,7 @@ func BenchmarkBurstBesidePostfix(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if got := countFiles(b, filepath.Join(dir, "new")); got != n {
+			if got := counting.Files(b, filepath.Join(dir, "new")); got != n {
 				b.Fatalf("serve, %d clients: %d files stored, want %d", clients, got, n)
 			}
 			rss := peakRSS(b, s.cmd.Process.Pid)

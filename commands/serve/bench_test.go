@@ -18,6 +18,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/testkit/counting"
 )
 
 // peakRSS returns a process's peak resident set size in MiB (VmHWM).
@@ -201,7 +202,7 @@ func BenchmarkConcurrentSessionsRSS(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(peakRSS(b, s.cmd.Process.Pid), "peak-RSS-MiB")
 	b.ReportMetric(128, "target-MiB")
-	if n := countFiles(b, filepath.Join(dir, "new")); n != sessions*b.N {
+	if n := counting.Files(b, filepath.Join(dir, "new")); n != sessions*b.N {
 		b.Fatalf("%d files stored, want %d", n, sessions*b.N)
 	}
 }
@@ -315,7 +316,7 @@ func BenchmarkLargestEnvelopesRSS(b *testing.B) {
 			b.ReportMetric(peakRSS(b, s.cmd.Process.Pid), "peak-RSS-MiB")
 			b.ReportMetric(128, "target-MiB")
 			b.ReportMetric(float64(accepted)/float64(b.N), "rcpts-K")
-			if n := countFiles(b, filepath.Join(dir, "new")); int64(n) != accepted {
+			if n := counting.Files(b, filepath.Join(dir, "new")); int64(n) != accepted {
 				b.Fatalf("%d files stored, %d recipients got K", n, accepted)
 			}
 		})

@@ -14,6 +14,7 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/testkit/counting"
 )
 
 // crashMessage is the message for a token: its size and content follow
@@ -101,5 +102,5 @@ func TestCrashKeepsEveryK(t *testing.T) {
 			t.Errorf("%s got K but is not in new/", token)
 		}
 	}
-	t.Logf("%d messages acknowledged before kill -9, %d in new/, %d in tmp/", len(acked), len(stored), countFiles(t, filepath.Join(dir, "tmp")))
+	t.Logf("%d messages acknowledged before kill -9, %d in new/, %d in tmp/", len(acked), len(stored), counting.Files(t, filepath.Join(dir, "tmp")))
 }

@@ -241,15 +241,6 @@ func parseStored(t testing.TB, name string, b []byte) stored {
 	return stored{name: name, sender: rp, recipient: dt, received: string(lines[2]), message: lines[3], wholeLength: len(b)}
 }
 
-func countFiles(t testing.TB, dir string) int {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 // qmtpPackage encodes one QMTP package. crlf selects encoding #1 (CR LF
 // line ends, converted back to LF by the server).
 func qmtpPackage(msg []byte, crlf bool, sender string, rcpts ...string) []byte {

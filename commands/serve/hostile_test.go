@@ -12,6 +12,7 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
+	"qbox/proto/testkit/counting"
 )
 
 // hostileAddresses are envelope addresses that must never reach a stored
@@ -80,7 +81,7 @@ func checkStored(t *testing.T, dir string, want int) {
 			t.Fatalf("%s: stored envelope %q -> %q", f.name, f.sender, f.recipient)
 		}
 	}
-	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
+	if n := counting.Files(t, filepath.Join(dir, "tmp")); n != 0 {
 		t.Fatalf("%d files left in tmp/", n)
 	}
 }

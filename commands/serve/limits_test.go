@@ -17,6 +17,7 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -41,10 +42,10 @@ func TestTenThousandRecipientsUnderUlimit64(t *testing.T) {
 	if err != nil || r.Status != proto.OK {
 		t.Fatalf("reply %q %v, want K", r.String(), err)
 	}
-	if n := countFiles(t, filepath.Join(dir, "new")); n != 10000 {
+	if n := counting.Files(t, filepath.Join(dir, "new")); n != 10000 {
 		t.Fatalf("%d files in new/, want 10000", n)
 	}
-	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
+	if n := counting.Files(t, filepath.Join(dir, "tmp")); n != 0 {
 		t.Fatalf("%d files left in tmp/", n)
 	}
 }
@@ -67,7 +68,7 @@ func TestEnvelopeMemoryFlag(t *testing.T) {
 	if rs[0].Status != proto.OK || rs[2].Status != proto.OK || rs[3].Status != proto.Temporary {
 		t.Fatalf("QMTP with 4 recipients: replies %s, want K K K Z", fmtReplies(rs))
 	}
-	if n := countFiles(t, filepath.Join(dir, "new")); n != 6 {
+	if n := counting.Files(t, filepath.Join(dir, "new")); n != 6 {
 		t.Fatalf("%d files in new/, want 6", n)
 	}
 }
@@ -183,7 +184,7 @@ func TestParallelFlushMaildirBurst(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	if n := countFiles(t, filepath.Join(dir, "new")); n != runs*each {
+	if n := counting.Files(t, filepath.Join(dir, "new")); n != runs*each {
 		t.Fatalf("%d files stored, want %d", n, runs*each)
 	}
 	if strings.Contains(s.log.String(), "too many connections") {

@@ -20,6 +20,7 @@ import (
 	"qbox/proto"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/crashfs"
 	"qbox/proto/testkit/testpeer"
 )
@@ -214,7 +215,7 @@ func TestPowerCutKeepsEveryK(t *testing.T) {
 			t.Fatal(err)
 		}
 		md := filepath.Join(dir, "Maildir")
-		before := countFiles(t, filepath.Join(md, "new"))
+		before := counting.Files(t, filepath.Join(md, "new"))
 		s2 := startServe(t, "--maildir", md)
 		mustK(t, s2.qmqp, proto.Envelope{Sender: "after@example.test", Recipients: []string{"after.0@example.test"}}, crashMessage("after"))
 		if got := readMaildir(t, md); len(got) != before+1 {

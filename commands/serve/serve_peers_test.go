@@ -18,6 +18,7 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -35,7 +36,7 @@ func TestQmqpSourceOneSession(t *testing.T) {
 	s := startServe(t, "--maildir", dir)
 	runQmqpSource(t, "-s", "1", "-m", "50", "-l", "2000", "-f", "src@example.test", "-t", "rcpt@example.test", s.qmqp)
 	checkQmqpSourceFiles(t, readMaildir(t, dir), ref, 50, func(r string) bool { return r == "rcpt@example.test" })
-	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
+	if n := counting.Files(t, filepath.Join(dir, "tmp")); n != 0 {
 		t.Errorf("%d files left in tmp/", n)
 	}
 	// One line per message, which is also the connection's; a line may
@@ -193,7 +194,7 @@ func TestDiskFull(t *testing.T) {
 	if zs < 3 {
 		t.Fatalf("%d Z replies on a full disk, want at least 3", zs)
 	}
-	if n := countFiles(t, filepath.Join(dir, "tmp")); n != 0 {
+	if n := counting.Files(t, filepath.Join(dir, "tmp")); n != 0 {
 		t.Errorf("%d files left in tmp/", n)
 	}
 	if !waitLog(t, s, "no space left on device") {

@@ -20,6 +20,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -205,9 +206,9 @@ func TestBadInput(t *testing.T) {
 			}
 			c.Close()
 			// The session aborts its delivery when it sees the close.
-			for deadline := time.Now().Add(30 * time.Second); countFiles(t, filepath.Join(dir, "tmp")) != 0; time.Sleep(5 * time.Millisecond) {
+			for deadline := time.Now().Add(30 * time.Second); counting.Files(t, filepath.Join(dir, "tmp")) != 0; time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					t.Fatalf("%d files left in tmp/ 30s after the client went", countFiles(t, filepath.Join(dir, "tmp")))
+					t.Fatalf("%d files left in tmp/ 30s after the client went", counting.Files(t, filepath.Join(dir, "tmp")))
 				}
 			}
 			goodClient(t)
@@ -284,7 +285,7 @@ func TestAccessRefused(t *testing.T) {
 	if err == nil && r.Status != proto.Permanent {
 		t.Fatalf("outsider got %q", r.String())
 	}
-	if n := countFiles(t, filepath.Join(dir, "new")); n != 0 {
+	if n := counting.Files(t, filepath.Join(dir, "new")); n != 0 {
 		t.Fatalf("%d files stored for a refused client", n)
 	}
 	if !waitLog(t, s, "remote=127.0.0.2", "not authorized") {
@@ -292,7 +293,7 @@ func TestAccessRefused(t *testing.T) {
 	}
 	// The allowed client is served.
 	mustK(t, s.qmqp, proto.Envelope{Sender: "a@b", Recipients: []string{"c@d"}}, msg)
-	if n := countFiles(t, filepath.Join(dir, "new")); n != 1 {
+	if n := counting.Files(t, filepath.Join(dir, "new")); n != 1 {
 		t.Fatalf("%d files, want 1", n)
 	}
 }

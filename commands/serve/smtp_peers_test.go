@@ -23,6 +23,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -177,7 +178,7 @@ func TestSMTPSourceBurst(t *testing.T) {
 	if err != nil || len(bytes.TrimSpace(out)) != 0 {
 		t.Fatalf("smtp-source: %v\n%s", err, tail(string(out), 2000))
 	}
-	if n := countFiles(t, filepath.Join(dir, "new")); n != msgs {
+	if n := counting.Files(t, filepath.Join(dir, "new")); n != msgs {
 		t.Fatalf("%d files in new/, want %d", n, msgs)
 	}
 	if strings.Contains(s.log.String(), "too many connections") {

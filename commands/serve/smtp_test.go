@@ -17,6 +17,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -277,7 +278,7 @@ func TestSMTPIdleTimeout(t *testing.T) {
 			t.Errorf("after %q: replies %q, want 421 4.4.2 last", input, replies)
 		}
 	}
-	if n := countFiles(t, filepath.Join(dir, "new")); n != 0 {
+	if n := counting.Files(t, filepath.Join(dir, "new")); n != 0 {
 		t.Errorf("%d files stored from a stalled message", n)
 	}
 }
@@ -336,7 +337,7 @@ func TestSMTPNothingAfterClose(t *testing.T) {
 			t.Errorf("%q: replies %q, want %q last", c.before, replies, c.last)
 		}
 	}
-	if n := countFiles(t, filepath.Join(dir, "new")); n != 0 {
+	if n := counting.Files(t, filepath.Join(dir, "new")); n != 0 {
 		t.Errorf("%d messages stored after the connection was closed", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/testkit/counting"
 )
 
 // reserve binds one port on every one of ips (the kernel chooses it on
@@ -122,10 +123,7 @@ func TestDeliverNoneConnects(t *testing.T) {
 // exactly want.
 func waitCount(t *testing.T, n *atomic.Int32, want int32) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second) // a guard, not a measure
-	for n.Load() < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	counting.WaitAtLeast(n, want)
 	if got := n.Load(); got != want {
 		t.Fatalf("%d connections, want %d", got, want)
 	}
