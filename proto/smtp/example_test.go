@@ -1,0 +1,67 @@
+package smtp_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+
+	"qbox/proto"
+	"qbox/proto/smtp"
+)
+
+// memory is a tiny Backend: it keeps each message in memory.
+type memory struct {
+	mu     sync.Mutex // the server's sessions run in goroutines of their own
+	stored []string
+}
+
+type memoryDelivery struct {
+	m   *memory
+	buf strings.Builder
+}
+
+func (m *memory) Begin(context.Context, proto.Peer, int64) (proto.Delivery, error) {
+	return &memoryDelivery{m: m}, nil
+}
+func (d *memoryDelivery) Write(p []byte) (int, error) { return d.buf.Write(p) }
+func (d *memoryDelivery) Abort()                      {}
+func (d *memoryDelivery) Commit(_ context.Context, env proto.Envelope) []proto.Reply {
+	d.m.mu.Lock()
+	defer d.m.mu.Unlock()
+	d.m.stored = append(d.m.stored, d.buf.String())
+	return proto.Repeat(len(env.Recipients), proto.K(fmt.Sprintf("stored as #%d", len(d.m.stored))))
+}
+
+// An SMTP server on a loopback port and a client sending it one message
+// for two recipients: one result each, and the message as the Backend
+// stored it.
+func ExampleServer() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	m := &memory{}
+	srv := &smtp.Server{Backend: m, Hostname: "mx.example.org"} // serves loopback clients only
+	go srv.Serve(l)
+	defer srv.Close()
+
+	msg := "Subject: hello\n\nHi!\n"
+	pkg := smtp.Message{Sender: "me@example.org", Recipients: []string{"you@example.org", "them@example.org"},
+		Size: int64(len(msg)), Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(msg)), nil }}
+	c := &smtp.Client{Helo: "client.example.org"}
+	_, err = c.Deliver(context.Background(), []string{l.Addr().String()}, []smtp.Message{pkg}, func(r smtp.RecipientResult) {
+		fmt.Println(pkg.Recipients[r.Recipient], r.Reply)
+	})
+	fmt.Println(err)
+	m.mu.Lock()
+	fmt.Printf("%q\n", m.stored)
+	m.mu.Unlock()
+	// Output:
+	// you@example.org K250 2.0.0 stored as #1
+	// them@example.org K250 2.0.0 stored as #1
+	// <nil>
+	// ["Subject: hello\n\nHi!\n"]
+}
