@@ -34,29 +34,6 @@ func wantOneMatching(t *testing.T, msg []byte, name, pattern string) {
 	}
 }
 
-// postfixSettled waits until Postfix's queue holds no message mentioning
-// token: every message Postfix has taken (qmqpd answers K only once the
-// message is in its queue) has then been delivered, so a count of the
-// deliveries is final, and a duplicate or an extra recipient cannot
-// still be on its way.
-func postfixSettled(t *testing.T, token string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, err := exec.Command("postqueue", "-j").Output()
-		if err != nil {
-			t.Fatalf("postqueue -j: %v", err)
-		}
-		if !bytes.Contains(out, []byte(token)) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Postfix still holds messages with %s:\n%s", token, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 const qmailDate = `^\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d -0000$`
 
 // cronie: sendmail -FCronDaemon -i -odi -oem -oi -t -f root, with the
@@ -196,7 +173,7 @@ func TestMuttCommandLine(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 	pf.WaitFor(t, tok, 1, 30*time.Second)
-	postfixSettled(t, tok) // a Bcc delivery would be done by now
+	pf.WaitDrained(t, tok, 60*time.Second) // a Bcc delivery would be done by now
 	got := pf.WaitFor(t, tok, 1, time.Second)
 	if len(got) != 1 {
 		t.Fatalf("%d deliveries, want 1 (the Bcc address is no recipient without -t)", len(got))
@@ -349,7 +326,7 @@ func TestSpoolWhileDownThenFlush(t *testing.T) {
 		t.Fatalf("%d files left after flushing", got)
 	}
 	pf.WaitFor(t, tok, n, 60*time.Second)
-	postfixSettled(t, tok) // a duplicate would be delivered by now
+	pf.WaitDrained(t, tok, 60*time.Second) // a duplicate would be delivered by now
 	got := pf.WaitFor(t, tok, n, time.Second)
 	seen := map[string]int{}
 	re := regexp.MustCompile(`#(\d+)#`)
