@@ -22,10 +22,10 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"qbox/commands/exitcode"
-	"qbox/commands/inject"
 	"qbox/commands/interrupt"
 	"qbox/proto"
 	"qbox/proto/mxps"
+	"qbox/proto/qmail/control"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
 	"qbox/proto/queue"
@@ -114,7 +114,16 @@ func action(c *cli.Context) error {
 	case domain == "" && smtpHost == "" && len(args) != 3:
 		return exitcode.Usage("usage: qbox flush-maildir [flags] DIR PREFIX HOST[:PORT]")
 	}
-	sc, err := smtpClient(c.String("helo"), c.String("tls"), c.Duration("connect-timeout"))
+	helo := c.String("helo")
+	if helo == "" && (domain != "" || smtpHost != "") {
+		// qmail-remote's EHLO name: control/helohost, control/me, then
+		// the host name.
+		var err error
+		if helo, err = control.Helo(os.Getenv); err != nil {
+			return exitcode.Temp(fmt.Errorf("the name to say EHLO with: %w", err))
+		}
+	}
+	sc, err := smtpClient(helo, c.String("tls"), c.Duration("connect-timeout"))
 	if err == nil && c.IsSet("read-timeout") {
 		// SMTP's replies come one per command: the same deadline
 		// bounds each (its default, 5 minutes, is RFC 5321's).
@@ -277,8 +286,8 @@ func mxpsTransport(ctx context.Context, domain, resolver string, ports mxps.Port
 // $QMAILHOME/control/qmqpservers. None is not an error here: permanent
 // failures then stay in the maildir, reported, until one is configured.
 func bounceServers(flags []string, getenv func(string) string) ([]string, error) {
-	servers, err := inject.Servers(flags, getenv)
-	if errors.Is(err, inject.ErrNoServers) {
+	servers, err := control.QMQPServers(flags, getenv, control.FileStrict)
+	if errors.Is(err, control.ErrNoServers) {
 		return nil, nil
 	}
 	return servers, err

@@ -102,7 +102,7 @@ func connectTimeout(c *cli.Context) time.Duration {
 }
 
 func action(c *cli.Context) error {
-	servers, err := Servers(c.StringSlice("server"), os.Getenv)
+	servers, err := servers(c.StringSlice("server"), os.Getenv)
 	if err != nil {
 		// None anywhere, an unusable one, an unreadable control file.
 		return exitcode.Configuration(err)

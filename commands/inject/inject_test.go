@@ -210,38 +210,6 @@ func TestHelpExplains(t *testing.T) {
 	}
 }
 
-func TestServersFunc(t *testing.T) {
-	home := t.TempDir()
-	os.MkdirAll(filepath.Join(home, "control"), 0o755)
-	env := map[string]string{"QMAILHOME": home}
-	getenv := func(k string) string { return env[k] }
-	if _, err := Servers(nil, getenv); err != ErrNoServers {
-		t.Fatalf("err %v", err)
-	}
-	os.WriteFile(filepath.Join(home, "control", "qmqpservers"), []byte(" 10.0.0.1 \n#x\n[::1]:1628\nmx.example.com\n"), 0o644)
-	got, err := Servers(nil, getenv)
-	if err != nil || strings.Join(got, " ") != "10.0.0.1 [::1]:1628 mx.example.com" {
-		t.Fatalf("control file: %q %v", got, err)
-	}
-	env["QMQPSERVERS"] = "a.example, b.example:1628 c.example"
-	got, _ = Servers(nil, getenv)
-	if strings.Join(got, " ") != "a.example b.example:1628 c.example" {
-		t.Fatalf("QMQPSERVERS: %q", got)
-	}
-	got, _ = Servers([]string{"x.example", "[2001:db8::1]"}, getenv)
-	if strings.Join(got, " ") != "x.example [2001:db8::1]" {
-		t.Fatalf("flags: %q", got)
-	}
-	os.Chmod(filepath.Join(home, "control"), 0)
-	defer os.Chmod(filepath.Join(home, "control"), 0o755)
-	delete(env, "QMQPSERVERS")
-	if os.Geteuid() != 0 { // root reads anything
-		if _, err := Servers(nil, getenv); err == nil || err == ErrNoServers {
-			t.Fatalf("unreadable control file: %v", err)
-		}
-	}
-}
-
 // TestInjectToPostfixQmqpd (inject_peers_test.go) against the in-process
 // server: a long 8-bit body goes byte for byte, the header completed as
 // qmail-inject would, -f and -t making the envelope.

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"qbox/commands/exitcode"
+	"qbox/proto/qmail/control"
 	"qbox/proto/qmqp"
 	"qbox/proto/store/qmailqueue"
 )
@@ -30,32 +31,12 @@ func QmqpcMain(args []string) error {
 // qmail-inject writes the envelope only after closing the message pipe.
 // The message bytes are sent untouched.
 func Qmqpc(ctx context.Context, msg, envelope io.Reader, getenv func(string) string) error {
-	servers := splitList(getenv("QMQPSERVERS"))
-	if len(servers) > 0 {
-		// Set by the caller for this run, as for inject and sendmail:
-		// a server that is not one is an error, not skipped.
-		for _, s := range servers {
-			if err := checkServer(s); err != nil {
-				return exitcode.Configuration(fmt.Errorf("$QMQPSERVERS: %w", err))
-			}
-		}
-	} else {
-		path := ControlFile(getenv)
-		lines, err := ReadServersFile(path)
-		if err != nil {
-			return exitcode.Configuration(fmt.Errorf("unable to read %s: %w", path, err))
-		}
-		for _, s := range lines {
-			// qmail takes IPv4 addresses only and skips other lines;
-			// qbox also takes host names and host:port, and skips
-			// what is neither.
-			if checkServer(s) == nil {
-				servers = append(servers, s)
-			}
-		}
-		if len(servers) == 0 {
-			return exitcode.Configuration(fmt.Errorf("no usable QMQP server in %s", path))
-		}
+	// $QMQPSERVERS (set for this run: a bad entry is an error), else
+	// control/qmqpservers as qmail-qmqpc reads it (a missing file is an
+	// error, a line that is no server skipped).
+	servers, err := control.QMQPServers(nil, getenv, control.FileAsQmail)
+	if err != nil {
+		return exitcode.Configuration(err)
 	}
 
 	src, err := OpenSource(msg, 0)

@@ -26,6 +26,7 @@ import (
 
 	"qbox/commands/exitcode"
 	"qbox/proto/probe"
+	"qbox/proto/qmail/control"
 )
 
 // Config is one run of probe.
@@ -72,6 +73,12 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 		return 0, err
 	}
 	p := &probe.Prober{Dial: cfg.Dial, Source: cfg.Source, ConnectTimeout: cfg.Timeout, Wait: cfg.Wait}
+	if cfg.SendTo != "" {
+		// SMTP's EHLO name, as qmail-remote chooses it.
+		if p.Helo, err = control.Helo(os.Getenv); err != nil {
+			return 0, fmt.Errorf("the name to say EHLO with: %w", err)
+		}
+	}
 	if cfg.Source != "" && net.ParseIP(cfg.Source) == nil {
 		return 0, fmt.Errorf("--source %q is not an IP address", cfg.Source)
 	}

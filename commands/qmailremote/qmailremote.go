@@ -116,7 +116,7 @@ func ReadControls(home string) (Controls, error) {
 	if !st.IsDir() {
 		return c, fmt.Errorf("%s is not a directory", ctl)
 	}
-	if c.Helo, err = smtp.HeloFromControl(ctl); err != nil {
+	if c.Helo, err = control.HeloFrom(ctl); err != nil {
 		return c, err
 	}
 	if c.TimeoutConnect, err = readSeconds(filepath.Join(ctl, "timeoutconnect"), DefaultTimeoutConnect); err != nil {

@@ -24,10 +24,10 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"qbox/commands/exitcode"
-	"qbox/commands/inject"
 	"qbox/commands/interrupt"
 	"qbox/commands/spill"
 	"qbox/proto"
+	"qbox/proto/qmail/control"
 	"qbox/proto/qmail/message"
 	"qbox/proto/qmqp"
 	"qbox/proto/queue/spool"
@@ -422,10 +422,10 @@ func (o outcome) queuedNote() string {
 func client(p *Process) (*qmqp.Client, error) {
 	// A missing or broken configuration is a temporary failure here:
 	// the message waits in the spool until the servers are configured.
-	servers, err := inject.Servers(nil, p.Getenv)
-	if errors.Is(err, inject.ErrNoServers) {
+	servers, err := control.QMQPServers(nil, p.Getenv, control.FileStrict)
+	if errors.Is(err, control.ErrNoServers) {
 		// sendmail has no --server: name its own configuration.
-		return nil, fmt.Errorf("no QMQP server configured: set $QMQPSERVERS or list the servers in %s", inject.ControlFile(p.Getenv))
+		return nil, fmt.Errorf("no QMQP server configured: set $QMQPSERVERS or list the servers in %s", control.QMQPServersPath(p.Getenv))
 	}
 	if err != nil {
 		return nil, err

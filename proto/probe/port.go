@@ -216,6 +216,9 @@ type Prober struct {
 	// Wait is how long to listen for a greeting; 0 means 2s (Postfix
 	// delays refusals by qmqpd_error_delay, 1s by default).
 	Wait time.Duration
+	// Helo is the name an SMTP Send says EHLO with; "" means this
+	// machine's host name (smtp.Client's default).
+	Helo string
 }
 
 // Connect dials addr with the connect timeout and returns the time it

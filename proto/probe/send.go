@@ -146,7 +146,7 @@ func (p *Prober) Send(ctx context.Context, addr string, protocol Protocol, from,
 	case SMTP:
 		// The reply that counts is the one to the end of the data, not
 		// to QUIT.
-		reply, res.SMTP, err = sendSMTP(ctx, conn, env, msg, timeout, func() { lastWrite, firstRead = conn.times() })
+		reply, res.SMTP, err = sendSMTP(ctx, conn, p.Helo, env, msg, timeout, func() { lastWrite, firstRead = conn.times() })
 	default:
 		err = fmt.Errorf("no protocol to send with")
 	}
@@ -199,8 +199,8 @@ func sendQMTP(ctx context.Context, conn net.Conn, env proto.Envelope, msg []byte
 // the end of the data, or the refusal that decided (greeting, EHLO, MAIL,
 // RCPT, DATA), with every reply for the report; dataAnswered is called
 // once the reply to the end of the data has arrived, before QUIT.
-func sendSMTP(ctx context.Context, conn net.Conn, env proto.Envelope, msg []byte, timeout time.Duration, dataAnswered func()) (proto.Reply, []string, error) {
-	c := &smtp.Client{CommandTimeout: timeout, DataTimeout: timeout, TLS: smtp.TLSNone}
+func sendSMTP(ctx context.Context, conn net.Conn, helo string, env proto.Envelope, msg []byte, timeout time.Duration, dataAnswered func()) (proto.Reply, []string, error) {
+	c := &smtp.Client{Helo: helo, CommandTimeout: timeout, DataTimeout: timeout, TLS: smtp.TLSNone}
 	size, open := message(msg)
 	var log []string
 	r, err := c.SendOne(ctx, conn, "", smtp.Message{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open},

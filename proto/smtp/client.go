@@ -156,7 +156,9 @@ type Client struct {
 	// DataTimeout bounds writing a message (with its final ".") and,
 	// again, the wait for the reply to it. 0: DefaultDataTimeout.
 	DataTimeout time.Duration
-	// Helo is the name given in EHLO or HELO; "" means DefaultHelo.
+	// Helo is the name given in EHLO or HELO; "" means this machine's
+	// host name. The caller chooses it (qmail's rule, control/helohost
+	// then control/me, is control.Helo in proto/qmail/control).
 	Helo string
 	TLS  TLSMode
 	// TLSConfig is the base of the STARTTLS configuration (cloned; nil
@@ -242,8 +244,8 @@ func (c *Client) Send(ctx context.Context, conn net.Conn, host string, msgs []Me
 	helo := c.Helo
 	if helo == "" {
 		var err error
-		if helo, err = DefaultHelo(os.Getenv); err != nil {
-			return SessionStats{}, fmt.Errorf("smtp: helo name: %w", err)
+		if helo, err = os.Hostname(); err != nil || helo == "" {
+			return SessionStats{}, fmt.Errorf("smtp: no helo name given and no host name: %v", err)
 		}
 	}
 	if strings.ContainsAny(helo, "\r\n\x00 ") {

@@ -1,4 +1,4 @@
-package smtp
+package control
 
 import (
 	"os"
@@ -10,7 +10,7 @@ import (
 // The EHLO name when none is given: control/helohost, else control/me,
 // under $QMAILHOME, else the host name; an oversized or unusable name is
 // an error, never sent.
-func TestDefaultHelo(t *testing.T) {
+func TestHelo(t *testing.T) {
 	host, err := os.Hostname()
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestDefaultHelo(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			got, err := DefaultHelo(func(k string) string {
+			got, err := Helo(func(k string) string {
 				if k == "QMAILHOME" {
 					return home
 				}
