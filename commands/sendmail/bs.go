@@ -71,10 +71,11 @@ func (s bsSession) serve(ctx context.Context, conn proto.Conn) error {
 		RecipientAllowed: func(_, rcpt string) bool {
 			return proto.CheckRecipient(rewrite(rcpt)) == nil
 		},
+		// go-smtp refuses a path without a domain; qmail-inject's
+		// rewrite gives a bare one the default host.
+		CompletePath: rewrite,
 	}
-	// go-smtp refuses a path without a domain; CompleteConn gives a bare
-	// one the default host on the command line.
-	_, err := srv.ServeConn(ctx, smtp.CompleteConn(conn, rewrite), proto.Peer{})
+	_, err := srv.ServeConn(ctx, conn, proto.Peer{})
 	return err
 }
 

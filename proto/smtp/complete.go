@@ -1,11 +1,12 @@
 package smtp
 
-// Bare addresses for sendmail -bs. go-smtp's parser refuses a path
+// Bare paths (Server.CompletePath). go-smtp's parser refuses a path
 // without a domain ("RCPT TO:<root>", even RFC 5321's "<Postmaster>")
-// with 501 before a Session sees it, while sendmail -bs promises
-// qmail-inject's rewrite: a bare box gets the default host. CompleteConn
-// completes such an address on the command line itself, before go-smtp
-// reads it; it never touches message text.
+// with 501 before a Session sees it, while a server may want to take
+// one (sendmail -bs promises qmail-inject's rewrite: a bare box gets the
+// default host). completePaths completes such an address on the command
+// line itself, before go-smtp reads it; it never touches message text.
+// What a bare box becomes is the caller's rule, not this package's.
 
 import (
 	"bufio"
@@ -18,9 +19,9 @@ import (
 	"qbox/proto"
 )
 
-// CompleteConn returns conn with the bare address of every MAIL FROM and
+// completePaths returns conn with the bare address of every MAIL FROM and
 // RCPT TO command line completed by complete (which must give an address
-// with a domain, such as message.Config.Rewrite with a default host); the
+// with a domain, such as qmail-inject's rule in proto/qmail/message); the
 // rest of the session passes unchanged. A completion that does not pass
 // proto.CheckRecipient, or holds a space, '<' or '>', leaves the line as
 // it was (go-smtp then answers 501): a hostile default host never reaches
@@ -31,8 +32,8 @@ import (
 // passes as it is. This holds for Server.ServeConn without STARTTLS: its
 // reads are lazy (it reads the line after a command only once it has
 // answered the command, and the line after the final dot only once it
-// has answered the data), and CompleteConn hands out one line per Read.
-func CompleteConn(conn proto.Conn, complete func(string) string) proto.Conn {
+// has answered the data), and completePaths hands out one line per Read.
+func completePaths(conn proto.Conn, complete func(string) string) proto.Conn {
 	return &completeConn{conn: conn, in: bufio.NewReaderSize(conn, 16<<10), complete: complete}
 }
 

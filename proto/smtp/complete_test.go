@@ -19,9 +19,9 @@ func (c *pipeConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
 func (c *pipeConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *pipeConn) SetWriteDeadline(time.Time) error { return nil }
 
-// Each line CompleteConn hands out, command or text, as the server's
+// Each line completePaths hands out, command or text, as the server's
 // replies between the reads make it.
-func TestCompleteConn(t *testing.T) {
+func TestCompletePaths(t *testing.T) {
 	complete := func(a string) string {
 		if !strings.Contains(a, "@") {
 			return a + "@home.test"
@@ -48,7 +48,7 @@ func TestCompleteConn(t *testing.T) {
 	}
 	for _, tc := range tests {
 		raw := &pipeConn{in: strings.NewReader(tc.in)}
-		c := CompleteConn(raw, complete)
+		c := completePaths(raw, complete)
 		io.WriteString(c, tc.reply)
 		got, err := io.ReadAll(c)
 		if err != nil || string(got) != tc.out {
@@ -61,14 +61,14 @@ func TestCompleteConn(t *testing.T) {
 
 	// A hostile completion leaves the line alone.
 	raw := &pipeConn{in: strings.NewReader("RCPT TO:<root>\r\n")}
-	got, _ := io.ReadAll(CompleteConn(raw, func(a string) string { return a + "@h\r\nRSET" }))
+	got, _ := io.ReadAll(completePaths(raw, func(a string) string { return a + "@h\r\nRSET" }))
 	if string(got) != "RCPT TO:<root>\r\n" {
 		t.Errorf("hostile completion: %q", got)
 	}
 
 	// A BDAT chunk passes as it is, and the command after it is one.
 	raw = &pipeConn{in: strings.NewReader("BDAT 16 LAST\r\nRCPT TO:<root>\r\nRCPT TO:<root>\r\n")}
-	got, _ = io.ReadAll(CompleteConn(raw, complete))
+	got, _ = io.ReadAll(completePaths(raw, complete))
 	if want := "BDAT 16 LAST\r\nRCPT TO:<root>\r\nRCPT TO:<root@home.test>\r\n"; string(got) != want {
 		t.Errorf("BDAT: %q, want %q", got, want)
 	}
@@ -76,7 +76,7 @@ func TestCompleteConn(t *testing.T) {
 	// One line per read, however much the client sent at once.
 	raw = &pipeConn{in: strings.NewReader("NOOP\r\nNOOP\r\n")}
 	buf := make([]byte, 100)
-	if n, _ := CompleteConn(raw, complete).Read(buf); string(buf[:n]) != "NOOP\r\n" {
+	if n, _ := completePaths(raw, complete).Read(buf); string(buf[:n]) != "NOOP\r\n" {
 		t.Errorf("first read %q", buf[:n])
 	}
 }

@@ -90,6 +90,15 @@ type Server struct {
 	// may send to it (qmail's rcpthosts and RELAYCLIENT); a refused one
 	// gets 553.
 	RecipientAllowed func(remoteIP, rcpt string) bool
+	// CompletePath, if set, completes a bare path (a box without a
+	// domain, which go-smtp refuses with 501 before a session sees it)
+	// in MAIL FROM and RCPT TO on the command line, before the command
+	// is parsed; message text is never touched. It must return an
+	// address with a domain; a result that does not pass
+	// proto.CheckRecipient, or holds a space, '<' or '>', leaves the
+	// command as sent. It works on the clear-text command stream, so it
+	// is not applied when TLSConfig is set (STARTTLS would hide it).
+	CompletePath func(string) string
 	// Envelopes, if set, is the memory every session's recipient
 	// addresses are taken from (proto.AddressCost each), shared with
 	// other servers; a recipient that does not fit gets 452.
@@ -213,6 +222,9 @@ type ServerResult struct {
 // The error says why the session ended when it was not the client's QUIT
 // or close: a timeout, a shutdown, a cut connection, a protocol error.
 func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer) (ServerResult, error) {
+	if s.CompletePath != nil && s.TLSConfig == nil {
+		conn = completePaths(conn, s.CompletePath)
+	}
 	tc := proto.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
 	defer tc.Close()
 	if s.Stopping != nil {
