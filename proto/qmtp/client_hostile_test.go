@@ -203,7 +203,7 @@ func TestClientTricklingReplyTimesOut(t *testing.T) {
 // started, the client finishes that one, reads its reply, never starts
 // the third, and says so.
 func TestClientStopStartingFinishesPackageUnderWay(t *testing.T) {
-	addr, dir := startStoreServer(t, nil)
+	addr, store := startStoreServer(t, nil)
 	stop := make(chan struct{})
 	pkgs := []Package{
 		bytesPackage("s@x", []byte("one\n"), "r1@x"),
@@ -232,7 +232,7 @@ func TestClientStopStartingFinishesPackageUnderWay(t *testing.T) {
 		t.Errorf("package never started: %+v, want a Z saying it was not sent", results[2])
 	}
 	var got []string
-	for _, m := range readStore(t, dir) {
+	for _, m := range readStore(t, store) {
 		got = append(got, m.rcpt)
 	}
 	if strings.Join(got, " ") != "r1@x r2@x" && strings.Join(got, " ") != "r2@x r1@x" {

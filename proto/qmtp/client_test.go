@@ -9,7 +9,6 @@ import (
 	"math/rand"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,21 +16,48 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/store/maildir"
 	"qbox/proto/testkit/linksim"
 	"qbox/proto/testkit/testpeer"
 )
 
-// startStoreServer runs this package's Server in-process on 127.0.0.1 with
-// a real maildir store and returns its address and the maildir. tune, if
-// set, adjusts each accepted connection (socket buffer sizes).
-func startStoreServer(t testing.TB, tune func(*net.TCPConn)) (string, string) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "Maildir")
-	store, err := maildir.NewStore(dir)
-	if err != nil {
-		t.Fatal(err)
+// memStore is a real in-memory Backend: each committed message is kept
+// once per recipient, as a store keeps it, and K is said only once it
+// is kept. (Not proto/store/maildir: a protocol package does not depend
+// on the stores; what the client sends is the subject here, not how a
+// store files it.)
+type memStore struct {
+	mu   sync.Mutex
+	msgs []storedMessage
+}
+
+type memDelivery struct {
+	s   *memStore
+	buf bytes.Buffer
+}
+
+func (s *memStore) Begin(ctx context.Context, peer proto.Peer, size int64) (proto.Delivery, error) {
+	return &memDelivery{s: s}, nil
+}
+
+func (d *memDelivery) Write(p []byte) (int, error) { return d.buf.Write(p) }
+func (d *memDelivery) Abort()                      {}
+func (d *memDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Reply {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	replies := make([]proto.Reply, len(env.Recipients))
+	for i, r := range env.Recipients {
+		d.s.msgs = append(d.s.msgs, storedMessage{env.Sender, r, bytes.Clone(d.buf.Bytes())})
+		replies[i] = proto.K("ok")
 	}
+	return replies
+}
+
+// startStoreServer runs this package's Server in-process on 127.0.0.1 with
+// an in-memory store and returns its address and the store. tune, if
+// set, adjusts each accepted connection (socket buffer sizes).
+func startStoreServer(t testing.TB, tune func(*net.TCPConn)) (string, *memStore) {
+	t.Helper()
+	store := &memStore{}
 	srv := &Server{Backend: store}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -63,7 +89,7 @@ func startStoreServer(t testing.TB, tune func(*net.TCPConn)) (string, string) {
 			}()
 		}
 	}()
-	return ln.Addr().String(), dir
+	return ln.Addr().String(), store
 }
 
 // bytesPackage returns a package whose message is msg.
@@ -76,36 +102,18 @@ func bytesPackage(sender string, msg []byte, rcpts ...string) Package {
 	}
 }
 
-// stored reads every file of a maildir the store wrote: envelope and the
-// message after the store's Received line.
+// storedMessage is one message as the store kept it for one recipient.
 type storedMessage struct {
 	sender, rcpt string
 	body         []byte
 }
 
-func readStore(t *testing.T, dir string) []storedMessage {
+// readStore returns what the store kept, in the order it was committed.
+func readStore(t *testing.T, s *memStore) []storedMessage {
 	t.Helper()
-	res, err := maildir.Scan(dir, maildir.ScanOptions{TmpMaxAge: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Malformed) > 0 {
-		t.Fatalf("store wrote malformed files: %v", res.Malformed)
-	}
-	var out []storedMessage
-	for _, e := range res.Entries {
-		b, err := os.ReadFile(e.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rest := b[e.Offset:]
-		if !bytes.HasPrefix(rest, []byte("Received: ")) {
-			t.Fatalf("%s: no Received line after the envelope", e.Name)
-		}
-		rest = rest[bytes.IndexByte(rest, '\n')+1:]
-		out = append(out, storedMessage{e.Sender, e.Recipient, rest})
-	}
-	return out
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]storedMessage(nil), s.msgs...)
 }
 
 func collect(results *[]RecipientResult) func(RecipientResult) {
@@ -134,7 +142,7 @@ func checkOrder(t *testing.T, pkgs []Package, results []RecipientResult) {
 }
 
 func TestClientPipelinesIntoServer(t *testing.T) {
-	addr, dir := startStoreServer(t, nil)
+	addr, store := startStoreServer(t, nil)
 	rng := rand.New(rand.NewSource(1))
 	var pkgs []Package
 	want := map[string][]byte{} // rcpt -> body
@@ -178,9 +186,9 @@ func TestClientPipelinesIntoServer(t *testing.T) {
 	if stats.BytesOut != wire || stats.Replies != len(results) {
 		t.Errorf("stats %+v, want %d bytes out and %d replies", stats, wire, len(results))
 	}
-	got := readStore(t, dir)
+	got := readStore(t, store)
 	if len(got) != len(want) {
-		t.Fatalf("store holds %d files, want %d", len(got), len(want))
+		t.Fatalf("store holds %d messages, want %d", len(got), len(want))
 	}
 	for _, m := range got {
 		if !bytes.Equal(m.body, want[m.rcpt]) {
@@ -196,7 +204,7 @@ func TestClientPipelinesIntoServer(t *testing.T) {
 // path long before the client has written everything: a client that did
 // not read while writing would hang here.
 func TestClientNoDeadlockOnFullBuffers(t *testing.T) {
-	addr, dir := startStoreServer(t, func(c *net.TCPConn) {
+	addr, store := startStoreServer(t, func(c *net.TCPConn) {
 		c.SetWriteBuffer(8192)
 		c.SetReadBuffer(8192)
 	})
@@ -231,13 +239,13 @@ func TestClientNoDeadlockOnFullBuffers(t *testing.T) {
 			t.Fatalf("%v", r.Reply)
 		}
 	}
-	if n := len(readStore(t, dir)); n != 1200 {
-		t.Fatalf("store holds %d files, want 1200", n)
+	if n := len(readStore(t, store)); n != 1200 {
+		t.Fatalf("store holds %d messages, want 1200", n)
 	}
 }
 
 func TestClientConnectionCutAfterReplies(t *testing.T) {
-	addr, dir := startStoreServer(t, nil)
+	addr, store := startStoreServer(t, nil)
 	proxy, err := linksim.Start(addr, linksim.Link{CutAfterReplies: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +271,7 @@ func TestClientConnectionCutAfterReplies(t *testing.T) {
 	}
 	// What got K is stored; later packages may be stored too (the
 	// replies were lost, not the mail): that is QMTP's one duplicate risk.
-	if n := len(readStore(t, dir)); n < 4 {
+	if n := len(readStore(t, store)); n < 4 {
 		t.Errorf("store holds %d files, want at least the 4 acknowledged", n)
 	}
 }
@@ -395,7 +403,7 @@ func TestClientReadTimeout(t *testing.T) {
 }
 
 func TestClientUnreadableMessageIsLocalZ(t *testing.T) {
-	addr, dir := startStoreServer(t, nil)
+	addr, store := startStoreServer(t, nil)
 	pkgs := []Package{
 		bytesPackage("s@x", []byte("one\n"), "a@example.test"),
 		{Sender: "s@x", Recipients: []string{"b@example.test"}, Size: 10, Open: func() (io.ReadCloser, error) {
@@ -414,7 +422,7 @@ func TestClientUnreadableMessageIsLocalZ(t *testing.T) {
 	if results[1].Reply.Status != proto.Temporary || results[1].FromServer {
 		t.Errorf("unreadable message: %+v", results[1])
 	}
-	if n := len(readStore(t, dir)); n != 2 {
+	if n := len(readStore(t, store)); n != 2 {
 		t.Errorf("store holds %d files, want 2", n)
 	}
 }
