@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"qbox/proto/testkit/maildirtest"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -150,7 +151,7 @@ func TestFlushMalformedPastLifetimeToServe(t *testing.T) {
 	if b, err := os.ReadFile(target); err != nil || string(b) != "not yours\n" {
 		t.Errorf("the symlink's target changed: %q %v", b, err)
 	}
-	if got := testpeer.MaildirRecipients(t, bounceDir); len(got) != 1 || got["postmaster@example.test"] != 2 {
+	if got := maildirtest.Recipients(t, bounceDir); len(got) != 1 || got["postmaster@example.test"] != 2 {
 		t.Fatalf("reports stored for %v, want two for the postmaster", got)
 	}
 	var withBody, withoutBody int

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"qbox/proto/testkit/maildirtest"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -71,8 +72,8 @@ func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 	if !strings.Contains(stderr.String(), "still queued in "+dir+" (interrupted)") {
 		t.Errorf("no summary saying interrupted:\n%s", stderr.String())
 	}
-	stored := testpeer.MaildirRecipients(t, dest)
-	left := testpeer.MaildirRecipients(t, dir)
+	stored := maildirtest.Recipients(t, dest)
+	left := maildirtest.Recipients(t, dir)
 	if len(left) == 0 {
 		t.Fatalf("the interrupted run left nothing queued (%d stored): it was not interrupted", len(stored))
 	}
@@ -86,7 +87,7 @@ func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("second run: exit %d\n%s", code, out)
 	}
-	stored = testpeer.MaildirRecipients(t, dest)
+	stored = maildirtest.Recipients(t, dest)
 	for i := 0; i < n; i++ {
 		rcpt := fmt.Sprintf("r%04d@example.test", i)
 		if stored[rcpt] != 1 {

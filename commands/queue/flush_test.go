@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/maildirtest"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -33,7 +34,7 @@ func TestQueueFlushToServe(t *testing.T) {
 	t.Setenv("QMAILHOME", t.TempDir())
 	stored := func(want ...string) {
 		t.Helper()
-		got := testpeer.MaildirRecipients(t, dest)
+		got := maildirtest.Recipients(t, dest)
 		if len(got) != len(want) {
 			t.Fatalf("stored %v, want %v", got, want)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/queue/spool"
+	"qbox/proto/testkit/maildirtest"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -64,7 +65,7 @@ func TestFlushSpoolInterruptedDeliversNothingTwice(t *testing.T) {
 	if !strings.Contains(stderr.String(), "still queued in "+dir) {
 		t.Errorf("no summary:\n%s", stderr.String())
 	}
-	stored, left := testpeer.MaildirRecipients(t, dest), testpeer.MaildirRecipients(t, dir)
+	stored, left := maildirtest.Recipients(t, dest), maildirtest.Recipients(t, dir)
 	if len(left) == 0 {
 		t.Fatalf("nothing left queued (%d stored): the run was not interrupted", len(stored))
 	}
@@ -79,7 +80,7 @@ func TestFlushSpoolInterruptedDeliversNothingTwice(t *testing.T) {
 	if out, err := again.CombinedOutput(); testpeer.ExitCode(t, err) != 0 {
 		t.Fatalf("second sendmail -q: %v\n%s", err, out)
 	}
-	stored = testpeer.MaildirRecipients(t, dest)
+	stored = maildirtest.Recipients(t, dest)
 	for i := 0; i < n; i++ {
 		if rcpt := fmt.Sprintf("r%04d@example.test", i); stored[rcpt] != 1 {
 			t.Errorf("%s stored %d times", rcpt, stored[rcpt])

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"qbox/proto/testkit/maildirtest"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -56,7 +57,7 @@ func TestQueueRunnerSIGTERMMidFlush(t *testing.T) {
 	case <-guard:
 		t.Fatal("the runner did not end after SIGTERM")
 	}
-	stored, left := testpeer.MaildirRecipients(t, dest), testpeer.MaildirRecipients(t, dir)
+	stored, left := maildirtest.Recipients(t, dest), maildirtest.Recipients(t, dir)
 	if len(left) == 0 {
 		t.Fatalf("nothing left queued (%d stored): the flush was not interrupted", len(stored))
 	}
@@ -70,7 +71,7 @@ func TestQueueRunnerSIGTERMMidFlush(t *testing.T) {
 	if out, err := again.CombinedOutput(); testpeer.ExitCode(t, err) != 0 {
 		t.Fatalf("sendmail -q: %v\n%s", err, out)
 	}
-	stored = testpeer.MaildirRecipients(t, dest)
+	stored = maildirtest.Recipients(t, dest)
 	for i := 0; i < n; i++ {
 		if rcpt := fmt.Sprintf("r%04d@example.test", i); stored[rcpt] != 1 {
 			t.Errorf("%s stored %d times", rcpt, stored[rcpt])
