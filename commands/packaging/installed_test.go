@@ -363,7 +363,7 @@ func (r *throwaway) checkQueueDirs() {
 }
 
 // runnerEnabled reports whether qbox-mta's postinst enabled the runner
-// (the link systemctl enable would make).
+// (the wants/ link that enabling the unit makes).
 func (r *throwaway) runnerEnabled() bool {
 	target, err := os.Readlink(r.path("etc/systemd/system/multi-user.target.wants/qbox-queue.service"))
 	return err == nil && target == "/usr/lib/systemd/system/qbox-queue.service"
