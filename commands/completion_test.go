@@ -171,8 +171,8 @@ func TestCompletionUsage(t *testing.T) {
 	for _, args := range [][]string{{"qbox", "completion"}, {"qbox", "completion", "tcsh"}} {
 		var stderr bytes.Buffer
 		err := App(nil, &bytes.Buffer{}, &stderr).Run(args)
-		if exitcode.Code(err, exitcode.Qmail) != 100 || stderr.Len() == 0 {
-			t.Errorf("%v: exit %d, stderr %q", args, exitcode.Code(err, exitcode.Qmail), stderr.String())
+		if status(err, exitcode.Qmail) != 100 || stderr.Len() == 0 {
+			t.Errorf("%v: exit %d, stderr %q", args, status(err, exitcode.Qmail), stderr.String())
 		}
 	}
 }

@@ -175,8 +175,8 @@ func TestManUsage(t *testing.T) {
 	for _, args := range [][]string{{"qbox", "man"}, {"qbox", "man", "a", "b"}} {
 		var stderr bytes.Buffer
 		err := App(strings.NewReader(""), &bytes.Buffer{}, &stderr).Run(args)
-		if exitcode.Code(err, exitcode.Qmail) != 100 || !strings.Contains(stderr.String(), "usage: qbox man DIR") {
-			t.Errorf("%v: exit %d, stderr %q", args, exitcode.Code(err, exitcode.Qmail), stderr.String())
+		if status(err, exitcode.Qmail) != 100 || !strings.Contains(stderr.String(), "usage: qbox man DIR") {
+			t.Errorf("%v: exit %d, stderr %q", args, status(err, exitcode.Qmail), stderr.String())
 		}
 	}
 }

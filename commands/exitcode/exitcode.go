@@ -1,10 +1,10 @@
 // Package exitcode is the one place where an error becomes a process exit
 // status. Errors carry what the failure means (Class: temporary,
-// permanent, usage, configuration, or a check's finding); each personality
-// names its Scheme (qmail's 0/100/111, qmail-queue's, sysexits, the
-// probe's and mx-check's verdicts, Nagios); Code maps an error to a
-// status under a scheme. Commands and personalities return errors and
-// never pick a number themselves.
+// permanent, usage, configuration, or a check's finding with its
+// Verdict); each personality names its Scheme (qmail's 0/100/111,
+// qmail-queue's, sysexits, the probe's and mx-check's, Nagios); Code maps
+// an error to a status under a scheme. Commands and personalities return
+// errors and never pick a number themselves.
 package exitcode
 
 import (
@@ -23,14 +23,14 @@ const (
 	Permanent              // the same call fails the same way again
 	BadUsage               // the command line is wrong
 	BadConfig              // the configuration is missing or wrong (no server configured)
-	// A check's findings (probe, mx-check, queue check): the check ran,
-	// and what it looked at is not as wanted.
-	Warning
-	Critical
+	// Finding is a check's finding (probe, mx-check, queue check): the
+	// check ran, and what it looked at is not as wanted. Its Verdict
+	// says how bad; the check's scheme numbers it.
+	Finding
 	numClasses
 )
 
-var classNames = [numClasses]string{"ok", "temporary", "permanent", "usage", "configuration", "warning", "critical"}
+var classNames = [numClasses]string{"ok", "temporary", "permanent", "usage", "configuration", "finding"}
 
 func (c Class) String() string {
 	if c >= 0 && c < numClasses {
@@ -50,6 +50,34 @@ var (
 	ErrData = errors.New("the message is refused")
 )
 
+// Verdict is what a check (probe, mx-check, queue check) found about
+// what it looked at, in the words of a monitoring plugin. The order is
+// from best to worst as the checks rank several findings (max gives the
+// worst): UNKNOWN last, because a finding that could not be made (DNS
+// could not answer) must not hide behind one that could. Each check's
+// scheme numbers the verdicts: Nagios 0/1/2/3, probe 0/1/2, mx-check
+// 0/1/100/111.
+type Verdict int
+
+const (
+	VerdictOK       Verdict = iota // as wanted
+	VerdictWarning                 // not as wanted, still working (something else answers; no QMTP exchanger)
+	VerdictCritical                // broken (closed, unreachable; the domain does not exist; the queue too old)
+	VerdictUnknown                 // the check could not tell (DNS could not answer now; the queue cannot be read)
+	numVerdicts
+)
+
+var verdictNames = [numVerdicts]string{"OK", "WARNING", "CRITICAL", "UNKNOWN"}
+
+// String is the verdict's word on a Nagios status line: OK, WARNING,
+// CRITICAL or UNKNOWN.
+func (v Verdict) String() string {
+	if v >= 0 && v < numVerdicts {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
+}
+
 // Error is an error with its class. Err nil means the failure was
 // already reported (a usage line, a check's status line): nothing more
 // is printed.
@@ -57,6 +85,9 @@ type Error struct {
 	Class Class
 	Err   error
 	prop  error // ErrInput, ErrData or nil
+	// verdict is a check's verdict, numbered by its scheme's verdict
+	// statuses; set by Found only.
+	verdict Verdict
 }
 
 func (e *Error) Error() string {
@@ -148,6 +179,9 @@ func ClassOf(err error) Class {
 type Scheme struct {
 	Name  string
 	codes [numClasses]int
+	// verdicts numbers a check's verdicts (Found); nil for a scheme
+	// that is not a check's, which reads them by their class.
+	verdicts *[numVerdicts]int
 	// refine gives a finer status for err when the scheme has one.
 	refine func(err error) (int, bool)
 }
@@ -171,17 +205,33 @@ func Under(s *Scheme, err error) error {
 	return &under{s: s, err: err}
 }
 
-// Verdict is a check's finding (probe, mx-check, queue check), already
-// reported by the check's own output, as the error its command returns:
-// the class c, numbered by the check's scheme s. OK is nil.
-func Verdict(s *Scheme, c Class) error { return Under(s, Reported(c)) }
+// Found is a check's verdict v (probe, mx-check, queue check), already
+// reported by the check's own output, as the error its command returns,
+// numbered by the check's scheme s. VerdictOK is nil. An UNKNOWN is a
+// temporary failure (the check could not run); WARNING and CRITICAL
+// are Findings.
+func Found(s *Scheme, v Verdict) error {
+	if v == VerdictOK {
+		return nil
+	}
+	c := Finding
+	if v == VerdictUnknown {
+		c = Temporary
+	}
+	return Under(s, &Error{Class: c, verdict: v})
+}
 
 // Code is err's exit status under s, or under the scheme err was given
-// with Under.
+// with Under. A verdict (Found) is numbered by the scheme's verdict
+// statuses.
 func Code(err error, s *Scheme) int {
 	var u *under
 	if errors.As(err, &u) {
 		s = u.s
+	}
+	var e *Error
+	if errors.As(err, &e) && e.verdict != VerdictOK && s.verdicts != nil {
+		return s.verdicts[e.verdict]
 	}
 	if err != nil && s.refine != nil {
 		if code, ok := s.refine(err); ok {

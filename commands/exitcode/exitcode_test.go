@@ -35,9 +35,6 @@ func TestCodeUnderEachScheme(t *testing.T) {
 		{"input", Input(errors.New("read error")), map[*Scheme]int{Qmail: 111, QmailQueue: 54, Sysexits: 74}},
 		{"data", Data(errors.New("unparsable address")), map[*Scheme]int{Qmail: 100, QmailQueue: 31, Sysexits: 65}},
 		{"envelope", &qmailqueue.EnvelopeError{Code: 91, Reason: "bad"}, map[*Scheme]int{QmailQueue: 91}},
-		{"warning", Reported(Warning), map[*Scheme]int{Probe: 1, MXCheck: 1, Nagios: 1}},
-		{"critical", Reported(Critical), map[*Scheme]int{Probe: 2, Nagios: 2}},
-		{"not found", Reported(Permanent), map[*Scheme]int{MXCheck: 100}},
 	}
 	for _, tc := range cases {
 		if got := Code(tc.err, QmailRemote); got != 0 {
@@ -54,13 +51,40 @@ func TestCodeUnderEachScheme(t *testing.T) {
 // A command that names its scheme keeps it whatever scheme the caller
 // reads the error under.
 func TestUnder(t *testing.T) {
-	if got := Code(Under(Probe, Reported(Critical)), Qmail); got != 2 {
-		t.Errorf("probe's critical read by qbox's main: %d, want 2", got)
+	if got := Code(Under(Probe, Usage("no HOST")), Sysexits); got != 100 {
+		t.Errorf("probe's usage error read under sysexits: %d, want probe's 100", got)
 	}
-	if Under(Probe, nil) != nil || Reported(OK) != nil {
+	if Under(Probe, nil) != nil || Reported(OK) != nil || Found(Nagios, VerdictOK) != nil {
 		t.Error("no failure must stay nil")
 	}
-	if !Silent(Under(Nagios, Reported(Warning))) || Silent(Temp(errors.New("x"))) {
+	if !Silent(Found(Nagios, VerdictWarning)) || Silent(Temp(errors.New("x"))) {
 		t.Error("Silent")
+	}
+}
+
+// Each check's scheme numbers the four verdicts once, whatever scheme
+// qbox's main reads the error under; an UNKNOWN is a temporary failure
+// and the others findings.
+func TestVerdicts(t *testing.T) {
+	want := map[*Scheme][numVerdicts]int{
+		Nagios:  {0, 1, 2, 3},
+		Probe:   {0, 1, 2, 111},
+		MXCheck: {0, 1, 100, 111},
+	}
+	for s, codes := range want {
+		for v := VerdictOK; v < numVerdicts; v++ {
+			if got := Code(Found(s, v), Qmail); got != codes[v] {
+				t.Errorf("%s under %s: %d, want %d", v, s.Name, got, codes[v])
+			}
+		}
+	}
+	classes := [numVerdicts]Class{OK, Finding, Finding, Temporary}
+	for v := VerdictOK; v < numVerdicts; v++ {
+		if got := ClassOf(Found(Nagios, v)); got != classes[v] {
+			t.Errorf("class of %s: %s, want %s", v, got, classes[v])
+		}
+	}
+	if max(VerdictWarning, VerdictUnknown, VerdictCritical) != VerdictUnknown || VerdictCritical.String() != "CRITICAL" {
+		t.Error("order or words of the verdicts")
 	}
 }

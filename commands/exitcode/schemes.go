@@ -8,13 +8,15 @@ import (
 )
 
 // The schemes. A class a scheme cannot meet (a finding for qmail-inject)
-// still has a status, the nearest one.
+// still has a status, the nearest one. The checks' schemes (probe,
+// mx-check, Nagios) number their verdicts, in the order OK, WARNING,
+// CRITICAL, UNKNOWN.
 var (
 	// Qmail is qmail's 0/100/111, for qbox's commands, qmail-inject,
 	// maildirqmtp and maildirsmtp: a bad command line or configuration
 	// is permanent (retrying a typo cannot help).
 	Qmail = &Scheme{Name: "qmail", codes: [numClasses]int{
-		OK: 0, Temporary: 111, Permanent: 100, BadUsage: 100, BadConfig: 100, Warning: 111, Critical: 111}}
+		OK: 0, Temporary: 111, Permanent: 100, BadUsage: 100, BadConfig: 100, Finding: 111}}
 
 	// QmailQueue is the qmail-queue interface's (qmail-qmqpc): 31 a D, 71
 	// a Z, 72 and 73 the last connection timed out or failed otherwise,
@@ -27,8 +29,7 @@ var (
 		Permanent: qmailqueue.ExitRejected,
 		BadUsage:  qmailqueue.ExitConfig,
 		BadConfig: qmailqueue.ExitConfig,
-		Warning:   qmailqueue.ExitSession,
-		Critical:  qmailqueue.ExitSession,
+		Finding:   qmailqueue.ExitSession,
 	}, refine: qmailQueueRefine}
 
 	// Sysexits is sendmail's (sysexits.h, as sendmail, msmtp and dma use
@@ -36,7 +37,7 @@ var (
 	// rejected, 74 reading the message failed, 75 not sent and not even
 	// spooled, 78 configuration.
 	Sysexits = &Scheme{Name: "sysexits", codes: [numClasses]int{
-		OK: 0, Temporary: 75, Permanent: 69, BadUsage: 64, BadConfig: 78, Warning: 75, Critical: 75},
+		OK: 0, Temporary: 75, Permanent: 69, BadUsage: 64, BadConfig: 78, Finding: 75},
 		refine: sysexitsRefine}
 
 	// QmailRemote is qmail-remote's: 0 always, whatever happened (the
@@ -44,23 +45,26 @@ var (
 	// crash of the program).
 	QmailRemote = &Scheme{Name: "qmail-remote"}
 
-	// Probe is qbox probe's verdicts, for monitoring: 0 the expected
-	// protocol, 1 something else answered (Warning), 2 closed, filtered or
-	// unreachable (Critical); 100 a bad command line.
+	// Probe is qbox probe's, for monitoring: 0 the expected protocol, 1
+	// something else answered (WARNING), 2 closed, filtered or
+	// unreachable (CRITICAL); 100 a bad command line.
 	Probe = &Scheme{Name: "probe", codes: [numClasses]int{
-		OK: 0, Warning: 1, Critical: 2, Temporary: 111, Permanent: 100, BadUsage: 100, BadConfig: 100}}
+		OK: 0, Finding: 2, Temporary: 111, Permanent: 100, BadUsage: 100, BadConfig: 100},
+		verdicts: &[numVerdicts]int{VerdictOK: 0, VerdictWarning: 1, VerdictCritical: 2, VerdictUnknown: 111}}
 
-	// MXCheck is qbox mx-check's: 0 a QMTP exchanger, 1 none (Warning),
-	// 100 the domain does not exist (Permanent), 111 DNS could not answer
-	// now (Temporary).
+	// MXCheck is qbox mx-check's: 0 a QMTP exchanger (OK), 1 none
+	// (WARNING), 100 the domain does not exist (CRITICAL), 111 DNS could
+	// not answer now (UNKNOWN).
 	MXCheck = &Scheme{Name: "mx-check", codes: [numClasses]int{
-		OK: 0, Warning: 1, Critical: 1, Temporary: 111, Permanent: 100, BadUsage: 100, BadConfig: 100}}
+		OK: 0, Finding: 1, Temporary: 111, Permanent: 100, BadUsage: 100, BadConfig: 100},
+		verdicts: &[numVerdicts]int{VerdictOK: 0, VerdictWarning: 1, VerdictCritical: 100, VerdictUnknown: 111}}
 
 	// Nagios is a monitoring plugin's (qbox queue check): 0 OK, 1
 	// WARNING, 2 CRITICAL, 3 UNKNOWN (the check could not run); a bad
 	// command line is qbox's 100.
 	Nagios = &Scheme{Name: "nagios", codes: [numClasses]int{
-		OK: 0, Warning: 1, Critical: 2, Temporary: 3, Permanent: 3, BadConfig: 3, BadUsage: 100}}
+		OK: 0, Finding: 2, Temporary: 3, Permanent: 3, BadConfig: 3, BadUsage: 100},
+		verdicts: &[numVerdicts]int{VerdictOK: 0, VerdictWarning: 1, VerdictCritical: 2, VerdictUnknown: 3}}
 )
 
 func qmailQueueRefine(err error) (int, bool) {

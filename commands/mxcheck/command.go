@@ -65,18 +65,12 @@ Exit status (the worst domain's): 0 a QMTP exchanger with an address (with
 			if f, ok := c.App.Writer.(*os.File); ok && !cfg.JSON {
 				cfg.Color = isatty.IsTerminal(f.Fd()) && os.Getenv("NO_COLOR") == ""
 			}
-			code, err := Run(c.Context, cfg, c.App.Writer)
+			worst, err := Run(c.Context, cfg, c.App.Writer)
 			if err != nil {
 				return exitcode.Under(exitcode.MXCheck, exitcode.Usage("%v", err))
 			}
 			// The report said why.
-			return exitcode.Verdict(exitcode.MXCheck, codeClass[code])
+			return exitcode.Found(exitcode.MXCheck, worst.Verdict())
 		},
 	}
-}
-
-// codeClass is what a code means for the exit status (exitcode.MXCheck
-// gives each its number back).
-var codeClass = map[int]exitcode.Class{
-	CodeQMTP: exitcode.OK, CodeNoQMTP: exitcode.Warning, CodeNotFound: exitcode.Permanent, CodeTemporary: exitcode.Temporary,
 }

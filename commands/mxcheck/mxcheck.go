@@ -15,6 +15,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"qbox/commands/exitcode"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,25 +24,58 @@ import (
 	"qbox/proto/probe"
 )
 
-// Exit codes, per domain and for the run (the worst domain's: 111 over
-// 100 over 1 over 0).
+// Status is a domain's verdict, worst last: the run's is the worst
+// domain's (max). JSON carries its name.
+type Status int
+
 const (
-	CodeQMTP      = 0   // at least one QMTP exchanger with an address (with --probe: answering on 209)
-	CodeNoQMTP    = 1   // none
-	CodeNotFound  = 100 // the domain does not exist
-	CodeTemporary = 111 // DNS could not answer now
+	QMTP      Status = iota // "qmtp": at least one QMTP exchanger with an address (with --probe: answering on 209)
+	NoQMTP                  // "no-qmtp": none
+	NotFound                // "nxdomain": the domain does not exist
+	Temporary               // "temporary": DNS could not answer now
 )
 
-func severity(code int) int {
-	switch code {
-	case CodeTemporary:
-		return 3
-	case CodeNotFound:
-		return 2
-	case CodeNoQMTP:
-		return 1
+var statusNames = []string{QMTP: "qmtp", NoQMTP: "no-qmtp", NotFound: "nxdomain", Temporary: "temporary"}
+
+func (s Status) String() string {
+	if s >= 0 && int(s) < len(statusNames) {
+		return statusNames[s]
 	}
-	return 0
+	return fmt.Sprintf("Status(%d)", int(s))
+}
+
+// MarshalText writes the status's name.
+func (s Status) MarshalText() ([]byte, error) {
+	if s < 0 || int(s) >= len(statusNames) {
+		return nil, fmt.Errorf("mx-check: no status %d", int(s))
+	}
+	return []byte(statusNames[s]), nil
+}
+
+// UnmarshalText reads a status's name.
+func (s *Status) UnmarshalText(b []byte) error {
+	for i, n := range statusNames {
+		if string(b) == n {
+			*s = Status(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("mx-check: no status %q", b)
+}
+
+// Verdict is what the status means to a monitoring system;
+// exitcode.MXCheck numbers it: 0 qmtp, 1 no-qmtp, 100 nxdomain, 111
+// temporary.
+func (s Status) Verdict() exitcode.Verdict {
+	switch s {
+	case QMTP:
+		return exitcode.VerdictOK
+	case NoQMTP:
+		return exitcode.VerdictWarning
+	case NotFound:
+		return exitcode.VerdictCritical
+	}
+	return exitcode.VerdictUnknown
 }
 
 // Config is one run of mx-check.
@@ -67,8 +101,7 @@ type Config struct {
 type DomainResult struct {
 	Domain     string          `json:"domain"`
 	CNAME      string          `json:"cname,omitempty"`
-	Status     string          `json:"status"` // qmtp, no-qmtp, nxdomain, temporary
-	Code       int             `json:"exit"`
+	Status     Status          `json:"status"` // qmtp, no-qmtp, nxdomain, temporary
 	Error      string          `json:"error,omitempty"`
 	NullMX     bool            `json:"null_mx"`
 	ImplicitMX bool            `json:"implicit_mx"`
@@ -99,10 +132,10 @@ type AddressJSON struct {
 }
 
 // Run checks every domain and writes the report to w. It returns the
-// exit code (the worst domain's).
-func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
+// worst domain's status.
+func Run(ctx context.Context, cfg Config, w io.Writer) (Status, error) {
 	if len(cfg.Domains) == 0 {
-		return 0, errors.New("no DOMAIN given")
+		return QMTP, errors.New("no DOMAIN given")
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = mxps.System()
@@ -111,28 +144,26 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	var results []DomainResult
-	code := CodeQMTP
+	worst := QMTP
 	for _, d := range cfg.Domains {
 		r := check(ctx, cfg, d)
 		results = append(results, r)
-		if severity(r.Code) > severity(code) {
-			code = r.Code
-		}
+		worst = max(worst, r.Status)
 	}
 	if cfg.JSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return code, enc.Encode(results)
+		return worst, enc.Encode(results)
 	}
 	for i, r := range results {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
 		if err := writeDomain(w, r, cfg); err != nil {
-			return code, err
+			return worst, err
 		}
 	}
-	return code, nil
+	return worst, nil
 }
 
 func check(ctx context.Context, cfg Config, domain string) DomainResult {
@@ -144,10 +175,10 @@ func check(ctx context.Context, cfg Config, domain string) DomainResult {
 		res.Error = err.Error()
 		var de *mxps.DNSError
 		if errors.As(err, &de) && de.NotFound {
-			res.Status, res.Code = "nxdomain", CodeNotFound
+			res.Status = NotFound
 			res.Summary = "the domain does not exist (NXDOMAIN)"
 		} else {
-			res.Status, res.Code = "temporary", CodeTemporary
+			res.Status = Temporary
 			res.Summary = "DNS lookup failed temporarily; try again later"
 		}
 		return res
@@ -179,10 +210,10 @@ func check(ctx context.Context, cfg Config, domain string) DomainResult {
 			if prober != nil && e.QMTP() {
 				q, s := probeAddress(ctx, prober, cfg.Ports, e, a.String())
 				aj.QMTP, aj.SMTP = &q, &s
-				if q.Code == probe.CodeOK {
+				if q.Verdict == probe.OK {
 					answering++
 				}
-				if q.Code != probe.CodeOK || s.Code != probe.CodeOK {
+				if q.Verdict != probe.OK || s.Verdict != probe.OK {
 					ej.Warnings = append(ej.Warnings, fmt.Sprintf("%s: MXPS requires QMTP on %s and SMTP on %s at every address of a QMTP exchanger: %s",
 						a, q.Addr, s.Addr, brokenPorts(q, s)))
 				}
@@ -194,28 +225,28 @@ func check(ctx context.Context, cfg Config, domain string) DomainResult {
 
 	switch {
 	case rep.Null:
-		res.Status, res.Code = "no-qmtp", CodeNoQMTP
+		res.Status = NoQMTP
 		res.Summary = "null MX (RFC 7505): the domain accepts no mail"
 	case cfg.Probe && answering > 0:
-		res.Status, res.Code = "qmtp", CodeQMTP
+		res.Status = QMTP
 		res.Summary = fmt.Sprintf("receives mail over QMTP: %d QMTP exchanger address(es) answer on %s", answering, portOr(cfg.Ports.QMTP, mxps.QMTPPort))
 	case cfg.Probe && qmtpWithAddr > 0:
-		res.Status, res.Code = "no-qmtp", CodeNoQMTP
+		res.Status = NoQMTP
 		res.Summary = fmt.Sprintf("QMTP exchangers published, but none answers on %s", portOr(cfg.Ports.QMTP, mxps.QMTPPort))
 	case !cfg.Probe && qmtpWithAddr > 0:
-		res.Status, res.Code = "qmtp", CodeQMTP
+		res.Status = QMTP
 		res.Summary = fmt.Sprintf("publishes %d QMTP exchanger(s) (MXPS)", qmtpWithAddr)
 	case tempAddr:
-		res.Status, res.Code = "temporary", CodeTemporary
+		res.Status = Temporary
 		res.Summary = "QMTP exchangers published, but their addresses could not be looked up now; try again later"
 	case rep.HasQMTP():
-		res.Status, res.Code = "no-qmtp", CodeNoQMTP
+		res.Status = NoQMTP
 		res.Summary = "QMTP exchangers published, but none has an address"
 	case rep.Implicit:
-		res.Status, res.Code = "no-qmtp", CodeNoQMTP
+		res.Status = NoQMTP
 		res.Summary = "no MX records: mail goes to the domain's own address over SMTP (implicit MX); no QMTP"
 	default:
-		res.Status, res.Code = "no-qmtp", CodeNoQMTP
+		res.Status = NoQMTP
 		res.Summary = "no QMTP exchanger: mail goes over SMTP"
 	}
 	return res
@@ -245,7 +276,7 @@ func probeAddress(ctx context.Context, p *probe.Prober, ports mxps.Ports, e mxps
 func brokenPorts(q, s probe.PortResult) string {
 	var parts []string
 	for _, r := range []probe.PortResult{q, s} {
-		if r.Code != probe.CodeOK {
+		if r.Verdict != probe.OK {
 			parts = append(parts, fmt.Sprintf("%s %s (%s)", r.Addr, r.State, r.Note))
 		}
 	}
@@ -341,7 +372,7 @@ func writeDomain(w io.Writer, r DomainResult, cfg Config) error {
 		}
 	}
 	color := green
-	if r.Code != CodeQMTP {
+	if r.Status != QMTP {
 		color = red
 	}
 	_, err := fmt.Fprintf(w, "  %s\n", paint(c, color, r.Summary))
@@ -363,7 +394,7 @@ func portCell(r *probe.PortResult, c bool) string {
 			s = "open, " + string(r.Heard)
 		}
 	}
-	if r.Code == probe.CodeOK {
+	if r.Verdict == probe.OK {
 		return paint(c, green, s)
 	}
 	return paint(c, red, s)

@@ -30,8 +30,8 @@ func TestProbe(t *testing.T) {
 	_, closed, _ := net.SplitHostPort(testpeer.ClosedAddr(t))
 
 	r := checkRun(t, Config{Domains: []string{"live.t"}, Resolver: res, Probe: true, Ports: ports, Wait: greetWait})
-	if r.code != 0 || r.json[0].Status != "qmtp" {
-		t.Fatalf("live.t: exit %d\n%s", r.code, r.table)
+	if r.status != QMTP || r.json[0].Status != QMTP {
+		t.Fatalf("live.t: %v\n%s", r.status, r.table)
 	}
 	a := r.json[0].Exchangers[0].Addresses[0]
 	if a.QMTP == nil || a.QMTP.State != "open" || a.QMTP.Heard != "silence" || a.SMTP == nil || a.SMTP.SMTPCode != 220 {
@@ -44,29 +44,29 @@ func TestProbe(t *testing.T) {
 
 	// QMTP answers but SMTP does not: still QMTP, with MXPS's warning.
 	r = checkRun(t, Config{Domains: []string{"live.t"}, Resolver: res, Probe: true, Ports: mxps.Ports{QMTP: qport, SMTP: closed}})
-	if r.code != 0 || !strings.Contains(r.table, "MXPS requires QMTP on 127.0.0.1:"+qport+" and SMTP on 127.0.0.1:"+closed) {
-		t.Fatalf("live.t without SMTP: exit %d\n%s", r.code, r.table)
+	if r.status != QMTP || !strings.Contains(r.table, "MXPS requires QMTP on 127.0.0.1:"+qport+" and SMTP on 127.0.0.1:"+closed) {
+		t.Fatalf("live.t without SMTP: %v\n%s", r.status, r.table)
 	}
 
 	// Published, but nothing answers: exit 1.
 	r = checkRun(t, Config{Domains: []string{"dead.t"}, Resolver: res, Probe: true, Ports: ports, Wait: greetWait})
-	if r.code != 1 || r.json[0].Exchangers[0].Addresses[0].QMTP.State != "closed" ||
+	if r.status != NoQMTP || r.json[0].Exchangers[0].Addresses[0].QMTP.State != "closed" ||
 		!strings.Contains(r.table, "QMTP exchangers published, but none answers on "+qport) {
-		t.Fatalf("dead.t: exit %d\n%s", r.code, r.table)
+		t.Fatalf("dead.t: %v\n%s", r.status, r.table)
 	}
 	// The same without --probe: published is enough.
-	if r := checkRun(t, Config{Domains: []string{"dead.t"}, Resolver: res}); r.code != 0 {
-		t.Fatalf("dead.t without --probe: exit %d", r.code)
+	if r := checkRun(t, Config{Domains: []string{"dead.t"}, Resolver: res}); r.status != QMTP {
+		t.Fatalf("dead.t without --probe: %v", r.status)
 	}
 
 	// One dead and one live QMTP exchanger: exit 0, dead one warned about.
 	r = checkRun(t, Config{Domains: []string{"mixed.t"}, Resolver: res, Probe: true, Ports: ports, Wait: greetWait})
-	if r.code != 0 || !strings.Contains(r.table, "dead-mx.t: 127.0.0.3: MXPS requires") {
-		t.Fatalf("mixed.t: exit %d\n%s", r.code, r.table)
+	if r.status != QMTP || !strings.Contains(r.table, "dead-mx.t: 127.0.0.3: MXPS requires") {
+		t.Fatalf("mixed.t: %v\n%s", r.status, r.table)
 	}
 	// Only QMTP exchangers are probed.
 	r = checkRun(t, Config{Domains: []string{"s12800.t"}, Resolver: res, Probe: true, Ports: ports, Wait: greetWait})
-	if r.code != 1 || r.json[0].Exchangers[0].Addresses[0].QMTP != nil {
-		t.Fatalf("s12800.t: exit %d\n%s", r.code, r.table)
+	if r.status != NoQMTP || r.json[0].Exchangers[0].Addresses[0].QMTP != nil {
+		t.Fatalf("s12800.t: %v\n%s", r.status, r.table)
 	}
 }

@@ -61,9 +61,9 @@ func zone() dnstest.Zone {
 const greetWait = 5 * time.Second
 
 type run struct {
-	code  int
-	table string
-	json  []DomainResult
+	status Status
+	table  string
+	json   []DomainResult
 }
 
 func checkRun(t *testing.T, cfg Config) run {
@@ -79,24 +79,24 @@ func checkRun(t *testing.T, cfg Config) run {
 	var r run
 	var table, js bytes.Buffer
 	cfg.Rand = rand.New(rand.NewPCG(3, 4))
-	code, err := Run(ctx, cfg, &table)
+	status, err := Run(ctx, cfg, &table)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.JSON = true
 	cfg.Rand = rand.New(rand.NewPCG(3, 4))
-	jcode, err := Run(ctx, cfg, &js)
+	jstatus, err := Run(ctx, cfg, &js)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code != jcode {
-		t.Fatalf("exit %d for the table, %d for --json", code, jcode)
+	if status != jstatus {
+		t.Fatalf("%v for the table, %v for --json", status, jstatus)
 	}
 	if err := json.Unmarshal(js.Bytes(), &r.json); err != nil {
 		t.Fatalf("JSON %s: %v", js.String(), err)
 	}
-	r.code, r.table = code, table.String()
-	t.Logf("mx-check %v: exit %d\n%s", cfg.Domains, code, r.table)
+	r.status, r.table = status, table.String()
+	t.Logf("mx-check %v: %v\n%s", cfg.Domains, status, r.table)
 	return r
 }
 
@@ -113,79 +113,78 @@ func TestEdges(t *testing.T) {
 	res := mxps.Server(srv.Addr, time.Second)
 	cases := []struct {
 		domain  string
-		code    int
 		status  string
 		rows    []*regexp.Regexp
 		text    []string // in the table
 		check   func(DomainResult) bool
 		warning string // in the JSON's warnings
 	}{
-		{domain: "q12801.t", code: 0, status: "qmtp",
+		{domain: "q12801.t", status: "qmtp",
 			rows:  []*regexp.Regexp{row("12801", "#1", "qmtp", "qmtp.t", "127.0.0.1 ::1")},
 			text:  []string{"publishes 1 QMTP exchanger(s) (MXPS)"},
 			check: func(r DomainResult) bool { return *r.Exchangers[0].Slice == 1 && r.Exchangers[0].Class == mxps.QMTP }},
-		{domain: "q13041.t", code: 0, status: "qmtp",
+		{domain: "q13041.t", status: "qmtp",
 			rows:  []*regexp.Regexp{row("13041", "#1", "qmtp", "qmtp.t", "127.0.0.1 ::1")},
 			check: func(r DomainResult) bool { return *r.Exchangers[0].Slice == 1 }},
-		{domain: "s12800.t", code: 1, status: "no-qmtp",
+		{domain: "s12800.t", status: "no-qmtp",
 			rows:  []*regexp.Regexp{row("12800", "#0", "mxps-smtp", "smtp.t", "127.0.0.1")},
 			text:  []string{"no QMTP exchanger: mail goes over SMTP"},
 			check: func(r DomainResult) bool { return *r.Exchangers[0].Slice == 0 }},
-		{domain: "u13042.t", code: 1, status: "no-qmtp",
+		{domain: "u13042.t", status: "no-qmtp",
 			rows:    []*regexp.Regexp{row("13042", "#2", "unassigned", "qmtp.t", "127.0.0.1 ::1")},
 			warning: "preference 13042 is unassigned by MXPS (reserved slice #2)",
 			check:   func(r DomainResult) bool { return *r.Exchangers[0].Slice == 2 }},
-		{domain: "u13057.t", code: 1, status: "no-qmtp",
+		{domain: "u13057.t", status: "no-qmtp",
 			rows:    []*regexp.Regexp{row("13057", "-", "unassigned", "qmtp.t", "127.0.0.1 ::1")},
 			warning: "preference 13057 is unassigned by MXPS (above the experimental 12800–13055)",
 			check:   func(r DomainResult) bool { return r.Exchangers[0].Slice == nil }},
-		{domain: "u10001.t", code: 1, status: "no-qmtp",
+		{domain: "u10001.t", status: "no-qmtp",
 			rows:    []*regexp.Regexp{row("10001", "-", "unassigned", "smtp.t", "127.0.0.1")},
 			warning: "preference 10001 is unassigned by MXPS (between SMTP's 0–10000",
 		},
-		{domain: "equal.t", code: 0, status: "qmtp",
+		{domain: "equal.t", status: "qmtp",
 			text: []string{"publishes 2 QMTP exchanger(s)"},
 			check: func(r DomainResult) bool {
 				e := r.Exchangers
 				return len(e) == 3 && e[0].Preference == 10 && e[0].Class == mxps.SMTP &&
 					e[1].Preference == 12801 && e[2].Preference == 12801 && e[1].Host != e[2].Host
 			}},
-		{domain: "cname.t", code: 0, status: "qmtp",
+		{domain: "cname.t", status: "qmtp",
 			rows:    []*regexp.Regexp{row("12801", "#1", "qmtp", "alias.t -> qmtp.t", "127.0.0.1 ::1")},
 			warning: "MX points at an alias (CNAME to qmtp.t)",
 			check:   func(r DomainResult) bool { return r.Exchangers[0].CNAME == "qmtp.t" }},
-		{domain: "implicit.t", code: 1, status: "no-qmtp",
+		{domain: "implicit.t", status: "no-qmtp",
 			rows:  []*regexp.Regexp{row("0", "-", "smtp (implicit MX)", "implicit.t", "127.0.0.5")},
 			text:  []string{"no MX records: mail goes to the domain's own address over SMTP (implicit MX)"},
 			check: func(r DomainResult) bool { return r.ImplicitMX && !r.NullMX }},
-		{domain: "null.t", code: 1, status: "no-qmtp",
+		{domain: "null.t", status: "no-qmtp",
 			text:  []string{"MX 0 . (null MX, RFC 7505)", "null MX (RFC 7505): the domain accepts no mail"},
 			check: func(r DomainResult) bool { return r.NullMX && len(r.Exchangers) == 0 }},
-		{domain: "literal.t", code: 1, status: "no-qmtp",
+		{domain: "literal.t", status: "no-qmtp",
 			rows:    []*regexp.Regexp{row("12801", "#1", "qmtp", "127.0.0.9", "(none)")},
 			warning: "MX points at an address literal",
 			check:   func(r DomainResult) bool { return r.Exchangers[0].Literal }},
-		{domain: "badaddr.t", code: 111, status: "temporary",
+		{domain: "badaddr.t", status: "temporary",
 			text: []string{"addresses could not be looked up now"}},
-		{domain: "servfail.t", code: 111, status: "temporary",
+		{domain: "servfail.t", status: "temporary",
 			text: []string{"MX servfail.t at " + srv.Addr + ": SERVFAIL (temporary)"}},
-		{domain: "nxdomain.t", code: 100, status: "nxdomain",
+		{domain: "nxdomain.t", status: "nxdomain",
 			text: []string{"the domain does not exist (NXDOMAIN)"}},
-		{domain: "timeout.t", code: 111, status: "temporary",
+		{domain: "timeout.t", status: "temporary",
 			text: []string{"DNS lookup failed temporarily"}},
 	}
 	for _, c := range cases {
 		t.Run(c.domain, func(t *testing.T) {
 			r := checkRun(t, Config{Domains: []string{c.domain}, Resolver: res, Timeout: 300 * time.Millisecond})
-			if r.code != c.code {
-				t.Errorf("exit %d, want %d\n%s", r.code, c.code, r.table)
+			if r.status.String() != c.status {
+				t.Errorf("%v, want %s\n%s", r.status, c.status, r.table)
 			}
 			if len(r.json) != 1 {
 				t.Fatalf("JSON has %d domains", len(r.json))
 			}
 			j := r.json[0]
-			if j.Domain != c.domain || j.Status != c.status || j.Code != c.code {
-				t.Errorf("JSON domain %q status %q exit %d, want %q %q %d", j.Domain, j.Status, j.Code, c.domain, c.status, c.code)
+			if j.Domain != c.domain || j.Status.String() != c.status {
+				t.Errorf("JSON domain %q status %v, want %q %q", j.Domain, j.Status, c.domain, c.status)
 			}
 			if !strings.HasPrefix(r.table, c.domain+"\n") {
 				t.Errorf("table does not start with the domain:\n%s", r.table)
@@ -229,16 +228,16 @@ func TestWorstCodeAcrossDomains(t *testing.T) {
 	res := mxps.Server(srv.Addr, time.Second)
 	for _, c := range []struct {
 		domains []string
-		code    int
+		status  Status
 	}{
-		{[]string{"q12801.t", "q13041.t"}, 0},
-		{[]string{"q12801.t", "s12800.t"}, 1},
-		{[]string{"nxdomain.t", "s12800.t", "q12801.t"}, 100},
-		{[]string{"nxdomain.t", "servfail.t", "q12801.t"}, 111},
+		{[]string{"q12801.t", "q13041.t"}, QMTP},
+		{[]string{"q12801.t", "s12800.t"}, NoQMTP},
+		{[]string{"nxdomain.t", "s12800.t", "q12801.t"}, NotFound},
+		{[]string{"nxdomain.t", "servfail.t", "q12801.t"}, Temporary},
 	} {
 		r := checkRun(t, Config{Domains: c.domains, Resolver: res})
-		if r.code != c.code || len(r.json) != len(c.domains) {
-			t.Errorf("%v: exit %d (%d results), want %d", c.domains, r.code, len(r.json), c.code)
+		if r.status != c.status || len(r.json) != len(c.domains) {
+			t.Errorf("%v: %v (%d results), want %v", c.domains, r.status, len(r.json), c.status)
 		}
 		for i, d := range c.domains {
 			if r.json[i].Domain != d || !strings.Contains(r.table, d+"\n") {
@@ -264,6 +263,7 @@ func TestBinary(t *testing.T) {
 		{[]string{"--resolver", srv.Addr, "s12800.t"}, 1, "mxps-smtp"},
 		{[]string{"--resolver", srv.Addr, "null.t"}, 1, "null MX"},
 		{[]string{"--resolver", srv.Addr, "nxdomain.t"}, 100, "NXDOMAIN"},
+		{[]string{"--resolver", srv.Addr, "--json", "nxdomain.t"}, 100, `"status": "nxdomain"`},
 		{[]string{"--resolver", srv.Addr, "servfail.t"}, 111, "SERVFAIL"},
 		{[]string{"--resolver", srv.Addr, "--timeout", "300ms", "timeout.t"}, 111, "temporary"},
 		{[]string{"--resolver", srv.Addr, "q12801.t", "--json"}, 100, "options go before the first DOMAIN"},
@@ -299,8 +299,8 @@ func TestColourOnlyWhenAsked(t *testing.T) {
 // reserved .invalid TLD must never be reported as having QMTP.
 func TestSystemResolverDefault(t *testing.T) {
 	var out bytes.Buffer
-	code, err := Run(context.Background(), Config{Domains: []string{"qbox-mx-check.invalid"}, Timeout: 3 * time.Second}, &out)
-	if err != nil || (code != CodeNotFound && code != CodeTemporary) {
-		t.Fatalf("exit %d, %v\n%s", code, err, out.String())
+	status, err := Run(context.Background(), Config{Domains: []string{"qbox-mx-check.invalid"}, Timeout: 3 * time.Second}, &out)
+	if err != nil || (status != NotFound && status != Temporary) {
+		t.Fatalf("%v, %v\n%s", status, err, out.String())
 	}
 }

@@ -25,8 +25,8 @@ func TestProbeServeQMTPAndSMTP(t *testing.T) {
 
 	r := checkRun(t, Config{Domains: []string{"live.t"}, Resolver: res, Probe: true,
 		Ports: mxps.Ports{QMTP: qport, SMTP: sport}, Wait: greetWait})
-	if r.code != 0 || r.json[0].Status != "qmtp" {
-		t.Fatalf("live.t: exit %d\n%s", r.code, r.table)
+	if r.status != QMTP || r.json[0].Status != QMTP {
+		t.Fatalf("live.t: %v\n%s", r.status, r.table)
 	}
 	a := r.json[0].Exchangers[0].Addresses[0]
 	if a.QMTP == nil || a.QMTP.State != "open" || a.QMTP.Heard != "silence" || a.SMTP == nil || a.SMTP.State != "open" || a.SMTP.SMTPCode != 220 {
@@ -42,14 +42,14 @@ func TestProbeServeQMTPAndSMTP(t *testing.T) {
 	// QMTP answers but SMTP does not: still QMTP, with MXPS's warning.
 	_, closed, _ := net.SplitHostPort(testpeer.ClosedAddr(t))
 	r = checkRun(t, Config{Domains: []string{"live.t"}, Resolver: res, Probe: true, Ports: mxps.Ports{QMTP: qport, SMTP: closed}})
-	if r.code != 0 || !strings.Contains(r.table, "MXPS requires QMTP on 127.0.0.1:"+qport+" and SMTP on 127.0.0.1:"+closed) {
-		t.Fatalf("live.t without SMTP: exit %d\n%s", r.code, r.table)
+	if r.status != QMTP || !strings.Contains(r.table, "MXPS requires QMTP on 127.0.0.1:"+qport+" and SMTP on 127.0.0.1:"+closed) {
+		t.Fatalf("live.t without SMTP: %v\n%s", r.status, r.table)
 	}
 
 	// Nothing on the QMTP port: published, but none answers.
 	r = checkRun(t, Config{Domains: []string{"live.t"}, Resolver: res, Probe: true, Ports: mxps.Ports{QMTP: closed, SMTP: sport}, Wait: greetWait})
-	if r.code != 1 || r.json[0].Exchangers[0].Addresses[0].QMTP.State != "closed" ||
+	if r.status != NoQMTP || r.json[0].Exchangers[0].Addresses[0].QMTP.State != "closed" ||
 		!strings.Contains(r.table, "QMTP exchangers published, but none answers on "+closed) {
-		t.Fatalf("live.t without QMTP: exit %d\n%s", r.code, r.table)
+		t.Fatalf("live.t without QMTP: %v\n%s", r.status, r.table)
 	}
 }

@@ -61,26 +61,26 @@ type job struct {
 }
 
 // Run probes every target and writes the report to w. It returns the
-// exit code for monitoring (the highest of the results': 0 all as
-// expected, 1 something else answered, 2 something closed or
-// unreachable), or an error for a bad invocation.
-func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
+// worst of the results' verdicts (ok: all as expected; unexpected:
+// something else answered; down: something closed or unreachable), or
+// an error for a bad invocation.
+func Run(ctx context.Context, cfg Config, w io.Writer) (probe.Verdict, error) {
 	if len(cfg.Targets) == 0 {
-		return 0, fmt.Errorf("no HOST given")
+		return probe.OK, fmt.Errorf("no HOST given")
 	}
 	jobs, err := plan(ctx, cfg)
 	if err != nil {
-		return 0, err
+		return probe.OK, err
 	}
 	p := &probe.Prober{Dial: cfg.Dial, Source: cfg.Source, ConnectTimeout: cfg.Timeout, Wait: cfg.Wait}
 	if cfg.SendTo != "" {
 		// SMTP's EHLO name, as qmail-remote chooses it.
 		if p.Helo, err = control.Helo(os.Getenv); err != nil {
-			return 0, fmt.Errorf("the name to say EHLO with: %w", err)
+			return probe.OK, fmt.Errorf("the name to say EHLO with: %w", err)
 		}
 	}
 	if cfg.Source != "" && net.ParseIP(cfg.Source) == nil {
-		return 0, fmt.Errorf("--source %q is not an IP address", cfg.Source)
+		return probe.OK, fmt.Errorf("--source %q is not an IP address", cfg.Source)
 	}
 	results := make([]Result, len(jobs))
 	var wg sync.WaitGroup
@@ -96,23 +96,23 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 	}
 	wg.Wait()
 
-	code := probe.CodeOK
+	worst := probe.OK
 	for _, r := range results {
-		code = max(code, r.Code)
+		worst = max(worst, r.Verdict)
 	}
 	if cfg.JSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return code, enc.Encode(results)
+		return worst, enc.Encode(results)
 	}
-	return code, writeTable(w, results, cfg)
+	return worst, writeTable(w, results, cfg)
 }
 
 func run(ctx context.Context, p *probe.Prober, cfg Config, j job) Result {
 	r := Result{Target: j.target}
 	r.Addr, r.Expect = j.addr, j.expect
 	if j.err != nil {
-		r.State, r.Code, r.Error, r.Note = probe.Unreachable, probe.CodeDown, j.err.Error(), "cannot resolve"
+		r.State, r.Verdict, r.Error, r.Note = probe.Unreachable, probe.Down, j.err.Error(), "cannot resolve"
 		return r
 	}
 	if cfg.SendTo == "" {
@@ -121,7 +121,7 @@ func run(ctx context.Context, p *probe.Prober, cfg Config, j job) Result {
 	}
 	s := p.Send(ctx, j.addr, j.expect, cfg.From, cfg.SendTo, cfg.Timeout)
 	r.Send = &s
-	r.State, r.ConnectMS, r.Code, r.Error = s.State, s.ConnectMS, s.Code, s.Error
+	r.State, r.ConnectMS, r.Verdict, r.Error = s.State, s.ConnectMS, s.Verdict, s.Error
 	switch {
 	case s.Reply != nil:
 		r.Note = fmt.Sprintf("%s reply %s %q", strings.ToUpper(string(j.expect)), s.Reply.Status, s.Reply.Text)
@@ -213,18 +213,16 @@ const (
 	reset  = "\x1b[0m"
 )
 
-// verdictClass is what a verdict means for the exit status (the table
-// said the rest).
-var verdictClass = map[int]exitcode.Class{probe.CodeOK: exitcode.OK, probe.CodeUnexpected: exitcode.Warning, probe.CodeDown: exitcode.Critical}
+// monitoring is what a probe's verdict means to a monitoring system;
+// exitcode.Probe numbers it (the table said the rest).
+var monitoring = map[probe.Verdict]exitcode.Verdict{
+	probe.OK: exitcode.VerdictOK, probe.Unexpected: exitcode.VerdictWarning, probe.Down: exitcode.VerdictCritical}
 
-var verdictWords = map[int]string{probe.CodeOK: "ok", probe.CodeUnexpected: "unexpected", probe.CodeDown: "down"}
-
-func verdict(code int, color bool) string {
-	w := verdictWords[code]
+func verdict(v probe.Verdict, color bool) string {
 	if !color {
-		return w
+		return v.String()
 	}
-	return map[int]string{probe.CodeOK: green, probe.CodeUnexpected: yellow, probe.CodeDown: red}[code] + w + reset
+	return map[probe.Verdict]string{probe.OK: green, probe.Unexpected: yellow, probe.Down: red}[v] + v.String() + reset
 }
 
 func writeTable(w io.Writer, results []Result, cfg Config) error {
@@ -240,10 +238,10 @@ func writeTable(w io.Writer, results []Result, cfg Config) error {
 			connect = fmt.Sprintf("%.1fms", r.ConnectMS)
 		}
 		what := r.Note
-		if r.Error != "" && r.Code == probe.CodeDown {
+		if r.Error != "" && r.Verdict == probe.Down {
 			what += ": " + r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Addr, expect, r.State, connect, verdict(r.Code, cfg.Color), what)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Addr, expect, r.State, connect, verdict(r.Verdict, cfg.Color), what)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -337,11 +335,11 @@ and silent; with --send, a K), 1 something else answered (an SMTP banner on
 			if f, ok := c.App.Writer.(*os.File); ok && !cfg.JSON {
 				cfg.Color = isatty.IsTerminal(f.Fd()) && os.Getenv("NO_COLOR") == ""
 			}
-			code, err := Run(c.Context, cfg, c.App.Writer)
+			v, err := Run(c.Context, cfg, c.App.Writer)
 			if err != nil {
 				return exitcode.Under(exitcode.Probe, exitcode.Usage("%v", err))
 			}
-			return exitcode.Verdict(exitcode.Probe, verdictClass[code])
+			return exitcode.Found(exitcode.Probe, monitoring[v])
 		},
 	}
 }

@@ -24,8 +24,8 @@ const greetWait = 5 * time.Second
 func TestPostfixQMQPAuthorized(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	code, r, table := one(t, Config{Targets: []string{pf.QMQPAddr}, Protocol: probe.QMQP})
-	if code != 0 || r.State != probe.Open || r.Heard != probe.Silence || r.ConnectMS <= 0 {
-		t.Fatalf("exit %d, %+v", code, r)
+	if code != probe.OK || r.State != probe.Open || r.Heard != probe.Silence || r.ConnectMS <= 0 {
+		t.Fatalf("verdict %v, %+v", code, r)
 	}
 	if !strings.Contains(table, "open and silent, as a QMQP server is") || !strings.Contains(table, "ok") {
 		t.Fatalf("table:\n%s", table)
@@ -35,8 +35,8 @@ func TestPostfixQMQPAuthorized(t *testing.T) {
 func TestPostfixQMQPRefusedClient(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	code, r, table := one(t, Config{Targets: []string{pf.QMQPAddr}, Protocol: probe.QMQP, Source: "127.0.0.2", Wait: greetWait})
-	if code != probe.CodeUnexpected || r.Heard != probe.Netstring || r.Reply == nil || r.Reply.Status != "D" || !strings.Contains(r.Reply.Text, "not authorized") {
-		t.Fatalf("exit %d, %+v", code, r)
+	if code != probe.Unexpected || r.Heard != probe.Netstring || r.Reply == nil || r.Reply.Status != "D" || !strings.Contains(r.Reply.Text, "not authorized") {
+		t.Fatalf("verdict %v, %+v", code, r)
 	}
 	if !strings.Contains(table, `refused before any data: reply D "Error: unknown[127.0.0.2] is not authorized`) {
 		t.Fatalf("table:\n%s", table)
@@ -46,29 +46,29 @@ func TestPostfixQMQPRefusedClient(t *testing.T) {
 func TestPostfixSMTP(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	code, r, table := one(t, Config{Targets: []string{pf.SMTPAddr}, Protocol: probe.SMTP, Wait: greetWait})
-	if code != 0 || r.Addr != pf.SMTPAddr || r.Heard != probe.SMTPBanner || r.SMTPCode != 220 || !strings.Contains(r.Banner, "ESMTP Postfix") {
-		t.Fatalf("exit %d, %+v", code, r)
+	if code != probe.OK || r.Addr != pf.SMTPAddr || r.Heard != probe.SMTPBanner || r.SMTPCode != 220 || !strings.Contains(r.Banner, "ESMTP Postfix") {
+		t.Fatalf("verdict %v, %+v", code, r)
 	}
 	if !strings.Contains(table, "SMTP greeting: 220 ") {
 		t.Fatalf("table:\n%s", table)
 	}
 	// The same port where QMQP was expected: something else answered.
 	code, r, _ = one(t, Config{Targets: []string{pf.SMTPAddr}, Protocol: probe.QMQP, Wait: greetWait})
-	if code != probe.CodeUnexpected || r.Heard != probe.SMTPBanner || !strings.Contains(r.Note, "an SMTP server, not QMQP") {
-		t.Fatalf("SMTP on a QMQP probe: exit %d, %+v", code, r)
+	if code != probe.Unexpected || r.Heard != probe.SMTPBanner || !strings.Contains(r.Note, "an SMTP server, not QMQP") {
+		t.Fatalf("SMTP on a QMQP probe: verdict %v, %+v", code, r)
 	}
 }
 
 func TestMailfrontQMTP(t *testing.T) {
 	addr := testpeer.Mailfront(t, "qmtp")
 	code, r, _ := one(t, Config{Targets: []string{addr}, Protocol: probe.QMTP})
-	if code != 0 || r.Heard != probe.Silence || r.Expect != probe.QMTP {
-		t.Fatalf("exit %d, %+v", code, r)
+	if code != probe.OK || r.Heard != probe.Silence || r.Expect != probe.QMTP {
+		t.Fatalf("verdict %v, %+v", code, r)
 	}
 	// Expecting SMTP there: silence is not a greeting.
 	code, r, _ = one(t, Config{Targets: []string{addr}, Protocol: probe.SMTP})
-	if code != probe.CodeUnexpected || r.Heard != probe.Silence {
-		t.Fatalf("SMTP expected: exit %d, %+v", code, r)
+	if code != probe.Unexpected || r.Heard != probe.Silence {
+		t.Fatalf("SMTP expected: verdict %v, %+v", code, r)
 	}
 }
 
@@ -81,7 +81,7 @@ func TestDefaultPortsAndWorstCode(t *testing.T) {
 	if len(rs) != 3 {
 		t.Fatalf("%d results", len(rs))
 	}
-	worst := 0
+	worst := probe.OK
 	for i, want := range []struct {
 		addr   string
 		expect probe.Protocol
@@ -89,10 +89,10 @@ func TestDefaultPortsAndWorstCode(t *testing.T) {
 		if rs[i].Addr != want.addr || rs[i].Expect != want.expect {
 			t.Errorf("result %d: %s %s, want %s %s", i, rs[i].Addr, rs[i].Expect, want.addr, want.expect)
 		}
-		worst = max(worst, rs[i].Code)
+		worst = max(worst, rs[i].Verdict)
 	}
 	if code != worst {
-		t.Fatalf("exit %d, results %+v", code, rs)
+		t.Fatalf("verdict %v, results %+v", code, rs)
 	}
 }
 
@@ -101,8 +101,8 @@ func TestSendPostfixQMQP(t *testing.T) {
 	token := testpeer.Token(t)
 	rcpt := token + "@" + pf.Domain
 	code, r, table := one(t, Config{Targets: []string{pf.QMQPAddr}, Protocol: probe.QMQP, SendTo: rcpt, From: "probe@example.test"})
-	if code != 0 || r.Send == nil || r.Send.Reply == nil || r.Send.Reply.Status != "K" || !strings.Contains(r.Send.Reply.Text, "queued as") {
-		t.Fatalf("exit %d, %+v %+v", code, r, r.Send)
+	if code != probe.OK || r.Send == nil || r.Send.Reply == nil || r.Send.Reply.Status != "K" || !strings.Contains(r.Send.Reply.Text, "queued as") {
+		t.Fatalf("verdict %v, %+v %+v", code, r, r.Send)
 	}
 	// Two runs (table and JSON) sent two messages.
 	msgs := pf.WaitFor(t, token, 2, 30*time.Second)
@@ -120,8 +120,8 @@ func TestSendPostfixQMQP(t *testing.T) {
 
 	// A refused client gets D and exit 1, and nothing is delivered.
 	code, r, _ = one(t, Config{Targets: []string{pf.QMQPAddr}, Protocol: probe.QMQP, SendTo: rcpt, Source: "127.0.0.2"})
-	if code != probe.CodeUnexpected || r.Send.Reply == nil || r.Send.Reply.Status != "D" {
-		t.Fatalf("refused: exit %d, %+v", code, r.Send)
+	if code != probe.Unexpected || r.Send.Reply == nil || r.Send.Reply.Status != "D" {
+		t.Fatalf("refused: verdict %v, %+v", code, r.Send)
 	}
 }
 
@@ -129,8 +129,8 @@ func TestSendPostfixSMTP(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	token := testpeer.Token(t)
 	code, r, table := one(t, Config{Targets: []string{pf.SMTPAddr}, Protocol: probe.SMTP, SendTo: token + "@" + pf.Domain, From: ""})
-	if code != 0 || r.Send.Reply == nil || r.Send.Reply.Status != "K" || !strings.HasPrefix(r.Send.Reply.Text, "250") {
-		t.Fatalf("exit %d, %+v", code, r.Send)
+	if code != probe.OK || r.Send.Reply == nil || r.Send.Reply.Status != "K" || !strings.HasPrefix(r.Send.Reply.Text, "250") {
+		t.Fatalf("verdict %v, %+v", code, r.Send)
 	}
 	pf.WaitFor(t, token, 2, 30*time.Second)
 	for _, want := range []string{"greeting -> 220", "RCPT -> 250", "end of data -> 250", "QUIT -> 221"} {
@@ -140,16 +140,16 @@ func TestSendPostfixSMTP(t *testing.T) {
 	}
 	// A recipient Postfix refuses: D, exit 1.
 	code, r, _ = one(t, Config{Targets: []string{pf.SMTPAddr}, Protocol: probe.SMTP, SendTo: "someone@elsewhere.invalid", From: "a@example.test"})
-	if code != probe.CodeUnexpected || r.Send.Reply == nil || r.Send.Reply.Status != "D" {
-		t.Fatalf("refused recipient: exit %d, %+v", code, r.Send)
+	if code != probe.Unexpected || r.Send.Reply == nil || r.Send.Reply.Status != "D" {
+		t.Fatalf("refused recipient: verdict %v, %+v", code, r.Send)
 	}
 }
 
 func TestSendMailfrontQMTP(t *testing.T) {
 	addr := testpeer.Mailfront(t, "qmtp")
 	code, r, _ := one(t, Config{Targets: []string{addr}, Protocol: probe.QMTP, SendTo: "rcpt@example.test", From: "a@example.test"})
-	if code != 0 || r.Send.Reply == nil || r.Send.Reply.Status != "K" {
-		t.Fatalf("exit %d, %+v", code, r.Send)
+	if code != probe.OK || r.Send.Reply == nil || r.Send.Reply.Status != "K" {
+		t.Fatalf("verdict %v, %+v", code, r.Send)
 	}
 }
 

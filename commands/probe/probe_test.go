@@ -18,9 +18,9 @@ import (
 	"qbox/proto/testkit/testpeer"
 )
 
-// runProbe runs the command's core and returns its exit code, the decoded
+// runProbe runs the command's core and returns its verdict, the decoded
 // JSON results and the table.
-func runProbe(t *testing.T, cfg Config) (int, []Result, string) {
+func runProbe(t *testing.T, cfg Config) (probe.Verdict, []Result, string) {
 	t.Helper()
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
@@ -48,12 +48,12 @@ func runProbe(t *testing.T, cfg Config) (int, []Result, string) {
 		t.Fatalf("JSON %q: %v", js.String(), err)
 	}
 	if jcode != code {
-		t.Fatalf("exit %d for the table, %d for --json", code, jcode)
+		t.Fatalf("verdict %v for the table, %v for --json", code, jcode)
 	}
 	return code, results, table.String()
 }
 
-func one(t *testing.T, cfg Config) (int, Result, string) {
+func one(t *testing.T, cfg Config) (probe.Verdict, Result, string) {
 	t.Helper()
 	code, rs, table := runProbe(t, cfg)
 	if len(rs) != 1 {
@@ -65,8 +65,8 @@ func one(t *testing.T, cfg Config) (int, Result, string) {
 func TestClosedPort(t *testing.T) {
 	addr := testpeer.ClosedAddr(t)
 	code, r, table := one(t, Config{Targets: []string{addr}, Protocol: probe.QMTP})
-	if code != probe.CodeDown || r.State != probe.Closed {
-		t.Fatalf("exit %d, %+v", code, r)
+	if code != probe.Down || r.State != probe.Closed {
+		t.Fatalf("verdict %v, %+v", code, r)
 	}
 	if !strings.Contains(table, "closed") || !strings.Contains(table, "down") {
 		t.Fatalf("table:\n%s", table)
@@ -106,13 +106,13 @@ func TestListenerThatNeverReads(t *testing.T) {
 	addr := blackHole(t)
 	// Harmlessly, it looks like any QMQP or QMTP server: open and silent.
 	code, r, _ := one(t, Config{Targets: []string{addr}, Protocol: probe.QMQP})
-	if code != 0 || r.Heard != probe.Silence {
-		t.Fatalf("exit %d, %+v", code, r)
+	if code != probe.OK || r.Heard != probe.Silence {
+		t.Fatalf("verdict %v, %+v", code, r)
 	}
 	// Submitting shows the difference: no reply.
 	code, r, table := one(t, Config{Targets: []string{addr}, Protocol: probe.QMQP, SendTo: "nobody@example.test", Timeout: 300 * time.Millisecond})
-	if code != probe.CodeUnexpected || r.Send == nil || r.Send.Reply != nil || r.Send.Error == "" {
-		t.Fatalf("--send: exit %d, %+v %+v", code, r, r.Send)
+	if code != probe.Unexpected || r.Send == nil || r.Send.Reply != nil || r.Send.Error == "" {
+		t.Fatalf("--send: verdict %v, %+v %+v", code, r, r.Send)
 	}
 	if !strings.Contains(table, "no reply") {
 		t.Fatalf("table:\n%s", table)
@@ -150,8 +150,8 @@ func fullBacklog(t *testing.T) string {
 func TestFilteredPort(t *testing.T) {
 	addr := fullBacklog(t)
 	code, r, _ := one(t, Config{Targets: []string{addr}, Protocol: probe.QMTP, Timeout: 300 * time.Millisecond})
-	if code != probe.CodeDown || r.State != probe.Filtered {
-		t.Fatalf("exit %d, %+v", code, r)
+	if code != probe.Down || r.State != probe.Filtered {
+		t.Fatalf("verdict %v, %+v", code, r)
 	}
 }
 
@@ -170,23 +170,23 @@ func TestQboxServe(t *testing.T) {
 	code, rs, _ := runProbe(t, Config{Targets: []string{qmqpAddr + "", qmtpAddr}, Protocol: probe.Unknown, Wait: 500 * time.Millisecond})
 	// Non-standard ports and no protocol flag: reported, judged by what
 	// was heard only.
-	if code != 0 || rs[0].Heard != probe.Silence || rs[1].Heard != probe.Silence {
-		t.Fatalf("exit %d, %+v", code, rs)
+	if code != probe.OK || rs[0].Heard != probe.Silence || rs[1].Heard != probe.Silence {
+		t.Fatalf("verdict %v, %+v", code, rs)
 	}
 	code, r, _ := one(t, Config{Targets: []string{qmtpAddr}, Protocol: probe.QMTP})
-	if code != 0 || r.Heard != probe.Silence {
-		t.Fatalf("QMTP: exit %d, %+v", code, r)
+	if code != probe.OK || r.Heard != probe.Silence {
+		t.Fatalf("QMTP: verdict %v, %+v", code, r)
 	}
 	code, r, _ = one(t, Config{Targets: []string{qmqpAddr}, Protocol: probe.QMQP})
-	if code != 0 || r.Heard != probe.Silence {
-		t.Fatalf("QMQP: exit %d, %+v", code, r)
+	if code != probe.OK || r.Heard != probe.Silence {
+		t.Fatalf("QMQP: verdict %v, %+v", code, r)
 	}
 
 	// --send over QMTP: K, and the message is in the maildir (twice: the
 	// table run and the JSON run).
 	code, r, _ = one(t, Config{Targets: []string{qmtpAddr}, Protocol: probe.QMTP, SendTo: "rcpt@example.test", From: "a@example.test"})
-	if code != 0 || r.Send.Reply == nil || r.Send.Reply.Status != "K" {
-		t.Fatalf("--send QMTP: exit %d, %+v", code, r.Send)
+	if code != probe.OK || r.Send.Reply == nil || r.Send.Reply.Status != "K" {
+		t.Fatalf("--send QMTP: verdict %v, %+v", code, r.Send)
 	}
 	entries, _ := os.ReadDir(filepath.Join(maildir, "new"))
 	found := 0
@@ -219,7 +219,7 @@ func TestSplitTarget(t *testing.T) {
 }
 
 func TestColourOnlyWhenAsked(t *testing.T) {
-	rs := []Result{{Target: "x", PortResult: probe.PortResult{Addr: "127.0.0.1:1", State: probe.Closed, Code: probe.CodeDown, Note: "nothing listens"}}}
+	rs := []Result{{Target: "x", PortResult: probe.PortResult{Addr: "127.0.0.1:1", State: probe.Closed, Verdict: probe.Down, Note: "nothing listens"}}}
 	var plain, coloured strings.Builder
 	writeTable(&plain, rs, Config{})
 	writeTable(&coloured, rs, Config{Color: true})
@@ -258,6 +258,7 @@ func TestBinaryExitCodes(t *testing.T) {
 		{[]string{"--qmqp", "--wait", "300ms", qmqpAddr}, 0, "open and silent"},
 		{[]string{"--json", "--qmqp", "--wait", "300ms", qmqpAddr}, 0, `"heard": "silence"`},
 		{[]string{"--qmtp", closed}, 2, "closed"},
+		{[]string{"--json", "--qmtp", closed}, 2, `"verdict": "down"`},
 		{[]string{"--qmtp", "--qmqp", "127.0.0.1"}, 100, "at most one of"},
 		{[]string{"--send", "x@example.test", "127.0.0.1:1234"}, 100, "--send needs one protocol"},
 		{[]string{"127.0.0.1", "--qmqp"}, 100, "options go before the first HOST"},

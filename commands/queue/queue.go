@@ -126,7 +126,7 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 						fmt.Fprintf(c.App.Writer, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
 					}
 					// The status line said it all; exitcode.Nagios numbers it.
-					return exitcode.Verdict(exitcode.Nagios, verdict)
+					return exitcode.Found(exitcode.Nagios, verdict)
 				},
 			},
 			{
@@ -181,18 +181,15 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 	}
 }
 
-// The check's verdicts, in the words of its status line (Nagios plugin
-// guidelines); exitcode.Nagios numbers them 0, 1, 2 and 3. UNKNOWN (the
-// check could not run) is a temporary failure.
+// The check's verdicts, whose String is their word on the status line
+// (Nagios plugin guidelines); exitcode.Nagios numbers them 0, 1, 2 and
+// 3. UNKNOWN is a check that could not run.
 const (
-	OK       = exitcode.OK
-	Warning  = exitcode.Warning
-	Critical = exitcode.Critical
-	Unknown  = exitcode.Temporary
+	OK       = exitcode.VerdictOK
+	Warning  = exitcode.VerdictWarning
+	Critical = exitcode.VerdictCritical
+	Unknown  = exitcode.VerdictUnknown
 )
-
-// statusWord is a verdict's word on the status line.
-var statusWord = map[exitcode.Class]string{OK: "OK", Warning: "WARNING", Critical: "CRITICAL", Unknown: "UNKNOWN"}
 
 func dirOf(c *cli.Context) (string, error) {
 	if d := c.String("dir"); d != "" {
@@ -414,7 +411,7 @@ type Limits struct {
 // verdict (OK, Warning, Critical or Unknown). Held messages are counted apart: an operator held
 // them on purpose. Files that are not messages (nobody can deliver them)
 // make it a WARNING at least.
-func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) exitcode.Class {
+func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) exitcode.Verdict {
 	l, err := messages(sp)
 	if err != nil {
 		fmt.Fprintf(w, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
@@ -435,7 +432,7 @@ func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) exitcode.Cla
 	}
 	verdict := OK
 	var why []string
-	raise := func(c exitcode.Class, reason string) { // Critical is worse than Warning
+	raise := func(c exitcode.Verdict, reason string) { // Critical is worse than Warning
 		if c > verdict {
 			verdict = c
 		}
@@ -456,7 +453,7 @@ func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) exitcode.Cla
 	if len(l.Malformed) > 0 {
 		raise(Warning, fmt.Sprintf("%d undeliverable file(s)", len(l.Malformed)))
 	}
-	word := statusWord[verdict]
+	word := verdict.String()
 	text := fmt.Sprintf("%d message(s) queued, oldest %s, %d held", count, spool.Age(oldest), held)
 	if len(why) > 0 {
 		text += ": " + strings.Join(why, ", ")

@@ -76,12 +76,43 @@ const (
 	Other      Heard = "other"       // bytes that are neither
 )
 
-// Verdict codes, also the exit codes for monitoring.
+// Verdict is a probe's judgement of a port, worst last (max of several
+// is the worst). JSON carries its name: "ok", "unexpected" or "down".
+type Verdict int
+
 const (
-	CodeOK         = 0 // the expected protocol
-	CodeUnexpected = 1 // something else answered, or a refusal
-	CodeDown       = 2 // closed, filtered or unreachable
+	OK         Verdict = iota // the expected protocol
+	Unexpected                // something else answered, or a refusal
+	Down                      // closed, filtered or unreachable
 )
+
+var verdictNames = []string{OK: "ok", Unexpected: "unexpected", Down: "down"}
+
+func (v Verdict) String() string {
+	if v >= 0 && int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
+}
+
+// MarshalText writes the verdict's name.
+func (v Verdict) MarshalText() ([]byte, error) {
+	if v < 0 || int(v) >= len(verdictNames) {
+		return nil, fmt.Errorf("probe: no verdict %d", int(v))
+	}
+	return []byte(verdictNames[v]), nil
+}
+
+// UnmarshalText reads a verdict's name.
+func (v *Verdict) UnmarshalText(b []byte) error {
+	for i, n := range verdictNames {
+		if string(b) == n {
+			*v = Verdict(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("probe: no verdict %q", proto.Printable(string(b), 40))
+}
 
 // Greeting is what was read from an open port, classified.
 type Greeting struct {
@@ -201,8 +232,8 @@ type PortResult struct {
 	ConnectMS float64  `json:"connect_ms"`
 	Error     string   `json:"error,omitempty"`
 	Greeting
-	Code int    `json:"code"` // CodeOK, CodeUnexpected or CodeDown
-	Note string `json:"note"`
+	Verdict Verdict `json:"verdict"`
+	Note    string  `json:"note"`
 }
 
 // Prober makes connections for probes.
@@ -257,7 +288,7 @@ func (p *Prober) Port(ctx context.Context, addr string, expect Protocol) PortRes
 	if err != nil {
 		res.State = ConnectState(err)
 		res.Error = err.Error()
-		res.Code = CodeDown
+		res.Verdict = Down
 		res.Note = map[State]string{Closed: "nothing listens", Filtered: "no answer to the connect", Unreachable: "cannot reach"}[res.State]
 		return res
 	}
@@ -274,41 +305,41 @@ func (p *Prober) Port(ctx context.Context, addr string, expect Protocol) PortRes
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		io.WriteString(conn, "QUIT\r\n")
 	}
-	res.Code, res.Note = judge(expect, res.Greeting)
+	res.Verdict, res.Note = judge(expect, res.Greeting)
 	return res
 }
 
 // judge compares what was heard with what was expected.
-func judge(expect Protocol, g Greeting) (int, string) {
+func judge(expect Protocol, g Greeting) (Verdict, string) {
 	heard := describe(g)
 	switch expect {
 	case QMQP, QMTP:
 		name := map[Protocol]string{QMQP: "QMQP", QMTP: "QMTP"}[expect]
 		switch g.Heard {
 		case Silence:
-			return CodeOK, "open and silent, as a " + name + " server is (it speaks only after a whole message)"
+			return OK, "open and silent, as a " + name + " server is (it speaks only after a whole message)"
 		case Netstring:
 			if g.Reply != nil && g.Reply.Status != "K" {
-				return CodeUnexpected, "refused before any data: " + heard
+				return Unexpected, "refused before any data: " + heard
 			}
-			return CodeUnexpected, "a netstring before any data, which " + name + " forbids: " + heard
+			return Unexpected, "a netstring before any data, which " + name + " forbids: " + heard
 		case SMTPBanner:
-			return CodeUnexpected, "an SMTP server, not " + name + ": " + heard
+			return Unexpected, "an SMTP server, not " + name + ": " + heard
 		}
-		return CodeUnexpected, heard
+		return Unexpected, heard
 	case SMTP:
 		if g.Heard == SMTPBanner && g.SMTPCode == 220 {
-			return CodeOK, "SMTP greeting: " + g.Banner
+			return OK, "SMTP greeting: " + g.Banner
 		}
 		if g.Heard == SMTPBanner {
-			return CodeUnexpected, "SMTP refusal: " + g.Banner
+			return Unexpected, "SMTP refusal: " + g.Banner
 		}
 		if g.Heard == Silence {
-			return CodeUnexpected, "no SMTP greeting (silent: QMQP or QMTP, or a slow greeter)"
+			return Unexpected, "no SMTP greeting (silent: QMQP or QMTP, or a slow greeter)"
 		}
-		return CodeUnexpected, "not SMTP: " + heard
+		return Unexpected, "not SMTP: " + heard
 	}
-	return CodeOK, heard
+	return OK, heard
 }
 
 func describe(g Greeting) string {

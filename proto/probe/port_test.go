@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"strings"
 	"testing"
@@ -13,23 +14,23 @@ import (
 // judged against what was expected.
 func TestPortJudges(t *testing.T) {
 	for _, c := range []struct {
-		says   string // "" says nothing; "hang-up" closes at once
-		expect Protocol
-		heard  Heard
-		code   int
-		note   string
+		says    string // "" says nothing; "hang-up" closes at once
+		expect  Protocol
+		heard   Heard
+		verdict Verdict
+		note    string
 	}{
-		{"", QMQP, Silence, CodeOK, "open and silent, as a QMQP server is"},
-		{"", SMTP, Silence, CodeUnexpected, "no SMTP greeting"},
-		{"12:DError: nope,", QMQP, Netstring, CodeUnexpected, `refused before any data: reply D "Error: nope"`},
-		{"5:hello,", QMTP, Netstring, CodeUnexpected, `a netstring before any data, which QMTP forbids: netstring "hello"`},
-		{"220 mx ESMTP\r\n", SMTP, SMTPBanner, CodeOK, "SMTP greeting: 220 mx ESMTP"},
-		{"220 mx ESMTP\r\n", QMTP, SMTPBanner, CodeUnexpected, "an SMTP server, not QMTP"},
-		{"554-no\r\n554 go away\r\n", SMTP, SMTPBanner, CodeUnexpected, "SMTP refusal: 554-no / 554 go away"},
+		{"", QMQP, Silence, OK, "open and silent, as a QMQP server is"},
+		{"", SMTP, Silence, Unexpected, "no SMTP greeting"},
+		{"12:DError: nope,", QMQP, Netstring, Unexpected, `refused before any data: reply D "Error: nope"`},
+		{"5:hello,", QMTP, Netstring, Unexpected, `a netstring before any data, which QMTP forbids: netstring "hello"`},
+		{"220 mx ESMTP\r\n", SMTP, SMTPBanner, OK, "SMTP greeting: 220 mx ESMTP"},
+		{"220 mx ESMTP\r\n", QMTP, SMTPBanner, Unexpected, "an SMTP server, not QMTP"},
+		{"554-no\r\n554 go away\r\n", SMTP, SMTPBanner, Unexpected, "SMTP refusal: 554-no / 554 go away"},
 		// 64 bytes or more: enough to judge without waiting for more.
-		{"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3, a banner of 64 bytes or more\r\n", SMTP, Other, CodeUnexpected,
+		{"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3, a banner of 64 bytes or more\r\n", SMTP, Other, Unexpected,
 			`not SMTP: unrecognised bytes "SSH-2.0-OpenSSH_9.2p1 Debian`},
-		{"hang-up", QMQP, HangUp, CodeUnexpected, "closed the connection without a word"},
+		{"hang-up", QMQP, HangUp, Unexpected, "closed the connection without a word"},
 	} {
 		stop := make(chan struct{})
 		addr := listen(t, func(conn net.Conn) {
@@ -52,8 +53,26 @@ func TestPortJudges(t *testing.T) {
 		p := &Prober{ConnectTimeout: 30 * time.Second, Wait: wait}
 		r := p.Port(context.Background(), addr, c.expect)
 		close(stop)
-		if r.State != Open || r.Heard != c.heard || r.Code != c.code || !strings.Contains(r.Note, c.note) {
+		if r.State != Open || r.Heard != c.heard || r.Verdict != c.verdict || !strings.Contains(r.Note, c.note) {
 			t.Errorf("%q expecting %s: %+v", c.says, c.expect, r)
 		}
+	}
+}
+
+// JSON carries a verdict's name, and reads it back.
+func TestVerdictJSON(t *testing.T) {
+	b, err := json.Marshal(PortResult{State: Closed, Verdict: Down})
+	if err != nil || !strings.Contains(string(b), `"verdict":"down"`) {
+		t.Fatalf("%s, %v", b, err)
+	}
+	var r PortResult
+	if err := json.Unmarshal(b, &r); err != nil || r.Verdict != Down {
+		t.Fatalf("read back %v, %v", r.Verdict, err)
+	}
+	if err := json.Unmarshal([]byte(`{"verdict":"fine"}`), &r); err == nil {
+		t.Error("an unknown verdict name was accepted")
+	}
+	if _, err := json.Marshal(PortResult{Verdict: 7}); err == nil {
+		t.Error("verdict 7 was written")
 	}
 }

@@ -39,7 +39,7 @@ type SendResult struct {
 	SendMS    float64 `json:"send_ms"`
 	ReplyMS   float64 `json:"first_reply_byte_ms"`
 	TotalMS   float64 `json:"total_ms"`
-	Code      int     `json:"code"`
+	Verdict   Verdict `json:"verdict"`
 }
 
 // TestMessage builds the small message --send submits, LF line ends.
@@ -127,7 +127,7 @@ func (p *Prober) Send(ctx context.Context, addr string, protocol Protocol, from,
 	if err != nil {
 		res.State = ConnectState(err)
 		res.Error = err.Error()
-		res.Code = CodeDown
+		res.Verdict = Down
 		return res
 	}
 	res.State = Open
@@ -163,12 +163,12 @@ func (p *Prober) Send(ctx context.Context, addr string, protocol Protocol, from,
 	res.TotalMS = ms(end.Sub(start))
 	if err != nil {
 		res.Error = err.Error()
-		res.Code = CodeUnexpected
+		res.Verdict = Unexpected
 		return res
 	}
 	res.Reply = replyJSON(reply)
 	if reply.Status != proto.OK {
-		res.Code = CodeUnexpected
+		res.Verdict = Unexpected
 	}
 	return res
 }

@@ -58,7 +58,7 @@ func TestSendSMTPTricklingGreeting(t *testing.T) {
 	defer cancel()
 	p := &Prober{ConnectTimeout: 2 * time.Second}
 	r := p.Send(ctx, addr, SMTP, "a@example.test", "b@example.test", time.Second)
-	if r.Code != CodeUnexpected || r.Reply != nil || !strings.Contains(r.Error, "greeting") || !strings.Contains(r.Error, "timed out") {
+	if r.Verdict != Unexpected || r.Reply != nil || !strings.Contains(r.Error, "greeting") || !strings.Contains(r.Error, "timed out") {
 		t.Fatalf("%+v, want a timeout waiting for the greeting", r)
 	}
 }
@@ -81,7 +81,7 @@ func TestSendSMTPEndlessReply(t *testing.T) {
 	})
 	p := &Prober{ConnectTimeout: 2 * time.Second}
 	r := p.Send(context.Background(), addr, SMTP, "a@example.test", "b@example.test", 5*time.Second)
-	if r.Code != CodeUnexpected || r.Reply != nil || !strings.Contains(r.Error, "protocol violation") {
+	if r.Verdict != Unexpected || r.Reply != nil || !strings.Contains(r.Error, "protocol violation") {
 		t.Fatalf("%+v", r)
 	}
 }
@@ -96,7 +96,7 @@ func TestSendSMTPRefusedGreeting(t *testing.T) {
 	})
 	p := &Prober{ConnectTimeout: 2 * time.Second}
 	r := p.Send(context.Background(), addr, SMTP, "a@example.test", "b@example.test", 5*time.Second)
-	if r.Code != CodeUnexpected || r.Reply == nil || r.Reply.Status != "D" || !strings.HasPrefix(r.Reply.Text, "554") ||
+	if r.Verdict != Unexpected || r.Reply == nil || r.Reply.Status != "D" || !strings.HasPrefix(r.Reply.Text, "554") ||
 		r.Error != "" || len(r.SMTP) != 1 || r.SMTP[0] != "greeting -> 554 5.7.1 go away" {
 		t.Fatalf("%+v", r)
 	}
@@ -125,7 +125,7 @@ func TestListenTricklingBanner(t *testing.T) {
 	defer close(stop)
 	p := &Prober{ConnectTimeout: 2 * time.Second, Wait: 300 * time.Millisecond}
 	r := p.Port(context.Background(), addr, SMTP)
-	if r.State != Open || r.Heard != SMTPBanner || r.SMTPCode != 220 || r.Code != CodeOK {
+	if r.State != Open || r.Heard != SMTPBanner || r.SMTPCode != 220 || r.Verdict != OK {
 		t.Fatalf("%+v", r)
 	}
 }
