@@ -74,8 +74,12 @@ func Main(args []string) int {
 		if name == "" {
 			name = filepath.Base(args[0])
 		}
+		if help, ok := personalityHelp(args); ok {
+			fmt.Fprint(os.Stdout, help)
+			return status(nil, p.Scheme)
+		}
 		err := p.Run(args)
-		report(os.Stderr, name, err)
+		reportPersonality(os.Stderr, name, args[0], err)
 		return status(err, p.Scheme)
 	}
 	app := App(os.Stdin, os.Stdout, os.Stderr)

@@ -3,12 +3,15 @@ package commands
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"qbox/commands/exitcode"
+	"qbox/commands/flush"
+	"qbox/commands/sendmail"
 )
 
 // The command-line contract: a usage error is one line on stderr that
@@ -38,6 +41,10 @@ func describeUsageError(c *cli.Context, err error) string {
 			s += fmt.Sprintf(" (did you mean %s?)", near)
 		}
 		return s
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		name = strings.TrimLeft(name, "-")
+		return fmt.Sprintf("-%s%s needs a value", dashes(name), name)
 	}
 	if rest, ok := strings.CutPrefix(msg, `invalid value "`); ok {
 		value, rest, _ := strings.Cut(rest, `" for flag `)
@@ -173,4 +180,48 @@ func setUsageErrors(prefix string, cmds []*cli.Command) {
 		}
 		setUsageErrors(name, c.Subcommands)
 	}
+}
+
+// synopses are the personalities whose command line can be wrong, with
+// their synopsis and manual page: `NAME --help` prints them, and their
+// usage errors end with "see 'NAME --help'", as qbox's commands' do.
+var synopses = map[string]struct{ synopsis, page string }{
+	"sendmail":     {sendmail.SendmailSynopsis, "sendmail(8)"},
+	"qmail-inject": {sendmail.QmailInjectSynopsis, "qmail-inject(8)"},
+	"maildirqmtp":  {flush.MaildirqmtpSynopsis, "maildirqmtp(1)"},
+	"maildirsmtp":  {flush.MaildirsmtpSynopsis, "maildirsmtp(1)"},
+}
+
+// synopsisOf is the synopsis of the personality argv0 names, if it has
+// one.
+func synopsisOf(argv0 string) (synopsis, page string, ok bool) {
+	name := filepath.Base(argv0)
+	if a, ok := Aliases[name]; ok {
+		name = a
+	}
+	s, ok := synopses[name]
+	return s.synopsis, s.page, ok
+}
+
+// personalityHelp is what a lone --help prints for a personality with a
+// synopsis: the usage lines and where the manual is.
+func personalityHelp(args []string) (string, bool) {
+	synopsis, page, ok := synopsisOf(args[0])
+	if !ok || len(args) != 2 || args[1] != "--help" {
+		return "", false
+	}
+	lines := strings.Split(synopsis, "\n")
+	return fmt.Sprintf("usage: %s\nSee %s (qbox man DIR writes the manual pages).\n",
+		strings.Join(lines, "\n       "), page), true
+}
+
+// reportPersonality prints a personality's error after name; a usage
+// error of one with a synopsis is printed as a qbox command's is (a
+// usage line as it is, and "see 'NAME --help'" at its end).
+func reportPersonality(stderr io.Writer, name, argv0 string, err error) {
+	if _, _, ok := synopsisOf(argv0); ok {
+		reportCommand(stderr, name, err)
+		return
+	}
+	report(stderr, name, err)
 }

@@ -2,7 +2,9 @@ package commands
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,29 +12,57 @@ import (
 )
 
 // A usage error, as a user meets it: one line on stderr naming the
-// problem and the nearest valid flag or command, nothing on stdout, and
-// the permanent exit status 100 (a script must not retry a typo).
+// problem and the nearest valid flag or command, then where to read more
+// ("see 'qbox CMD --help'", or the personality's own name), nothing on
+// stdout, and the permanent exit status (qbox's 100, sendmail's 64): a
+// script must not retry a typo.
 func TestUsageErrorsAreOneLine(t *testing.T) {
 	bin := testpeer.Binary(t)
+	links := t.TempDir()
+	for _, name := range []string{"sendmail", "qmail-inject", "maildirqmtp", "maildirsmtp"} {
+		if err := os.Symlink(bin, filepath.Join(links, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cases := []struct {
+		prog string // a personality; "" is qbox
 		args []string
 		want []string // substrings of the one stderr line
+		not  []string // and what it must not hold (a name said twice)
+		code int      // 0: 100
 	}{
-		{[]string{"inject", "--sever", "x"}, []string{"qbox inject: unknown flag --sever", "did you mean --server?", "qbox inject --help"}},
-		{[]string{"injet"}, []string{`unknown command "injet"`, `did you mean "inject"?`}},
-		{[]string{"serv", "--maildir", "x"}, []string{`unknown command "serv"`, `did you mean "serve"?`}},
-		{nil, []string{"usage: qbox COMMAND", "inject", "serve"}},
-		{[]string{"serve", "--timeout", "5"}, []string{`invalid value "5" for --timeout`, "a duration needs a unit, e.g. 5s"}},
-		{[]string{"flush-maildir", "--jsn"}, []string{"unknown flag --jsn", "did you mean --json?"}},
-		{[]string{"--bogus"}, []string{"qbox: unknown flag --bogus"}},
+		{args: []string{"serve", "--smtp"}, want: []string{"qbox serve: --smtp needs a value", "see 'qbox serve --help'"}},
+		{args: []string{"queue", "delete"}, want: []string{"qbox queue delete: ", "see 'qbox queue delete --help'"}, not: []string{"delete: qbox"}},
+		{args: []string{"queue", "show"}, want: []string{"qbox queue show: ", "see 'qbox queue show --help'"}, not: []string{"show: qbox"}},
+		{args: []string{"flush-maildir"}, want: []string{"usage: qbox flush-maildir ", "see 'qbox flush-maildir --help'"}, not: []string{"flush-maildir: usage"}},
+		{prog: "sendmail", args: []string{"-bz"}, want: []string{"sendmail: -bz is not supported", "see 'sendmail --help'"}, code: 64},
+		{prog: "qmail-inject", args: []string{"-Q"}, want: []string{"qmail-inject: fatal: unknown option -Q", "see 'qmail-inject --help'"}},
+		{prog: "maildirqmtp", want: []string{"usage: maildirqmtp DIR PREFIX HOST", "see 'maildirqmtp --help'"}, not: []string{"maildirqmtp: usage"}},
+		{prog: "maildirsmtp", args: []string{"d", "p", "h", ""}, want: []string{"maildirsmtp: the helohost argument is empty", "see 'maildirsmtp --help'"}},
+		{args: []string{"inject", "--sever", "x"}, want: []string{"qbox inject: unknown flag --sever", "did you mean --server?", "qbox inject --help"}},
+		{args: []string{"injet"}, want: []string{`unknown command "injet"`, `did you mean "inject"?`}},
+		{args: []string{"serv", "--maildir", "x"}, want: []string{`unknown command "serv"`, `did you mean "serve"?`}},
+		{args: nil, want: []string{"usage: qbox COMMAND", "inject", "serve"}},
+		{args: []string{"serve", "--timeout", "5"}, want: []string{`invalid value "5" for --timeout`, "a duration needs a unit, e.g. 5s"}},
+		{args: []string{"flush-maildir", "--jsn"}, want: []string{"unknown flag --jsn", "did you mean --json?"}},
+		{args: []string{"--bogus"}, want: []string{"qbox: unknown flag --bogus"}},
 	}
 	for _, tc := range cases {
-		t.Run(strings.Join(append([]string{"qbox"}, tc.args...), " "), func(t *testing.T) {
+		prog, path := tc.prog, filepath.Join(links, tc.prog)
+		if prog == "" {
+			prog, path = "qbox", bin
+		}
+		t.Run(strings.Join(append([]string{prog}, tc.args...), " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			cmd := exec.Command(bin, tc.args...)
+			cmd := exec.Command(path, tc.args...)
+			cmd.Stdin = strings.NewReader("")
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if code := testpeer.ExitCode(t, cmd.Run()); code != 100 {
-				t.Errorf("exit %d, want 100", code)
+			want := tc.code
+			if want == 0 {
+				want = 100
+			}
+			if code := testpeer.ExitCode(t, cmd.Run()); code != want {
+				t.Errorf("exit %d, want %d", code, want)
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("stdout holds %d bytes, want none:\n%s", stdout.Len(), stdout.String())
@@ -46,7 +76,39 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 					t.Errorf("stderr %q lacks %q", line, w)
 				}
 			}
+			for _, w := range tc.not {
+				if strings.Contains(line, w) {
+					t.Errorf("stderr %q holds %q", line, w)
+				}
+			}
 		})
+	}
+}
+
+// A personality whose command line can be wrong answers a lone --help
+// with its synopsis on stdout and exit 0, so the "see 'sendmail --help'"
+// of its usage errors leads somewhere.
+func TestPersonalityHelp(t *testing.T) {
+	bin := testpeer.Binary(t)
+	links := t.TempDir()
+	for name, want := range map[string]string{
+		"sendmail":     "usage: sendmail [-t]",
+		"qmail-inject": "usage: qmail-inject [-aAhHnN]",
+		"maildirqmtp":  "usage: maildirqmtp DIR PREFIX HOST[:PORT]\nSee maildirqmtp(1)",
+		"maildirsmtp":  "usage: maildirsmtp DIR PREFIX HOST[:PORT] HELOHOST\n",
+	} {
+		link := filepath.Join(links, name)
+		if err := os.Symlink(bin, link); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(link, "--help")
+		cmd.Stdin = strings.NewReader("")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if code := testpeer.ExitCode(t, err); code != 0 || !strings.HasPrefix(string(out), want) || stderr.Len() != 0 {
+			t.Errorf("%s --help: exit %d, stdout %q, stderr %q; want exit 0 and %q", name, code, out, stderr.String(), want)
+		}
 	}
 }
 
@@ -74,6 +136,12 @@ func TestHelpShowsNoLibraryArtefacts(t *testing.T) {
 		for _, bad := range []string{"(default: false)", " value ", "[ --", `(default: "`} {
 			if strings.Contains(string(out), bad) {
 				t.Errorf("qbox %v --help holds %q:\n%s", args, bad, out)
+			}
+		}
+		// One default a flag: not the usage's and urfave/cli's both.
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Count(strings.ToLower(line), "default") > 1 {
+				t.Errorf("qbox %v --help: two defaults in %q", args, line)
 			}
 		}
 	}

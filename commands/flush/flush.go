@@ -86,7 +86,8 @@ reached or the run was interrupted, 100 usage or configuration error.`,
 			&cli.IntFlag{Name: "rounds", Value: DefaultRounds, Usage: "at most `N` sessions per run (a session that ended early is retried while it makes progress)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: qmtp.ClientConnectTimeout, Usage: "connect timeout per address"},
 			&cli.DurationFlag{Name: "write-timeout", Value: qmtp.ClientWriteTimeout, Usage: "give up when a write stalls this long"},
-			&cli.DurationFlag{Name: "read-timeout", Value: qmtp.ClientReadTimeout, Usage: "deadline for each reply: complete within this of the later of the previous reply and the last write (SMTP, when given: each command's reply; default 5m)"},
+			&cli.DurationFlag{Name: "read-timeout", Value: qmtp.ClientReadTimeout, DefaultText: "10m; with --smtp 5m for each command's reply, RFC 5321's",
+				Usage: "deadline for each reply: complete within this of the later of the previous reply and the last write (SMTP: each command's reply)"},
 			&cli.StringFlag{Name: "smtp", Usage: "deliver over SMTP to `HOST[:PORT]` (port 25) instead of QMTP to HOST"},
 			&cli.StringFlag{Name: "helo", Usage: "with SMTP: the `NAME` to say EHLO with (default control/helohost, control/me, then the host name)"},
 			&cli.StringFlag{Name: "tls", Value: "opportunistic", Usage: "with SMTP: STARTTLS `MODE`: opportunistic (whenever offered), require (verify the certificate), none"},
@@ -293,6 +294,13 @@ func bounceServers(flags []string, getenv func(string) string) ([]string, error)
 	return servers, err
 }
 
+// The serialmail personalities' synopses: their man pages' SYNOPSIS,
+// their usage lines and what `maildirqmtp --help` prints.
+const (
+	MaildirqmtpSynopsis = "maildirqmtp DIR PREFIX HOST[:PORT]"
+	MaildirsmtpSynopsis = "maildirsmtp DIR PREFIX HOST[:PORT] HELOHOST"
+)
+
 // MaildirqmtpMain is serialmail's maildirqmtp: `maildirqmtp dir prefix
 // host`, bouncing permanent failures and giving up on messages deferred
 // for 14 days, exit 0/100/111 (exitcode.Qmail, applied by the caller).
@@ -304,7 +312,7 @@ func MaildirqmtpMain(args []string) error {
 
 func maildirqmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) != 4 {
-		return exitcode.Usage("usage: maildirqmtp dir prefix host")
+		return exitcode.Usage("usage: %s", MaildirqmtpSynopsis)
 	}
 	cfg, err := baseConfig(args[1], args[2], nil, getenv)
 	if err != nil {
@@ -334,7 +342,7 @@ func MaildirsmtpMain(args []string) error {
 
 func maildirsmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) != 5 {
-		return exitcode.Usage("usage: maildirsmtp dir prefix host helohost")
+		return exitcode.Usage("usage: %s", MaildirsmtpSynopsis)
 	}
 	if args[4] == "" {
 		return exitcode.Usage("the helohost argument is empty")

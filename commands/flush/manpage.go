@@ -12,7 +12,7 @@ var ManPages = []manpage.Page{{
 	Name:     "maildirqmtp",
 	Section:  1,
 	Usage:    "qbox as serialmail's maildirqmtp: send a maildir's mail to a QMTP server",
-	Synopsis: `maildirqmtp DIR PREFIX HOST[:PORT]`,
+	Synopsis: MaildirqmtpSynopsis,
 	Description: `serialmail's maildirqmtp, with its arguments: sends every message in DIR whose
 Delivered-To starts with PREFIX to the QMTP server HOST, over one pipelined
 connection, and removes each file only after the server's K. It is qbox
@@ -32,7 +32,7 @@ EXIT STATUS
 	Name:     "maildirsmtp",
 	Section:  1,
 	Usage:    "qbox as serialmail's maildirsmtp: send a maildir's mail to an SMTP server",
-	Synopsis: `maildirsmtp DIR PREFIX HOST[:PORT] HELOHOST`,
+	Synopsis: MaildirsmtpSynopsis,
 	Description: `serialmail's maildirsmtp, with its arguments: sends every message in DIR whose
 Delivered-To starts with PREFIX to the SMTP server HOST (port 25), saying EHLO
 (HELO when EHLO is refused) as HELOHOST, over one session, pipelined when the

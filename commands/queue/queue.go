@@ -84,7 +84,7 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 				Flags:     []cli.Flag{dirFlag},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
-						return exitcode.Usage("qbox queue show takes one message ID")
+						return exitcode.Usage("one message ID is needed (qbox queue list shows them)")
 					}
 					sp, err := open(c)
 					if err != nil {
@@ -216,7 +216,7 @@ func changeCommand(name, usage string, dirFlag cli.Flag, change func(*spool.Spoo
 		Flags:     []cli.Flag{dirFlag},
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
-				return exitcode.Usage("qbox queue %s takes one or more message IDs", name)
+				return exitcode.Usage("one or more message IDs are needed (qbox queue list shows them)")
 			}
 			sp, err := open(c)
 			if err != nil {

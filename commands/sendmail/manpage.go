@@ -9,13 +9,10 @@ import "qbox/commands/manpage"
 // man page generator (`make man`); left out of the shipped binary with the
 // generator (tag urfave_cli_no_docs).
 var ManPages = []manpage.Page{{
-	Name:    "sendmail",
-	Section: 8,
-	Usage:   "qbox as the system's sendmail: send a message over QMQP, spool it when no server takes it",
-	Synopsis: `sendmail [-t] [-i] [-f SENDER] [-F NAME] [-v] [RECIPIENT ...] < message
-sendmail -bs
-sendmail -bp
-sendmail -q [-v]`,
+	Name:     "sendmail",
+	Section:  8,
+	Usage:    "qbox as the system's sendmail: send a message over QMQP, spool it when no server takes it",
+	Synopsis: SendmailSynopsis,
 	Description: `Reads a message on stdin, completes its header as qmail-inject does (Date,
 Message-ID and From added when missing; Bcc, Resent-Bcc, Return-Path and
 Content-Length removed; CRLF becomes LF) and sends it over QMQP to the first
@@ -83,6 +80,11 @@ OPTIONS
                   list), a recipient or the sender contains the text,
                   case ignored; -q!R... negates; several of one letter
                   are alternatives, different letters must all hold
+   -A -B -e -G -h -L -m -N -n -O -o -p -R -U -V -X -x
+                  sendmail's, accepted and ignored without a word (those
+                  that take an argument take it: -h 3, -N never, -odi);
+                  -C FILE and unknown options are warned about on stderr,
+                  never fatal
 
 EXIT STATUS
 
@@ -99,7 +101,7 @@ EXIT STATUS
 	Name:     "qmail-inject",
 	Section:  8,
 	Usage:    "qbox as qmail-inject: complete a message's header and send it over QMQP",
-	Synopsis: `qmail-inject [-aAhHnN] [-f SENDER] [RECIPIENT ...] < message`,
+	Synopsis: QmailInjectSynopsis,
 	Description: `qmail-inject's interface in front of the same machinery as sendmail(8): the
 header is completed as qmail-inject does, under the control files in
 $QMAILHOME/control (me, defaulthost, defaultdomain, plusdomain, idhost) and

@@ -46,10 +46,10 @@ type Options struct {
 }
 
 // Options whose argument is the rest of the word or, when nothing is
-// attached, the next word. -C (configuration file) and -h (hop count) are
-// sendmail's; they are listed so their argument is not mistaken for a
-// recipient.
-const withArgument = "fFrobNRVLOXBepCh"
+// attached, the next word. -A (sendmail's -Ac/-Am), -C (configuration
+// file) and -h (hop count) are sendmail's; they are listed so their
+// argument is not mistaken for a recipient.
+const withArgument = "fFrobNRVLOXBepChA"
 
 // ParseOptions parses sendmail's arguments (without argv[0]) the lenient
 // way: unknown options produce a warning, never a failure; parsing stops
@@ -147,11 +147,15 @@ func (o *Options) option(c byte, val string) {
 				o.UsageError = fmt.Sprintf("-b%s is not supported (only -bm, -bp, -bs and -bi)", val)
 			}
 		}
-	case 'C', 'h':
-		o.warn("option -%c %s ignored", c, val)
+	case 'C':
+		// Another configuration file: qbox has none, so say so.
+		o.warn("option -C %s ignored (qbox reads no sendmail configuration)", val)
 	default:
-		// -N dsn, -R ret, -V envid, -L tag, -O opt=val, -X log, -B type,
-		// -e x, -p proto: accepted and ignored without a word.
+		// -A c|m, -h hops, -N dsn, -R ret, -V envid, -L tag, -O
+		// opt=val, -X log, -B type, -e x, -p proto: accepted and ignored
+		// without a word (cron and mail programs pass them on every run;
+		// a warning would be mailed every time). README and sendmail(8)
+		// list the same set.
 	}
 }
 

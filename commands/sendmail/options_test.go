@@ -144,6 +144,13 @@ func TestParseOptions(t *testing.T) {
 			want: Options{Recipients: []string{"x"}},
 		},
 		{
+			// README's "accepted and ignored": no warning, which cron
+			// would mail on every run.
+			name: "accepted and ignored, silently",
+			args: []string{"-Ac", "-A", "m", "-h", "3", "-h5", "-odi", "-oem", "-Nfailure,delay", "-Rhdrs", "-U", "-G", "-n", "-m", "-x", "-i", "x"},
+			want: Options{IgnoreDots: true, Recipients: []string{"x"}},
+		},
+		{
 			name: "-E and -J swallow the rest",
 			args: []string{"-Eanything", "-Jt", "x"},
 			want: Options{Recipients: []string{"x"}},
@@ -166,7 +173,7 @@ func TestParseOptions(t *testing.T) {
 		{
 			name: "-C consumes its argument",
 			args: []string{"-C", "/etc/mail/sendmail.cf", "x"},
-			want: Options{Recipients: []string{"x"}, Warnings: []string{"option -C /etc/mail/sendmail.cf ignored"}},
+			want: Options{Recipients: []string{"x"}, Warnings: []string{"option -C /etc/mail/sendmail.cf ignored (qbox reads no sendmail configuration)"}},
 		},
 		{
 			name: "parsing stops at the first non-option",
