@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -212,7 +213,9 @@ func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.
 			"sender", proto.Printable(env.Sender, 1000), "recipients", len(good), "size", d.size, "err", err)
 		reply = proto.Z(tempText(err))
 	} else {
-		reply = proto.K("ok " + strconv.FormatInt(d.store.now().Unix(), 10) + " stored as " + key)
+		reply = proto.K(shortReply(key, d.store.now()))
+		d.store.logger().Info("maildir stored", "reply", reply.Text, "path", filepath.Join(d.store.Dir, "new", key),
+			"files", len(good))
 	}
 	for i := range replies {
 		if replies[i].Status == 0 {
@@ -220,6 +223,21 @@ func (d *storeDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.
 		}
 	}
 	return replies
+}
+
+// shortReply is the K text for a stored message, as short as
+// qmail-qmtpd's "ok 1234567890 qp 12345" (QMTP repeats it to every
+// recipient, and on a slow line those bytes cost more than round trips):
+// the key's seconds and its Q number, "ok 1765065600 Q42", which name the
+// first file's key (TIME.PpidQnR...). The log line "maildir stored"
+// carries the same text and the file's full path.
+func shortReply(key string, now time.Time) string {
+	q, r := strings.IndexByte(key, 'Q'), strings.IndexByte(key, 'R')
+	dot := strings.IndexByte(key, '.')
+	if dot <= 0 || q <= dot || r <= q {
+		return "ok " + strconv.FormatInt(now.Unix(), 10)
+	}
+	return "ok " + key[:dot] + " " + key[q:r]
 }
 
 // ReplyUnwritableAddress answers an address the store refuses to write

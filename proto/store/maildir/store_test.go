@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -332,5 +333,45 @@ func TestStoreLogsRemote(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), " remote=127.0.0.1 ") || strings.Contains(log.String(), "remote_ip") {
 		t.Fatalf("log %q: want remote=127.0.0.1", log.String())
+	}
+}
+
+// The K text is as short as qmail-qmtpd's (QMTP sends it once per
+// recipient), names the first file's key by its seconds and Q number, and
+// the "maildir stored" log line pairs that text with the file's full path.
+func TestStoreShortReply(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	s := testStore(t, dir)
+	var log bytes.Buffer
+	s.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	env := proto.Envelope{Sender: "a@example.test", Recipients: []string{"b@example.test", "c@example.test"}}
+	replies := deliver(t, s, testPeer, []byte("Subject: hi\n\nbody\n"), 5, env)
+	wantAll(t, replies, 2, proto.OK)
+	text := replies[0].Text
+	if len(text) > 24 || replies[1].Text != text {
+		t.Fatalf("K texts %q, %q: want one text of at most 24 bytes (qmail-qmtpd's size)", text, replies[1].Text)
+	}
+	f := strings.Fields(text)
+	if len(f) != 3 || f[0] != "ok" || !strings.HasPrefix(f[2], "Q") {
+		t.Fatalf("K text %q, want \"ok SECONDS Qn\"", text)
+	}
+	var named string
+	for name := range dirFiles(t, filepath.Join(dir, "new")) {
+		if strings.HasPrefix(name, f[1]+".P") && strings.Contains(name, f[2]+"R") {
+			named = name
+		}
+	}
+	if named == "" {
+		t.Fatalf("K text %q names no file in new/", text)
+	}
+	want := "path=" + filepath.Join(dir, "new", named)
+	if !strings.Contains(log.String(), `reply="`+text+`"`) || !strings.Contains(log.String(), want) {
+		t.Errorf("log %q: want the reply text and %s on one line", log.String(), want)
+	}
+}
+
+func TestShortReplyUnknownKey(t *testing.T) {
+	if got := shortReply("odd-name", fixedTime); got != "ok "+strconv.FormatInt(fixedTime.Unix(), 10) {
+		t.Errorf("shortReply(odd-name) = %q", got)
 	}
 }
