@@ -11,7 +11,6 @@ package netstring
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 )
 
@@ -42,8 +41,17 @@ var (
 	ErrUnexpectedEOF       = errors.New("netstring: unexpected end of input")
 	// ErrOverrun wraps ErrTooLong: the limit exceeded is what is left of
 	// the outer netstring.
-	ErrOverrun = fmt.Errorf("%w: inner netstring overruns the outer one", ErrTooLong)
+	ErrOverrun error = &overrunError{}
 )
+
+// overrunError is ErrOverrun: a plain type rather than fmt.Errorf, whose
+// first call (at package initialisation) every process start paid.
+type overrunError struct{}
+
+func (*overrunError) Error() string {
+	return ErrTooLong.Error() + ": inner netstring overruns the outer one"
+}
+func (*overrunError) Unwrap() error { return ErrTooLong }
 
 // byteReader is what the parser needs from its source: byte-wise reads for
 // the header and bulk reads for the body.
