@@ -31,7 +31,8 @@ type linkBatch struct {
 	files  []*os.File // open, unnamed
 	parked []string   // names in tmp/ of the files already closed
 	names  []string   // linked or renamed into new/ so far
-	done   bool
+	done   bool       // Sync, Commit or Abort was called
+	linked bool       // Link or Abort was called, or Sync failed
 }
 
 // oTmpfile is O_TMPFILE: __O_TMPFILE (0x400000 on every architecture Go
@@ -83,28 +84,45 @@ func (b *linkBatch) park() error {
 }
 
 func (b *linkBatch) Commit() ([]string, error) {
+	return commitAlone(b, b.dir)
+}
+
+// Sync fsyncs every file, the parked ones opened again one at a time. On
+// an error the batch is finished: its files closed, nothing left in tmp/.
+func (b *linkBatch) Sync() error {
 	if b.done {
-		return nil, errors.New("maildir: batch already finished")
+		return errors.New("maildir: batch already finished")
 	}
 	b.done = true
-	defer b.closeAll()
 	for _, key := range b.parked {
 		if err := syncPath(filepath.Join(b.dir, "tmp", key)); err != nil {
-			b.removeParked()
-			return nil, err
+			b.Abort()
+			return err
 		}
 	}
 	for _, f := range b.files {
 		if err := f.Sync(); err != nil {
-			b.removeParked()
-			return nil, fmt.Errorf("maildir: fsync: %w", err)
+			b.Abort()
+			return fmt.Errorf("maildir: fsync: %w", err)
 		}
 	}
+	return nil
+}
+
+// Link gives every file, already Sync'd, its name in new/ (the parked
+// ones renamed from tmp/) and closes them. On an error no name of the
+// batch is left in new/ or tmp/.
+func (b *linkBatch) Link() ([]string, error) {
+	if !b.done || b.linked {
+		return nil, errors.New("maildir: Link without a successful Sync")
+	}
+	b.linked = true
+	defer b.closeAll()
 	newDir := filepath.Join(b.dir, "new")
 	for _, key := range b.parked {
 		dst := filepath.Join(newDir, key)
 		if err := os.Rename(filepath.Join(b.dir, "tmp", key), dst); err != nil {
-			b.unlinkAll()
+			b.Unlink()
 			return nil, fmt.Errorf("maildir: %w", err)
 		}
 		b.names = append(b.names, dst)
@@ -112,23 +130,21 @@ func (b *linkBatch) Commit() ([]string, error) {
 	for _, f := range b.files {
 		dst := filepath.Join(newDir, NewKey())
 		if err := linkFD(f, dst); err != nil {
-			b.unlinkAll()
+			b.Unlink()
 			return nil, fmt.Errorf("maildir: link into new/: %w", err)
 		}
 		b.names = append(b.names, dst)
 	}
-	if err := SyncDir(newDir); err != nil {
-		b.unlinkAll()
-		return nil, err
-	}
 	return b.names, nil
 }
 
+// Abort discards every file not yet in new/: a no-op after Link (or
+// Commit).
 func (b *linkBatch) Abort() {
-	if b.done {
+	if b.linked {
 		return
 	}
-	b.done = true
+	b.done, b.linked = true, true
 	b.closeAll() // unnamed: closing frees them
 	b.removeParked()
 }
@@ -140,8 +156,9 @@ func (b *linkBatch) closeAll() {
 	b.files = nil
 }
 
-// unlinkAll removes every name the batch gave, in new/ and in tmp/.
-func (b *linkBatch) unlinkAll() {
+// Unlink removes every name the batch gave, in new/ and in tmp/: Link's
+// undo when the fsync of new/ failed.
+func (b *linkBatch) Unlink() {
 	for _, n := range b.names {
 		os.Remove(n)
 	}

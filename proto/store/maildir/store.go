@@ -31,8 +31,13 @@ const DefaultSpoolInMemory = 64 << 10
 //	message...
 //
 // A recipient's K is given only after all files of the message are
-// fsync'd, renamed into new/ and new/ itself is fsync'd. Any failure
-// answers Z for every recipient and leaves nothing in new/.
+// fsync'd, named in new/ and new/ itself is fsync'd. Any failure
+// answers Z for every recipient and leaves nothing in new/. Concurrent
+// deliveries share the fsync of new/ (a group commit, see group): one
+// fsync covers the names of every message committed meanwhile, and a
+// failure of it answers Z for all of them.
+//
+// A Store must not be copied after first use.
 type Store struct {
 	Dir string
 	// Hostname names this server in the Received line; empty means the
@@ -46,6 +51,11 @@ type Store struct {
 	Logger *slog.Logger
 	// Now is the clock for the Received line; nil means time.Now.
 	Now func() time.Time
+
+	// group shares the fsync of new/ among concurrent deliveries.
+	group group
+	// syncDir, when set, replaces SyncDir for new/ (tests).
+	syncDir func(string) error
 }
 
 // NewStore creates the maildir dir (tmp/, new/, cur/) if missing and
@@ -248,10 +258,15 @@ var ReplyUnwritableAddress = proto.D("sorry, I can't accept addresses like that 
 // without O_TMPFILE: the store falls back to Batch.
 var errTmpfileUnsupported = errors.New("maildir: O_TMPFILE not supported")
 
-// fileBatch is what deliver needs from Batch and linkBatch.
+// fileBatch is what deliver and the group commit need from Batch and
+// linkBatch: Commit is Sync, Link, the fsync of new/, and Unlink if that
+// failed; the group commit runs the steps itself.
 type fileBatch interface {
 	Create() (*os.File, error)
 	Commit() ([]string, error)
+	Sync() error
+	Link() ([]string, error)
+	Unlink()
 	Abort()
 }
 
@@ -293,7 +308,7 @@ func (s *Store) deliver(ctx context.Context, d *storeDelivery, sender string, rc
 			return "", fmt.Errorf("maildir: write file %d of %d: %w", i+1, len(rcpts), err)
 		}
 	}
-	paths, err := b.Commit()
+	paths, err := s.group.commit(b, s.Dir, s.syncDirFunc())
 	if err != nil {
 		return "", err
 	}
@@ -348,6 +363,13 @@ func (s *Store) now() time.Time {
 		return s.Now()
 	}
 	return time.Now()
+}
+
+func (s *Store) syncDirFunc() func(string) error {
+	if s.syncDir != nil {
+		return s.syncDir
+	}
+	return SyncDir
 }
 
 func (s *Store) logger() *slog.Logger {

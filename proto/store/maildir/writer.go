@@ -115,11 +115,13 @@ const MaxOpenFiles = 4
 // renamed into new/, and new/ is fsync'd once for the whole batch. At most
 // MaxOpenFiles of them are open at a time.
 type Batch struct {
-	dir  string
-	open []*os.File // the newest files, still open; the others are closed
-	keys []string   // every file's name in tmp/
-	err  error      // closing an older file failed
-	done bool
+	dir    string
+	open   []*os.File // the newest files, still open; the others are closed
+	keys   []string   // every file's name in tmp/
+	paths  []string   // the names Link gave in new/
+	err    error      // closing an older file failed
+	done   bool       // Sync (or Commit, or Abort) was called
+	linked bool       // Link (or Abort) was called
 }
 
 // NewBatch starts a batch for the maildir dir (which must exist).
@@ -166,8 +168,31 @@ func syncPath(path string) error {
 // tmp/, so a caller that answers Z never leaves a copy behind that a later
 // retry would duplicate.
 func (b *Batch) Commit() ([]string, error) {
+	return commitAlone(b, b.dir)
+}
+
+// commitAlone is a batch's whole commit without a group: Sync, Link and
+// the fsync of new/, Unlink on any failure.
+func commitAlone(b fileBatch, dir string) ([]string, error) {
+	if err := b.Sync(); err != nil {
+		return nil, err
+	}
+	paths, err := b.Link()
+	if err == nil {
+		err = SyncDir(filepath.Join(dir, "new"))
+	}
+	if err != nil {
+		b.Unlink()
+		return nil, err
+	}
+	return paths, nil
+}
+
+// Sync is the first step of Commit: every file fsync'd and closed. On an
+// error the batch is finished and nothing of it is left in tmp/.
+func (b *Batch) Sync() error {
 	if b.done {
-		return nil, errors.New("maildir: batch already finished")
+		return errors.New("maildir: batch already finished")
 	}
 	b.done = true
 	err := b.err
@@ -188,41 +213,56 @@ func (b *Batch) Commit() ([]string, error) {
 	b.open = nil
 	if err != nil {
 		b.removeTmp()
-		return nil, err
+		b.keys, b.linked = nil, true // nothing left to link or abort
 	}
+	return err
+}
+
+// Link is the second step of Commit, after Sync: every file renamed into
+// new/, which the caller then fsyncs (once for any number of batches).
+// It returns the paths in new/; on an error, none is left there.
+func (b *Batch) Link() ([]string, error) {
+	if !b.done || b.linked {
+		return nil, errors.New("maildir: Link without a successful Sync")
+	}
+	b.linked = true
 	paths := make([]string, 0, len(b.keys))
 	for _, key := range b.keys {
 		dst := filepath.Join(b.dir, "new", key)
-		if e := os.Rename(filepath.Join(b.dir, "tmp", key), dst); e != nil {
-			err = fmt.Errorf("maildir: %w", e)
-			break
+		if err := os.Rename(filepath.Join(b.dir, "tmp", key), dst); err != nil {
+			b.paths = paths
+			b.Unlink()
+			return nil, fmt.Errorf("maildir: %w", err)
 		}
 		paths = append(paths, dst)
 	}
-	if err == nil {
-		err = SyncDir(filepath.Join(b.dir, "new"))
-	}
-	if err != nil {
-		for _, p := range paths {
-			os.Remove(p)
-		}
-		b.removeTmp()
-		return nil, err
-	}
+	b.paths = paths
 	return paths, nil
 }
 
-// Abort closes and removes every file of the batch.
+// Unlink undoes Link when the fsync of new/ failed: every name it gave
+// in new/ (and any left in tmp/) is removed, so a Z leaves no copy.
+func (b *Batch) Unlink() {
+	for _, p := range b.paths {
+		os.Remove(p)
+	}
+	b.paths = nil
+	b.removeTmp()
+}
+
+// Abort closes and removes every file of the batch not yet in new/: a
+// no-op after Link (or Commit).
 func (b *Batch) Abort() {
-	if b.done {
+	if b.linked {
 		return
 	}
-	b.done = true
+	b.done, b.linked = true, true
 	for _, f := range b.open {
 		f.Close()
 	}
 	b.open = nil
 	b.removeTmp()
+	b.keys = nil
 }
 
 func (b *Batch) removeTmp() {
