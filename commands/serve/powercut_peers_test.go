@@ -350,3 +350,123 @@ func TestPowerCutQueueProgramKeepsEveryK(t *testing.T) {
 	t.Logf("%d files promised, %d operations recorded (%s); %d cut points checked under %d models",
 		len(acks.at), l.Len(), l.Summary(), len(pts), len(crashfs.Models))
 }
+
+// largestGroup is the most names given in one directory (link, or
+// rename into it) that a single fsync of it made durable: above 1, one
+// fsync of new/ covered several messages (serve's group commit).
+func largestGroup(l *crashfs.Log) int {
+	since := map[int]int{} // directory -> names given since its last fsync
+	largest := 0
+	for _, o := range l.Ops {
+		switch o.Kind {
+		case crashfs.OpLink:
+			since[o.Dir]++
+		case crashfs.OpRename:
+			since[o.Dir2]++
+		case crashfs.OpFsyncDir:
+			largest = max(largest, since[o.Ino])
+			since[o.Ino] = 0
+		}
+	}
+	return largest
+}
+
+// The group commit under power cuts: many QMQP clients at once (one
+// message per connection) and a QMTP session committing its pipelined
+// packages in parallel, so that concurrent deliveries share the fsync of
+// new/ (rounds go on until the record shows an fsync of new/ covering
+// several messages). Then at every sync point, every reply and a sample
+// of the rest (every operation under `make crashtest`), under each
+// model: every file whose K the client read is in new/, whole; every file
+// in new/ is whole and there once.
+func TestPowerCutConcurrentGroupCommit(t *testing.T) {
+	fsys := crashfs.Mount(t, t.TempDir())
+	s := startServe(t, "--maildir", filepath.Join(fsys.Dir, "Maildir"))
+	acks := &ackLog{fsys: fsys, at: map[delivered]int{}, sent: map[delivered]bool{}, msgs: map[string][]byte{}}
+	const clients, perClient, qmtpPackages = 10, 2, 10
+	rcptCount := func(i int) int { return []int{1, 1, 2, 1, 3}[i%5] }
+	round := func(r int) {
+		var wg sync.WaitGroup
+		errs := make(chan error, clients+1)
+		for g := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := &qmqp.Client{Servers: []string{s.qmqp}, Timeout: time.Minute}
+				for i := range perClient {
+					token := fmt.Sprintf("gc-qmqp-%d-%d-%d", r, g, i)
+					rcpts := crashRcpts(token, rcptCount(g+i))
+					msg := acks.message(token)
+					acks.send(token, rcpts)
+					reply, err := c.Send(context.Background(), proto.Envelope{Sender: "cut@example.test", Recipients: rcpts}, bytes.NewReader(msg), int64(len(msg)))
+					if err != nil || reply.Status != proto.OK {
+						errs <- fmt.Errorf("qmqp %s: %v %v", token, reply, err)
+						return
+					}
+					for _, rc := range rcpts {
+						acks.ack(token, rc)
+					}
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() { // QMTP: the session commits its packages in parallel
+			defer wg.Done()
+			var pkgs []qmtp.Package
+			var tokens []string
+			for i := range qmtpPackages {
+				token := fmt.Sprintf("gc-qmtp-%d-%d", r, i)
+				msg := acks.message(token)
+				rcpts := crashRcpts(token, rcptCount(i))
+				acks.send(token, rcpts)
+				tokens = append(tokens, token)
+				pkgs = append(pkgs, qmtp.Package{Sender: "cut@example.test", Recipients: rcpts, Size: int64(len(msg)),
+					Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(msg)), nil }})
+			}
+			c := &qmtp.Client{ReadTimeout: time.Minute, WriteTimeout: time.Minute}
+			_, err := c.Deliver(context.Background(), []string{s.qmtp}, pkgs, func(res qmtp.RecipientResult) {
+				if res.FromServer && res.Reply.Status == proto.OK {
+					acks.ack(tokens[res.Package], pkgs[res.Package].Recipients[res.Recipient])
+				} else {
+					errs <- fmt.Errorf("qmtp %s: %v", tokens[res.Package], res.Reply)
+				}
+			})
+			if err != nil {
+				errs <- fmt.Errorf("qmtp session: %v", err)
+			}
+		}()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	var l *crashfs.Log
+	for r := 0; ; r++ {
+		round(r)
+		var err error
+		if l, err = fsys.Log(); err != nil {
+			t.Fatal(err)
+		}
+		if largestGroup(l) > 1 {
+			break
+		}
+		if r == 9 {
+			t.Fatalf("10 rounds of %d concurrent clients and no fsync of new/ covered two messages", clients+1)
+		}
+	}
+	pts := cutPoints(l, acks.at)
+	checked := 0
+	err := l.Images(pts, crashfs.Models, func(k int, img *crashfs.Image) error {
+		checked++
+		return checkMaildirImage(img, "Maildir", k, acks)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d files promised, %d operations recorded (%s); largest group %d names under one fsync; %d cut points checked under %d models (%d images)",
+		len(acks.at), l.Len(), l.Summary(), largestGroup(l), len(pts), len(crashfs.Models), checked)
+}

@@ -3,9 +3,11 @@ package maildir
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"qbox/proto"
@@ -14,9 +16,10 @@ import (
 // syncer is an injected fsync of new/: each call reports how many names
 // new/ holds and waits until the test lets it return (with err).
 type syncer struct {
-	t     *testing.T
-	calls chan int   // names in new/ at each call
-	ret   chan error // what the call returns
+	t        *testing.T
+	calls    chan int     // names in new/ at each call
+	ret      chan error   // what the call returns
+	returned atomic.Int32 // calls that returned success
 }
 
 func newSyncer(t *testing.T) *syncer {
@@ -32,7 +35,11 @@ func (y *syncer) sync(dir string) error {
 	if err := <-y.ret; err != nil {
 		return err
 	}
-	return SyncDir(dir)
+	if err := SyncDir(dir); err != nil {
+		return err
+	}
+	y.returned.Add(1)
+	return nil
 }
 
 // groupStore is a Store whose fsync of new/ is y, and whose group
@@ -40,25 +47,38 @@ func (y *syncer) sync(dir string) error {
 func groupStore(t *testing.T, y *syncer) (*Store, chan int) {
 	s := testStore(t, t.TempDir())
 	s.syncDir = y.sync
+	s.Logger = slog.New(slog.DiscardHandler)
 	queued := make(chan int, 1000)
 	s.group.onQueue = func(n int) { queued <- n }
 	return s, queued
 }
 
-// commitAsync delivers a one-recipient message in a goroutine; its
-// replies arrive on the returned channel.
-func commitAsync(t *testing.T, s *Store, i int) chan []proto.Reply {
-	out := make(chan []proto.Reply, 1)
+// committed is what commitAsync's Commit returned, and how many fsyncs
+// of new/ had returned by then (y's; 0 without y).
+type committed struct {
+	replies []proto.Reply
+	synced  int32
+}
+
+// commitAsync delivers a one-recipient message in a goroutine; the
+// outcome arrives on the returned channel.
+func commitAsync(t *testing.T, s *Store, y *syncer, i int) chan committed {
+	out := make(chan committed, 1)
 	go func() {
 		msg := []byte(fmt.Sprintf("Subject: %d\n\nbody %d\n", i, i))
 		env := proto.Envelope{Sender: "s@example.test", Recipients: []string{fmt.Sprintf("r%d@example.test", i)}}
 		d, err := s.Begin(t.Context(), testPeer, int64(len(msg)))
 		if err != nil {
-			out <- []proto.Reply{proto.Z(err.Error())}
+			out <- committed{replies: []proto.Reply{proto.Z(err.Error())}}
 			return
 		}
 		d.Write(msg)
-		out <- d.Commit(t.Context(), env)
+		r := d.Commit(t.Context(), env)
+		c := committed{replies: r}
+		if y != nil {
+			c.synced = y.returned.Load()
+		}
+		out <- c
 	}()
 	return out
 }
@@ -72,23 +92,35 @@ func countNew(t *testing.T, s *Store) int {
 	return len(entries)
 }
 
-// No K before the fsync of new/ has returned: while the (injected) fsync
-// is held, the message's name is in new/ and its Commit has not
-// returned; once it returns, K.
+// No K before the fsync of new/ has returned: the fsync is called with
+// the message's name in new/, and Commit returns K only after that fsync
+// has returned (checked when Commit returns, so a K given early is
+// caught whatever the goroutines' timing).
 func TestGroupNoKBeforeDirSync(t *testing.T) {
 	y := newSyncer(t)
 	s, _ := groupStore(t, y)
-	replies := commitAsync(t, s, 1)
+	out := make(chan int32, 1)
+	go func() {
+		msg := []byte("Subject: 1\n\nbody\n")
+		d, err := s.Begin(t.Context(), testPeer, int64(len(msg)))
+		if err != nil {
+			t.Error(err)
+			out <- -1
+			return
+		}
+		d.Write(msg)
+		replies := d.Commit(t.Context(), proto.Envelope{Sender: "s@example.test", Recipients: []string{"r1@example.test"}})
+		synced := y.returned.Load() // first, before anything else can run
+		wantAll(t, replies, 1, proto.OK)
+		out <- synced
+	}()
 	if n := <-y.calls; n != 1 {
 		t.Fatalf("fsync of new/ with %d names in it, want 1", n)
 	}
-	select {
-	case r := <-replies:
-		t.Fatalf("replies %v before the fsync of new/ returned", r)
-	default:
-	}
 	y.ret <- nil
-	wantAll(t, <-replies, 1, proto.OK)
+	if synced := <-out; synced != 1 {
+		t.Fatalf("Commit returned K when %d fsyncs of new/ had returned, want 1", synced)
+	}
 	if n := countNew(t, s); n != 1 {
 		t.Fatalf("%d files in new/, want 1", n)
 	}
@@ -101,37 +133,44 @@ func TestGroupNoKBeforeDirSync(t *testing.T) {
 func TestGroupSharesOneDirSync(t *testing.T) {
 	y := newSyncer(t)
 	s, queued := groupStore(t, y)
-	first := commitAsync(t, s, 0)
+	first := commitAsync(t, s, y, 0)
 	<-y.calls // the first delivery's fsync, held
 	<-queued
 	const more = MaxGroup + 6
-	var waiting []chan []proto.Reply
+	var waiting []chan committed
 	for i := 1; i <= more; i++ {
-		waiting = append(waiting, commitAsync(t, s, i))
+		waiting = append(waiting, commitAsync(t, s, y, i))
 	}
 	for n := 0; n != more; {
 		n = <-queued
 	}
 	y.ret <- nil
-	wantAll(t, <-first, 1, proto.OK)
-	// The next group: MaxGroup messages linked, one fsync, no reply yet.
+	if c := <-first; c.synced != 1 {
+		t.Fatalf("first delivery: %v after %d fsyncs of new/, want 1", c.replies, c.synced)
+	}
+	// The next group: MaxGroup messages named in new/, then one fsync.
 	if n := <-y.calls; n != 1+MaxGroup {
 		t.Fatalf("second fsync of new/ with %d names in it, want %d", n, 1+MaxGroup)
 	}
-	for i, w := range waiting {
-		select {
-		case r := <-w:
-			t.Fatalf("delivery %d replied %v before its fsync of new/ returned", i+1, r)
-		default:
-		}
-	}
 	y.ret <- nil
+	// The rest: one more group.
 	if n := <-y.calls; n != 1+more {
 		t.Fatalf("third fsync of new/ with %d names in it, want %d", n, 1+more)
 	}
 	y.ret <- nil
-	for _, w := range waiting {
-		wantAll(t, <-w, 1, proto.OK)
+	early := 0 // released by the second fsync: at most MaxGroup
+	for i, w := range waiting {
+		c := <-w
+		wantAll(t, c.replies, 1, proto.OK)
+		if c.synced < 2 {
+			t.Errorf("delivery %d: K after %d fsyncs of new/, want 2 or 3", i+1, c.synced)
+		}
+		if c.synced == 2 {
+			early++
+		}
+	}
+	if early > MaxGroup {
+		t.Errorf("%d deliveries released by one fsync of new/, want at most %d", early, MaxGroup)
 	}
 	if n := countNew(t, s); n != 1+more {
 		t.Fatalf("%d files in new/, want %d", n, 1+more)
@@ -147,33 +186,33 @@ func TestGroupSharesOneDirSync(t *testing.T) {
 func TestGroupFailureFailsWholeGroup(t *testing.T) {
 	y := newSyncer(t)
 	s, queued := groupStore(t, y)
-	first := commitAsync(t, s, 0)
+	first := commitAsync(t, s, y, 0)
 	<-y.calls
 	<-queued
 	const more = 5
-	var waiting []chan []proto.Reply
+	var waiting []chan committed
 	for i := 1; i <= more; i++ {
-		waiting = append(waiting, commitAsync(t, s, i))
+		waiting = append(waiting, commitAsync(t, s, y, i))
 	}
 	for n := 0; n != more; {
 		n = <-queued
 	}
 	y.ret <- nil
-	wantAll(t, <-first, 1, proto.OK)
+	wantAll(t, (<-first).replies, 1, proto.OK)
 	if n := <-y.calls; n != 1+more {
 		t.Fatalf("second fsync of new/ with %d names in it, want %d", n, 1+more)
 	}
 	y.ret <- errors.New("injected fsync failure")
 	for _, w := range waiting {
-		wantAll(t, <-w, 1, proto.Temporary)
+		wantAll(t, (<-w).replies, 1, proto.Temporary)
 	}
 	if n := countNew(t, s); n != 1 {
 		t.Fatalf("%d files in new/ after the failed group, want the first one only", n)
 	}
-	again := commitAsync(t, s, 99)
+	again := commitAsync(t, s, y, 99)
 	<-y.calls
 	y.ret <- nil
-	wantAll(t, <-again, 1, proto.OK)
+	wantAll(t, (<-again).replies, 1, proto.OK)
 	if n := countNew(t, s); n != 2 {
 		t.Fatalf("%d files in new/, want 2", n)
 	}
@@ -190,7 +229,7 @@ func TestGroupConcurrentDeliveries(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			wantAll(t, <-commitAsync(t, s, i), 1, proto.OK)
+			wantAll(t, (<-commitAsync(t, s, nil, i)).replies, 1, proto.OK)
 		}()
 	}
 	wg.Wait()
