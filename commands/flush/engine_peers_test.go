@@ -15,6 +15,7 @@ import (
 
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/queue"
 	"qbox/proto/queue/bounce"
 	"qbox/proto/queue/spool"
 	"qbox/proto/testkit/testpeer"
@@ -140,25 +141,25 @@ func TestSpoolAndFlushSameOutcomes(t *testing.T) {
 	}
 	fillQueue(spoolDir)
 	bounceVia := &qmqp.Client{Servers: []string{pf.QMQPAddr}}
-	res, err := sp.Flush(context.Background(), spool.FlushConfig{
-		Client:   &qmqp.Client{Servers: []string{qmqpAddr}},
-		Bounce:   spool.QMQPBouncer(bounceVia, bounce.Config{Hostname: pf.Domain}, nil),
-		Lifetime: DefaultLifetime,
-	})
-	if err != nil {
-		t.Fatal(err)
+	// The spool's run (sendmail -q's, queue.QMQPRelay), its bounces
+	// through Postfix.
+	qc := queue.QMQPRelay(sp.Source(nil), &qmqp.Client{Servers: []string{qmqpAddr}}, pf.Domain)
+	qc.Bouncer = &queue.QMQPBouncer{Config: bounce.Config{Hostname: pf.Domain}, Client: bounceVia}
+	res, err := queue.Run(context.Background(), qc)
+	if err != queue.ErrRemaining {
+		t.Fatalf("spool: %v", err)
 	}
 
 	src := newMaildir(t)
 	fillQueue(src)
 	sum, err := Run(context.Background(), Config{Dir: src, Connect: hostConnect(qmtpAddr, &qmtp.Client{}),
 		BounceServers: []string{pf.QMQPAddr}, Bounce: bounce.Config{Hostname: pf.Domain}})
-	if err != ErrRemaining {
+	if err != queue.ErrRemaining {
 		t.Fatalf("flush-maildir: %v", err)
 	}
 
 	want := [4]int{2, 2, 1, 1} // K, bounced (D and too old), deferred, malformed
-	if got := [4]int{res.Delivered, res.Bounced, res.Deferred, len(res.Malformed)}; got != want {
+	if got := [4]int{res.Succeeded, res.Bounced, res.Deferred, res.Malformed}; got != want {
 		t.Errorf("spool: delivered, bounced, deferred, malformed = %v, want %v", got, want)
 	}
 	if got := [4]int{sum.Succeeded, sum.Bounced, sum.Deferred, sum.Malformed}; got != want {

@@ -77,13 +77,13 @@ summary is printed and the exit status is 111. A second signal stops at once.
 Exit status: 0 nothing left, 111 messages remain, the server could not be
 reached or the run was interrupted, 100 usage or configuration error.`,
 		Flags: []cli.Flag{
-			&cli.DurationFlag{Name: "lifetime", Value: DefaultLifetime, Usage: "bounce a deferred message older than `D` (serialmail: 1209600s)"},
+			&cli.DurationFlag{Name: "lifetime", Value: queue.DefaultLifetime, Usage: "bounce a deferred message older than `D` (serialmail: 1209600s)"},
 			&cli.BoolFlag{Name: "no-bounce", Usage: "keep permanently failed messages instead of bouncing them"},
 			&cli.StringSliceFlag{Name: "bounce-server", Usage: "QMQP `HOST[:PORT]` for bounces (repeatable; default $QMQPSERVERS or control/qmqpservers)"},
 			&cli.BoolFlag{Name: "group", Usage: "send identical messages (same sender and content) as one package with all their recipients"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only what failed, and the summary only then (for cron)"},
-			&cli.IntFlag{Name: "rounds", Value: DefaultRounds, Usage: "at most `N` sessions per run (a session that ended early is retried while it makes progress)"},
+			&cli.IntFlag{Name: "rounds", Value: queue.DefaultRounds, Usage: "at most `N` sessions per run (a session that ended early is retried while it makes progress)"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: qmtp.ClientConnectTimeout, Usage: "connect timeout per address"},
 			&cli.DurationFlag{Name: "write-timeout", Value: qmtp.ClientWriteTimeout, Usage: "give up when a write stalls this long"},
 			&cli.DurationFlag{Name: "read-timeout", Value: qmtp.ClientReadTimeout, DefaultText: "10m; with --smtp 5m for each command's reply, RFC 5321's",
@@ -221,7 +221,7 @@ func baseConfig(dir, prefix string, bounceFlags []string, getenv func(string) st
 // exitError says what Run's error means: everything a run leaves is for
 // a later run (temporary), a second run of the same maildir included.
 func exitError(dir string, err error) error {
-	if errors.Is(err, ErrLocked) {
+	if errors.Is(err, queue.ErrLocked) {
 		return exitcode.Temp(fmt.Errorf("another flush of %s is running; not starting a second one", dir))
 	}
 	return exitcode.Temp(err)

@@ -117,9 +117,9 @@ func TestFlushSMTPMailfrontDeferKeeps(t *testing.T) {
 		t.Fatalf("exit %d, want 111 (the deferred message remains)\n%s\n%s", code, stdout, stderr)
 	}
 	for _, want := range []string{
-		"succeeded new/1700000001.k <k-1@remote.test> over SMTP: " + addr + " said: K",
-		"deferred new/1700000002.z <z-1@remote.test> over SMTP: " + addr + " said: Z4",
-		"failed new/1700000003.d <d-1@remote.test> over SMTP: " + addr + " said: D5",
+		"succeeded new/1700000001.k <k-1@remote.test> over SMTP: " + addr + " said: 250",
+		"deferred new/1700000002.z <z-1@remote.test> over SMTP: " + addr + " said: 4",
+		"failed new/1700000003.d <d-1@remote.test> over SMTP: " + addr + " said: 5",
 		"succeeded new/1700000004.k <k-2@remote.test> over SMTP",
 	} {
 		if !strings.Contains(stdout, want) {
@@ -146,7 +146,7 @@ func TestMaildirsmtpPersonality(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "over SMTP: "+pf.SMTPAddr+" said: K") || len(remaining(t, src)) != 0 {
+	if !strings.Contains(string(out), "over SMTP: "+pf.SMTPAddr+" said: 250") || len(remaining(t, src)) != 0 {
 		t.Fatalf("left %v\n%s", remaining(t, src), out)
 	}
 	pf.WaitFor(t, token, 3, 30*time.Second)

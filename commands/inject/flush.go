@@ -14,6 +14,7 @@ import (
 	"qbox/commands/interrupt"
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/queue"
 	"qbox/proto/queue/spool"
 )
 
@@ -28,7 +29,8 @@ type FlushConfig struct {
 }
 
 // Flush delivers what the sendmail personality queued while the relay was
-// down, as `sendmail -q` does, but to the servers given here. log gets one
+// down, as `sendmail -q` does (queue.Run over the spool, queue.QMQPRelay),
+// but to the servers given here. log gets one
 // line per message (malformed files included); stderr one summary line. The error
 // is nil when nothing is left queued; otherwise it carries 111 (mail
 // remains, another run holds the lock, the spool is unreadable) or 100 (no
@@ -56,11 +58,15 @@ func flushSpool(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slo
 		return exitcode.Temp(err)
 	}
 	client := &qmqp.Client{Servers: cfg.Servers, ConnectTimeout: cfg.ConnectTimeout, Timeout: cfg.Timeout}
-	res, err := sp.FlushQMQP(ctx, client, cfg.Hostname, log, nil)
-	if errors.Is(err, spool.ErrLocked) {
+	qc := queue.QMQPRelay(sp.Source(nil), client, cfg.Hostname)
+	lg := &queue.Logger{Log: log}
+	qc.Events.Outcome = lg.Outcome
+	res, err := queue.Run(ctx, qc)
+	lg.Done(res)
+	switch {
+	case errors.Is(err, spool.ErrLocked):
 		return exitcode.Temp(fmt.Errorf("another run is delivering %s; not starting a second one", cfg.SpoolDir))
-	}
-	if err != nil {
+	case err != nil && !errors.Is(err, queue.ErrRemaining) && !errors.Is(err, proto.ErrInterrupted):
 		return exitcode.Temp(err)
 	}
 	interrupted := ""
@@ -68,12 +74,12 @@ func flushSpool(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slo
 		interrupted = " (interrupted)"
 	}
 	fmt.Fprintf(stderr, "inject: %d delivered, %d bounced, %d still queued in %s%s\n",
-		res.Delivered, res.Bounced, res.Remaining(), cfg.SpoolDir, interrupted)
+		res.Succeeded, res.Bounced+res.Discarded, res.Unsettled(), cfg.SpoolDir, interrupted)
 	if res.Interrupted {
-		return exitcode.Temp(fmt.Errorf("%w; %d files remain in %s", proto.ErrInterrupted, res.Remaining(), cfg.SpoolDir))
+		return exitcode.Temp(fmt.Errorf("%w; %d files remain in %s", proto.ErrInterrupted, res.Unsettled(), cfg.SpoolDir))
 	}
-	if res.Remaining() > 0 {
-		return exitcode.Temp(fmt.Errorf("%d files remain in %s", res.Remaining(), cfg.SpoolDir))
+	if res.Unsettled() > 0 {
+		return exitcode.Temp(fmt.Errorf("%d files remain in %s", res.Unsettled(), cfg.SpoolDir))
 	}
 	return nil
 }

@@ -72,8 +72,8 @@ func TestQueueFlushSelected(t *testing.T) {
 	t.Setenv("QMQPSERVERS", pf.QMQPAddr)
 	t.Setenv("QMAILHOME", t.TempDir())
 
-	if code, _, stderr := qbox(t, dir, "flush", ids["one@example.test"]); code != 0 || !strings.Contains(stderr, "1 delivered") {
-		t.Fatalf("flush ID: exit %d: %s", code, stderr)
+	if code, out, stderr := qbox(t, dir, "flush", ids["one@example.test"]); code != 0 || !oneDelivered(out, stderr) {
+		t.Fatalf("flush ID: exit %d: %s%s", code, out, stderr)
 	}
 	pf.WaitFor(t, tok+"-one\n", 1, 30*time.Second)
 	if left := listIDs(t, dir); len(left) != 2 || left["one@example.test"] != "" {

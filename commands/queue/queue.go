@@ -17,7 +17,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"qbox/commands/exitcode"
-	"qbox/commands/sendmail"
 	"qbox/proto"
 	"qbox/proto/queue/spool"
 )
@@ -42,8 +41,9 @@ $QBOX_SPOOL or --dir names another.
    delete ID...               remove the messages (no bounce)
    hold ID...                 keep them out of every flush until released
    release ID...              give them back to the flush
-   flush                      deliver the queue now, as sendmail -q, with a
-                              summary (single messages cannot be selected yet)
+   flush [ID...]              deliver the queue (or these messages) now, as
+                              sendmail -q does: one line per recipient and a
+                              summary, as flush-maildir prints them
    check --warn-age D --crit-age D [--warn-count N --crit-count N]
                               one Nagios/Icinga status line with perfdata;
                               held messages count in neither threshold
@@ -135,15 +135,19 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 				ArgsUsage: "[ID...]",
 				Flags:     []cli.Flag{dirFlag},
 				Action: func(c *cli.Context) error {
-					args := []string{"-q", "-v"}
 					for _, id := range c.Args().Slice() {
 						if id == "" || strings.ContainsAny(id, "!\x00\r\n") {
 							return exitcode.Usage("%q is not a queue ID (qbox queue list shows them)", id)
 						}
-						args = append(args, "-qI"+id) // several -qI: any of them
+					}
+					dir, err := dirOf(c)
+					if err != nil {
+						return exitcode.Temp(err)
 					}
 					getenv := os.Getenv
 					if d := c.String("dir"); d != "" {
+						// The spool named is the one delivered: no
+						// pickup into the system queue first.
 						getenv = func(k string) string {
 							if k == "QBOX_SPOOL" {
 								return d
@@ -151,12 +155,7 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 							return os.Getenv(k)
 						}
 					}
-					err := sendmail.Sendmail(c.Context, &sendmail.Process{Prog: "qbox queue flush", Args: args,
-						Stdin: c.App.Reader, Stdout: c.App.Writer, Stderr: c.App.ErrWriter, Getenv: getenv, Now: time.Now, Interactive: true})
-					if err == nil || exitcode.Silent(err) {
-						return err // nil, or a temporary failure sendmail -q said
-					}
-					return exitcode.Temp(err) // any failure of a flush is temporary
+					return Flush(c.Context, c.App.Writer, c.App.ErrWriter, getenv, dir, c.Args().Slice())
 				},
 			},
 			{

@@ -2,8 +2,6 @@ package sendmail
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"time"
@@ -14,28 +12,18 @@ import (
 )
 
 // pickUp moves the system queue's drop files into its spool before a
-// flush, when this process is root, delivers the system queue (no
-// $QBOX_SPOOL) and the system queue exists. What it refused (a planted
-// symlink, a FIFO, garbage) is a matter for a person: it goes to stderr
-// (cron mails it) and to the mail log. A pickup that failed (the queue
-// cannot take a drop: a full disk, an unwritable or unsafe queue) leaves
-// the drops where they were and returns a *pickupError; another pickup
-// already running is no failure (that one moves them).
+// flush (spool.PickUpForFlush: when this process is root and delivers
+// the system queue). What it refused (a planted symlink, a FIFO,
+// garbage) is a matter for a person: it goes to stderr (cron mails it)
+// and to the mail log. A pickup that failed leaves the drops where they
+// were and returns a *spool.PickupError; sendmail -q exits 75 on it
+// (exitcode.Temp), after the flush of what was queued.
 func pickUp(p *Process) error {
-	if os.Geteuid() != 0 || p.Getenv("QBOX_SPOOL") != "" {
-		return nil
+	res, err := spool.PickUpForFlush(p.Getenv, p.now())
+	q := res.Queue
+	if res.Adopted > 0 {
+		p.note(false, "moved %d file(s) from the old spool %s into %s", res.Adopted, q.Root, q.QueueDir())
 	}
-	q := spool.System(p.Getenv)
-	var failed error
-	if n, err := spool.AdoptLegacy(q); err != nil {
-		failed = &pickupError{what: "mail in the old spool " + q.Root, err: err}
-	} else if n > 0 {
-		p.note(false, "moved %d file(s) from the old spool %s into %s", n, q.Root, q.QueueDir())
-	}
-	if !q.Exists() {
-		return failed
-	}
-	res, err := spool.PickUp(q, p.now())
 	for _, r := range res.Refused {
 		msg := "pickup: " + q.DropDir() + "/" + r.Name + ": " + r.Reason
 		if p.MailLog != nil {
@@ -46,27 +34,11 @@ func pickUp(p *Process) error {
 	if len(res.Picked) > 0 {
 		p.note(false, "picked up %d message(s) from %s", len(res.Picked), q.DropDir())
 	}
-	if err != nil && !errors.Is(err, spool.ErrLocked) {
-		failed = &pickupError{what: "the drops in " + q.DropDir(), err: err}
+	if err != nil && p.MailLog != nil {
+		p.MailLog(proto.Printable(err.Error(), 2000))
 	}
-	if failed != nil && p.MailLog != nil {
-		p.MailLog(proto.Printable(failed.Error(), 2000))
-	}
-	return failed
+	return err
 }
-
-// pickupError is a pickup of the system queue that failed; sendmail -q
-// exits 75 on it (exitcode.Temp), after the flush of what was queued.
-type pickupError struct {
-	what string
-	err  error
-}
-
-func (e *pickupError) Error() string {
-	return fmt.Sprintf("pickup failed, %s stay where they were: %v", e.what, e.err)
-}
-
-func (e *pickupError) Unwrap() error { return e.err }
 
 // runQueue is sendmail -q30m (and -bd -q30m): a queue runner in the
 // foreground, for a systemd service. It picks up and flushes at once,

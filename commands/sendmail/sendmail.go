@@ -30,6 +30,7 @@ import (
 	"qbox/proto/qmail/control"
 	"qbox/proto/qmail/message"
 	"qbox/proto/qmqp"
+	"qbox/proto/queue"
 	"qbox/proto/queue/spool"
 )
 
@@ -459,11 +460,14 @@ func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spill.Buff
 	return outcome{kind: queued, reason: sendErr.Error(), where: where}
 }
 
-// flushSpool is sendmail -q: deliver what the spool holds. Quiet unless
-// verbose or something needs a person, because cron mails any output
-// and would fill the spool with reports about the spool while the relay
-// is down. Nil when the spool is empty afterwards; temporary (75) when
-// mail remains.
+// flushSpool is sendmail -q: deliver what the spool holds (the messages
+// sel matches; nil: all) over QMQP to the servers the environment names
+// ($QMQPSERVERS or control/qmqpservers), bouncing D replies to the
+// sender, through the queue engine (queue.Run over the spool's Source).
+// Quiet unless verbose or something needs a person, because cron mails
+// any output and would fill the spool with reports about the spool while
+// the relay is down. Nil when the spool is empty afterwards; temporary
+// (75) when mail remains.
 func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Selection) error {
 	dir, err := spool.Locate(p.Getenv)
 	if err != nil {
@@ -476,56 +480,55 @@ func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Select
 	if err != nil {
 		return exitcode.Temp(err)
 	}
+	cfg, err := message.ConfigFromEnv(p.Getenv)
+	if err != nil {
+		return exitcode.Temp(err)
+	}
 	level := slog.LevelError
 	if verbose {
 		level = slog.LevelInfo
 	}
-	log := slog.New(slog.NewTextHandler(p.Stderr, &slog.HandlerOptions{Level: level}))
+	lg := &queue.Logger{Log: slog.New(slog.NewTextHandler(p.Stderr, &slog.HandlerOptions{Level: level}))}
+	var sender queue.QMQPSender
+	if c, err := client(p); err != nil {
+		sender = unconfigured{err}
+	} else {
+		sender = c
+	}
+	qc := queue.QMQPRelay(sp.Source(sel), sender, cfg.DefaultHost)
+	var malformed []queue.Outcome
+	qc.Events.Outcome = func(o queue.Outcome) {
+		lg.Outcome(o)
+		if o.Status == queue.Malformed {
+			malformed = append(malformed, o)
+		}
+	}
 	// A signal lets the message under way finish, then stops (a second
 	// one at once): see package interrupt.
 	sig := interrupt.Catch(ctx, p.Stderr, p.Prog)
 	defer sig.Release()
-	res, err := FlushSpool(sig.Context, sp, p.Getenv, log, sel)
-	if errors.Is(err, spool.ErrLocked) {
+	sum, err := queue.Run(sig.Context, qc)
+	lg.Done(sum)
+	switch {
+	case errors.Is(err, spool.ErrLocked):
 		return exitcode.Temp(fmt.Errorf("another run is delivering %s; not starting a second one", dir))
-	}
-	if err != nil {
+	case err != nil && !errors.Is(err, queue.ErrRemaining) && !errors.Is(err, proto.ErrInterrupted):
 		return exitcode.Temp(err)
 	}
-	for _, m := range res.Malformed {
-		p.errorf("malformed spool file %s left in place: %s", filepath.Join(dir, m.Name), m.Reason)
+	for _, m := range malformed {
+		p.errorf("malformed spool file %s left in place: %s", filepath.Join(dir, m.File), m.Note)
 	}
-	if verbose || res.Interrupted {
-		p.errorf("%d delivered, %d bounced, %d still queued in %s", res.Delivered, res.Bounced, res.Remaining(), dir)
+	if verbose || sum.Interrupted {
+		p.errorf("%d delivered, %d bounced, %d still queued in %s", sum.Succeeded, sum.Bounced+sum.Discarded, sum.Unsettled(), dir)
 	}
-	if res.Interrupted || res.Remaining() > 0 {
+	if sum.Interrupted || sum.Unsettled() > 0 {
 		return exitcode.Reported(exitcode.Temporary) // mail remains for a later run
 	}
 	return nil
 }
 
-// FlushSpool delivers a spool over QMQP to the servers the environment
-// names ($QMQPSERVERS or control/qmqpservers), bouncing D replies to the
-// sender; `qbox inject --flush` uses spool.FlushQMQP directly with its
-// own servers. An error is spool.ErrLocked (another run is delivering)
-// or an unreadable spool.
-func FlushSpool(ctx context.Context, sp *spool.Spool, getenv func(string) string, log *slog.Logger, sel *spool.Selection) (spool.FlushResult, error) {
-	var sender spool.Sender
-	c, err := client(&Process{Getenv: getenv})
-	if err != nil {
-		sender = unconfigured{err}
-	} else {
-		sender = c
-	}
-	cfg, err := message.ConfigFromEnv(getenv)
-	if err != nil {
-		return spool.FlushResult{}, err
-	}
-	return sp.FlushQMQP(ctx, sender, cfg.DefaultHost, log, sel)
-}
-
-// unconfigured is a Sender that fails temporarily: files stay queued
-// until QMQP servers are configured.
+// unconfigured is a QMQP sender that fails temporarily: files stay
+// queued until QMQP servers are configured.
 type unconfigured struct{ err error }
 
 func (u unconfigured) Send(context.Context, proto.Envelope, io.Reader, int64) (proto.Reply, error) {

@@ -9,24 +9,21 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/queue/bounce"
-	"qbox/proto/store/maildir"
 )
 
 // Notice is what a Bouncer reports: the failed recipients of one message.
 type Notice struct {
 	Sender  string // the message's sender; "" for a malformed file (the postmaster is told)
 	Arrival time.Time
-	// Open returns the message (to attach to the report) and what to
-	// close; nil when there is nothing to attach (a symlink or FIFO).
-	Open     func() (io.Reader, io.Closer, error)
+	// Open returns the message (to attach to the report); nil when
+	// there is nothing to attach (a symlink or FIFO).
+	Open     func() (io.ReadCloser, error)
 	Size     int64
 	Failures []bounce.Failure
 	// Reason is the failure in one line: the server's reply, or why the
 	// message expired.
 	Reason string
 	TooOld bool
-	// Group holds the files concerned (nil for a malformed file).
-	Group *maildir.Group
 }
 
 // Bouncer reports permanent failures. Bounce returns nil once the report
@@ -53,11 +50,11 @@ type QMQPBouncer struct {
 func (b *QMQPBouncer) Bounce(ctx context.Context, n *Notice) (string, bool, error) {
 	orig := bounce.Original{Sender: n.Sender, Arrival: n.Arrival, Size: n.Size}
 	if n.Open != nil {
-		rd, c, err := n.Open()
+		rd, err := n.Open()
 		if err != nil {
 			return "", false, errors.New("cannot read it to bounce: " + err.Error())
 		}
-		defer c.Close()
+		defer rd.Close()
 		orig.Message = rd
 	}
 	msg, err := bounce.Build(b.Config, orig, n.Failures)
@@ -84,4 +81,23 @@ func (b *QMQPBouncer) Bounce(ctx context.Context, n *Notice) (string, bool, erro
 	}
 	to := "<" + msg.Recipients[0] + ">"
 	return "bounce to " + proto.Printable(to, 300) + " accepted: " + proto.Printable(reply.Text, 200), false, nil
+}
+
+// QMQPRelay is the run the sendmail spool's flushes make (sendmail -q,
+// inject --flush, qbox queue flush): one QMQP pass through c over src,
+// grouped messages as src gives them; a message still undelivered after
+// DefaultLifetime (a Z, or no server reachable for that long) bounces,
+// like a D, through c as well: to the sender from the null sender, a
+// failed bounce to the postmaster, a failed double bounce discarded.
+// hostname names this host in bounces.
+func QMQPRelay(src Source, c QMQPSender, hostname string) Config {
+	return Config{
+		Source:           src,
+		Transport:        &QMQP{Client: c},
+		Rounds:           1,
+		Lifetime:         DefaultLifetime,
+		ExpireUnanswered: true,
+		Bouncer:          &QMQPBouncer{Config: bounce.Config{Hostname: hostname, Program: "qbox sendmail spool"}, Client: c},
+		KeepNote:         "no bounce configured",
+	}
 }

@@ -1,30 +1,30 @@
-// Package queue runs a queue: it delivers the mail stored in a
-// maildir-shaped queue directory (serialmail's maildir of outgoing mail,
-// the sendmail spool) through a transport (QMQP, QMTP, SMTP) and acts on
-// each recipient's reply. It is the one engine behind flush-maildir,
-// maildirqmtp, sendmail -q and inject --flush.
+// Package queue runs a queue: it delivers the mail a Source stores
+// (serialmail's maildir of outgoing mail through Maildir, the sendmail
+// spool through proto/queue/spool) through a transport (QMQP, QMTP, SMTP)
+// and acts on each recipient's reply. It is the one engine behind
+// flush-maildir, maildirqmtp, maildirsmtp, sendmail -q, inject --flush and
+// qbox queue flush: each calls Run and renders its outcomes (Printer,
+// Logger, or its own words).
 //
-// One run locks the directory (a second run fails at once with
-// ErrLocked), scans it, groups identical messages when asked, hands the
-// packages to the transport and then, per recipient file:
+// One run locks the source (a second run fails at once with ErrLocked),
+// scans it, hands its messages to the transport and then, per recipient:
 //
-//   - K: the file is removed (the scanned file only, see
-//     maildir.Entry.Remove); the directories are fsync'd in batches and at
-//     the end, so a crash can bring a delivered file back (sent twice)
-//     but never lose one;
-//   - Z: the file stays with its last error, until it is older than the
-//     lifetime: then it counts as D;
+//   - K: the source forgets it (Source.Done: a maildir removes the
+//     scanned file only, see maildir.Entry.Remove); the removals are made
+//     durable in batches and at the end (Source.Sync), so a crash can
+//     bring a delivered recipient back (sent twice) but never lose one;
+//   - Z: it stays with its last error (Source.Defer), until it is older
+//     than the lifetime: then it counts as D;
 //   - D: an RFC 3464 bounce is sent (Bouncer), and only once it is
-//     accepted is the file removed.
+//     accepted does the source forget it.
 //
-// Guarantees carried from the transports and proto/store/maildir: the file
-// sent is the file scanned (a file replaced since the scan is reported
-// as malformed, never sent); a reply counts only for a package sent in
-// full; when proto.StopStarting(ctx) closes no further package is
-// started, the replies owed are read and acted on, and the run says it
-// was interrupted. A file whose envelope cannot be read, or that is not
-// a regular file, is reported on every run; past the lifetime it is
-// reported to the postmaster and removed.
+// Guarantees carried from the transports and the sources: what is sent is
+// what was scanned (an item changed since the scan is reported as
+// malformed, never sent); a reply counts only for a package sent in full;
+// when proto.StopStarting(ctx) closes no further package is started, the
+// replies owed are read and acted on, and the run says it was
+// interrupted. An item that cannot be sent (Broken) is reported on every
+// run; past the lifetime it is reported to the postmaster and removed.
 package queue
 
 import (
@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -61,17 +60,15 @@ const (
 	Malformed = "malformed"
 )
 
-// Config is one run over one queue directory.
+// Config is one run over one queue.
 type Config struct {
-	Dir    string
-	Prefix string // maildir.ScanOptions.Prefix
-
+	Source    Source
 	Transport Transport
-	Rounds    int  // at most this many sessions; 0: DefaultRounds
-	Group     bool // one package per group of identical messages
+	Rounds    int // at most this many sessions; 0: DefaultRounds
 
-	// Lifetime: a Z for a file older than this counts as D, and a
-	// malformed file older than this is reported and removed. 0: never.
+	// Lifetime: a Z for a recipient queued longer than this counts as
+	// D, and a broken item older than this is reported and removed. 0:
+	// never.
 	Lifetime time.Duration
 	// ExpireUnanswered applies Lifetime also to a Z the transport made
 	// up (no server reached): a spool whose only relay is gone for good
@@ -84,11 +81,6 @@ type Config struct {
 	Bouncer  Bouncer
 	KeepNote string
 
-	// Select, when set, limits the run to the files it accepts (an
-	// operator's `sendmail -qR...` or `qbox queue flush ID`): the rest,
-	// and malformed files, are left untouched and uncounted.
-	Select func(*maildir.Entry) bool
-
 	Events Events
 	Now    func() time.Time
 }
@@ -96,19 +88,18 @@ type Config struct {
 // Events are how a run reports; every field may be nil. They are called
 // from the goroutine that called Run, never concurrently.
 type Events struct {
-	// Outcome is a file's final outcome in this run.
+	// Outcome is a recipient's (or a broken item's) final outcome in
+	// this run.
 	Outcome func(Outcome)
-	// Scanned is each scan's result.
-	Scanned func(*maildir.ScanResult)
 	// Session says a session starts with this many packages and bytes.
 	Session func(packages int, bytes int64)
 	// Answered says a package got all its replies (bytes: its size).
 	Answered func(bytes int64)
 }
 
-// Outcome is what happened to one file.
+// Outcome is what happened to one recipient (or one broken item).
 type Outcome struct {
-	File      string `json:"file"`
+	File      string `json:"file"` // the Entry's (or Broken's) name in the store
 	Sender    string `json:"sender"`
 	Recipient string `json:"recipient"`
 	// Status is succeeded, deferred, failed, bounced, discarded or
@@ -119,12 +110,13 @@ type Outcome struct {
 	Protocol string `json:"protocol,omitempty"` // what carried it: QMTP, QMQP or SMTP
 	Note     string `json:"note,omitempty"`     // what qbox did or could not do
 
-	// For callers that keep their own records (the spool's err/ files).
-	Entry      *maildir.Entry     `json:"-"` // the file, when its envelope was read
-	Group      *maildir.Group     `json:"-"` // the package it travelled in, when it did
-	Bad        *maildir.Malformed `json:"-"` // the file, when it is malformed
-	NotStarted bool               `json:"-"` // deferred without being offered to a server (interrupted)
-	Reason     string             `json:"-"` // the last error in words (deferred, failed)
+	// Stored and Index are the message and its recipient the outcome is
+	// for (nil for a broken item); Bad the broken item.
+	Stored     *Stored `json:"-"`
+	Index      int     `json:"-"`
+	Bad        *Broken `json:"-"`
+	NotStarted bool    `json:"-"` // deferred without being offered to a server (interrupted)
+	Reason     string  `json:"-"` // the last error in words (deferred, failed)
 }
 
 // Summary counts a run's outcomes.
@@ -135,7 +127,7 @@ type Summary struct {
 	Bounced   int     `json:"bounced"`
 	Discarded int     `json:"discarded"`
 	Malformed int     `json:"malformed"`
-	Remaining int     `json:"remaining"` // files left in the queue for the next run
+	Remaining int     `json:"remaining"` // left in the queue for the next run (Source.Left)
 	Sessions  int     `json:"sessions"`
 	BytesSent int64   `json:"bytes_sent"`
 	Seconds   float64 `json:"seconds"`
@@ -147,14 +139,19 @@ type Summary struct {
 	Interrupted bool `json:"interrupted,omitempty"`
 }
 
+// Unsettled counts the recipients (and broken items) this run left for a
+// later one: deferred, failed and malformed. Remaining counts the whole
+// store, what the run did not look at (a selection) included.
+func (s Summary) Unsettled() int { return s.Deferred + s.Failed + s.Malformed }
+
 // ErrLocked means another run holds the queue.
 var ErrLocked = maildir.ErrLocked
 
-// ErrRemaining means the run finished but files are left.
+// ErrRemaining means the run finished but messages are left.
 var ErrRemaining = errors.New("messages remain in the maildir")
 
 // Run runs the queue once. It returns the summary and nil when nothing is
-// left; ErrRemaining when files stay for a later run; an
+// left; ErrRemaining when messages stay for a later run; an
 // *UnreachableError when no server could be reached; an error wrapping
 // ErrLocked when another run holds the queue; an error wrapping
 // proto.ErrInterrupted when ctx's stop-starting channel closed; the
@@ -168,20 +165,23 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.Rounds <= 0 {
 		cfg.Rounds = DefaultRounds
 	}
-	lock, err := maildir.TryLock(cfg.Dir)
+	unlock, err := cfg.Source.Lock()
 	if err != nil {
 		return Summary{}, err
 	}
-	defer lock.Unlock()
+	defer unlock()
 
-	r := &runner{cfg: cfg, dead: map[string]bool{}, provisional: map[string]Outcome{}}
+	r := &runner{cfg: cfg, src: cfg.Source, dead: map[string]bool{}, provisional: map[string]Outcome{}}
 	runErr := r.run(ctx)
-	r.syncDirs()
+	r.src.Sync()
 	for _, name := range r.provisionalOrder {
 		if out, ok := r.provisional[name]; ok {
 			delete(r.provisional, name)
 			r.sum.Deferred++
 			out.Status = Deferred
+			if !out.NotStarted {
+				r.src.Defer(out.Stored, out.Index, out.Reason)
+			}
 			r.emit(out)
 		}
 	}
@@ -192,8 +192,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 	}
 	r.sum.Seconds = time.Since(start).Seconds()
-	if res, err := maildir.Scan(cfg.Dir, maildir.ScanOptions{Prefix: cfg.Prefix, TmpMaxAge: -1}); err == nil {
-		r.sum.Remaining = len(res.Entries) + len(res.Malformed)
+	if n, err := r.src.Left(); err == nil {
+		r.sum.Remaining = n
 	}
 	if runErr != nil {
 		return r.sum, runErr
@@ -206,16 +206,24 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 type runner struct {
 	cfg Config
+	src Source
 	sum Summary
-	// dead holds files that got a result this run (or failed to unlink
-	// after K): they are never offered again in this run, so nothing is
-	// sent twice.
+	// dead holds entries that got a result this run (or failed to be
+	// removed after K): they are never offered again in this run, so
+	// nothing is sent twice.
 	dead map[string]bool
-	// provisional holds files that got no reply in a session; they are
-	// reported as deferred only if no later round settles them.
+	// provisional holds entries that got no reply in a session; they
+	// are reported as deferred only if no later round settles them.
 	provisional      map[string]Outcome
 	provisionalOrder []string
-	unlinked         int
+	removed          int
+}
+
+// pkgRef is a package of one session: the stored message and, for each
+// of the package's recipients, its index in the message.
+type pkgRef struct {
+	m   *Stored
+	idx []int
 }
 
 func (r *runner) run(ctx context.Context) error {
@@ -223,37 +231,31 @@ func (r *runner) run(ctx context.Context) error {
 		if proto.StoppedStarting(ctx) {
 			return fmt.Errorf("flush: %w", proto.ErrInterrupted)
 		}
-		res, err := maildir.Scan(r.cfg.Dir, maildir.ScanOptions{Prefix: r.cfg.Prefix, Now: r.cfg.Now()})
+		scan, err := r.src.Scan(r.cfg.Now())
 		if err != nil {
 			return err
 		}
-		if r.cfg.Events.Scanned != nil {
-			r.cfg.Events.Scanned(res)
-		}
-		if round == 0 && r.cfg.Select == nil {
-			for i := range res.Malformed {
-				r.malformed(ctx, &res.Malformed[i])
+		if round == 0 {
+			for _, b := range scan.Broken {
+				r.broken(ctx, b)
 			}
 		}
-		var entries []maildir.Entry
-		for _, e := range res.Entries {
-			if !r.dead[e.Name] && (r.cfg.Select == nil || r.cfg.Select(&e)) {
-				entries = append(entries, e)
+		var refs []pkgRef
+		for _, m := range scan.Messages {
+			ref := pkgRef{m: m}
+			for i, e := range m.Entries {
+				if !r.dead[e.Name] {
+					ref.idx = append(ref.idx, i)
+				}
+			}
+			if len(ref.idx) > 0 {
+				refs = append(refs, ref)
 			}
 		}
-		if len(entries) == 0 {
+		if len(refs) == 0 {
 			return nil
 		}
-		var groups []maildir.Group
-		if r.cfg.Group {
-			groups = maildir.GroupEntries(entries)
-		} else {
-			groups = make([]maildir.Group, len(entries))
-			for i, e := range entries {
-				groups[i] = maildir.Group{Sender: e.Sender, Entries: []maildir.Entry{e}}
-			}
-		}
-		replies, err := r.session(ctx, groups)
+		replies, err := r.session(ctx, refs)
 		var ue *UnreachableError
 		if errors.As(err, &ue) {
 			// Nothing was sent, nothing is touched.
@@ -274,42 +276,41 @@ func (r *runner) run(ctx context.Context) error {
 	return nil
 }
 
-// pending is a recipient file to bounce after the session.
+// pending is a recipient to bounce after the session.
 type pending struct {
 	pkg     int
-	entry   maildir.Entry
+	m       *Stored
+	index   int
 	outcome Outcome
 	tooOld  bool
 }
 
-// session hands groups to the transport once and acts on the replies.
-// It returns the number of server replies.
-func (r *runner) session(ctx context.Context, groups []maildir.Group) (int, error) {
-	pkgs := make([]Package, len(groups))
-	openErr := make([]error, len(groups))
-	sizes := make([]int64, len(groups))
+// session hands the packages to the transport once and acts on the
+// replies. It returns the number of server replies.
+func (r *runner) session(ctx context.Context, refs []pkgRef) (int, error) {
+	pkgs := make([]Package, len(refs))
+	openErr := make([]error, len(refs))
+	sizes := make([]int64, len(refs))
 	ws, _ := r.cfg.Transport.(wireSizer)
 	var total int64
-	for i := range groups {
-		g := &groups[i]
-		e := g.Entries[0]
-		pkgs[i] = Package{
-			Sender:     g.Sender,
-			Recipients: g.Recipients(),
-			Size:       e.MessageSize(),
-			Open: func() (io.ReadCloser, error) {
-				rd, f, err := e.OpenMessage()
-				if err != nil {
-					openErr[i] = err
-					return nil, err
-				}
-				return struct {
-					io.Reader
-					io.Closer
-				}{rd, f}, nil
-			},
+	for i, ref := range refs {
+		p := ref.m.Package
+		if len(ref.idx) < len(p.Recipients) {
+			p.Recipients = make([]string, len(ref.idx))
+			for j, k := range ref.idx {
+				p.Recipients[j] = ref.m.Package.Recipients[k]
+			}
 		}
-		sizes[i] = pkgs[i].Size
+		open := p.Open
+		p.Open = func() (io.ReadCloser, error) {
+			rc, err := open()
+			if err != nil {
+				openErr[i] = err
+			}
+			return rc, err
+		}
+		pkgs[i] = p
+		sizes[i] = p.Size
 		if ws != nil {
 			sizes[i] = ws.WireSize(&pkgs[i])
 		}
@@ -324,10 +325,9 @@ func (r *runner) session(ctx context.Context, groups []maildir.Group) (int, erro
 				r.cfg.Events.Session(len(pkgs), total)
 			}
 		}
-		g := &groups[res.Package]
-		e := &g.Entries[res.Recipient]
-		r.result(res, g, e, openErr[res.Package], &failed)
-		if res.Recipient == len(g.Entries)-1 && r.cfg.Events.Answered != nil {
+		ref := &refs[res.Package]
+		r.result(res, ref.m, ref.idx[res.Recipient], openErr[res.Package], &failed)
+		if res.Recipient == len(ref.idx)-1 && r.cfg.Events.Answered != nil {
 			r.cfg.Events.Answered(sizes[res.Package])
 		}
 	})
@@ -337,22 +337,37 @@ func (r *runner) session(ctx context.Context, groups []maildir.Group) (int, erro
 	return stats.Replies, err
 }
 
+// done has the source forget recipient i of m, and makes the removals
+// durable every 256.
+func (r *runner) done(m *Stored, i int) error {
+	err := r.src.Done(m, i)
+	if err == nil {
+		r.removed++
+		if r.removed%256 == 0 {
+			r.src.Sync()
+		}
+	}
+	return err
+}
+
 // result acts on one recipient's reply.
-func (r *runner) result(res Result, g *maildir.Group, e *maildir.Entry, openErr error, failed *[]pending) {
-	out := Outcome{File: e.Name, Sender: e.Sender, Recipient: e.Recipient, Reply: res.Reply.String(),
-		Server: res.Server, Protocol: res.Protocol, Entry: e, Group: g}
+func (r *runner) result(res Result, m *Stored, i int, openErr error, failed *[]pending) {
+	e := m.Entries[i]
+	out := Outcome{File: e.Name, Sender: m.Package.Sender, Recipient: m.Package.Recipients[i], Reply: res.Reply.String(),
+		Server: res.Server, Protocol: res.Protocol, Stored: m, Index: i}
 	delete(r.provisional, e.Name)
-	var bad maildir.Malformed
+	var bad *Broken
 	if !res.FromServer && res.Recipient == 0 && errors.As(openErr, &bad) {
-		// The file the scan saw is gone or changed: nothing of it was
+		// The item the scan saw is gone or changed: nothing of it was
 		// sent, and it is reported as what it now is.
 		r.dead[e.Name] = true
 		r.sum.Malformed++
-		out.Status, out.Note, out.Bad, out.Reply, out.Server, out.Protocol = Malformed, bad.Reason, &bad, "", "", ""
+		out.Status, out.Note, out.Bad, out.Reply, out.Server, out.Protocol = Malformed, bad.Reason, bad, "", "", ""
+		out.Stored = nil
 		r.emit(out)
 		return
 	}
-	expired := r.cfg.Lifetime > 0 && r.cfg.Now().Sub(e.ModTime) > r.cfg.Lifetime
+	expired := r.cfg.Lifetime > 0 && r.cfg.Now().Sub(e.Queued) > r.cfg.Lifetime
 	// A permanent failure the transport decided itself (a message over
 	// the server's SIZE) is as final as the server's own D: no later run
 	// changes it, so it bounces now rather than waiting for ever.
@@ -361,11 +376,11 @@ func (r *runner) result(res Result, g *maildir.Group, e *maildir.Entry, openErr 
 		out.Reason = res.Reply.Text
 		if expired && r.cfg.ExpireUnanswered && !res.NotStarted {
 			r.dead[e.Name] = true
-			*failed = append(*failed, pending{pkg: res.Package, entry: *e, outcome: out, tooOld: true})
+			*failed = append(*failed, pending{pkg: res.Package, m: m, index: i, outcome: out, tooOld: true})
 			return
 		}
-		// No reply: the file may be offered again in the next round; it
-		// is reported as deferred only if it ends the run so.
+		// No reply: it may be offered again in the next round; it is
+		// reported as deferred only if it ends the run so.
 		out.NotStarted = res.NotStarted
 		if _, seen := r.provisional[e.Name]; !seen {
 			r.provisionalOrder = append(r.provisionalOrder, e.Name)
@@ -378,32 +393,28 @@ func (r *runner) result(res Result, g *maildir.Group, e *maildir.Entry, openErr 
 	case proto.OK:
 		r.sum.Succeeded++
 		out.Status = Succeeded
-		if err := e.Remove(); err != nil {
+		if err := r.done(m, i); err != nil {
 			out.Note = "delivered, but the file could not be removed (it will be sent again next run): " + err.Error()
-		} else {
-			r.unlinked++
-			if r.unlinked%256 == 0 {
-				r.syncDirs()
-			}
 		}
 		r.emit(out)
 	case proto.Permanent:
-		*failed = append(*failed, pending{pkg: res.Package, entry: *e, outcome: out})
+		*failed = append(*failed, pending{pkg: res.Package, m: m, index: i, outcome: out})
 	default:
 		out.Reason = (&proto.Error{Reply: res.Reply}).Error()
 		if expired {
-			*failed = append(*failed, pending{pkg: res.Package, entry: *e, outcome: out, tooOld: true})
+			*failed = append(*failed, pending{pkg: res.Package, m: m, index: i, outcome: out, tooOld: true})
 			return
 		}
 		r.sum.Deferred++
 		out.Status = Deferred
+		r.src.Defer(m, i, out.Reason)
 		r.emit(out)
 	}
 }
 
 // bounceAll reports permanent failures: one notice per package (listing
-// every failed recipient of it); the files are removed only once the
-// bounce was accepted.
+// every failed recipient of it); the recipients are forgotten only once
+// the bounce was accepted.
 func (r *runner) bounceAll(ctx context.Context, failed []pending) {
 	for start := 0; start < len(failed); {
 		end := start + 1
@@ -427,12 +438,13 @@ func diagnosticType(protocol string) string {
 
 func (r *runner) bounceOne(ctx context.Context, items []pending) {
 	first := items[0]
+	m := first.m
 	reason := proto.Printable(first.outcome.Reply, 2000)
 	if len(reason) > 1 {
 		reason = reason[1:]
 	}
 	if first.tooOld {
-		reason = fmt.Sprintf("queued %s ago; last error: %s", r.cfg.Now().Sub(first.entry.ModTime).Round(time.Second), reason)
+		reason = fmt.Sprintf("queued %s ago; last error: %s", r.cfg.Now().Sub(m.Entries[first.index].Queued).Round(time.Second), reason)
 	}
 	finish := func(status, note string) {
 		for _, it := range items {
@@ -441,6 +453,7 @@ func (r *runner) bounceOne(ctx context.Context, items []pending) {
 			out.Note = note
 			if status == Failed {
 				out.Reason = "permanent failure: " + reason + "; " + note
+				r.src.Defer(it.m, it.index, out.Reason)
 			}
 			switch status {
 			case Bounced:
@@ -461,23 +474,17 @@ func (r *runner) bounceOne(ctx context.Context, items []pending) {
 		finish(Failed, note)
 		return
 	}
-	g := &maildir.Group{Sender: first.entry.Sender}
-	n := &Notice{Sender: first.entry.Sender, Arrival: first.entry.ModTime, Size: first.entry.MessageSize(),
-		Reason: reason, TooOld: first.tooOld, Group: g}
-	e := first.entry
-	n.Open = func() (io.Reader, io.Closer, error) {
-		rd, f, err := e.OpenMessage()
-		if err != nil {
-			return nil, nil, err
-		}
-		return rd, f, nil
+	n := &Notice{Sender: m.Package.Sender, Arrival: m.Entries[first.index].Queued, Size: m.Package.Size,
+		Reason: reason, TooOld: first.tooOld, Open: m.Package.Open}
+	if m.Reopen != nil {
+		i := first.index
+		n.Open = func() (io.ReadCloser, error) { return m.Reopen(i) }
 	}
 	for _, it := range items {
-		g.Entries = append(g.Entries, it.entry)
-		if it.entry.ModTime.Before(n.Arrival) {
-			n.Arrival = it.entry.ModTime
+		if q := m.Entries[it.index].Queued; q.Before(n.Arrival) {
+			n.Arrival = q
 		}
-		f := bounce.Failure{Recipient: it.entry.Recipient, TooOld: it.tooOld, DiagnosticType: diagnosticType(it.outcome.Protocol)}
+		f := bounce.Failure{Recipient: it.outcome.Recipient, TooOld: it.tooOld, DiagnosticType: diagnosticType(it.outcome.Protocol)}
 		if it.outcome.Server != "" {
 			f.RemoteMTA = it.outcome.Server
 		}
@@ -493,13 +500,13 @@ func (r *runner) bounceOne(ctx context.Context, items []pending) {
 	}
 	var kept []string
 	for _, it := range items {
-		if err := it.entry.Remove(); err == nil {
-			r.unlinked++
+		if err := r.src.Done(it.m, it.index); err == nil {
+			r.removed++
 		} else if !errors.Is(err, os.ErrNotExist) {
 			kept = append(kept, err.Error())
 		}
 	}
-	r.syncDirs()
+	r.src.Sync()
 	if len(kept) > 0 {
 		// The bounce went out, but a file that stays would bounce again
 		// on every run: say so, loudly, on the outcome.
@@ -512,14 +519,14 @@ func (r *runner) bounceOne(ctx context.Context, items []pending) {
 	finish(Bounced, note)
 }
 
-// malformed reports a file that cannot be sent; past the lifetime it is
-// reported to the postmaster (with its contents when it is a regular
-// file) and removed, unless there is no way to report it.
-func (r *runner) malformed(ctx context.Context, m *maildir.Malformed) {
-	r.dead[m.Name] = true
-	out := Outcome{File: m.Name, Status: Malformed, Note: m.Reason, Bad: m, Reason: "malformed: " + m.Reason}
-	age := r.cfg.Now().Sub(m.ModTime)
-	if r.cfg.Lifetime <= 0 || m.ModTime.IsZero() || age <= r.cfg.Lifetime {
+// broken reports an item that cannot be sent; past the lifetime it is
+// reported to the postmaster (with its contents when it can be read) and
+// removed, unless there is no way to report it.
+func (r *runner) broken(ctx context.Context, b *Broken) {
+	r.dead[b.Name] = true
+	out := Outcome{File: b.Name, Status: Malformed, Note: b.Reason, Bad: b, Reason: "malformed: " + b.Reason}
+	age := r.cfg.Now().Sub(b.Queued)
+	if r.cfg.Lifetime <= 0 || b.Queued.IsZero() || age <= r.cfg.Lifetime {
 		r.sum.Malformed++
 		r.emit(out)
 		return
@@ -531,26 +538,20 @@ func (r *runner) malformed(ctx context.Context, m *maildir.Malformed) {
 		return
 	}
 	diag := fmt.Sprintf("the queue file %s in %s cannot be sent (%s); it was queued %s ago and is now removed",
-		m.Name, r.cfg.Dir, m.Reason, age.Round(time.Second))
+		b.Name, b.Store, b.Reason, age.Round(time.Second))
 	n := &Notice{
 		Sender:   "", // no envelope to trust: the postmaster is told
-		Arrival:  m.ModTime,
-		Size:     m.Size,
+		Arrival:  b.Queued,
+		Size:     b.Size,
 		Reason:   diag,
 		TooOld:   true,
 		Failures: []bounce.Failure{{Recipient: "unknown (malformed queue file)", Diagnostic: diag}},
 	}
-	// A regular file goes with the report; a symlink or FIFO is never
+	// What can be read goes with the report; a symlink or FIFO is never
 	// opened, and the report goes without it.
-	if _, f, err := m.Open(); err == nil {
-		f.Close()
-		n.Open = func() (io.Reader, io.Closer, error) {
-			rd, f, err := m.Open()
-			if err != nil {
-				return nil, nil, err
-			}
-			return rd, f, nil
-		}
+	if rc, err := b.Open(); err == nil {
+		rc.Close()
+		n.Open = b.Open
 	} else {
 		n.Size = 0
 	}
@@ -561,15 +562,15 @@ func (r *runner) malformed(ctx context.Context, m *maildir.Malformed) {
 		r.emit(out)
 		return
 	}
-	if err := m.Remove(); err != nil {
+	if err := r.src.Remove(b); err != nil {
 		r.sum.Malformed++
 		out.Note += "; too old; reported, but not removed: " + err.Error()
 		r.emit(out)
 		return
 	}
-	r.unlinked++
-	r.syncDirs()
-	out.Note = m.Reason + "; too old: " + note + "; removed"
+	r.removed++
+	r.src.Sync()
+	out.Note = b.Reason + "; too old: " + note + "; removed"
 	out.Status = Bounced
 	if discarded {
 		out.Status = Discarded
@@ -578,14 +579,6 @@ func (r *runner) malformed(ctx context.Context, m *maildir.Malformed) {
 		r.sum.Bounced++
 	}
 	r.emit(out)
-}
-
-// syncDirs makes the unlinks so far durable. Until then a crash could
-// bring a delivered file back (sent twice, never lost).
-func (r *runner) syncDirs() {
-	for _, sub := range []string{"new", "cur"} {
-		maildir.SyncDir(filepath.Join(r.cfg.Dir, sub))
-	}
 }
 
 func (r *runner) emit(o Outcome) {

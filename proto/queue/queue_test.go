@@ -84,12 +84,12 @@ type bouncer struct{ notices []Notice }
 func (b *bouncer) Bounce(_ context.Context, n *Notice) (string, bool, error) {
 	c := *n
 	if n.Open != nil {
-		rd, f, err := n.Open()
+		rd, err := n.Open()
 		if err != nil {
 			return "", false, err
 		}
 		body, _ := io.ReadAll(rd)
-		f.Close()
+		rd.Close()
 		c.Reason += " [attached: " + string(body) + "]"
 	}
 	b.notices = append(b.notices, c)
@@ -119,7 +119,7 @@ func TestRunActsOnEachReply(t *testing.T) {
 	put(t, dir, "4", "s@x.test", "d-1@y.test", "third\n", time.Hour)
 	srv, b := &qmqpServer{}, &bouncer{}
 	var outs []Outcome
-	sum, err := Run(context.Background(), Config{Dir: dir, Transport: &QMQP{Client: srv}, Group: true, Bouncer: b, Events: collect(&outs)})
+	sum, err := Run(context.Background(), Config{Source: &Maildir{Dir: dir, Group: true}, Transport: &QMQP{Client: srv}, Bouncer: b, Events: collect(&outs)})
 	if !errors.Is(err, ErrRemaining) {
 		t.Fatalf("err %v", err)
 	}
@@ -144,7 +144,7 @@ func TestRunUnreachableTouchesNothing(t *testing.T) {
 	put(t, dir, "1", "s@x.test", "d-1@y.test", "x\n", 30*24*time.Hour)
 	var outs []Outcome
 	qt := &QMTP{Connect: func(context.Context) (net.Conn, string, error) { return nil, "", errors.New("connection refused") }}
-	sum, err := Run(context.Background(), Config{Dir: dir, Transport: qt, Lifetime: time.Hour, Bouncer: &bouncer{}, Events: collect(&outs)})
+	sum, err := Run(context.Background(), Config{Source: &Maildir{Dir: dir}, Transport: qt, Lifetime: time.Hour, Bouncer: &bouncer{}, Events: collect(&outs)})
 	var ue *UnreachableError
 	if !errors.As(err, &ue) || sum.Unreachable == "" || len(outs) != 0 || left(t, dir) != "new/1" {
 		t.Fatalf("err %v, summary %+v, outcomes %v, left %s", err, sum, outs, left(t, dir))
@@ -159,7 +159,7 @@ func TestRunExpireUnanswered(t *testing.T) {
 		dir := newQueue(t)
 		put(t, dir, "1", "s@x.test", "k-1@y.test", "x\n", 30*24*time.Hour)
 		var outs []Outcome
-		_, err := Run(context.Background(), Config{Dir: dir, Transport: &QMQP{}, Lifetime: time.Hour, ExpireUnanswered: expire, Bouncer: &bouncer{}, Events: collect(&outs)})
+		_, err := Run(context.Background(), Config{Source: &Maildir{Dir: dir}, Transport: &QMQP{}, Lifetime: time.Hour, ExpireUnanswered: expire, Bouncer: &bouncer{}, Events: collect(&outs)})
 		want := "new/1=deferred"
 		if expire {
 			want = "new/1=bounced"
@@ -181,7 +181,7 @@ func TestRunInterrupted(t *testing.T) {
 	srv := &qmqpServer{onSend: func() { close(stop) }}
 	var outs []Outcome
 	ctx := proto.WithStopStarting(context.Background(), stop)
-	sum, err := Run(ctx, Config{Dir: dir, Transport: &QMQP{Client: srv}, Events: collect(&outs)})
+	sum, err := Run(ctx, Config{Source: &Maildir{Dir: dir}, Transport: &QMQP{Client: srv}, Events: collect(&outs)})
 	if !errors.Is(err, proto.ErrInterrupted) || !sum.Interrupted || len(srv.sent) != 1 {
 		t.Fatalf("err %v, summary %+v, %d sent", err, sum, len(srv.sent))
 	}
@@ -221,11 +221,11 @@ func TestRunOpenRefusedIsMalformed(t *testing.T) {
 	os.WriteFile(target, []byte("Return-Path: <s@x.test>\nDelivered-To: k-1@y.test\nsecret\n"), 0o600)
 	srv := &qmqpServer{}
 	var outs []Outcome
-	sum, _ := Run(context.Background(), Config{Dir: dir, Transport: &swapping{Transport: &QMQP{Client: srv}, path: p, target: target}, Events: collect(&outs)})
+	sum, _ := Run(context.Background(), Config{Source: &Maildir{Dir: dir}, Transport: &swapping{Transport: &QMQP{Client: srv}, path: p, target: target}, Events: collect(&outs)})
 	if got := statuses(outs); got != "new/1=malformed" || sum.Malformed != 1 || sum.Deferred != 0 || len(srv.sent) != 0 {
 		t.Fatalf("outcomes %s, summary %+v, sent %v", got, sum, srv.sent)
 	}
-	var bad *maildir.Malformed
+	var bad *Broken
 	if bad = outs[0].Bad; bad == nil || bad.Name != "new/1" {
 		t.Errorf("outcome without the malformed file: %+v", outs[0])
 	}
@@ -249,7 +249,7 @@ func TestRunMalformedPastLifetime(t *testing.T) {
 
 	dir := setup()
 	var outs []Outcome
-	sum, _ := Run(context.Background(), Config{Dir: dir, Transport: &QMQP{}, Lifetime: time.Hour, KeepNote: "no bounce", Now: later, Events: collect(&outs)})
+	sum, _ := Run(context.Background(), Config{Source: &Maildir{Dir: dir}, Transport: &QMQP{}, Lifetime: time.Hour, KeepNote: "no bounce", Now: later, Events: collect(&outs)})
 	if got := statuses(outs); got != "new/bad=malformed new/link=malformed" || sum.Malformed != 2 || left(t, dir) != "new/bad new/link" {
 		t.Fatalf("without a bouncer: %s, %+v, left %s", got, sum, left(t, dir))
 	}
@@ -262,7 +262,7 @@ func TestRunMalformedPastLifetime(t *testing.T) {
 	dir = setup()
 	outs = nil
 	b := &bouncer{}
-	sum, err := Run(context.Background(), Config{Dir: dir, Transport: &QMQP{}, Lifetime: time.Hour, Bouncer: b, Now: later, Events: collect(&outs)})
+	sum, err := Run(context.Background(), Config{Source: &Maildir{Dir: dir}, Transport: &QMQP{}, Lifetime: time.Hour, Bouncer: b, Now: later, Events: collect(&outs)})
 	if err != nil || statuses(outs) != "new/bad=bounced new/link=bounced" || left(t, dir) != "" {
 		t.Fatalf("with a bouncer: %v %s, left %s", err, statuses(outs), left(t, dir))
 	}

@@ -52,7 +52,7 @@ func TestRunBouncesMessageOverServerSize(t *testing.T) {
 	dir := newQueue(t)
 	put(t, dir, "1", "s@x.test", "r@y.test", strings.Repeat("long line\n", 10), time.Minute)
 	var outs []Outcome
-	_, err = Run(context.Background(), Config{Dir: dir, Transport: &SMTP{Client: smtp.Client{Helo: "c.test", TLS: smtp.TLSNone}, Addrs: []string{ln.Addr().String()}},
+	_, err = Run(context.Background(), Config{Source: &Maildir{Dir: dir}, Transport: &SMTP{Client: smtp.Client{Helo: "c.test", TLS: smtp.TLSNone}, Addrs: []string{ln.Addr().String()}},
 		Lifetime: time.Hour, Bouncer: &bouncer{}, Events: collect(&outs)})
 	if len(outs) != 1 || outs[0].Status != Bounced {
 		t.Fatalf("outcomes %+v (err %v), want the one message bounced", outs, err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/queue"
 	"qbox/proto/queue/bounce"
 	"qbox/proto/store/maildir"
 	"qbox/proto/testkit/testpeer"
@@ -207,8 +208,8 @@ func TestFlushExpiredBounces(t *testing.T) {
 	bounceVia := client(pf.QMQPAddr)
 	res, err := s.Flush(context.Background(), FlushConfig{
 		Client:   client(closedAddr(t)),
-		Bounce:   QMQPBouncer(bounceVia, bounce.Config{Hostname: "example.test"}, nil),
-		Lifetime: DefaultLifetime,
+		Bouncer:  &queue.QMQPBouncer{Config: bounce.Config{Hostname: "example.test"}, Client: bounceVia},
+		Lifetime: queue.DefaultLifetime,
 	})
 	if err != nil {
 		t.Fatal(err)

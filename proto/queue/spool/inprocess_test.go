@@ -15,6 +15,7 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/queue"
 	"qbox/proto/queue/bounce"
 	"qbox/proto/store/maildir"
 )
@@ -196,8 +197,8 @@ func TestFlushExpiredBouncesInProcess(t *testing.T) {
 	enqueue(t, s, "owner@example.test", "Subject: young\n\nx\n", "r9@example.test")
 	res, err := s.Flush(context.Background(), FlushConfig{
 		Client:   client(closedAddr(t)),
-		Bounce:   QMQPBouncer(client(srv.addr), bounce.Config{Hostname: "example.test"}, nil),
-		Lifetime: DefaultLifetime,
+		Bouncer:  &queue.QMQPBouncer{Config: bounce.Config{Hostname: "example.test"}, Client: client(srv.addr)},
+		Lifetime: queue.DefaultLifetime,
 	})
 	if err != nil {
 		t.Fatal(err)

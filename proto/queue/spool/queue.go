@@ -151,6 +151,10 @@ func (l *Listing) Find(id string) ([]*Message, error) {
 	return found, nil
 }
 
+// ErrLocked is wrapped when another process holds the spool's lock (a
+// run delivering it).
+var ErrLocked = maildir.ErrLocked
+
 // Lock takes the spool's lock, the one every flush takes, so a message is
 // not moved or removed while a flush sends it.
 func (s *Spool) Lock() (*maildir.Lock, error) {
