@@ -2,9 +2,7 @@ package commands
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,12 +16,6 @@ import (
 // script must not retry a typo.
 func TestUsageErrorsAreOneLine(t *testing.T) {
 	bin := testpeer.Binary(t)
-	links := t.TempDir()
-	for _, name := range []string{"sendmail", "qmail-inject", "maildirqmtp", "maildirsmtp"} {
-		if err := os.Symlink(bin, filepath.Join(links, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	cases := []struct {
 		prog string // a personality; "" is qbox
 		args []string
@@ -48,9 +40,11 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 		{args: []string{"--bogus"}, want: []string{"qbox: unknown flag --bogus"}},
 	}
 	for _, tc := range cases {
-		prog, path := tc.prog, filepath.Join(links, tc.prog)
+		prog, path := tc.prog, bin
 		if prog == "" {
-			prog, path = "qbox", bin
+			prog = "qbox"
+		} else {
+			path = testpeer.Personality(t, prog)
 		}
 		t.Run(strings.Join(append([]string{prog}, tc.args...), " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -89,19 +83,13 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 // with its synopsis on stdout and exit 0, so the "see 'sendmail --help'"
 // of its usage errors leads somewhere.
 func TestPersonalityHelp(t *testing.T) {
-	bin := testpeer.Binary(t)
-	links := t.TempDir()
 	for name, want := range map[string]string{
 		"sendmail":     "usage: sendmail [-t]",
 		"qmail-inject": "usage: qmail-inject [-aAhHnN]",
 		"maildirqmtp":  "usage: maildirqmtp DIR PREFIX HOST[:PORT]\nSee maildirqmtp(1)",
 		"maildirsmtp":  "usage: maildirsmtp DIR PREFIX HOST[:PORT] HELOHOST\n",
 	} {
-		link := filepath.Join(links, name)
-		if err := os.Symlink(bin, link); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(link, "--help")
+		cmd := exec.Command(testpeer.Personality(t, name), "--help")
 		cmd.Stdin = strings.NewReader("")
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr

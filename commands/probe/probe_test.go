@@ -250,6 +250,7 @@ func runBinary(t *testing.T, args []string, wantCode int, wantOut string) {
 func TestBinaryExitCodes(t *testing.T) {
 	qmqpAddr, _, _ := serve(t)
 	closed := testpeer.ClosedAddr(t)
+	silent := blackHole(t)
 	for _, c := range []struct {
 		args []string
 		code int
@@ -259,6 +260,10 @@ func TestBinaryExitCodes(t *testing.T) {
 		{[]string{"--json", "--qmqp", "--wait", "300ms", qmqpAddr}, 0, `"heard": "silence"`},
 		{[]string{"--qmtp", closed}, 2, "closed"},
 		{[]string{"--json", "--qmtp", closed}, 2, `"verdict": "down"`},
+		// README's Nagios check of a QMQP hub fails on a port that
+		// accepts and says nothing, which a connect-only probe passes.
+		{[]string{"--qmqp", "--wait", "300ms", silent}, 0, "open and silent"},
+		{[]string{"--qmqp", "--send", "monitor-sink@example.org", "--timeout", "300ms", silent}, 1, "no reply"},
 		{[]string{"--qmtp", "--qmqp", "127.0.0.1"}, 100, "at most one of"},
 		{[]string{"--send", "x@example.test", "127.0.0.1:1234"}, 100, "--send needs one protocol"},
 		{[]string{"127.0.0.1", "--qmqp"}, 100, "options go before the first HOST"},

@@ -162,6 +162,12 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 				Name:  "pickup",
 				Usage: "(root) move the system queue's drop files into its queue",
 				Action: func(c *cli.Context) error {
+					if os.Geteuid() != 0 {
+						// The drop files are other users' (0600): only
+						// root reads them. Running it again as the same
+						// user fails the same way.
+						return exitcode.Perm(errors.New("needs root: the drop files are other users' (as root, sendmail -q and the runner pick them up)"))
+					}
 					q := spool.System(os.Getenv)
 					res, err := spool.PickUp(q, time.Now())
 					for _, p := range res.Picked {

@@ -201,4 +201,11 @@ func TestQueueManagement(t *testing.T) {
 	if code, _, stderr := qbox(t, dir, "delete", "abc"); code != 100 || !strings.Contains(stderr, "too short") {
 		t.Errorf("delete of a 3-character ID: exit %d, %q", code, stderr)
 	}
+	// An error names the command as typed (issue 22), once.
+	for _, sub := range []string{"delete", "hold", "release", "show"} {
+		code, _, stderr := qbox(t, dir, sub, "nosuchmessage")
+		if code != 100 || !strings.HasPrefix(stderr, "qbox queue "+sub+": ") || strings.Count(stderr, "qbox") != 1 || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%s of an unknown ID: exit %d, stderr %q; want 100 and one line beginning 'qbox queue %s: '", sub, code, stderr, sub)
+		}
+	}
 }

@@ -390,12 +390,25 @@ func listSpool(p *Process) {
 		return
 	}
 	if _, err := os.Stat(filepath.Join(dir, "new")); errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintf(p.Stdout, "Mail queue is empty (%s)\n", dir)
+		// No spool there (a user's ~/.qbox/spool is made only when the
+		// system queue cannot take a message): nothing to name.
+		fmt.Fprintln(p.Stdout, "Mail queue is empty")
 	} else if _, err := (&spool.Spool{Dir: dir}).WriteListing(p.Stdout, p.now()); err != nil {
 		p.errorf("%v", err)
 	}
-	if n := spool.DropsWaiting(spool.System(p.Getenv)); n > 0 && p.Getenv("QBOX_SPOOL") == "" {
-		fmt.Fprintf(p.Stdout, "-- %d more in %s, waiting for pickup by sendmail -q\n", n, spool.System(p.Getenv).DropDir())
+	if p.Getenv("QBOX_SPOOL") != "" {
+		return
+	}
+	q := spool.System(p.Getenv)
+	switch {
+	case os.Geteuid() == 0:
+		if n := spool.DropsWaiting(q); n > 0 {
+			fmt.Fprintf(p.Stdout, "-- %d more in %s, waiting for pickup by sendmail -q\n", n, q.DropDir())
+		}
+	case q.Exists():
+		// A user's mail that no server took waits in the maildrop,
+		// which only root may list (its files are every user's).
+		fmt.Fprintf(p.Stdout, "-- mail you sent that no server took waits in %s for root's pickup (sendmail -q, the runner); only root can list it: sudo mailq\n", q.DropDir())
 	}
 }
 
