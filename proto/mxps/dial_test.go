@@ -119,16 +119,6 @@ func TestDeliverNoneConnects(t *testing.T) {
 	}
 }
 
-// waitCount waits (bounded) until n reaches want and fails if it is not
-// exactly want.
-func waitCount(t *testing.T, n *atomic.Int32, want int32) {
-	t.Helper()
-	counting.WaitAtLeast(n, want)
-	if got := n.Load(); got != want {
-		t.Fatalf("%d connections, want %d", got, want)
-	}
-}
-
 func TestDeliverRule(t *testing.T) {
 	qport, qfds := reserve(t, "127.0.0.1", "127.0.0.2")
 	sport, sfds := reserve(t, "127.0.0.1", "127.0.0.2")
@@ -154,7 +144,7 @@ func TestDeliverRule(t *testing.T) {
 	if err != nil || a.Protocol != ProtoSMTP || a.Host != "q1" || len(sessions) != 1 {
 		t.Fatalf("QMTP closed: got %v %v, sessions %v", a, err, sessions)
 	}
-	waitCount(t, smtp1, 1)
+	counting.WaitExactly(t, smtp1, 1, "connections")
 
 	// QMTP open on the first address and its session fails: no SMTP on
 	// that address, no attempt on the next exchanger.
@@ -169,7 +159,7 @@ func TestDeliverRule(t *testing.T) {
 	if !errors.Is(err, ErrSessionStarted) || a.Protocol != ProtoQMTP || a.Host != "q1" || len(sessions) != 1 {
 		t.Fatalf("QMTP session failed: got %v %v, sessions %v", a, err, sessions)
 	}
-	waitCount(t, qmtp1, 1)
+	counting.WaitExactly(t, qmtp1, 1, "connections")
 	// No fallback: a marker connection of our own to the SMTP and second
 	// QMTP listeners is queued behind any Deliver made before it returned,
 	// so once the marker is counted the count is final.
@@ -180,6 +170,6 @@ func TestDeliverRule(t *testing.T) {
 		}
 		c.Close()
 	}
-	waitCount(t, smtp1, 2) // the first run's session and the marker
-	waitCount(t, qmtp2, 1) // the marker only
+	counting.WaitExactly(t, smtp1, 2, "connections") // the first run's session and the marker
+	counting.WaitExactly(t, qmtp2, 1, "connections") // the marker only
 }

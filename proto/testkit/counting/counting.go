@@ -61,3 +61,14 @@ func WaitAtLeast(n *atomic.Int32, want int32) bool {
 	}
 	return n.Load() >= want
 }
+
+// WaitExactly waits, as WaitAtLeast, until n reaches want, then fails the
+// test unless it is exactly want (a counter raised past it counted
+// something that should not have happened); what names the count.
+func WaitExactly(t testing.TB, n *atomic.Int32, want int32, what string) {
+	t.Helper()
+	WaitAtLeast(n, want)
+	if got := n.Load(); got != want {
+		t.Fatalf("%d %s, want %d", got, what, want)
+	}
+}
