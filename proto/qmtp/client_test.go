@@ -17,6 +17,7 @@ import (
 
 	"qbox/proto"
 	"qbox/proto/testkit/linksim"
+	"qbox/proto/testkit/servetest"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -58,38 +59,29 @@ func (d *memDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Re
 func startStoreServer(t testing.TB, tune func(*net.TCPConn)) (string, *memStore) {
 	t.Helper()
 	store := &memStore{}
-	srv := &Server{Backend: store}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		cancel()
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if tune != nil {
-				tune(c.(*net.TCPConn))
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				srv.ServeConn(ctx, c, proto.Peer{RemoteIP: "127.0.0.1", LocalHost: "test.local"})
-			}()
-		}
-	}()
-	return ln.Addr().String(), store
+	if tune != nil {
+		ln = &tuningListener{ln, tune}
+	}
+	addr, _ := servetest.Serve(t, &Server{Backend: store, Hostname: "test.local"}, ln)
+	return addr, store
+}
+
+// tuningListener adjusts each connection it accepts.
+type tuningListener struct {
+	net.Listener
+	tune func(*net.TCPConn)
+}
+
+func (l *tuningListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.tune(c.(*net.TCPConn))
+	}
+	return c, err
 }
 
 // bytesPackage returns a package whose message is msg.

@@ -22,6 +22,15 @@ func Start(t testing.TB, srv Server) (string, <-chan error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Serve(t, srv, l)
+}
+
+// Serve is Start on a listener of the test's own (one that adjusts each
+// connection it accepts, say): it runs srv.Serve on l and returns l's
+// address and a channel with Serve's result; the server is closed when
+// the test ends.
+func Serve(t testing.TB, srv Server, l net.Listener) (string, <-chan error) {
+	t.Helper()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
