@@ -226,13 +226,15 @@ func (p *Proxy) pipe(dst, src net.Conn, count *atomic.Int64, counter *replyCount
 			data = data[:k]
 		}
 		if len(data) > 0 {
+			// Counted before the write: a client that has read these
+			// bytes (and exited) finds them in the count.
+			count.Add(int64(len(data)))
 			if _, err := dst.Write(data); err != nil {
 				src.Close()
 				for range line { // let the reader finish
 				}
 				return
 			}
-			count.Add(int64(len(data)))
 		}
 		if limitHit {
 			counter.onLimit()
