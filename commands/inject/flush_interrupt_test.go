@@ -73,7 +73,7 @@ func TestFlushInterruptedDeliversNothingTwice(t *testing.T) {
 		t.Errorf("no summary saying interrupted:\n%s", stderr.String())
 	}
 	stored := maildirtest.Recipients(t, dest)
-	left := maildirtest.Recipients(t, dir)
+	left := spoolRecipients(t, dir)
 	if len(left) == 0 {
 		t.Fatalf("the interrupted run left nothing queued (%d stored): it was not interrupted", len(stored))
 	}

@@ -2,7 +2,6 @@ package inject
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,11 +12,11 @@ import (
 
 func queued(t *testing.T, dir string) int {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(dir, "new"))
+	q, _, err := (&spool.Spool{Dir: dir}).Queued()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(entries)
+	return len(q)
 }
 
 func enqueue(t *testing.T, dir string, msg []byte, sender string, rcpts ...string) {
@@ -78,4 +77,21 @@ func TestFlushRefusesRecipients(t *testing.T) {
 	if code != 100 || !strings.Contains(stderr, "no recipients") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
+}
+
+// spoolRecipients counts the recipients queued in the spool dir.
+func spoolRecipients(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	q, bad, err := (&spool.Spool{Dir: dir}).Queued()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		t.Fatalf("malformed files in %s: %v", dir, bad)
+	}
+	out := map[string]int{}
+	for _, r := range q {
+		out[r.Recipient]++
+	}
+	return out
 }

@@ -80,7 +80,7 @@ func flush(ctx context.Context, stdout, stderr io.Writer, getenv func(string) st
 		return exitcode.Temp(err)
 	}
 	c := &qmqp.Client{Servers: servers, ConnectTimeout: 10 * time.Second, Timeout: 60 * time.Second}
-	qc := queue.QMQPRelay(sp.Source(sel), c, mcfg.DefaultHost)
+	qc := queue.QMQPRelay(sp.SourceForce(sel, true), c, mcfg.DefaultHost) // an operator asked: backoff or not
 	qc.Events = pr.Events()
 	sig := interrupt.Catch(ctx, stderr, "qbox queue flush")
 	defer sig.Release()

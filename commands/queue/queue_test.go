@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,13 +28,8 @@ func qbox(t *testing.T, dir string, args ...string) (int, string, string) {
 
 func enqueue(t *testing.T, sp *spool.Spool, sender, msg, lastErr string, age time.Duration, rcpts ...string) {
 	t.Helper()
-	paths, err := sp.Enqueue(proto.Envelope{Sender: sender, Recipients: rcpts}, strings.NewReader(msg), int64(len(msg)), lastErr)
-	if err != nil {
+	if _, err := sp.EnqueueAt(proto.Envelope{Sender: sender, Recipients: rcpts}, time.Now().Add(-age), strings.NewReader(msg), int64(len(msg)), lastErr); err != nil {
 		t.Fatal(err)
-	}
-	when := time.Now().Add(-age)
-	for _, p := range paths {
-		os.Chtimes(p, when, when)
 	}
 }
 
@@ -87,8 +83,8 @@ func TestQueueManagement(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "held "+ids["held@example.test"]) {
 		t.Fatalf("hold: exit %d: %s", code, out)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "hold", "new")); err != nil {
-		t.Fatal(err)
+	if l, err := sp.Messages(); err != nil || !slices.ContainsFunc(l.Messages, func(m spool.Message) bool { return m.Held }) {
+		t.Fatalf("no held message after hold: %v", err)
 	}
 
 	code, out, _ = qbox(t, dir, "list")
@@ -111,7 +107,7 @@ func TestQueueManagement(t *testing.T) {
 	states := map[string]string{}
 	for _, m := range parsed.Messages {
 		states[m.Sender] = m.State
-		if m.Sender == "deferred@example.test" && (len(m.Recipients) != 2 || m.AgeSeconds < 3*3600 || m.LastError == "" || len(m.Files) != 2) {
+		if m.Sender == "deferred@example.test" && (len(m.Recipients) != 2 || m.AgeSeconds < 3*3600 || m.LastError == "" || len(m.Files) != 1) {
 			t.Errorf("deferred message in JSON: %+v", m)
 		}
 	}
@@ -130,14 +126,14 @@ func TestQueueManagement(t *testing.T) {
 		t.Errorf("show of an unknown ID: exit %d, %q", code, stderr)
 	}
 
-	// The flush scans new/ and cur/ only: the held message is not there.
-	res, err := sp.List()
+	// The flush leaves the held message alone.
+	res, _, err := sp.Queued()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range res.Entries {
-		if e.Sender == "held@example.test" {
-			t.Errorf("a held message is where the flush sends from: %s", e.Name)
+	for _, e := range res {
+		if e.Message.Sender == "held@example.test" {
+			t.Errorf("a held message is where the flush sends from: %s", e.Message.ID)
 		}
 	}
 
@@ -179,15 +175,15 @@ func TestQueueManagement(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "released") {
 		t.Fatalf("release: exit %d: %s", code, out)
 	}
-	res, _ = sp.List()
+	res, _, _ = sp.Queued()
 	found := false
-	for _, e := range res.Entries {
-		found = found || e.Sender == "held@example.test"
+	for _, e := range res {
+		found = found || e.Message.Sender == "held@example.test"
 	}
 	if !found {
 		t.Errorf("released message not back for the flush")
 	}
-	if text, _ := sp.LastError(filepath.Base(res.Entries[0].Name)); text == "" {
+	if text := res[0].LastError; text == "" {
 		t.Errorf("the oldest message lost its last error on hold and release")
 	}
 

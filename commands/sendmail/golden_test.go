@@ -47,13 +47,8 @@ func TestGoldenSpoolFiles(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
-			files, _ := filepath.Glob(filepath.Join(spoolDir, "new", "*"))
 			var parts []string
-			for _, f := range files {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
+			for _, b := range spoolCopies(t, spoolDir) {
 				s := qmailDateValue.ReplaceAllString(string(b), "DATE")
 				parts = append(parts, qmailMessageID.ReplaceAllString(s, "<ID.qmail@"))
 			}

@@ -80,6 +80,10 @@ OPTIONS
                   list), a recipient or the sender contains the text,
                   case ignored; -q!R... negates; several of one letter
                   are alternatives, different letters must all hold
+   -O MaxRecipientsPerMessage=N
+                  refuse (64) a message with more than N recipients;
+                  default control/maxrecipients, else 10000. Other -O
+                  options are ignored
    -A -B -e -G -h -L -m -N -n -O -o -p -R -U -V -X -x
                   sendmail's, accepted and ignored without a word (those
                   that take an argument take it: -h 3, -N never, -odi);
@@ -89,7 +93,7 @@ OPTIONS
 EXIT STATUS
 
    0    sent, or safely spooled
-   64   bad usage: no recipients, an unsupported -b mode, a bad address
+   64   bad usage: no recipients or more than allowed, an unsupported -b mode, a bad address
         in an argument, a name or address from the environment with CR,
         LF or NUL
    65   a bad address or header in the message

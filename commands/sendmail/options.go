@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"qbox/proto/queue/spool"
 )
 
 // Mode is what a sendmail invocation asks for.
@@ -36,6 +38,10 @@ type Options struct {
 	QueueSelect []string
 	Daemon      bool // -bd: with -q30m, the queue runner; alone, unsupported
 	Recipients  []string
+	// MaxRecipients is -O MaxRecipientsPerMessage=N (sendmail's option
+	// name): more recipients are refused (64), never cut; 0: the
+	// control file's limit or spool.DefaultMaxRecipients.
+	MaxRecipients int
 	// Warnings are about options accepted but not understood; the
 	// caller prints them and carries on, because an MTA that refuses an
 	// unknown option (cron's -oem, mutt's -N) loses the caller's mail.
@@ -129,6 +135,15 @@ func (o *Options) option(c byte, val string) {
 	case 'o':
 		if strings.HasPrefix(val, "i") {
 			o.IgnoreDots = true // -oi
+		}
+	case 'O':
+		if v, ok := strings.CutPrefix(val, "MaxRecipientsPerMessage="); ok {
+			n, err := spool.ParseMaxRecipients(v)
+			if err != nil {
+				o.UsageError = "-O MaxRecipientsPerMessage: " + err.Error()
+				return
+			}
+			o.MaxRecipients = n
 		}
 	case 'b':
 		switch val {

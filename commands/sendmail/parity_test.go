@@ -51,14 +51,11 @@ func TestSenderFromPasswdWhenNoUserInEnv(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
-			files, _ := filepath.Glob(filepath.Join(spoolDir, "new", "*"))
+			files := spoolCopies(t, spoolDir)
 			if len(files) != 1 {
 				t.Fatalf("%d spool files, want 1", len(files))
 			}
-			b, err := os.ReadFile(files[0])
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := files[0]
 			if !strings.HasPrefix(string(b), "Return-Path: <"+tc.want+">\n") {
 				t.Errorf("sender: got %q, want Return-Path: <%s>", strings.SplitN(string(b), "\n", 2)[0], tc.want)
 			}

@@ -112,3 +112,53 @@ func TestPickupNoSpaceExits75(t *testing.T) {
 func envMap(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
+
+// The amplification case of the issue on a 64 KiB tmpfs queue (a private
+// mount namespace, as above): one 20 KB drop to 200 recipients (4 MB in
+// the old one-copy-per-recipient layout) and another user's small drop
+// both fit, because each is stored once; a third drop larger than the
+// disk is reported, stays in the drop directory, and makes the run exit
+// 75 — it no longer stops the others.
+func TestPickupStoresOnceOnSmallDisk(t *testing.T) {
+	testpeer.RequireRoot(t, "to mount a tmpfs in a private mount namespace")
+	unshare := testpeer.Require(t, "unshare", "util-linux")
+	top := publicDir(t, 0o755)
+	q := makeSystemQueue(t, filepath.Join(top, "spool"))
+	sendmailPath := filepath.Join(top, "sendmail")
+	if err := os.Symlink(testpeer.Binary(t), sendmailPath); err != nil {
+		t.Fatal(err)
+	}
+	var rcpts []string
+	for i := range 200 {
+		rcpts = append(rcpts, fmt.Sprintf("r%03d@example.test", i))
+	}
+	msg := append([]byte("Subject: many\n\n"), bytes.Repeat([]byte("0123456789abcde\n"), 20<<10/16)...)
+	if _, err := spool.Drop(q.DropDir(), proto.Envelope{Sender: "a@example.test", Recipients: rcpts}, bytes.NewReader(msg), int64(len(msg)), ""); err != nil {
+		t.Fatal(err)
+	}
+	dropOne(t, q, 100)
+	big := dropOne(t, q, 256<<10)
+	env := []string{"QBOX_SYSTEM_QUEUE=" + q.Root, "QMQPSERVERS=" + testpeer.ClosedAddr(t)}
+	// sendmail -q picks up (and defers: the hub is down), then -bp lists
+	// the queue, both inside the namespace that has the tmpfs.
+	code, stdout, stderr := run(t, unshare, env, "", "-m", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o size=64k,mode=0700 qbox-small "$1" || exit 9; "$2" -q; echo "rc=$?"; exec "$2" -bp`, "sh", q.QueueDir(), sendmailPath)
+	if code != 0 || !strings.Contains(stdout, "rc=75\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want sendmail -q to exit 75", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "pickup failed") || !strings.Contains(stderr, "no space left on device") || !strings.Contains(stderr, filepath.Base(big[0])) {
+		t.Errorf("stderr %q; want the drop that did not fit named, with its reason", stderr)
+	}
+	listed := 0
+	for _, r := range rcpts {
+		if strings.Contains(stdout, " "+r+"\n") {
+			listed++
+		}
+	}
+	if listed != 200 || !strings.Contains(stdout, " b@example.test\n") {
+		t.Errorf("the queue lists %d of the 200 recipients (and the small drop: %v):\n%s", listed, strings.Contains(stdout, " b@example.test\n"), stdout)
+	}
+	if left := dropsLeft(t, q); len(left) != 1 || left[0] != filepath.Base(big[0]) {
+		t.Errorf("drop directory holds %v, want only the drop that did not fit", left)
+	}
+}

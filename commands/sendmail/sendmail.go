@@ -212,6 +212,9 @@ func Sendmail(ctx context.Context, p *Process) error {
 		}
 		return exitcode.Usage("no recipients given (use -t to take them from the header); nothing sent")
 	}
+	if err := checkRecipientLimit(p, o.MaxRecipients, len(m.Recipients)); err != nil {
+		return err
+	}
 	var buf spill.Buffer
 	defer buf.Close()
 	if _, err := io.Copy(&buf, m.Reader()); err != nil {
@@ -356,6 +359,9 @@ func qmailInject(ctx context.Context, p *Process) error {
 	if len(m.Recipients) == 0 {
 		return exitcode.Data(errors.New("no recipients; nothing sent (qmail-inject would have lost this message)"))
 	}
+	if err := checkRecipientLimit(p, 0, len(m.Recipients)); err != nil {
+		return err
+	}
 	var buf spill.Buffer
 	defer buf.Close()
 	if _, err := io.Copy(&buf, m.Reader()); err != nil {
@@ -493,6 +499,8 @@ func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Select
 	if err != nil {
 		return exitcode.Temp(err)
 	}
+	// A selection (sendmail -qI ID) sends what it names now, backoff or
+	// not (spool.Backoff).
 	cfg, err := message.ConfigFromEnv(p.Getenv)
 	if err != nil {
 		return exitcode.Temp(err)
@@ -534,8 +542,10 @@ func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Select
 	if verbose || sum.Interrupted {
 		p.errorf("%d delivered, %d bounced, %d still queued in %s", sum.Succeeded, sum.Bounced+sum.Discarded, sum.Unsettled(), dir)
 	}
-	if sum.Interrupted || sum.Unsettled() > 0 {
-		return exitcode.Reported(exitcode.Temporary) // mail remains for a later run
+	// Mail remains for a later run: what this run left, or (a run over
+	// the whole spool) messages backing off after a Z.
+	if sum.Interrupted || sum.Unsettled() > 0 || (sel == nil && sum.Remaining > 0) {
+		return exitcode.Reported(exitcode.Temporary)
 	}
 	return nil
 }
@@ -558,8 +568,7 @@ func drainInBackground(p *Process) {
 	if err != nil {
 		return
 	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "new"))
-	if len(entries) == 0 && spool.DropsWaiting(spool.System(p.Getenv)) == 0 {
+	if !spool.HasMail(dir) && spool.DropsWaiting(spool.System(p.Getenv)) == 0 {
 		return
 	}
 	exe, err := os.Executable()
@@ -578,4 +587,24 @@ func drainInBackground(p *Process) {
 	if cmd.Start() == nil {
 		cmd.Process.Release()
 	}
+}
+
+// checkRecipientLimit refuses a message with more recipients than
+// allowed (flag, else control/maxrecipients, else
+// spool.DefaultMaxRecipients) before anything is sent or queued: whole,
+// never cut (sendmail 64).
+func checkRecipientLimit(p *Process, flag, n int) error {
+	limit := flag
+	if limit == 0 {
+		l, err := spool.MaxRecipients(p.Getenv)
+		if err != nil {
+			return exitcode.Temp(err)
+		}
+		limit = l
+	}
+	if err := spool.CheckRecipients(n, limit); err != nil {
+		return exitcode.Usage("%d recipients, more than the %d one message may have (-O MaxRecipientsPerMessage=N or %s raise it); nothing sent",
+			n, limit, spool.MaxRecipientsPath(p.Getenv))
+	}
+	return nil
 }

@@ -58,17 +58,38 @@ func mailEnv(t *testing.T, servers string, extra ...string) (env []string, spool
 	return append(env, extra...), spoolDir
 }
 
+// queuedFiles counts the recipients queued in the spool dir (and the
+// files there that are not messages).
 func queuedFiles(t *testing.T, dir string) int {
 	t.Helper()
 	sp := &spool.Spool{Dir: dir}
-	res, err := sp.List()
+	q, bad, err := sp.Queued()
 	if errors.Is(err, os.ErrNotExist) {
 		return 0
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(res.Entries) + len(res.Malformed)
+	return len(q) + len(bad)
+}
+
+// spoolCopies returns each queued recipient's message as the old layout
+// held it (Return-Path, Delivered-To, the message).
+func spoolCopies(t *testing.T, dir string) [][]byte {
+	t.Helper()
+	q, _, err := (&spool.Spool{Dir: dir}).Queued()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, r := range q {
+		b, err := r.Copy()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // header returns the values of every field called name in a delivered
@@ -125,5 +146,62 @@ func TestNoServersConfiguredSpools(t *testing.T) {
 	code, out, _ := run(t, sendmail, env, "", "-bp")
 	if code != 0 || !strings.Contains(out, "last error") || !strings.Contains(out, "no QMQP server configured") {
 		t.Fatalf("sendmail -bp exit %d:\n%s", code, out)
+	}
+}
+
+// spoolRecipients counts the recipients queued in the spool dir.
+func spoolRecipients(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	q, bad, err := (&spool.Spool{Dir: dir}).Queued()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		t.Fatalf("malformed files in %s: %v", dir, bad)
+	}
+	out := map[string]int{}
+	for _, r := range q {
+		out[r.Recipient]++
+	}
+	return out
+}
+
+// More recipients than allowed: refused whole at sendmail time with 64
+// (never cut, nothing queued); -O MaxRecipientsPerMessage=N and
+// control/maxrecipients set the limit.
+func TestRecipientLimit(t *testing.T) {
+	sendmail := testpeer.Personality(t, "sendmail")
+	env, spoolDir := mailEnv(t, testpeer.ClosedAddr(t))
+	rcpts := []string{"a@example.test", "b@example.test", "c@example.test", "d@example.test"}
+	code, _, stderr := run(t, sendmail, env, "Subject: x\n\nx\n", append([]string{"-O", "MaxRecipientsPerMessage=3"}, rcpts...)...)
+	if code != 64 || !strings.Contains(stderr, "4 recipients, more than the 3") {
+		t.Fatalf("over the flag's limit: exit %d, %q; want 64", code, stderr)
+	}
+	if n := queuedFiles(t, spoolDir); n != 0 {
+		t.Fatalf("%d recipients queued after a refusal", n)
+	}
+	home := ""
+	for _, kv := range env {
+		if h, ok := strings.CutPrefix(kv, "QMAILHOME="); ok {
+			home = h
+		}
+	}
+	os.MkdirAll(filepath.Join(home, "control"), 0o755)
+	if err := os.WriteFile(filepath.Join(home, "control", "maxrecipients"), []byte("2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = run(t, sendmail, env, "Subject: x\n\nx\n", rcpts[:3]...)
+	if code != 64 || !strings.Contains(stderr, "control/maxrecipients") {
+		t.Fatalf("over the control file's limit: exit %d, %q; want 64", code, stderr)
+	}
+	// The flag overrides the file; within the limit the message is queued
+	// (the relay is down) with all its recipients.
+	code, _, stderr = run(t, sendmail, env, "Subject: x\n\nx\n", append([]string{"-OMaxRecipientsPerMessage=4"}, rcpts...)...)
+	if code != 0 || queuedFiles(t, spoolDir) != 4 {
+		t.Fatalf("within the flag's limit: exit %d, %q, %d queued", code, stderr, queuedFiles(t, spoolDir))
+	}
+	code, _, stderr = run(t, sendmail, env, "Subject: x\n\nx\n", "-O", "MaxRecipientsPerMessage=0", "a@example.test")
+	if code != 64 || !strings.Contains(stderr, "MaxRecipientsPerMessage") {
+		t.Fatalf("a bad limit: exit %d, %q; want 64", code, stderr)
 	}
 }

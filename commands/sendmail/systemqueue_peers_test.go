@@ -219,15 +219,11 @@ func TestSystemQueueForEveryUser(t *testing.T) {
 	if _, err := os.Stat(secret); err != nil {
 		t.Errorf("the hard link's other name is gone: %v", err)
 	}
-	queued, _ := filepath.Glob(filepath.Join(q.QueueDir(), "new", "*"))
+	queued := spoolCopies(t, q.QueueDir())
 	if len(queued) != 2 {
-		t.Fatalf("%d files in the queue, want 2", len(queued))
+		t.Fatalf("%d messages in the queue, want 2", len(queued))
 	}
-	for _, f := range queued {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, b := range queued {
 		if !bytes.Contains(b, []byte(fmt.Sprintf("Received: (qbox invoked by uid %d);", alice.uid))) &&
 			!bytes.Contains(b, []byte(fmt.Sprintf("Received: (qbox invoked by uid %d);", bob.uid))) {
 			t.Errorf("queued file without the submitter's uid:\n%s", b)
@@ -267,8 +263,8 @@ func TestSystemQueueForEveryUser(t *testing.T) {
 	if left, _ := os.ReadDir(q.DropDir()); len(left) != 0 {
 		t.Errorf("drop directory not emptied by sendmail -q: %d entries left", len(left))
 	}
-	if left, _ := filepath.Glob(filepath.Join(q.QueueDir(), "new", "*")); len(left) != 0 {
-		t.Errorf("%d files still queued after the flush", len(left))
+	if left := queuedFiles(t, q.QueueDir()); left != 0 {
+		t.Errorf("%d recipients still queued after the flush", left)
 	}
 
 	// No queue can take it (the drop directory lost its sticky bit, the

@@ -173,7 +173,6 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 	r := &runner{cfg: cfg, src: cfg.Source, dead: map[string]bool{}, provisional: map[string]Outcome{}}
 	runErr := r.run(ctx)
-	r.src.Sync()
 	for _, name := range r.provisionalOrder {
 		if out, ok := r.provisional[name]; ok {
 			delete(r.provisional, name)
@@ -185,6 +184,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			r.emit(out)
 		}
 	}
+	// After the deferrals: a source that keeps them (the spool's state
+	// files) writes them with the removals.
+	r.src.Sync()
 	if proto.StoppedStarting(ctx) {
 		r.sum.Interrupted = true
 		if runErr == nil {
@@ -408,6 +410,9 @@ func (r *runner) result(res Result, m *Stored, i int, openErr error, failed *[]p
 		r.sum.Deferred++
 		out.Status = Deferred
 		r.src.Defer(m, i, out.Reason)
+		if b, ok := r.src.(Backoff); ok {
+			b.ServerDeferred(m, i)
+		}
 		r.emit(out)
 	}
 }
@@ -475,7 +480,8 @@ func (r *runner) bounceOne(ctx context.Context, items []pending) {
 		return
 	}
 	n := &Notice{Sender: m.Package.Sender, Arrival: m.Entries[first.index].Queued, Size: m.Package.Size,
-		Reason: reason, TooOld: first.tooOld, Open: m.Package.Open}
+		Reason: reason, TooOld: first.tooOld, Open: m.Package.Open,
+		SizeRefused: strings.HasPrefix(first.outcome.Reply, "D") && bounce.SizeRefusal(first.outcome.Reply)}
 	if m.Reopen != nil {
 		i := first.index
 		n.Open = func() (io.ReadCloser, error) { return m.Reopen(i) }

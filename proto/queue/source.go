@@ -42,6 +42,14 @@ type Source interface {
 	Left() (int, error)
 }
 
+// Backoff is a Source that spaces out its retries: the engine tells it
+// which deferrals were a server's Z (after Defer), as opposed to no
+// server reached, so that only a hub that answers "later" lengthens the
+// wait, and an unreachable one is simply tried on the next run.
+type Backoff interface {
+	ServerDeferred(m *Stored, i int)
+}
+
 // Scan is what a Source holds now.
 type Scan struct {
 	Messages []*Stored

@@ -76,6 +76,27 @@ type Original struct {
 	// Message is the original message (header and body), Size bytes.
 	Message io.Reader
 	Size    int64
+	// HeadersOnly sends the original's header only (text/rfc822-headers,
+	// RFC 3462) whatever its size: the original was refused for its size,
+	// and a bounce carrying it would be refused too.
+	HeadersOnly bool
+	// Note is said to the reader after the failures (a double bounce
+	// says why the bounce itself failed).
+	Note string
+}
+
+// SizeRefusal reports whether a server's refusal text says the message
+// was too large: an enhanced status code 5.3.4 (message too big for the
+// system) or 5.2.3 (message length exceeds the limit), or words to that
+// effect.
+func SizeRefusal(text string) bool {
+	t := strings.ToLower(text)
+	for _, w := range []string{"5.3.4", "5.2.3", "too big", "too large", "too long", "size limit", "message size", "exceeds"} {
+		if strings.Contains(t, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // Bounce is a finished notification, ready to inject.
@@ -134,7 +155,7 @@ func Build(cfg Config, orig Original, failures []Failure) (*Bounce, error) {
 	}
 
 	var original []byte
-	fullOriginal := orig.Size <= maxOrig
+	fullOriginal := orig.Size <= maxOrig && !orig.HeadersOnly
 	if orig.Message != nil {
 		var err error
 		if fullOriginal {
@@ -186,6 +207,9 @@ func Build(cfg Config, orig Original, failures []Failure) (*Bounce, error) {
 	}
 	if !fullOriginal {
 		fmt.Fprintf(&m, "\nThe original message was %d bytes; its header is attached.\n", orig.Size)
+	}
+	if orig.Note != "" {
+		fmt.Fprintf(&m, "\n%s\n", textSafe(orig.Note))
 	}
 
 	// Part 2: for programs.

@@ -21,17 +21,18 @@ import (
 	"qbox/proto/testkit/testpeer"
 )
 
-// Files with the same sender and identical content go back as one QMQP
-// message: Postfix gives all recipients the same queue id.
+// A stored message goes as one QMQP message with all its recipients, and
+// old-layout files with the same sender and identical content (queued
+// before an upgrade) still go as one: Postfix gives all recipients of
+// one message the same queue id.
 func TestFlushGroupsIntoOneMessage(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
 	s := openSpool(t)
 	tok := testpeer.Token(t)
 	msg := "Subject: " + tok + "\n\ngrouped\n"
-	enqueue(t, s, "sender@example.test", msg, "r1@example.test", "r2@example.test")
-	enqueue(t, s, "sender@example.test", msg, "r3@example.test") // queued by another run
+	enqueue(t, s, "sender@example.test", msg, "r1@example.test", "r2@example.test", "r3@example.test")
 	other := "Subject: " + tok + "\n\nsingle\n"
-	enqueue(t, s, "sender@example.test", other, "r4@example.test")
+	legacyEnqueue(t, s.Dir, proto.Envelope{Sender: "sender@example.test", Recipients: []string{"r4@example.test"}}, other, "")
 
 	res, err := s.Flush(context.Background(), FlushConfig{Client: client(pf.QMQPAddr)})
 	if err != nil {
@@ -57,7 +58,7 @@ func TestFlushGroupsIntoOneMessage(t *testing.T) {
 		ids[string(id[1])] = append(ids[string(id[1])], string(testpeer.Body(m)))
 	}
 	if len(ids) != 2 {
-		t.Fatalf("delivered as %d messages, want 2 (3 identical files as one): %v", len(ids), ids)
+		t.Fatalf("delivered as %d messages, want 2 (the stored one with 3 recipients, the old file): %v", len(ids), ids)
 	}
 	for _, bodies := range ids {
 		if len(bodies) != 3 && len(bodies) != 1 {
@@ -132,7 +133,7 @@ func TestFlushBounceFailureKeeps(t *testing.T) {
 	if len(e) != 1 {
 		t.Fatalf("%d files, want the one that could not be bounced", len(e))
 	}
-	if text, _ := s.LastError(filepath.Base(e[0].Name)); !strings.Contains(text, "bounce not sent") {
+	if text := e[0].LastError; !strings.Contains(text, "bounce not sent") {
 		t.Errorf("last error %q", text)
 	}
 }
@@ -201,8 +202,7 @@ func TestFlushExpiredBounces(t *testing.T) {
 	tok := testpeer.Token(t)
 	old := time.Now().Add(-15 * 24 * time.Hour)
 	for i, sub := range []string{"old1", "old2"} {
-		paths := enqueue(t, s, "owner-"+tok+"@example.test", "Subject: "+sub+" "+tok+"\n\nx\n", fmt.Sprintf("r%d@example.test", i))
-		os.Chtimes(paths[0], old, old)
+		enqueueAt(t, s, old, "owner-"+tok+"@example.test", "Subject: "+sub+" "+tok+"\n\nx\n", fmt.Sprintf("r%d@example.test", i))
 	}
 	enqueue(t, s, "owner-"+tok+"@example.test", "Subject: young "+tok+"\n\nx\n", "r9@example.test")
 	bounceVia := client(pf.QMQPAddr)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -79,7 +81,7 @@ func startMemServer(t *testing.T) *memServer {
 	return s
 }
 
-// Files with the same sender and identical content go as one message.
+// A stored message goes as one QMQP message with all its recipients.
 func TestFlushGroupsInProcess(t *testing.T) {
 	srv := startMemServer(t)
 	s := openSpool(t)
@@ -103,9 +105,9 @@ func TestFlushGroupsInProcess(t *testing.T) {
 			t.Errorf("sender %q", r.env.Sender)
 		}
 	}
-	if len(got) != 2 || !strings.HasSuffix(got["r1@example.test,r2@example.test,r3@example.test"], msg) ||
+	if len(got) != 3 || !strings.HasSuffix(got["r1@example.test,r2@example.test"], msg) || !strings.HasSuffix(got["r3@example.test"], msg) ||
 		!strings.HasSuffix(got["r4@example.test"], "\nsingle\n") {
-		t.Fatalf("server got %q, want the three identical files as one message and the other alone", got)
+		t.Fatalf("server got %q, want each stored message as one QMQP message with all its recipients", got)
 	}
 }
 
@@ -130,7 +132,7 @@ func TestFlushRefusalBouncesInProcess(t *testing.T) {
 	if res.Bounced != 0 || res.Deferred != 1 || len(e) != 1 {
 		t.Fatalf("bounce failing: result %+v, %d files; want the file kept", res, len(e))
 	}
-	if text, _ := s.LastError(filepath.Base(e[0].Name)); !strings.Contains(text, "bounce not sent") {
+	if text := e[0].LastError; !strings.Contains(text, "bounce not sent") {
 		t.Errorf("last error %q", text)
 	}
 	bounceErr = nil
@@ -189,10 +191,7 @@ func TestFlushExpiredBouncesInProcess(t *testing.T) {
 	s := openSpool(t)
 	old := time.Now().Add(-15 * 24 * time.Hour)
 	for i, sub := range []string{"old1", "old2"} {
-		paths := enqueue(t, s, "owner@example.test", "Subject: "+sub+"\n\nx\n", fmt.Sprintf("r%d@example.test", i))
-		if err := os.Chtimes(paths[0], old, old); err != nil {
-			t.Fatal(err)
-		}
+		enqueueAt(t, s, old, "owner@example.test", "Subject: "+sub+"\n\nx\n", fmt.Sprintf("r%d@example.test", i))
 	}
 	enqueue(t, s, "owner@example.test", "Subject: young\n\nx\n", "r9@example.test")
 	res, err := s.Flush(context.Background(), FlushConfig{
@@ -256,4 +255,115 @@ func TestFlushQMQPMalformedPastLifetimeInProcess(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, got[0].msg)
 		}
 	}
+}
+
+// A bounce the hub refuses for good goes once to the postmaster (a
+// double bounce, the original's header only); when the postmaster's
+// address is refused too the notice is dropped and logged, and the
+// message leaves: never a loop, never stuck, one notice per message.
+func TestRefusedBounceGoesToPostmasterOnce(t *testing.T) {
+	srv := startMemServer(t)
+	s := openSpool(t)
+	// The server refuses mail to loop@example.test: the message and its
+	// bounce (to that sender) alike.
+	enqueue(t, s, "loop@example.test", "Subject: refused\nX-Marker: original\n\nbody\n", "loop@example.test")
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(srv.addr),
+		Bouncer: &queue.QMQPBouncer{Config: bounce.Config{Hostname: "example.test"}, Client: client(srv.addr)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 1 || res.Remaining() != 0 {
+		t.Fatalf("flush %+v, want the message bounced (to the postmaster) and gone", res)
+	}
+	got := srv.messages()
+	if len(got) != 1 || !slices.Equal(got[0].env.Recipients, []string{"postmaster@example.test"}) || got[0].env.Sender != bounce.DoubleBounceSender ||
+		!strings.Contains(got[0].msg, "text/rfc822-headers") || !strings.Contains(got[0].msg, "X-Marker: original") ||
+		!strings.Contains(got[0].msg, "<loop@example.test> was refused") {
+		t.Fatalf("server got %+v, want one double bounce to the postmaster from #@[]", got)
+	}
+
+	var log strings.Builder
+	enqueue(t, s, "loop@example.test", "Subject: refused again\n\nbody\n", "loop@example.test")
+	res, err = s.Flush(context.Background(), FlushConfig{Client: client(srv.addr), Log: slog.New(slog.NewTextHandler(&log, nil)),
+		Bouncer: &queue.QMQPBouncer{Config: bounce.Config{Hostname: "example.test", Postmaster: "loop@example.test"}, Client: client(srv.addr)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bounced != 1 || res.Remaining() != 0 || len(srv.messages()) != 1 {
+		t.Fatalf("flush %+v, server holds %d; want the message dropped and nothing more sent", res, len(srv.messages()))
+	}
+	if !strings.Contains(log.String(), "discarded") {
+		t.Errorf("the dropped double bounce is not logged:\n%s", log.String())
+	}
+	if l, err := s.Messages(); err != nil || len(l.Messages) != 0 {
+		t.Errorf("left queued: %+v %v", l, err)
+	}
+}
+
+// A bounce the server only defers keeps the message, marked stuck (the
+// check's CRITICAL), and the next run that can bounce clears it.
+func TestBounceDeferredMarksStuck(t *testing.T) {
+	srv := startMemServer(t)
+	s := openSpool(t)
+	enqueue(t, s, "owner@example.test", "Subject: x\n\nx\n", "loop@example.test")
+	res, err := s.Flush(context.Background(), FlushConfig{Client: client(srv.addr),
+		Bouncer: &queue.QMQPBouncer{Config: bounce.Config{Hostname: "example.test"}, Client: client(closedAddr(t))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Messages()
+	if err != nil || res.Bounced != 0 || len(l.Messages) != 1 || !l.Messages[0].Stuck || l.Count().Stuck != 1 {
+		t.Fatalf("flush %+v, listing %+v %v; want the message kept and stuck", res, l, err)
+	}
+	res, err = s.Flush(context.Background(), FlushConfig{Client: client(srv.addr),
+		Bouncer: &queue.QMQPBouncer{Config: bounce.Config{Hostname: "example.test"}, Client: client(srv.addr)}})
+	if err != nil || res.Bounced != 1 || res.Remaining() != 0 {
+		t.Fatalf("second flush %+v %v", res, err)
+	}
+}
+
+// A message the server deferred (Z) backs off: the next plain run leaves
+// it alone (and says it remains), a selection naming it sends it at once;
+// an unreachable hub does not lengthen the wait.
+func TestDeferredBacksOff(t *testing.T) {
+	s := openSpool(t)
+	enqueue(t, s, "owner@example.test", "Subject: x\n\nx\n", "r@example.test")
+	z := &countingSender{reply: proto.Z("busy")}
+	if _, err := s.Flush(context.Background(), FlushConfig{Client: z}); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := s.Messages()
+	if z.n != 1 || len(l.Messages) != 1 || l.Messages[0].Attempts != 1 || time.Until(l.Messages[0].NextAttempt) < MinBackoff-time.Minute {
+		t.Fatalf("after a Z: %d sent, %+v; want one attempt and the next in about %v", z.n, l.Messages, MinBackoff)
+	}
+	res, err := s.Flush(context.Background(), FlushConfig{Client: z})
+	if err != nil || z.n != 1 || len(queued(t, s)) != 1 {
+		t.Fatalf("a run while backing off: %d sent, %+v %v; want nothing sent and the message still queued", z.n, res, err)
+	}
+	sel, _ := ParseSelection([]string{"I" + l.Messages[0].ID})
+	if _, err := s.Flush(context.Background(), FlushConfig{Client: z, Select: sel}); err != nil || z.n != 2 {
+		t.Fatalf("a selected run: %d sent, %v; want it sent", z.n, err)
+	}
+	l, _ = s.Messages()
+	if l.Messages[0].Attempts != 2 || time.Until(l.Messages[0].NextAttempt) < 2*MinBackoff-time.Minute {
+		t.Fatalf("after the second Z: %+v; want the wait doubled", l.Messages[0])
+	}
+	if Backoff(1) != MinBackoff || Backoff(2) != 2*MinBackoff || Backoff(30) != MaxBackoff {
+		t.Errorf("Backoff: %v %v %v", Backoff(1), Backoff(2), Backoff(30))
+	}
+}
+
+// countingSender answers every message with reply.
+type countingSender struct {
+	reply proto.Reply
+	n     int
+}
+
+func (c *countingSender) Send(ctx context.Context, env proto.Envelope, msg io.Reader, size int64) (proto.Reply, error) {
+	io.Copy(io.Discard, msg)
+	c.n++
+	if c.reply.Status == proto.OK {
+		return c.reply, nil
+	}
+	return c.reply, &proto.Error{Reply: c.reply}
 }

@@ -30,23 +30,54 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/qmail/control"
 	"qbox/proto/store/maildir"
 )
 
 // SystemQueue is the system queue under Root.
-type SystemQueue struct{ Root string }
+type SystemQueue struct {
+	Root string
+	// MaxRecipients bounds a drop's recipients at pickup (a drop over
+	// it is refused whole and reported); 0: DefaultMaxRecipients.
+	MaxRecipients int
+}
 
 // System returns the system queue: $QBOX_SYSTEM_QUEUE, else SystemDir.
 func System(getenv func(string) string) SystemQueue {
+	q := SystemQueue{Root: SystemDir}
 	if d := getenv("QBOX_SYSTEM_QUEUE"); d != "" {
-		return SystemQueue{Root: d}
+		q.Root = d
 	}
-	return SystemQueue{Root: SystemDir}
+	q.MaxRecipients, _ = MaxRecipients(getenv) // unreadable: the default
+	return q
+}
+
+// MaxRecipientsPath is the control file that sets the recipient limit.
+func MaxRecipientsPath(getenv func(string) string) string {
+	return control.Path(getenv, "maxrecipients")
+}
+
+// MaxRecipients is the recipient limit control/maxrecipients sets, else
+// DefaultMaxRecipients.
+func MaxRecipients(getenv func(string) string) (int, error) {
+	line, err := control.FirstLine(MaxRecipientsPath(getenv))
+	if err != nil {
+		return DefaultMaxRecipients, err
+	}
+	if line == "" {
+		return DefaultMaxRecipients, nil
+	}
+	n, err := ParseMaxRecipients(line)
+	if err != nil {
+		return DefaultMaxRecipients, fmt.Errorf("%s: %w", MaxRecipientsPath(getenv), err)
+	}
+	return n, nil
 }
 
 // DropDir is where any user's sendmail leaves a message.
@@ -90,8 +121,9 @@ func CheckDropDir(dir string) error {
 }
 
 // dropMagic starts every drop file; the envelope lines follow (F sender,
-// T recipients, an optional E with the reason it was queued), then an
-// empty line, then the message.
+// S the submission time in Unix nanoseconds, T recipients, an optional E
+// with the reason it was queued), then an empty line, then the message.
+// A drop without S (an older sendmail's) was submitted at its mtime.
 const dropMagic = "qbox-maildrop 1\n"
 
 // maxDropEnvelope bounds the envelope PickUp reads from one drop file
@@ -121,6 +153,7 @@ func Drop(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr s
 	// What every file carries besides its recipients, with room to spare.
 	fixed := len(dropMagic) + len(env.Sender) + len(lastErr) + 16
 	var written []string
+	submitted := time.Now()
 	rcpts := env.Recipients
 	for len(rcpts) > 0 {
 		n, used := 0, fixed
@@ -128,7 +161,7 @@ func Drop(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr s
 			used += len(rcpts[n]) + 2
 			n++
 		}
-		path, err := dropOne(dir, proto.Envelope{Sender: env.Sender, Recipients: rcpts[:n]}, msg, size, lastErr)
+		path, err := dropOne(dir, proto.Envelope{Sender: env.Sender, Recipients: rcpts[:n]}, submitted, msg, size, lastErr)
 		if err != nil {
 			for _, p := range written {
 				os.Remove(p)
@@ -142,7 +175,7 @@ func Drop(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr s
 }
 
 // dropOne writes one drop file.
-func dropOne(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastErr string) (string, error) {
+func dropOne(dir string, env proto.Envelope, submitted time.Time, msg io.ReaderAt, size int64, lastErr string) (string, error) {
 	var rnd [16]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", fmt.Errorf("spool: %w", err)
@@ -161,6 +194,7 @@ func dropOne(dir string, env proto.Envelope, msg io.ReaderAt, size int64, lastEr
 	w := bufio.NewWriterSize(f, 64<<10)
 	w.WriteString(dropMagic)
 	w.WriteString("F" + env.Sender + "\n")
+	fmt.Fprintf(w, "S%d\n", submitted.UnixNano())
 	for _, r := range env.Recipients {
 		w.WriteString("T" + r + "\n")
 	}
@@ -216,6 +250,9 @@ type Picked struct {
 	UID        uint32
 	Sender     string
 	Recipients int
+	ID         string    // its ID in the queue
+	Submitted  time.Time // when the user handed it over
+	Bytes      int64     // what the queue's file holds
 }
 
 // Refused is an entry of the drop directory PickUp removed (or could not
@@ -229,6 +266,9 @@ type Refused struct {
 type PickupResult struct {
 	Picked  []Picked
 	Refused []Refused
+	// Failed are the drops the queue could not take (a full disk): they
+	// stay in the drop directory for the next run; PickUp's error says so.
+	Failed []Refused
 }
 
 // staleDrop is how long a dot file (a drop being written) may stay
@@ -287,11 +327,13 @@ func PickUp(q SystemQueue, now time.Time) (PickupResult, error) {
 			removed = true
 			continue
 		}
-		picked, why, err := pickOne(sp, drop, name, now)
+		picked, why, err := pickOne(sp, drop, name, now, q.MaxRecipients)
 		if err != nil {
 			// The queue cannot take it (a full disk): the file stays
-			// for the next run, and so does everything after it.
-			return res, err
+			// for the next run; the others are still taken (a smaller
+			// one may fit).
+			res.Failed = append(res.Failed, Refused{Name: proto.Printable(name, 200), Reason: err.Error()})
+			continue
 		}
 		if why != "" {
 			res.Refused = append(res.Refused, refuse(p, name, why))
@@ -305,8 +347,15 @@ func PickUp(q SystemQueue, now time.Time) (PickupResult, error) {
 			return res, fmt.Errorf("spool: fsync %s: %w", drop, err)
 		}
 	}
+	if len(res.Failed) > 0 {
+		return res, fmt.Errorf("%d drop file(s) could not be queued (first: %s: %s): %w", len(res.Failed), res.Failed[0].Name, res.Failed[0].Reason, ErrPickupFailed)
+	}
 	return res, nil
 }
+
+// ErrPickupFailed is wrapped by PickUp's error when some drops could not
+// be queued (they stay for the next run; the others were taken).
+var ErrPickupFailed = errors.New("pickup incomplete")
 
 // refuse removes a drop directory entry that is not queued. os.Remove
 // unlinks a symlink itself, never its target; a directory is removed
@@ -323,7 +372,7 @@ func refuse(path, name, why string) Refused {
 // pickOne queues one drop file and removes it; a non-empty reason says
 // why it was not queued (the caller removes it); an error is the
 // queue's, and the file stays.
-func pickOne(sp *Spool, drop, name string, now time.Time) (Picked, string, error) {
+func pickOne(sp *Spool, drop, name string, now time.Time, maxRcpt int) (Picked, string, error) {
 	const flags = syscall.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_NONBLOCK | syscall.O_NOCTTY | syscall.O_CLOEXEC
 	fd, err := syscall.Open(filepath.Join(drop, name), flags, 0)
 	switch {
@@ -351,17 +400,29 @@ func pickOne(sp *Spool, drop, name string, now time.Time) (Picked, string, error
 		return Picked{}, fmt.Sprintf("a file with %d links (a hard link to a file elsewhere): not read, not delivered", st.Nlink), nil
 	}
 	syscall.SetNonblock(fd, false)
-	env, lastErr, offset, err := readDropEnvelope(f)
+	env, submitted, lastErr, offset, err := readDropEnvelope(f)
 	if err != nil {
 		return Picked{}, "not a drop file: " + err.Error(), nil
 	}
 	if err := checkEnvelope(env); err != nil {
 		return Picked{}, "refused envelope: " + err.Error(), nil
 	}
+	if err := CheckRecipients(len(env.Recipients), maxRcpt); err != nil {
+		return Picked{}, "refused: " + err.Error() + "; not delivered", nil
+	}
+	if submitted.IsZero() || submitted.After(now) {
+		// An older sendmail's drop, or a clock the user set: its mtime,
+		// never a time to come (it would never expire).
+		submitted = time.Unix(st.Mtim.Unix())
+		if submitted.After(now) {
+			submitted = now
+		}
+	}
 	received := fmt.Sprintf("Received: (qbox invoked by uid %d); %s\n", st.Uid, now.UTC().Format("2 Jan 2006 15:04:05 -0000"))
 	body := io.NewSectionReader(f, offset, st.Size-offset)
 	msg := prefixedReaderAt{head: []byte(received), rest: body}
-	if _, err := sp.Enqueue(env, msg, int64(len(received))+body.Size(), lastErr); err != nil {
+	paths, err := sp.EnqueueAt(env, submitted, msg, int64(len(received))+body.Size(), lastErr)
+	if err != nil {
 		// Its owner may still write to it: a file that changed while
 		// it was copied is refused, or it would stop every pickup.
 		var now syscall.Stat_t
@@ -376,14 +437,20 @@ func pickOne(sp *Spool, drop, name string, now time.Time) (Picked, string, error
 			os.Remove(filepath.Join(drop, name))
 		}
 	}
-	return Picked{Name: name, UID: st.Uid, Sender: env.Sender, Recipients: len(env.Recipients)}, "", nil
+	var bytes int64
+	if fi, err := os.Stat(paths[0]); err == nil {
+		bytes = fi.Size()
+	}
+	return Picked{Name: name, UID: st.Uid, Sender: env.Sender, Recipients: len(env.Recipients),
+		ID: filepath.Base(paths[0]), Submitted: submitted, Bytes: bytes}, "", nil
 }
 
 // readDropEnvelope reads a drop file's envelope lines, each at most
 // maildir.MaxEnvelopeLine bytes, and returns where the message starts.
-func readDropEnvelope(f *os.File) (proto.Envelope, string, int64, error) {
+func readDropEnvelope(f *os.File) (proto.Envelope, time.Time, string, int64, error) {
 	var env proto.Envelope
 	var lastErr string
+	var submitted time.Time
 	br := bufio.NewReaderSize(f, 4096)
 	var offset int64
 	line := func() (string, error) {
@@ -409,13 +476,13 @@ func readDropEnvelope(f *os.File) (proto.Envelope, string, int64, error) {
 	}
 	first, err := line()
 	if err != nil || first+"\n" != dropMagic {
-		return env, "", 0, errors.New("no drop file header")
+		return env, time.Time{}, "", 0, errors.New("no drop file header")
 	}
 	sender := false
 	for {
 		l, err := line()
 		if err != nil {
-			return env, "", 0, err
+			return env, time.Time{}, "", 0, err
 		}
 		if l == "" {
 			break
@@ -423,21 +490,27 @@ func readDropEnvelope(f *os.File) (proto.Envelope, string, int64, error) {
 		switch l[0] {
 		case 'F':
 			if sender {
-				return env, "", 0, errors.New("two senders")
+				return env, time.Time{}, "", 0, errors.New("two senders")
 			}
 			env.Sender, sender = l[1:], true
 		case 'T':
 			env.Recipients = append(env.Recipients, l[1:])
 		case 'E':
 			lastErr = l[1:]
+		case 'S':
+			ns, err := strconv.ParseInt(l[1:], 10, 64)
+			if err != nil || ns <= 0 {
+				return env, time.Time{}, "", 0, errors.New("a bad submission time")
+			}
+			submitted = time.Unix(0, ns)
 		default:
-			return env, "", 0, fmt.Errorf("unknown envelope line %q", proto.Printable(l, 40))
+			return env, time.Time{}, "", 0, fmt.Errorf("unknown envelope line %q", proto.Printable(l, 40))
 		}
 	}
 	if !sender || len(env.Recipients) == 0 {
-		return env, "", 0, errors.New("no sender or no recipients")
+		return env, time.Time{}, "", 0, errors.New("no sender or no recipients")
 	}
-	return env, lastErr, offset, nil
+	return env, submitted, lastErr, offset, nil
 }
 
 // prefixedReaderAt reads head, then rest.

@@ -57,9 +57,10 @@ func TestDropRefusesUnsafeDropDir(t *testing.T) {
 	}
 }
 
-// Many long recipients travel in several drop files; PickUp queues one
-// file per recipient, the message byte for byte behind a Received line
-// naming the uid, and keeps the reason it was queued.
+// Many long recipients travel in several drop files; PickUp queues each
+// once (one file per drop, not per recipient), the message byte for byte
+// behind a Received line naming the uid, and keeps the reason it was
+// queued and the time it was submitted.
 func TestDropAndPickUpManyRecipients(t *testing.T) {
 	needRoot(t)
 	q := systemQueue(t)
@@ -83,23 +84,28 @@ func TestDropAndPickUpManyRecipients(t *testing.T) {
 		t.Fatalf("picked %d, refused %v", len(res.Picked), res.Refused)
 	}
 	sp := &Spool{Dir: q.QueueDir()}
-	list, err := sp.List()
+	list, _, err := sp.Queued()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list.Entries) != 300 {
-		t.Fatalf("%d queued files, want 300", len(list.Entries))
+	if len(list) != 300 {
+		t.Fatalf("%d queued recipients, want 300", len(list))
 	}
-	b, err := os.ReadFile(list.Entries[0].Path)
+	files, _ := os.ReadDir(filepath.Join(q.QueueDir(), "msg"))
+	if len(files) != len(paths) {
+		t.Errorf("%d queue files for %d drop files", len(files), len(paths))
+	}
+	b, err := list[0].Copy()
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("Received: (qbox invoked by uid %d); ", os.Geteuid())
-	body := b[list.Entries[0].Offset:]
+	_, body, _ := bytes.Cut(b, []byte("\n"))
+	_, body, _ = bytes.Cut(body, []byte("\n"))
 	if !bytes.HasPrefix(body, []byte(want)) || !bytes.HasSuffix(body, []byte("-0000\n"+msg)) {
 		t.Errorf("queued message:\n%q", body)
 	}
-	if text, _ := sp.LastError(filepath.Base(list.Entries[0].Name)); text != "hub down" {
+	if text := list[0].LastError; text != "hub down" {
 		t.Errorf("last error %q", text)
 	}
 }
@@ -144,8 +150,8 @@ func TestPickUpRefusesBadDropFiles(t *testing.T) {
 	if len(left) != 1 || left[0].Name() != ".being-written" {
 		t.Errorf("left in the drop directory: %v", left)
 	}
-	if list, err := (&Spool{Dir: q.QueueDir()}).List(); err != nil || len(list.Entries)+len(list.Malformed) != 0 {
-		t.Errorf("queued: %v %v", list, err)
+	if list, bad, err := (&Spool{Dir: q.QueueDir()}).Queued(); err != nil || len(list)+len(bad) != 0 {
+		t.Errorf("queued: %v %v %v", list, bad, err)
 	}
 }
 
@@ -154,14 +160,10 @@ func TestPickUpRefusesBadDropFiles(t *testing.T) {
 func TestAdoptLegacy(t *testing.T) {
 	needRoot(t)
 	q := systemQueue(t)
-	old, err := Open(q.Root)
-	if err != nil {
+	if _, err := Open(q.Root); err != nil {
 		t.Fatal(err)
 	}
-	paths, err := old.Enqueue(proto.Envelope{Sender: "a@x.test", Recipients: []string{"b@y.test", "c@y.test"}}, strings.NewReader("x\n"), 2, "hub down")
-	if err != nil {
-		t.Fatal(err)
-	}
+	paths := legacyEnqueue(t, q.Root, proto.Envelope{Sender: "a@x.test", Recipients: []string{"b@y.test", "c@y.test"}}, "x\n", "hub down")
 	n, err := AdoptLegacy(q)
 	if err != nil || n != 2 {
 		t.Fatalf("AdoptLegacy: %d, %v", n, err)

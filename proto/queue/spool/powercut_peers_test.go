@@ -5,6 +5,7 @@ package spool
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -81,6 +82,16 @@ func powerCutHelper(what, root string, out io.Writer) error {
 			}
 			fmt.Fprintf(out, "ok %s\n", token)
 		}
+	case "flush":
+		sp, err := Open(filepath.Join(root, "spool"))
+		if err != nil {
+			return err
+		}
+		res, err := sp.Flush(context.Background(), FlushConfig{Client: powerCutSender{}})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "delivered %d deferred %d\n", res.Delivered, res.Deferred)
 	case "pickup":
 		res, err := PickUp(SystemQueue{Root: root}, time.Now())
 		if err != nil {
@@ -91,6 +102,24 @@ func powerCutHelper(what, root string, out io.Writer) error {
 		return fmt.Errorf("unknown helper %q", what)
 	}
 	return nil
+}
+
+// powerCutSender answers K for a token whose number is even, Z for the
+// others.
+type powerCutSender struct{}
+
+func (powerCutSender) Send(ctx context.Context, env proto.Envelope, msg io.Reader, size int64) (proto.Reply, error) {
+	io.Copy(io.Discard, msg)
+	if powerCutDelivered(env.Recipients[0]) {
+		return proto.K("ok"), nil
+	}
+	z := proto.Z("try later")
+	return z, &proto.Error{Reply: z}
+}
+
+func powerCutDelivered(rcpt string) bool {
+	n := strings.TrimPrefix(rcpt, "cut")
+	return n != "" && (n[0]-'0')%2 == 0
 }
 
 // runPowerCutHelper runs the helper on the mount and calls line with
@@ -138,38 +167,63 @@ func powerCutPoints(l *crashfs.Log, extra []int) []int {
 	return pts
 }
 
-// queuedFiles reads a crashed spool's new/: recipient to count, failing
+// queuedFiles reads a crashed spool's msg/: recipient to count, failing
 // on any file that is not a whole message of a token, as Enqueue writes
-// it (after head, when not empty: PickUp's Received line).
+// it (its message after head, when pickedUp: PickUp's Received line).
 func queuedFiles(img *crashfs.Image, dir string, pickedUp bool) (map[string]int, error) {
-	names, err := img.ReadDir(dir + "/new")
+	names, err := img.ReadDir(dir + "/msg")
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int{}
 	for _, name := range names {
-		b, err := img.ReadFile(dir + "/new/" + name)
+		b, err := img.ReadFile(dir + "/msg/" + name)
 		if err != nil {
 			return nil, err
 		}
-		parts := 3
+		rcpts, body, err := parseStored(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s/msg/%s is torn: %v: %d bytes, %q", dir, name, err, len(b), b[:min(len(b), 80)])
+		}
 		if pickedUp {
-			parts = 4
+			head, rest, ok := bytes.Cut(body, []byte("\n"))
+			if !ok || !bytes.HasPrefix(head, []byte("Received: (qbox invoked by uid 0); ")) {
+				return nil, fmt.Errorf("%s/msg/%s lacks the pickup's Received line", dir, name)
+			}
+			body = rest
 		}
-		lines := bytes.SplitN(b, []byte("\n"), parts)
-		if len(lines) != parts || string(lines[0]) != "Return-Path: <cut@example.test>" || !bytes.HasPrefix(lines[1], []byte("Delivered-To: ")) ||
-			(pickedUp && !bytes.HasPrefix(lines[2], []byte("Received: (qbox invoked by uid 0); "))) {
-			return nil, fmt.Errorf("%s/new/%s is torn: %d bytes, %q", dir, name, len(b), b[:min(len(b), 80)])
-		}
-		rcpt := string(lines[1][len("Delivered-To: "):])
-		local, _, _ := strings.Cut(rcpt, "@")
+		local, _, _ := strings.Cut(rcpts[0], "@")
 		token := local[:strings.LastIndexByte(local, '.')]
-		if !bytes.Equal(lines[parts-1], powerCutMessage(token)) {
-			return nil, fmt.Errorf("%s/new/%s (for %s) is torn: %d bytes", dir, name, rcpt, len(b))
+		if !bytes.Equal(body, powerCutMessage(token)) {
+			return nil, fmt.Errorf("%s/msg/%s (for %s) is torn: %d bytes", dir, name, token, len(b))
 		}
-		out[rcpt]++
+		for _, r := range rcpts {
+			out[r]++
+		}
 	}
 	return out, nil
+}
+
+// parseStored splits a stored message into its recipients and message.
+func parseStored(b []byte) ([]string, []byte, error) {
+	head, body, ok := bytes.Cut(b, []byte("\n\n"))
+	if !ok {
+		return nil, nil, fmt.Errorf("no end of envelope")
+	}
+	lines := strings.Split(string(head), "\n")
+	if lines[0]+"\n" != storeMagic || len(lines) < 4 || lines[1] != "Fcut@example.test" || !strings.HasPrefix(lines[2], "S") {
+		return nil, nil, fmt.Errorf("bad envelope")
+	}
+	var rcpts []string
+	for _, l := range lines[3:] {
+		if r, ok := strings.CutPrefix(l, "T"); ok {
+			rcpts = append(rcpts, r)
+		}
+	}
+	if len(rcpts) == 0 {
+		return nil, nil, fmt.Errorf("no recipients")
+	}
+	return rcpts, body, nil
 }
 
 // Every message whose Enqueue returned is in new/ after a cut at or after
@@ -198,12 +252,12 @@ func TestPowerCutEnqueue(t *testing.T) {
 	}
 	pts := powerCutPoints(l, extra)
 	err = l.Images(pts, crashfs.Models, func(k int, img *crashfs.Image) error {
-		if _, err := img.ReadDir("spool/new"); err != nil {
+		if _, err := img.ReadDir("spool/msg"); err != nil {
 			// Before the spool's directories were made durable, no
 			// Enqueue had returned.
 			for token, at := range acked {
 				if at <= k {
-					return fmt.Errorf("no spool/new/, yet %s was queued at %d: %v", token, at, err)
+					return fmt.Errorf("no spool/msg/, yet %s was queued at %d: %v", token, at, err)
 				}
 			}
 			return nil
@@ -340,15 +394,85 @@ func TestPowerCutPickUp(t *testing.T) {
 
 func queuedOnDisk(t *testing.T, dir, rcpt string) bool {
 	t.Helper()
-	des, err := os.ReadDir(filepath.Join(dir, "new"))
+	q, _, err := (&Spool{Dir: dir}).Queued()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, de := range des {
-		b, err := os.ReadFile(filepath.Join(dir, "new", de.Name()))
-		if err == nil && bytes.Contains(b, []byte("\nDelivered-To: "+rcpt+"\n")) {
+	for _, r := range q {
+		if r.Recipient == rcpt {
 			return true
 		}
 	}
 	return false
+}
+
+// A flush records each message's outcome (its state file rewritten, or
+// the message removed once every recipient is done): after a cut
+// anywhere, a deferred message is still queued whole, every state file
+// present is whole (never torn), and a state file never outlives its
+// message's file in a way that loses a recipient.
+func TestPowerCutStateUpdates(t *testing.T) {
+	needRoot(t)
+	backing := t.TempDir()
+	sp, err := Open(filepath.Join(backing, "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, token := range powerCutTokens() {
+		msg := powerCutMessage(token)
+		if _, err := sp.Enqueue(powerCutEnvelope(token), bytes.NewReader(msg), int64(len(msg)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fsys := crashfs.Mount(t, backing) // the queued messages are the durable base
+	runPowerCutHelper(t, "flush", fsys.Dir, func(line string) {
+		if line != "delivered 6 deferred 8" {
+			t.Errorf("flush: %s", line)
+		}
+	})
+	l, err := fsys.Log()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts := powerCutPoints(l, nil)
+	final := pts[len(pts)-1]
+	err = l.Images(pts, crashfs.Models, func(k int, img *crashfs.Image) error {
+		files, err := queuedFiles(img, "spool", false)
+		if err != nil {
+			return err
+		}
+		for _, token := range powerCutTokens() {
+			for _, r := range powerCutEnvelope(token).Recipients {
+				if !powerCutDelivered(r) && files[r] != 1 {
+					return fmt.Errorf("deferred %s: %d copies queued", r, files[r])
+				}
+				if k == final && powerCutDelivered(r) && files[r] != 0 {
+					return fmt.Errorf("delivered %s still queued after the whole run", r)
+				}
+			}
+		}
+		names, err := img.ReadDir("spool/state")
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			b, err := img.ReadFile("spool/state/" + n)
+			if err != nil {
+				return err
+			}
+			if !bytes.HasPrefix(b, []byte(stateMagic)) || !bytes.HasSuffix(b, []byte("\n")) {
+				return fmt.Errorf("state file %s is torn: %q", n, b)
+			}
+			for _, line := range strings.Split(strings.TrimSuffix(string(b[len(stateMagic):]), "\n"), "\n") {
+				if line == "" || !strings.ContainsRune("AHR", rune(line[0])) {
+					return fmt.Errorf("state file %s is torn: %q", n, b)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d operations (%s); %d cut points under %d models", l.Len(), l.Summary(), len(pts), len(crashfs.Models))
 }

@@ -35,8 +35,70 @@ type Message struct {
 	Queued      time.Time // the oldest file's mtime
 	Size        int64     // of the message, without the envelope lines
 	LastError   string
-	LastAttempt time.Time // zero when never tried
-	Entries     []maildir.Entry
+	LastAttempt time.Time       // zero when never tried
+	Entries     []maildir.Entry // the old layout's files (nil for a stored message)
+
+	// Stored is set for a message in the stored layout (msg/ID, one
+	// file whatever its recipients); Path is that file. Queued is then
+	// when the user handed the message over (kept through the pickup).
+	Stored bool
+	Path   string
+	// States is each recipient's state (stored messages only);
+	// Recipients lists those not yet delivered or bounced.
+	States      []RecipientState
+	Attempts    int       // deliveries the server deferred (Z) so far
+	NextAttempt time.Time // not retried before this (backoff), unless forced; zero: at once
+	// Stuck is set when a recipient failed for good but no bounce could
+	// be sent: the message stays until a person acts (the check is
+	// CRITICAL about it).
+	Stuck bool
+
+	stored *stored
+}
+
+// Files are the message's files on disk.
+func (m *Message) Files() []string {
+	if m.Stored {
+		return []string{m.Path}
+	}
+	var out []string
+	for _, e := range m.Entries {
+		out = append(out, e.Path)
+	}
+	return out
+}
+
+// Open returns the message's content (without the queue's envelope).
+func (m *Message) Open() (io.Reader, io.Closer, error) {
+	if m.stored != nil {
+		return m.stored.open()
+	}
+	if len(m.Entries) == 0 {
+		return nil, nil, errors.New("spool: the message has no file")
+	}
+	return m.Entries[0].OpenMessage()
+}
+
+// Counts is how many messages of a listing are in each state.
+type Counts struct {
+	Messages, Held, Deferred, Stuck, Malformed int
+}
+
+// Count counts the listing's messages by state.
+func (l *Listing) Count() Counts {
+	c := Counts{Messages: len(l.Messages), Malformed: len(l.Malformed)}
+	for i := range l.Messages {
+		m := &l.Messages[i]
+		switch {
+		case m.Held:
+			c.Held++
+		case m.Stuck:
+			c.Stuck++
+		case m.LastError != "":
+			c.Deferred++
+		}
+	}
+	return c
 }
 
 // Listing is the spool's messages, oldest first, and the files that are
@@ -86,6 +148,9 @@ func (s *Spool) Messages() (*Listing, error) {
 			m.ID = id
 			for _, e := range g.Entries {
 				text, st := lastError(dir, filepath.Base(e.Name))
+				if strings.HasPrefix(text, "permanent failure:") {
+					m.Stuck = true // the engine could not bounce it
+				}
 				if text != "" && (st == nil || !st.ModTime().Before(m.LastAttempt)) {
 					m.LastError = text
 					if st != nil {
@@ -95,6 +160,14 @@ func (s *Spool) Messages() (*Listing, error) {
 			}
 			out.Messages = append(out.Messages, m)
 		}
+	}
+	st, bad, err := s.listStored()
+	if err != nil {
+		return nil, err
+	}
+	out.Malformed = append(out.Malformed, bad...)
+	for _, m := range st {
+		out.Messages = append(out.Messages, m.message())
 	}
 	sort.SliceStable(out.Messages, func(i, j int) bool { return out.Messages[i].Queued.Before(out.Messages[j].Queued) })
 	return out, nil
@@ -171,6 +244,9 @@ func (s *Spool) Hold(m *Message) error {
 	if m.Held {
 		return nil
 	}
+	if m.Stored {
+		return s.setHeld(m, true)
+	}
 	hold := s.holdDir()
 	for _, d := range []string{hold, filepath.Join(hold, "tmp"), filepath.Join(hold, "new"), filepath.Join(hold, "cur"), filepath.Join(hold, "err")} {
 		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
@@ -188,6 +264,9 @@ func (s *Spool) Hold(m *Message) error {
 func (s *Spool) Release(m *Message) error {
 	if !m.Held {
 		return nil
+	}
+	if m.Stored {
+		return s.setHeld(m, false)
 	}
 	return s.move(m, s.holdDir(), s.Dir)
 }
@@ -217,6 +296,9 @@ func (s *Spool) move(m *Message, from, to string) error {
 // Delete removes a message's files and their last errors. The caller
 // holds the lock.
 func (s *Spool) Delete(m *Message) error {
+	if m.Stored {
+		return s.removeStored(m.ID)
+	}
 	dir := s.Dir
 	if m.Held {
 		dir = s.holdDir()
@@ -236,4 +318,14 @@ func (s *Spool) Delete(m *Message) error {
 		}
 	}
 	return nil
+}
+
+// setHeld records a stored message as held or released in its state.
+func (s *Spool) setHeld(m *Message, held bool) error {
+	st, _, err := s.readState(m.ID)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	st.held = held
+	return s.writeState(m.ID, st)
 }

@@ -49,6 +49,19 @@ func ParseSelection(specs []string) (*Selection, error) {
 // message's content hash, so it is computed (the file read) only when an
 // I criterion asks for it; a file that cannot be read is not selected.
 func (s *Selection) Match(e *maildir.Entry) bool {
+	return s.match(func() (string, bool) {
+		id, err := messageID(e)
+		return id, err == nil
+	}, e.Sender, e.Recipient)
+}
+
+// matchStored reports whether recipient rcpt of the stored message m is
+// selected.
+func (s *Selection) matchStored(m *stored, rcpt string) bool {
+	return s.match(func() (string, bool) { return m.id, true }, m.sender, rcpt)
+}
+
+func (s *Selection) match(idOf func() (string, bool), sender, rcpt string) bool {
 	if s == nil {
 		return true
 	}
@@ -65,17 +78,17 @@ func (s *Selection) Match(e *maildir.Entry) bool {
 			switch letter {
 			case 'I':
 				if !idDone {
-					var err error
-					if id, err = messageID(e); err != nil {
+					var ok bool
+					if id, ok = idOf(); !ok {
 						return false // unreadable: selected by no ID, nor by "not that ID"
 					}
 					idDone = true
 				}
 				field = id
 			case 'R':
-				field = e.Recipient
+				field = rcpt
 			case 'S':
-				field = e.Sender
+				field = sender
 			}
 			hit := field != "" && strings.Contains(strings.ToLower(field), c.text)
 			if hit != c.negate {

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"qbox/proto"
 	"qbox/proto/store/maildir"
@@ -101,7 +102,7 @@ func Open(dir string) (*Spool, error) {
 				return err
 			}
 		}
-		return nil
+		return storeDirs(dir, true)
 	})
 	if err != nil {
 		return nil, err
@@ -127,7 +128,7 @@ func checkMaildirTree(dir string, tighten bool) error {
 	if err := checkDir(dir, tighten); err != nil {
 		return err
 	}
-	for _, sub := range []string{"tmp", "new", "cur", "err"} {
+	for _, sub := range []string{"tmp", "new", "cur", "err", "msg", "state"} {
 		p := filepath.Join(dir, sub)
 		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
 			continue
@@ -221,12 +222,17 @@ const maxAddress = maildir.MaxEnvelopeLine - len("Return-Path: <>")
 // the envelope lines (a line break or NUL in it).
 var ErrBadAddress = errors.New("spool: address contains a line break or NUL")
 
-// Enqueue writes msg (size bytes, read through ReaderAt so each
-// recipient's file gets its own copy) durably into the spool: one file
-// per recipient, all fsync'd, then new/ fsync'd once. Only when it
+// Enqueue stores msg (size bytes) durably in the spool, once whatever
+// the number of recipients (see store.go), submitted now. Only when it
 // returns nil may the caller tell its own caller the message is safe.
-// lastErr, when not empty, is recorded as the reason it was queued.
+// lastErr, when not empty, is recorded as the reason it was queued. It
+// returns the message's file.
 func (s *Spool) Enqueue(env proto.Envelope, msg io.ReaderAt, size int64, lastErr string) ([]string, error) {
+	return s.EnqueueAt(env, time.Now(), msg, size, lastErr)
+}
+
+// EnqueueAt is Enqueue for a message the user handed over at submitted.
+func (s *Spool) EnqueueAt(env proto.Envelope, submitted time.Time, msg io.ReaderAt, size int64, lastErr string) ([]string, error) {
 	if len(env.Recipients) == 0 {
 		return nil, errors.New("spool: no recipients")
 	}
@@ -235,36 +241,11 @@ func (s *Spool) Enqueue(env proto.Envelope, msg io.ReaderAt, size int64, lastErr
 	if err := checkEnvelope(env); err != nil {
 		return nil, err
 	}
-	b := maildir.NewBatch(s.Dir)
-	for _, rcpt := range env.Recipients {
-		f, err := b.Create()
-		if err != nil {
-			b.Abort()
-			return nil, fmt.Errorf("spool: %w", err)
-		}
-		if _, err := fmt.Fprintf(f, "Return-Path: <%s>\nDelivered-To: %s\n", env.Sender, rcpt); err != nil {
-			b.Abort()
-			return nil, fmt.Errorf("spool: %w", err)
-		}
-		n, err := io.Copy(f, io.NewSectionReader(msg, 0, size))
-		if err == nil && n != size {
-			err = fmt.Errorf("message is %d bytes, expected %d", n, size)
-		}
-		if err != nil {
-			b.Abort()
-			return nil, fmt.Errorf("spool: writing %s: %w", f.Name(), err)
-		}
-	}
-	paths, err := b.Commit()
+	id, err := s.store(env, submitted, msg, size, lastErr)
 	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+		return nil, err
 	}
-	if lastErr != "" {
-		for _, p := range paths {
-			s.setError(filepath.Base(p), lastErr)
-		}
-	}
-	return paths, nil
+	return []string{filepath.Join(s.msgDir(), id)}, nil
 }
 
 func (s *Spool) errPath(key string) string { return filepath.Join(s.Dir, "err", key) }
