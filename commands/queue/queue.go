@@ -325,9 +325,7 @@ func List(w io.Writer, sp *spool.Spool, asJSON bool, now time.Time) error {
 			j := jsonMessage{ID: m.ID, Sender: m.Sender, Recipients: m.Recipients, State: state(m), Held: m.Held,
 				Queued: m.Queued.UTC(), AgeSeconds: int64(now.Sub(m.Queued) / time.Second), Size: m.Size,
 				LastError: m.LastError, LastAttempt: m.LastAttempt.UTC()}
-			for _, e := range m.Entries {
-				j.Files = append(j.Files, e.Path)
-			}
+			j.Files = m.Files()
 			out.Messages = append(out.Messages, j)
 		}
 		for _, b := range l.Malformed {
@@ -393,11 +391,11 @@ func Show(w io.Writer, sp *spool.Spool, id string, now time.Time) error {
 		}
 		fmt.Fprintln(w)
 	}
-	for _, e := range m.Entries {
-		fmt.Fprintf(w, "File: %s\n", e.Path)
+	for _, p := range m.Files() {
+		fmt.Fprintf(w, "File: %s\n", p)
 	}
 	fmt.Fprintln(w)
-	r, f, err := m.Entries[0].OpenMessage()
+	r, f, err := m.Open()
 	if err != nil {
 		return exitcode.Temp(err)
 	}
