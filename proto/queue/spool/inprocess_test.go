@@ -367,3 +367,24 @@ func (c *countingSender) Send(ctx context.Context, env proto.Envelope, msg io.Re
 	}
 	return c.reply, &proto.Error{Reply: c.reply}
 }
+
+// qbox queue flush's source (SourceForce with force) offers a message
+// that is backing off; the plain one (sendmail -q) does not.
+func TestForcedSourceIgnoresBackoff(t *testing.T) {
+	s := openSpool(t)
+	enqueue(t, s, "owner@example.test", "Subject: x\n\nx\n", "r@example.test")
+	z := &countingSender{reply: proto.Z("busy")}
+	if _, err := s.Flush(context.Background(), FlushConfig{Client: z}); err != nil || z.n != 1 {
+		t.Fatalf("first run: %d sent, %v", z.n, err)
+	}
+	for _, c := range []struct {
+		force bool
+		sent  int
+	}{{false, 1}, {true, 2}} {
+		qc := queue.QMQPRelay(s.SourceForce(nil, c.force), z, "example.test")
+		sum, err := queue.Run(context.Background(), qc)
+		if !errors.Is(err, queue.ErrRemaining) || z.n != c.sent || sum.Remaining != 1 {
+			t.Fatalf("force %v: %d sent, %+v %v; want %d sent and the message remaining", c.force, z.n, sum, err, c.sent)
+		}
+	}
+}

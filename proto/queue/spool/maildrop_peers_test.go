@@ -183,3 +183,43 @@ func TestAdoptLegacy(t *testing.T) {
 		t.Errorf("second AdoptLegacy: %d, %v", n, err)
 	}
 }
+
+// The time the user handed a message over travels in the drop and is
+// kept by the pickup: the queue lists it as queued then, not when root
+// picked it up; a drop of an older sendmail (no S line) counts from its
+// mtime.
+func TestDroppedMessageAgeSurvivesPickup(t *testing.T) {
+	needRoot(t)
+	q := systemQueue(t)
+	before := time.Now()
+	if _, err := Drop(q.DropDir(), proto.Envelope{Sender: "a@x.test", Recipients: []string{"b@y.test"}}, strings.NewReader("Subject: new\n\nx\n"), 16, ""); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	old := filepath.Join(q.DropDir(), "oldsendmail")
+	if err := os.WriteFile(old, []byte(dropMagic+"Fa@x.test\nTc@y.test\n\nSubject: old\n\nx\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldTime := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
+	os.Chtimes(old, oldTime, oldTime)
+	// The pickup runs an hour later.
+	if res, err := PickUp(q, time.Now().Add(time.Hour)); err != nil || len(res.Picked) != 2 {
+		t.Fatalf("pickup: %+v %v", res, err)
+	}
+	l, err := (&Spool{Dir: q.QueueDir()}).Messages()
+	if err != nil || len(l.Messages) != 2 {
+		t.Fatalf("listing %+v %v", l, err)
+	}
+	for _, m := range l.Messages {
+		switch m.Recipients[0] {
+		case "b@y.test":
+			if m.Queued.Before(before) || m.Queued.After(after) {
+				t.Errorf("queued %v, want the drop's time (between %v and %v)", m.Queued, before, after)
+			}
+		case "c@y.test":
+			if !m.Queued.Equal(oldTime) {
+				t.Errorf("old drop queued %v, want its mtime %v", m.Queued, oldTime)
+			}
+		}
+	}
+}
