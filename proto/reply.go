@@ -1,6 +1,11 @@
-// Package proto holds what QMQP and QMTP share: the K/Z/D reply, the
-// envelope, and the interface between a protocol server and the store or
-// program that takes the message.
+// Package proto is the wire vocabulary the QMQP, QMTP and SMTP clients
+// and servers share: the K/Z/D reply, the envelope, the interface between
+// a protocol server and the store or program that takes the message
+// (Backend, Delivery, Peer), dialing (Dialer, ConnectError), the address
+// checks, the Received line, the checks of a client's socket (arrival,
+// cork), and the signal that stops a flush from starting new messages.
+// The serving side's kit (accept loop, limits, connection slots) is
+// package proto/server.
 package proto
 
 import (

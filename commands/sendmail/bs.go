@@ -19,6 +19,7 @@ import (
 	"qbox/commands/spill"
 	"qbox/proto"
 	"qbox/proto/qmail/message"
+	"qbox/proto/server"
 	"qbox/proto/smtp"
 )
 
@@ -43,21 +44,21 @@ type bsSubmit func(ctx context.Context, env proto.Envelope, data *spill.Buffer) 
 // bsSession is what one -bs session needs.
 type bsSession struct {
 	hostname string // in the greeting and the EHLO reply
-	limits   proto.Limits
+	limits   server.Limits
 	rewrite  func(string) string // completes an address (qmail-inject's rewrite)
 	submit   bsSubmit
 }
 
 // bsLimits are -bs's limits with maxSize the largest message (SIZE and
 // the data).
-func bsLimits(maxSize int64) proto.Limits {
-	return proto.Limits{MaxMessageSize: maxSize, MaxRecipients: bsMaxRecipients, MaxLine: bsMaxLine}
+func bsLimits(maxSize int64) server.Limits {
+	return server.Limits{MaxMessageSize: maxSize, MaxRecipients: bsMaxRecipients, MaxLine: bsMaxLine}
 }
 
 // serve runs the session on conn. The error says why it ended when it
 // was not the client's QUIT or close (a client gone in the middle of a
 // message, a timeout).
-func (s bsSession) serve(ctx context.Context, conn proto.Conn) error {
+func (s bsSession) serve(ctx context.Context, conn server.Conn) error {
 	rewrite := s.rewrite
 	srv := &smtp.Server{
 		Backend:  &bsBackend{rewrite: rewrite, submit: s.submit},
@@ -110,22 +111,22 @@ func serveSMTP(ctx context.Context, p *Process) error {
 }
 
 // stdioConn is the session's connection: stdin and stdout as
-// proto.NewStdioConn makes them (deadlines on pipes) when they are files,
+// server.NewStdioConn makes them (deadlines on pipes) when they are files,
 // as the real process has them; a plain reader and writer otherwise, with
 // no deadlines.
 func stdioConn(in io.Reader, out io.Writer) (interface {
-	proto.Conn
+	server.Conn
 	Close() error
 }, error) {
 	fin, ok1 := in.(*os.File)
 	fout, ok2 := out.(*os.File)
 	if ok1 && ok2 {
-		return proto.NewStdioConn(fin, fout)
+		return server.NewStdioConn(fin, fout)
 	}
 	return &plainConn{in: in, out: out}, nil
 }
 
-// plainConn is a reader and a writer as a proto.Conn without deadlines.
+// plainConn is a reader and a writer as a server.Conn without deadlines.
 type plainConn struct {
 	in  io.Reader
 	out io.Writer

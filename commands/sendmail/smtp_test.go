@@ -11,6 +11,7 @@ import (
 
 	"qbox/commands/spill"
 	"qbox/proto"
+	"qbox/proto/server"
 )
 
 type received struct {
@@ -24,7 +25,7 @@ type received struct {
 // end with a server and with swaks.
 type harness struct {
 	t       testing.TB
-	limits  proto.Limits
+	limits  server.Limits
 	rewrite func(string) string
 	got     []received
 	out     bytes.Buffer

@@ -18,6 +18,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	protoserver "qbox/proto/server"
 	"qbox/proto/testkit/counting"
 )
 
@@ -230,7 +231,7 @@ func largestEnvelope() proto.Envelope {
 // (QMQP) or their recipients beyond it Z (QMTP); the figures say how
 // many recipients got K.
 func BenchmarkLargestEnvelopesRSS(b *testing.B) {
-	const sessions = proto.DefaultMaxConns
+	const sessions = protoserver.DefaultMaxConns
 	env := largestEnvelope()
 	msg := []byte("Subject: the largest envelope\n\nbody\n")
 	for _, p := range []string{"QMQP", "QMTP"} {
@@ -333,7 +334,7 @@ func BenchmarkLargestEnvelopesRSS(b *testing.B) {
 // greeted 421 4.3.2 at once. The figures are the good clients' times to
 // their failure.
 func BenchmarkGoodClientBesideIdleSlots(b *testing.B) {
-	const max, waiting = proto.DefaultMaxConns, proto.DefaultWaitingFactor * proto.DefaultMaxConns
+	const max, waiting = protoserver.DefaultMaxConns, protoserver.DefaultWaitingFactor * protoserver.DefaultMaxConns
 	env := proto.Envelope{Sender: "good@example.test", Recipients: []string{"r@example.test"}}
 	msg := []byte("Subject: good\n\nclient\n")
 	good := func(addr string) float64 {

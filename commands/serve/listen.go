@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"qbox/proto"
+	"qbox/proto/server"
 )
 
 // Listen opens a listener for each non-empty address.
@@ -113,7 +114,7 @@ func activationProtocol(name string, addr net.Addr) (string, error) {
 // QMTP or SMTP), with the same access list and limits as the listeners.
 func (s *Server) ServeStdio(ctx context.Context, protocol string, stdin, stdout *os.File, getenv func(string) string) error {
 	var srv interface {
-		HandleConn(context.Context, proto.Conn, proto.Peer)
+		HandleConn(context.Context, server.Conn, proto.Peer)
 	}
 	switch protocol {
 	case QMQP:
@@ -125,12 +126,12 @@ func (s *Server) ServeStdio(ctx context.Context, protocol string, stdin, stdout 
 	default:
 		return fmt.Errorf("--stdio wants qmqp, qmtp or smtp, not %q", protocol)
 	}
-	c, err := proto.NewStdioConn(stdin, stdout)
+	c, err := server.NewStdioConn(stdin, stdout)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	peer := proto.StdioPeer(getenv, c.RemoteAddr())
+	peer := server.StdioPeer(getenv, c.RemoteAddr())
 	if s.hostnameSet || peer.LocalHost == "" {
 		peer.LocalHost = s.cfg.Hostname
 	}

@@ -15,6 +15,7 @@ import (
 
 	"qbox/commands/exitcode"
 	"qbox/proto"
+	"qbox/proto/server"
 	"qbox/proto/store/maildir"
 	"qbox/proto/store/qmailqueue"
 )
@@ -93,12 +94,12 @@ running sessions finish within --grace.`,
 			&cli.StringFlag{Name: "rcpthosts", Usage: "QMTP clients may send only to the domains in `FILE` (qmail's control/rcpthosts) unless they may relay"},
 			&cli.StringSliceFlag{Name: "relay", Usage: "with --rcpthosts: QMTP clients from `CIDR` may send to any domain (repeatable; under --stdio, $RELAYCLIENT does the same)"},
 			&cli.StringFlag{Name: "max-size", Value: "10M", Usage: "largest message, in `BYTES` (suffix K, M or G for KiB, MiB, GiB)"},
-			&cli.IntFlag{Name: "max-recipients", Value: proto.DefaultMaxRecipients, Usage: "most recipients per message"},
-			&cli.IntFlag{Name: "max-conns", Value: proto.DefaultMaxConns, Usage: "most concurrent sessions (QMQP, QMTP and SMTP together); more connections wait in order for a free one, up to 10 s (--timeout if shorter), in the waiting room of --max-waiting"},
+			&cli.IntFlag{Name: "max-recipients", Value: server.DefaultMaxRecipients, Usage: "most recipients per message"},
+			&cli.IntFlag{Name: "max-conns", Value: server.DefaultMaxConns, Usage: "most concurrent sessions (QMQP, QMTP and SMTP together); more connections wait in order for a free one, up to 10 s (--timeout if shorter), in the waiting room of --max-waiting"},
 			&cli.IntFlag{Name: "max-waiting", DefaultText: "5 x --max-conns", Usage: "`N` connections beyond --max-conns may wait for a free session; more are refused at once (SMTP: 421 4.3.2); 0 for none"},
 			&cli.StringFlag{Name: "envelope-memory", Value: "32M", Usage: "`BYTES` of envelope addresses all sessions may hold at once (each address counts 128 bytes more); recipients beyond it get Z and come again later, so memory stays bounded however many sessions send large envelopes"},
-			&cli.DurationFlag{Name: "timeout", Value: proto.DefaultTimeout, Usage: "idle timeout per read and write"},
-			&cli.DurationFlag{Name: "session-limit", Value: proto.DefaultSessionLimit, Usage: "longest session"},
+			&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "idle timeout per read and write"},
+			&cli.DurationFlag{Name: "session-limit", Value: server.DefaultSessionLimit, Usage: "longest session"},
 			&cli.DurationFlag{Name: "grace", Value: DefaultGrace, Usage: "how long running sessions may finish after SIGTERM"},
 			&cli.DurationFlag{Name: "queue-timeout", Value: qmailqueue.DefaultProgramTimeout, Usage: "bound on the hand-off to the queue program: each stalled write while the message arrives, then the rest of the message, the envelope and its exit together; its exit status decides (children it leaves running do not count)"},
 			&cli.StringFlag{Name: "hostname", Usage: "this server's `NAME` in Received lines (default: TCPLOCALHOST, then the host name)"},

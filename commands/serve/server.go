@@ -19,11 +19,12 @@ import (
 	"qbox/proto"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/server"
 	"qbox/proto/smtp"
 )
 
 // Defaults for Config's zero fields that are serve's own; the limits'
-// are proto's (proto.DefaultMaxMessageSize and the rest).
+// are proto's (server.DefaultMaxMessageSize and the rest).
 const (
 	// DefaultEnvelopeMemory bounds the envelope addresses all sessions
 	// hold together: a lone session's largest legal envelope (10,000
@@ -62,13 +63,13 @@ type Config struct {
 	MaxSize       int64
 	MaxRecipients int
 	// EnvelopeMemory bounds the bytes of envelope addresses all sessions
-	// hold at once (proto.AddressCost each). A QMQP package whose
+	// hold at once (server.AddressCost each). A QMQP package whose
 	// envelope does not fit gets Z; QMTP recipients that do not fit get
 	// Z (#4.5.3) and come again in a later package.
 	EnvelopeMemory int64
 	// MaxConns bounds concurrent sessions. A connection beyond it waits,
 	// in order of arrival, up to QueueWait for the next free slot in a
-	// waiting room of MaxWaiting places (0: proto.DefaultWaitingFactor ×
+	// waiting room of MaxWaiting places (0: server.DefaultWaitingFactor ×
 	// MaxConns; less than 0: none); one that finds the room full or waits
 	// too long is refused, closed without a reply (SMTP: 421 4.3.2), a
 	// temporary failure for the client.
@@ -91,25 +92,25 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.MaxSize <= 0 {
-		c.MaxSize = proto.DefaultMaxMessageSize
+		c.MaxSize = server.DefaultMaxMessageSize
 	}
 	if c.MaxRecipients <= 0 {
-		c.MaxRecipients = proto.DefaultMaxRecipients
+		c.MaxRecipients = server.DefaultMaxRecipients
 	}
 	if c.MaxConns <= 0 {
-		c.MaxConns = proto.DefaultMaxConns
+		c.MaxConns = server.DefaultMaxConns
 	}
 	if c.EnvelopeMemory <= 0 {
 		c.EnvelopeMemory = DefaultEnvelopeMemory
 	}
 	if c.Timeout <= 0 {
-		c.Timeout = proto.DefaultTimeout
+		c.Timeout = server.DefaultTimeout
 	}
 	if c.QueueWait <= 0 {
-		c.QueueWait = min(c.Timeout, proto.DefaultQueueWait)
+		c.QueueWait = min(c.Timeout, server.DefaultQueueWait)
 	}
 	if c.SessionLimit <= 0 {
-		c.SessionLimit = proto.DefaultSessionLimit
+		c.SessionLimit = server.DefaultSessionLimit
 	}
 	if c.Grace <= 0 {
 		c.Grace = DefaultGrace
@@ -151,9 +152,9 @@ func NewServer(cfg Config) (*Server, error) {
 	hostnameSet := cfg.Hostname != ""
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, hostnameSet: hostnameSet}
-	envelopes := proto.NewBudget(cfg.EnvelopeMemory)
-	conns := proto.NewConnLimit(cfg.MaxConns, cfg.MaxWaiting, cfg.QueueWait)
-	limits := proto.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients}
+	envelopes := server.NewBudget(cfg.EnvelopeMemory)
+	conns := server.NewConnLimit(cfg.MaxConns, cfg.MaxWaiting, cfg.QueueWait)
+	limits := server.Limits{MaxMessageSize: cfg.MaxSize, MaxRecipients: cfg.MaxRecipients}
 	s.qmqp = &qmqp.Server{
 		Backend:      cfg.Backend,
 		Limits:       limits,
@@ -271,7 +272,7 @@ func (s *Server) Serve(ctx context.Context, ls []Listener) error {
 		<-errc
 	}
 	s.cfg.Logger.Info("stopped")
-	if errors.Is(err, proto.ErrServerClosed) {
+	if errors.Is(err, server.ErrServerClosed) {
 		err = nil
 	}
 	return err

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"qbox/netstring"
-	"qbox/proto"
+	protoserver "qbox/proto/server"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -42,7 +42,7 @@ func TestStdioAccessList(t *testing.T) {
 	inner = netstring.AppendString(inner, "a@example.test")
 	inner = netstring.AppendString(inner, "b@example.test")
 	qmqpPkg := netstring.Append(nil, inner)
-	refusedD := string(netstring.AppendString(nil, "D"+proto.NotAuthorized))
+	refusedD := string(netstring.AppendString(nil, "D"+protoserver.NotAuthorized))
 
 	dir := t.TempDir()
 	for _, c := range []struct {
@@ -53,7 +53,7 @@ func TestStdioAccessList(t *testing.T) {
 	}{
 		{"qmqp", qmqpPkg, []string{"TCPREMOTEIP=192.0.2.7"}, refusedD},
 		{"qmtp", qmtpPackage([]byte(msg), false, "a@example.test", "b@example.test"), []string{"TCPREMOTEIP=192.0.2.7"}, refusedD},
-		{"smtp", []byte("QUIT\r\n"), []string{"TCPREMOTEIP=192.0.2.7"}, "554 5.7.1 " + proto.NotAuthorized + "\r\n"},
+		{"smtp", []byte("QUIT\r\n"), []string{"TCPREMOTEIP=192.0.2.7"}, "554 5.7.1 " + protoserver.NotAuthorized + "\r\n"},
 	} {
 		if got := string(serveStdio(t, c.protocol, dir, c.input, c.env...)); got != c.want {
 			t.Errorf("%s from 192.0.2.7: %q, want %q", c.protocol, got, c.want)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/server"
 	"qbox/proto/store/maildir"
 )
 
@@ -123,12 +124,12 @@ func TestActivationProtocol(t *testing.T) {
 
 func TestStdioPeer(t *testing.T) {
 	env := map[string]string{"TCPREMOTEIP": "192.0.2.5", "TCPREMOTEHOST": "client.example", "TCPLOCALHOST": "mx.example"}
-	p := proto.StdioPeer(func(k string) string { return env[k] }, nil)
+	p := server.StdioPeer(func(k string) string { return env[k] }, nil)
 	if p != (proto.Peer{RemoteIP: "192.0.2.5", RemoteHost: "client.example", LocalHost: "mx.example"}) {
 		t.Errorf("from tcpserver's environment: %+v", p)
 	}
 	remote, _ := net.ResolveTCPAddr("tcp", "[::ffff:198.51.100.7]:4000")
-	p = proto.StdioPeer(func(string) string { return "" }, remote)
+	p = server.StdioPeer(func(string) string { return "" }, remote)
 	if p.RemoteIP != "198.51.100.7" {
 		t.Errorf("from the socket: %+v", p)
 	}

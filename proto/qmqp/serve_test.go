@@ -17,6 +17,7 @@ import (
 	"qbox/proto"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
+	"qbox/proto/server"
 	"qbox/proto/testkit/servetest"
 )
 
@@ -115,7 +116,7 @@ func TestServeRefusesClientOutsideAllow(t *testing.T) {
 	}
 	defer c.Close()
 	c.Write(serverPkg("m\n", "a@b", "c@d"))
-	if got, want := readAll(t, c), serverWire("D"+proto.NotAuthorized); !bytes.Equal(got, want) {
+	if got, want := readAll(t, c), serverWire("D"+server.NotAuthorized); !bytes.Equal(got, want) {
 		t.Fatalf("reply %q, want %q", got, want)
 	}
 	if len(b.begun) != 0 {
@@ -130,7 +131,7 @@ func TestServeRefusesClientOutsideAllow(t *testing.T) {
 // QMQP server's one slot taken, a QMTP connection is closed without a
 // reply; once the QMQP session is over, QMTP is served again.
 func TestServeConnLimitShared(t *testing.T) {
-	conns := proto.NewConnLimit(1, 0, time.Nanosecond)
+	conns := server.NewConnLimit(1, 0, time.Nanosecond)
 	b := newGateBackend()
 	close(b.release)
 	log := &syncBuffer{}
@@ -182,7 +183,7 @@ func TestServeShutdownWaitsForSession(t *testing.T) {
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.Shutdown(context.Background()) }()
-	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+	if err := <-errc; !errors.Is(err, server.ErrServerClosed) {
 		t.Fatalf("Serve: %v, want ErrServerClosed", err)
 	}
 	if c2, err := net.Dial("tcp", addr); err == nil {
@@ -198,7 +199,7 @@ func TestServeShutdownWaitsForSession(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	if err := srv.Serve(l); !errors.Is(err, proto.ErrServerClosed) {
+	if err := srv.Serve(l); !errors.Is(err, server.ErrServerClosed) {
 		t.Fatalf("Serve after Shutdown: %v", err)
 	}
 }
@@ -215,7 +216,7 @@ func TestServeShutdownCutsAfterContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.Shutdown(ctx) }()
-	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+	if err := <-errc; !errors.Is(err, server.ErrServerClosed) {
 		t.Fatalf("Serve: %v, want ErrServerClosed", err)
 	}
 	cancel()
@@ -240,7 +241,7 @@ func TestServeClose(t *testing.T) {
 	addr, errc := servetest.Start(t, srv)
 	c, _ := startPackage(t, addr, b)
 	srv.Close()
-	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+	if err := <-errc; !errors.Is(err, server.ErrServerClosed) {
 		t.Fatalf("Serve: %v, want ErrServerClosed", err)
 	}
 	if got := readAll(t, c); len(got) != 0 {

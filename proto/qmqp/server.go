@@ -13,8 +13,7 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
-	"qbox/proto/internal/nsserver"
-	"qbox/proto/internal/serverloop"
+	"qbox/proto/server"
 )
 
 // DiscardLimit is the largest declared message size a QMQP server still
@@ -25,25 +24,25 @@ import (
 // once, before it is read, and the connection closed, as Postfix's qmqpd
 // does: reading gigabytes only to refuse them would hand the client our
 // bandwidth.
-func DiscardLimit(l proto.Limits) int64 {
+func DiscardLimit(l server.Limits) int64 {
 	l = l.WithDefaults()
 	return max(2*l.MaxMessageSize, l.MaxMessageSize+1<<20)
 }
 
 // maxPackage bounds the outer netstring: the discard limit plus a full
 // envelope of maximal addresses.
-func maxPackage(l proto.Limits) int64 {
+func maxPackage(l server.Limits) int64 {
 	item := netstring.Size(int64(l.MaxAddress))
 	return netstring.Size(DiscardLimit(l)) + int64(l.MaxRecipients+1)*item
 }
 
 // Reply texts, in qmail's style with enhanced status codes (RFC 3463).
 var (
-	ReplyTooBig       = nsserver.ReplyTooBig
+	ReplyTooBig       = server.ReplyTooBig
 	ReplyBadAddress   = proto.D("sorry, I can't accept addresses like that (#5.1.3)")
 	ReplyNoRecipients = proto.D("sorry, no recipients specified (#5.1.3)")
 	ReplyTooMany      = proto.D("sorry, too many recipients (#5.5.3)")
-	ReplyStoreFailed  = nsserver.ReplyStoreFailed
+	ReplyStoreFailed  = server.ReplyStoreFailed
 	// ReplyBusy: the envelope did not fit in what the server's sessions
 	// may hold in memory together (Server.Envelopes).
 	ReplyBusy = proto.Z("sorry, too many recipients in flight right now, try again later (#4.3.2)")
@@ -60,7 +59,7 @@ type Server struct {
 	Backend proto.Backend
 	// Limits bound what is accepted; see ServeConn and DiscardLimit for
 	// what a client beyond them gets.
-	Limits proto.Limits
+	Limits server.Limits
 	// Timeout bounds each read and each write (idle time); 0 means 60s.
 	Timeout time.Duration
 	// SessionLimit bounds the whole session; 0 means one hour.
@@ -70,24 +69,24 @@ type Server struct {
 	// too many connections), and the accept loop's failures.
 	Logger *slog.Logger
 	// Envelopes, if set, is the memory every session's envelope
-	// addresses are taken from (proto.AddressCost each), shared with
+	// addresses are taken from (server.AddressCost each), shared with
 	// other servers; a package whose envelope does not fit is read to the
 	// end and answered ReplyBusy. nil means unlimited (Limits alone).
-	Envelopes *proto.Budget
+	Envelopes *server.Budget
 
 	// Hostname is this server's name (proto.Peer.LocalHost, for the
 	// store's Received line) for connections Serve accepts.
 	Hostname string
 	// Allow lists the client networks Serve and HandleConn serve; empty
 	// means loopback only (127.0.0.0/8, ::1). A client outside it gets
-	// an immediate D (proto.NotAuthorized) and nothing is read.
+	// an immediate D (server.NotAuthorized) and nothing is read.
 	Allow []netip.Prefix
 	// Conns, if set, bounds the sessions Serve runs, shared with other
 	// servers; nil means a limit of this server's own of
-	// proto.DefaultMaxConns.
-	Conns *proto.ConnLimit
+	// server.DefaultMaxConns.
+	Conns *server.ConnLimit
 
-	loop serverloop.Loop
+	loop server.Loop
 }
 
 // Result summarises one session for the caller's log line.
@@ -109,7 +108,7 @@ var ErrProtocol = errors.New("qmqp: protocol violation")
 // client then sees a temporary failure, as the spec says). The reply is
 // never written before the package's final byte, the outer comma, with one
 // exception: a declared size beyond Limits.DiscardLimit is refused with D
-// at once (then proto.Linger keeps the reply from being lost to a reset).
+// at once (then server.Linger keeps the reply from being lost to a reset).
 // The caller closes conn.
 //
 // Backend.Begin is called once the message's netstring header is read,
@@ -123,17 +122,17 @@ var ErrProtocol = errors.New("qmqp: protocol violation")
 //
 // peer.Protocol is set to "QMQP" and peer.Time to the session's start.
 // The error is nil when a reply was written; otherwise it says why not
-// (wrapping ErrProtocol, proto.ErrIdleTimeout, proto.ErrSessionLimit,
-// proto.ErrShutdown, or an I/O error).
-func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer) (Result, error) {
+// (wrapping ErrProtocol, server.ErrIdleTimeout, server.ErrSessionLimit,
+// server.ErrShutdown, or an I/O error).
+func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Peer) (Result, error) {
 	start := time.Now()
 	peer.Protocol = "QMQP"
 	peer.Time = start
-	tc := proto.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
+	tc := server.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
 	defer tc.Close()
 
-	in := nsserver.GetReader(tc)
-	defer nsserver.PutReader(in)
+	in := server.GetReader(tc)
+	defer server.PutReader(in)
 	ss := &session{
 		srv:  s,
 		ctx:  ctx,
@@ -164,7 +163,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	if ss.early {
 		// The client is still sending: let it see the reply rather than a
 		// reset.
-		proto.Linger(conn)
+		server.Linger(conn)
 	}
 	return ss.res, nil
 }
@@ -173,7 +172,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 // a client outside Allow gets an immediate D; beyond Conns the connection
 // waits for a slot in Conns' waiting room, in order, briefly, and is
 // otherwise closed without a reply; each session is
-// ServeConn's, logged. Serve returns proto.ErrServerClosed after Shutdown
+// ServeConn's, logged. Serve returns server.ErrServerClosed after Shutdown
 // or Close, another error only if l fails for good; it closes l.
 func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
 
@@ -191,19 +190,19 @@ func (s *Server) Close() error { return s.loop.Close() }
 // Allow gets an immediate D (an empty one, a local pipe, is served), then
 // ServeConn under ctx and the connection's log line. No slot of Conns is
 // taken. peer.LocalHost empty means Hostname. The caller closes conn.
-func (s *Server) HandleConn(ctx context.Context, conn proto.Conn, peer proto.Peer) {
-	serverloop.HandleConn(ctx, conn, peer, s.loopConfig())
+func (s *Server) HandleConn(ctx context.Context, conn server.Conn, peer proto.Peer) {
+	server.HandleConn(ctx, conn, peer, s.loopConfig())
 }
 
-func (s *Server) loopConfig() *serverloop.Config {
-	return &serverloop.Config{
+func (s *Server) loopConfig() *server.Config {
+	return &server.Config{
 		Protocol: "QMQP",
 		Allow:    s.Allow,
 		Conns:    s.Conns,
 		Timeout:  s.Timeout,
 		Hostname: s.Hostname,
 		Logger:   s.Logger,
-		Refuse:   nsserver.Refuse,
+		Refuse:   server.RefuseNetstring,
 		Session:  s.session,
 	}
 }
@@ -212,7 +211,7 @@ func (s *Server) loopConfig() *serverloop.Config {
 // line was written (one connection carries one message, and one event is
 // one line). It asks for a linger when a reply went out: it may have left
 // before the client finished sending (a refused size).
-func (s *Server) session(ctx context.Context, c proto.Conn, peer proto.Peer, start time.Time) bool {
+func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer, start time.Time) bool {
 	res, err := s.ServeConn(ctx, c, peer)
 	if s.Logger == nil {
 		return res.Replied
@@ -254,7 +253,7 @@ func (s *Server) logMessage(ss *session, start time.Time, reply string, err erro
 type session struct {
 	srv      *Server
 	ctx      context.Context
-	lim      proto.Limits
+	lim      server.Limits
 	peer     proto.Peer
 	in       *bufio.Reader
 	res      Result
@@ -270,7 +269,7 @@ func (ss *session) take(n int64) bool {
 	if ss.busy {
 		return false
 	}
-	c := proto.AddressCost(int(n))
+	c := server.AddressCost(int(n))
 	if !ss.srv.Envelopes.Take(c) {
 		// The package gets Z whatever follows: give back what it
 		// holds at once, so the sessions that can finish do, rather
@@ -337,7 +336,7 @@ func (ss *session) read() (proto.Reply, error) {
 	if err != nil {
 		return proto.Reply{}, wrapRead("sender", err)
 	}
-	sender, senderOK, err := nsserver.ReadAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
+	sender, senderOK, err := server.ReadAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
 	if err != nil {
 		return proto.Reply{}, wrapRead("sender", err)
 	}
@@ -360,7 +359,7 @@ func (ss *session) read() (proto.Reply, error) {
 			}
 			continue
 		}
-		r, ok, err := nsserver.ReadAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
+		r, ok, err := server.ReadAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
 		if err != nil {
 			return proto.Reply{}, wrapRead("recipient", err)
 		}
@@ -395,8 +394,8 @@ func (ss *session) read() (proto.Reply, error) {
 // so the reply can still wait for the final byte; a read error is
 // returned.
 func (ss *session) copyMessage(msg *netstring.Body, storeErr *error) error {
-	bp := nsserver.GetCopyBuf()
-	defer nsserver.PutCopyBuf(bp)
+	bp := server.GetCopyBuf()
+	defer server.PutCopyBuf(bp)
 	buf := *bp
 	for {
 		n, err := msg.Read(buf)
@@ -449,5 +448,5 @@ func combine(replies []proto.Reply, n int) proto.Reply {
 // the package among them: the netstring reader refuses it before reading
 // its body) wrap ErrProtocol.
 func wrapRead(what string, err error) error {
-	return nsserver.ReadError("qmqp", ErrProtocol, what, err)
+	return server.ReadError("qmqp", ErrProtocol, what, err)
 }

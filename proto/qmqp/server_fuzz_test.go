@@ -10,6 +10,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/server"
 )
 
 // serverMemConn is a client stream held in memory: reads come from the
@@ -41,7 +42,7 @@ func FuzzServerServeConn(f *testing.F) {
 		b := &serverBackend{}
 		srv := &qmqp.Server{
 			Backend: b,
-			Limits:  proto.Limits{MaxMessageSize: 64, MaxRecipients: 4, MaxAddress: 16},
+			Limits:  server.Limits{MaxMessageSize: 64, MaxRecipients: 4, MaxAddress: 16},
 			Timeout: time.Second,
 		}
 		conn := &serverMemConn{r: bytes.NewReader(in)}

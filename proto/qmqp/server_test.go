@@ -18,6 +18,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmqp"
+	"qbox/proto/server"
 )
 
 // serverBackend is the test's stand-in for the store: it records what
@@ -261,7 +262,7 @@ func TestServerWithClient(t *testing.T) {
 func TestServerAddressLimitBoundary(t *testing.T) {
 	b := &serverBackend{}
 	addr, _ := serverStart(t, newServerForTest(b))
-	long := strings.Repeat("a", proto.DefaultMaxAddress-5) + "@x.yz"
+	long := strings.Repeat("a", server.DefaultMaxAddress-5) + "@x.yz"
 	got := serverConverse(t, addr, serverPkg("m\n", long, long))
 	if !bytes.Equal(got, serverWire("Kok 1")) {
 		t.Fatalf("%d-byte addresses: reply %q", len(long), got)
@@ -319,7 +320,7 @@ func TestServerRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &serverBackend{beginErr: tc.beginErr, reply: tc.reply}
 			srv := newServerForTest(b)
-			srv.Limits = proto.Limits{MaxMessageSize: 1000, MaxRecipients: 5}
+			srv.Limits = server.Limits{MaxMessageSize: 1000, MaxRecipients: 5}
 			addr, out := serverStart(t, srv)
 			got := serverConverse(t, addr, tc.send)
 			want := tc.want
@@ -354,7 +355,7 @@ func TestServerRefusesHugeDeclaredSizeAtOnce(t *testing.T) {
 	} {
 		b := &serverBackend{}
 		srv := newServerForTest(b)
-		srv.Limits = proto.Limits{MaxMessageSize: 1000}
+		srv.Limits = server.Limits{MaxMessageSize: 1000}
 		addr, out := serverStart(t, srv)
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -495,8 +496,8 @@ func TestServerTimeouts(t *testing.T) {
 		drip    time.Duration
 		wantErr error
 	}{
-		{"idle", &qmqp.Server{Timeout: 300 * time.Millisecond}, 0, proto.ErrIdleTimeout},
-		{"session", &qmqp.Server{Timeout: 5 * time.Second, SessionLimit: 500 * time.Millisecond}, 50 * time.Millisecond, proto.ErrSessionLimit},
+		{"idle", &qmqp.Server{Timeout: 300 * time.Millisecond}, 0, server.ErrIdleTimeout},
+		{"session", &qmqp.Server{Timeout: 5 * time.Second, SessionLimit: 500 * time.Millisecond}, 50 * time.Millisecond, server.ErrSessionLimit},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &serverBackend{}
@@ -577,7 +578,7 @@ func TestServerShutdown(t *testing.T) {
 		}
 	}()
 	_, err = srv.ServeConn(ctx, c, proto.Peer{})
-	if !errors.Is(err, proto.ErrShutdown) {
+	if !errors.Is(err, server.ErrShutdown) {
 		t.Fatalf("error %v, want ErrShutdown", err)
 	}
 	if begun, aborted, _ := b.counts(); begun != 1 || aborted != 1 {
@@ -591,7 +592,7 @@ func TestServerShutdown(t *testing.T) {
 func TestServerEnvelopeBudget(t *testing.T) {
 	b := &serverBackend{}
 	srv := newServerForTest(b)
-	budget := proto.NewBudget(3 * proto.AddressCost(len("r0@example.test")))
+	budget := server.NewBudget(3 * server.AddressCost(len("r0@example.test")))
 	srv.Envelopes = budget
 	addr, out := serverStart(t, srv)
 	many := []string{"r0@example.test", "r1@example.test", "r2@example.test", "r3@example.test"}
@@ -608,7 +609,7 @@ func TestServerEnvelopeBudget(t *testing.T) {
 	if _, _, committed := b.counts(); committed != 2 {
 		t.Fatalf("%d messages committed, want 2", committed)
 	}
-	if !budget.Take(3 * proto.AddressCost(len("r0@example.test"))) {
+	if !budget.Take(3 * server.AddressCost(len("r0@example.test"))) {
 		t.Fatal("the sessions did not give back the whole budget")
 	}
 }

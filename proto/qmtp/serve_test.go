@@ -11,6 +11,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmtp"
+	"qbox/proto/server"
 	"qbox/proto/testkit/servetest"
 )
 
@@ -48,7 +49,7 @@ func TestServeRefusesClientOutsideAllow(t *testing.T) {
 	addr, _ := servetest.Start(t, &qmtp.Server{Backend: b, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
 	c := dial(t, addr)
 	c.Write(serverPkg(lf("m\n"), "a@b", "c@d"))
-	equalReplies(t, serverReadReplies(t, c), []string{"D" + proto.NotAuthorized})
+	equalReplies(t, serverReadReplies(t, c), []string{"D" + server.NotAuthorized})
 	if begun, _, _ := b.counts(); begun != 0 {
 		t.Error("a refused client's message reached the backend")
 	}
@@ -80,7 +81,7 @@ func TestServeShutdownDrainsBetweenPackages(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatalf("Shutdown: %v, want nil (the idle session drained)", err)
 	}
-	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+	if err := <-errc; !errors.Is(err, server.ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
 	}
 	b.check(t)
@@ -100,7 +101,7 @@ func TestServeShutdownCutStillReplies(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.Shutdown(ctx) }()
-	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+	if err := <-errc; !errors.Is(err, server.ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
 	}
 	cancel()

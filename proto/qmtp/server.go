@@ -14,8 +14,7 @@ import (
 
 	"qbox/netstring"
 	"qbox/proto"
-	"qbox/proto/internal/nsserver"
-	"qbox/proto/internal/serverloop"
+	"qbox/proto/server"
 )
 
 // DefaultParallel is Server.Parallel's default: enough commits at once
@@ -31,24 +30,24 @@ const serverMaxDeclared = 1 << 40
 // maxSender bounds the sender netstring: an over-long sender is still
 // read (to answer D for each recipient) up to this, beyond it the package
 // is a protocol error.
-func maxSender(l proto.Limits) int64 { return max(64<<10, 4*int64(l.MaxAddress)) }
+func maxSender(l server.Limits) int64 { return max(64<<10, 4*int64(l.MaxAddress)) }
 
 // maxRecipientList bounds the recipient list netstring: twice a full list
 // of maximal addresses.
-func maxRecipientList(l proto.Limits) int64 {
+func maxRecipientList(l server.Limits) int64 {
 	return 2 * int64(l.MaxRecipients+1) * netstring.Size(int64(l.MaxAddress))
 }
 
 // Reply texts, in qmail's style with enhanced status codes (RFC 3463).
 var (
-	ReplyTooBig       = nsserver.ReplyTooBig
+	ReplyTooBig       = server.ReplyTooBig
 	ReplyBadSender    = proto.D("unacceptable sender (#5.1.7)")
 	ReplyBadRecipient = proto.D("sorry, I can't handle that recipient (#5.1.3)")
 	// ReplyRelayDenied is for a recipient RecipientAllowed refuses, in
 	// qmail-qmtpd's words.
 	ReplyRelayDenied = proto.D("sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")
 	ReplyTooMany     = proto.Z("sorry, too many recipients in one package, send the rest later (#4.5.3)")
-	ReplyStoreFailed = nsserver.ReplyStoreFailed
+	ReplyStoreFailed = server.ReplyStoreFailed
 )
 
 // ErrProtocol is wrapped by the error ServeConn returns when the client
@@ -70,7 +69,7 @@ type Server struct {
 	// gets D (#5.3.4); recipients beyond MaxRecipients get Z (#4.5.3) and
 	// come again later; a bad sender gets D for every recipient, a bad
 	// recipient its own D.
-	Limits proto.Limits
+	Limits server.Limits
 	// Timeout bounds each read and each write (idle time); 0 means 60s.
 	Timeout time.Duration
 	// SessionLimit bounds the whole session; 0 means one hour. Replies
@@ -95,31 +94,31 @@ type Server struct {
 	// backend whose deliveries each cost a process, say).
 	Parallel int
 	// Envelopes, if set, is the memory every session's recipient
-	// addresses are taken from (proto.AddressCost each), shared with
+	// addresses are taken from (server.AddressCost each), shared with
 	// other servers; recipients that do not fit get ReplyTooMany (Z) and
 	// come again in a later package. nil means unlimited (Limits alone).
-	Envelopes *proto.Budget
+	Envelopes *server.Budget
 
 	// Hostname is this server's name (proto.Peer.LocalHost, for the
 	// store's Received line) for connections Serve accepts.
 	Hostname string
 	// Allow lists the client networks Serve and HandleConn serve; empty
 	// means loopback only (127.0.0.0/8, ::1). A client outside it gets
-	// an immediate D (proto.NotAuthorized) and nothing is read.
+	// an immediate D (server.NotAuthorized) and nothing is read.
 	Allow []netip.Prefix
 	// Conns, if set, bounds the sessions Serve runs, shared with other
 	// servers; nil means a limit of this server's own of
-	// proto.DefaultMaxConns.
-	Conns *proto.ConnLimit
+	// server.DefaultMaxConns.
+	Conns *server.ConnLimit
 
-	loop serverloop.Loop
+	loop server.Loop
 }
 
 // Serve accepts connections on l and serves each in its own goroutine:
 // a client outside Allow gets an immediate D; beyond Conns the connection
 // waits for a slot in Conns' waiting room, in order, briefly, and is
 // otherwise closed without a reply; each session is
-// ServeConn's, logged. Serve returns proto.ErrServerClosed after Shutdown
+// ServeConn's, logged. Serve returns server.ErrServerClosed after Shutdown
 // or Close, another error only if l fails for good; it closes l.
 func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
 
@@ -140,26 +139,26 @@ func (s *Server) Close() error { return s.loop.Close() }
 // Allow gets an immediate D (an empty one, a local pipe, is served), then
 // ServeConn under ctx and the connection's log line. No slot of Conns is
 // taken. peer.LocalHost empty means Hostname. The caller closes conn.
-func (s *Server) HandleConn(ctx context.Context, conn proto.Conn, peer proto.Peer) {
-	serverloop.HandleConn(ctx, conn, peer, s.loopConfig())
+func (s *Server) HandleConn(ctx context.Context, conn server.Conn, peer proto.Peer) {
+	server.HandleConn(ctx, conn, peer, s.loopConfig())
 }
 
-func (s *Server) loopConfig() *serverloop.Config {
-	return &serverloop.Config{
+func (s *Server) loopConfig() *server.Config {
+	return &server.Config{
 		Protocol: "QMTP",
 		Allow:    s.Allow,
 		Conns:    s.Conns,
 		Timeout:  s.Timeout,
 		Hostname: s.Hostname,
 		Logger:   s.Logger,
-		Refuse:   nsserver.Refuse,
+		Refuse:   server.RefuseNetstring,
 		Session:  s.session,
 	}
 }
 
 // session runs ServeConn and logs the connection line. ServeConn lingers
 // itself where replies could be lost.
-func (s *Server) session(ctx context.Context, c proto.Conn, peer proto.Peer, start time.Time) bool {
+func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer, start time.Time) bool {
 	res, err := s.ServeConn(ctx, c, peer)
 	if s.Logger == nil {
 		return false
@@ -188,7 +187,7 @@ type Result struct {
 // side, breaks the protocol, idles past Timeout or outlasts SessionLimit,
 // or ctx is cancelled. Every reply owed for a package received completely
 // is written before it returns, whatever the reason, as far as the client
-// reads them; when the session ends on an error, proto.Linger then keeps a
+// reads them; when the session ends on an error, server.Linger then keeps a
 // reset from destroying them. The caller closes conn.
 //
 // For each package Backend.Begin is called once the message's first byte
@@ -205,11 +204,11 @@ type Result struct {
 // peer.Protocol is set to "QMTP" and peer.Time to each package's start.
 // The error is nil when the client closed the connection between
 // packages; otherwise it says why the session ended (wrapping
-// ErrProtocol, proto.ErrIdleTimeout, proto.ErrSessionLimit,
-// proto.ErrShutdown, or an I/O error).
-func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer) (Result, error) {
+// ErrProtocol, server.ErrIdleTimeout, server.ErrSessionLimit,
+// server.ErrShutdown, or an I/O error).
+func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Peer) (Result, error) {
 	peer.Protocol = "QMTP"
-	tc := proto.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
+	tc := server.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
 	defer tc.Close()
 	if s.Stopping != nil {
 		tc.DrainOn(s.Stopping)
@@ -217,11 +216,11 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	tc.DrainOn(s.loop.Stopping())
 	out := serverWriters.Get().(*bufio.Writer)
 	out.Reset(tc)
-	in := nsserver.GetReader(nil)
+	in := server.GetReader(nil)
 	defer func() {
 		out.Reset(nil)
 		serverWriters.Put(out)
-		nsserver.PutReader(in)
+		server.PutReader(in)
 	}()
 	ss := &serverSession{
 		srv:  s,
@@ -255,7 +254,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	drained := false
 	for {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("qmtp: %w: %v", proto.ErrShutdown, ctx.Err())
+			err = fmt.Errorf("qmtp: %w: %v", server.ErrShutdown, ctx.Err())
 			break
 		}
 		// Read on only while the packages still being committed or
@@ -267,7 +266,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 			tc.AtBoundary(true)
 			_, perr := ss.in.Peek(1)
 			tc.AtBoundary(false)
-			if errors.Is(perr, proto.ErrDrained) {
+			if errors.Is(perr, server.ErrDrained) {
 				// A next package may be on its way: closing on it
 				// unread would reset the connection and could destroy
 				// the replies just written.
@@ -307,7 +306,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 		// The client may still be sending (pipelined packages after a
 		// broken one): closing on unread input resets the connection,
 		// which can destroy the replies just flushed.
-		proto.Linger(conn)
+		server.Linger(conn)
 	}
 	return ss.res, err
 }
@@ -373,7 +372,7 @@ type serverReplier struct {
 	res   Result        // Packages and reply counts; read after done
 	log   func(*serverPackage)
 	// envelopes gets back each package's envelope once it is answered.
-	envelopes *proto.Budget
+	envelopes *server.Budget
 	parallel  int // commits at once
 
 	mu         sync.Mutex
@@ -511,7 +510,7 @@ func (rp *serverReplier) flush() {
 type serverSession struct {
 	srv      *Server
 	ctx      context.Context
-	lim      proto.Limits
+	lim      server.Limits
 	peer     proto.Peer
 	in       *bufio.Reader
 	top      *netstring.Reader
@@ -576,7 +575,7 @@ func (ss *serverSession) onePackage() error {
 	if err != nil {
 		return serverReadError("sender", err)
 	}
-	sender, senderOK, err := nsserver.ReadAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
+	sender, senderOK, err := server.ReadAddress(sb, ss.lim.MaxAddress, proto.CheckSender)
 	if err != nil {
 		return serverReadError("sender", err)
 	}
@@ -602,7 +601,7 @@ func (ss *serverSession) onePackage() error {
 		}
 		n++
 		if !full && n <= ss.lim.MaxRecipients {
-			c := proto.AddressCost(int(rb.Size()))
+			c := server.AddressCost(int(rb.Size()))
 			took := ss.srv.Envelopes.Take(c)
 			if !took {
 				// This session's own packages in flight may hold
@@ -625,7 +624,7 @@ func (ss *serverSession) onePackage() error {
 			}
 			continue
 		}
-		addr, ok, err := nsserver.ReadAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
+		addr, ok, err := server.ReadAddress(rb, ss.lim.MaxAddress, proto.CheckRecipient)
 		if err != nil {
 			return serverReadError("recipient", err)
 		}
@@ -707,8 +706,8 @@ func (ss *serverSession) onePackage() error {
 // MaxMessageSize, or after a backend write error (recorded in *storeErr),
 // the delivery is aborted and the rest only read.
 func (ss *serverSession) copyMessage(msg *netstring.Body, crMode bool, storeErr *error) (int64, error) {
-	bp := nsserver.GetCopyBuf()
-	defer nsserver.PutCopyBuf(bp)
+	bp := server.GetCopyBuf()
+	defer server.PutCopyBuf(bp)
 	buf := *bp
 	var conv []byte
 	var pendingCR bool
@@ -733,7 +732,7 @@ func (ss *serverSession) copyMessage(msg *netstring.Body, crMode bool, storeErr 
 		n, err := msg.Read(buf)
 		if n > 0 {
 			if crMode {
-				conv, pendingCR = proto.AppendCRLFToLF(conv[:0], buf[:n], pendingCR)
+				conv, pendingCR = server.AppendCRLFToLF(conv[:0], buf[:n], pendingCR)
 				emit(conv)
 			} else {
 				emit(buf[:n])
@@ -798,5 +797,5 @@ func (ss *serverSession) logMessage(p *serverPackage) {
 // overrunning the list among them: the netstring reader refuses it
 // before reading its body) wrap ErrProtocol.
 func serverReadError(what string, err error) error {
-	return nsserver.ReadError("qmtp", ErrProtocol, what, err)
+	return server.ReadError("qmtp", ErrProtocol, what, err)
 }

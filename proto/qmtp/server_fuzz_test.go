@@ -11,6 +11,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmtp"
+	"qbox/proto/server"
 )
 
 // FuzzServerServeConn feeds arbitrary bytes to the server as the client's
@@ -43,7 +44,7 @@ func FuzzServerServeConn(f *testing.F) {
 		b := &serverBackend{}
 		srv := &qmtp.Server{
 			Backend: b,
-			Limits:  proto.Limits{MaxMessageSize: 64, MaxRecipients: 3, MaxAddress: 16},
+			Limits:  server.Limits{MaxMessageSize: 64, MaxRecipients: 3, MaxAddress: 16},
 			Timeout: time.Second,
 		}
 		conn := &serverMemConn{r: r}

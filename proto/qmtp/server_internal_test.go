@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"qbox/proto"
+	"qbox/proto/server"
 )
 
 // FuzzServerCRLFToLF checks the streaming CR LF → LF conversion against
@@ -20,7 +20,7 @@ func FuzzServerCRLFToLF(f *testing.F) {
 		steps := []int{int(step1)%8 + 1, int(step2)%8 + 1}
 		for i, rest := 0, in; len(rest) > 0; i++ {
 			n := min(steps[i%2], len(rest))
-			chunk, cr = proto.AppendCRLFToLF(chunk[:0], rest[:n], cr)
+			chunk, cr = server.AppendCRLFToLF(chunk[:0], rest[:n], cr)
 			out = append(out, chunk...)
 			rest = rest[n:]
 		}

@@ -18,6 +18,7 @@ import (
 	"qbox/netstring"
 	"qbox/proto"
 	"qbox/proto/qmtp"
+	"qbox/proto/server"
 )
 
 // serverBackend is the test's stand-in for the store: it records what
@@ -251,7 +252,7 @@ func equalReplies(t *testing.T, got, want []string) {
 func TestServerPipelinedConversation(t *testing.T) {
 	b := &serverBackend{delay: 20 * time.Millisecond}
 	srv := newServerForTest(b)
-	srv.Limits = proto.Limits{MaxMessageSize: 100, MaxRecipients: 3}
+	srv.Limits = server.Limits{MaxMessageSize: 100, MaxRecipients: 3}
 	addr, out := serverStart(t, srv)
 
 	msg1 := "Subject: one\n\nLF mode keeps\r CRs\r\n as they are\n"
@@ -397,7 +398,7 @@ func TestServerIdleTimeout(t *testing.T) {
 	c.Close()
 	equalReplies(t, got, []string{"Kok 1"})
 	o := serverWaitOutcome(t, out)
-	if !errors.Is(o.err, proto.ErrIdleTimeout) || o.res.Packages != 1 {
+	if !errors.Is(o.err, server.ErrIdleTimeout) || o.res.Packages != 1 {
 		t.Fatalf("outcome %+v %v", o.res, o.err)
 	}
 	b.check(t)
@@ -437,7 +438,7 @@ func TestServerSessionLimit(t *testing.T) {
 	got := serverReadReplies(t, c)
 	c.Close()
 	equalReplies(t, got, []string{"Kok 1"})
-	if o := serverWaitOutcome(t, out); !errors.Is(o.err, proto.ErrSessionLimit) {
+	if o := serverWaitOutcome(t, out); !errors.Is(o.err, server.ErrSessionLimit) {
 		t.Fatalf("outcome %+v %v", o.res, o.err)
 	}
 	b.check(t)
@@ -620,7 +621,7 @@ func TestServerShutdown(t *testing.T) {
 	rest := serverReadReplies(t, client)
 	client.Close()
 	o := <-out // the server's idle timeout (5s) guards this: a cancel unseen ends in ErrIdleTimeout
-	if !errors.Is(o.err, proto.ErrShutdown) || o.res.Packages != 1 {
+	if !errors.Is(o.err, server.ErrShutdown) || o.res.Packages != 1 {
 		t.Fatalf("%+v %v", o.res, o.err)
 	}
 	equalReplies(t, append([]string{string(first)}, rest...), []string{"Kok 1"})
@@ -632,7 +633,7 @@ func TestServerShutdown(t *testing.T) {
 func TestServerEnvelopeBudget(t *testing.T) {
 	b := &serverBackend{}
 	srv := newServerForTest(b)
-	budget := proto.NewBudget(2 * proto.AddressCost(len("k1@x")))
+	budget := server.NewBudget(2 * server.AddressCost(len("k1@x")))
 	srv.Envelopes = budget
 	var send []byte
 	send = append(send, serverPkg(lf("m\n"), "a@b", "k1@x", "k2@x", "k3@x", "k4@x")...)
@@ -646,7 +647,7 @@ func TestServerEnvelopeBudget(t *testing.T) {
 		"Kok 2", "Kok 2",
 	})
 	b.check(t)
-	if !budget.Take(2 * proto.AddressCost(len("k1@x"))) {
+	if !budget.Take(2 * server.AddressCost(len("k1@x"))) {
 		t.Fatal("the session did not give back the whole budget")
 	}
 }

@@ -86,7 +86,7 @@ func (r repeatReader) Read(p []byte) (int, error) {
 // client_peers_test.go, here the scripted server): ErrTLSRequired, every
 // recipient a Z about STARTTLS, and no MAIL ever sent in the clear.
 func TestTLSRequireWithoutSTARTTLS(t *testing.T) {
-	srv := &server{}
+	srv := &scriptServer{}
 	addr := startServer(t, srv.handle)
 	msgs := []Message{
 		bytesMessage("s@example.test", []byte("Subject: never\n\nx\n"), "a@example.test", "b@example.test"),

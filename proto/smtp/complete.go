@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/server"
 )
 
 // completePaths returns conn with the bare address of every MAIL FROM and
@@ -33,12 +34,12 @@ import (
 // reads are lazy (it reads the line after a command only once it has
 // answered the command, and the line after the final dot only once it
 // has answered the data), and completePaths hands out one line per Read.
-func completePaths(conn proto.Conn, complete func(string) string) proto.Conn {
+func completePaths(conn server.Conn, complete func(string) string) server.Conn {
 	return &completeConn{conn: conn, in: bufio.NewReaderSize(conn, 16<<10), complete: complete}
 }
 
 type completeConn struct {
-	conn     proto.Conn
+	conn     server.Conn
 	in       *bufio.Reader
 	complete func(string) string
 

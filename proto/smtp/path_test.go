@@ -11,7 +11,7 @@ import (
 // and is never written; such a sender fails its whole message; the other
 // recipients are delivered as usual.
 func TestAddressThatWouldBreakThePathIsNeverWritten(t *testing.T) {
-	srv := &server{ehlo: []string{"PIPELINING"}, rcpt: func(string) string { return "250 2.1.5 ok" }}
+	srv := &scriptServer{ehlo: []string{"PIPELINING"}, rcpt: func(string) string { return "250 2.1.5 ok" }}
 	addr := startServer(t, srv.handle)
 	msgs := []Message{
 		bytesMessage("s@example.test", []byte("one\n"), "good@example.test", "evil@example.test> NOTIFY=NEVER", "<x@example.test"),

@@ -105,7 +105,7 @@ func sendOne(t *testing.T, addr string, m Message) (RecipientResult, []string, e
 // and QUIT after the reply to the end of the data.
 func TestSendOneDialogue(t *testing.T) {
 	for _, ext := range [][]string{nil, {"PIPELINING"}} {
-		srv := &server{ehlo: ext}
+		srv := &scriptServer{ehlo: ext}
 		addr := startServer(t, srv.handle)
 		msg := []byte("Subject: x\n\n.\nDATA\nQUIT\n..\n")
 		r, dialogue, err := sendOne(t, addr, bytesMessage("s@example.test", msg, "r@example.test"))
@@ -127,7 +127,7 @@ func TestSendOneDialogue(t *testing.T) {
 // A refused recipient is SendOne's answer, a D from the server; a 5xx
 // greeting is a D too (Send would make it a Z to retry).
 func TestSendOneRefusals(t *testing.T) {
-	srv := &server{ehlo: []string{"PIPELINING"}, rcpt: func(string) string { return "550 5.1.1 no such user" }}
+	srv := &scriptServer{ehlo: []string{"PIPELINING"}, rcpt: func(string) string { return "550 5.1.1 no such user" }}
 	addr := startServer(t, srv.handle)
 	r, dialogue, err := sendOne(t, addr, bytesMessage("s@example.test", []byte("x\n"), "r@example.test"))
 	if err != nil || r.Reply.Status != proto.Permanent || r.Stage != StageRcpt || r.Reply.Text != "550 5.1.1 no such user" {

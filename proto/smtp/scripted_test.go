@@ -85,8 +85,8 @@ func startServer(t *testing.T, handle func(p *peer)) string {
 	return ln.Addr().String()
 }
 
-// server is a small SMTP server with hooks.
-type server struct {
+// scriptServer is a small SMTP server with hooks.
+type scriptServer struct {
 	ehlo          []string // the extensions EHLO lists
 	ehloRefusal   string   // when set, the reply to EHLO
 	tls           *tls.Config
@@ -100,13 +100,13 @@ type server struct {
 	overTLS  []bool   // per MAIL: was the session in TLS
 }
 
-func (s *server) log(cmd string) {
+func (s *scriptServer) log(cmd string) {
 	s.mu.Lock()
 	s.commands = append(s.commands, cmd)
 	s.mu.Unlock()
 }
 
-func (s *server) handle(p *peer) {
+func (s *scriptServer) handle(p *peer) {
 	if p.send("220 scripted ESMTP\r\n") != nil {
 		return
 	}
@@ -213,7 +213,7 @@ func (s *server) handle(p *peer) {
 	}
 }
 
-func (s *server) log2() ([]string, [][]byte, []bool) {
+func (s *scriptServer) log2() ([]string, [][]byte, []bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.commands...), append([][]byte(nil), s.bodies...), append([]bool(nil), s.overTLS...)
@@ -248,7 +248,7 @@ func statuses(results []RecipientResult) string {
 // the reply to the message; the DATA bytes are the message with CRLF and
 // dot-stuffing, a CR in the message kept as it is.
 func TestPipelinedTransactions(t *testing.T) {
-	srv := &server{
+	srv := &scriptServer{
 		ehlo:          []string{"PIPELINING", "8BITMIME"},
 		holdUntilData: true,
 		rcpt: func(a string) string {
@@ -298,7 +298,7 @@ func TestPipelinedTransactions(t *testing.T) {
 // HELO; without EHLO there are no extensions, so each command waits for
 // its reply, and no SIZE or BODY parameter is sent.
 func TestEHLORefusedFallsBackToHELO(t *testing.T) {
-	srv := &server{ehloRefusal: "554 5.5.1 no EHLO here"}
+	srv := &scriptServer{ehloRefusal: "554 5.5.1 no EHLO here"}
 	addr := startServer(t, srv.handle)
 	msgs := []Message{bytesMessage("s@example.test", []byte("\xe9\n"), "a@example.test", "b@example.test")}
 	results, err := deliver(t, &Client{}, addr, msgs)
@@ -316,7 +316,7 @@ func TestEHLORefusedFallsBackToHELO(t *testing.T) {
 // message with 8-bit bytes. Without PIPELINING, RCPTs all refused means no
 // DATA, and a refused MAIL gives its reply to every recipient.
 func TestMailParameters(t *testing.T) {
-	srv := &server{
+	srv := &scriptServer{
 		ehlo: []string{"SIZE 1000", "8BITMIME"},
 		rcpt: func(a string) string {
 			if strings.HasPrefix(a, "gone@") {
@@ -478,7 +478,7 @@ func TestSTARTTLS(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			srv := &server{ehlo: []string{"PIPELINING"}, tls: &tls.Config{Certificates: []tls.Certificate{cert}}}
+			srv := &scriptServer{ehlo: []string{"PIPELINING"}, tls: &tls.Config{Certificates: []tls.Certificate{cert}}}
 			addr := startServer(t, srv.handle)
 			results, err := deliver(t, c.client, addr, msg())
 			if got := statuses(results); got != c.want {
@@ -661,7 +661,7 @@ func TestDataOddities(t *testing.T) {
 // A message that cannot be read is a Z for its recipients; the session
 // goes on with the next.
 func TestUnreadableMessage(t *testing.T) {
-	srv := &server{ehlo: []string{"PIPELINING"}}
+	srv := &scriptServer{ehlo: []string{"PIPELINING"}}
 	addr := startServer(t, srv.handle)
 	bad := Message{Sender: "s@example.test", Recipients: []string{"a@example.test"}, Size: 5,
 		Open: func() (io.ReadCloser, error) { return nil, fmt.Errorf("gone") }}
@@ -677,7 +677,7 @@ func TestUnreadableMessage(t *testing.T) {
 // Interrupted (proto.StopStarting): the message under way finishes, the
 // others are not started and say so.
 func TestInterrupted(t *testing.T) {
-	srv := &server{ehlo: []string{"PIPELINING"}}
+	srv := &scriptServer{ehlo: []string{"PIPELINING"}}
 	addr := startServer(t, srv.handle)
 	stop := make(chan struct{})
 	ctx := proto.WithStopStarting(context.Background(), stop)

@@ -26,12 +26,12 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"qbox/proto"
-	"qbox/proto/internal/serverloop"
+	"qbox/proto/server"
 )
 
 // NotAuthorized is the greeting a client outside the access list gets
 // before the connection is closed (RFC 5321 3.1: 554 instead of 220).
-const NotAuthorized = "554 5.7.1 " + proto.NotAuthorized + "\r\n"
+const NotAuthorized = "554 5.7.1 " + server.NotAuthorized + "\r\n"
 
 // Busy is the greeting a connection gets, before it is closed, when no
 // session slot is free for it (every slot taken and the waiting room
@@ -69,7 +69,7 @@ var (
 // and log line (stdin and stdout under tcpserver or inetd).
 type Server struct {
 	Backend proto.Backend
-	Limits  proto.Limits
+	Limits  server.Limits
 	// Hostname is this server's name in the greeting and EHLO reply.
 	Hostname string
 	// TLSConfig, when set, offers STARTTLS.
@@ -100,9 +100,9 @@ type Server struct {
 	// is not applied when TLSConfig is set (STARTTLS would hide it).
 	CompletePath func(string) string
 	// Envelopes, if set, is the memory every session's recipient
-	// addresses are taken from (proto.AddressCost each), shared with
+	// addresses are taken from (server.AddressCost each), shared with
 	// other servers; a recipient that does not fit gets 452.
-	Envelopes *proto.Budget
+	Envelopes *server.Budget
 
 	// Allow lists the client networks Serve and HandleConn serve; empty
 	// means loopback only (127.0.0.0/8, ::1). A client outside it is
@@ -110,17 +110,17 @@ type Server struct {
 	Allow []netip.Prefix
 	// Conns, if set, bounds the sessions Serve runs, shared with other
 	// servers; nil means a limit of this server's own of
-	// proto.DefaultMaxConns.
-	Conns *proto.ConnLimit
+	// server.DefaultMaxConns.
+	Conns *server.ConnLimit
 
-	loop serverloop.Loop
+	loop server.Loop
 }
 
 // Serve accepts connections on l and serves each in its own goroutine:
 // a client outside Allow is greeted 554; beyond Conns the connection
 // waits for a slot in Conns' waiting room, in order, briefly, and is
 // otherwise greeted Busy (421) and closed; each session is
-// ServeConn's, logged. Serve returns proto.ErrServerClosed after Shutdown
+// ServeConn's, logged. Serve returns server.ErrServerClosed after Shutdown
 // or Close, another error only if l fails for good; it closes l.
 func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
 
@@ -139,12 +139,12 @@ func (s *Server) Close() error { return s.loop.Close() }
 // Allow is greeted 554 (an empty one, a local pipe, is served), then
 // ServeConn under ctx and the connection's log line. No slot of Conns is
 // taken. The caller closes conn.
-func (s *Server) HandleConn(ctx context.Context, conn proto.Conn, peer proto.Peer) {
-	serverloop.HandleConn(ctx, conn, peer, s.loopConfig())
+func (s *Server) HandleConn(ctx context.Context, conn server.Conn, peer proto.Peer) {
+	server.HandleConn(ctx, conn, peer, s.loopConfig())
 }
 
-func (s *Server) loopConfig() *serverloop.Config {
-	return &serverloop.Config{
+func (s *Server) loopConfig() *server.Config {
+	return &server.Config{
 		Protocol: "SMTP",
 		Allow:    s.Allow,
 		Conns:    s.Conns,
@@ -165,7 +165,7 @@ func (s *Server) loopConfig() *serverloop.Config {
 
 // session runs ServeConn and logs the connection line. ServeConn lingers
 // itself where a reply could be lost.
-func (s *Server) session(ctx context.Context, c proto.Conn, peer proto.Peer, start time.Time) bool {
+func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer, start time.Time) bool {
 	res, err := s.ServeConn(ctx, c, peer)
 	if s.Logger == nil {
 		return false
@@ -221,11 +221,11 @@ type ServerResult struct {
 //
 // The error says why the session ended when it was not the client's QUIT
 // or close: a timeout, a shutdown, a cut connection, a protocol error.
-func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer) (ServerResult, error) {
+func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Peer) (ServerResult, error) {
 	if s.CompletePath != nil && s.TLSConfig == nil {
 		conn = completePaths(conn, s.CompletePath)
 	}
-	tc := proto.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
+	tc := server.NewTimedConn(ctx, conn, s.Timeout, s.SessionLimit)
 	defer tc.Close()
 	if s.Stopping != nil {
 		tc.DrainOn(s.Stopping)
@@ -263,10 +263,10 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	// the session limit or the server cuts it: its slot must come back.
 	idle, limit := s.Timeout, s.SessionLimit
 	if idle <= 0 {
-		idle = proto.DefaultTimeout
+		idle = server.DefaultTimeout
 	}
 	if limit <= 0 {
-		limit = proto.DefaultSessionLimit
+		limit = server.DefaultSessionLimit
 	}
 	served := make(chan struct{})
 	go func() {
@@ -306,7 +306,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	if terr := sc.startTLSError(); terr != nil && err == nil {
 		err = terr // the handshake after STARTTLS failed: the session ended there
 	}
-	drained := errors.Is(readErr, proto.ErrDrained)
+	drained := errors.Is(readErr, server.ErrDrained)
 	switch {
 	case drained:
 		err = nil // stopped between transactions: nothing lost
@@ -316,7 +316,7 @@ func (s *Server) ServeConn(ctx context.Context, conn proto.Conn, peer proto.Peer
 	if err != nil || drained {
 		// The client may still be sending: closing on unread input
 		// resets the connection, which can destroy the last reply.
-		proto.Linger(conn)
+		server.Linger(conn)
 	}
 	return res, err
 }
@@ -327,9 +327,9 @@ type serverState struct {
 	srv  *Server
 	ctx  context.Context
 	peer proto.Peer
-	tc   *proto.TimedConn
+	tc   *server.TimedConn
 	conn *serverConn
-	lim  proto.Limits
+	lim  server.Limits
 
 	mu  sync.Mutex
 	res ServerResult
@@ -408,7 +408,7 @@ func (ss *serverSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	if f := ss.st.srv.RecipientAllowed; f != nil && !f(ss.st.peer.RemoteIP, to) {
 		return errRelayDenied
 	}
-	cost := proto.AddressCost(len(to))
+	cost := server.AddressCost(len(to))
 	if !ss.st.srv.Envelopes.Take(cost) {
 		return errTooMany
 	}
@@ -693,7 +693,7 @@ func copyLF(d proto.Delivery, r io.Reader, write bool) (stored int64, readErr, w
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			conv, pendingCR = proto.AppendCRLFToLF(conv[:0], buf[:n], pendingCR)
+			conv, pendingCR = server.AppendCRLFToLF(conv[:0], buf[:n], pendingCR)
 			emit(conv)
 		}
 		if err == io.EOF {
@@ -726,9 +726,9 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b 
 // encrypted: pipelined plain text after STARTTLS goes into the handshake
 // and fails it.
 type serverConn struct {
-	tc      *proto.TimedConn
+	tc      *server.TimedConn
 	in      *bufio.Reader
-	raw     proto.Conn
+	raw     server.Conn
 	once    sync.Once
 	closed  chan struct{}
 	errMu   sync.Mutex
@@ -801,7 +801,7 @@ func (c *serverConn) Read(p []byte) (int, error) {
 			c.errMu.Lock()
 			c.readErr = err
 			c.errMu.Unlock()
-			if errors.Is(err, proto.ErrIdleTimeout) || errors.Is(err, proto.ErrSessionLimit) {
+			if errors.Is(err, server.ErrIdleTimeout) || errors.Is(err, server.ErrSessionLimit) {
 				// go-smtp answers a net.Error timeout with "421
 				// 4.4.2 Idle timeout" rather than a connection error.
 				err = timeoutError{err}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/server"
 )
 
 // memBackend keeps what is committed.
@@ -84,7 +85,7 @@ func FuzzServerSession(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, script []byte) {
 		be := &memBackend{}
-		srv := &Server{Backend: be, Hostname: "mx.test", Limits: proto.Limits{MaxMessageSize: 4096, MaxRecipients: 5, MaxLine: 512}}
+		srv := &Server{Backend: be, Hostname: "mx.test", Limits: server.Limits{MaxMessageSize: 4096, MaxRecipients: 5, MaxLine: 512}}
 		conn := &scriptConn{in: bytes.NewReader(script)}
 		srv.ServeConn(context.Background(), conn, proto.Peer{RemoteIP: "192.0.2.1"})
 		out := conn.out.String()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/server"
 	"qbox/proto/smtp"
 	"qbox/proto/testkit/servetest"
 )
@@ -69,7 +70,7 @@ func TestServeShutdownEndsIdleSession(t *testing.T) {
 	defer cancel()
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.Shutdown(ctx) }()
-	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+	if err := <-errc; !errors.Is(err, server.ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
 	}
 	io.Copy(io.Discard, in) // the server ends the session (a 421, then EOF)
@@ -91,7 +92,7 @@ func TestServeBusyGreets421(t *testing.T) {
 	}{{"waiting room full", -1, time.Hour}, {"wait over", 1, time.Millisecond}} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := servetest.Start(t, &smtp.Server{Backend: okBackend{}, Hostname: "mx.test",
-				Conns: proto.NewConnLimit(1, tc.waiting, tc.wait)})
+				Conns: server.NewConnLimit(1, tc.waiting, tc.wait)})
 			idle, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"qbox/proto"
+	"qbox/proto/server"
 )
 
 // The one reply to the dot for the store's replies per recipient: 250
@@ -46,7 +47,7 @@ func TestCRLFToLF(t *testing.T) {
 	var out []byte
 	cr := false
 	for _, s := range in {
-		out, cr = proto.AppendCRLFToLF(out, []byte(s), cr)
+		out, cr = server.AppendCRLFToLF(out, []byte(s), cr)
 	}
 	if cr {
 		out = append(out, '\r')

@@ -20,7 +20,7 @@ func stages(results []RecipientResult) string {
 // needs to word its reports (a refused recipient, the reply to the
 // message, a refused DATA).
 func TestResultStages(t *testing.T) {
-	s := &server{
+	s := &scriptServer{
 		ehlo: []string{"PIPELINING"},
 		rcpt: func(a string) string {
 			switch {

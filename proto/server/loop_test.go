@@ -1,4 +1,4 @@
-package serverloop
+package server
 
 import (
 	"bytes"
@@ -72,7 +72,7 @@ func TestServeRetriesFailedAccept(t *testing.T) {
 		Protocol: "TEST",
 		Logger:   slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return log.Write(p) }), nil)),
 		Refuse:   func(io.Writer) error { return nil },
-		Session: func(_ context.Context, c proto.Conn, peer proto.Peer, _ time.Time) bool {
+		Session: func(_ context.Context, c Conn, peer proto.Peer, _ time.Time) bool {
 			served <- peer.RemoteIP
 			return false
 		},
@@ -89,7 +89,7 @@ func TestServeRetriesFailedAccept(t *testing.T) {
 		t.Errorf("session for %q", ip)
 	}
 	lp.Close()
-	if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+	if err := <-errc; !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
 	}
 	logMu.Lock()
@@ -145,7 +145,7 @@ func (l *syncLog) String() string              { l.mu.Lock(); defer l.mu.Unlock(
 // burstServer serves on a counting listener with conns; each session
 // reports its client's address on started and then holds its slot until
 // its context is cut (an idle client) or hold yields.
-func burstServer(t *testing.T, conns *proto.ConnLimit, allow []netip.Prefix, hold <-chan struct{}) (*countingListener, *Loop, chan string, *syncLog) {
+func burstServer(t *testing.T, conns *ConnLimit, allow []netip.Prefix, hold <-chan struct{}) (*countingListener, *Loop, chan string, *syncLog) {
 	t.Helper()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -161,7 +161,7 @@ func burstServer(t *testing.T, conns *proto.ConnLimit, allow []netip.Prefix, hol
 		Logger:   slog.New(slog.NewTextHandler(log, nil)),
 		Refuse:   func(w io.Writer) error { _, err := io.WriteString(w, "not authorized\n"); return err },
 		Busy:     func(w io.Writer) error { _, err := io.WriteString(w, "busy\n"); return err },
-		Session: func(ctx context.Context, c proto.Conn, peer proto.Peer, _ time.Time) bool {
+		Session: func(ctx context.Context, c Conn, peer proto.Peer, _ time.Time) bool {
 			started <- c.(net.Conn).RemoteAddr().String()
 			select {
 			case <-ctx.Done():
@@ -177,7 +177,7 @@ func burstServer(t *testing.T, conns *proto.ConnLimit, allow []netip.Prefix, hol
 		cut, cancel := context.WithCancel(context.Background())
 		cancel()
 		lp.Shutdown(cut) // cuts the sessions and waits for every goroutine
-		if err := <-errc; !errors.Is(err, proto.ErrServerClosed) {
+		if err := <-errc; !errors.Is(err, ErrServerClosed) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
@@ -212,7 +212,7 @@ func readAll(t *testing.T, c net.Conn) string {
 // here).
 func TestBurstWaitsInOrder(t *testing.T) {
 	hold := make(chan struct{})
-	l, _, started, log := burstServer(t, proto.NewConnLimit(1, 3, time.Hour), nil, hold)
+	l, _, started, log := burstServer(t, NewConnLimit(1, 3, time.Hour), nil, hold)
 	addr := l.Addr().String()
 	first := dial(t, addr)
 	if got := <-started; got != first.LocalAddr().String() {
@@ -240,7 +240,7 @@ func TestBurstWaitsInOrder(t *testing.T) {
 // A connection that waits longer than QueueWait is refused (Busy) and
 // logged; the session holding the slot goes on.
 func TestBusyAfterWait(t *testing.T) {
-	l, _, started, log := burstServer(t, proto.NewConnLimit(1, 1, time.Millisecond), nil, nil)
+	l, _, started, log := burstServer(t, NewConnLimit(1, 1, time.Millisecond), nil, nil)
 	dial(t, l.Addr().String())
 	<-started
 	if got := readAll(t, dial(t, l.Addr().String())); got != "busy\n" {
@@ -258,7 +258,7 @@ func TestBusyAfterWait(t *testing.T) {
 // connections hold every slot and place, not a wait.
 func TestIdleFloodHeldWithinBound(t *testing.T) {
 	const max, waiting, clients = 20, 100, 1000
-	l, _, started, _ := burstServer(t, proto.NewConnLimit(max, waiting, time.Hour), nil, nil)
+	l, _, started, _ := burstServer(t, NewConnLimit(max, waiting, time.Hour), nil, nil)
 	addr := l.Addr().String()
 	conns := make([]net.Conn, clients)
 	for i := range conns {
@@ -303,7 +303,7 @@ func TestIdleFloodHeldWithinBound(t *testing.T) {
 func TestRefusalsHeldWithinBound(t *testing.T) {
 	const max = 2
 	allow := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
-	l, _, _, log := burstServer(t, proto.NewConnLimit(max, 0, time.Hour), allow, nil)
+	l, _, _, log := burstServer(t, NewConnLimit(max, 0, time.Hour), allow, nil)
 	for range 50 {
 		if got := readAll(t, dial(t, l.Addr().String())); got != "not authorized\n" {
 			t.Fatalf("refused client got %q", got)

@@ -1,8 +1,9 @@
-// Package nsserver holds what the QMQP and QMTP servers, both netstring
-// protocols with K/Z/D replies, share: the reply texts they have in
-// common, the immediate refusal, reading an address item, labelling a
-// read failure, and the pooled buffers.
-package nsserver
+// What the QMQP and QMTP servers, both netstring protocols with K/Z/D
+// replies, share: the reply texts they have in common, the immediate
+// refusal, reading an address item, labelling a read failure, and the
+// pooled buffers.
+
+package server
 
 import (
 	"bufio"
@@ -23,10 +24,10 @@ var (
 	ReplyStoreFailed = proto.Z("sorry, I can't store the message right now (#4.3.0)")
 )
 
-// Refuse writes the immediate D a client outside the access list gets,
+// RefuseNetstring writes the immediate D a client outside the access list gets,
 // before anything is read.
-func Refuse(w io.Writer) error {
-	_, err := w.Write(netstring.Append(nil, proto.D(proto.NotAuthorized).Bytes()))
+func RefuseNetstring(w io.Writer) error {
+	_, err := w.Write(netstring.Append(nil, proto.D(NotAuthorized).Bytes()))
 	return err
 }
 

@@ -1,4 +1,4 @@
-package proto
+package server
 
 import (
 	"errors"
@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"qbox/proto"
 )
 
 // StdioPeer describes the client of a connection handed over on stdin, as
@@ -16,8 +18,8 @@ import (
 // (remote may be nil: a pipe, a local user). The RemoteIP of an IP socket
 // whose peer could not be read is UnknownPeer, which no access list
 // admits.
-func StdioPeer(getenv func(string) string, remote net.Addr) Peer {
-	p := Peer{
+func StdioPeer(getenv func(string) string, remote net.Addr) proto.Peer {
+	p := proto.Peer{
 		RemoteIP:   getenv("TCPREMOTEIP"),
 		RemoteHost: getenv("TCPREMOTEHOST"),
 		LocalHost:  getenv("TCPLOCALHOST"),

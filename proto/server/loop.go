@@ -1,8 +1,9 @@
-// Package serverloop is the lifecycle the QMQP, QMTP and SMTP servers
-// share: the accept loop with its backoff, the access check and its
-// immediate refusal, connection slots, linger, the per-connection log
-// line's frame, and Shutdown and Close.
-package serverloop
+// The lifecycle the QMQP, QMTP and SMTP servers share: the accept loop
+// with its backoff, the access check and its immediate refusal,
+// connection slots, linger, the per-connection log line's frame, and
+// Shutdown and Close.
+
+package server
 
 import (
 	"context"
@@ -22,10 +23,10 @@ type Config struct {
 	Protocol string // "QMQP", "QMTP" or "SMTP", for log lines
 	// Allow lists the client networks served; empty means loopback only.
 	Allow    []netip.Prefix
-	Conns    *proto.ConnLimit // nil: the loop's own, of proto.DefaultMaxConns
-	Timeout  time.Duration    // bounds the refusal's write; 0 means proto.DefaultTimeout
-	Hostname string           // Peer.LocalHost of accepted connections
-	Logger   *slog.Logger     // nil: no log lines
+	Conns    *ConnLimit    // nil: the loop's own, of DefaultMaxConns
+	Timeout  time.Duration // bounds the refusal's write; 0 means DefaultTimeout
+	Hostname string        // Peer.LocalHost of accepted connections
+	Logger   *slog.Logger  // nil: no log lines
 	// Refuse writes the immediate refusal a client outside Allow gets.
 	Refuse func(w io.Writer) error
 	// Busy, if set, writes the refusal a connection gets when no session
@@ -38,7 +39,7 @@ type Config struct {
 	// is when the connection arrived). It reports whether the client may
 	// still be sending when it returns, so that closing now could reset
 	// the connection and destroy a reply: the loop then lingers.
-	Session func(ctx context.Context, c proto.Conn, peer proto.Peer, start time.Time) (linger bool)
+	Session func(ctx context.Context, c Conn, peer proto.Peer, start time.Time) (linger bool)
 }
 
 func (c *Config) logger() *slog.Logger {
@@ -50,7 +51,7 @@ func (c *Config) logger() *slog.Logger {
 
 func (c *Config) timeout() time.Duration {
 	if c.Timeout <= 0 {
-		return proto.DefaultTimeout
+		return DefaultTimeout
 	}
 	return c.Timeout
 }
@@ -66,7 +67,7 @@ type Loop struct {
 	stop      context.CancelFunc
 	listeners map[net.Listener]struct{}
 	active    sync.WaitGroup
-	conns     *proto.ConnLimit // the default one, made on first use
+	conns     *ConnLimit // the default one, made on first use
 }
 
 func (lp *Loop) init() {
@@ -80,7 +81,7 @@ func (lp *Loop) init() {
 }
 
 // Stopping is closed once Shutdown or Close is called: sessions between
-// units of work (proto.TimedConn.DrainOn) end there.
+// units of work (TimedConn.DrainOn) end there.
 func (lp *Loop) Stopping() <-chan struct{} {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
@@ -89,7 +90,7 @@ func (lp *Loop) Stopping() <-chan struct{} {
 }
 
 // Serve accepts connections on l and serves each in its own goroutine
-// until Shutdown or Close, then returns proto.ErrServerClosed; it returns
+// until Shutdown or Close, then returns ErrServerClosed; it returns
 // another error only if l fails for good (closed by someone else). A
 // failed Accept (out of file descriptors and the like) is retried after a
 // growing pause, never fatal. l is closed when Serve returns.
@@ -99,7 +100,7 @@ func (lp *Loop) Serve(l net.Listener, cfg *Config) error {
 	if lp.stopCtx.Err() != nil {
 		lp.mu.Unlock()
 		l.Close()
-		return proto.ErrServerClosed
+		return ErrServerClosed
 	}
 	lp.listeners[l] = struct{}{}
 	lp.mu.Unlock()
@@ -115,7 +116,7 @@ func (lp *Loop) Serve(l net.Listener, cfg *Config) error {
 		c, err := l.Accept()
 		if err != nil {
 			if lp.stopCtx.Err() != nil {
-				return proto.ErrServerClosed
+				return ErrServerClosed
 			}
 			if errors.Is(err, net.ErrClosed) {
 				return err
@@ -135,7 +136,7 @@ func (lp *Loop) Serve(l net.Listener, cfg *Config) error {
 		if lp.stopCtx.Err() != nil {
 			lp.mu.Unlock()
 			c.Close()
-			return proto.ErrServerClosed
+			return ErrServerClosed
 		}
 		lp.active.Add(1)
 		lp.mu.Unlock()
@@ -153,7 +154,7 @@ func (lp *Loop) Serve(l net.Listener, cfg *Config) error {
 // It calls lp.active.Done when c is done with.
 func (lp *Loop) admit(c net.Conn, cfg *Config) {
 	start := time.Now()
-	ip := proto.RemoteIP(c.RemoteAddr())
+	ip := RemoteIP(c.RemoteAddr())
 	peer := proto.Peer{LocalHost: cfg.Hostname}
 	if ip.IsValid() {
 		peer.RemoteIP = ip.String()
@@ -171,7 +172,7 @@ func (lp *Loop) admit(c net.Conn, cfg *Config) {
 		go func() {
 			defer lp.active.Done()
 			refuse(cfg, c, peer.RemoteIP, start, cfg.timeout())
-			proto.Linger(c)
+			Linger(c)
 			c.Close()
 			conns.EndLinger()
 		}()
@@ -198,7 +199,7 @@ const refuseNow = 100 * time.Millisecond
 // handle serves one admitted connection: it waits for its slot, runs the
 // session, lingers if the session asks and a linger place is free, and
 // closes c, then gives up its place.
-func (lp *Loop) handle(c net.Conn, cfg *Config, conns *proto.ConnLimit, ticket *proto.Ticket, peer proto.Peer, start time.Time) {
+func (lp *Loop) handle(c net.Conn, cfg *Config, conns *ConnLimit, ticket *Ticket, peer proto.Peer, start time.Time) {
 	defer ticket.Leave()
 	defer c.Close()
 	if !ticket.Wait(lp.stopCtx) {
@@ -217,7 +218,7 @@ func (lp *Loop) handle(c net.Conn, cfg *Config, conns *proto.ConnLimit, ticket *
 	// reply and comes again at once finds it free.
 	if linger && conns.StartLinger() {
 		ticket.Leave()
-		proto.Linger(c)
+		Linger(c)
 		c.Close()
 		conns.EndLinger()
 	}
@@ -225,7 +226,7 @@ func (lp *Loop) handle(c net.Conn, cfg *Config, conns *proto.ConnLimit, ticket *
 
 // busy refuses a connection no slot is free for, with cfg.Busy if set,
 // and logs it.
-func busy(cfg *Config, c net.Conn, ip string, conns *proto.ConnLimit, why string, start time.Time, within time.Duration) {
+func busy(cfg *Config, c net.Conn, ip string, conns *ConnLimit, why string, start time.Time, within time.Duration) {
 	var err error
 	if cfg.Busy != nil {
 		c.SetWriteDeadline(time.Now().Add(within))
@@ -239,14 +240,14 @@ func busy(cfg *Config, c net.Conn, ip string, conns *proto.ConnLimit, why string
 	cfg.logger().Warn("connection refused: too many connections", attrs...)
 }
 
-func (lp *Loop) limit(cfg *Config) *proto.ConnLimit {
+func (lp *Loop) limit(cfg *Config) *ConnLimit {
 	if cfg.Conns != nil {
 		return cfg.Conns
 	}
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	if lp.conns == nil {
-		lp.conns = proto.NewConnLimit(proto.DefaultMaxConns, 0, min(cfg.timeout(), proto.DefaultQueueWait))
+		lp.conns = NewConnLimit(DefaultMaxConns, 0, min(cfg.timeout(), DefaultQueueWait))
 	}
 	return lp.conns
 }
@@ -255,7 +256,7 @@ func (lp *Loop) limit(cfg *Config) *proto.ConnLimit {
 // under tcpserver or inetd): the access check on peer.RemoteIP (an empty
 // one is a local pipe, a local user: served), the session and its log
 // line, under ctx. It takes no connection slot and does not linger.
-func HandleConn(ctx context.Context, c proto.Conn, peer proto.Peer, cfg *Config) {
+func HandleConn(ctx context.Context, c Conn, peer proto.Peer, cfg *Config) {
 	start := time.Now()
 	if peer.LocalHost == "" {
 		peer.LocalHost = cfg.Hostname
@@ -272,7 +273,7 @@ func HandleConn(ctx context.Context, c proto.Conn, peer proto.Peer, cfg *Config)
 
 // refuse answers a client outside the access list at once, as Postfix's
 // qmqpd does, and logs it.
-func refuse(cfg *Config, c proto.Conn, ip string, start time.Time, within time.Duration) {
+func refuse(cfg *Config, c Conn, ip string, start time.Time, within time.Duration) {
 	c.SetWriteDeadline(time.Now().Add(within))
 	err := cfg.Refuse(c)
 	attrs := []any{"proto", cfg.Protocol, "remote", ip, "ms", time.Since(start).Milliseconds()}
@@ -311,7 +312,7 @@ func (lp *Loop) beginStop() {
 	lp.mu.Unlock()
 }
 
-// Shutdown stops accepting (Serve returns proto.ErrServerClosed), closes
+// Shutdown stops accepting (Serve returns ErrServerClosed), closes
 // Stopping so that sessions between units of work end at once, and waits
 // for the running sessions to end. If ctx is done first, it cuts them
 // (cancels their context: reads fail, replies already owed are still
