@@ -163,8 +163,7 @@ func NewServer(cfg Config) (*Server, error) {
 		Logger:       cfg.Logger,
 		Envelopes:    envelopes,
 		Hostname:     cfg.Hostname,
-		Allow:        cfg.AllowFor(QMQP),
-		Conns:        conns,
+		Loop:         server.Loop{Allow: cfg.AllowFor(QMQP), Conns: conns},
 	}
 	s.qmtp = &qmtp.Server{
 		Backend:          cfg.Backend,
@@ -176,8 +175,7 @@ func NewServer(cfg Config) (*Server, error) {
 		Parallel:         cfg.QMTPParallel,
 		Envelopes:        envelopes,
 		Hostname:         cfg.Hostname,
-		Allow:            cfg.AllowFor(QMTP),
-		Conns:            conns,
+		Loop:             server.Loop{Allow: cfg.AllowFor(QMTP), Conns: conns},
 	}
 	s.smtp = &smtp.Server{
 		Backend:          cfg.Backend,
@@ -189,8 +187,7 @@ func NewServer(cfg Config) (*Server, error) {
 		Logger:           cfg.Logger,
 		RecipientAllowed: s.recipientCheck(),
 		Envelopes:        envelopes,
-		Allow:            cfg.AllowFor(SMTP),
-		Conns:            conns,
+		Loop:             server.Loop{Allow: cfg.AllowFor(SMTP), Conns: conns},
 	}
 	return s, nil
 }

@@ -107,7 +107,7 @@ func readAll(t *testing.T, c net.Conn) []byte {
 func TestServeRefusesClientOutsideAllow(t *testing.T) {
 	b := newGateBackend()
 	log := &syncBuffer{}
-	srv := &qmqp.Server{Backend: b, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+	srv := &qmqp.Server{Backend: b, Loop: server.Loop{Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}},
 		Logger: slog.New(slog.NewTextHandler(log, nil))}
 	addr, _ := servetest.Start(t, srv)
 	c, err := net.Dial("tcp", addr)
@@ -136,8 +136,8 @@ func TestServeConnLimitShared(t *testing.T) {
 	close(b.release)
 	log := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(log, nil))
-	qaddr, _ := servetest.Start(t, &qmqp.Server{Backend: b, Conns: conns, Logger: logger})
-	taddr, _ := servetest.Start(t, &qmtp.Server{Backend: b, Conns: conns, Logger: logger})
+	qaddr, _ := servetest.Start(t, &qmqp.Server{Backend: b, Loop: server.Loop{Conns: conns}, Logger: logger})
+	taddr, _ := servetest.Start(t, &qmtp.Server{Backend: b, Loop: server.Loop{Conns: conns}, Logger: logger})
 
 	c, rest := startPackage(t, qaddr, b) // holds the one slot
 	qmtpPkg := netstring.AppendString(nil, "\nSubject: y\n\nbody\n")

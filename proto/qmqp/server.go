@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"time"
 
 	"qbox/netstring"
@@ -60,6 +59,11 @@ type Server struct {
 	// Limits bound what is accepted; see ServeConn and DiscardLimit for
 	// what a client beyond them gets.
 	Limits server.Limits
+	// Envelopes, if set, is the memory every session's envelope
+	// addresses are taken from (server.AddressCost each), shared with
+	// other servers; a package whose envelope does not fit is read to the
+	// end and answered ReplyBusy. nil means unlimited (Limits alone).
+	Envelopes *server.Budget
 	// Timeout bounds each read and each write (idle time); 0 means 60s.
 	Timeout time.Duration
 	// SessionLimit bounds the whole session; 0 means one hour.
@@ -68,25 +72,17 @@ type Server struct {
 	// HandleConn one per connection that carried none (refused, broken,
 	// too many connections), and the accept loop's failures.
 	Logger *slog.Logger
-	// Envelopes, if set, is the memory every session's envelope
-	// addresses are taken from (server.AddressCost each), shared with
-	// other servers; a package whose envelope does not fit is read to the
-	// end and answered ReplyBusy. nil means unlimited (Limits alone).
-	Envelopes *server.Budget
 
 	// Hostname is this server's name (proto.Peer.LocalHost, for the
 	// store's Received line) for connections Serve accepts.
 	Hostname string
-	// Allow lists the client networks Serve and HandleConn serve; empty
-	// means loopback only (127.0.0.0/8, ::1). A client outside it gets
-	// an immediate D (server.NotAuthorized) and nothing is read.
-	Allow []netip.Prefix
-	// Conns, if set, bounds the sessions Serve runs, shared with other
-	// servers; nil means a limit of this server's own of
-	// server.DefaultMaxConns.
-	Conns *server.ConnLimit
 
-	loop server.Loop
+	// Loop is the server's lifecycle, which gives it Allow (the client
+	// networks served), Conns (the connection limit), Shutdown and Close:
+	// Shutdown lets the sessions finish their package (when its ctx is
+	// done first, a session that has not written its reply writes none:
+	// the client sends again later); Close cuts them at once.
+	server.Loop
 }
 
 // Result summarises one session for the caller's log line.
@@ -174,16 +170,7 @@ func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Pee
 // otherwise closed without a reply; each session is
 // ServeConn's, logged. Serve returns server.ErrServerClosed after Shutdown
 // or Close, another error only if l fails for good; it closes l.
-func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
-
-// Shutdown stops accepting connections and waits for the running
-// sessions to end. When ctx is done first it cuts them (a session that
-// has not written its reply writes none: the client sends again later),
-// waits until they have returned, and returns ctx's error.
-func (s *Server) Shutdown(ctx context.Context) error { return s.loop.Shutdown(ctx) }
-
-// Close stops accepting connections and cuts every session at once.
-func (s *Server) Close() error { return s.loop.Close() }
+func (s *Server) Serve(l net.Listener) error { return s.Loop.Serve(l, s.config()) }
 
 // HandleConn serves one connection accepted elsewhere (stdin and stdout
 // under tcpserver or inetd) as Serve serves each: a peer.RemoteIP outside
@@ -191,42 +178,26 @@ func (s *Server) Close() error { return s.loop.Close() }
 // ServeConn under ctx and the connection's log line. No slot of Conns is
 // taken. peer.LocalHost empty means Hostname. The caller closes conn.
 func (s *Server) HandleConn(ctx context.Context, conn server.Conn, peer proto.Peer) {
-	server.HandleConn(ctx, conn, peer, s.loopConfig())
+	s.Loop.HandleConn(ctx, conn, peer, s.config())
 }
 
-func (s *Server) loopConfig() *server.Config {
-	return &server.Config{
-		Protocol: "QMQP",
-		Allow:    s.Allow,
-		Conns:    s.Conns,
-		Timeout:  s.Timeout,
-		Hostname: s.Hostname,
-		Logger:   s.Logger,
-		Refuse:   server.RefuseNetstring,
-		Session:  s.session,
-	}
+// config is what the Loop needs of this server.
+func (s *Server) config() *server.Config {
+	return &server.Config{Protocol: "QMQP", Refuse: server.RefuseNetstring, Session: s.session,
+		Timeout: s.Timeout, Hostname: s.Hostname, Logger: s.Logger}
 }
 
-// session runs ServeConn and logs the connection line when no message
-// line was written (one connection carries one message, and one event is
+// session runs ServeConn. The connection line is written only when no
+// message line was (one connection carries one message, and one event is
 // one line). It asks for a linger when a reply went out: it may have left
 // before the client finished sending (a refused size).
-func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer, start time.Time) bool {
+func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer) server.Outcome {
 	res, err := s.ServeConn(ctx, c, peer)
-	if s.Logger == nil {
-		return res.Replied
-	}
-	attrs := []any{"proto", "QMQP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds()}
+	o := server.Outcome{Linger: res.Replied, Err: err, Logged: err == nil && res.Size >= 0}
 	if res.Replied {
-		attrs = append(attrs, "reply", proto.Printable(res.Reply.String(), 200))
+		o.Attrs = []any{"reply", proto.Printable(res.Reply.String(), 200)}
 	}
-	switch {
-	case err != nil:
-		s.Logger.Info("connection ended without a reply", append(attrs, "err", err.Error())...)
-	case res.Size < 0:
-		s.Logger.Info("connection", attrs...)
-	} // else the message line, with the same reply, said it all
-	return res.Replied
+	return o
 }
 
 func (s *Server) logMessage(ss *session, start time.Time, reply string, err error) {

@@ -46,7 +46,7 @@ func dial(t *testing.T, addr string) net.Conn {
 // A client outside Allow gets the immediate D.
 func TestServeRefusesClientOutsideAllow(t *testing.T) {
 	b := &serverBackend{}
-	addr, _ := servetest.Start(t, &qmtp.Server{Backend: b, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	addr, _ := servetest.Start(t, &qmtp.Server{Backend: b, Loop: server.Loop{Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}})
 	c := dial(t, addr)
 	c.Write(serverPkg(lf("m\n"), "a@b", "c@d"))
 	equalReplies(t, serverReadReplies(t, c), []string{"D" + server.NotAuthorized})

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -102,16 +101,15 @@ type Server struct {
 	// Hostname is this server's name (proto.Peer.LocalHost, for the
 	// store's Received line) for connections Serve accepts.
 	Hostname string
-	// Allow lists the client networks Serve and HandleConn serve; empty
-	// means loopback only (127.0.0.0/8, ::1). A client outside it gets
-	// an immediate D (server.NotAuthorized) and nothing is read.
-	Allow []netip.Prefix
-	// Conns, if set, bounds the sessions Serve runs, shared with other
-	// servers; nil means a limit of this server's own of
-	// server.DefaultMaxConns.
-	Conns *server.ConnLimit
 
-	loop server.Loop
+	// Loop is the server's lifecycle, which gives it Allow (the client
+	// networks served), Conns (the connection limit), Shutdown and Close:
+	// Shutdown ends the sessions waiting between packages at once (as
+	// Stopping does) and lets the others finish the package under way;
+	// when its ctx is done first, or on Close, each session still writes
+	// every reply it owes for the packages it received completely (ctx cut
+	// short, a commit gives Z).
+	server.Loop
 }
 
 // Serve accepts connections on l and serves each in its own goroutine:
@@ -120,19 +118,7 @@ type Server struct {
 // otherwise closed without a reply; each session is
 // ServeConn's, logged. Serve returns server.ErrServerClosed after Shutdown
 // or Close, another error only if l fails for good; it closes l.
-func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
-
-// Shutdown stops accepting connections, ends the sessions waiting between
-// packages at once (as Stopping does), lets the others finish the
-// package under way and waits for them. When ctx is done first it cuts
-// them: each still gets every reply it is owed for the packages it sent
-// completely (ctx cut short, a commit gives Z). It returns once every
-// session has returned: nil, or ctx's error if it had to cut.
-func (s *Server) Shutdown(ctx context.Context) error { return s.loop.Shutdown(ctx) }
-
-// Close stops accepting connections and cuts every session at once (the
-// replies owed are still written, as after a Shutdown that cut).
-func (s *Server) Close() error { return s.loop.Close() }
+func (s *Server) Serve(l net.Listener) error { return s.Loop.Serve(l, s.config()) }
 
 // HandleConn serves one connection accepted elsewhere (stdin and stdout
 // under tcpserver or inetd) as Serve serves each: a peer.RemoteIP outside
@@ -140,38 +126,7 @@ func (s *Server) Close() error { return s.loop.Close() }
 // ServeConn under ctx and the connection's log line. No slot of Conns is
 // taken. peer.LocalHost empty means Hostname. The caller closes conn.
 func (s *Server) HandleConn(ctx context.Context, conn server.Conn, peer proto.Peer) {
-	server.HandleConn(ctx, conn, peer, s.loopConfig())
-}
-
-func (s *Server) loopConfig() *server.Config {
-	return &server.Config{
-		Protocol: "QMTP",
-		Allow:    s.Allow,
-		Conns:    s.Conns,
-		Timeout:  s.Timeout,
-		Hostname: s.Hostname,
-		Logger:   s.Logger,
-		Refuse:   server.RefuseNetstring,
-		Session:  s.session,
-	}
-}
-
-// session runs ServeConn and logs the connection line. ServeConn lingers
-// itself where replies could be lost.
-func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer, start time.Time) bool {
-	res, err := s.ServeConn(ctx, c, peer)
-	if s.Logger == nil {
-		return false
-	}
-	attrs := []any{"proto", "QMTP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds(),
-		"packages", res.Packages, "accepted", res.Accepted, "deferred", res.Deferred, "rejected", res.Rejected,
-		"bytes", res.Bytes}
-	if err != nil {
-		s.Logger.Info("connection ended", append(attrs, "err", err.Error())...)
-	} else {
-		s.Logger.Info("connection", attrs...)
-	}
-	return false
+	s.Loop.HandleConn(ctx, conn, peer, s.config())
 }
 
 // Result summarises one session for the caller's log line.
@@ -213,7 +168,7 @@ func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Pee
 	if s.Stopping != nil {
 		tc.DrainOn(s.Stopping)
 	}
-	tc.DrainOn(s.loop.Stopping())
+	tc.DrainOn(s.Loop.ShuttingDown())
 	out := serverWriters.Get().(*bufio.Writer)
 	out.Reset(tc)
 	in := server.GetReader(nil)
@@ -309,6 +264,20 @@ func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Pee
 		server.Linger(conn)
 	}
 	return ss.res, err
+}
+
+// config is what the Loop needs of this server.
+func (s *Server) config() *server.Config {
+	return &server.Config{Protocol: "QMTP", Refuse: server.RefuseNetstring, Session: s.session,
+		Timeout: s.Timeout, Hostname: s.Hostname, Logger: s.Logger}
+}
+
+// session runs ServeConn for the Loop, which logs the connection line.
+// ServeConn lingers itself where replies could be lost.
+func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer) server.Outcome {
+	res, err := s.ServeConn(ctx, c, peer)
+	return server.Outcome{Err: err, Attrs: []any{"packages", res.Packages, "accepted", res.Accepted,
+		"deferred", res.Deferred, "rejected", res.Rejected, "bytes", res.Bytes}}
 }
 
 // serverCheckedReader ends the reading of a session whose replies can no

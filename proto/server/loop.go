@@ -20,10 +20,7 @@ import (
 
 // Config is what a server tells the loop about itself, for each call.
 type Config struct {
-	Protocol string // "QMQP", "QMTP" or "SMTP", for log lines
-	// Allow lists the client networks served; empty means loopback only.
-	Allow    []netip.Prefix
-	Conns    *ConnLimit    // nil: the loop's own, of DefaultMaxConns
+	Protocol string        // "QMQP", "QMTP" or "SMTP", for log lines
 	Timeout  time.Duration // bounds the refusal's write; 0 means DefaultTimeout
 	Hostname string        // Peer.LocalHost of accepted connections
 	Logger   *slog.Logger  // nil: no log lines
@@ -35,11 +32,41 @@ type Config struct {
 	// word, a temporary failure for a QMQP or QMTP client (a reply could
 	// only come before the client has sent its package, and be lost).
 	Busy func(w io.Writer) error
-	// Session runs one session on c and logs its connection line (start
-	// is when the connection arrived). It reports whether the client may
-	// still be sending when it returns, so that closing now could reset
-	// the connection and destroy a reply: the loop then lingers.
-	Session func(ctx context.Context, c Conn, peer proto.Peer, start time.Time) (linger bool)
+	// Session runs one session on c and says how it went; the loop
+	// writes the connection's log line from that.
+	Session func(ctx context.Context, c Conn, peer proto.Peer) Outcome
+}
+
+// Outcome is what a session tells the loop when it returns.
+type Outcome struct {
+	// Linger: the client may still be sending, so that closing now could
+	// reset the connection and destroy a reply; the loop lingers.
+	Linger bool
+	// Logged: the session's own lines (a message's) said all there is
+	// to say, so the loop writes no connection line.
+	Logged bool
+	// Attrs are the connection line's attributes after proto, remote
+	// and ms: what the session carried.
+	Attrs []any
+	// Err says why the session ended, when it was not the client's QUIT
+	// or close: a timeout, a shutdown, a protocol error.
+	Err error
+}
+
+// session runs c.Session and logs its connection line: "connection",
+// or "connection ended" with the error.
+func (c *Config) session(ctx context.Context, conn Conn, peer proto.Peer, start time.Time) (linger bool) {
+	o := c.Session(ctx, conn, peer)
+	if o.Logged || c.Logger == nil {
+		return o.Linger
+	}
+	attrs := append([]any{"proto", c.Protocol, "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds()}, o.Attrs...)
+	if o.Err != nil {
+		c.Logger.Info("connection ended", append(attrs, "err", o.Err.Error())...)
+	} else {
+		c.Logger.Info("connection", attrs...)
+	}
+	return o.Linger
 }
 
 func (c *Config) logger() *slog.Logger {
@@ -58,7 +85,21 @@ func (c *Config) timeout() time.Duration {
 
 // Loop is the state of one server's listeners and sessions. The zero
 // value is ready; it must not be copied once used.
+//
+// A protocol's Server embeds a Loop, which gives it Allow, Conns,
+// Shutdown and Close, and writes Serve and HandleConn as calls of the
+// Loop's with its own Config, so the lifecycle is written once for QMQP,
+// QMTP and SMTP.
 type Loop struct {
+	// Allow lists the client networks Serve and HandleConn serve; empty
+	// means loopback only (127.0.0.0/8, ::1). A client outside it gets
+	// the protocol's refusal at once (QMQP and QMTP: D, NotAuthorized;
+	// SMTP: a 554 greeting) and nothing is read.
+	Allow []netip.Prefix
+	// Conns, if set, bounds the sessions Serve runs, shared with other
+	// servers; nil means a limit of this server's own of DefaultMaxConns.
+	Conns *ConnLimit
+
 	mu        sync.Mutex
 	ready     bool
 	sessCtx   context.Context // the sessions' context; cancelled to cut them
@@ -80,9 +121,9 @@ func (lp *Loop) init() {
 	lp.listeners = map[net.Listener]struct{}{}
 }
 
-// Stopping is closed once Shutdown or Close is called: sessions between
-// units of work (TimedConn.DrainOn) end there.
-func (lp *Loop) Stopping() <-chan struct{} {
+// ShuttingDown is closed once Shutdown or Close is called: sessions
+// between units of work (TimedConn.DrainOn) end there.
+func (lp *Loop) ShuttingDown() <-chan struct{} {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	lp.init()
@@ -160,7 +201,7 @@ func (lp *Loop) admit(c net.Conn, cfg *Config) {
 		peer.RemoteIP = ip.String()
 	}
 	conns := lp.limit(cfg)
-	if !Allowed(cfg.Allow, ip) {
+	if !Allowed(lp.Allow, ip) {
 		if !conns.StartLinger() {
 			// Every linger place is taken: write the refusal (a fresh
 			// socket's buffer takes it at once) and close.
@@ -211,7 +252,7 @@ func (lp *Loop) handle(c net.Conn, cfg *Config, conns *ConnLimit, ticket *Ticket
 	}
 	linger := func() bool {
 		defer ticket.Release() // whatever the session does, the slot comes back
-		return cfg.Session(lp.sessCtx, c, peer, start)
+		return cfg.session(lp.sessCtx, c, peer, start)
 	}()
 	// A lingering connection leaves its place in the waiting room (it
 	// is counted in the linger places instead): a client that read its
@@ -241,8 +282,8 @@ func busy(cfg *Config, c net.Conn, ip string, conns *ConnLimit, why string, star
 }
 
 func (lp *Loop) limit(cfg *Config) *ConnLimit {
-	if cfg.Conns != nil {
-		return cfg.Conns
+	if lp.Conns != nil {
+		return lp.Conns
 	}
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
@@ -256,19 +297,19 @@ func (lp *Loop) limit(cfg *Config) *ConnLimit {
 // under tcpserver or inetd): the access check on peer.RemoteIP (an empty
 // one is a local pipe, a local user: served), the session and its log
 // line, under ctx. It takes no connection slot and does not linger.
-func HandleConn(ctx context.Context, c Conn, peer proto.Peer, cfg *Config) {
+func (lp *Loop) HandleConn(ctx context.Context, c Conn, peer proto.Peer, cfg *Config) {
 	start := time.Now()
 	if peer.LocalHost == "" {
 		peer.LocalHost = cfg.Hostname
 	}
 	if peer.RemoteIP != "" {
 		ip, err := netip.ParseAddr(peer.RemoteIP)
-		if err != nil || !Allowed(cfg.Allow, ip) {
+		if err != nil || !Allowed(lp.Allow, ip) {
 			refuse(cfg, c, peer.RemoteIP, start, cfg.timeout())
 			return
 		}
 	}
-	cfg.Session(ctx, c, peer, start)
+	cfg.session(ctx, c, peer, start)
 }
 
 // refuse answers a client outside the access list at once, as Postfix's
@@ -301,7 +342,7 @@ func Allowed(list []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// beginStop stops accepting: closes the listeners and Stopping.
+// beginStop stops accepting: closes the listeners and ShuttingDown.
 func (lp *Loop) beginStop() {
 	lp.mu.Lock()
 	lp.init()
@@ -312,11 +353,16 @@ func (lp *Loop) beginStop() {
 	lp.mu.Unlock()
 }
 
-// Shutdown stops accepting (Serve returns ErrServerClosed), closes
-// Stopping so that sessions between units of work end at once, and waits
-// for the running sessions to end. If ctx is done first, it cuts them
-// (cancels their context: reads fail, replies already owed are still
-// written), waits until they have returned, and returns ctx's error.
+// Shutdown stops accepting connections (Serve returns ErrServerClosed),
+// ends the sessions waiting between units of work at once (ShuttingDown:
+// a QMTP session between packages, an SMTP one outside a mail
+// transaction), lets the others finish the unit under way (a QMQP
+// session's one package, a QMTP package, an SMTP transaction) and waits
+// for them. If ctx is done first, it cuts them (cancels their context:
+// reads fail; replies already owed, QMTP's for the packages received
+// completely, are still written; a QMQP session that has not written its
+// reply writes none, and its client sends again later), waits until they
+// have returned, and returns ctx's error.
 func (lp *Loop) Shutdown(ctx context.Context) error {
 	lp.beginStop()
 	done := make(chan struct{})
@@ -331,8 +377,9 @@ func (lp *Loop) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting and cuts every session at once, without waiting
-// for them to return.
+// Close stops accepting connections and cuts every session at once (the
+// replies owed are still written, as after a Shutdown that cut), without
+// waiting for them to return.
 func (lp *Loop) Close() error {
 	lp.beginStop()
 	lp.cut()

@@ -72,9 +72,9 @@ func TestServeRetriesFailedAccept(t *testing.T) {
 		Protocol: "TEST",
 		Logger:   slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return log.Write(p) }), nil)),
 		Refuse:   func(io.Writer) error { return nil },
-		Session: func(_ context.Context, c Conn, peer proto.Peer, _ time.Time) bool {
+		Session: func(_ context.Context, c Conn, peer proto.Peer) Outcome {
 			served <- peer.RemoteIP
-			return false
+			return Outcome{}
 		},
 	}
 	var lp Loop
@@ -156,21 +156,19 @@ func burstServer(t *testing.T, conns *ConnLimit, allow []netip.Prefix, hold <-ch
 	log := &syncLog{}
 	cfg := &Config{
 		Protocol: "TEST",
-		Allow:    allow,
-		Conns:    conns,
 		Logger:   slog.New(slog.NewTextHandler(log, nil)),
 		Refuse:   func(w io.Writer) error { _, err := io.WriteString(w, "not authorized\n"); return err },
 		Busy:     func(w io.Writer) error { _, err := io.WriteString(w, "busy\n"); return err },
-		Session: func(ctx context.Context, c Conn, peer proto.Peer, _ time.Time) bool {
+		Session: func(ctx context.Context, c Conn, peer proto.Peer) Outcome {
 			started <- c.(net.Conn).RemoteAddr().String()
 			select {
 			case <-ctx.Done():
 			case <-hold:
 			}
-			return false
+			return Outcome{}
 		},
 	}
-	lp := &Loop{}
+	lp := &Loop{Allow: allow, Conns: conns}
 	errc := make(chan error, 1)
 	go func() { errc <- lp.Serve(l, cfg) }()
 	t.Cleanup(func() {

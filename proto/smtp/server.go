@@ -16,7 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"runtime"
 	"strconv"
 	"strings"
@@ -104,16 +103,12 @@ type Server struct {
 	// other servers; a recipient that does not fit gets 452.
 	Envelopes *server.Budget
 
-	// Allow lists the client networks Serve and HandleConn serve; empty
-	// means loopback only (127.0.0.0/8, ::1). A client outside it is
-	// greeted NotAuthorized (554) and the connection closed.
-	Allow []netip.Prefix
-	// Conns, if set, bounds the sessions Serve runs, shared with other
-	// servers; nil means a limit of this server's own of
-	// server.DefaultMaxConns.
-	Conns *server.ConnLimit
-
-	loop server.Loop
+	// Loop is the server's lifecycle, which gives it Allow (the client
+	// networks served), Conns (the connection limit), Shutdown and Close:
+	// Shutdown ends the sessions waiting for a command outside a mail
+	// transaction at once (as Stopping does) and lets the others finish
+	// their transaction; Close cuts every session at once.
+	server.Loop
 }
 
 // Serve accepts connections on l and serves each in its own goroutine:
@@ -122,17 +117,7 @@ type Server struct {
 // otherwise greeted Busy (421) and closed; each session is
 // ServeConn's, logged. Serve returns server.ErrServerClosed after Shutdown
 // or Close, another error only if l fails for good; it closes l.
-func (s *Server) Serve(l net.Listener) error { return s.loop.Serve(l, s.loopConfig()) }
-
-// Shutdown stops accepting connections, ends the sessions waiting for a
-// command outside a mail transaction at once (as Stopping does), lets the
-// others finish their transaction and waits for them. When ctx is done
-// first it cuts them, waits until they have returned, and returns ctx's
-// error.
-func (s *Server) Shutdown(ctx context.Context) error { return s.loop.Shutdown(ctx) }
-
-// Close stops accepting connections and cuts every session at once.
-func (s *Server) Close() error { return s.loop.Close() }
+func (s *Server) Serve(l net.Listener) error { return s.Loop.Serve(l, s.config()) }
 
 // HandleConn serves one connection accepted elsewhere (stdin and stdout
 // under tcpserver or inetd) as Serve serves each: a peer.RemoteIP outside
@@ -140,45 +125,7 @@ func (s *Server) Close() error { return s.loop.Close() }
 // ServeConn under ctx and the connection's log line. No slot of Conns is
 // taken. The caller closes conn.
 func (s *Server) HandleConn(ctx context.Context, conn server.Conn, peer proto.Peer) {
-	server.HandleConn(ctx, conn, peer, s.loopConfig())
-}
-
-func (s *Server) loopConfig() *server.Config {
-	return &server.Config{
-		Protocol: "SMTP",
-		Allow:    s.Allow,
-		Conns:    s.Conns,
-		Timeout:  s.Timeout,
-		Hostname: s.Hostname,
-		Logger:   s.Logger,
-		Refuse: func(w io.Writer) error {
-			_, err := io.WriteString(w, NotAuthorized)
-			return err
-		},
-		Busy: func(w io.Writer) error {
-			_, err := io.WriteString(w, Busy)
-			return err
-		},
-		Session: s.session,
-	}
-}
-
-// session runs ServeConn and logs the connection line. ServeConn lingers
-// itself where a reply could be lost.
-func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer, start time.Time) bool {
-	res, err := s.ServeConn(ctx, c, peer)
-	if s.Logger == nil {
-		return false
-	}
-	attrs := []any{"proto", "SMTP", "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds(),
-		"messages", res.Messages, "accepted", res.Accepted, "deferred", res.Deferred, "rejected", res.Rejected,
-		"bytes", res.Bytes, "tls", res.TLS}
-	if err != nil {
-		s.Logger.Info("connection ended", append(attrs, "err", err.Error())...)
-	} else {
-		s.Logger.Info("connection", attrs...)
-	}
-	return false
+	s.Loop.HandleConn(ctx, conn, peer, s.config())
 }
 
 // ServerResult summarises one session for the caller's log line.
@@ -230,7 +177,7 @@ func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Pee
 	if s.Stopping != nil {
 		tc.DrainOn(s.Stopping)
 	}
-	tc.DrainOn(s.loop.Stopping())
+	tc.DrainOn(s.Loop.ShuttingDown())
 	tc.AtBoundary(true) // nothing is owed before the first MAIL
 	sc := &serverConn{tc: tc, in: bufio.NewReaderSize(tc, 16<<10), raw: conn, closed: make(chan struct{})}
 	st := &serverState{srv: s, ctx: ctx, peer: peer, tc: tc, conn: sc, lim: s.Limits.WithDefaults()}
@@ -319,6 +266,29 @@ func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Pee
 		server.Linger(conn)
 	}
 	return res, err
+}
+
+// config is what the Loop needs of this server: its refusals are SMTP
+// greetings.
+func (s *Server) config() *server.Config {
+	return &server.Config{Protocol: "SMTP", Refuse: greet(NotAuthorized), Busy: greet(Busy), Session: s.session,
+		Timeout: s.Timeout, Hostname: s.Hostname, Logger: s.Logger}
+}
+
+// greet writes the greeting line g.
+func greet(g string) func(io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := io.WriteString(w, g)
+		return err
+	}
+}
+
+// session runs ServeConn for the Loop, which logs the connection line.
+// ServeConn lingers itself where a reply could be lost.
+func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer) server.Outcome {
+	res, err := s.ServeConn(ctx, c, peer)
+	return server.Outcome{Err: err, Attrs: []any{"messages", res.Messages, "accepted", res.Accepted,
+		"deferred", res.Deferred, "rejected", res.Rejected, "bytes", res.Bytes, "tls", res.TLS}}
 }
 
 // serverState is one connection's state, shared by the sessions go-smtp

@@ -33,7 +33,7 @@ func (okDelivery) Commit(_ context.Context, env proto.Envelope) []proto.Reply {
 
 // A client outside Allow is greeted 554 and the connection closed.
 func TestServeRefusesClientOutsideAllow(t *testing.T) {
-	addr, _ := servetest.Start(t, &smtp.Server{Backend: okBackend{}, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	addr, _ := servetest.Start(t, &smtp.Server{Backend: okBackend{}, Loop: server.Loop{Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}})
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func TestServeBusyGreets421(t *testing.T) {
 	}{{"waiting room full", -1, time.Hour}, {"wait over", 1, time.Millisecond}} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := servetest.Start(t, &smtp.Server{Backend: okBackend{}, Hostname: "mx.test",
-				Conns: server.NewConnLimit(1, tc.waiting, tc.wait)})
+				Loop: server.Loop{Conns: server.NewConnLimit(1, tc.waiting, tc.wait)}})
 			idle, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
