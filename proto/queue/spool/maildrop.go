@@ -447,7 +447,7 @@ func pickOne(sp *Spool, drop, name string, now time.Time, maxRcpt int) (Picked, 
 
 // readDropEnvelope reads a drop file's envelope lines, each at most
 // maildir.MaxEnvelopeLine bytes, and returns where the message starts.
-func readDropEnvelope(f *os.File) (proto.Envelope, time.Time, string, int64, error) {
+func readDropEnvelope(f io.Reader) (proto.Envelope, time.Time, string, int64, error) {
 	var env proto.Envelope
 	var lastErr string
 	var submitted time.Time

@@ -181,7 +181,7 @@ func queuedFiles(img *crashfs.Image, dir string, pickedUp bool) (map[string]int,
 		if err != nil {
 			return nil, err
 		}
-		rcpts, body, err := parseStored(b)
+		rcpts, body, err := parseStoredImage(b)
 		if err != nil {
 			return nil, fmt.Errorf("%s/msg/%s is torn: %v: %d bytes, %q", dir, name, err, len(b), b[:min(len(b), 80)])
 		}
@@ -204,8 +204,8 @@ func queuedFiles(img *crashfs.Image, dir string, pickedUp bool) (map[string]int,
 	return out, nil
 }
 
-// parseStored splits a stored message into its recipients and message.
-func parseStored(b []byte) ([]string, []byte, error) {
+// parseStoredImage splits a stored message into its recipients and message.
+func parseStoredImage(b []byte) ([]string, []byte, error) {
 	head, body, ok := bytes.Cut(b, []byte("\n\n"))
 	if !ok {
 		return nil, nil, fmt.Errorf("no end of envelope")

@@ -237,8 +237,14 @@ func readStored(path string) (*stored, error) {
 	if !st.Mode().IsRegular() {
 		return nil, errors.New("not a regular file")
 	}
-	m := &stored{id: filepath.Base(path), path: path, modTime: st.ModTime()}
-	br := bufio.NewReaderSize(f, 64<<10)
+	return parseStored(f, path, st.Size(), st.ModTime())
+}
+
+// parseStored reads a stored message's envelope from r (the file at
+// path, size bytes, modified at modTime).
+func parseStored(r io.Reader, path string, size int64, modTime time.Time) (*stored, error) {
+	m := &stored{id: filepath.Base(path), path: path, modTime: modTime}
+	br := bufio.NewReaderSize(r, 64<<10)
 	var off int64
 	line := func() (string, error) {
 		var b []byte
@@ -300,7 +306,10 @@ func readStored(path string) (*stored, error) {
 	if m.submitted.IsZero() {
 		m.submitted = m.modTime
 	}
-	m.offset, m.size = off, st.Size()-off
+	m.offset, m.size = off, size-off
+	if m.size < 0 {
+		return nil, errors.New("the file is shorter than its envelope")
+	}
 	return m, nil
 }
 
@@ -336,8 +345,15 @@ func (s *Spool) readState(id string) (storeState, bool, error) {
 	if err != nil {
 		return st, false, err
 	}
+	st, err = parseState(b)
+	return st, err == nil, err
+}
+
+// parseState reads a state file's bytes.
+func parseState(b []byte) (storeState, error) {
+	st := storeState{rcpt: map[int]RecipientState{}}
 	if len(b) > maxStateFile || !strings.HasPrefix(string(b), stateMagic) {
-		return st, false, errors.New("not a state file")
+		return st, errors.New("not a state file")
 	}
 	for _, l := range strings.Split(string(b[len(stateMagic):]), "\n") {
 		if l == "" {
@@ -375,7 +391,7 @@ func (s *Spool) readState(id string) (storeState, bool, error) {
 			st.rcpt[i] = rs
 		}
 	}
-	return st, true, nil
+	return st, nil
 }
 
 // writeState replaces state/ID durably: tmp/ file fsync'd, renamed,
