@@ -4,10 +4,13 @@ package sendmail
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
+	"qbox/proto/queue/spool"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -37,7 +40,42 @@ func TestMailqOfAUser(t *testing.T) {
 	}
 	code, out, stderr := run("mailq", "")
 	if code != 0 || stderr != "" || strings.Contains(out, "/nonexistent") ||
-		!strings.Contains(out, "waits in "+q.DropDir()+" for root's pickup") || !strings.Contains(out, "sudo mailq") {
-		t.Fatalf("mailq as nobody: exit %d, stdout %q, stderr %q", code, out, stderr)
+		!strings.Contains(out, "0 message(s) of yours wait in "+q.DropDir()+" for root's pickup") || !strings.Contains(out, "sudo mailq") {
+		t.Fatalf("mailq as nobody without a home: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+
+	// With a home to note them in, mailq names the user's own drops,
+	// and forgets each once root picked it up.
+	home := publicDir(t, 0o755)
+	if err := os.Chown(home, testpeer.Nobody, testpeer.Nobody); err != nil {
+		t.Fatal(err)
+	}
+	env = append(env, "HOME="+home) // the last HOME counts
+	if code, _, stderr := run("sendmail", "Subject: noted\n\nhello\n", "rcpt@example.test"); code != 0 {
+		t.Fatalf("sendmail: exit %d, %s", code, stderr)
+	}
+	left := dropsLeft(t, q)
+	if len(left) != 2 {
+		t.Fatalf("maildrop holds %v, want two drops", left)
+	}
+	code, out, stderr = run("mailq", "")
+	if code != 0 || stderr != "" || !strings.Contains(out, "1 message(s) of yours wait in "+q.DropDir()) {
+		t.Fatalf("mailq as nobody with a home: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	named := 0
+	for _, name := range left {
+		if strings.Contains(out, name) {
+			named++
+		}
+	}
+	if named != 1 {
+		t.Fatalf("mailq names %d of the drops %v, want the one noted:\n%s", named, left, out)
+	}
+	if _, err := spool.PickUp(q, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = run("mailq", "")
+	if code != 0 || !strings.Contains(out, "0 message(s) of yours wait in") {
+		t.Fatalf("mailq after the pickup: exit %d, stdout %q", code, out)
 	}
 }

@@ -86,7 +86,8 @@ OPTIONS
                   options are ignored
    -A -B -e -G -h -L -m -N -n -O -o -p -R -U -V -X -x
                   sendmail's, accepted and ignored without a word (those
-                  that take an argument take it: -h 3, -N never, -odi);
+                  that take an argument take it: -h 3, -N never, -odi;
+                  -O and -o other than the ones above);
                   -C FILE and unknown options are warned about on stderr,
                   never fatal
 
@@ -154,7 +155,10 @@ sendmail's layout: per message its ID (see qbox queue; '!' when held), size,
 arrival time and sender, the last delivery error in parentheses, then its
 recipients; then a summary. For root the queue is the system queue's
 (/var/spool/qbox/queue; messages still in its maildrop are counted), for
-anyone else ~/.qbox/spool; $QBOX_SPOOL names another. sendmail -bp is the
+anyone else ~/.qbox/spool; $QBOX_SPOOL names another. Another user's mail
+that sendmail dropped into the system queue's maildrop, which only root may
+list, is listed by the name, size and time sendmail noted in
+~/.qbox/dropped (when $HOME is writable) until root's pickup takes it. sendmail -bp is the
 same. Arguments are ignored. qbox queue shows, holds, releases and deletes
 single messages.
 

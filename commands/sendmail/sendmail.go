@@ -413,8 +413,13 @@ func listSpool(p *Process) {
 		}
 	case q.Exists():
 		// A user's mail that no server took waits in the maildrop,
-		// which only root may list (its files are every user's).
-		fmt.Fprintf(p.Stdout, "-- mail you sent that no server took waits in %s for root's pickup (sendmail -q, the runner); only root can list it: sudo mailq\n", q.DropDir())
+		// which only root may list (its files are every user's): the
+		// user's own drops are found by the names sendmail noted.
+		mine := spool.MyDrops(p.Getenv, q)
+		fmt.Fprintf(p.Stdout, "-- %d message(s) of yours wait in %s for root's pickup (sendmail -q, the runner); only root can list all of it: sudo mailq\n", len(mine), q.DropDir())
+		for _, d := range mine {
+			fmt.Fprintf(p.Stdout, "%-32s %8d %s\n", d.Name, d.Size, d.Time.Local().Format("Mon Jan _2 15:04:05"))
+		}
 	}
 }
 

@@ -558,7 +558,8 @@ func Submit(getenv func(string) string, env proto.Envelope, msg io.ReaderAt, siz
 	q := System(getenv)
 	var sysErr error
 	if q.Exists() {
-		if _, err := Drop(q.DropDir(), env, msg, size, lastErr); err == nil {
+		if paths, err := Drop(q.DropDir(), env, msg, size, lastErr); err == nil {
+			noteDrops(getenv, q, paths) // the maildrop is not listable: the user's note
 			return Where{Dir: q.Root, System: true}, nil
 		} else if errors.Is(err, ErrBadAddress) {
 			return Where{}, err // no other queue would take it either
