@@ -125,6 +125,31 @@ func TestSMTPSizeAndAccess(t *testing.T) {
 	}
 }
 
+// The connection line counts the refused RCPTs (issue 22): a session whose
+// every RCPT was refused shows why no message came.
+func TestSMTPConnectionLineCountsRefusedRcpts(t *testing.T) {
+	rcpthosts := filepath.Join(t.TempDir(), "rcpthosts")
+	if err := os.WriteFile(rcpthosts, []byte("example.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, addr := startSMTP(t, "--maildir", t.TempDir(), "--rcpthosts", rcpthosts)
+	replies := finalReplies(smtpConv(t, addr, "EHLO c.test\r\nMAIL FROM:<s@example.test>\r\n"+
+		"RCPT TO:<a@elsewhere.test>\r\nRCPT TO:<b@elsewhere.test>\r\nRCPT TO:<r@example.test>\r\n"+
+		"DATA\r\nx\r\n.\r\nQUIT\r\n"))
+	want := []string{"220 ", "250 ", "250 ", "553 ", "553 ", "250 ", "354 ", "250 ", "221 "}
+	if len(replies) != len(want) {
+		t.Fatalf("replies %q", replies)
+	}
+	for j := range want {
+		if !strings.HasPrefix(replies[j], want[j]) {
+			t.Errorf("reply %d %q, want %q", j, replies[j], want[j])
+		}
+	}
+	if !waitLog(t, s, "msg=connection proto=SMTP", "messages=1", "rcpt_refused=2") {
+		t.Fatalf("no connection line counting 2 refused RCPTs:\n%s", s.log.String())
+	}
+}
+
 // kill -9 under SMTP load: every message whose dot got 250 is in new/,
 // intact; nothing in new/ is partial.
 func TestSMTPCrashKeepsEvery250(t *testing.T) {

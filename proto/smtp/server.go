@@ -130,12 +130,13 @@ func (s *Server) HandleConn(ctx context.Context, conn server.Conn, peer proto.Pe
 
 // ServerResult summarises one session for the caller's log line.
 type ServerResult struct {
-	Messages int   // DATA transactions answered
-	Accepted int   // of them: 250
-	Deferred int   // 4xx
-	Rejected int   // 5xx
-	Bytes    int64 // message bytes received (LF line ends, as stored)
-	TLS      bool  // STARTTLS was done
+	Messages    int   // DATA transactions answered
+	Accepted    int   // of them: 250
+	Deferred    int   // 4xx
+	Rejected    int   // 5xx
+	RcptRefused int   // RCPTs refused: 553 (a bad address, not ours to relay), 452 (over the limits)
+	Bytes       int64 // message bytes received (LF line ends, as stored)
+	TLS         bool  // STARTTLS was done
 }
 
 // ServeConn serves one SMTP session on conn until the client quits or
@@ -288,7 +289,7 @@ func greet(g string) func(io.Writer) error {
 func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer) server.Outcome {
 	res, err := s.ServeConn(ctx, c, peer)
 	return server.Outcome{Err: err, Attrs: []any{"messages", res.Messages, "accepted", res.Accepted,
-		"deferred", res.Deferred, "rejected", res.Rejected, "bytes", res.Bytes, "tls", res.TLS}}
+		"deferred", res.Deferred, "rejected", res.Rejected, "rcpt_refused", res.RcptRefused, "bytes", res.Bytes, "tls", res.TLS}}
 }
 
 // serverState is one connection's state, shared by the sessions go-smtp
@@ -372,6 +373,16 @@ func (ss *serverSession) Mail(from string, opts *gosmtp.MailOptions) error {
 }
 
 func (ss *serverSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	err := ss.rcpt(to)
+	if err != nil {
+		ss.st.mu.Lock()
+		ss.st.res.RcptRefused++
+		ss.st.mu.Unlock()
+	}
+	return err
+}
+
+func (ss *serverSession) rcpt(to string) error {
 	if len(to) > ss.st.lim.MaxAddress || proto.CheckRecipient(to) != nil {
 		return errBadRecipient
 	}
