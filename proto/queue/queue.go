@@ -505,7 +505,11 @@ func (r *runner) bounceOne(ctx context.Context, items []pending) {
 		return
 	}
 	var kept []string
+	br, _ := r.src.(BounceRecorder)
 	for _, it := range items {
+		if br != nil {
+			br.Bounced(it.m, it.index, note)
+		}
 		if err := r.src.Done(it.m, it.index); err == nil {
 			r.removed++
 		} else if !errors.Is(err, os.ErrNotExist) {

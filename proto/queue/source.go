@@ -50,6 +50,13 @@ type Backoff interface {
 	ServerDeferred(m *Stored, i int)
 }
 
+// BounceRecorder is a Source that keeps, per recipient, that its failure
+// was reported (bounced, or the notice deliberately dropped) rather than
+// delivered: the engine says so (with the bounce's note) just before Done.
+type BounceRecorder interface {
+	Bounced(m *Stored, i int, note string)
+}
+
 // Scan is what a Source holds now.
 type Scan struct {
 	Messages []*Stored

@@ -388,3 +388,58 @@ func TestForcedSourceIgnoresBackoff(t *testing.T) {
 		}
 	}
 }
+
+// perRecipient is a transport whose reply depends on the recipient: D
+// for one starting "d", Z for "z", K otherwise.
+type perRecipient struct{}
+
+func (perRecipient) Deliver(ctx context.Context, pkgs []queue.Package, onResult func(queue.Result)) (queue.Stats, error) {
+	for i, p := range pkgs {
+		rc, err := p.Open()
+		if err == nil {
+			io.Copy(io.Discard, rc)
+			rc.Close()
+		}
+		for j, r := range p.Recipients {
+			reply := proto.K("ok")
+			switch r[0] {
+			case 'd':
+				reply = proto.D("no such user (#5.1.1)")
+			case 'z':
+				reply = proto.Z("mailbox busy (#4.2.1)")
+			}
+			onResult(queue.Result{Package: i, Recipient: j, Reply: reply, FromServer: true, Server: "test", Protocol: "QMTP"})
+		}
+	}
+	return queue.Stats{Sessions: 1}, nil
+}
+
+// Each recipient of a stored message keeps its own state: delivered,
+// bounced, deferred with its error; the message stays, stored once, for
+// the one still to deliver.
+func TestPerRecipientState(t *testing.T) {
+	srv := startMemServer(t)
+	s := openSpool(t)
+	enqueue(t, s, "owner@example.test", "Subject: x\n\nx\n", "k@example.test", "d@example.test", "z@example.test")
+	qc := queue.Config{Source: s.Source(nil), Transport: perRecipient{}, Rounds: 1,
+		Bouncer: &queue.QMQPBouncer{Config: bounce.Config{Hostname: "example.test"}, Client: client(srv.addr)}}
+	if _, err := queue.Run(context.Background(), qc); !errors.Is(err, queue.ErrRemaining) {
+		t.Fatal(err)
+	}
+	l, err := s.Messages()
+	if err != nil || len(l.Messages) != 1 {
+		t.Fatalf("listing %+v %v", l, err)
+	}
+	m := l.Messages[0]
+	codes := ""
+	for _, rs := range m.States {
+		codes += string(rs.Code)
+	}
+	if codes != "dbz" || !slices.Equal(m.Recipients, []string{"z@example.test"}) || !strings.Contains(m.States[2].Text, "mailbox busy") ||
+		!strings.Contains(m.States[1].Text, "bounce to <owner@example.test> accepted") || m.Attempts != 1 {
+		t.Fatalf("states %q %+v, recipients %v, attempts %d", codes, m.States, m.Recipients, m.Attempts)
+	}
+	if got := srv.messages(); len(got) != 1 || !strings.Contains(got[0].msg, "d@example.test") || strings.Contains(got[0].msg, "<z@example.test>") {
+		t.Fatalf("bounces %+v, want one for d@ only", got)
+	}
+}

@@ -59,6 +59,12 @@ func (s *source) Scan(now time.Time) (*queue.Scan, error) {
 	return out, nil
 }
 
+func (s *source) Bounced(m *queue.Stored, i int, note string) {
+	if ref, ok := m.Sys.(*storedRef); ok {
+		s.st.bounced(ref, i, note)
+	}
+}
+
 func (s *source) ServerDeferred(m *queue.Stored, i int) {
 	if ref, ok := m.Sys.(*storedRef); ok {
 		s.st.serverZ[ref.m.id] = true

@@ -111,7 +111,14 @@ func (r *storedRun) set(ref *storedRef, i int, rs RecipientState) {
 }
 
 func (r *storedRun) done(ref *storedRef, i int) {
+	if ref.m.state.rcpt[ref.idx[i]].Code == StateBounced {
+		return // bounced this run (Bounced came first): not delivered
+	}
 	r.set(ref, i, RecipientState{Code: StateDelivered, At: r.now()})
+}
+
+func (r *storedRun) bounced(ref *storedRef, i int, note string) {
+	r.set(ref, i, RecipientState{Code: StateBounced, At: r.now(), Text: note})
 }
 
 func (r *storedRun) deferred(ref *storedRef, i int, reason string) {
