@@ -15,13 +15,13 @@ started=$(date +%s)
 # process beside the floor and qmqp-source, serve durable beside the
 # disk's per-file ceiling and Postfix. Add a benchmark here to make it a
 # headline figure.
-headline='^Benchmark(Modem1000Recipients|InjectOneMessage|QmailRemote100Recipients|QmailRemoteRspawn|ServeBesideDiskAndPostfix|PickupOneDrop2000Recipients)$'
+headline='^Benchmark(Modem1000Recipients|InjectOneMessage|QmailRemote100Recipients|QmailRemoteRspawn|ServeBesideDiskAndPostfix|PickupOneDrop2000Recipients|ServeGroupCommit|StoreGroupCommit)$'
 if [ "${BENCH_SET:-headline}" = full ]; then
   pkgs=$(go list ./... | grep -v '^qbox/netstring$')
   pattern=${BENCH:-.}
   out=testdata/bench-results-full.md
 else
-  pkgs="./commands/benchmarks ./commands/serve ./proto/queue/spool"
+  pkgs="./commands/benchmarks ./commands/serve ./proto/queue/spool ./proto/store/maildir"
   pattern=${BENCH:-$headline}
   out=testdata/bench-results.md
 fi
@@ -76,6 +76,17 @@ awk '/^BenchmarkServeBesideDiskAndPostfix/ {
 /^BenchmarkInjectOneMessage/ {
   split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
   printf "one message per process (median of 30): qmail-qmqpc %s ms = %.2f x the Go floor (testdata/qmqpfloor, %s ms; target <= 1.15) = %.2f x qmqp-source -m 1 (%s ms); inject %s ms = %.2f x qmqp-source\n", f["qmail-qmqpc-ms"], f["qmail-qmqpc/floor"], f["floor-ms"], f["qmail-qmqpc/qmqp-source"], f["qmqp-source-ms"], f["inject-ms"], f["inject/qmqp-source"]
+}' "$raw"
+# Issue 26, point 2: serve's group commit beside the disk's per-file
+# durable ceiling, one message's time at 1 and 20 clients, and the store's
+# group commit beside the same store committing each message alone.
+awk '/^BenchmarkServeGroupCommit/ {
+  split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
+  printf "group commit, serve durable into a maildir beside the per-file ceiling (%s files/s, 20 writers): QMQP (qmqp-source -s 20) %s msg/s = %.2f x, QMTP (flush-maildir) %s msg/s = %.2f x (target >= 1.5); one message connect to K: 1 client p50 %s ms, p99 %s ms; 20 clients p50 %s ms, p99 %s ms (%s msg/s = %.2f x)\n", f["disk-fsync-files/s"], f["qmqp-msgs/s"], f["qmqp/disk"], f["qmtp-msgs/s"], f["qmtp/disk"], f["1-client-p50-ms"], f["1-client-p99-ms"], f["20-clients-p50-ms"], f["20-clients-p99-ms"], f["20-clients-msgs/s"], f["20-clients/disk"]
+}
+/^BenchmarkStoreGroupCommit/ {
+  split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
+  printf "group commit, the maildir store in-process, 2 KB messages: 1 writer %s msg/s (p50 %s ms, p99 %s ms) = %.2f x committing alone (%s msg/s, p50 %s ms, p99 %s ms; target: no slower); 20 writers %s msg/s (p50 %s ms, p99 %s ms) = %.2f x alone (%s msg/s, p50 %s ms, p99 %s ms)\n", f["group-1-msgs/s"], f["group-1-p50-ms"], f["group-1-p99-ms"], f["group/alone-1"], f["alone-1-msgs/s"], f["alone-1-p50-ms"], f["alone-1-p99-ms"], f["group-20-msgs/s"], f["group-20-p50-ms"], f["group-20-p99-ms"], f["group/alone-20"], f["alone-20-msgs/s"], f["alone-20-p50-ms"], f["alone-20-p99-ms"]
 }' "$raw"
 # Issues 11 and 12: SMTP beside QMTP, each against its own wire limit
 # over the 28.8 kbit/s, 100 ms line; SMTP's rate and memory on loopback.

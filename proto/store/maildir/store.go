@@ -56,6 +56,9 @@ type Store struct {
 	group group
 	// syncDir, when set, replaces SyncDir for new/ (tests).
 	syncDir func(string) error
+	// alone commits each delivery by itself, as before the group commit
+	// (the benchmark's comparison).
+	alone bool
 }
 
 // NewStore creates the maildir dir (tmp/, new/, cur/) if missing and
@@ -308,7 +311,13 @@ func (s *Store) deliver(ctx context.Context, d *storeDelivery, sender string, rc
 			return "", fmt.Errorf("maildir: write file %d of %d: %w", i+1, len(rcpts), err)
 		}
 	}
-	paths, err := s.group.commit(b, s.Dir, s.syncDirFunc())
+	var paths []string
+	var err error
+	if s.alone {
+		paths, err = commitAlone(b, s.Dir)
+	} else {
+		paths, err = s.group.commit(b, s.Dir, s.syncDirFunc())
+	}
 	if err != nil {
 		return "", err
 	}

@@ -1,0 +1,137 @@
+//go:build peers
+
+package serve_test
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"qbox/proto"
+	"qbox/proto/qmqp"
+	"qbox/proto/testkit/counting"
+	"qbox/proto/testkit/testpeer"
+)
+
+// qmqpLatency sends n messages of size bytes from clients Go QMQP
+// clients at once (a connection per message, as qmqp-source does) and
+// returns messages per second and the median and 99th percentile of one
+// message's time, from connect to K, in milliseconds.
+func qmqpLatency(b *testing.B, addr string, clients, n, size int) (rate, p50, p99 float64) {
+	b.Helper()
+	msg := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.\n"), size/64+1)[:size]
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &qmqp.Client{Servers: []string{addr}, Timeout: time.Minute}
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				t0 := time.Now()
+				r, err := c.Send(context.Background(), proto.Envelope{Sender: "bench@example.test", Recipients: []string{"bench@example.test"}}, bytes.NewReader(msg), int64(len(msg)))
+				if err != nil || r.Status != proto.OK {
+					failed.Store(r.String() + " " + strconv.Quote(errString(err)))
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if f := failed.Load(); f != nil {
+		b.Fatalf("QMQP into %s: %s", addr, f)
+	}
+	slices.Sort(lat)
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	return float64(n) / elapsed.Seconds(), ms(lat[n/2]), ms(lat[n*99/100])
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// qmqpSourceN runs qmqp-source -s 20 -m n -l size into addr and returns
+// messages per second.
+func qmqpSourceN(b *testing.B, addr string, n, size int) float64 {
+	b.Helper()
+	src := testpeer.Require(b, "qmqp-source", "postfix")
+	start := time.Now()
+	out, err := exec.Command(src, "-s", "20", "-m", strconv.Itoa(n), "-l", strconv.Itoa(size), "-f", "bench@example.test", "-t", "bench@example.test", addr).CombinedOutput()
+	if err != nil {
+		b.Fatalf("qmqp-source into %s: %v\n%s", addr, err, out)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// Issue 26, point 2, the group commit: qbox serve --maildir (fsync on)
+// beside this disk's per-file durable ceiling (diskCeiling: 20 writers,
+// each file fsync'd, linked and new/ fsync'd by itself), in the same
+// run: QMQP from qmqp-source -s 20 and QMTP from flush-maildir (one
+// connection, packages committed in parallel), each as a ratio to the
+// ceiling (target >= 1.5), and one message's time (connect to K, median
+// and 99th percentile) with 1 and with 20 Go QMQP clients at once. Three
+// rounds, medians; nothing deleted until the end (see
+// BenchmarkServeBesideDiskAndPostfix). proto/store/maildir's
+// BenchmarkStoreGroupCommit sets the store's group commit beside the
+// same store committing alone, the way before it.
+func BenchmarkServeGroupCommit(b *testing.B) {
+	const rounds, n, size = 3, 3000, 2000
+	bin := testpeer.Binary(b)
+	dir := b.TempDir()
+	s := startServe(b, "--maildir", dir)
+	var disk, qmqpRates, qmtpRates, rate1, p50s1, p99s1, rate20, p50s20, p99s20 []float64
+	stored := 0
+	for b.Loop() {
+		for r := range rounds {
+			disk = append(disk, diskCeiling(b, b.TempDir(), n, size, true))
+			syscall.Sync()
+			src := fillFlushMaildir(b, n, size)
+			qmqp := func() { qmqpRates = append(qmqpRates, qmqpSourceN(b, s.qmqp, n, size)) }
+			qmtp := func() { qmtpRates = append(qmtpRates, flushMaildirRate(b, bin, src, s.qmtp, n)) }
+			if r%2 == 0 {
+				qmqp()
+				qmtp()
+			} else {
+				qmtp()
+				qmqp()
+			}
+			rt, p50, p99 := qmqpLatency(b, s.qmqp, 1, n/10, size)
+			rate1, p50s1, p99s1 = append(rate1, rt), append(p50s1, p50), append(p99s1, p99)
+			rt, p50, p99 = qmqpLatency(b, s.qmqp, 20, n, size)
+			rate20, p50s20, p99s20 = append(rate20, rt), append(p50s20, p50), append(p99s20, p99)
+			stored += 3*n + n/10
+		}
+	}
+	if got := counting.Files(b, filepath.Join(dir, "new")); got != stored {
+		b.Fatalf("%d files stored, want %d", got, stored)
+	}
+	d := median(disk)
+	b.ReportMetric(d, "disk-fsync-files/s")
+	b.ReportMetric(median(qmqpRates), "qmqp-msgs/s")
+	b.ReportMetric(median(qmqpRates)/d, "qmqp/disk")
+	b.ReportMetric(median(qmtpRates), "qmtp-msgs/s")
+	b.ReportMetric(median(qmtpRates)/d, "qmtp/disk")
+	b.ReportMetric(median(rate1), "1-client-msgs/s")
+	b.ReportMetric(median(p50s1), "1-client-p50-ms")
+	b.ReportMetric(median(p99s1), "1-client-p99-ms")
+	b.ReportMetric(median(rate20), "20-clients-msgs/s")
+	b.ReportMetric(median(rate20)/d, "20-clients/disk")
+	b.ReportMetric(median(p50s20), "20-clients-p50-ms")
+	b.ReportMetric(median(p99s20), "20-clients-p99-ms")
+}
