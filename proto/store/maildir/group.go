@@ -100,7 +100,9 @@ func (g *group) run(own *pending, dir string, syncDir func(string) error) {
 		n := min(len(g.queue), MaxGroup)
 		batch := make([]*pending, n)
 		copy(batch, g.queue)
-		g.queue = append(g.queue[:0], g.queue[n:]...)
+		rest := copy(g.queue, g.queue[n:])
+		clear(g.queue[rest:]) // hold no finished delivery
+		g.queue = g.queue[:rest]
 		g.mu.Unlock()
 		commitGroup(batch, dir, syncDir)
 	}
