@@ -25,6 +25,7 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 	}{
 		{args: []string{"serve", "--smtp"}, want: []string{"qbox serve: --smtp needs a value", "see 'qbox serve --help'"}},
 		{args: []string{"queue", "delete"}, want: []string{"qbox queue delete: ", "see 'qbox queue delete --help'"}, not: []string{"delete: qbox"}},
+		{args: []string{"queue", "list", "extra", "--json"}, want: []string{`qbox queue list: unexpected argument "extra"`, "see 'qbox queue list --help'"}},
 		{args: []string{"queue", "show"}, want: []string{"qbox queue show: ", "see 'qbox queue show --help'"}, not: []string{"show: qbox"}},
 		{args: []string{"flush-maildir"}, want: []string{"usage: qbox flush-maildir ", "see 'qbox flush-maildir --help'"}, not: []string{"flush-maildir: usage"}},
 		{prog: "sendmail", args: []string{"-bz"}, want: []string{"sendmail: -bz is not supported", "see 'sendmail --help'"}, code: 64},

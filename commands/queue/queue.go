@@ -70,6 +70,10 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 				Usage: "one line per queued message",
 				Flags: []cli.Flag{dirFlag, &cli.BoolFlag{Name: "json", Usage: "write the list as JSON"}},
 				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						// Flags after it would be read as arguments too.
+						return exitcode.Usage("unexpected argument %q: list takes none (flags go first)", c.Args().First())
+					}
 					sp, err := open(c)
 					if err != nil {
 						return err
