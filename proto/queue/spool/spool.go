@@ -2,8 +2,11 @@
 // QMQP server takes a message right now, so a relay outage never loses
 // mail.
 //
-// Layout: the spool is a maildir in the form `qbox serve` writes and
-// serialmail reads, one file per recipient:
+// Layout: each message is stored once, whatever its recipients, in
+// DIR/msg/ID, with what happened to each recipient in DIR/state/ID (see
+// store.go). Mail queued by an older qbox, in the maildir form `qbox
+// serve` writes and serialmail reads (one file per recipient), is still
+// listed and delivered:
 //
 //	DIR/new/KEY      Return-Path: <sender>
 //	                 Delivered-To: recipient
@@ -11,9 +14,7 @@
 //	DIR/err/KEY      the last delivery error for new/KEY, one line; its
 //	                 mtime is when that attempt was made
 //
-// The error lives in a separate small file rather than in the message
-// file (which stays byte-for-byte what a maildir reader expects) or in an
-// extended attribute (not every file system keeps them). It is advisory:
+// The old layout's error lives in a separate small file; it is advisory:
 // losing it loses nothing but a line of `mailq` output. Directories are
 // mode 0700 and files 0600, so other users cannot read queued mail.
 package spool
