@@ -278,6 +278,8 @@ func state(m *spool.Message) string {
 	switch {
 	case m.Held:
 		return "held"
+	case m.Stuck:
+		return "stuck" // failed for good, and no bounce could be sent
 	case m.LastError != "":
 		return "deferred"
 	}
