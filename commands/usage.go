@@ -170,6 +170,10 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
+// usageSchemes are the commands whose usage errors are numbered by a
+// scheme of their own: a Nagios plugin's bad command line is UNKNOWN (3).
+var usageSchemes = map[string]*exitcode.Scheme{"qbox queue check": exitcode.Nagios}
+
 // setUsageErrors gives every command (and subcommand) the one-line usage
 // error handler.
 func setUsageErrors(prefix string, cmds []*cli.Command) {
@@ -177,6 +181,12 @@ func setUsageErrors(prefix string, cmds []*cli.Command) {
 		name := prefix + " " + c.Name
 		if c.OnUsageError == nil {
 			c.OnUsageError = usageErrorFor(name)
+			if s := usageSchemes[name]; s != nil {
+				h := c.OnUsageError
+				c.OnUsageError = func(c *cli.Context, err error, sub bool) error {
+					return exitcode.Under(s, h(c, err, sub))
+				}
+			}
 		}
 		setUsageErrors(name, c.Subcommands)
 	}

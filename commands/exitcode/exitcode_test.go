@@ -31,7 +31,7 @@ func TestCodeUnderEachScheme(t *testing.T) {
 		{"timed out", timedOut, map[*Scheme]int{Qmail: 111, QmailQueue: 72, Sysexits: 75}},
 		{"no server configured", none, map[*Scheme]int{Qmail: 100, QmailQueue: 55, Sysexits: 78}},
 		{"session", errors.New("connection reset"), map[*Scheme]int{Qmail: 111, QmailQueue: 74, Sysexits: 75, Nagios: 3}},
-		{"usage", Usage("unknown flag --sever"), map[*Scheme]int{Qmail: 100, QmailQueue: 55, Sysexits: 64, Probe: 100, MXCheck: 100, Nagios: 100}},
+		{"usage", Usage("unknown flag --sever"), map[*Scheme]int{Qmail: 100, QmailQueue: 55, Sysexits: 64, Probe: 100, MXCheck: 100, Nagios: 3}},
 		{"input", Input(errors.New("read error")), map[*Scheme]int{Qmail: 111, QmailQueue: 54, Sysexits: 74}},
 		{"data", Data(errors.New("unparsable address")), map[*Scheme]int{Qmail: 100, QmailQueue: 31, Sysexits: 65}},
 		{"envelope", &qmailqueue.EnvelopeError{Code: 91, Reason: "bad"}, map[*Scheme]int{QmailQueue: 91}},

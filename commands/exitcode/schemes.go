@@ -60,10 +60,10 @@ var (
 		verdicts: &[numVerdicts]int{VerdictOK: 0, VerdictWarning: 1, VerdictCritical: 100, VerdictUnknown: 111}}
 
 	// Nagios is a monitoring plugin's (qbox queue check): 0 OK, 1
-	// WARNING, 2 CRITICAL, 3 UNKNOWN (the check could not run); a bad
-	// command line is qbox's 100.
+	// WARNING, 2 CRITICAL, 3 UNKNOWN (the check could not run, a bad
+	// command line included, as the plugin guidelines want).
 	Nagios = &Scheme{Name: "nagios", codes: [numClasses]int{
-		OK: 0, Finding: 2, Temporary: 3, Permanent: 3, BadConfig: 3, BadUsage: 100},
+		OK: 0, Finding: 2, Temporary: 3, Permanent: 3, BadConfig: 3, BadUsage: 3},
 		verdicts: &[numVerdicts]int{VerdictOK: 0, VerdictWarning: 1, VerdictCritical: 2, VerdictUnknown: 3}}
 )
 

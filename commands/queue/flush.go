@@ -89,6 +89,9 @@ func flush(ctx context.Context, stdout, stderr io.Writer, getenv func(string) st
 		return exitcode.Temp(fmt.Errorf("another run is delivering %s; not starting a second one", dir))
 	}
 	pr.Report(sum)
+	if sum.Succeeded > 0 {
+		sp.Record(spool.StampDelivery, time.Now()) // for qbox queue check and metrics; advisory
+	}
 	switch {
 	case err != nil && !errors.Is(err, queue.ErrRemaining) && !errors.Is(err, proto.ErrInterrupted):
 		return exitcode.Temp(err)

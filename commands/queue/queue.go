@@ -26,8 +26,8 @@ func Command() *cli.Command {
 	dirFlag := &cli.StringFlag{Name: "dir", Usage: "the spool `DIR` (default: $QBOX_SPOOL, for root the system queue's, else ~/.qbox/spool)"}
 	return &cli.Command{
 		Name:      "queue",
-		Usage:     "list, show, delete, hold and release queued sendmail mail; check the queue for Nagios",
-		ArgsUsage: "list|show|delete|hold|release|flush|check|pickup [args]",
+		Usage:     "list, show, delete, hold and release queued sendmail mail; check and measure the queue for Nagios and Prometheus",
+		ArgsUsage: "list|show|delete|hold|release|flush|check|metrics|pickup [args]",
 		Description: `The sendmail queue as messages: one per message however many recipients it
 has, each with a stable ID (12 hex digits; any unique prefix of 4 or more
 selects it). For root the queue is the system queue's
@@ -44,9 +44,20 @@ $QBOX_SPOOL or --dir names another.
    flush [ID...]              deliver the queue (or these messages) now, as
                               sendmail -q does: one line per recipient and a
                               summary, as flush-maildir prints them
-   check --warn-age D --crit-age D [--warn-count N --crit-count N]
-                              one Nagios/Icinga status line with perfdata;
-                              held messages count in neither threshold
+   check [--warn-age D --crit-age D --warn-count N --crit-count N
+          --warn-drop-age D --crit-drop-age D --warn-drop-count N
+          --crit-drop-count N --crit-stale D]
+                              one Nagios/Icinga status line with perfdata:
+                              the queue (held messages count in no
+                              threshold; a malformed file is a WARNING),
+                              the maildrop's drops waiting for a pickup,
+                              the last pickup and delivery; defaults
+                              --warn-age 1h --crit-age 1d --warn-drop-age
+                              1h --crit-drop-age 4h, counts and
+                              --crit-stale off (0 turns a limit off)
+   metrics [-o FILE]          the same state in Prometheus' text format;
+                              -o writes FILE atomically (node_exporter's
+                              textfile collector)
    pickup                     (root) move the system queue's drop files into
                               the queue now; sendmail -q does it before each
                               flush
@@ -57,12 +68,13 @@ fail (exit 111) and change nothing. mailq and sendmail -bp list the same
 messages in sendmail's layout.
 
 Exit status: 0 done, 100 bad usage or an unknown ID, 111 the queue could not
-be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
+be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (a
+bad command line too).`,
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
-				return exitcode.Usage("a subcommand is needed: list, show, delete, hold, release, flush, check or pickup; see 'qbox queue --help'")
+				return exitcode.Usage("a subcommand is needed: list, show, delete, hold, release, flush, check, metrics or pickup; see 'qbox queue --help'")
 			}
-			return exitcode.Usage("unknown subcommand %q (list, show, delete, hold, release, flush, check, pickup); see 'qbox queue --help'", c.Args().First())
+			return exitcode.Usage("unknown subcommand %q (list, show, delete, hold, release, flush, check, metrics, pickup); see 'qbox queue --help'", c.Args().First())
 		},
 		Subcommands: []*cli.Command{
 			{
@@ -100,39 +112,8 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 			changeCommand("delete", "remove queued messages (no bounce)", dirFlag, (*spool.Spool).Delete, "deleted"),
 			changeCommand("hold", "keep messages out of every flush", dirFlag, (*spool.Spool).Hold, "held"),
 			changeCommand("release", "give held messages back to the flush", dirFlag, (*spool.Spool).Release, "released"),
-			{
-				Name:  "check",
-				Usage: "a Nagios/Icinga check of the queue's age and size",
-				Flags: []cli.Flag{dirFlag,
-					&cli.StringFlag{Name: "warn-age", Usage: "WARNING when the oldest message is older than `D` (30m, 4h, 2d)", Required: true},
-					&cli.StringFlag{Name: "crit-age", Usage: "CRITICAL when the oldest message is older than `D`", Required: true},
-					&cli.IntFlag{Name: "warn-count", Usage: "WARNING when more than `N` messages wait (0: no limit)"},
-					&cli.IntFlag{Name: "crit-count", Usage: "CRITICAL when more than `N` messages wait (0: no limit)"},
-				},
-				Action: func(c *cli.Context) error {
-					var lim Limits
-					var err error
-					if lim.WarnAge, err = ParseAge(c.String("warn-age")); err != nil {
-						return exitcode.Usage("--warn-age: %v", err)
-					}
-					if lim.CritAge, err = ParseAge(c.String("crit-age")); err != nil {
-						return exitcode.Usage("--crit-age: %v", err)
-					}
-					lim.WarnCount, lim.CritCount = c.Int("warn-count"), c.Int("crit-count")
-					if lim.WarnCount < 0 || lim.CritCount < 0 {
-						return exitcode.Usage("--warn-count and --crit-count are 0 (no limit) or more")
-					}
-					dir, err := dirOf(c)
-					verdict := Unknown
-					if err == nil {
-						verdict = Check(c.App.Writer, &spool.Spool{Dir: dir}, lim, time.Now())
-					} else {
-						fmt.Fprintf(c.App.Writer, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
-					}
-					// The status line said it all; exitcode.Nagios numbers it.
-					return exitcode.Found(exitcode.Nagios, verdict)
-				},
-			},
+			checkCommand(dirFlag),
+			metricsCommand(dirFlag),
 			{
 				Name:      "flush",
 				Usage:     "deliver the queue now, or only the messages with these IDs, as sendmail -q (root: after picking up the drop files)",
@@ -180,6 +161,9 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 					for _, r := range res.Refused {
 						fmt.Fprintf(c.App.ErrWriter, "qbox queue pickup: %s/%s: %s\n", q.DropDir(), r.Name, r.Reason)
 					}
+					if err == nil {
+						q.RecordPickup(time.Now())
+					}
 					if errors.Is(err, spool.ErrNoSystemQueue) {
 						return exitcode.Configuration(fmt.Errorf("no system queue at %s (create it: see the README's Install section)", q.Root))
 					}
@@ -189,16 +173,6 @@ be read or changed; check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.`,
 		},
 	}
 }
-
-// The check's verdicts, whose String is their word on the status line
-// (Nagios plugin guidelines); exitcode.Nagios numbers them 0, 1, 2 and
-// 3. UNKNOWN is a check that could not run.
-const (
-	OK       = exitcode.VerdictOK
-	Warning  = exitcode.VerdictWarning
-	Critical = exitcode.VerdictCritical
-	Unknown  = exitcode.VerdictUnknown
-)
 
 func dirOf(c *cli.Context) (string, error) {
 	if d := c.String("dir"); d != "" {
@@ -408,75 +382,6 @@ func Show(w io.Writer, sp *spool.Spool, id string, now time.Time) error {
 	defer f.Close()
 	_, err = io.Copy(w, r)
 	return exitcode.Temp(err)
-}
-
-// Limits are the check's thresholds; a zero count is no limit.
-type Limits struct {
-	WarnAge, CritAge     time.Duration
-	WarnCount, CritCount int
-}
-
-// Check writes one Nagios status line with perfdata and returns the
-// verdict (OK, Warning, Critical or Unknown). Held messages are counted apart: an operator held
-// them on purpose. Files that are not messages (nobody can deliver them)
-// make it a WARNING at least.
-func Check(w io.Writer, sp *spool.Spool, lim Limits, now time.Time) exitcode.Verdict {
-	l, err := messages(sp)
-	if err != nil {
-		fmt.Fprintf(w, "QUEUE UNKNOWN - %s\n", proto.Printable(err.Error(), 500))
-		return Unknown
-	}
-	var count, held int
-	var oldest time.Duration
-	for i := range l.Messages {
-		m := &l.Messages[i]
-		if m.Held {
-			held++
-			continue
-		}
-		count++
-		if age := now.Sub(m.Queued); age > oldest {
-			oldest = age
-		}
-	}
-	verdict := OK
-	var why []string
-	raise := func(c exitcode.Verdict, reason string) { // Critical is worse than Warning
-		if c > verdict {
-			verdict = c
-		}
-		why = append(why, reason)
-	}
-	switch {
-	case lim.CritAge > 0 && oldest > lim.CritAge:
-		raise(Critical, "oldest older than "+lim.CritAge.String())
-	case lim.WarnAge > 0 && oldest > lim.WarnAge:
-		raise(Warning, "oldest older than "+lim.WarnAge.String())
-	}
-	switch {
-	case lim.CritCount > 0 && count > lim.CritCount:
-		raise(Critical, fmt.Sprintf("more than %d messages", lim.CritCount))
-	case lim.WarnCount > 0 && count > lim.WarnCount:
-		raise(Warning, fmt.Sprintf("more than %d messages", lim.WarnCount))
-	}
-	if len(l.Malformed) > 0 {
-		raise(Warning, fmt.Sprintf("%d undeliverable file(s)", len(l.Malformed)))
-	}
-	word := verdict.String()
-	text := fmt.Sprintf("%d message(s) queued, oldest %s, %d held", count, spool.Age(oldest), held)
-	if len(why) > 0 {
-		text += ": " + strings.Join(why, ", ")
-	}
-	limit := func(n int) string {
-		if n <= 0 {
-			return ""
-		}
-		return strconv.Itoa(n)
-	}
-	fmt.Fprintf(w, "QUEUE %s - %s | messages=%d;%s;%s;0 oldest=%ds;%d;%d;0 held=%d;;;0 malformed=%d;;;0\n",
-		word, text, count, limit(lim.WarnCount), limit(lim.CritCount),
-		int64(oldest/time.Second), int64(lim.WarnAge/time.Second), int64(lim.CritAge/time.Second), held, len(l.Malformed))
-	return verdict
 }
 
 // ParseAge reads a duration as Go does, with d for days as well ("2d",

@@ -535,6 +535,9 @@ func flushSpool(ctx context.Context, p *Process, verbose bool, sel *spool.Select
 	defer sig.Release()
 	sum, err := queue.Run(sig.Context, qc)
 	lg.Done(sum)
+	if sum.Succeeded > 0 {
+		sp.Record(spool.StampDelivery, time.Now()) // for qbox queue check and metrics; advisory
+	}
 	switch {
 	case errors.Is(err, spool.ErrLocked):
 		return exitcode.Temp(fmt.Errorf("another run is delivering %s; not starting a second one", dir))

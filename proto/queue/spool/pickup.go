@@ -55,5 +55,8 @@ func PickUpForFlush(getenv func(string) string, now time.Time) (FlushPickup, err
 	if err != nil && !errors.Is(err, ErrLocked) {
 		failed = &PickupError{What: "the drops in " + res.Queue.DropDir(), Err: err}
 	}
+	if err == nil {
+		res.Queue.RecordPickup(now)
+	}
 	return res, failed
 }
