@@ -42,9 +42,11 @@ func pickUp(p *Process) error {
 
 // runQueue is sendmail -q30m (and -bd -q30m): a queue runner in the
 // foreground, for a systemd service. It picks up and flushes at once,
-// then every interval. SIGTERM, SIGINT or SIGHUP stop it: during a flush
-// the flush's own handling finishes the message under way (see package
-// interrupt), then the runner exits 0; between flushes it exits at once.
+// then every interval (the retries); a drop arriving in the system
+// queue's maildrop wakes it at once (watchDrops), without moving the next
+// retry. SIGTERM, SIGINT or SIGHUP stop it: during a flush the flush's own
+// handling finishes the message under way (see package interrupt), then
+// the runner exits 0; between flushes it exits at once.
 func runQueue(ctx context.Context, p *Process, o *Options) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, interrupt.Signals...)
@@ -63,7 +65,23 @@ func runQueue(ctx context.Context, p *Process, o *Options) {
 		}
 	}()
 	ctx = proto.WithStopStarting(ctx, stopped)
+	// Watching starts before the first pickup, so no drop falls between
+	// them.
+	var wake <-chan struct{}
+	watching := ""
+	if q, ok := pickupQueue(p); ok {
+		if w, err := watchDrops(q.DropDir()); err != nil {
+			p.errorf("warning: %v; drops wait for the next run", err)
+		} else {
+			defer w.Close()
+			wake, watching = w.C, q.DropDir()
+		}
+	}
+	next := time.Now() // the first round is a retry round
 	for !proto.StoppedStarting(ctx) {
+		if !time.Now().Before(next) {
+			next = time.Now().Add(o.QueueInterval)
+		}
 		if err := pickUp(p); err != nil {
 			p.errorf("%v", err) // the runner goes on: the next round tries again
 		}
@@ -71,15 +89,29 @@ func runQueue(ctx context.Context, p *Process, o *Options) {
 			break
 		}
 		flushSpool(ctx, p, o.Verbose, nil)
-		timer := time.NewTimer(o.QueueInterval)
+		if o.Verbose && watching != "" {
+			p.errorf("waiting for a drop into %s; the next retry in %s", watching, time.Until(next).Round(time.Second))
+		}
+		timer := time.NewTimer(time.Until(next))
 		select {
 		case <-stopped:
 		case <-ctx.Done():
 		case <-timer.C:
+		case <-wake:
 		}
 		timer.Stop()
 		if ctx.Err() != nil {
 			break
 		}
 	}
+}
+
+// pickupQueue is the system queue a pickup (pickUp) takes drops from,
+// and whether there is one for this process.
+func pickupQueue(p *Process) (spool.SystemQueue, bool) {
+	if os.Geteuid() != 0 || p.Getenv("QBOX_SPOOL") != "" {
+		return spool.SystemQueue{}, false
+	}
+	q := spool.System(p.Getenv)
+	return q, q.Exists()
 }

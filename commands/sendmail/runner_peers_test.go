@@ -72,3 +72,23 @@ func TestQueueRunner(t *testing.T) {
 		}
 	}
 }
+
+// TestRunnerTakesADropAtOnceIntoPostfix: the queue runner, its next
+// retry an hour away, takes a drop at once (inotify) and delivers it
+// through Postfix's qmqpd; the test waits for the message in Postfix's
+// sink, with a guard only.
+func TestRunnerTakesADropAtOnceIntoPostfix(t *testing.T) {
+	pf := testpeer.StartPostfix(t)
+	q := newSystemQueue(t)
+	r := startRunner(t, systemEnv(t, q, pf.QMQPAddr), "-bd", "-q1h", "-v")
+	r.waitLine(t, "waiting for a drop into "+q.DropDir())
+
+	tok := testpeer.Token(t)
+	start := time.Now()
+	dropMessage(t, q, "runner@example.test", "Subject: "+tok+"\n\ntaken at once\n")
+	if got := pf.WaitFor(t, tok, 1, runnerGuard); len(got) != 1 {
+		t.Fatalf("delivered %d times, want once", len(got))
+	}
+	t.Logf("drop to Postfix: %v", time.Since(start)) // a report, not a bound
+	r.stop(t)
+}
