@@ -103,6 +103,7 @@ running sessions finish within --grace.`,
 			&cli.DurationFlag{Name: "grace", Value: DefaultGrace, Usage: "how long running sessions may finish after SIGTERM"},
 			&cli.DurationFlag{Name: "queue-timeout", Value: qmailqueue.DefaultProgramTimeout, Usage: "bound on the hand-off to the queue program: each stalled write while the message arrives, then the rest of the message, the envelope and its exit together; its exit status decides (children it leaves running do not count)"},
 			&cli.StringFlag{Name: "hostname", Usage: "this server's `NAME` in Received lines (default: TCPLOCALHOST, then the host name)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9628); loopback clients only unless --allow lists others; default off"},
 		},
 		Action: action,
 	}
@@ -114,9 +115,20 @@ func action(c *cli.Context) error {
 		stderr = os.Stderr
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	var metrics *Metrics
+	if c.String("metrics") != "" {
+		if c.String("stdio") != "" {
+			return exitcode.Usage("--metrics serves a listening server; under --stdio (one connection) there is nothing to scrape")
+		}
+		metrics = NewMetrics()
+		logger = slog.New(metrics.Tap(logger.Handler()))
+	}
 	backend, err := backendFromFlags(c, logger)
 	if err != nil {
 		return err
+	}
+	if metrics != nil {
+		backend = metrics.Instrument(backend)
 	}
 	maxSize, err := ParseSize(c.String("max-size"))
 	if err != nil {
@@ -220,6 +232,21 @@ func action(c *cli.Context) error {
 			l.Close()
 		}
 		return exitcode.Usage("%v", err)
+	}
+	if metrics != nil {
+		ml, err := ListenMetrics(c.String("metrics"), cfg.Allow)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return err
+		}
+		logger.Info("listening", "proto", "metrics", "addr", ml.Addr().String())
+		go func() {
+			if err := metrics.ServeMetrics(ctx, ml, cfg.Allow); err != nil {
+				logger.Error("metrics server failed", "addr", ml.Addr().String(), "err", err.Error())
+			}
+		}()
 	}
 	return exitcode.Temp(srv.Serve(ctx, ls))
 }

@@ -1,0 +1,289 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"qbox/commands/exitcode"
+	"qbox/proto"
+)
+
+// Metrics are serve's Prometheus metrics (serve --metrics ADDR): sessions
+// by protocol, refused connections, messages and recipients by their
+// replies (K, Z, D), bytes received, and the store's latency.
+//
+// The protocol servers already write one structured log event per
+// session, per message and per refused connection (proto/qmqp, qmtp,
+// smtp, serverloop); Tap counts those events as they are logged, so the
+// metrics and the log can never disagree and the servers carry no second
+// reporting path. The store's latency is measured around the Backend
+// (Instrument).
+type Metrics struct {
+	reg        *prometheus.Registry
+	sessions   *prometheus.CounterVec
+	refused    *prometheus.CounterVec
+	messages   *prometheus.CounterVec
+	recipients *prometheus.CounterVec
+	bytes      *prometheus.CounterVec
+	store      prometheus.Histogram
+}
+
+// NewMetrics makes serve's metrics, with the Go runtime's and the
+// process's (memory, descriptors, CPU) beside them.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_sessions_total",
+			Help: "Sessions served (connections admitted and run), by protocol."}, []string{"proto"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_refused_connections_total",
+			Help: "Connections refused: not_authorized (outside --allow) or busy (no session free: --max-conns, --max-waiting)."},
+			[]string{"proto", "reason"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_messages_total",
+			Help: "Messages answered, by protocol and result: K every recipient accepted, Z any deferred, D otherwise."},
+			[]string{"proto", "result"}),
+		recipients: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_recipients_total",
+			Help: "Recipients of the messages answered, by protocol and their reply (SMTP: the message's final reply)."},
+			[]string{"proto", "result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_received_bytes_total",
+			Help: "Bytes of the messages answered, by protocol."}, []string{"proto"}),
+		store: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "qbox_serve_store_seconds",
+			Help:    "Time the store took to answer a message once its last byte arrived (the fsyncs, or the queue program).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}),
+	}
+	m.reg.MustRegister(m.sessions, m.refused, m.messages, m.recipients, m.bytes, m.store,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, p := range []string{QMQP, QMTP, SMTP} { // every series exists from the start, at 0
+		m.sessions.WithLabelValues(p)
+		m.bytes.WithLabelValues(p)
+		for _, r := range []string{"K", "Z", "D"} {
+			m.messages.WithLabelValues(p, r)
+			m.recipients.WithLabelValues(p, r)
+		}
+		for _, r := range []string{"not_authorized", "busy"} {
+			m.refused.WithLabelValues(p, r)
+		}
+	}
+	return m
+}
+
+// Registry is where the metrics are gathered from.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Tap returns a log handler that counts the servers' events, then passes
+// every record on to next as it is.
+func (m *Metrics) Tap(next slog.Handler) slog.Handler { return &tap{m: m, next: next} }
+
+type tap struct {
+	m     *Metrics
+	next  slog.Handler
+	attrs []slog.Attr // from WithAttrs
+	group bool        // under WithGroup: the attributes are not the servers' own
+}
+
+func (t *tap) Enabled(context.Context, slog.Level) bool { return true } // count what next does not print too
+
+func (t *tap) Handle(ctx context.Context, r slog.Record) error {
+	if !t.group {
+		t.m.count(r, t.attrs)
+	}
+	if !t.next.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return t.next.Handle(ctx, r)
+}
+
+func (t *tap) WithAttrs(as []slog.Attr) slog.Handler {
+	return &tap{m: t.m, next: t.next.WithAttrs(as), attrs: append(append([]slog.Attr(nil), t.attrs...), as...), group: t.group}
+}
+
+func (t *tap) WithGroup(name string) slog.Handler {
+	return &tap{m: t.m, next: t.next.WithGroup(name), attrs: t.attrs, group: true}
+}
+
+// count reads one server event.
+func (m *Metrics) count(r slog.Record, with []slog.Attr) {
+	switch r.Message {
+	case "connection", "connection ended", "connection ended without a reply",
+		"qmqp message", "qmqp message not accepted",
+		"qmtp message", "smtp message",
+		"client not authorized", "connection refused: too many connections":
+	default:
+		return
+	}
+	a := map[string]slog.Value{}
+	for _, at := range with {
+		a[at.Key] = at.Value.Resolve()
+	}
+	r.Attrs(func(at slog.Attr) bool {
+		a[at.Key] = at.Value.Resolve()
+		return true
+	})
+	p := strings.ToLower(a["proto"].String())
+	switch p {
+	case QMQP, QMTP, SMTP:
+	default:
+		return // not a server's event
+	}
+	num := func(key string) int64 {
+		switch v := a[key]; v.Kind() {
+		case slog.KindInt64:
+			return max(v.Int64(), 0)
+		case slog.KindUint64:
+			return int64(min(v.Uint64(), 1<<62))
+		}
+		return 0
+	}
+	switch r.Message {
+	case "client not authorized":
+		m.refused.WithLabelValues(p, "not_authorized").Inc()
+	case "connection refused: too many connections":
+		m.refused.WithLabelValues(p, "busy").Inc()
+	case "connection", "connection ended", "connection ended without a reply":
+		m.sessions.WithLabelValues(p).Inc()
+	case "qmqp message", "qmqp message not accepted":
+		res := "Z" // not accepted: no reply reached the client, which sends again
+		if r.Message == "qmqp message" {
+			// One message per QMQP connection: its line stands for the
+			// session's (a failed one has its own connection line).
+			m.sessions.WithLabelValues(p).Inc()
+			if reply := a["reply"].String(); reply != "" && strings.IndexByte("KZD", reply[0]) >= 0 {
+				res = reply[:1]
+			}
+		}
+		m.messages.WithLabelValues(p, res).Inc()
+		m.recipients.WithLabelValues(p, res).Add(float64(num("recipients")))
+		m.bytes.WithLabelValues(p).Add(float64(num("size")))
+	case "qmtp message":
+		k, z, d := num("accepted"), num("deferred"), num("rejected")
+		m.messages.WithLabelValues(p, judge(k, z, d)).Inc()
+		m.recipients.WithLabelValues(p, "K").Add(float64(k))
+		m.recipients.WithLabelValues(p, "Z").Add(float64(z))
+		m.recipients.WithLabelValues(p, "D").Add(float64(d))
+		m.bytes.WithLabelValues(p).Add(float64(num("size")))
+	case "smtp message":
+		res := "D"
+		switch code := a["reply"].String(); {
+		case strings.HasPrefix(code, "2"):
+			res = "K"
+		case strings.HasPrefix(code, "4"):
+			res = "Z"
+		}
+		m.messages.WithLabelValues(p, res).Inc()
+		m.recipients.WithLabelValues(p, res).Add(float64(num("recipients")))
+		m.bytes.WithLabelValues(p).Add(float64(num("size")))
+	}
+}
+
+// judge is a message's result from its recipients' replies, as SMTP's
+// final reply judges it: K when all got K, Z when any got Z, else D.
+func judge(k, z, d int64) string {
+	switch {
+	case z > 0:
+		return "Z"
+	case d > 0:
+		return "D"
+	case k > 0:
+		return "K"
+	}
+	return "Z"
+}
+
+// Instrument wraps b so that each Commit's duration goes into the store
+// latency histogram.
+func (m *Metrics) Instrument(b proto.Backend) proto.Backend { return &timedBackend{b: b, h: m.store} }
+
+type timedBackend struct {
+	b proto.Backend
+	h prometheus.Histogram
+}
+
+func (t *timedBackend) Begin(ctx context.Context, peer proto.Peer, size int64) (proto.Delivery, error) {
+	d, err := t.b.Begin(ctx, peer, size)
+	if err != nil {
+		return nil, err
+	}
+	return &timedDelivery{Delivery: d, h: t.h}, nil
+}
+
+type timedDelivery struct {
+	proto.Delivery
+	h prometheus.Histogram
+}
+
+func (t *timedDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Reply {
+	start := time.Now()
+	defer func() { t.h.Observe(time.Since(start).Seconds()) }()
+	return t.Delivery.Commit(ctx, env)
+}
+
+// ListenMetrics opens --metrics ADDR. Like the mail ports, an address
+// that is not loopback needs --allow: metrics tell who sends how much.
+func ListenMetrics(addr string, allow []netip.Prefix) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, exitcode.Temp(fmt.Errorf("--metrics: %w", err))
+	}
+	if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && len(allow) == 0 && !ap.Addr().Unmap().IsLoopback() {
+		l.Close()
+		return nil, exitcode.Usage("--metrics listens on %s, which is not a loopback address, and no --allow is given: add --allow CIDR for the scrapers, or listen on 127.0.0.1", l.Addr())
+	}
+	return l, nil
+}
+
+// ServeMetrics serves /metrics on l to the clients allow admits
+// (loopback only when it is empty, as for the mail ports; 403 for the
+// others) until ctx is done.
+func (m *Metrics) ServeMetrics(ctx context.Context, l net.Listener, allow []netip.Prefix) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ap, err := netip.ParseAddrPort(r.RemoteAddr)
+			if err != nil || !allowed(allow, ap.Addr()) {
+				http.Error(w, "not authorized", http.StatusForbidden)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// allowed applies an access list as the mail ports do: loopback only
+// when it is empty.
+func allowed(list []netip.Prefix, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if len(list) == 0 {
+		return ip.IsLoopback()
+	}
+	for _, p := range list {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
