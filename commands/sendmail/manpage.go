@@ -72,9 +72,12 @@ OPTIONS
    -bi            newaliases: nothing to do, succeed
    -q             deliver the queue now (root: after picking up the
                   system queue's drop files)
-   -q30m          run the queue every 30 minutes in the foreground (s, m,
-                  h, d, w; a bare number is minutes), for a systemd
-                  service; SIGTERM stops it, exit 0. -bd -q30m is the same
+   -q30m          run the queue in the foreground, for a systemd service:
+                  root's runner takes each drop of the system queue as it
+                  arrives (it watches maildrop/ with inotify) and retries
+                  what is left every 30 minutes (s, m, h, d, w; a bare
+                  number is minutes); SIGTERM stops it, exit 0. -bd -q30m
+                  is the same
    -qIid, -qRrcpt, -qSsender
                   deliver only the messages whose queue ID (qbox queue
                   list), a recipient or the sender contains the text,

@@ -74,6 +74,15 @@ a temporary failure. Connections held are bounded by these numbers, never by how
 many clients come: at most 2 x --max-conns + --max-waiting + 1 descriptors (with
 refusals of clients outside --allow), plus the running sessions' store files.
 
+--metrics ADDR (default off) serves Prometheus metrics at http://ADDR/metrics:
+sessions by protocol, refused connections, messages and recipients by reply
+(K, Z, D), bytes received, the store's latency (a histogram), and the Go
+runtime's and process's. Like the mail ports it serves loopback clients only
+unless --allow lists others (403 for the rest); a non-loopback ADDR without
+--allow is refused. Its address is logged in a "listening" line.
+
+   qbox serve --maildir /var/spool/qbox --metrics 127.0.0.1:9628
+
 Under systemd socket activation the passed sockets (FileDescriptorName
 qmqp, qmtp or smtp) replace --qmqp, --qmtp and --smtp. Under tcpserver or inetd
 use --stdio.
