@@ -50,6 +50,7 @@ var DefaultLimits = Limits{WarnAge: time.Hour, CritAge: 24 * time.Hour, WarnDrop
 type State struct {
 	Dir                               string
 	Queued, Deferred, Held, Malformed int
+	Stuck                             int       // failed for good, and no bounce could be sent
 	Oldest                            time.Time // submission of the oldest message not held; zero: none
 	Maildrop                          bool      // the system queue's maildrop was counted
 	DropDir                           string
@@ -74,6 +75,9 @@ func Gather(sp *spool.Spool, getenv func(string) string) (State, error) {
 		switch state(m) {
 		case "held":
 			st.Held++
+			continue
+		case "stuck":
+			st.Stuck++
 			continue
 		case "deferred":
 			st.Deferred++
@@ -154,6 +158,9 @@ func Check(w io.Writer, st State, lim Limits, now time.Time) Verdict {
 	if st.Malformed > 0 {
 		raise(Warning, fmt.Sprintf("%d undeliverable file(s)", st.Malformed))
 	}
+	if st.Stuck > 0 {
+		raise(Critical, fmt.Sprintf("%d message(s) stuck: failed, and no bounce could be sent (qbox queue list)", st.Stuck))
+	}
 	if st.Maildrop {
 		age(dropOldest, lim.WarnDropAge, lim.CritDropAge, "a drop waiting for pickup")
 		number(st.Drops.Count, lim.WarnDropCount, lim.CritDropCount, "drops waiting for pickup")
@@ -162,6 +169,9 @@ func Check(w io.Writer, st State, lim Limits, now time.Time) Verdict {
 		}
 	}
 	text := fmt.Sprintf("%d message(s) queued, oldest %s, %d held", count, spool.Age(oldest), st.Held)
+	if st.Stuck > 0 {
+		text += fmt.Sprintf(", %d stuck", st.Stuck)
+	}
 	if st.Maildrop {
 		text += fmt.Sprintf(", %d in the maildrop", st.Drops.Count)
 		if st.Drops.Count > 0 {
@@ -178,6 +188,9 @@ func Check(w io.Writer, st State, lim Limits, now time.Time) Verdict {
 	perf := fmt.Sprintf("messages=%d;%s;%s;0 oldest=%ds;%s;%s;0 held=%d;;;0 malformed=%d;;;0",
 		count, limit(lim.WarnCount), limit(lim.CritCount),
 		seconds(oldest), limitAge(lim.WarnAge), limitAge(lim.CritAge), st.Held, st.Malformed)
+	if st.Stuck > 0 {
+		perf += fmt.Sprintf(" stuck=%d;;0;0", st.Stuck)
+	}
 	if st.Maildrop {
 		perf += fmt.Sprintf(" maildrop=%d;%s;%s;0 maildrop_oldest=%ds;%s;%s;0",
 			st.Drops.Count, limit(lim.WarnDropCount), limit(lim.CritDropCount),

@@ -234,3 +234,23 @@ func value(mf map[string]*dto.MetricFamily, name, state string) (float64, bool) 
 	}
 	return 0, false
 }
+
+// TestCheckStuckIsCritical: a message that failed for good and whose
+// bounce could not be sent (spool.Message.Stuck) makes the check
+// CRITICAL whatever the thresholds, and counts in the metrics.
+func TestCheckStuckIsCritical(t *testing.T) {
+	now := time.Now()
+	st := State{Queued: 1, Stuck: 1, Oldest: now.Add(-time.Minute)}
+	var out bytes.Buffer
+	if v := Check(&out, st, Limits{}, now); v != Critical || !strings.HasPrefix(out.String(), "QUEUE CRITICAL - 1 message(s) queued, oldest 1m, 0 held, 1 stuck: 1 message(s) stuck") ||
+		!strings.Contains(out.String(), " stuck=1;;0;0") {
+		t.Errorf("verdict %v, %q; want CRITICAL naming the stuck message", v, out.String())
+	}
+	var m bytes.Buffer
+	if err := WriteMetrics(&m, Registry(st, now)); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := value(parseMetrics(t, m.String()), "qbox_queue_messages", "stuck"); !ok || got != 1 {
+		t.Errorf("qbox_queue_messages{state=stuck} = %v (%v), want 1", got, ok)
+	}
+}

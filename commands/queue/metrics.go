@@ -26,12 +26,13 @@ func Registry(st State, now time.Time) *prometheus.Registry {
 		reg.MustRegister(g)
 	}
 	msgs := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "qbox_queue_messages",
-		Help: "Messages in the queue by state: queued (never tried), deferred (tried, will be retried), held (kept out of every flush), malformed (files nobody can deliver)."},
+		Help: "Messages in the queue by state: queued (never tried), deferred (tried, will be retried), held (kept out of every flush), malformed (files nobody can deliver), stuck (failed for good, and no bounce could be sent)."},
 		[]string{"state"})
 	msgs.WithLabelValues("queued").Set(float64(st.Queued))
 	msgs.WithLabelValues("deferred").Set(float64(st.Deferred))
 	msgs.WithLabelValues("held").Set(float64(st.Held))
 	msgs.WithLabelValues("malformed").Set(float64(st.Malformed))
+	msgs.WithLabelValues("stuck").Set(float64(st.Stuck))
 	reg.MustRegister(msgs)
 	age := func(t time.Time) float64 {
 		if t.IsZero() {

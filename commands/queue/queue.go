@@ -49,7 +49,8 @@ $QBOX_SPOOL or --dir names another.
           --crit-drop-count N --crit-stale D]
                               one Nagios/Icinga status line with perfdata:
                               the queue (held messages count in no
-                              threshold; a malformed file is a WARNING),
+                              threshold; a malformed file is a WARNING,
+                              a stuck message CRITICAL),
                               the maildrop's drops waiting for a pickup,
                               the last pickup and delivery; defaults
                               --warn-age 1h --crit-age 1d --warn-drop-age
