@@ -69,6 +69,11 @@ func (e *ConnectError) Unwrap() []error {
 	return errs
 }
 
+// Temporary reports whether trying again later may help: true when
+// servers were tried and none answered, false when there was nothing to
+// try (ErrNoServers: a configuration fault).
+func (e *ConnectError) Temporary() bool { return len(e.Tried) > 0 }
+
 // TimedOut reports whether the last attempt timed out (qmail-qmqpc's 72).
 func (e *ConnectError) TimedOut() bool {
 	if len(e.Tried) == 0 {

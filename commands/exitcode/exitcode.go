@@ -152,10 +152,17 @@ func Silent(err error) bool {
 	return errors.As(err, &e) && e.Err == nil
 }
 
-// ClassOf says what err means: the class it was given; else a D reply is
-// permanent, no server configured a configuration fault, and a Z reply,
-// a network or session failure and any other error temporary, because
-// retrying an unknown failure is safer than dropping mail.
+// ClassOf says what err means: the class it was given; else what the
+// protocol layer's errors say of themselves through their Temporary
+// method (maddy's style): a reply (*proto.Error: D permanent, Z
+// temporary), no server reached (*proto.ConnectError: temporary; with
+// nothing to try, proto.ErrNoServers, a configuration fault), a server
+// that broke its protocol (proto.ErrRemoteViolation: temporary). Only an
+// error none of these is in (a local file, a full disk) falls back to
+// temporary, because retrying an unknown failure is safer than dropping
+// mail. The standard library's Temporary methods are not asked: they
+// judge a socket call, not the mail (syscall.Errno's says false for
+// EPIPE, a connection lost mid-message).
 func ClassOf(err error) Class {
 	if err == nil {
 		return OK
@@ -165,13 +172,24 @@ func ClassOf(err error) Class {
 		return e.Class
 	}
 	var pe *proto.Error
-	if errors.As(err, &pe) && !pe.Temporary() {
-		return Permanent
-	}
-	if errors.Is(err, proto.ErrNoServers) {
+	var ce *proto.ConnectError
+	var temporary interface{ Temporary() bool }
+	switch {
+	case errors.As(err, &pe):
+		temporary = pe
+	case errors.Is(err, proto.ErrNoServers):
 		return BadConfig
+	case errors.As(err, &ce):
+		temporary = ce
+	case errors.Is(err, proto.ErrRemoteViolation):
+		temporary = proto.ErrRemoteViolation.(interface{ Temporary() bool })
+	default:
+		return Temporary // says nothing of itself
 	}
-	return Temporary
+	if temporary.Temporary() {
+		return Temporary
+	}
+	return Permanent
 }
 
 // Scheme is a personality's exit statuses: one for each class, and

@@ -88,3 +88,38 @@ func TestVerdicts(t *testing.T) {
 		t.Error("order or words of the verdicts")
 	}
 }
+
+// The protocol layer's errors say whether they are temporary (their
+// Temporary method), so none of them reaches ClassOf's fallback: a
+// violation wrapped by any client, a connect error with servers tried
+// (temporary) or none (configuration), a reply. A socket error the
+// standard library calls not temporary (EPIPE) is no verdict on the mail:
+// it stays temporary.
+func TestClassOfAsksTheProtocolErrors(t *testing.T) {
+	violation := fmt.Errorf("qmtp: %w: a reply arrived before the package was sent in full", proto.ErrRemoteViolation)
+	tried := &proto.ConnectError{Protocol: "smtp", Tried: []proto.ConnectAttempt{{Addr: "a:25", Err: syscall.ECONNREFUSED}}}
+	cases := []struct {
+		name      string
+		err       error
+		temporary bool // the error's own word
+		want      Class
+	}{
+		{"violation", violation, true, Temporary},
+		{"connect error", fmt.Errorf("flush: %w", tried), true, Temporary},
+		{"no server to try", &proto.ConnectError{}, false, BadConfig},
+		{"D", proto.D("no").Err(), false, Permanent},
+		{"Z", proto.Z("later").Err(), true, Temporary},
+	}
+	for _, tc := range cases {
+		var tmp interface{ Temporary() bool }
+		if !errors.As(tc.err, &tmp) || tmp.Temporary() != tc.temporary {
+			t.Errorf("%s: Temporary() is not %v", tc.name, tc.temporary)
+		}
+		if got := ClassOf(tc.err); got != tc.want {
+			t.Errorf("%s: class %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := ClassOf(fmt.Errorf("write: %w", syscall.EPIPE)); got != Temporary {
+		t.Errorf("EPIPE: class %v, want temporary (syscall.Errno.Temporary is not asked)", got)
+	}
+}

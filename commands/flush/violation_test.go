@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"qbox/proto"
 	"qbox/proto/qmtp"
 )
 
@@ -24,7 +25,7 @@ func TestFlushLyingServerGetsNoSecondSession(t *testing.T) {
 	src := newMaildir(t)
 	enqueue(t, src, "1700000000.a.host", "s@example.test", "ppp-a@remote.test", []byte("Subject: small\n\nsmall\n"), 0)
 	enqueue(t, src, "1700000001.b.host", "s@example.test", "ppp-b@remote.test", append([]byte("Subject: big\n\n"), bytes.Repeat([]byte("x\n"), 16<<20)...), 0)
-	first := (&qmtp.Package{Sender: "s@example.test", Recipients: []string{"a@remote.test"}, Size: int64(len("Subject: small\n\nsmall\n"))}).WireSize()
+	first := qmtp.WireSize(&proto.Message{Sender: "s@example.test", Recipients: []string{"a@remote.test"}, Size: int64(len("Subject: small\n\nsmall\n"))})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,7 +55,7 @@ func TestFlushLyingServerGetsNoSecondSession(t *testing.T) {
 
 	var out bytes.Buffer
 	sum, err := Run(context.Background(), Config{Dir: src, Prefix: "ppp-", Connect: hostConnect(ln.Addr().String(), &qmtp.Client{}), Out: &out})
-	if !errors.Is(err, qmtp.ErrRemoteViolation) {
+	if !errors.Is(err, proto.ErrRemoteViolation) {
 		t.Fatalf("err %v, want the protocol violation\n%s", err, out.String())
 	}
 	if n := sessions.Load(); n != 1 || sum.Sessions != 1 {

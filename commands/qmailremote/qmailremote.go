@@ -284,7 +284,7 @@ func Deliver(ctx context.Context, cfg Config, host, sender string, recipients []
 		return finish(byArg, planFailure(plan.Host, err))
 	}
 
-	pkg := queue.Package{Sender: sender, Recipients: sendable, Size: msg.Size, Open: msg.Open}
+	pkg := proto.Message{Sender: sender, Recipients: sendable, Size: msg.Size, Open: msg.Open}
 	t := &queue.MXPS{
 		Attempts: plan.Attempts,
 		Dialer:   mxps.Dialer{ConnectTimeout: ctl.TimeoutConnect, Ports: pp, Dial: cfg.Dial},
@@ -292,9 +292,9 @@ func Deliver(ctx context.Context, cfg Config, host, sender string, recipients []
 		SMTP: &smtp.Client{ConnectTimeout: ctl.TimeoutConnect, CommandTimeout: ctl.TimeoutRemote, DataTimeout: ctl.TimeoutRemote,
 			Helo: ctl.Helo, Dial: cfg.Dial},
 	}
-	results := make([]*queue.Result, len(sendable))
-	_, err = t.Deliver(ctx, []queue.Package{pkg}, func(r queue.Result) {
-		if r.Package == 0 && r.Recipient >= 0 && r.Recipient < len(results) {
+	results := make([]*proto.Result, len(sendable))
+	_, err = t.Deliver(ctx, []proto.Message{pkg}, func(r proto.Result) {
+		if r.Message == 0 && r.Recipient >= 0 && r.Recipient < len(results) {
 			rr := r
 			results[r.Recipient] = &rr
 		}
@@ -303,7 +303,7 @@ func Deliver(ctx context.Context, cfg Config, host, sender string, recipients []
 	if errors.As(err, &ue) {
 		return finish(byArg, Report{'Z', textNoConn + detail(ue.Err)})
 	}
-	var first *queue.Result
+	var first *proto.Result
 	for _, r := range results {
 		if r != nil {
 			first = r
@@ -385,7 +385,7 @@ type sessionReport struct {
 }
 
 // partner is the address of the server a result names ("host addr").
-func partner(r *queue.Result) string {
+func partner(r *proto.Result) string {
 	s := r.Server
 	if i := strings.LastIndexByte(s, ' '); i >= 0 {
 		s = s[i+1:]
@@ -398,7 +398,7 @@ func partner(r *queue.Result) string {
 
 // sessionPartner is the IP address of the server a session's results came
 // from (every result of one session names the same one).
-func sessionPartner(results []*queue.Result) string {
+func sessionPartner(results []*proto.Result) string {
 	for _, r := range results {
 		if r != nil {
 			return partner(r)
@@ -449,7 +449,7 @@ func died(ip string, duplicate bool, cause string) string {
 // reply is a recipient report; DATA's reply, or the reply to the message,
 // is the message report; a session lost is "connection died", after the
 // reports of the recipients answered before.
-func smtpReports(results []*queue.Result) sessionReport {
+func smtpReports(results []*proto.Result) sessionReport {
 	rep := sessionReport{recipients: make([]*Report, len(results))}
 	ip := sessionPartner(results)
 	// Session-wide refusals first: they come before any recipient.
@@ -457,24 +457,24 @@ func smtpReports(results []*queue.Result) sessionReport {
 		if r == nil || !r.FromServer {
 			continue
 		}
-		switch r.SMTPStage {
-		case smtp.StageGreeting:
+		switch r.Stage {
+		case proto.StageGreeting:
 			rep.message = Report{'Z', "Connected to " + ip + " but greeting failed.\n" + said(r.Reply.Text)}
 			return rep
-		case smtp.StageHello:
+		case proto.StageHello:
 			rep.message = Report{'Z', "Connected to " + ip + " but my name was rejected.\n" + said(r.Reply.Text)}
 			return rep
-		case smtp.StageMail:
+		case proto.StageMail:
 			rep.message = Report{messageLetter(r.Reply.Status), "Connected to " + ip + " but sender was rejected.\n" + said(r.Reply.Text)}
 			return rep
 		}
 	}
-	var data, final, lost *queue.Result
+	var data, final, lost *proto.Result
 	accepted := false
 	for k, r := range results {
 		switch {
 		case r == nil:
-		case r.FromServer && r.SMTPStage == smtp.StageRcpt:
+		case r.FromServer && r.Stage == proto.StageRcpt:
 			rep.recipients[k] = &Report{recipientLetter(r.Reply.Status), ip + " does not like recipient.\n" + said(r.Reply.Text)}
 			continue
 		case r.RcptAccepted:
@@ -485,9 +485,9 @@ func smtpReports(results []*queue.Result) sessionReport {
 			continue
 		}
 		switch {
-		case r.FromServer && r.SMTPStage == smtp.StageData && data == nil:
+		case r.FromServer && r.Stage == proto.StageData && data == nil:
 			data = r
-		case r.FromServer && r.SMTPStage == smtp.StageMessage && final == nil:
+		case r.FromServer && r.Stage == proto.StageMessage && final == nil:
 			final = r
 		case !r.FromServer && lost == nil:
 			lost = r
@@ -531,10 +531,10 @@ func smtpReports(results []*queue.Result) sessionReport {
 // same sentence would make qmail-rspawn print it twice). Only when a
 // recipient was accepted before the loss, so the message report is K, do
 // the unanswered ones get their 's': a K must not cover them.
-func qmtpReports(results []*queue.Result) sessionReport {
+func qmtpReports(results []*proto.Result) sessionReport {
 	rep := sessionReport{recipients: make([]*Report, len(results))}
 	ip := sessionPartner(results)
-	var firstK *queue.Result
+	var firstK *proto.Result
 	lost, cause := -1, ""
 	for k, r := range results {
 		switch {

@@ -132,7 +132,7 @@ func TestPowerCutKeepsEveryK(t *testing.T) {
 	}()
 	go func() { // QMTP, every package pipelined in one session
 		defer wg.Done()
-		var pkgs []qmtp.Package
+		var pkgs []proto.Message
 		var tokens []string
 		for i := range perProto {
 			token := fmt.Sprintf("pc-qmtp-%d-%d", i, i*i%83)
@@ -140,15 +140,15 @@ func TestPowerCutKeepsEveryK(t *testing.T) {
 			rcpts := crashRcpts(token, rcptCount(i+3))
 			acks.send(token, rcpts)
 			tokens = append(tokens, token)
-			pkgs = append(pkgs, qmtp.Package{Sender: "cut@example.test", Recipients: rcpts, Size: int64(len(msg)),
+			pkgs = append(pkgs, proto.Message{Sender: "cut@example.test", Recipients: rcpts, Size: int64(len(msg)),
 				Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(msg)), nil }})
 		}
 		c := &qmtp.Client{ReadTimeout: time.Minute, WriteTimeout: time.Minute}
-		_, err := c.Deliver(context.Background(), []string{s.qmtp}, pkgs, func(r qmtp.RecipientResult) {
+		_, err := c.Deliver(context.Background(), []string{s.qmtp}, pkgs, func(r proto.Result) {
 			if r.FromServer && r.Reply.Status == proto.OK {
-				acks.ack(tokens[r.Package], pkgs[r.Package].Recipients[r.Recipient])
+				acks.ack(tokens[r.Message], pkgs[r.Message].Recipients[r.Recipient])
 			} else {
-				errs <- fmt.Errorf("qmtp %s: %v", tokens[r.Package], r.Reply)
+				errs <- fmt.Errorf("qmtp %s: %v", tokens[r.Message], r.Reply)
 			}
 		})
 		if err != nil {
@@ -412,7 +412,7 @@ func TestPowerCutConcurrentGroupCommit(t *testing.T) {
 		wg.Add(1)
 		go func() { // QMTP: the session commits its packages in parallel
 			defer wg.Done()
-			var pkgs []qmtp.Package
+			var pkgs []proto.Message
 			var tokens []string
 			for i := range qmtpPackages {
 				token := fmt.Sprintf("gc-qmtp-%d-%d", r, i)
@@ -420,15 +420,15 @@ func TestPowerCutConcurrentGroupCommit(t *testing.T) {
 				rcpts := crashRcpts(token, rcptCount(i))
 				acks.send(token, rcpts)
 				tokens = append(tokens, token)
-				pkgs = append(pkgs, qmtp.Package{Sender: "cut@example.test", Recipients: rcpts, Size: int64(len(msg)),
+				pkgs = append(pkgs, proto.Message{Sender: "cut@example.test", Recipients: rcpts, Size: int64(len(msg)),
 					Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(msg)), nil }})
 			}
 			c := &qmtp.Client{ReadTimeout: time.Minute, WriteTimeout: time.Minute}
-			_, err := c.Deliver(context.Background(), []string{s.qmtp}, pkgs, func(res qmtp.RecipientResult) {
+			_, err := c.Deliver(context.Background(), []string{s.qmtp}, pkgs, func(res proto.Result) {
 				if res.FromServer && res.Reply.Status == proto.OK {
-					acks.ack(tokens[res.Package], pkgs[res.Package].Recipients[res.Recipient])
+					acks.ack(tokens[res.Message], pkgs[res.Message].Recipients[res.Recipient])
 				} else {
-					errs <- fmt.Errorf("qmtp %s: %v", tokens[res.Package], res.Reply)
+					errs <- fmt.Errorf("qmtp %s: %v", tokens[res.Message], res.Reply)
 				}
 			})
 			if err != nil {

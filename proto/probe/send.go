@@ -181,10 +181,10 @@ func message(msg []byte) (int64, func() (io.ReadCloser, error)) {
 func sendQMTP(ctx context.Context, conn net.Conn, env proto.Envelope, msg []byte, timeout time.Duration) (proto.Reply, error) {
 	c := &qmtp.Client{WriteTimeout: timeout, ReadTimeout: timeout}
 	size, open := message(msg)
-	pkg := qmtp.Package{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open}
+	pkg := proto.Message{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open}
 	var reply proto.Reply
 	var fromServer bool
-	_, err := c.Send(ctx, conn, []qmtp.Package{pkg}, func(r qmtp.RecipientResult) {
+	_, err := c.Send(ctx, conn, []proto.Message{pkg}, func(r proto.Result) {
 		reply, fromServer = r.Reply, r.FromServer
 	})
 	if err != nil && !fromServer {
@@ -203,7 +203,7 @@ func sendSMTP(ctx context.Context, conn net.Conn, helo string, env proto.Envelop
 	c := &smtp.Client{Helo: helo, CommandTimeout: timeout, DataTimeout: timeout, TLS: smtp.TLSNone}
 	size, open := message(msg)
 	var log []string
-	r, err := c.SendOne(ctx, conn, "", smtp.Message{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open},
+	r, err := c.SendOne(ctx, conn, "", proto.Message{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open},
 		func(e smtp.Exchange) {
 			if e.Command == "end of data" {
 				dataAnswered()

@@ -4,7 +4,7 @@ package qmtp
 // writer goroutine streams packages while the caller's goroutine reads
 // replies, so neither side can fill the other's socket buffer and wait
 // forever (QMTP §4: a pipelining client "must continuously watch" for
-// responses). Every recipient gets exactly one RecipientResult: the server's K, Z
+// responses). Every recipient gets exactly one proto.Result: the server's K, Z
 // or D, or a Z made up here when the server's reply never came.
 //
 // A reply counts only for a package whose final byte the kernel has taken:
@@ -49,54 +49,18 @@ const (
 	ClientReadTimeout    = 10 * time.Minute
 )
 
-// Package is one QMTP package: a message for one or more recipients.
-type Package struct {
-	Sender     string
-	Recipients []string
-	// Size is the message's length in bytes. The message uses LF line
-	// ends and is sent as is (QMTP's encoding #2).
-	Size int64
-	// Open returns the message; it is called by the writer just before
-	// the package is sent and closed right after, so only one message is
-	// open at a time however many are queued.
-	Open func() (io.ReadCloser, error)
+// WireSize is the number of bytes m takes on the wire as a QMTP package.
+func WireSize(m *proto.Message) int64 {
+	return netstring.Size(m.Size+1) + netstring.Size(int64(len(m.Sender))) + netstring.Size(recipientListSize(m))
 }
 
-// WireSize is the number of bytes the package takes on the wire.
-func (p *Package) WireSize() int64 {
-	return netstring.Size(p.Size+1) + netstring.Size(int64(len(p.Sender))) + netstring.Size(p.recipientListSize())
-}
-
-func (p *Package) recipientListSize() int64 {
+func recipientListSize(m *proto.Message) int64 {
 	var n int64
-	for _, r := range p.Recipients {
+	for _, r := range m.Recipients {
 		n += netstring.Size(int64(len(r)))
 	}
 	return n
 }
-
-// RecipientResult is the outcome for one recipient of one package.
-type RecipientResult struct {
-	Package   int // index into the packages given to Send
-	Recipient int // index into that package's Recipients
-	Reply     proto.Reply
-	// FromServer is true when the server sent the reply; false when the
-	// reply is a Z made up here because none came (connection lost,
-	// timeout, protocol violation, unreadable message).
-	FromServer bool
-}
-
-// SessionStats counts a session's traffic.
-type SessionStats struct {
-	BytesOut int64 // bytes written to the connection
-	BytesIn  int64 // bytes read from it
-	Replies  int   // replies received from the server
-}
-
-// ErrRemoteViolation is wrapped by the session error when the server
-// broke QMTP: a malformed reply netstring, an unknown status byte, or a
-// reply before the package's final byte.
-var ErrRemoteViolation = errors.New("remote protocol violation")
 
 // Client delivers packages over QMTP.
 type Client struct {
@@ -128,10 +92,10 @@ func (c *Client) Connect(ctx context.Context, addrs []string) (net.Conn, string,
 // Deliver connects to the first reachable of addrs and sends pkgs there
 // (see Send). When no address accepts it returns a *proto.ConnectError and
 // delivers no result.
-func (c *Client) Deliver(ctx context.Context, addrs []string, pkgs []Package, onResult func(RecipientResult)) (SessionStats, error) {
+func (c *Client) Deliver(ctx context.Context, addrs []string, pkgs []proto.Message, onResult func(proto.Result)) (proto.SessionStats, error) {
 	conn, _, err := c.Connect(ctx, addrs)
 	if err != nil {
-		return SessionStats{}, err
+		return proto.SessionStats{}, err
 	}
 	defer conn.Close()
 	return c.Send(ctx, conn, pkgs, onResult)
@@ -156,10 +120,10 @@ func (c *Client) Deliver(ctx context.Context, addrs []string, pkgs []Package, on
 // A package without recipients is refused before anything is sent: a
 // server answers it with nothing, and a client waiting for that nothing
 // would wait forever.
-func (c *Client) Send(ctx context.Context, conn net.Conn, pkgs []Package, onResult func(RecipientResult)) (SessionStats, error) {
+func (c *Client) Send(ctx context.Context, conn net.Conn, pkgs []proto.Message, onResult func(proto.Result)) (proto.SessionStats, error) {
 	for i := range pkgs {
 		if len(pkgs[i].Recipients) == 0 {
-			return SessionStats{}, fmt.Errorf("qmtp: package %d has no recipients", i)
+			return proto.SessionStats{}, fmt.Errorf("qmtp: package %d has no recipients", i)
 		}
 	}
 	s := &clientSession{
@@ -198,7 +162,7 @@ func (c *Client) Send(ctx context.Context, conn net.Conn, pkgs []Package, onResu
 	}
 	s.failRest(readErr)
 
-	stats := SessionStats{BytesOut: s.bytesOut.Load(), BytesIn: s.bytesIn, Replies: s.replies}
+	stats := proto.SessionStats{BytesOut: s.bytesOut.Load(), BytesIn: s.bytesIn, Replies: s.replies}
 	if readErr != nil {
 		return stats, readErr
 	}
@@ -227,8 +191,8 @@ type sentPackage struct {
 type clientSession struct {
 	ctx      context.Context
 	conn     net.Conn
-	pkgs     []Package
-	onResult func(RecipientResult)
+	pkgs     []proto.Message
+	onResult func(proto.Result)
 	writeTO  time.Duration
 	readTO   time.Duration
 
@@ -294,7 +258,7 @@ func (s *clientSession) write() {
 				s.sent <- sentPackage{index: i, err: fmt.Errorf("cannot read message: %w", err)}
 				continue
 			}
-			offset += p.WireSize()
+			offset += WireSize(p)
 			cw.ends = append(cw.ends, packageEnd{end: offset, index: i})
 			s.sent <- sentPackage{index: i, end: offset}
 			err = writeClientPackage(nw, p, body)
@@ -317,7 +281,7 @@ func (s *clientSession) write() {
 
 // writeClientPackage writes netstring("\n" message) netstring(sender)
 // netstring(netstring(rcpt)...).
-func writeClientPackage(nw *netstring.Writer, p *Package, body io.Reader) error {
+func writeClientPackage(nw *netstring.Writer, p *proto.Message, body io.Reader) error {
 	if err := nw.WriteHeader(p.Size + 1); err != nil {
 		return err
 	}
@@ -338,7 +302,7 @@ func writeClientPackage(nw *netstring.Writer, p *Package, body io.Reader) error 
 	if err := nw.WriteString(p.Sender); err != nil {
 		return err
 	}
-	if err := nw.WriteHeader(p.recipientListSize()); err != nil {
+	if err := nw.WriteHeader(recipientListSize(p)); err != nil {
 		return err
 	}
 	for _, r := range p.Recipients {
@@ -462,15 +426,15 @@ func (s *clientSession) read() error {
 				return s.replyError(err)
 			}
 			if !s.fullyWritten(sp.end, rr.startedWhenArrived(at)) || s.arrivedEarly(sp.index, at) {
-				return fmt.Errorf("qmtp: %w: a reply arrived before the package was sent in full", ErrRemoteViolation)
+				return fmt.Errorf("qmtp: %w: a reply arrived before the package was sent in full", proto.ErrRemoteViolation)
 			}
 			reply, err := proto.ParseReply(b)
 			if err != nil {
-				return fmt.Errorf("qmtp: %w: %v", ErrRemoteViolation, err)
+				return fmt.Errorf("qmtp: %w: %v", proto.ErrRemoteViolation, err)
 			}
 			s.replies++
 			s.nextPkg, s.nextRcpt = sp.index, j+1
-			s.onResult(RecipientResult{Package: sp.index, Recipient: j, Reply: reply, FromServer: true})
+			s.onResult(proto.Result{Message: sp.index, Recipient: j, Reply: reply, FromServer: true})
 			rr.forget(rr.in - int64(br.Buffered()))
 		}
 		s.nextPkg, s.nextRcpt = sp.index+1, 0
@@ -479,7 +443,7 @@ func (s *clientSession) read() error {
 	// to nothing: the server's stream and ours disagree, so the replies
 	// just taken may belong to other packages than it meant.
 	if br.Buffered() > 0 {
-		return fmt.Errorf("qmtp: %w: more replies than recipients sent", ErrRemoteViolation)
+		return fmt.Errorf("qmtp: %w: more replies than recipients sent", proto.ErrRemoteViolation)
 	}
 	return nil
 }
@@ -523,12 +487,12 @@ func (s *clientSession) replyError(err error) error {
 	switch {
 	case errors.As(err, &te):
 		return te
-	case errors.Is(err, ErrRemoteViolation):
+	case errors.Is(err, proto.ErrRemoteViolation):
 		return err
 	case errors.Is(err, netstring.ErrUnexpectedEOF):
 		return errors.New("qmtp: connection closed before every reply arrived")
 	case errors.Is(err, netstring.ErrGrammar):
-		return fmt.Errorf("qmtp: %w: %v", ErrRemoteViolation, err)
+		return fmt.Errorf("qmtp: %w: %v", proto.ErrRemoteViolation, err)
 	default:
 		return fmt.Errorf("qmtp: reading reply: %w", err)
 	}
@@ -539,7 +503,7 @@ func (s *clientSession) replyError(err error) error {
 func (s *clientSession) resolveLocal(index int, err error) {
 	p := &s.pkgs[index]
 	for j := range p.Recipients {
-		s.onResult(RecipientResult{Package: index, Recipient: j, Reply: proto.Z(err.Error())})
+		s.onResult(proto.Result{Message: index, Recipient: j, Reply: proto.Z(err.Error())})
 	}
 	s.nextPkg, s.nextRcpt = index+1, 0
 }
@@ -580,7 +544,7 @@ func (s *clientSession) failRest(cause error) {
 			t = "not sent: " + proto.ErrInterrupted.Error()
 		}
 		for j := start; j < len(s.pkgs[i].Recipients); j++ {
-			s.onResult(RecipientResult{Package: i, Recipient: j, Reply: proto.Z(t)})
+			s.onResult(proto.Result{Message: i, Recipient: j, Reply: proto.Z(t)})
 		}
 	}
 }
@@ -673,7 +637,7 @@ func (r *clientConnReader) Read(p []byte) (int, error) {
 			if started < r.owedEnd {
 				// Not even handed to the kernel yet, so the server
 				// cannot have it: whatever it says is no reply.
-				return 0, fmt.Errorf("qmtp: %w: the server answered before the package was sent in full", ErrRemoteViolation)
+				return 0, fmt.Errorf("qmtp: %w: the server answered before the package was sent in full", proto.ErrRemoteViolation)
 			}
 			r.arrivals = append(r.arrivals, arrival{upTo: r.in, started: started})
 		}

@@ -38,7 +38,7 @@ var earlyReplies = []struct {
 
 var legitReply = []byte("3:Kok,")
 
-func walkPackage(size int, rcpts ...string) Package {
+func walkPackage(size int, rcpts ...string) proto.Message {
 	msg := bytes.Repeat([]byte("m"), size-1)
 	msg = append(msg, '\n')
 	return bytesPackage("s@x", msg, rcpts...)
@@ -48,11 +48,11 @@ func walkPackage(size int, rcpts ...string) Package {
 // of package target, the server answering target then with reply (once
 // per recipient when it is valid); every other package is answered with
 // legitReply after its final byte.
-func walkSession(t *testing.T, srv *earlywalk.Server, mode earlywalk.Mode, pkgs []Package, target int, n int64, reply []byte, valid bool) ([]RecipientResult, error) {
+func walkSession(t *testing.T, srv *earlywalk.Server, mode earlywalk.Mode, pkgs []proto.Message, target int, n int64, reply []byte, valid bool) ([]proto.Result, error) {
 	var base, total, replyStart int64
 	var steps []earlywalk.Step
 	for i := range pkgs {
-		w := pkgs[i].WireSize()
+		w := WireSize(&pkgs[i])
 		if i < target {
 			base += w
 			replyStart += int64(len(legitReply) * len(pkgs[i].Recipients))
@@ -66,7 +66,7 @@ func walkSession(t *testing.T, srv *earlywalk.Server, mode earlywalk.Mode, pkgs 
 		return bytes.Repeat(r, len(pkgs[i].Recipients))
 	}
 	for i := range pkgs {
-		w := pkgs[i].WireSize()
+		w := WireSize(&pkgs[i])
 		if i != target {
 			steps = append(steps, earlywalk.Step{Read: w, Write: answer(i, legitReply)})
 			continue
@@ -78,14 +78,14 @@ func walkSession(t *testing.T, srv *earlywalk.Server, mode earlywalk.Mode, pkgs 
 	}
 	early := answer(target, reply)
 	at := base + n
-	if n == pkgs[target].WireSize() {
+	if n == WireSize(&pkgs[target]) {
 		at = -1 // after the final byte: nothing to hold
 	}
 	g := &earlywalk.Gate{Mode: mode, At: at, Boundary: n == 0, ReplyStart: replyStart, ReplyEnd: replyStart + int64(len(early)), Total: total}
 	srv.Next(func(c net.Conn) error { return earlywalk.Run(c, steps...) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var results []RecipientResult
+	var results []proto.Result
 	_, err := (&Client{Dial: g.Dial()}).Deliver(ctx, []string{srv.Addr}, pkgs, collect(&results))
 	if serr := srv.Done(); serr != nil {
 		t.Fatalf("n=%d: server: %v", n, serr)
@@ -97,7 +97,7 @@ func walkSession(t *testing.T, srv *earlywalk.Server, mode earlywalk.Mode, pkgs 
 }
 
 // checkWalk checks one session of the walk.
-func checkWalk(pkgs []Package, target int, counts bool, status proto.Status, results []RecipientResult, err error) error {
+func checkWalk(pkgs []proto.Message, target int, counts bool, status proto.Status, results []proto.Result, err error) error {
 	k := 0
 	for i := range pkgs {
 		for j := range pkgs[i].Recipients {
@@ -106,8 +106,8 @@ func checkWalk(pkgs []Package, target int, counts bool, status proto.Status, res
 			}
 			r := results[k]
 			k++
-			if r.Package != i || r.Recipient != j {
-				return fmt.Errorf("result for %d/%d, want %d/%d", r.Package, r.Recipient, i, j)
+			if r.Message != i || r.Recipient != j {
+				return fmt.Errorf("result for %d/%d, want %d/%d", r.Message, r.Recipient, i, j)
 			}
 			switch {
 			case i < target || (i > target && counts):
@@ -131,7 +131,7 @@ func checkWalk(pkgs []Package, target int, counts bool, status proto.Status, res
 	if counts && err != nil {
 		return fmt.Errorf("err %v, want none", err)
 	}
-	if !counts && !errors.Is(err, ErrRemoteViolation) {
+	if !counts && !errors.Is(err, proto.ErrRemoteViolation) {
 		return fmt.Errorf("err %v, want a protocol violation", err)
 	}
 	return nil
@@ -140,7 +140,7 @@ func checkWalk(pkgs []Package, target int, counts bool, status proto.Status, res
 func TestClientEarlyReplyOffsetWalk(t *testing.T) {
 	cases := []struct {
 		name   string
-		pkgs   []Package
+		pkgs   []proto.Message
 		target int
 		// rotate: every n gets a K in both modes, and one of Z, D and
 		// garbage in turn (n%3) with a late reader, which keeps a 2 KB
@@ -149,16 +149,16 @@ func TestClientEarlyReplyOffsetWalk(t *testing.T) {
 		// does not change the path the early check takes.
 		rotate bool
 	}{
-		{"1-byte body", []Package{walkPackage(1, "r@x")}, 0, false},
-		{"1-byte body, 3 recipients", []Package{walkPackage(1, "a@x", "b@x", "c@x")}, 0, false},
-		{"2 KB body", []Package{walkPackage(2048, "r@x")}, 0, true},
-		{"pipelined, early at the 2nd", []Package{walkPackage(1, "a@x"), walkPackage(40, "b@x", "c@x"), walkPackage(1, "d@x")}, 1, false},
-		{"pipelined, early at the 3rd", []Package{walkPackage(30, "a@x"), walkPackage(1, "b@x"), walkPackage(20, "c@x", "d@x")}, 2, false},
+		{"1-byte body", []proto.Message{walkPackage(1, "r@x")}, 0, false},
+		{"1-byte body, 3 recipients", []proto.Message{walkPackage(1, "a@x", "b@x", "c@x")}, 0, false},
+		{"2 KB body", []proto.Message{walkPackage(2048, "r@x")}, 0, true},
+		{"pipelined, early at the 2nd", []proto.Message{walkPackage(1, "a@x"), walkPackage(40, "b@x", "c@x"), walkPackage(1, "d@x")}, 1, false},
+		{"pipelined, early at the 3rd", []proto.Message{walkPackage(30, "a@x"), walkPackage(1, "b@x"), walkPackage(20, "c@x", "d@x")}, 2, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := earlywalk.Listen(t)
-			length := tc.pkgs[tc.target].WireSize()
+			length := WireSize(&tc.pkgs[tc.target])
 			for n := int64(0); n <= length; n++ {
 				for _, mode := range []earlywalk.Mode{earlywalk.Late, earlywalk.Live} {
 					for k, er := range earlyReplies {

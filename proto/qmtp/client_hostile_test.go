@@ -46,8 +46,8 @@ func hostileServer(t *testing.T, script func(c net.Conn)) string {
 // bigPackage is a package whose message is size bytes of 'x', generated
 // as it is read: bigger than every socket buffer between a client and a
 // server that stops reading, so the client cannot finish writing it.
-func bigPackage(size int64, rcpts ...string) Package {
-	return Package{
+func bigPackage(size int64, rcpts ...string) proto.Message {
+	return proto.Message{
 		Sender:     "s@x",
 		Recipients: rcpts,
 		Size:       size,
@@ -77,11 +77,11 @@ func TestClientReplyStartedBeforePackageSent(t *testing.T) {
 		io.CopyN(io.Discard, c, 100)
 		c.Write([]byte("2:K")) // the rest of "2:Ky," never comes
 	})
-	var results []RecipientResult
+	var results []proto.Result
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := (&Client{WriteTimeout: 20 * time.Second}).Deliver(ctx, []string{addr}, []Package{bigPackage(hugeMessage, "r@x")}, collect(&results))
-	if !errors.Is(err, ErrRemoteViolation) {
+	_, err := (&Client{WriteTimeout: 20 * time.Second}).Deliver(ctx, []string{addr}, []proto.Message{bigPackage(hugeMessage, "r@x")}, collect(&results))
+	if !errors.Is(err, proto.ErrRemoteViolation) {
 		t.Fatalf("err %v, want a protocol violation", err)
 	}
 	if len(results) != 1 || results[0].FromServer || results[0].Reply.Status != proto.Temporary ||
@@ -97,11 +97,11 @@ func TestClientCompleteReplyBeforePackageSent(t *testing.T) {
 		io.CopyN(io.Discard, c, 100)
 		c.Write([]byte("2:Ky,"))
 	})
-	var results []RecipientResult
+	var results []proto.Result
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := (&Client{}).Deliver(ctx, []string{addr}, []Package{bigPackage(hugeMessage, "r@x")}, collect(&results))
-	if !errors.Is(err, ErrRemoteViolation) {
+	_, err := (&Client{}).Deliver(ctx, []string{addr}, []proto.Message{bigPackage(hugeMessage, "r@x")}, collect(&results))
+	if !errors.Is(err, proto.ErrRemoteViolation) {
 		t.Fatalf("err %v, want a protocol violation", err)
 	}
 	if len(results) != 1 || results[0].FromServer || results[0].Reply.Status != proto.Temporary {
@@ -114,17 +114,17 @@ func TestClientCompleteReplyBeforePackageSent(t *testing.T) {
 // sent stands — its package was sent in full and answered — but the
 // session reports the violation.
 func TestClientMoreRepliesThanRecipients(t *testing.T) {
-	pkgs := []Package{bytesPackage("s@x", []byte("a\n"), "r@x")}
-	wire := pkgs[0].WireSize()
+	pkgs := []proto.Message{bytesPackage("s@x", []byte("a\n"), "r@x")}
+	wire := WireSize(&pkgs[0])
 	addr := hostileServer(t, func(c net.Conn) {
 		io.CopyN(io.Discard, c, wire)
 		c.Write([]byte("3:Kok,3:Kok,"))
 	})
-	var results []RecipientResult
+	var results []proto.Result
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := (&Client{}).Deliver(ctx, []string{addr}, pkgs, collect(&results))
-	if !errors.Is(err, ErrRemoteViolation) || !strings.Contains(err.Error(), "more replies than recipients") {
+	if !errors.Is(err, proto.ErrRemoteViolation) || !strings.Contains(err.Error(), "more replies than recipients") {
 		t.Fatalf("err %v, want a protocol violation for the extra reply", err)
 	}
 	if len(results) != 1 || !results[0].FromServer || results[0].Reply.Status != proto.OK {
@@ -136,20 +136,20 @@ func TestClientMoreRepliesThanRecipients(t *testing.T) {
 // taken for that package's: it is refused, and only the package sent in
 // full keeps its K.
 func TestClientExtraReplyForPackageNotSent(t *testing.T) {
-	pkgs := []Package{
+	pkgs := []proto.Message{
 		bytesPackage("s@x", []byte("a\n"), "r1@x"),
 		bigPackage(hugeMessage, "r2@x"),
 	}
-	first := pkgs[0].WireSize()
+	first := WireSize(&pkgs[0])
 	addr := hostileServer(t, func(c net.Conn) {
 		io.CopyN(io.Discard, c, first)
 		c.Write([]byte("3:Kok,3:Kok,")) // and stops reading
 	})
-	var results []RecipientResult
+	var results []proto.Result
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := (&Client{}).Deliver(ctx, []string{addr}, pkgs, collect(&results))
-	if !errors.Is(err, ErrRemoteViolation) {
+	if !errors.Is(err, proto.ErrRemoteViolation) {
 		t.Fatalf("err %v, want a protocol violation", err)
 	}
 	checkOrder(t, pkgs, results)
@@ -165,8 +165,8 @@ func TestClientExtraReplyForPackageNotSent(t *testing.T) {
 // read timeout: the client gives up within it although bytes keep coming
 // (the trickle would take 10 s to finish the reply).
 func TestClientTricklingReplyTimesOut(t *testing.T) {
-	pkgs := []Package{bytesPackage("s@x", []byte("a\n"), "r@x")}
-	wire := pkgs[0].WireSize()
+	pkgs := []proto.Message{bytesPackage("s@x", []byte("a\n"), "r@x")}
+	wire := WireSize(&pkgs[0])
 	stopTrickle := make(chan struct{})
 	defer close(stopTrickle)
 	addr := hostileServer(t, func(c net.Conn) {
@@ -186,7 +186,7 @@ func TestClientTricklingReplyTimesOut(t *testing.T) {
 			}
 		}
 	})
-	var results []RecipientResult
+	var results []proto.Result
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a guard, not a measure
 	defer cancel()
 	_, err := (&Client{ReadTimeout: time.Second}).Deliver(ctx, []string{addr}, pkgs, collect(&results))
@@ -205,7 +205,7 @@ func TestClientTricklingReplyTimesOut(t *testing.T) {
 func TestClientStopStartingFinishesPackageUnderWay(t *testing.T) {
 	addr, store := startStoreServer(t, nil)
 	stop := make(chan struct{})
-	pkgs := []Package{
+	pkgs := []proto.Message{
 		bytesPackage("s@x", []byte("one\n"), "r1@x"),
 		bytesPackage("s@x", []byte("two\n"), "r2@x"),
 		bytesPackage("s@x", []byte("three\n"), "r3@x"),
@@ -216,7 +216,7 @@ func TestClientStopStartingFinishesPackageUnderWay(t *testing.T) {
 		return open()
 	}
 	ctx := proto.WithStopStarting(context.Background(), stop)
-	var results []RecipientResult
+	var results []proto.Result
 	_, err := (&Client{}).Deliver(ctx, []string{addr}, pkgs, collect(&results))
 	if !errors.Is(err, proto.ErrInterrupted) {
 		t.Fatalf("err %v, want ErrInterrupted", err)

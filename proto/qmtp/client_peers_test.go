@@ -13,11 +13,11 @@ import (
 
 func TestClientMailfront(t *testing.T) {
 	addr := testpeer.Mailfront(t, "qmtp")
-	var pkgs []Package
+	var pkgs []proto.Message
 	for i := 0; i < 20; i++ {
 		pkgs = append(pkgs, bytesPackage("sender@example.test", []byte(fmt.Sprintf("Subject: m%d\n\nbody %d\n", i, i)), fmt.Sprintf("rcpt%d@example.test", i)))
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	if _, err := (&Client{}).Deliver(context.Background(), []string{addr}, pkgs, collect(&results)); err != nil {
 		t.Fatal(err)
 	}

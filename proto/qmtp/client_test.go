@@ -85,8 +85,8 @@ func (l *tuningListener) Accept() (net.Conn, error) {
 }
 
 // bytesPackage returns a package whose message is msg.
-func bytesPackage(sender string, msg []byte, rcpts ...string) Package {
-	return Package{
+func bytesPackage(sender string, msg []byte, rcpts ...string) proto.Message {
+	return proto.Message{
 		Sender:     sender,
 		Recipients: rcpts,
 		Size:       int64(len(msg)),
@@ -108,13 +108,13 @@ func readStore(t *testing.T, s *memStore) []storedMessage {
 	return append([]storedMessage(nil), s.msgs...)
 }
 
-func collect(results *[]RecipientResult) func(RecipientResult) {
-	return func(r RecipientResult) { *results = append(*results, r) }
+func collect(results *[]proto.Result) func(proto.Result) {
+	return func(r proto.Result) { *results = append(*results, r) }
 }
 
 // checkOrder asserts one result per recipient, in package and recipient
 // order.
-func checkOrder(t *testing.T, pkgs []Package, results []RecipientResult) {
+func checkOrder(t *testing.T, pkgs []proto.Message, results []proto.Result) {
 	t.Helper()
 	k := 0
 	for i := range pkgs {
@@ -122,8 +122,8 @@ func checkOrder(t *testing.T, pkgs []Package, results []RecipientResult) {
 			if k >= len(results) {
 				t.Fatalf("only %d results", len(results))
 			}
-			if results[k].Package != i || results[k].Recipient != j {
-				t.Fatalf("result %d is for package %d recipient %d, want %d/%d", k, results[k].Package, results[k].Recipient, i, j)
+			if results[k].Message != i || results[k].Recipient != j {
+				t.Fatalf("result %d is for package %d recipient %d, want %d/%d", k, results[k].Message, results[k].Recipient, i, j)
 			}
 			k++
 		}
@@ -136,7 +136,7 @@ func checkOrder(t *testing.T, pkgs []Package, results []RecipientResult) {
 func TestClientPipelinesIntoServer(t *testing.T) {
 	addr, store := startStoreServer(t, nil)
 	rng := rand.New(rand.NewSource(1))
-	var pkgs []Package
+	var pkgs []proto.Message
 	want := map[string][]byte{} // rcpt -> body
 	senders := map[string]string{}
 	for i := 0; i < 40; i++ {
@@ -159,7 +159,7 @@ func TestClientPipelinesIntoServer(t *testing.T) {
 		}
 		pkgs = append(pkgs, bytesPackage(sender, msg, rcpts...))
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	c := &Client{}
 	stats, err := c.Deliver(context.Background(), []string{addr}, pkgs, collect(&results))
 	if err != nil {
@@ -168,12 +168,12 @@ func TestClientPipelinesIntoServer(t *testing.T) {
 	checkOrder(t, pkgs, results)
 	for _, r := range results {
 		if r.Reply.Status != proto.OK || !r.FromServer {
-			t.Fatalf("package %d: %v (from server %v)", r.Package, r.Reply, r.FromServer)
+			t.Fatalf("package %d: %v (from server %v)", r.Message, r.Reply, r.FromServer)
 		}
 	}
 	var wire int64
 	for i := range pkgs {
-		wire += pkgs[i].WireSize()
+		wire += WireSize(&pkgs[i])
 	}
 	if stats.BytesOut != wire || stats.Replies != len(results) {
 		t.Errorf("stats %+v, want %d bytes out and %d replies", stats, wire, len(results))
@@ -203,7 +203,7 @@ func TestClientNoDeadlockOnFullBuffers(t *testing.T) {
 	// 1200 replies of ~80 bytes: three times what the buffers hold; 120
 	// KB of messages, four times what they hold the other way.
 	msg := bytes.Repeat([]byte("0123456789abcdef\n"), 240) // ~4 KB
-	var pkgs []Package
+	var pkgs []proto.Message
 	for i := 0; i < 30; i++ {
 		var rcpts []string
 		for j := 0; j < 40; j++ {
@@ -221,7 +221,7 @@ func TestClientNoDeadlockOnFullBuffers(t *testing.T) {
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var results []RecipientResult
+	var results []proto.Result
 	if _, err := c.Deliver(ctx, []string{addr}, pkgs, collect(&results)); err != nil {
 		t.Fatal(err)
 	}
@@ -243,11 +243,11 @@ func TestClientConnectionCutAfterReplies(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	var pkgs []Package
+	var pkgs []proto.Message
 	for i := 0; i < 10; i++ {
 		pkgs = append(pkgs, bytesPackage("s@example.test", []byte(fmt.Sprintf("m%d\n", i)), fmt.Sprintf("r%d@example.test", i)))
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	_, err = (&Client{}).Deliver(context.Background(), []string{proxy.Addr}, pkgs, collect(&results))
 	if err == nil {
 		t.Fatal("a cut session reported success")
@@ -303,13 +303,13 @@ func scriptedServer(t *testing.T, want int64, answer []byte, hold time.Duration)
 }
 
 func TestClientBadReplies(t *testing.T) {
-	pkgs := []Package{
+	pkgs := []proto.Message{
 		bytesPackage("s@x", []byte("a\n"), "r1@x", "r2@x"),
 		bytesPackage("s@x", []byte("b\n"), "r3@x"),
 	}
 	var wire int64
 	for i := range pkgs {
-		wire += pkgs[i].WireSize()
+		wire += WireSize(&pkgs[i])
 	}
 	cases := []struct {
 		name      string
@@ -330,7 +330,7 @@ func TestClientBadReplies(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := scriptedServer(t, wire, []byte(tc.answer), 0)
-			var results []RecipientResult
+			var results []proto.Result
 			_, err := (&Client{}).Deliver(context.Background(), []string{addr}, pkgs, collect(&results))
 			checkOrder(t, pkgs, results)
 			for i, r := range results {
@@ -353,7 +353,7 @@ func TestClientBadReplies(t *testing.T) {
 			if err == nil {
 				t.Fatal("no session error")
 			}
-			if got := errors.Is(err, ErrRemoteViolation); got != tc.violation {
+			if got := errors.Is(err, proto.ErrRemoteViolation); got != tc.violation {
 				t.Errorf("error %v: violation %v, want %v", err, got, tc.violation)
 			}
 		})
@@ -363,11 +363,11 @@ func TestClientBadReplies(t *testing.T) {
 func TestClientReplyBeforeEndOfPackage(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 8<<20) // more than any socket buffer
 	addr := scriptedServer(t, -1, []byte("2:Ky,"), 0)
-	var results []RecipientResult
+	var results []proto.Result
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := (&Client{}).Deliver(ctx, []string{addr}, []Package{bytesPackage("s@x", big, "r@x")}, collect(&results))
-	if !errors.Is(err, ErrRemoteViolation) {
+	_, err := (&Client{}).Deliver(ctx, []string{addr}, []proto.Message{bytesPackage("s@x", big, "r@x")}, collect(&results))
+	if !errors.Is(err, proto.ErrRemoteViolation) {
 		t.Fatalf("err %v, want a protocol violation", err)
 	}
 	if len(results) != 1 || results[0].FromServer || results[0].Reply.Status != proto.Temporary {
@@ -376,9 +376,9 @@ func TestClientReplyBeforeEndOfPackage(t *testing.T) {
 }
 
 func TestClientReadTimeout(t *testing.T) {
-	pkgs := []Package{bytesPackage("s@x", []byte("a\n"), "r@x")}
-	addr := scriptedServer(t, pkgs[0].WireSize(), nil, 10*time.Minute) // reads all, says nothing
-	var results []RecipientResult
+	pkgs := []proto.Message{bytesPackage("s@x", []byte("a\n"), "r@x")}
+	addr := scriptedServer(t, WireSize(&pkgs[0]), nil, 10*time.Minute) // reads all, says nothing
+	var results []proto.Result
 	start := time.Now()
 	_, err := (&Client{ReadTimeout: 300 * time.Millisecond}).Deliver(context.Background(), []string{addr}, pkgs, collect(&results))
 	if err == nil || !strings.Contains(err.Error(), "no reply") {
@@ -396,14 +396,14 @@ func TestClientReadTimeout(t *testing.T) {
 
 func TestClientUnreadableMessageIsLocalZ(t *testing.T) {
 	addr, store := startStoreServer(t, nil)
-	pkgs := []Package{
+	pkgs := []proto.Message{
 		bytesPackage("s@x", []byte("one\n"), "a@example.test"),
 		{Sender: "s@x", Recipients: []string{"b@example.test"}, Size: 10, Open: func() (io.ReadCloser, error) {
 			return nil, os.ErrNotExist
 		}},
 		bytesPackage("s@x", []byte("three\n"), "c@example.test"),
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	if _, err := (&Client{}).Deliver(context.Background(), []string{addr}, pkgs, collect(&results)); err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +420,7 @@ func TestClientUnreadableMessageIsLocalZ(t *testing.T) {
 }
 
 func TestClientRefusesZeroRecipients(t *testing.T) {
-	_, err := (&Client{}).Send(context.Background(), nil, []Package{bytesPackage("s@x", []byte("a\n"))}, func(RecipientResult) {
+	_, err := (&Client{}).Send(context.Background(), nil, []proto.Message{bytesPackage("s@x", []byte("a\n"))}, func(proto.Result) {
 		t.Error("result for a package never sent")
 	})
 	if err == nil {
@@ -431,8 +431,8 @@ func TestClientRefusesZeroRecipients(t *testing.T) {
 func TestClientConnectFailure(t *testing.T) {
 	closed := testpeer.ClosedAddr(t)
 	addr, _ := startStoreServer(t, nil)
-	var results []RecipientResult
-	pkgs := []Package{bytesPackage("s@x", []byte("a\n"), "r@example.test")}
+	var results []proto.Result
+	pkgs := []proto.Message{bytesPackage("s@x", []byte("a\n"), "r@example.test")}
 	// Only the first fails: the second address takes the session.
 	if _, err := (&Client{}).Deliver(context.Background(), []string{closed, addr}, pkgs, collect(&results)); err != nil {
 		t.Fatal(err)
@@ -458,13 +458,13 @@ func FuzzClientReplies(f *testing.F) {
 	for _, s := range []string{"5:Kok 1,5:Kok 2,8:Dno such,", "", "0:,", "3:Zx", "1:K,1:Z,1:D,1:K,", "10000000:", "2:K\xff,", "99999999999999999999:"} {
 		f.Add([]byte(s))
 	}
-	pkgs := []Package{
+	pkgs := []proto.Message{
 		bytesPackage("s@x", []byte("a\n"), "r1@x", "r2@x"),
 		bytesPackage("", []byte("b\n"), "r3@x"),
 	}
 	var wire int64
 	for i := range pkgs {
-		wire += pkgs[i].WireSize()
+		wire += WireSize(&pkgs[i])
 	}
 	f.Fuzz(func(t *testing.T, answer []byte) {
 		client, server := net.Pipe()
@@ -474,7 +474,7 @@ func FuzzClientReplies(f *testing.F) {
 			io.CopyN(io.Discard, server, wire)
 			server.Write(answer)
 		}()
-		var results []RecipientResult
+		var results []proto.Result
 		(&Client{ReadTimeout: time.Second}).Send(context.Background(), client, pkgs, collect(&results))
 		checkOrder(t, pkgs, results)
 		for _, r := range results {

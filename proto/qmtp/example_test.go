@@ -41,10 +41,10 @@ func ExampleServer() {
 	defer srv.Close()
 
 	msg := "Subject: hello\n\nHi!\n"
-	pkg := qmtp.Package{Sender: "me@example.org", Recipients: []string{"you@example.org", "them@example.org"},
+	pkg := proto.Message{Sender: "me@example.org", Recipients: []string{"you@example.org", "them@example.org"},
 		Size: int64(len(msg)), Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(msg)), nil }}
 	c := &qmtp.Client{}
-	_, err = c.Deliver(context.Background(), []string{l.Addr().String()}, []qmtp.Package{pkg}, func(r qmtp.RecipientResult) {
+	_, err = c.Deliver(context.Background(), []string{l.Addr().String()}, []proto.Message{pkg}, func(r proto.Result) {
 		fmt.Println(pkg.Recipients[r.Recipient], r.Reply)
 	})
 	fmt.Println(err)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"qbox/proto"
 	"qbox/proto/store/maildir"
 )
 
@@ -89,7 +90,7 @@ func (s *Maildir) stored(g *maildir.Group) *Stored {
 		}
 		return readCloser{rd, f}, nil
 	}
-	m := &Stored{Sys: g, Reopen: open, Package: Package{
+	m := &Stored{Sys: g, Reopen: open, Message: proto.Message{
 		Sender:     g.Sender,
 		Recipients: g.Recipients(),
 		Size:       g.Entries[0].MessageSize(),

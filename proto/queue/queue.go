@@ -155,8 +155,8 @@ var ErrRemaining = errors.New("messages remain in the maildir")
 // *UnreachableError when no server could be reached; an error wrapping
 // ErrLocked when another run holds the queue; an error wrapping
 // proto.ErrInterrupted when ctx's stop-starting channel closed; the
-// transport's error wrapping ErrViolation (or qmtp.ErrRemoteViolation)
-// when a server broke its protocol.
+// transport's error wrapping proto.ErrRemoteViolation when a server broke
+// its protocol.
 func Run(ctx context.Context, cfg Config) (Summary, error) {
 	start := time.Now()
 	if cfg.Now == nil {
@@ -264,7 +264,7 @@ func (r *runner) run(ctx context.Context) error {
 			r.sum.Unreachable = ue.Err.Error()
 			return err
 		}
-		if errors.Is(err, proto.ErrInterrupted) || isViolation(err) {
+		if errors.Is(err, proto.ErrInterrupted) || errors.Is(err, proto.ErrRemoteViolation) {
 			// A server that answers what it cannot have received gets
 			// no second session in this run.
 			return err
@@ -290,17 +290,17 @@ type pending struct {
 // session hands the packages to the transport once and acts on the
 // replies. It returns the number of server replies.
 func (r *runner) session(ctx context.Context, refs []pkgRef) (int, error) {
-	pkgs := make([]Package, len(refs))
+	pkgs := make([]proto.Message, len(refs))
 	openErr := make([]error, len(refs))
 	sizes := make([]int64, len(refs))
 	ws, _ := r.cfg.Transport.(wireSizer)
 	var total int64
 	for i, ref := range refs {
-		p := ref.m.Package
+		p := ref.m.Message
 		if len(ref.idx) < len(p.Recipients) {
 			p.Recipients = make([]string, len(ref.idx))
 			for j, k := range ref.idx {
-				p.Recipients[j] = ref.m.Package.Recipients[k]
+				p.Recipients[j] = ref.m.Message.Recipients[k]
 			}
 		}
 		open := p.Open
@@ -320,17 +320,17 @@ func (r *runner) session(ctx context.Context, refs []pkgRef) (int, error) {
 	}
 	var failed []pending
 	started := false
-	stats, err := r.cfg.Transport.Deliver(ctx, pkgs, func(res Result) {
+	stats, err := r.cfg.Transport.Deliver(ctx, pkgs, func(res proto.Result) {
 		if !started {
 			started = true
 			if r.cfg.Events.Session != nil {
 				r.cfg.Events.Session(len(pkgs), total)
 			}
 		}
-		ref := &refs[res.Package]
-		r.result(res, ref.m, ref.idx[res.Recipient], openErr[res.Package], &failed)
+		ref := &refs[res.Message]
+		r.result(res, ref.m, ref.idx[res.Recipient], openErr[res.Message], &failed)
 		if res.Recipient == len(ref.idx)-1 && r.cfg.Events.Answered != nil {
-			r.cfg.Events.Answered(sizes[res.Package])
+			r.cfg.Events.Answered(sizes[res.Message])
 		}
 	})
 	r.sum.Sessions += stats.Sessions
@@ -353,9 +353,9 @@ func (r *runner) done(m *Stored, i int) error {
 }
 
 // result acts on one recipient's reply.
-func (r *runner) result(res Result, m *Stored, i int, openErr error, failed *[]pending) {
+func (r *runner) result(res proto.Result, m *Stored, i int, openErr error, failed *[]pending) {
 	e := m.Entries[i]
-	out := Outcome{File: e.Name, Sender: m.Package.Sender, Recipient: m.Package.Recipients[i], Reply: res.Reply.String(),
+	out := Outcome{File: e.Name, Sender: m.Message.Sender, Recipient: m.Message.Recipients[i], Reply: res.Reply.String(),
 		Server: res.Server, Protocol: res.Protocol, Stored: m, Index: i}
 	delete(r.provisional, e.Name)
 	var bad *Broken
@@ -378,7 +378,7 @@ func (r *runner) result(res Result, m *Stored, i int, openErr error, failed *[]p
 		out.Reason = res.Reply.Text
 		if expired && r.cfg.ExpireUnanswered && !res.NotStarted {
 			r.dead[e.Name] = true
-			*failed = append(*failed, pending{pkg: res.Package, m: m, index: i, outcome: out, tooOld: true})
+			*failed = append(*failed, pending{pkg: res.Message, m: m, index: i, outcome: out, tooOld: true})
 			return
 		}
 		// No reply: it may be offered again in the next round; it is
@@ -400,11 +400,11 @@ func (r *runner) result(res Result, m *Stored, i int, openErr error, failed *[]p
 		}
 		r.emit(out)
 	case proto.Permanent:
-		*failed = append(*failed, pending{pkg: res.Package, m: m, index: i, outcome: out})
+		*failed = append(*failed, pending{pkg: res.Message, m: m, index: i, outcome: out})
 	default:
 		out.Reason = (&proto.Error{Reply: res.Reply}).Error()
 		if expired {
-			*failed = append(*failed, pending{pkg: res.Package, m: m, index: i, outcome: out, tooOld: true})
+			*failed = append(*failed, pending{pkg: res.Message, m: m, index: i, outcome: out, tooOld: true})
 			return
 		}
 		r.sum.Deferred++
@@ -479,8 +479,8 @@ func (r *runner) bounceOne(ctx context.Context, items []pending) {
 		finish(Failed, note)
 		return
 	}
-	n := &Notice{Sender: m.Package.Sender, Arrival: m.Entries[first.index].Queued, Size: m.Package.Size,
-		Reason: reason, TooOld: first.tooOld, Open: m.Package.Open,
+	n := &Notice{Sender: m.Message.Sender, Arrival: m.Entries[first.index].Queued, Size: m.Message.Size,
+		Reason: reason, TooOld: first.tooOld, Open: m.Message.Open,
 		SizeRefused: strings.HasPrefix(first.outcome.Reply, "D") && bounce.SizeRefusal(first.outcome.Reply)}
 	if m.Reopen != nil {
 		i := first.index

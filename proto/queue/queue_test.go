@@ -206,7 +206,7 @@ type swapping struct {
 	path, target string
 }
 
-func (s *swapping) Deliver(ctx context.Context, pkgs []Package, onResult func(Result)) (Stats, error) {
+func (s *swapping) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(proto.Result)) (Stats, error) {
 	os.Remove(s.path)
 	os.Symlink(s.target, s.path)
 	return s.Transport.Deliver(ctx, pkgs, onResult)

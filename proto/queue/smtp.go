@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 
 	"qbox/proto"
@@ -20,7 +19,7 @@ type SMTP struct {
 }
 
 // Deliver runs one SMTP session with the first of Addrs that connects.
-func (t *SMTP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result)) (Stats, error) {
+func (t *SMTP) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(proto.Result)) (Stats, error) {
 	conn, addr, err := t.Client.Connect(ctx, t.Addrs)
 	if err != nil {
 		return Stats{}, &UnreachableError{Err: err}
@@ -35,18 +34,11 @@ func (t *SMTP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result
 
 // smtpSession sends pkgs over conn to the SMTP server host (the name a
 // required TLS certificate must carry), named server in the results.
-func smtpSession(ctx context.Context, c *smtp.Client, conn net.Conn, host, server string, pkgs []Package, onResult func(Result)) (Stats, error) {
-	msgs := make([]smtp.Message, len(pkgs))
-	for i, p := range pkgs {
-		msgs[i] = smtp.Message{Sender: p.Sender, Recipients: p.Recipients, Size: p.Size, Open: p.Open}
-	}
-	st, err := c.Send(ctx, conn, host, msgs, func(r smtp.RecipientResult) {
-		onResult(Result{Package: r.Package, Recipient: r.Recipient, Reply: r.Reply, FromServer: r.FromServer, Server: server, Protocol: "SMTP",
-			SMTPStage: r.Stage, RcptAccepted: r.RcptAccepted, Sent: r.Sent})
+func smtpSession(ctx context.Context, c *smtp.Client, conn net.Conn, host, server string, pkgs []proto.Message, onResult func(proto.Result)) (Stats, error) {
+	st, err := c.Send(ctx, conn, host, pkgs, func(r proto.Result) {
+		r.Server, r.Protocol = server, "SMTP"
+		onResult(r)
 	})
-	if errors.Is(err, smtp.ErrRemoteViolation) {
-		err = fmt.Errorf("%w (%w)", err, ErrViolation)
-	}
 	return Stats{Sessions: 1, BytesOut: st.BytesOut, Replies: st.Replies}, err
 }
 
@@ -71,7 +63,7 @@ type MXPS struct {
 
 // Deliver walks the attempts and runs one session on the first that
 // connects.
-func (t *MXPS) Deliver(ctx context.Context, pkgs []Package, onResult func(Result)) (Stats, error) {
+func (t *MXPS) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(proto.Result)) (Stats, error) {
 	attempts := t.Attempts
 	if t.pinned != nil {
 		attempts = []mxps.Attempt{*t.pinned}

@@ -3,6 +3,8 @@ package queue
 import (
 	"io"
 	"time"
+
+	"qbox/proto"
 )
 
 // Source is the storage a run delivers from: the engine defines it, a
@@ -68,16 +70,16 @@ type Scan struct {
 
 // Stored is one stored message with the recipients still to deliver.
 type Stored struct {
-	// Package is the message as a transport sends it: Recipients are
-	// those still to deliver. Its Open may return a *Broken (the stored
-	// item changed since the scan): then nothing was sent.
-	Package Package
+	// Message is what a transport sends: Recipients are those still to
+	// deliver. Its Open may return a *Broken (the stored item changed
+	// since the scan): then nothing was sent.
+	Message proto.Message
 	// Entries name each recipient's record in the store, in Recipients'
 	// order.
 	Entries []Entry
 	// Reopen, when set, opens the message again for recipient i's
 	// bounce, after others may have been forgotten (a maildir opens that
-	// recipient's own file: the first may be gone). Nil: Package.Open.
+	// recipient's own file: the first may be gone). Nil: Message.Open.
 	Reopen func(i int) (io.ReadCloser, error)
 	// Sys is the source's own handle on the message.
 	Sys any

@@ -10,45 +10,7 @@ import (
 	"qbox/proto"
 	"qbox/proto/qmqp"
 	"qbox/proto/qmtp"
-	"qbox/proto/smtp"
 )
-
-// Package is one message for one or more recipients, as a transport
-// sends it.
-type Package struct {
-	Sender     string
-	Recipients []string
-	// Size is the message's length in bytes, LF line ends.
-	Size int64
-	// Open returns the message. A transport calls it just before it sends
-	// the package and closes it right after, so one message is open at a
-	// time however many are queued.
-	Open func() (io.ReadCloser, error)
-}
-
-// Result is the outcome for one recipient of one package.
-type Result struct {
-	Package   int // index into the packages given to Deliver
-	Recipient int // index into that package's Recipients
-	Reply     proto.Reply
-	// FromServer is true when a server sent the reply; false when it is
-	// a Z made up by the transport because none came (no connection, the
-	// connection lost, a timeout, a protocol violation, an unreadable
-	// message, a package never started).
-	FromServer bool
-	// NotStarted marks a Z for a package the transport never began to
-	// send because the run was asked to stop starting packages.
-	NotStarted bool
-	// Server names who answered (FromServer) or was being talked to.
-	Server string
-	// Protocol is what carried the package: "QMTP", "QMQP" or "SMTP".
-	Protocol string
-	// SMTP results only: smtp.RecipientResult's account of the step that
-	// decided the result, for reports per step (qmail-remote).
-	SMTPStage    smtp.Stage
-	RcptAccepted bool
-	Sent         bool
-}
 
 // Stats counts a transport's traffic in one Deliver.
 type Stats struct {
@@ -60,19 +22,20 @@ type Stats struct {
 // Transport carries packages to a server.
 type Transport interface {
 	// Deliver sends pkgs and calls onResult once for every recipient of
-	// every package, in order, never concurrently; a reply counts only
-	// for a package sent in full. It returns an *UnreachableError when
+	// every message, in order, never concurrently, with the result's
+	// Server and Protocol set; a reply counts only for a message sent in
+	// full. It returns an *UnreachableError when
 	// no connection could be made: then nothing was sent and no result
 	// was delivered. When proto.StopStarting(ctx) closes, it starts no
 	// further package, still reads the replies owed, and returns an
 	// error wrapping proto.ErrInterrupted.
-	Deliver(ctx context.Context, pkgs []Package, onResult func(Result)) (Stats, error)
+	Deliver(ctx context.Context, pkgs []proto.Message, onResult func(proto.Result)) (Stats, error)
 }
 
 // wireSizer is a Transport that knows what a package costs on the wire
 // (for the progress bar); others are measured by the message size.
 type wireSizer interface {
-	WireSize(p *Package) int64
+	WireSize(p *proto.Message) int64
 }
 
 // UnreachableError means no server could be reached: nothing was sent,
@@ -81,15 +44,6 @@ type UnreachableError struct{ Err error }
 
 func (e *UnreachableError) Error() string { return e.Err.Error() }
 func (e *UnreachableError) Unwrap() error { return e.Err }
-
-// ErrViolation is wrapped by a transport's error when the server broke
-// its protocol (a reply for what it cannot have received): the run gives
-// that server no second session.
-var ErrViolation = errors.New("remote protocol violation")
-
-func isViolation(err error) bool {
-	return errors.Is(err, ErrViolation) || errors.Is(err, qmtp.ErrRemoteViolation)
-}
 
 // QMTP is the pipelined QMTP transport: every package over one
 // connection.
@@ -102,13 +56,10 @@ type QMTP struct {
 }
 
 // WireSize is the package's size as QMTP sends it.
-func (t *QMTP) WireSize(p *Package) int64 {
-	q := qmtp.Package{Sender: p.Sender, Recipients: p.Recipients, Size: p.Size}
-	return q.WireSize()
-}
+func (t *QMTP) WireSize(p *proto.Message) int64 { return qmtp.WireSize(p) }
 
 // Deliver runs one QMTP session.
-func (t *QMTP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result)) (Stats, error) {
+func (t *QMTP) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(proto.Result)) (Stats, error) {
 	var conn net.Conn
 	var server string
 	var err error
@@ -126,14 +77,10 @@ func (t *QMTP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result
 
 // qmtpSession sends pkgs over conn, which a QMTP server named server
 // answers.
-func qmtpSession(ctx context.Context, c *qmtp.Client, conn net.Conn, server string, pkgs []Package, onResult func(Result)) (Stats, error) {
-	qp := make([]qmtp.Package, len(pkgs))
-	for i, p := range pkgs {
-		qp[i] = qmtp.Package{Sender: p.Sender, Recipients: p.Recipients, Size: p.Size, Open: p.Open}
-	}
-	st, err := c.Send(ctx, conn, qp, func(r qmtp.RecipientResult) {
-		res := Result{Package: r.Package, Recipient: r.Recipient, Reply: r.Reply, FromServer: r.FromServer, Server: server, Protocol: "QMTP"}
-		onResult(res)
+func qmtpSession(ctx context.Context, c *qmtp.Client, conn net.Conn, server string, pkgs []proto.Message, onResult func(proto.Result)) (Stats, error) {
+	st, err := c.Send(ctx, conn, pkgs, func(r proto.Result) {
+		r.Server, r.Protocol = server, "QMTP"
+		onResult(r)
 	})
 	return Stats{Sessions: 1, BytesOut: st.BytesOut, Replies: st.Replies}, err
 }
@@ -149,29 +96,29 @@ type QMQP struct {
 }
 
 // WireSize is the package's size as QMQP sends it.
-func (t *QMQP) WireSize(p *Package) int64 {
+func (t *QMQP) WireSize(p *proto.Message) int64 {
 	return qmqp.PackageSize(proto.Envelope{Sender: p.Sender, Recipients: p.Recipients}, p.Size)
 }
 
 // Deliver sends each package in turn. Once no server could be reached,
 // the rest are not tried in this run (they get a Z saying why) instead of
 // waiting out the connect timeouts once per message.
-func (t *QMQP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result)) (Stats, error) {
+func (t *QMQP) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(proto.Result)) (Stats, error) {
 	var st Stats
 	var unreachable error
 	if t.Client == nil {
 		unreachable = errors.New("no QMQP client configured")
 	}
-	all := func(i int, r Result) {
+	all := func(i int, r proto.Result) {
 		for j := range pkgs[i].Recipients {
-			r.Package, r.Recipient = i, j
+			r.Message, r.Recipient = i, j
 			onResult(r)
 		}
 	}
 	for i := range pkgs {
 		if proto.StoppedStarting(ctx) {
 			for ; i < len(pkgs); i++ {
-				all(i, Result{Reply: proto.Z("not sent: " + proto.ErrInterrupted.Error()), NotStarted: true, Protocol: "QMQP"})
+				all(i, proto.Result{Reply: proto.Z("not sent: " + proto.ErrInterrupted.Error()), NotStarted: true, Protocol: "QMQP"})
 			}
 			return st, fmt.Errorf("qmqp: %w", proto.ErrInterrupted)
 		}
@@ -179,7 +126,7 @@ func (t *QMQP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result
 			unreachable = ctx.Err()
 		}
 		if unreachable != nil {
-			all(i, Result{Reply: proto.Z("not attempted: " + unreachable.Error()), Protocol: "QMQP"})
+			all(i, proto.Result{Reply: proto.Z("not attempted: " + unreachable.Error()), Protocol: "QMQP"})
 			continue
 		}
 		reply, server, err := t.send(ctx, &pkgs[i], &st)
@@ -188,18 +135,18 @@ func (t *QMQP) Deliver(ctx context.Context, pkgs []Package, onResult func(Result
 		switch {
 		case err == nil, errors.As(err, &refused):
 			st.Replies++
-			all(i, Result{Reply: reply, FromServer: true, Server: server, Protocol: "QMQP"})
+			all(i, proto.Result{Reply: reply, FromServer: true, Server: server, Protocol: "QMQP"})
 		case errors.As(err, &ce):
 			unreachable = err
-			all(i, Result{Reply: proto.Z(err.Error()), Protocol: "QMQP"})
+			all(i, proto.Result{Reply: proto.Z(err.Error()), Protocol: "QMQP"})
 		default:
-			all(i, Result{Reply: proto.Z(err.Error()), Server: server, Protocol: "QMQP"})
+			all(i, proto.Result{Reply: proto.Z(err.Error()), Server: server, Protocol: "QMQP"})
 		}
 	}
 	return st, nil
 }
 
-func (t *QMQP) send(ctx context.Context, p *Package, st *Stats) (proto.Reply, string, error) {
+func (t *QMQP) send(ctx context.Context, p *proto.Message, st *Stats) (proto.Reply, string, error) {
 	rc, err := p.Open()
 	if err != nil {
 		return proto.Reply{}, "", err

@@ -43,7 +43,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -79,65 +78,6 @@ const (
 	// TLSNone never uses STARTTLS (tests, diagnosis).
 	TLSNone
 )
-
-// Message is one message for one or more recipients.
-type Message struct {
-	Sender     string
-	Recipients []string
-	// Size is the message's length in bytes. The message uses LF line
-	// ends; DATA sends it with CRLF, dot-stuffed.
-	Size int64
-	// Open returns the message. It is called twice, just before the
-	// message is sent: once to learn its size on the wire and whether
-	// it has 8-bit bytes (both go into MAIL), once to send it. Each
-	// reader is closed before the next message is opened.
-	Open func() (io.ReadCloser, error)
-}
-
-// RecipientResult is the outcome for one recipient of one message. Its
-// fields are those of qmtp.RecipientResult, so one converts to the other.
-type RecipientResult struct {
-	Package   int // index into the messages given to Send
-	Recipient int // index into that message's Recipients
-	// Reply is K for a recipient the DATA reply accepted; the text is the
-	// server's reply as one line, code first ("550 5.1.1 <x@y>: ...").
-	Reply proto.Reply
-	// FromServer is true when the reply is the server's; false when it is
-	// made up here (connection lost, timeout, protocol violation,
-	// unreadable message, a message over the server's SIZE limit).
-	FromServer bool
-	// Stage is the reply the result comes from (StageNone when made
-	// up), RcptAccepted says RCPT was accepted for it, and Sent that the
-	// whole message and its "." were written before the result: enough
-	// for a caller to report each step as qmail-remote does (a refused
-	// sender, a refused recipient, a failed DATA, a connection lost after
-	// the message, which may mean a duplicate).
-	Stage        Stage
-	RcptAccepted bool
-	Sent         bool
-}
-
-// Stage names the reply a result was decided by.
-type Stage int
-
-const (
-	StageNone     Stage = iota // no reply: made up here
-	StageGreeting              // the greeting refused the session
-	StageHello                 // EHLO and HELO refused
-	StageRset                  // RSET between messages refused
-	StageMail                  // MAIL's reply
-	StageRcpt                  // the recipient's RCPT reply
-	StageData                  // DATA's reply (not 354)
-	StageMessage               // the reply to the message's final "."
-)
-
-// SessionStats counts a session's traffic (bytes on the network, TLS
-// included). Its fields are those of qmtp.SessionStats.
-type SessionStats struct {
-	BytesOut int64
-	BytesIn  int64
-	Replies  int // SMTP replies read, the greeting and EHLO's included
-}
 
 // ErrTimeout is wrapped by the session error when a deadline passed.
 var ErrTimeout = errors.New("timed out")
@@ -193,10 +133,10 @@ func (c *Client) Connect(ctx context.Context, addrs []string) (net.Conn, string,
 // (see Send); the host name for TLSRequire's verification is the host
 // part of the address connected to. When no address accepts it returns a
 // *proto.ConnectError and delivers no result.
-func (c *Client) Deliver(ctx context.Context, addrs []string, msgs []Message, onResult func(RecipientResult)) (SessionStats, error) {
+func (c *Client) Deliver(ctx context.Context, addrs []string, msgs []proto.Message, onResult func(proto.Result)) (proto.SessionStats, error) {
 	conn, addr, err := c.Connect(ctx, addrs)
 	if err != nil {
-		return SessionStats{}, err
+		return proto.SessionStats{}, err
 	}
 	defer conn.Close()
 	host, _, err := net.SplitHostPort(addr)
@@ -232,24 +172,24 @@ func (c *Client) Deliver(ctx context.Context, addrs []string, msgs []Message, on
 //
 // A message without recipients, or whose envelope fails
 // proto.CheckEnvelope, is refused before anything is sent.
-func (c *Client) Send(ctx context.Context, conn net.Conn, host string, msgs []Message, onResult func(RecipientResult)) (SessionStats, error) {
+func (c *Client) Send(ctx context.Context, conn net.Conn, host string, msgs []proto.Message, onResult func(proto.Result)) (proto.SessionStats, error) {
 	for i := range msgs {
 		if len(msgs[i].Recipients) == 0 {
-			return SessionStats{}, fmt.Errorf("smtp: message %d has no recipients", i)
+			return proto.SessionStats{}, fmt.Errorf("smtp: message %d has no recipients", i)
 		}
 		if err := proto.CheckEnvelope(proto.Envelope{Sender: msgs[i].Sender, Recipients: msgs[i].Recipients}); err != nil {
-			return SessionStats{}, fmt.Errorf("smtp: message %d: %w", i, err)
+			return proto.SessionStats{}, fmt.Errorf("smtp: message %d: %w", i, err)
 		}
 	}
 	helo := c.Helo
 	if helo == "" {
 		var err error
 		if helo, err = os.Hostname(); err != nil || helo == "" {
-			return SessionStats{}, fmt.Errorf("smtp: no helo name given and no host name: %v", err)
+			return proto.SessionStats{}, fmt.Errorf("smtp: no helo name given and no host name: %v", err)
 		}
 	}
 	if strings.ContainsAny(helo, "\r\n\x00 ") {
-		return SessionStats{}, fmt.Errorf("smtp: helo name %q is not a host name", proto.Printable(helo, 100))
+		return proto.SessionStats{}, fmt.Errorf("smtp: helo name %q is not a host name", proto.Printable(helo, 100))
 	}
 	s := &session{
 		c:        c,
@@ -270,7 +210,7 @@ func (c *Client) Send(ctx context.Context, conn net.Conn, host string, msgs []Me
 		err = fmt.Errorf("smtp: %w (%v)", ctx.Err(), err)
 	}
 	s.failRest(err)
-	return SessionStats{BytesOut: s.cc.out, BytesIn: s.cc.in, Replies: s.replies}, err
+	return proto.SessionStats{BytesOut: s.cc.out, BytesIn: s.cc.in, Replies: s.replies}, err
 }
 
 type session struct {
@@ -278,8 +218,8 @@ type session struct {
 	ctx      context.Context
 	host     string
 	helo     string
-	msgs     []Message
-	onResult func(RecipientResult)
+	msgs     []proto.Message
+	onResult func(proto.Result)
 	cc       *countConn
 	tlsConn  *tls.Conn // after STARTTLS, over cc
 	w        *wireConn // what commands and replies go through
@@ -311,7 +251,7 @@ type session struct {
 // answered gets a Z with the server's words.
 type serverRefused struct {
 	step  string
-	stage Stage
+	stage proto.Stage
 	text  string
 }
 
@@ -403,19 +343,19 @@ func (s *session) goSMTPHello(w *wireConn) (*gosmtp.Client, error) {
 	}
 	if s.cc.out == outBefore {
 		s.replies++
-		return nil, &serverRefused{step: "greeting", stage: StageGreeting, text: smtpErrorText(se)}
+		return nil, &serverRefused{step: "greeting", stage: proto.StageGreeting, text: smtpErrorText(se)}
 	}
 	s.replies += 2
 	if se.Code/100 != 5 || se.Code == 500 || se.Code == 502 {
 		// go-smtp's HELO was refused too, or EHLO got a 4xx.
-		return nil, &serverRefused{step: "EHLO/HELO", stage: StageHello, text: smtpErrorText(se)}
+		return nil, &serverRefused{step: "EHLO/HELO", stage: proto.StageHello, text: smtpErrorText(se)}
 	}
 	r, err := s.command("HELO "+s.helo, w)
 	if err != nil {
 		return nil, err
 	}
 	if r.class() != 2 {
-		return nil, &serverRefused{step: "HELO", stage: StageHello, text: r.text}
+		return nil, &serverRefused{step: "HELO", stage: proto.StageHello, text: r.text}
 	}
 	return cl, nil // no extensions: go-smtp's EHLO failed
 }
@@ -450,7 +390,7 @@ func (s *session) startTLS(w *wireConn) (bool, error) {
 		// holds them or they are on the socket, the session ends. Any
 		// that arrive later go into the handshake and fail it: none is
 		// ever read as a reply inside TLS.
-		return false, fmt.Errorf("smtp: %w: bytes after the STARTTLS reply, before TLS", ErrRemoteViolation)
+		return false, fmt.Errorf("smtp: %w: bytes after the STARTTLS reply, before TLS", proto.ErrRemoteViolation)
 	}
 	var cfg *tls.Config
 	if s.c.TLSConfig != nil {

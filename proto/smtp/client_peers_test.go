@@ -33,11 +33,11 @@ func TestPostfixDelivery(t *testing.T) {
 	msgB := []byte(head(tokB) + "Content-Type: text/plain; charset=utf-8\n\ncaf\xc3\xa9 \xff\xfe\n.\xc3\xa9\n\x01\x7f\tlast line")
 	good1, good2 := "one@"+pf.Domain, "two@"+pf.Domain
 	bad := "nobody@nonexistent.invalid"
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("sender@example.test", msgA, good1, bad, good2),
 		bytesMessage("sender@example.test", msgB, good1),
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	c := &Client{Helo: "qbox-test-client.example", CommandTimeout: time.Minute}
 	stats, err := c.Deliver(context.Background(), []string{pf.SMTPAddr}, msgs, collect(&results))
 	if err != nil {
@@ -92,7 +92,7 @@ func TestPostfixSizeLimit(t *testing.T) {
 	tok := testpeer.Token(t)
 	line := []byte(strings.Repeat("x", 99) + "\n")
 	const lines = 103000 // 10.3 MB, over 10240000 with or without CRs
-	big := Message{
+	big := proto.Message{
 		Sender:     "s@example.test",
 		Recipients: []string{"big1@" + pf.Domain, "big2@" + pf.Domain},
 		Size:       int64(len(line) * lines),
@@ -101,8 +101,8 @@ func TestPostfixSizeLimit(t *testing.T) {
 		},
 	}
 	small := bytesMessage("s@example.test", []byte("Subject: "+tok+"\n\nsmall\n"), "small@"+pf.Domain)
-	msgs := []Message{big, small}
-	var results []RecipientResult
+	msgs := []proto.Message{big, small}
+	var results []proto.Result
 	stats, err := (&Client{Helo: "qbox-test-client.example"}).Deliver(context.Background(), []string{pf.SMTPAddr}, msgs, collect(&results))
 	if err != nil {
 		t.Fatal(err)
@@ -126,11 +126,11 @@ func TestPostfixSizeLimit(t *testing.T) {
 // recipient gets a Z and no MAIL is sent.
 func TestPostfixTLSRequireWithoutSTARTTLS(t *testing.T) {
 	pf := testpeer.StartPostfix(t)
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("s@example.test", []byte("Subject: never\n\nx\n"), "a@"+pf.Domain, "b@"+pf.Domain),
 		bytesMessage("s@example.test", []byte("Subject: never\n\ny\n"), "c@"+pf.Domain),
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	_, err := (&Client{Helo: "qbox-test-client.example", TLS: TLSRequire}).Deliver(context.Background(), []string{pf.SMTPAddr}, msgs, collect(&results))
 	if !errors.Is(err, ErrTLSRequired) {
 		t.Fatalf("err %v, want ErrTLSRequired", err)
@@ -149,20 +149,20 @@ func TestPostfixTLSRequireWithoutSTARTTLS(t *testing.T) {
 func TestMailfront(t *testing.T) {
 	prog := testpeer.Require(t, "smtpfront-echo", "mailfront")
 	addr := testpeer.TCPServer(t, []string{"PLUGINS=accept"}, prog)
-	var msgs []Message
+	var msgs []proto.Message
 	for i := 0; i < 20; i++ {
 		body := fmt.Sprintf("Subject: m%d\n\n.dot line %d\n..\n\xc3\xa9\n", i, i)
 		msgs = append(msgs, bytesMessage("sender@example.test", []byte(body), fmt.Sprintf("rcpt%d@example.test", i), "other@example.test"))
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	if _, err := (&Client{Helo: "qbox-test-client.example"}).Deliver(context.Background(), []string{addr}, msgs, collect(&results)); err != nil {
 		t.Fatal(err)
 	}
 	checkOrder(t, msgs, results)
 	for _, r := range results {
-		want := fmt.Sprintf("250 Received %d bytes.", msgs[r.Package].Size)
+		want := fmt.Sprintf("250 Received %d bytes.", msgs[r.Message].Size)
 		if r.Reply.Status != proto.OK || !r.FromServer || r.Reply.Text != want {
-			t.Errorf("message %d: %v, want K %q", r.Package, r.Reply, want)
+			t.Errorf("message %d: %v, want K %q", r.Message, r.Reply, want)
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"qbox/proto"
 )
 
 // Bytes the server sends behind its 220 to STARTTLS, in a write of their
@@ -45,11 +47,11 @@ func TestSTARTTLSInjectionSeparateWrite(t *testing.T) {
 				p.send("250 ok\r\n")
 			}
 		})
-		results, err := deliver(t, &Client{}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+		results, err := deliver(t, &Client{}, addr, []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
 		if err == nil || statuses(results) != "Z" || results[0].FromServer {
 			t.Fatalf("inject %q: err %v, results %+v; want the session ended, Z", inject, err, results)
 		}
-		if !errors.Is(err, ErrRemoteViolation) && !strings.Contains(err.Error(), "TLS handshake") {
+		if !errors.Is(err, proto.ErrRemoteViolation) && !strings.Contains(err.Error(), "TLS handshake") {
 			t.Errorf("inject %q: err %v, want a violation or a failed handshake", inject, err)
 		}
 		mu.Lock()
@@ -74,8 +76,8 @@ func TestEarlyEHLOReply(t *testing.T) {
 		p.send("250 ok\r\n")
 		p.line()
 	})
-	results, err := deliver(t, &Client{TLS: TLSNone}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
-	if !errors.Is(err, ErrRemoteViolation) || statuses(results) != "Z" || results[0].FromServer {
+	results, err := deliver(t, &Client{TLS: TLSNone}, addr, []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+	if !errors.Is(err, proto.ErrRemoteViolation) || statuses(results) != "Z" || results[0].FromServer {
 		t.Fatalf("err %v, results %+v; want a violation and Z", err, results)
 	}
 }

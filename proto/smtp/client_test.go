@@ -12,8 +12,8 @@ import (
 	"qbox/proto/testkit/testpeer"
 )
 
-func bytesMessage(sender string, msg []byte, rcpts ...string) Message {
-	return Message{
+func bytesMessage(sender string, msg []byte, rcpts ...string) proto.Message {
+	return proto.Message{
 		Sender:     sender,
 		Recipients: rcpts,
 		Size:       int64(len(msg)),
@@ -21,13 +21,13 @@ func bytesMessage(sender string, msg []byte, rcpts ...string) Message {
 	}
 }
 
-func collect(results *[]RecipientResult) func(RecipientResult) {
-	return func(r RecipientResult) { *results = append(*results, r) }
+func collect(results *[]proto.Result) func(proto.Result) {
+	return func(r proto.Result) { *results = append(*results, r) }
 }
 
 // checkOrder asserts one result per recipient, in message and recipient
 // order.
-func checkOrder(t *testing.T, msgs []Message, results []RecipientResult) {
+func checkOrder(t *testing.T, msgs []proto.Message, results []proto.Result) {
 	t.Helper()
 	k := 0
 	for i := range msgs {
@@ -35,8 +35,8 @@ func checkOrder(t *testing.T, msgs []Message, results []RecipientResult) {
 			if k >= len(results) {
 				t.Fatalf("only %d results", len(results))
 			}
-			if results[k].Package != i || results[k].Recipient != j {
-				t.Fatalf("result %d is for message %d recipient %d, want %d/%d", k, results[k].Package, results[k].Recipient, i, j)
+			if results[k].Message != i || results[k].Recipient != j {
+				t.Fatalf("result %d is for message %d recipient %d, want %d/%d", k, results[k].Message, results[k].Recipient, i, j)
 			}
 			k++
 		}
@@ -49,8 +49,8 @@ func checkOrder(t *testing.T, msgs []Message, results []RecipientResult) {
 // No server: a ConnectError and no result.
 func TestConnectError(t *testing.T) {
 	addr := testpeer.ClosedAddr(t)
-	var results []RecipientResult
-	_, err := (&Client{Helo: "h.example"}).Deliver(context.Background(), []string{addr}, []Message{bytesMessage("", []byte("x\n"), "r@example.test")}, collect(&results))
+	var results []proto.Result
+	_, err := (&Client{Helo: "h.example"}).Deliver(context.Background(), []string{addr}, []proto.Message{bytesMessage("", []byte("x\n"), "r@example.test")}, collect(&results))
 	var ce *proto.ConnectError
 	if !errors.As(err, &ce) || len(results) != 0 {
 		t.Fatalf("err %v, %d results; want a ConnectError and none", err, len(results))
@@ -59,13 +59,13 @@ func TestConnectError(t *testing.T) {
 
 // Addresses that could smuggle a command are refused before connecting.
 func TestRefusesBadEnvelope(t *testing.T) {
-	for _, m := range []Message{
+	for _, m := range []proto.Message{
 		bytesMessage("s@example.test", []byte("x\n"), "a@example.test>\r\nRCPT TO:<b@example.test"),
 		bytesMessage("s\n@example.test", []byte("x\n"), "a@example.test"),
 		bytesMessage("s@example.test", []byte("x\n")),
 	} {
-		var results []RecipientResult
-		_, err := (&Client{Helo: "h.example"}).Send(context.Background(), nil, "h", []Message{m}, collect(&results))
+		var results []proto.Result
+		_, err := (&Client{Helo: "h.example"}).Send(context.Background(), nil, "h", []proto.Message{m}, collect(&results))
 		if err == nil || len(results) != 0 {
 			t.Errorf("%q %q: err %v, %d results", m.Sender, m.Recipients, err, len(results))
 		}
@@ -88,7 +88,7 @@ func (r repeatReader) Read(p []byte) (int, error) {
 func TestTLSRequireWithoutSTARTTLS(t *testing.T) {
 	srv := &scriptServer{}
 	addr := startServer(t, srv.handle)
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("s@example.test", []byte("Subject: never\n\nx\n"), "a@example.test", "b@example.test"),
 		bytesMessage("s@example.test", []byte("Subject: never\n\ny\n"), "c@example.test"),
 	}

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"qbox/proto"
 )
 
 // An address with '>' would end the SMTP path early and smuggle ESMTP
@@ -13,7 +15,7 @@ import (
 func TestAddressThatWouldBreakThePathIsNeverWritten(t *testing.T) {
 	srv := &scriptServer{ehlo: []string{"PIPELINING"}, rcpt: func(string) string { return "250 2.1.5 ok" }}
 	addr := startServer(t, srv.handle)
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("s@example.test", []byte("one\n"), "good@example.test", "evil@example.test> NOTIFY=NEVER", "<x@example.test"),
 		bytesMessage("a>b@example.test", []byte("two\n"), "good@example.test"),
 	}

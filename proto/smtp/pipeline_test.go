@@ -99,7 +99,7 @@ func TestNextMailBeforeDotReply(t *testing.T) {
 		return p.send(fmt.Sprintf("250 queued %d\r\n", n)) == nil
 	}
 	addr := startServer(t, srv.handle)
-	var msgs []Message
+	var msgs []proto.Message
 	for i := 0; i < count; i++ {
 		msgs = append(msgs, bytesMessage("s@example.test", []byte(fmt.Sprintf("m%d\n", i)),
 			fmt.Sprintf("a%d@example.test", i), fmt.Sprintf("b%d@example.test", i)))
@@ -112,7 +112,7 @@ func TestNextMailBeforeDotReply(t *testing.T) {
 		t.Fatalf("statuses %s: %+v", got, results)
 	}
 	for _, r := range results {
-		if want := fmt.Sprintf("250 queued %d", r.Package+1); r.Reply.Text != want || r.Stage != StageMessage || !r.Sent {
+		if want := fmt.Sprintf("250 queued %d", r.Message+1); r.Reply.Text != want || r.Stage != proto.StageMessage || !r.Sent {
 			t.Errorf("%+v: want %q", r, want)
 		}
 	}
@@ -137,7 +137,7 @@ func TestLostAfterPipelinedDot(t *testing.T) {
 		return false // closes without a reply
 	}
 	addr := startServer(t, srv.handle)
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("s@example.test", []byte("one\n"), "a@example.test", "b@example.test"),
 		bytesMessage("s@example.test", []byte("two\n"), "c@example.test"),
 	}
@@ -145,7 +145,7 @@ func TestLostAfterPipelinedDot(t *testing.T) {
 	if err == nil || errors.Is(err, ErrTimeout) {
 		t.Errorf("err %v, want the connection lost", err)
 	}
-	want := fmt.Sprintf("Z/%d/true/true/false Z/%d/true/true/false Z/%d/false/false/false", StageNone, StageNone, StageNone)
+	want := fmt.Sprintf("Z/%d/true/true/false Z/%d/true/true/false Z/%d/false/false/false", proto.StageNone, proto.StageNone, proto.StageNone)
 	if got := stages(results); got != want {
 		t.Errorf("results %s, want %s: %+v", got, want, results)
 	}
@@ -196,12 +196,12 @@ func TestStopDuringTransactionSendsNoNextMail(t *testing.T) {
 		}
 	})
 	ctx := proto.WithStopStarting(context.Background(), stop)
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("s@example.test", []byte("x\n"), "a@example.test"),
 		bytesMessage("s@example.test", []byte("y\n"), "b@example.test"),
 		bytesMessage("s@example.test", []byte("z\n"), "c@example.test"),
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	_, err := (&Client{Helo: "h.example", CommandTimeout: 20 * time.Second}).Deliver(ctx, []string{addr}, msgs, collect(&results))
 	checkOrder(t, msgs, results)
 	if !errors.Is(err, proto.ErrInterrupted) || statuses(results) != "KZZ" {
@@ -264,13 +264,13 @@ func TestAllRecipientsRefusedPipelined(t *testing.T) {
 			}
 		}
 	})
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("s@example.test", []byte("one\n"), "gone@example.test"),
 		bytesMessage("s@example.test", []byte("two\n"), "a@example.test"),
 		bytesMessage("s@example.test", []byte("three\n"), "b@example.test"),
 	}
 	results, err := deliver(t, &Client{}, addr, msgs)
-	if err != nil || statuses(results) != "DKK" || results[0].Reply.Text != "550 5.1.1 no such user" || results[0].Stage != StageRcpt {
+	if err != nil || statuses(results) != "DKK" || results[0].Reply.Text != "550 5.1.1 no such user" || results[0].Stage != proto.StageRcpt {
 		t.Fatalf("err %v, results %+v", err, results)
 	}
 	mu.Lock()

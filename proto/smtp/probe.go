@@ -97,20 +97,20 @@ type Exchange struct {
 // Unlike Send, a session refused by the greeting or by EHLO and HELO with
 // a 5xx gives a D: Send makes it a Z for a delivery engine to try again
 // later; SendOne reports what the server said.
-func (c *Client) SendOne(ctx context.Context, conn net.Conn, host string, m Message, onReply func(Exchange)) (RecipientResult, error) {
+func (c *Client) SendOne(ctx context.Context, conn net.Conn, host string, m proto.Message, onReply func(Exchange)) (proto.Result, error) {
 	if len(m.Recipients) != 1 {
-		return RecipientResult{}, fmt.Errorf("smtp: SendOne takes one recipient, not %d", len(m.Recipients))
+		return proto.Result{}, fmt.Errorf("smtp: SendOne takes one recipient, not %d", len(m.Recipients))
 	}
 	tap := &replyTap{Conn: conn, onReply: onReply, pending: []string{"greeting"}}
-	var res RecipientResult
+	var res proto.Result
 	got := false
-	_, err := c.Send(ctx, tap, host, []Message{m}, func(r RecipientResult) { res, got = r, true })
+	_, err := c.Send(ctx, tap, host, []proto.Message{m}, func(r proto.Result) { res, got = r, true })
 	if !got {
 		// Send refused the message before the session (an envelope
 		// with CR or LF, a bad HELO name).
-		return RecipientResult{Reply: proto.Z("not sent"), Stage: StageNone}, err
+		return proto.Result{Reply: proto.Z("not sent"), Stage: proto.StageNone}, err
 	}
-	if res.FromServer && (res.Stage == StageGreeting || res.Stage == StageHello) &&
+	if res.FromServer && (res.Stage == proto.StageGreeting || res.Stage == proto.StageHello) &&
 		res.Reply.Status == proto.Temporary && strings.HasPrefix(res.Reply.Text, "5") {
 		res.Reply = proto.D(res.Reply.Text)
 	}
@@ -225,7 +225,7 @@ func (t *replyTap) replyLine(line []byte) {
 	r := t.reply
 	t.reply, t.inReply = Exchange{}, false
 	if len(t.pending) == 0 {
-		// The client ends the session on it (ErrRemoteViolation); one
+		// The client ends the session on it (proto.ErrRemoteViolation); one
 		// is reported, not every line a hostile server sends after it.
 		r.Command, t.off = "reply to nothing", true
 	} else {

@@ -84,7 +84,7 @@ func TestSniffGreeting(t *testing.T) {
 }
 
 // sendOne runs SendOne against addr and returns the dialogue as lines.
-func sendOne(t *testing.T, addr string, m Message) (RecipientResult, []string, error) {
+func sendOne(t *testing.T, addr string, m proto.Message) (proto.Result, []string, error) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -109,7 +109,7 @@ func TestSendOneDialogue(t *testing.T) {
 		addr := startServer(t, srv.handle)
 		msg := []byte("Subject: x\n\n.\nDATA\nQUIT\n..\n")
 		r, dialogue, err := sendOne(t, addr, bytesMessage("s@example.test", msg, "r@example.test"))
-		if err != nil || r.Reply.Status != proto.OK || !r.FromServer || r.Stage != StageMessage {
+		if err != nil || r.Reply.Status != proto.OK || !r.FromServer || r.Stage != proto.StageMessage {
 			t.Fatalf("%v: %+v, %v", ext, r, err)
 		}
 		ehlo := "EHLO 250 scripted"
@@ -130,7 +130,7 @@ func TestSendOneRefusals(t *testing.T) {
 	srv := &scriptServer{ehlo: []string{"PIPELINING"}, rcpt: func(string) string { return "550 5.1.1 no such user" }}
 	addr := startServer(t, srv.handle)
 	r, dialogue, err := sendOne(t, addr, bytesMessage("s@example.test", []byte("x\n"), "r@example.test"))
-	if err != nil || r.Reply.Status != proto.Permanent || r.Stage != StageRcpt || r.Reply.Text != "550 5.1.1 no such user" {
+	if err != nil || r.Reply.Status != proto.Permanent || r.Stage != proto.StageRcpt || r.Reply.Text != "550 5.1.1 no such user" {
 		t.Fatalf("%+v, %v", r, err)
 	}
 	if d := strings.Join(dialogue, "\n"); !strings.Contains(d, "RCPT 550 5.1.1 no such user") || !strings.HasSuffix(d, "QUIT 221 bye") {
@@ -142,7 +142,7 @@ func TestSendOneRefusals(t *testing.T) {
 		p.line()
 	})
 	r, dialogue, err = sendOne(t, addr, bytesMessage("s@example.test", []byte("x\n"), "r@example.test"))
-	if err == nil || r.Reply.Status != proto.Permanent || !r.FromServer || r.Stage != StageGreeting ||
+	if err == nil || r.Reply.Status != proto.Permanent || !r.FromServer || r.Stage != proto.StageGreeting ||
 		!strings.HasPrefix(r.Reply.Text, "554") || strings.Join(dialogue, "\n") != "greeting 554 5.7.1 not you" {
 		t.Fatalf("%+v, %v, %q", r, err, dialogue)
 	}
@@ -164,7 +164,7 @@ func TestSendOneRepliesToNothing(t *testing.T) {
 		p.line()
 	})
 	r, dialogue, err := sendOne(t, addr, bytesMessage("s@example.test", []byte("x\n"), "r@example.test"))
-	if !errors.Is(err, ErrRemoteViolation) || r.FromServer || r.Reply.Status != proto.Temporary {
+	if !errors.Is(err, proto.ErrRemoteViolation) || r.FromServer || r.Reply.Status != proto.Temporary {
 		t.Fatalf("%+v, %v", r, err)
 	}
 	want := "greeting 220 hi\nEHLO 250 hi\nreply to nothing 250 unasked"

@@ -220,7 +220,7 @@ func (s *scriptServer) log2() ([]string, [][]byte, []bool) {
 }
 
 // deliver runs a session and collects its results.
-func deliver(t *testing.T, c *Client, addr string, msgs []Message) ([]RecipientResult, error) {
+func deliver(t *testing.T, c *Client, addr string, msgs []proto.Message) ([]proto.Result, error) {
 	t.Helper()
 	if c.Helo == "" {
 		c.Helo = "client.example"
@@ -228,13 +228,13 @@ func deliver(t *testing.T, c *Client, addr string, msgs []Message) ([]RecipientR
 	if c.CommandTimeout == 0 {
 		c.CommandTimeout = 20 * time.Second // a test's bug fails, not hangs
 	}
-	var results []RecipientResult
+	var results []proto.Result
 	_, err := c.Deliver(context.Background(), []string{addr}, msgs, collect(&results))
 	checkOrder(t, msgs, results)
 	return results, err
 }
 
-func statuses(results []RecipientResult) string {
+func statuses(results []proto.Result) string {
 	var b strings.Builder
 	for _, r := range results {
 		b.WriteByte(byte(r.Reply.Status))
@@ -264,7 +264,7 @@ func TestPipelinedTransactions(t *testing.T) {
 	addr := startServer(t, srv.handle)
 	msg1 := []byte(".a\n..b\n.\nx\r\ny\n\xe9")
 	msg2 := []byte("plain\n")
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("s@example.test", msg1, "one@example.test", "busy@example.test", "gone@example.test", "two@example.test"),
 		bytesMessage("", msg2, "three@example.test"),
 	}
@@ -300,7 +300,7 @@ func TestPipelinedTransactions(t *testing.T) {
 func TestEHLORefusedFallsBackToHELO(t *testing.T) {
 	srv := &scriptServer{ehloRefusal: "554 5.5.1 no EHLO here"}
 	addr := startServer(t, srv.handle)
-	msgs := []Message{bytesMessage("s@example.test", []byte("\xe9\n"), "a@example.test", "b@example.test")}
+	msgs := []proto.Message{bytesMessage("s@example.test", []byte("\xe9\n"), "a@example.test", "b@example.test")}
 	results, err := deliver(t, &Client{}, addr, msgs)
 	if err != nil || statuses(results) != "KK" {
 		t.Fatalf("err %v, results %+v", err, results)
@@ -326,7 +326,7 @@ func TestMailParameters(t *testing.T) {
 		},
 	}
 	addr := startServer(t, srv.handle)
-	msgs := []Message{
+	msgs := []proto.Message{
 		bytesMessage("s@example.test", []byte("a\n.b\n"), "x@example.test"),
 		bytesMessage("s@example.test", []byte("\xc3\xa9"), "y@example.test"),
 		bytesMessage("s@example.test", []byte("z\n"), "gone@example.test"),
@@ -371,7 +371,7 @@ func TestMailRefused(t *testing.T) {
 				}
 			}
 		})
-		msgs := []Message{bytesMessage("bad@example.test", []byte("x\n"), "a@example.test", "b@example.test")}
+		msgs := []proto.Message{bytesMessage("bad@example.test", []byte("x\n"), "a@example.test", "b@example.test")}
 		results, err := deliver(t, &Client{}, addr, msgs)
 		if err != nil || statuses(results) != "DD" || results[1].Reply.Text != "553 5.1.8 sender refused" {
 			t.Errorf("%s: err %v, results %+v", ext, err, results)
@@ -406,7 +406,7 @@ func TestTricklingServer(t *testing.T) {
 				p.line()
 				trickle(p, "250-wait for it\r\n")
 			})
-			msgs := []Message{
+			msgs := []proto.Message{
 				bytesMessage("s@example.test", []byte("x\n"), "a@example.test", "b@example.test"),
 				bytesMessage("s@example.test", []byte("y\n"), "c@example.test"),
 			}
@@ -462,8 +462,8 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 // no MAIL is sent; TLSNone never uses it.
 func TestSTARTTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
-	msg := func() []Message {
-		return []Message{bytesMessage("s@example.test", []byte("secret\n"), "a@example.test")}
+	msg := func() []proto.Message {
+		return []proto.Message{bytesMessage("s@example.test", []byte("secret\n"), "a@example.test")}
 	}
 	cases := []struct {
 		name   string
@@ -512,8 +512,8 @@ func TestSTARTTLSInjection(t *testing.T) {
 		p.send("220 go ahead\r\n250 injected\r\n")
 		p.line()
 	})
-	results, err := deliver(t, &Client{}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
-	if !errors.Is(err, ErrRemoteViolation) || statuses(results) != "Z" || results[0].FromServer {
+	results, err := deliver(t, &Client{}, addr, []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+	if !errors.Is(err, proto.ErrRemoteViolation) || statuses(results) != "Z" || results[0].FromServer {
 		t.Fatalf("err %v, results %+v", err, results)
 	}
 }
@@ -527,11 +527,11 @@ func TestHostileReplies(t *testing.T) {
 		want  string
 		isErr error
 	}{
-		{"long line", "250 " + strings.Repeat("x", 3000) + "\r\n", "KZ", ErrRemoteViolation},
-		{"endless reply", strings.Repeat("250-more\r\n", 200) + "250 ok\r\n", "KZ", ErrRemoteViolation},
-		{"not a reply", "hello there\r\n", "KZ", ErrRemoteViolation},
-		{"mixed codes", "250-ok\r\n550 no\r\n", "KZ", ErrRemoteViolation},
-		{"reply to nothing", "250 ok\r\n250 extra\r\n", "KZ", ErrRemoteViolation},
+		{"long line", "250 " + strings.Repeat("x", 3000) + "\r\n", "KZ", proto.ErrRemoteViolation},
+		{"endless reply", strings.Repeat("250-more\r\n", 200) + "250 ok\r\n", "KZ", proto.ErrRemoteViolation},
+		{"not a reply", "hello there\r\n", "KZ", proto.ErrRemoteViolation},
+		{"mixed codes", "250-ok\r\n550 no\r\n", "KZ", proto.ErrRemoteViolation},
+		{"reply to nothing", "250 ok\r\n250 extra\r\n", "KZ", proto.ErrRemoteViolation},
 		{"closed", "", "KZ", errConnClosed},
 	}
 	for _, c := range cases {
@@ -573,7 +573,7 @@ func TestHostileReplies(t *testing.T) {
 					}
 				}
 			})
-			msgs := []Message{
+			msgs := []proto.Message{
 				bytesMessage("s@example.test", []byte("x\n"), "a@example.test"),
 				bytesMessage("s@example.test", []byte("y\n"), "b@example.test"),
 			}
@@ -603,8 +603,8 @@ func TestEndlessEHLO(t *testing.T) {
 		}
 		p.send("250 end\r\n")
 	})
-	results, err := deliver(t, &Client{CommandTimeout: 20 * time.Second}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
-	if !errors.Is(err, ErrRemoteViolation) || statuses(results) != "Z" {
+	results, err := deliver(t, &Client{CommandTimeout: 20 * time.Second}, addr, []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+	if !errors.Is(err, proto.ErrRemoteViolation) || statuses(results) != "Z" {
 		t.Fatalf("err %v, results %+v", err, results)
 	}
 }
@@ -649,7 +649,7 @@ func TestDataOddities(t *testing.T) {
 				}
 			})
 			results, _ := deliver(t, &Client{CommandTimeout: 20 * time.Second, DataTimeout: 20 * time.Second}, addr,
-				[]Message{bytesMessage("s@example.test", []byte(strings.Repeat("line\n", 100)), "a@example.test")})
+				[]proto.Message{bytesMessage("s@example.test", []byte(strings.Repeat("line\n", 100)), "a@example.test")})
 			r := results[0]
 			if r.Reply.Status != proto.Temporary || r.FromServer != c.fromS || !strings.HasPrefix(r.Reply.Text, c.text) {
 				t.Errorf("%+v, want Z %q (from server %v)", r, c.text, c.fromS)
@@ -663,11 +663,11 @@ func TestDataOddities(t *testing.T) {
 func TestUnreadableMessage(t *testing.T) {
 	srv := &scriptServer{ehlo: []string{"PIPELINING"}}
 	addr := startServer(t, srv.handle)
-	bad := Message{Sender: "s@example.test", Recipients: []string{"a@example.test"}, Size: 5,
+	bad := proto.Message{Sender: "s@example.test", Recipients: []string{"a@example.test"}, Size: 5,
 		Open: func() (io.ReadCloser, error) { return nil, fmt.Errorf("gone") }}
 	short := bytesMessage("s@example.test", []byte("abc"), "b@example.test")
 	short.Size = 10
-	msgs := []Message{bad, short, bytesMessage("s@example.test", []byte("ok\n"), "c@example.test")}
+	msgs := []proto.Message{bad, short, bytesMessage("s@example.test", []byte("ok\n"), "c@example.test")}
 	results, err := deliver(t, &Client{}, addr, msgs)
 	if err != nil || statuses(results) != "ZZK" || results[0].FromServer || results[1].FromServer {
 		t.Fatalf("err %v, results %+v", err, results)
@@ -681,14 +681,14 @@ func TestInterrupted(t *testing.T) {
 	addr := startServer(t, srv.handle)
 	stop := make(chan struct{})
 	ctx := proto.WithStopStarting(context.Background(), stop)
-	var msgs []Message
+	var msgs []proto.Message
 	for i := 0; i < 3; i++ {
 		msgs = append(msgs, bytesMessage("s@example.test", []byte("x\n"), fmt.Sprintf("r%d@example.test", i)))
 	}
-	var results []RecipientResult
-	_, err := (&Client{Helo: "h.example"}).Deliver(ctx, []string{addr}, msgs, func(r RecipientResult) {
+	var results []proto.Result
+	_, err := (&Client{Helo: "h.example"}).Deliver(ctx, []string{addr}, msgs, func(r proto.Result) {
 		results = append(results, r)
-		if r.Package == 0 {
+		if r.Message == 0 {
 			close(stop)
 		}
 	})
@@ -706,8 +706,8 @@ func TestMalformedGreeting(t *testing.T) {
 			p.send(greeting)
 			p.line()
 		})
-		results, err := deliver(t, &Client{}, addr, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
-		if !errors.Is(err, ErrRemoteViolation) || statuses(results) != "Z" {
+		results, err := deliver(t, &Client{}, addr, []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")})
+		if !errors.Is(err, proto.ErrRemoteViolation) || statuses(results) != "Z" {
 			t.Errorf("%.20q: err %v, results %+v", greeting, err, results)
 		}
 	}
@@ -735,10 +735,10 @@ func TestDataTimeout(t *testing.T) {
 	t.Cleanup(func() { close(stalled) }) // runs before startServer's cleanup
 	line := []byte(strings.Repeat("z", 99) + "\n")
 	size := int64(16 << 20) // beyond loopback socket buffers (if not, the reply wait times out instead)
-	big := Message{Sender: "s@example.test", Recipients: []string{"a@example.test"}, Size: size,
+	big := proto.Message{Sender: "s@example.test", Recipients: []string{"a@example.test"}, Size: size,
 		Open: func() (io.ReadCloser, error) { return io.NopCloser(io.LimitReader(repeatReader(line), size)), nil }}
 	start := time.Now()
-	results, err := deliver(t, &Client{DataTimeout: time.Second}, addr, []Message{big})
+	results, err := deliver(t, &Client{DataTimeout: time.Second}, addr, []proto.Message{big})
 	if !errors.Is(err, ErrTimeout) || statuses(results) != "Z" || results[0].FromServer {
 		t.Fatalf("err %v, results %+v", err, results)
 	}
@@ -763,8 +763,8 @@ func TestCancel(t *testing.T) {
 		<-waiting
 		cancel()
 	}()
-	msgs := []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test", "b@example.test")}
-	var results []RecipientResult
+	msgs := []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test", "b@example.test")}
+	var results []proto.Result
 	_, err := (&Client{Helo: "h.example", CommandTimeout: time.Hour}).Deliver(ctx, []string{addr}, msgs, collect(&results))
 	checkOrder(t, msgs, results)
 	if !errors.Is(err, context.Canceled) || statuses(results) != "ZZ" {

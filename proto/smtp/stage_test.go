@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"qbox/proto"
 )
 
 // stages renders each result as status/stage/accepted/sent/fromServer.
-func stages(results []RecipientResult) string {
+func stages(results []proto.Result) string {
 	var parts []string
 	for _, r := range results {
 		parts = append(parts, fmt.Sprintf("%c/%d/%v/%v/%v", r.Reply.Status, r.Stage, r.RcptAccepted, r.Sent, r.FromServer))
@@ -39,7 +41,7 @@ func TestResultStages(t *testing.T) {
 		},
 	}
 	addr := startServer(t, s.handle)
-	results, err := deliver(t, &Client{TLS: TLSNone}, addr, []Message{
+	results, err := deliver(t, &Client{TLS: TLSNone}, addr, []proto.Message{
 		bytesMessage("s@example.test", []byte("good\n"), "ok@x", "bad@x", "tmp@x"),
 		bytesMessage("s@example.test", []byte("spam\n"), "ok@x"),
 	})
@@ -47,7 +49,7 @@ func TestResultStages(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("K/%d/true/true/true D/%d/false/false/true Z/%d/false/false/true D/%d/true/true/true",
-		StageMessage, StageRcpt, StageRcpt, StageMessage)
+		proto.StageMessage, proto.StageRcpt, proto.StageRcpt, proto.StageMessage)
 	if got := stages(results); got != want {
 		t.Errorf("stages %s, want %s", got, want)
 	}
@@ -79,14 +81,14 @@ func TestResultStagesLost(t *testing.T) {
 			}
 		}
 	})
-	results, _ := deliver(t, &Client{TLS: TLSNone}, lost, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@x")})
-	if got, want := stages(results), fmt.Sprintf("Z/%d/true/true/false", StageNone); got != want {
+	results, _ := deliver(t, &Client{TLS: TLSNone}, lost, []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@x")})
+	if got, want := stages(results), fmt.Sprintf("Z/%d/true/true/false", proto.StageNone); got != want {
 		t.Errorf("lost after the dot: %s, want %s", got, want)
 	}
 
 	refused := startServer(t, func(p *peer) { p.send("554 not now\r\n"); p.line() })
-	results, _ = deliver(t, &Client{TLS: TLSNone}, refused, []Message{bytesMessage("s@example.test", []byte("x\n"), "a@x")})
-	if got, want := stages(results), fmt.Sprintf("Z/%d/false/false/true", StageGreeting); got != want {
+	results, _ = deliver(t, &Client{TLS: TLSNone}, refused, []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@x")})
+	if got, want := stages(results), fmt.Sprintf("Z/%d/false/false/true", proto.StageGreeting); got != want {
 		t.Errorf("greeting refused: %s, want %s", got, want)
 	}
 }

@@ -48,13 +48,13 @@ func (s *session) networkError(what string, d time.Duration, err error) error {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return fmt.Errorf("smtp: %w: %s not complete within %v", ErrTimeout, what, d)
 	}
-	if errors.Is(err, ErrRemoteViolation) || errors.Is(err, errConnClosed) {
+	if errors.Is(err, proto.ErrRemoteViolation) || errors.Is(err, errConnClosed) {
 		return err
 	}
 	var pe textproto.ProtocolError
 	if errors.As(err, &pe) || errors.Is(err, gosmtp.ErrTooLongLine) {
 		// go-smtp's reader found a malformed or overlong reply line.
-		return fmt.Errorf("smtp: %w: %s: %v", ErrRemoteViolation, what, err)
+		return fmt.Errorf("smtp: %w: %s: %v", proto.ErrRemoteViolation, what, err)
 	}
 	return fmt.Errorf("smtp: %s: %w", what, err)
 }
@@ -65,7 +65,7 @@ func (s *session) networkError(what string, d time.Duration, err error) error {
 // over the line's final LF (see send).
 func (s *session) writeCommands(w *wireConn, lines []string) error {
 	if w.buffered() > 0 {
-		return fmt.Errorf("smtp: %w: the server sent a reply to nothing", ErrRemoteViolation)
+		return fmt.Errorf("smtp: %w: the server sent a reply to nothing", proto.ErrRemoteViolation)
 	}
 	var b strings.Builder
 	for _, l := range lines {
@@ -246,27 +246,27 @@ func outcome(r reply) proto.Reply {
 // written in full.
 type tx struct {
 	i        int
-	res      []*RecipientResult
+	res      []*proto.Result
 	rcptOK   []bool
 	accepted []int
 	sent     bool
 }
 
 func newTx(i, n int) *tx {
-	return &tx{i: i, res: make([]*RecipientResult, n), rcptOK: make([]bool, n)}
+	return &tx{i: i, res: make([]*proto.Result, n), rcptOK: make([]bool, n)}
 }
 
 // set decides recipient j's result, unless it is decided already.
-func (t *tx) set(j int, r proto.Reply, fromServer bool, stage Stage) {
+func (t *tx) set(j int, r proto.Reply, fromServer bool, stage proto.Stage) {
 	if t.res[j] == nil {
-		t.res[j] = &RecipientResult{Package: t.i, Recipient: j, Reply: r, FromServer: fromServer,
+		t.res[j] = &proto.Result{Message: t.i, Recipient: j, Reply: r, FromServer: fromServer,
 			Stage: stage, RcptAccepted: t.rcptOK[j], Sent: t.sent}
 	}
 }
 
 func (t *tx) all(r proto.Reply, fromServer bool) {
 	for j := range t.res {
-		t.set(j, r, fromServer, StageNone)
+		t.set(j, r, fromServer, proto.StageNone)
 	}
 }
 
@@ -323,7 +323,7 @@ func (s *session) transaction(i int) error {
 		if pathSafe(r) {
 			good++
 		} else {
-			t.set(j, errUnsafePath, false, StageNone)
+			t.set(j, errUnsafePath, false, proto.StageNone)
 		}
 	}
 	if good == 0 {
@@ -383,7 +383,7 @@ func (s *session) transaction(i int) error {
 			k++
 			switch {
 			case c.kind == cmdRCPT && mailReply != nil:
-				t.set(c.rcpt, outcome(*mailReply), true, StageMail)
+				t.set(c.rcpt, outcome(*mailReply), true, proto.StageMail)
 				continue
 			case c.kind == cmdDATA && (mailReply != nil || (!s.pipelining && len(t.accepted) == 0)):
 				continue
@@ -423,7 +423,7 @@ func (s *session) transaction(i int) error {
 			switch c.kind {
 			case cmdRSET:
 				if r.class() != 2 {
-					return &serverRefused{step: "RSET", stage: StageRset, text: r.text}
+					return &serverRefused{step: "RSET", stage: proto.StageRset, text: r.text}
 				}
 			case cmdMAIL:
 				if r.class() != 2 {
@@ -431,12 +431,12 @@ func (s *session) transaction(i int) error {
 				}
 			case cmdRCPT:
 				if mailReply != nil {
-					t.set(c.rcpt, outcome(*mailReply), true, StageMail)
+					t.set(c.rcpt, outcome(*mailReply), true, proto.StageMail)
 				} else if r.class() == 2 {
 					t.accepted = append(t.accepted, c.rcpt)
 					t.rcptOK[c.rcpt] = true
 				} else {
-					t.set(c.rcpt, outcome(r), true, StageRcpt)
+					t.set(c.rcpt, outcome(r), true, proto.StageRcpt)
 				}
 			case cmdDATA:
 				dataReply = &r
@@ -455,7 +455,7 @@ func (s *session) transaction(i int) error {
 			r = proto.Z("unexpected reply to DATA: " + dataReply.text)
 		}
 		for _, j := range t.accepted {
-			t.set(j, r, true, StageData)
+			t.set(j, r, true, proto.StageData)
 		}
 	case mailReply != nil || len(t.accepted) == 0:
 		// 354 with nobody to deliver to: end the data at once.
@@ -497,14 +497,14 @@ func (s *session) settleDot() error {
 		return err
 	}
 	for _, j := range t.accepted {
-		t.set(j, outcome(r), true, StageMessage)
+		t.set(j, outcome(r), true, proto.StageMessage)
 	}
 	s.emit()
 	return nil
 }
 
 // scan reads the message once for MAIL's SIZE and BODY.
-func (s *session) scan(m *Message) (bodyInfo, error) {
+func (s *session) scan(m *proto.Message) (bodyInfo, error) {
 	body, err := m.Open()
 	if err != nil {
 		return bodyInfo{}, err
@@ -517,9 +517,9 @@ func (s *session) scan(m *Message) (bodyInfo, error) {
 // marks t sent. Its reply (settleDot) is read, again within the data
 // timeout, only once the "." is written: a reply counts only for what was
 // sent.
-func (s *session) data(m *Message, t *tx) error {
+func (s *session) data(m *proto.Message, t *tx) error {
 	if s.w.buffered() > 0 {
-		return fmt.Errorf("smtp: %w: the server sent a reply to nothing", ErrRemoteViolation)
+		return fmt.Errorf("smtp: %w: the server sent a reply to nothing", proto.ErrRemoteViolation)
 	}
 	body, err := m.Open()
 	if err != nil {
@@ -597,7 +597,7 @@ func (s *session) failRest(cause error) {
 	}
 	text := "no reply from the server"
 	fromServer := false
-	stage := StageNone
+	stage := proto.StageNone
 	var refused *serverRefused
 	switch {
 	case errors.As(cause, &refused):
@@ -616,7 +616,7 @@ func (s *session) failRest(cause error) {
 				s.onResult(*s.cur.res[j])
 				continue
 			}
-			r := RecipientResult{Package: i, Recipient: j, Reply: proto.Z(t), FromServer: fs}
+			r := proto.Result{Message: i, Recipient: j, Reply: proto.Z(t), FromServer: fs}
 			if fs {
 				r.Stage = stage
 			}

@@ -304,7 +304,7 @@ func walk(t *testing.T, body string, pipelining bool, cfg *tls.Config) {
 }
 
 // walkOne runs case c (number i) and checks its outcome.
-func walkOne(t *testing.T, addr string, mode TLSMode, msg Message, c *walkCase, i int, tx string, ends map[int]string) {
+func walkOne(t *testing.T, addr string, mode TLSMode, msg proto.Message, c *walkCase, i int, tx string, ends map[int]string) {
 	n, r := c.n, c.reply
 	client := &Client{TLS: mode, Helo: fmt.Sprintf("walk-%d.example", i), CommandTimeout: time.Minute, DataTimeout: time.Minute,
 		testPause: &pauseHook{at: int64(n), base: -1, wait: func(conn net.Conn) {
@@ -322,8 +322,8 @@ func walkOne(t *testing.T, addr string, mode TLSMode, msg Message, c *walkCase, 
 				runtime.Gosched()
 			}
 		}}}
-	var results []RecipientResult
-	_, err := client.Deliver(context.Background(), []string{addr}, []Message{msg}, collect(&results))
+	var results []proto.Result
+	_, err := client.Deliver(context.Background(), []string{addr}, []proto.Message{msg}, collect(&results))
 	got := <-c.got
 	// Up to n the client writes the transaction; after a refusal it
 	// goes its own way (RSET, QUIT, an empty DATA).
@@ -335,7 +335,7 @@ func walkOne(t *testing.T, addr string, mode TLSMode, msg Message, c *walkCase, 
 	if n == 0 {
 		onTime = false
 	}
-	want, fromServer, wantErr := "Z", false, ErrRemoteViolation
+	want, fromServer, wantErr := "Z", false, proto.ErrRemoteViolation
 	if onTime {
 		switch r {
 		case "ok":

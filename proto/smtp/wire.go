@@ -33,11 +33,6 @@ const (
 	goSMTPBudget = 64 << 10
 )
 
-// ErrRemoteViolation is wrapped by the session error when the server broke
-// SMTP: a malformed or oversized reply, a reply to nothing, or bytes sent
-// between the STARTTLS reply and the TLS handshake.
-var ErrRemoteViolation = errors.New("remote protocol violation")
-
 // wireConn is the connection under go-smtp's client and this package's
 // own commands. Read hands out at most one line per call, so go-smtp's
 // buffered reader never holds bytes beyond the reply it parses: whatever
@@ -134,13 +129,13 @@ func (w *wireConn) Read(p []byte) (int, error) {
 		from := w.goFrom
 		w.goFrom = -1
 		if at := w.offset(); at < from {
-			return 0, fmt.Errorf("smtp: %w: %v (it starts at byte %d of the server's stream; only bytes from %d on came after)", ErrRemoteViolation, errEarly, at, from)
+			return 0, fmt.Errorf("smtp: %w: %v (it starts at byte %d of the server's stream; only bytes from %d on came after)", proto.ErrRemoteViolation, errEarly, at, from)
 		}
 	}
 	i := bytes.IndexByte(w.buf[w.start:w.end], '\n')
 	for i < 0 {
 		if w.end-w.start >= maxReplyLine {
-			return 0, fmt.Errorf("smtp: %w: a reply line longer than %d bytes", ErrRemoteViolation, maxReplyLine)
+			return 0, fmt.Errorf("smtp: %w: a reply line longer than %d bytes", proto.ErrRemoteViolation, maxReplyLine)
 		}
 		held := w.end - w.start
 		if err := w.fill(); err != nil {
@@ -156,7 +151,7 @@ func (w *wireConn) Read(p []byte) (int, error) {
 	}
 	if w.budget >= 0 {
 		if int64(len(chunk)) > w.budget {
-			return 0, fmt.Errorf("smtp: %w: the greeting and EHLO reply exceed %d bytes", ErrRemoteViolation, goSMTPBudget)
+			return 0, fmt.Errorf("smtp: %w: the greeting and EHLO reply exceed %d bytes", proto.ErrRemoteViolation, goSMTPBudget)
 		}
 		w.budget -= int64(len(chunk))
 	}
@@ -173,7 +168,7 @@ func (w *wireConn) Read(p []byte) (int, error) {
 func (w *wireConn) Write(p []byte) (int, error) {
 	if w.budget >= 0 && len(p) > 0 && p[len(p)-1] == '\n' {
 		if w.buffered() > 0 {
-			return 0, fmt.Errorf("smtp: %w: the server sent a reply to nothing", ErrRemoteViolation)
+			return 0, fmt.Errorf("smtp: %w: the server sent a reply to nothing", proto.ErrRemoteViolation)
 		}
 		w.goFrom = w.total
 		if m := proto.MarkArrivals(w.Conn); m.Known && m.Offset > w.goFrom {
@@ -230,7 +225,7 @@ func (w *wireConn) readLine() ([]byte, error) {
 			chunk = chunk[:i+1]
 		}
 		if len(line)+len(chunk) > maxReplyLine {
-			return nil, fmt.Errorf("smtp: %w: a reply line longer than %d bytes", ErrRemoteViolation, maxReplyLine)
+			return nil, fmt.Errorf("smtp: %w: a reply line longer than %d bytes", proto.ErrRemoteViolation, maxReplyLine)
 		}
 		line = append(line, chunk...)
 		w.start += len(chunk)
@@ -260,7 +255,7 @@ func (w *wireConn) readReply() (reply, error) {
 		from := w.owed[0]
 		w.owed = w.owed[1:]
 		if at := w.offset(); at < from {
-			return reply{}, fmt.Errorf("smtp: %w: %v (it starts at byte %d of the server's stream; only bytes from %d on came after)", ErrRemoteViolation, errEarly, at, from)
+			return reply{}, fmt.Errorf("smtp: %w: %v (it starts at byte %d of the server's stream; only bytes from %d on came after)", proto.ErrRemoteViolation, errEarly, at, from)
 		}
 	}
 	var (
@@ -270,7 +265,7 @@ func (w *wireConn) readReply() (reply, error) {
 	)
 	for n := 0; ; n++ {
 		if n == maxReplyLines {
-			return reply{}, fmt.Errorf("smtp: %w: a reply of more than %d lines", ErrRemoteViolation, maxReplyLines)
+			return reply{}, fmt.Errorf("smtp: %w: a reply of more than %d lines", proto.ErrRemoteViolation, maxReplyLines)
 		}
 		line, err := w.readLine()
 		if err != nil {
@@ -283,7 +278,7 @@ func (w *wireConn) readReply() (reply, error) {
 		if n == 0 {
 			code = c
 		} else if c != code {
-			return reply{}, fmt.Errorf("smtp: %w: reply lines with codes %d and %d", ErrRemoteViolation, code, c)
+			return reply{}, fmt.Errorf("smtp: %w: reply lines with codes %d and %d", proto.ErrRemoteViolation, code, c)
 		}
 		if text != "" && size < proto.MaxReplyText {
 			texts = append(texts, text)
@@ -307,7 +302,7 @@ func (w *wireConn) readReply() (reply, error) {
 // code, whether more lines follow, and the text.
 func parseReplyLine(line []byte) (code int, more bool, text string, err error) {
 	if len(line) < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' {
-		return 0, false, "", fmt.Errorf("smtp: %w: not a reply line: %q", ErrRemoteViolation, proto.Printable(string(line), 80))
+		return 0, false, "", fmt.Errorf("smtp: %w: not a reply line: %q", proto.ErrRemoteViolation, proto.Printable(string(line), 80))
 	}
 	code = int(line[0]-'0')*100 + int(line[1]-'0')*10 + int(line[2]-'0')
 	if len(line) == 3 {
@@ -318,7 +313,7 @@ func parseReplyLine(line []byte) (code int, more bool, text string, err error) {
 	case '-':
 		more = true
 	default:
-		return 0, false, "", fmt.Errorf("smtp: %w: not a reply line: %q", ErrRemoteViolation, proto.Printable(string(line), 80))
+		return 0, false, "", fmt.Errorf("smtp: %w: not a reply line: %q", proto.ErrRemoteViolation, proto.Printable(string(line), 80))
 	}
 	return code, more, string(line[4:]), nil
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"qbox/proto"
 )
 
 // A greeting cut short (no line end) and then silence is a timeout: the
@@ -16,7 +18,7 @@ func TestPartialGreetingIsNoGreeting(t *testing.T) {
 		l, _ := p.line() // whatever comes before the client gives up
 		heard <- l
 	})
-	msgs := []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")}
+	msgs := []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")}
 	_, err := deliver(t, &Client{CommandTimeout: time.Second}, addr, msgs)
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err %v, want ErrTimeout", err)
@@ -33,9 +35,9 @@ func TestEndlessGreetingLine(t *testing.T) {
 		p.send("220 " + strings.Repeat("x", 3*maxReplyLine))
 		p.line()
 	})
-	msgs := []Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")}
+	msgs := []proto.Message{bytesMessage("s@example.test", []byte("x\n"), "a@example.test")}
 	_, err := deliver(t, &Client{CommandTimeout: 30 * time.Second}, addr, msgs)
-	if !errors.Is(err, ErrRemoteViolation) {
-		t.Fatalf("err %v, want ErrRemoteViolation", err)
+	if !errors.Is(err, proto.ErrRemoteViolation) {
+		t.Fatalf("err %v, want proto.ErrRemoteViolation", err)
 	}
 }

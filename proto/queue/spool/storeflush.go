@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"qbox/proto"
 	"qbox/proto/queue"
 )
 
@@ -77,7 +78,7 @@ func (r *storedRun) scan(now time.Time, out *queue.Scan) error {
 		if len(rcpts) == 0 || (!force && now.Before(m.state.next)) {
 			continue // nothing to send, or backing off after a Z
 		}
-		st := &queue.Stored{Sys: ref, Package: queue.Package{Sender: m.sender, Recipients: rcpts, Size: m.size,
+		st := &queue.Stored{Sys: ref, Message: proto.Message{Sender: m.sender, Recipients: rcpts, Size: m.size,
 			Open: func() (io.ReadCloser, error) {
 				rd, c, err := m.open()
 				if err != nil {
