@@ -393,7 +393,7 @@ func TestForcedSourceIgnoresBackoff(t *testing.T) {
 // for one starting "d", Z for "z", K otherwise.
 type perRecipient struct{}
 
-func (perRecipient) Deliver(ctx context.Context, pkgs []queue.Package, onResult func(queue.Result)) (queue.Stats, error) {
+func (perRecipient) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(proto.Result)) (queue.Stats, error) {
 	for i, p := range pkgs {
 		rc, err := p.Open()
 		if err == nil {
@@ -408,7 +408,7 @@ func (perRecipient) Deliver(ctx context.Context, pkgs []queue.Package, onResult 
 			case 'z':
 				reply = proto.Z("mailbox busy (#4.2.1)")
 			}
-			onResult(queue.Result{Package: i, Recipient: j, Reply: reply, FromServer: true, Server: "test", Protocol: "QMTP"})
+			onResult(proto.Result{Message: i, Recipient: j, Reply: reply, FromServer: true, Server: "test", Protocol: "QMTP"})
 		}
 	}
 	return queue.Stats{Sessions: 1}, nil
