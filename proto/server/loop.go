@@ -252,6 +252,9 @@ func (lp *Loop) handle(c net.Conn, cfg *Config, conns *ConnLimit, ticket *Ticket
 	}
 	linger := func() bool {
 		defer ticket.Release() // whatever the session does, the slot comes back
+		if !handshake(lp.sessCtx, c, cfg, peer.RemoteIP, start) {
+			return false
+		}
 		return cfg.session(lp.sessCtx, c, peer, start)
 	}()
 	// A lingering connection leaves its place in the waiting room (it
@@ -265,12 +268,41 @@ func (lp *Loop) handle(c net.Conn, cfg *Config, conns *ConnLimit, ticket *Ticket
 	}
 }
 
+// bound bounds the reads and the writes of a refusal: on a TLS listener's
+// connection the write first runs the handshake, whose reads would
+// otherwise wait for a client hello without end (in the accept loop,
+// holding up every connection after it).
+func bound(c Conn, within time.Duration) {
+	end := time.Now().Add(within)
+	c.SetReadDeadline(end)
+	c.SetWriteDeadline(end)
+}
+
+// handshake runs the TLS handshake of a TLS listener's connection (any
+// connection with a HandshakeContext method) within the idle time, before
+// the session: a client that never sends its hello gives its slot back
+// then, as an idle one does. It reports whether the session may run, and
+// logs a failed handshake. Other connections pass as they are.
+func handshake(ctx context.Context, c net.Conn, cfg *Config, ip string, start time.Time) bool {
+	h, ok := c.(interface{ HandshakeContext(context.Context) error })
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout())
+	defer cancel()
+	err := h.HandshakeContext(ctx)
+	if err != nil {
+		cfg.logger().Info("TLS handshake failed", "proto", cfg.Protocol, "remote", ip, "ms", time.Since(start).Milliseconds(), "err", err.Error())
+	}
+	return err == nil
+}
+
 // busy refuses a connection no slot is free for, with cfg.Busy if set,
 // and logs it.
 func busy(cfg *Config, c net.Conn, ip string, conns *ConnLimit, why string, start time.Time, within time.Duration) {
 	var err error
 	if cfg.Busy != nil {
-		c.SetWriteDeadline(time.Now().Add(within))
+		bound(c, within)
 		err = cfg.Busy(c)
 	}
 	attrs := []any{"proto", cfg.Protocol, "remote", ip, "max_conns", conns.Max(), "waiting", conns.Waiting(),
@@ -315,7 +347,7 @@ func (lp *Loop) HandleConn(ctx context.Context, c Conn, peer proto.Peer, cfg *Co
 // refuse answers a client outside the access list at once, as Postfix's
 // qmqpd does, and logs it.
 func refuse(cfg *Config, c Conn, ip string, start time.Time, within time.Duration) {
-	c.SetWriteDeadline(time.Now().Add(within))
+	bound(c, within)
 	err := cfg.Refuse(c)
 	attrs := []any{"proto", cfg.Protocol, "remote", ip, "ms", time.Since(start).Milliseconds()}
 	if err != nil {
