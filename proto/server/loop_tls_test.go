@@ -2,49 +2,28 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"qbox/proto"
+	"qbox/proto/testkit/tlstest"
 )
 
 // tlsListener listens on 127.0.0.1:0 behind TLS with a fresh self-signed
 // certificate, and returns a client configuration that trusts it.
 func tlsListener(t *testing.T) (net.Listener, *tls.Config) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mx.test"},
-		DNSNames: []string{"mx.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
+	cert := tlstest.New(t, "mx.test")
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	return l, &tls.Config{RootCAs: pool, ServerName: "mx.test"}
+	return tls.NewListener(inner, cert.Server()), cert.Client("mx.test")
 }
 
 // serveTLS runs a Loop on a TLS listener whose sessions echo one line,
