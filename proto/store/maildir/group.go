@@ -5,145 +5,130 @@ import (
 	"sync"
 )
 
-// MaxGroup is the most messages one group commit covers: one fsync of
-// new/ for up to this many messages' names. A message joining a full
-// group waits for the next one, which starts as soon as the current
-// group's fsync returns.
+// MaxGroup is the most messages one fsync of new/ is shared by: a message
+// finding the next group full joins (or starts) the one after it.
 const MaxGroup = 64
 
 // group is a Store's group commit: concurrent deliveries into one maildir
 // share the fsync of new/.
 //
-// Each delivery first makes its own files durable (Sync, in its own
-// goroutine: concurrent fsyncs on ext4 and XFS join the same journal
-// commit, so they are already shared by the file system, and each file's
-// data is on disk before any name of it is), then queues for a group.
-// A committer takes everything queued (up to MaxGroup messages), gives
-// every file its name in new/ (linkat or rename), fsyncs new/ once and
-// only then releases the waiters, each with its paths: no K is given
-// before the fsync of new/ that covers its names has returned. A failure
-// of that fsync (or of any link in the group) fails every message of the
-// group: each message's names are removed again and each gets the error,
-// so Z, never K.
+// Each delivery makes its own files durable (Sync: concurrent fsyncs on
+// ext4 and XFS join one journal commit, so the file system already
+// shares them) and only then names them in new/ (Link), so no name is
+// there before its data is on disk. Then it joins the next group: the
+// deliveries waiting for an fsync of new/ that starts after their names
+// were given. At most one fsync of new/ runs at a time; the group that
+// formed while it ran (up to MaxGroup deliveries) has its own fsync the
+// moment it returns, and every delivery of a group is released only when
+// that fsync has returned: no K before the fsync that covers its names.
+// If the fsync fails, every delivery of the group removes its names
+// again and gets the error, so Z, never K.
 //
-// No timer: a delivery that finds no commit running commits its own
-// message at once, in its own goroutine (a lone client waits for nothing
-// more than before). Deliveries that arrive while a commit runs queue and
-// go together in the next one, which a goroutine of its own runs when
-// the delivery that started the previous commit goes back to its client.
-// Batching thus takes exactly what arrived during the previous fsync.
+// No timer: a delivery that finds no fsync running starts one at once,
+// in its own goroutine, and a lone client waits for nothing more than
+// before. Deliveries name their files as soon as they are durable, so a
+// group waits for no one; the next group's fsync runs in a goroutine of
+// its own, so the delivery that ran the previous one answers its client
+// at once.
 //
-// Memory: the queue holds one small entry per waiting delivery (its
-// batch's open files were opened, and are bounded, before it queues), and
-// each delivery waits while it is queued, so the queue never holds more
-// than the number of deliveries running at once, which the server bounds
-// (serve's --max-conns, QMTP's Parallel per session).
+// Memory: a group is one small struct and a count; its deliveries wait
+// on it, each holding only what it held before (its batch), and their
+// number is bounded by the deliveries running at once, which the server
+// bounds (serve's --max-conns, QMTP's Parallel per session).
 type group struct {
 	mu      sync.Mutex
-	queue   []*pending
-	running bool // a committer is taking groups from queue
+	running bool          // an fsync of new/ is running
+	next    []*generation // groups whose fsync has not started, in order
 
-	// onQueue, when set, is called (under mu) with the queue's length
-	// each time a delivery joins it (tests).
-	onQueue func(queued int)
+	// onQueue, when set, is called (under mu) with the number of
+	// deliveries waiting for an fsync not yet started, each time one
+	// joins a group (tests).
+	onQueue func(waiting int)
 }
 
-// pending is one delivery waiting in the group.
-type pending struct {
-	b     fileBatch
-	paths []string
-	err   error
-	done  chan struct{} // closed once paths or err is set
+// generation is one group: the deliveries one fsync of new/ covers.
+type generation struct {
+	members int
+	err     error         // the fsync's, set before done is closed
+	done    chan struct{} // closed once the fsync returned
 }
 
-// commit makes b, already written, durable in new/ through the group and
-// returns its paths in new/. syncDir is the fsync of a directory.
+// commit makes b, already written, durable in new/ and returns its paths
+// there. syncDir is the fsync of a directory.
 func (g *group) commit(b fileBatch, dir string, syncDir func(string) error) ([]string, error) {
 	if err := b.Sync(); err != nil {
 		return nil, err
 	}
-	p := &pending{b: b, done: make(chan struct{})}
-	g.mu.Lock()
-	g.queue = append(g.queue, p)
-	if g.onQueue != nil {
-		g.onQueue(len(g.queue))
+	paths, err := b.Link()
+	if err != nil {
+		return nil, err // Link left none of its names behind
 	}
+	g.mu.Lock()
+	gen := g.join()
 	if g.running {
 		g.mu.Unlock()
-		<-p.done
-		return p.paths, p.err
-	}
-	g.running = true
-	g.mu.Unlock()
-	// Nobody commits: this delivery does, now (its entry is first in the
-	// queue, so in the first group), and hands the committer's role to a
-	// goroutine of its own if more arrived meanwhile.
-	g.run(p, dir, syncDir)
-	return p.paths, p.err
-}
-
-// run commits groups from the queue until it is empty, or, for the
-// delivery own that started it, until own is done: the rest is handed on.
-func (g *group) run(own *pending, dir string, syncDir func(string) error) {
-	for {
-		g.mu.Lock()
-		if len(g.queue) == 0 {
-			g.running = false
-			g.mu.Unlock()
-			return
-		}
-		if own != nil && isDone(own) {
-			g.mu.Unlock()
-			go g.run(nil, dir, syncDir)
-			return
-		}
-		n := min(len(g.queue), MaxGroup)
-		batch := make([]*pending, n)
-		copy(batch, g.queue)
-		rest := copy(g.queue, g.queue[n:])
-		clear(g.queue[rest:]) // hold no finished delivery
-		g.queue = g.queue[:rest]
+		<-gen.done
+	} else {
+		// No fsync runs, so gen is the only group and this delivery its
+		// only member: its fsync starts now, here.
+		g.running = true
+		g.pop()
 		g.mu.Unlock()
-		commitGroup(batch, dir, syncDir)
+		g.sync(gen, dir, syncDir)
 	}
+	if gen.err != nil {
+		b.Unlink()
+		return nil, gen.err
+	}
+	return paths, nil
 }
 
-func isDone(p *pending) bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
+// join adds a delivery to the first group not yet started with room,
+// or to a new one, and returns that group. Called under mu.
+func (g *group) join() *generation {
+	var gen *generation
+	for _, x := range g.next {
+		if x.members < MaxGroup {
+			gen = x
+			break
+		}
 	}
+	if gen == nil {
+		gen = &generation{done: make(chan struct{})}
+		g.next = append(g.next, gen)
+	}
+	gen.members++
+	if g.onQueue != nil {
+		waiting := 0
+		for _, x := range g.next {
+			waiting += x.members
+		}
+		g.onQueue(waiting)
+	}
+	return gen
 }
 
-// commitGroup links every message of batch into new/, fsyncs new/ once,
-// and releases each: with its paths, or with the first error, then for
-// every message of batch and with its names removed.
-func commitGroup(batch []*pending, dir string, syncDir func(string) error) {
-	var err error
-	linked := 0
-	for _, p := range batch {
-		if p.paths, err = p.b.Link(); err != nil {
-			break // Link left none of its own names behind
-		}
-		linked++
+// pop removes the first group of next, whose fsync starts. Called under mu.
+func (g *group) pop() {
+	n := copy(g.next, g.next[1:])
+	g.next[n] = nil
+	g.next = g.next[:n]
+}
+
+// sync fsyncs new/ for gen, every member of which named its files
+// before gen was popped, releases them, and starts the next group's
+// fsync in a goroutine of its own if one is waiting.
+func (g *group) sync(gen *generation, dir string, syncDir func(string) error) {
+	gen.err = syncDir(filepath.Join(dir, "new"))
+	g.mu.Lock()
+	close(gen.done)
+	if len(g.next) == 0 {
+		g.running = false
+		g.mu.Unlock()
+		return
 	}
-	if err == nil {
-		err = syncDir(filepath.Join(dir, "new"))
-	}
-	if err != nil {
-		for _, p := range batch[:linked] {
-			p.b.Unlink()
-		}
-		for _, p := range batch[linked:] {
-			p.b.Abort()
-		}
-		for _, p := range batch {
-			p.paths, p.err = nil, err
-		}
-	}
-	for _, p := range batch {
-		close(p.done)
-	}
+	next := g.next[0]
+	g.pop()
+	g.mu.Unlock()
+	go g.sync(next, dir, syncDir)
 }
