@@ -13,9 +13,9 @@ import (
 	"qbox/commands/exitcode"
 	"qbox/commands/interrupt"
 	"qbox/proto"
-	"qbox/proto/qmqp"
 	"qbox/proto/queue"
 	"qbox/proto/queue/spool"
+	"qbox/proto/relay"
 )
 
 // FlushConfig is one `qbox inject --flush`: deliver the sendmail spool to
@@ -26,6 +26,7 @@ type FlushConfig struct {
 	ConnectTimeout time.Duration
 	Timeout        time.Duration
 	Hostname       string // names this host in bounces
+	TLS            relay.TLSOptions
 }
 
 // Flush delivers what the sendmail personality queued while the relay was
@@ -57,7 +58,10 @@ func flushSpool(ctx context.Context, cfg FlushConfig, stderr io.Writer, log *slo
 	if err != nil {
 		return exitcode.Temp(err)
 	}
-	client := &qmqp.Client{Servers: cfg.Servers, ConnectTimeout: cfg.ConnectTimeout, Timeout: cfg.Timeout}
+	client, err := relayClient(cfg.Servers, cfg.ConnectTimeout, cfg.Timeout, cfg.TLS, os.Getenv)
+	if err != nil {
+		return exitcode.Configuration(err)
+	}
 	qc := queue.QMQPRelay(sp.Source(nil), client, cfg.Hostname)
 	lg := &queue.Logger{Log: log}
 	qc.Events.Outcome = lg.Outcome

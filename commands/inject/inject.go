@@ -17,8 +17,8 @@ import (
 	"qbox/commands/exitcode"
 	"qbox/proto"
 	"qbox/proto/qmail/message"
-	"qbox/proto/qmqp"
 	"qbox/proto/queue/spool"
+	"qbox/proto/relay"
 )
 
 // Defaults as qmail-qmqpc has them.
@@ -47,9 +47,15 @@ the same sender and content go as one message, each is removed only after K, a D
 is bounced to the sender. Exit 0 when the spool is empty afterwards, 111 when mail
 remains or another flush is running.
 
-Servers: the --server flags, else $QMQPSERVERS (comma or space separated), else
+Servers (relays): the --server flags, else $QBOX_RELAYS, else
+$QMAILHOME/control/relays, else $QMQPSERVERS (comma or space separated), else
 $QMAILHOME/control/qmqpservers (one per line; QMAILHOME defaults to /var/qmail).
-Each is HOST, HOST:PORT or [IPv6]:PORT; the port defaults to 628.
+Each is a URL, qmqp://HOST[:628], qmqps://HOST[:6628], qmtp://HOST[:209],
+qmtps://HOST[:6209], smtp://[USER@]HOST[:587] (STARTTLS required; ?tls=none for
+plain text) or smtps://[USER@]HOST[:465], or a bare HOST, HOST:PORT or
+[IPv6]:PORT, which is QMQP on port 628. TLS is 1.2 or newer, verified against the
+system roots (--tls-ca or ?ca=FILE for a private CA). An SMTP relay's password
+comes from the netrc file $QMAILHOME/control/netrc (mode 600, yours or root's).
 
 Failover: servers are tried in order, and the next one only when the connection
 to this one fails (refused, timed out, unreachable). Once the connection is up
@@ -79,7 +85,10 @@ The server's reply text is printed on stderr unless it is K.
    echo 'Subject: test' | QMQPSERVERS=10.0.0.1 qbox inject -t`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "from", Aliases: []string{"f"}, Usage: "envelope sender `ADDR` (empty or <> = null sender; default: Return-Path, else $QMAILSUSER/$QMAILUSER/$USER)"},
-			&cli.StringSliceFlag{Name: "server", Aliases: []string{"s"}, Usage: "QMQP server `HOST[:PORT]` (repeatable, tried in order; IPv6 in brackets)"},
+			&cli.StringSliceFlag{Name: "server", Aliases: []string{"s"}, Usage: "relay `URL` or QMQP server HOST[:PORT] (repeatable, tried in order; IPv6 in brackets)"},
+			&cli.StringFlag{Name: "tls-ca", Usage: "verify relays' TLS certificates against this PEM `FILE` instead of the system roots"},
+			&cli.StringFlag{Name: "tls-client-cert", Usage: "client certificate `FILE` (PEM) to show TLS relays"},
+			&cli.StringFlag{Name: "tls-client-key", Usage: "key `FILE` (PEM) of --tls-client-cert"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: DefaultConnectTimeout, Usage: "connect timeout per server"},
 			// The name before flush-maildir's settled it, kept working.
 			&cli.DurationFlag{Name: "timeout-connect", Value: DefaultConnectTimeout, Hidden: true},
@@ -126,6 +135,7 @@ func action(c *cli.Context) error {
 			ConnectTimeout: connectTimeout(c),
 			Timeout:        c.Duration("timeout"),
 			Hostname:       mcfg.DefaultHost,
+			TLS:            tlsOptions(c),
 		}, c.App.ErrWriter, log)
 	}
 	cfg := Config{
@@ -136,6 +146,7 @@ func action(c *cli.Context) error {
 		ConnectTimeout:   connectTimeout(c),
 		Timeout:          c.Duration("timeout"),
 		Message:          mcfg,
+		TLS:              tlsOptions(c),
 	}
 	if c.IsSet("from") {
 		f := c.String("from")
@@ -160,6 +171,7 @@ type Config struct {
 	Timeout          time.Duration
 	Message          message.Config
 	SpillThreshold   int64 // 0 means DefaultSpillThreshold
+	TLS              relay.TLSOptions
 }
 
 // Run prepares the message read from in and sends it. It returns the
@@ -179,7 +191,10 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	if err != nil {
 		return proto.Reply{}, err
 	}
-	client := &qmqp.Client{Servers: cfg.Servers, ConnectTimeout: cfg.ConnectTimeout, Timeout: cfg.Timeout}
+	client, err := relayClient(cfg.Servers, cfg.ConnectTimeout, cfg.Timeout, cfg.TLS, os.Getenv)
+	if err != nil {
+		return proto.Reply{}, exitcode.Configuration(err)
+	}
 	reply, err := client.Send(ctx, env, body, size)
 	var refused *proto.Error
 	switch {

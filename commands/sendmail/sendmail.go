@@ -29,9 +29,9 @@ import (
 	"qbox/proto"
 	"qbox/proto/qmail/control"
 	"qbox/proto/qmail/message"
-	"qbox/proto/qmqp"
 	"qbox/proto/queue"
 	"qbox/proto/queue/spool"
+	"qbox/proto/relay"
 )
 
 // Process is what a personality receives from the process that runs it.
@@ -443,19 +443,25 @@ func (o outcome) queuedNote() string {
 	return fmt.Sprintf("not sent now (%s); queued in %s", o.reason, o.where)
 }
 
-// client returns the QMQP client for the configured servers.
-func client(p *Process) (*qmqp.Client, error) {
+// client returns the relay list client for the configured relays
+// (control.Relays: $QBOX_RELAYS, control/relays, else the QMQP servers).
+func client(p *Process) (*relay.Client, error) {
 	// A missing or broken configuration is a temporary failure here:
-	// the message waits in the spool until the servers are configured.
-	servers, err := control.QMQPServers(nil, p.Getenv, control.FileStrict)
+	// the message waits in the spool until the relays are configured.
+	relays, err := control.Relays(nil, p.Getenv, control.FileStrict)
 	if errors.Is(err, control.ErrNoServers) {
 		// sendmail has no --server: name its own configuration.
-		return nil, fmt.Errorf("no QMQP server configured: set $QMQPSERVERS or list the servers in %s", control.QMQPServersPath(p.Getenv))
+		return nil, fmt.Errorf("no relay configured: set $QBOX_RELAYS or list the relays in %s (or QMQP servers in $QMQPSERVERS or %s)",
+			control.RelaysPath(p.Getenv), control.QMQPServersPath(p.Getenv))
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &qmqp.Client{Servers: servers, ConnectTimeout: 10 * time.Second, Timeout: 60 * time.Second}, nil
+	c := &relay.Client{Relays: relays, Netrc: control.NetrcPath(p.Getenv), ConnectTimeout: 10 * time.Second, Timeout: 60 * time.Second}
+	if helo, err := control.Helo(p.Getenv); err == nil {
+		c.Helo = helo
+	}
+	return c, nil
 }
 
 // submit sends one message over QMQP; on any temporary failure it puts

@@ -137,7 +137,7 @@ func TestNoServersConfiguredSpools(t *testing.T) {
 	sendmail := testpeer.Personality(t, "sendmail")
 	env, spoolDir := mailEnv(t, "")
 	code, _, stderr := run(t, sendmail, env, "Subject: x\n\nx\n", "-v", "someone@example.test")
-	if code != 0 || !strings.Contains(stderr, "no QMQP server configured") || !strings.Contains(stderr, "queued in") {
+	if code != 0 || !strings.Contains(stderr, "no relay configured") || !strings.Contains(stderr, "queued in") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 	if n := queuedFiles(t, spoolDir); n != 1 {

@@ -106,6 +106,12 @@ func Exchange(conn net.Conn, env proto.Envelope, msg io.Reader, size int64, time
 	return exchange(context.Background(), conn, env, msg, size, timeout)
 }
 
+// ExchangeContext is Exchange with a context: cancelling ctx ends the
+// session at once.
+func ExchangeContext(ctx context.Context, conn net.Conn, env proto.Envelope, msg io.Reader, size int64, timeout time.Duration) (proto.Reply, error) {
+	return exchange(ctx, conn, env, msg, size, timeout)
+}
+
 type readResult struct {
 	reply proto.Reply
 	err   error

@@ -129,6 +129,10 @@ func (t *QMQP) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(
 			all(i, proto.Result{Reply: proto.Z("not attempted: " + unreachable.Error()), Protocol: "QMQP"})
 			continue
 		}
+		if rs, ok := t.Client.(RecipientSender); ok {
+			unreachable = t.sendEach(ctx, rs, i, &pkgs[i], &st, onResult)
+			continue
+		}
 		reply, server, err := t.send(ctx, &pkgs[i], &st)
 		var ce *proto.ConnectError
 		var refused *proto.Error

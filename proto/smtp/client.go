@@ -107,6 +107,9 @@ type Client struct {
 	TLSConfig *tls.Config
 	// Dial overrides how connections are made.
 	Dial proto.DialFunc
+	// Auth, when set, authenticates the session (auth.go), inside TLS
+	// only: after STARTTLS, or on a connection Send is given in TLS.
+	Auth *Auth
 
 	testPause *pauseHook // the offset walk's (scripted_test.go)
 }
@@ -312,6 +315,12 @@ func (s *session) hello() error {
 		return fmt.Errorf("smtp: %w: %s does not offer STARTTLS", ErrTLSRequired, s.host)
 	}
 	s.w = w
+	if s.c.Auth != nil {
+		ok, ext := cl.Extension("AUTH")
+		if err := s.authenticate(ok, ext); err != nil {
+			return err
+		}
+	}
 	s.pipelining, _ = cl.Extension("PIPELINING")
 	s.eightBit, _ = cl.Extension("8BITMIME")
 	if ok, _ := cl.Extension("SIZE"); ok {

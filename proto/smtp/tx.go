@@ -599,9 +599,13 @@ func (s *session) failRest(cause error) {
 	fromServer := false
 	stage := proto.StageNone
 	var refused *serverRefused
+	var authErr *authError
 	switch {
 	case errors.As(cause, &refused):
 		text, fromServer, stage = refused.text, true, refused.stage
+	case errors.As(cause, &authErr), errors.Is(cause, ErrTLSRequired):
+		// Not "no reply": the server answered, and this says what was wrong.
+		text = cause.Error()
 	case cause != nil:
 		text = "no reply from the server: " + cause.Error()
 	}
