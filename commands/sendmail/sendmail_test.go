@@ -144,7 +144,7 @@ func TestNoServersConfiguredSpools(t *testing.T) {
 		t.Fatalf("%d files queued, want 1", n)
 	}
 	code, out, _ := run(t, sendmail, env, "", "-bp")
-	if code != 0 || !strings.Contains(out, "last error") || !strings.Contains(out, "no QMQP server configured") {
+	if code != 0 || !strings.Contains(out, "last error") || !strings.Contains(out, "no relay configured") {
 		t.Fatalf("sendmail -bp exit %d:\n%s", code, out)
 	}
 }

@@ -188,7 +188,9 @@ func (t *tokenizer) skipMacro() {
 	t.i += j + 2
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' }
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
 
 // ErrUnsafeNetrc is wrapped when a netrc file may have been read or
 // written by someone else: not a regular file, not owned by the caller or

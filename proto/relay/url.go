@@ -199,7 +199,7 @@ func splitHostPort(s, defPort string) (string, string, error) {
 	if host == "" {
 		return "", "", fmt.Errorf("no host")
 	}
-	if len(host) > 255 || strings.ContainsAny(host, "[]/@?#% \\") {
+	if len(host) > 255 || !hostChars(host) || strings.Contains(host, ":") && net.ParseIP(host) == nil {
 		return "", "", fmt.Errorf("bad host %q", printable(host))
 	}
 	if port == "" {
@@ -214,6 +214,18 @@ func splitHostPort(s, defPort string) (string, string, error) {
 		return "", "", fmt.Errorf("bad port %q", printable(port))
 	}
 	return host, port, nil
+}
+
+// hostChars: a host name or an IP address (letters, digits, '.', '-',
+// '_', and ':' for IPv6), nothing else.
+func hostChars(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' || c == ':') {
+			return false
+		}
+	}
+	return true
 }
 
 func atoi(s string) int {
