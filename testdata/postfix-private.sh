@@ -20,6 +20,16 @@
 #   mail for any user at example.test delivered to the maildir
 #     DIR/mail/inbox/; nothing ever leaves (default and relay transports are
 #     error:); the log in DIR/maillog.
+# With $QBOX_PF_TLS_DIR set (a directory holding cert.pem, key.pem and
+# sasl-password, made by the test with its own CA), four submission
+# listeners more, each on an address of its own, all with Cyrus SASL
+# (sasldb, PLAIN and LOGIN) for the user $QBOX_PF_SASL_USER, whose password
+# is read from that file (never on a command line):
+#   127.0.0.4:0 STARTTLS required, AUTH inside TLS (port 587's setup);
+#   127.0.0.5:0 TLS from the first byte, AUTH (port 465's);
+#   127.0.0.6:0 no STARTTLS, AUTH offered in plain text (STARTTLS stripped);
+#   127.0.0.7:0 STARTTLS, no AUTH offered.
+# Each relays only for an authenticated client (the last refuses all).
 # Once the instance listens it prints "master PID" on stdout, then waits for
 # EOF on stdin: the test process holds the other end, so however that
 # process ends, Postfix is stopped and DIR removed.
@@ -66,6 +76,27 @@ postconf -c "$etc" -e \
 postconf -c "$etc" -F '*/*/chroot = n'
 sed -i -E '/^[^#[:space:]]+[[:space:]]+inet[[:space:]]/d' "$etc/master.cf"
 printf '127.0.0.1:0 inet n - n - - smtpd\n127.0.0.3:0 inet n - n - - qmqpd\n' >>"$etc/master.cf"
+
+if [ -n "${QBOX_PF_TLS_DIR:-}" ]; then
+  user=${QBOX_PF_SASL_USER:?QBOX_PF_SASL_USER}
+  install -m 644 "$QBOX_PF_TLS_DIR/cert.pem" "$etc/tls-cert.pem"
+  install -m 600 "$QBOX_PF_TLS_DIR/key.pem" "$etc/tls-key.pem"
+  mkdir -p "$etc/sasl"
+  printf 'pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: /etc/postfix/sasldb2\n' >"$etc/sasl/smtpd.conf"
+  saslpasswd2 -p -c -f "$etc/sasldb2" -u qbox-test.localdomain "$user" <"$QBOX_PF_TLS_DIR/sasl-password"
+  chown postfix:postfix "$etc/sasldb2"; chmod 600 "$etc/sasldb2"
+  postconf -c "$etc" -e 'cyrus_sasl_config_path = /etc/postfix/sasl' 'smtpd_sasl_type = cyrus' \
+    'smtpd_sasl_local_domain = qbox-test.localdomain' \
+    'smtpd_tls_cert_file = /etc/postfix/tls-cert.pem' 'smtpd_tls_key_file = /etc/postfix/tls-key.pem' \
+    'smtpd_tls_mandatory_protocols = >=TLSv1.2'
+  sub='-o smtpd_sasl_auth_enable=yes -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject -o smtpd_relay_restrictions=permit_sasl_authenticated,reject'
+  printf '%s\n' \
+    "127.0.0.4:0 inet n - n - - smtpd -o syslog_name=postfix/submission -o smtpd_tls_security_level=encrypt -o smtpd_tls_auth_only=yes $sub" \
+    "127.0.0.5:0 inet n - n - - smtpd -o syslog_name=postfix/submissions -o smtpd_tls_wrappermode=yes $sub" \
+    "127.0.0.6:0 inet n - n - - smtpd -o syslog_name=postfix/stripped -o smtpd_tls_security_level=none -o smtpd_tls_auth_only=no $sub" \
+    "127.0.0.7:0 inet n - n - - smtpd -o syslog_name=postfix/noauth -o smtpd_tls_security_level=may -o smtpd_recipient_restrictions=reject" \
+    >>"$etc/master.cf"
+fi
 
 mount --bind "$etc" /etc/postfix
 mount --bind "$spool" /var/spool/postfix

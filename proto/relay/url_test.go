@@ -20,7 +20,7 @@ func TestParse(t *testing.T) {
 		{"QMTPS://hub/", Relay{Scheme: "qmtps", Protocol: QMTP, TLS: TLSImplicit, Host: "hub", Port: "6209"}},
 		{"smtp://mailer@smtp.example.com", Relay{Scheme: "smtp", Protocol: SMTP, TLS: TLSStart, Host: "smtp.example.com", Port: "587", User: "mailer"}},
 		{"smtp://smtp.example.com:25?tls=none", Relay{Scheme: "smtp", Protocol: SMTP, TLS: TLSNone, Host: "smtp.example.com", Port: "25"}},
-		{"smtps://a%40b.example@smtp.example.com", Relay{Scheme: "smtps", Protocol: SMTP, TLS: TLSImplicit, Host: "smtp.example.com", Port: "465", User: "a@b.example"}},
+		{"smtps://a@b.example@smtp.example.com", Relay{Scheme: "smtps", Protocol: SMTP, TLS: TLSImplicit, Host: "smtp.example.com", Port: "465", User: "a@b.example"}},
 		{"smtps://[::1]:4465?ca=/etc/ca.pem", Relay{Scheme: "smtps", Protocol: SMTP, TLS: TLSImplicit, Host: "::1", Port: "4465", CAFile: "/etc/ca.pem"}},
 	}
 	for _, c := range good {

@@ -27,6 +27,11 @@ import (
 type Postfix struct {
 	QMQPAddr string // qmqpd on 127.0.0.3; only 127.0.0.1 is an authorized client
 	SMTPAddr string // smtpd on 127.0.0.1
+	// The submission listeners of StartPostfixSubmission (else ""):
+	// STARTTLS required with AUTH (as port 587), TLS from the first byte
+	// with AUTH (as 465), AUTH offered without STARTTLS (as a STARTTLS
+	// stripped by a man in the middle), STARTTLS without AUTH.
+	SubmissionAddr, SubmissionsAddr, StrippedAddr, NoAuthAddr string
 	Domain   string // mail for any user at Domain lands in Maildir
 	Maildir  string // the maildir (new/ holds delivered files)
 
@@ -97,7 +102,44 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-func startPrivatePostfix() (*Postfix, error) {
+// Submission is what StartPostfixSubmission sets up: a server
+// certificate and key (PEM files, from a CA of the test's), and the SASL
+// user with the password in a file.
+type Submission struct {
+	CertFile, KeyFile string
+	User              string
+	PasswordFile      string
+}
+
+// StartPostfixSubmission starts a Postfix of the test's own with the
+// submission listeners (see Postfix's fields) besides smtpd and qmqpd,
+// stopped when the test ends.
+func StartPostfixSubmission(t testing.TB, s Submission) *Postfix {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	for src, dst := range map[string]string{s.CertFile: "cert.pem", s.KeyFile: "key.pem", s.PasswordFile: "sasl-password"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := startPrivatePostfix("QBOX_PF_TLS_DIR="+dir, "QBOX_PF_SASL_USER="+s.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return p
+}
+
+func startPrivatePostfix(env ...string) (*Postfix, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the Postfix peer needs root to start (run the tests as root, as CI does)")
 	}
@@ -120,6 +162,7 @@ func startPrivatePostfix() (*Postfix, error) {
 		exited:  make(chan struct{}),
 	}
 	cmd := exec.Command("bash", script, dir)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = r
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -173,16 +216,29 @@ func startPrivatePostfix() (*Postfix, error) {
 	// The master listens before `postfix start` returns; the loop only
 	// guards against reading /proc too early on a strange kernel.
 	deadline := time.Now().Add(postfixWithin)
-	for p.SMTPAddr == "" || p.QMQPAddr == "" {
+	submission := len(env) > 0
+	ready2 := func() bool {
+		return p.SMTPAddr != "" && p.QMQPAddr != "" &&
+			(!submission || p.SubmissionAddr != "" && p.SubmissionsAddr != "" && p.StrippedAddr != "" && p.NoAuthAddr != "")
+	}
+	for !ready2() {
 		for _, a := range procListeners(pid) {
 			switch a.IP.String() {
 			case "127.0.0.1":
 				p.SMTPAddr = a.String()
 			case "127.0.0.3":
 				p.QMQPAddr = a.String()
+			case "127.0.0.4":
+				p.SubmissionAddr = a.String()
+			case "127.0.0.5":
+				p.SubmissionsAddr = a.String()
+			case "127.0.0.6":
+				p.StrippedAddr = a.String()
+			case "127.0.0.7":
+				p.NoAuthAddr = a.String()
 			}
 		}
-		if p.SMTPAddr != "" && p.QMQPAddr != "" {
+		if ready2() {
 			break
 		}
 		if time.Now().After(deadline) {
