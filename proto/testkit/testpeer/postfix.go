@@ -27,13 +27,14 @@ import (
 type Postfix struct {
 	QMQPAddr string // qmqpd on 127.0.0.3; only 127.0.0.1 is an authorized client
 	SMTPAddr string // smtpd on 127.0.0.1
+	Domain   string // mail for any user at Domain lands in Maildir
+	Maildir  string // the maildir (new/ holds delivered files)
+
 	// The submission listeners of StartPostfixSubmission (else ""):
 	// STARTTLS required with AUTH (as port 587), TLS from the first byte
 	// with AUTH (as 465), AUTH offered without STARTTLS (as a STARTTLS
 	// stripped by a man in the middle), STARTTLS without AUTH.
 	SubmissionAddr, SubmissionsAddr, StrippedAddr, NoAuthAddr string
-	Domain   string // mail for any user at Domain lands in Maildir
-	Maildir  string // the maildir (new/ holds delivered files)
 
 	dir       string // the instance's directory: etc, spool, lib, mail, logs
 	masterPID int
