@@ -65,6 +65,16 @@ A line over 64 KiB ends the session. A client outside the list is greeted 554.
      --allow-qmtp 0.0.0.0/0 --allow-qmtp ::/0 --rcpthosts /etc/qbox/rcpthosts \
      --smtp-cert /etc/qbox/cert.pem --smtp-key /etc/qbox/key.pem
 
+--qmqps ADDR and --qmtps ADDR (default off) add QMQP and QMTP inside TLS from
+the first byte (QMTPS is s/qmail's, port 6209; QMQPS qbox's, port 6628) with the
+certificate of --tls-cert and --tls-key (TLS 1.2 or newer). They take the same
+access lists, --rcpthosts and limits as QMQP and QMTP. With --tls-client-ca,
+clients are asked for a certificate; a QMTPS client whose certificate that CA
+verifies may relay past --rcpthosts, as with s/qmail:
+
+   qbox serve --maildir /var/spool/hub --qmqps 0.0.0.0:6628 --allow 192.0.2.0/24 \
+     --tls-cert /etc/qbox/hub.pem --tls-key /etc/qbox/hub.key
+
 At most --max-conns sessions (QMQP, QMTP and SMTP together) run at once. A
 connection beyond them waits, in the order it came, up to 10 s (--timeout if
 shorter) for the next free one in a waiting room of --max-waiting places (5 x
@@ -97,6 +107,11 @@ running sessions finish within --grace.`,
 			&cli.StringFlag{Name: "smtp", Usage: "SMTP listen `ADDR` (MXPS wants port 25 beside QMTP's 209), with QMTP's access list, --rcpthosts and --relay; default off"},
 			&cli.StringFlag{Name: "smtp-cert", Usage: "with --smtp-key: offer STARTTLS with the PEM certificate (chain) in `FILE`"},
 			&cli.StringFlag{Name: "smtp-key", Usage: "the PEM private key of --smtp-cert in `FILE`"},
+			&cli.StringFlag{Name: "qmqps", Usage: "QMQPS (QMQP inside TLS from the first byte; port 6628) listen `ADDR`, with --tls-cert/--tls-key; default off"},
+			&cli.StringFlag{Name: "qmtps", Usage: "QMTPS (QMTP inside TLS from the first byte, s/qmail's; port 6209) listen `ADDR`, with --tls-cert/--tls-key; default off"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "the PEM certificate (chain) `FILE` of --qmqps and --qmtps"},
+			&cli.StringFlag{Name: "tls-key", Usage: "the PEM private key `FILE` of --tls-cert"},
+			&cli.StringFlag{Name: "tls-client-ca", Usage: "ask QMQPS/QMTPS clients for a certificate and verify it against the PEM CA `FILE`: a QMTPS client with one may relay past --rcpthosts"},
 			&cli.StringFlag{Name: "stdio", Usage: "serve one connection on stdin/stdout in `PROTO` (qmqp, qmtp or smtp), under tcpserver or inetd"},
 			&cli.StringSliceFlag{Name: "allow", Usage: "serve clients from `CIDR` (repeatable; replaces the loopback-only default)"},
 			&cli.StringSliceFlag{Name: "allow-qmtp", Usage: "serve QMTP clients from `CIDR` instead of the --allow list (repeatable; 0.0.0.0/0 and ::/0 for everyone)"},
@@ -187,6 +202,10 @@ func action(c *cli.Context) error {
 	if err != nil {
 		return exitcode.Usage("--smtp-cert/--smtp-key: %v", err)
 	}
+	serverTLS, err := LoadServerTLS(c.String("tls-cert"), c.String("tls-key"), c.String("tls-client-ca"))
+	if err != nil {
+		return exitcode.Usage("--tls-cert/--tls-key/--tls-client-ca: %v", err)
+	}
 	cfg := Config{
 		Backend:        backend,
 		Hostname:       c.String("hostname"),
@@ -233,6 +252,14 @@ func action(c *cli.Context) error {
 		if ls, err = Listen(c.String("qmqp"), c.String("qmtp"), c.String("smtp")); err != nil {
 			return exitcode.Temp(err)
 		}
+		tlsLs, err := ListenTLS(c.String("qmqps"), c.String("qmtps"), serverTLS)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return exitcode.Usage("%v", err)
+		}
+		ls = append(ls, tlsLs...)
 	} else if c.IsSet("qmqp") || c.IsSet("qmtp") || c.IsSet("smtp") {
 		logger.Warn("socket activation: using the sockets systemd passed, not --qmqp/--qmtp/--smtp")
 	}

@@ -129,8 +129,9 @@ func (c Config) withDefaults() Config {
 
 // Listener is a listening socket and the protocol spoken on it.
 type Listener struct {
-	Protocol string // QMQP or QMTP
+	Protocol string // QMQP, QMTP or SMTP
 	net.Listener
+	TLS bool // TLS from the first byte (QMQPS, QMTPS)
 }
 
 // Server is the three protocol servers of a Config: one envelope budget
@@ -172,6 +173,7 @@ func NewServer(cfg Config) (*Server, error) {
 		SessionLimit:     cfg.SessionLimit,
 		Logger:           cfg.Logger,
 		RecipientAllowed: s.recipientCheck(),
+		RelayClient:      relayByCertificate,
 		Parallel:         cfg.QMTPParallel,
 		Envelopes:        envelopes,
 		Hostname:         cfg.Hostname,
@@ -237,7 +239,11 @@ func (s *Server) Serve(ctx context.Context, ls []Listener) error {
 	}
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
-		s.cfg.Logger.Info("listening", "proto", l.Protocol, "addr", l.Addr().String())
+		name := l.Protocol
+		if l.TLS {
+			name += "s"
+		}
+		s.cfg.Logger.Info("listening", "proto", name, "addr", l.Addr().String())
 		go func() { errc <- s.serveListener(l) }()
 	}
 	var err error

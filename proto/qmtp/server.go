@@ -87,6 +87,11 @@ type Server struct {
 	// may send to it (qmail's rcpthosts and RELAYCLIENT); a refused one
 	// gets ReplyRelayDenied.
 	RecipientAllowed func(remoteIP, rcpt string) bool
+	// RelayClient, if set, is asked for each package whether the
+	// session's client may send past RecipientAllowed to any domain
+	// (serve: a TLS client certificate verified against --tls-client-ca,
+	// as s/qmail's QMTPS). conn is the connection the session was given.
+	RelayClient func(conn proto.Conn) bool
 	// Parallel is how many packages of one session are committed at
 	// once while the session reads on; 0 means DefaultParallel, 1 commits
 	// each package before reading the next, as qmail-qmtpd does (for a
@@ -182,6 +187,7 @@ func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Pee
 		ctx:  ctx,
 		lim:  s.Limits.WithDefaults(),
 		peer: peer,
+		conn: conn,
 	}
 	rp := &serverReplier{
 		out:   out,
@@ -486,6 +492,7 @@ type serverSession struct {
 	replier  *serverReplier
 	res      Result         // Bytes; the replier counts the rest
 	delivery proto.Delivery // open between Begin and Commit/Abort
+	conn     proto.Conn     // as given to ServeConn, for RelayClient
 }
 
 // Reply writers are pooled: a busy server runs many sessions.
@@ -606,6 +613,7 @@ func (ss *serverSession) onePackage() error {
 	// Decide every recipient's reply, in order.
 	replies := make([]proto.Reply, len(rcpts))
 	var valid []string
+	relayClient := ss.srv.RecipientAllowed != nil && ss.srv.RelayClient != nil && ss.srv.RelayClient(ss.conn)
 	for i, r := range rcpts {
 		switch {
 		case tooBig:
@@ -614,7 +622,7 @@ func (ss *serverSession) onePackage() error {
 			replies[i] = ReplyBadSender
 		case !r.ok:
 			replies[i] = ReplyBadRecipient
-		case ss.srv.RecipientAllowed != nil && !ss.srv.RecipientAllowed(ss.peer.RemoteIP, r.addr):
+		case ss.srv.RecipientAllowed != nil && !relayClient && !ss.srv.RecipientAllowed(ss.peer.RemoteIP, r.addr):
 			replies[i] = ReplyRelayDenied
 		case storeErr != nil:
 			replies[i] = ReplyStoreFailed
