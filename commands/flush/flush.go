@@ -30,6 +30,7 @@ import (
 	"qbox/proto/qmtp"
 	"qbox/proto/queue"
 	"qbox/proto/queue/bounce"
+	"qbox/proto/relay"
 	"qbox/proto/smtp"
 )
 
@@ -42,7 +43,10 @@ func Command() *cli.Command {
 		Description: `Sends every message in DIR's new/ and cur/ whose second line is
 "Delivered-To: PREFIX..." to the QMTP server HOST (port 209 unless given), with
 the prefix stripped from the recipient, the sender taken from the first line
-"Return-Path: <...>". This is serialmail's maildirqmtp, with the same arguments:
+"Return-Path: <...>". This is serialmail's maildirqmtp, with the same arguments.
+HOST may be a URL: qmtps://HOST[:PORT] (or --tls require) is QMTPS, QMTP inside
+TLS from the first byte (s/qmail's, port 6209), the certificate verified against
+the system roots (--tls-ca FILE, or ?ca=FILE on the URL, for a private CA):
 
    qbox flush-maildir ~alias/pppdir alias-ppp- 192.0.2.1
 
@@ -76,7 +80,7 @@ summary is printed and the exit status is 111. A second signal stops at once.
 
 Exit status: 0 nothing left, 111 messages remain, the server could not be
 reached or the run was interrupted, 100 usage or configuration error.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "lifetime", Value: queue.DefaultLifetime, Usage: "bounce a deferred message older than `D` (serialmail: 1209600s)"},
 			&cli.BoolFlag{Name: "no-bounce", Usage: "keep permanently failed messages instead of bouncing them"},
 			&cli.StringSliceFlag{Name: "bounce-server", Usage: "QMQP `HOST[:PORT]` for bounces (repeatable; default $QMQPSERVERS or control/qmqpservers)"},
@@ -90,14 +94,14 @@ reached or the run was interrupted, 100 usage or configuration error.`,
 				Usage: "deadline for each reply: complete within this of the later of the previous reply and the last write (SMTP: each command's reply)"},
 			&cli.StringFlag{Name: "smtp", Usage: "deliver over SMTP to `HOST[:PORT]` (port 25) instead of QMTP to HOST"},
 			&cli.StringFlag{Name: "helo", Usage: "with SMTP: the `NAME` to say EHLO with (default control/helohost, control/me, then the host name)"},
-			&cli.StringFlag{Name: "tls", Value: "opportunistic", Usage: "with SMTP: STARTTLS `MODE`: opportunistic (whenever offered), require (verify the certificate), none"},
+			&cli.StringFlag{Name: "tls", Value: "opportunistic", Usage: "with SMTP: STARTTLS `MODE`: opportunistic (whenever offered), require (verify the certificate), none; with QMTP, require is QMTPS (TLS from the first byte, port 6209)"},
 			&cli.StringFlag{Name: "mxps", Usage: "deliver to `DOMAIN`'s exchangers (MXPS: QMTP first, SMTP when that connect fails) instead of HOST"},
 			&cli.StringFlag{Name: "resolver", Usage: "with --mxps: ask the DNS server `HOST:PORT` instead of the system resolver"},
 			&cli.StringFlag{Name: "qmtp-port", Value: qmtp.DefaultPort, Usage: "with --mxps: the QMTP `PORT` of the exchangers"},
 			&cli.StringFlag{Name: "smtp-port", Value: mxps.SMTPPort, Usage: "with --mxps: the SMTP `PORT` of the exchangers"},
 			&cli.StringFlag{Name: "hostname", Usage: "this host's `NAME` in bounces (default: the host name)"},
 			&cli.StringFlag{Name: "postmaster", Usage: "double bounces go to `ADDR` (default postmaster@hostname)"},
-		},
+		}, tlsFlags()...),
 		Action: action,
 	}
 }
@@ -170,7 +174,11 @@ func action(c *cli.Context) error {
 	case smtpHost != "":
 		cfg.Transport = &queue.SMTP{Client: *sc, Addrs: []string{qmqp.WithDefaultPort(smtpHost, mxps.SMTPPort)}}
 	default:
-		cfg.Connect = hostConnect(args[2], &cfg.Client)
+		addr, tlsCfg, err := qmtpTarget(args[2], c.String("tls") == "require", tlsOptionsOf(c))
+		if err != nil {
+			return err
+		}
+		cfg.Connect = hostConnectTLS(addr, &cfg.Client, tlsCfg)
 	}
 	_, err = Run(ctx, cfg)
 	return exitError(args[0], err)
@@ -324,7 +332,11 @@ func maildirqmtpRun(ctx context.Context, args []string, stdout, stderr io.Writer
 		cfg.Progress = f
 	}
 	cfg.Client = qmtp.Client{ConnectTimeout: 60 * time.Second}
-	cfg.Connect = hostConnect(args[3], &cfg.Client)
+	addr, tlsCfg, err := qmtpTarget(args[3], false, relay.TLSOptions{})
+	if err != nil {
+		return err
+	}
+	cfg.Connect = hostConnectTLS(addr, &cfg.Client, tlsCfg)
 	_, err = Run(ctx, cfg)
 	return exitError(args[1], err)
 }

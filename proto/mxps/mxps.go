@@ -146,6 +146,9 @@ type Attempt struct {
 	Addr     string // host:port, IPv6 in brackets
 	Host     string // the exchanger's name, for messages
 	Pref     uint16
+	// TLS: the connection is TLS from the first byte, the certificate
+	// verified for Host (QMTPS, asked for by a qmtproutes entry).
+	TLS bool
 }
 
 // Ports overrides the well-known ports (non-standard setups and tests).

@@ -86,14 +86,14 @@ func TestOrder(t *testing.T) {
 func TestAttempts(t *testing.T) {
 	got := Attempts(12801, "mx.example", "192.0.2.1", Ports{})
 	want := []Attempt{
-		{ProtoQMTP, "192.0.2.1:209", "mx.example", 12801},
-		{ProtoSMTP, "192.0.2.1:25", "mx.example", 12801},
+		{ProtoQMTP, "192.0.2.1:209", "mx.example", 12801, false},
+		{ProtoSMTP, "192.0.2.1:25", "mx.example", 12801, false},
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("QMTP exchanger: %v, want %v", got, want)
 	}
 	got = Attempts(12800, "mx.example", "2001:db8::1", Ports{SMTP: "2525"})
-	want = []Attempt{{ProtoSMTP, "[2001:db8::1]:2525", "mx.example", 12800}}
+	want = []Attempt{{ProtoSMTP, "[2001:db8::1]:2525", "mx.example", 12800, false}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("SMTP exchanger: %v, want %v", got, want)
 	}

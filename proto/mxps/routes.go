@@ -66,7 +66,15 @@ type Route struct {
 	Relay string
 	// Port is the route's port, "" for the protocol's own.
 	Port string
+	// TLS: a qmtproutes entry whose port is written with an "s" before
+	// it ("domain:relay:s6209", or "domain:relay:s" for QMTPS's port
+	// 6209), as s/qmail writes implicit TLS: QMTPS, TLS from the first
+	// byte with the relay's certificate verified.
+	TLS bool
 }
+
+// QMTPSPort is QMTPS's port (s/qmail's).
+const QMTPSPort = "6209"
 
 // FindRoute looks host up as qmail-remote looks it up in smtproutes: the
 // host itself, then each suffix starting at a dot (".example.com" for
@@ -90,6 +98,12 @@ func FindRoute(host string, qmtp, smtp Routes) (Route, bool) {
 			}
 			rt := Route{Protocol: f.p, Domain: key}
 			rt.Relay, rt.Port = splitRelay(relay)
+			if f.p == ProtoQMTP && strings.HasPrefix(rt.Port, "s") {
+				rt.TLS, rt.Port = true, strings.TrimPrefix(rt.Port, "s")
+				if rt.Port == "" {
+					rt.Port = QMTPSPort
+				}
+			}
 			return rt, true
 		}
 	}
@@ -209,7 +223,7 @@ func planRoute(ctx context.Context, r Resolver, rt Route, ports Ports) (Plan, er
 		addrs = ans.Addrs
 	}
 	for _, a := range addrs {
-		plan.Attempts = append(plan.Attempts, Attempt{Protocol: rt.Protocol, Addr: joinHostPort(a.String(), port), Host: rt.Relay})
+		plan.Attempts = append(plan.Attempts, Attempt{Protocol: rt.Protocol, Addr: joinHostPort(a.String(), port), Host: rt.Relay, TLS: rt.TLS})
 	}
 	if len(plan.Attempts) == 0 {
 		return plan, ErrNoAddress

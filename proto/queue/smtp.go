@@ -2,8 +2,10 @@ package queue
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
+	"strings"
 
 	"qbox/proto"
 	"qbox/proto/mxps"
@@ -57,6 +59,9 @@ type MXPS struct {
 	// SMTP is the client for SMTP attempts; nil skips them (a QMTP-only
 	// run).
 	SMTP *smtp.Client
+	// TLSConfig is the base configuration of attempts in TLS (QMTPS
+	// routes); nil: TLS 1.2 or newer, the system roots.
+	TLSConfig *tls.Config
 
 	pinned *mxps.Attempt
 }
@@ -82,6 +87,20 @@ func (t *MXPS) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(
 		pinned := a
 		t.pinned = &pinned
 		server := a.Host + " " + a.Addr
+		if a.TLS {
+			tc, err := t.handshake(ctx, conn, a)
+			if err != nil {
+				// No plaintext fallback: every recipient gets a Z saying why.
+				for i, p := range pkgs {
+					for j := range p.Recipients {
+						onResult(Result{Package: i, Recipient: j, Reply: proto.Z(err.Error()), Server: server, Protocol: "QMTP"})
+					}
+				}
+				sessErr = err
+				return err
+			}
+			conn = tc
+		}
 		if a.Protocol == mxps.ProtoQMTP {
 			st, sessErr = qmtpSession(ctx, &t.QMTP, conn, server, pkgs, onResult)
 		} else {
@@ -94,4 +113,23 @@ func (t *MXPS) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(
 		return st, &UnreachableError{Err: err}
 	}
 	return st, sessErr
+}
+
+// handshake puts TLS on a QMTPS attempt's connection, the certificate
+// verified for the route's relay name.
+func (t *MXPS) handshake(ctx context.Context, conn net.Conn, a mxps.Attempt) (net.Conn, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.TLSConfig != nil {
+		cfg = t.TLSConfig.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = strings.TrimSuffix(strings.TrimPrefix(a.Host, "["), "]")
+	}
+	hctx, cancel := context.WithTimeout(ctx, t.QMTP.ConnectTimeout+qmtp.ClientConnectTimeout)
+	defer cancel()
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return nil, fmt.Errorf("qmtps: TLS with %s (%s): %v", a.Host, a.Addr, err)
+	}
+	return tc, nil
 }

@@ -17,6 +17,7 @@ type Serve struct {
 	// The addresses serve listens on, read from its "listening" log
 	// lines; empty for a protocol that is off.
 	QMQP, QMTP, SMTP string
+	QMQPS, QMTPS     string        // --qmqps, --qmtps (TLS from the first byte)
 	Maildir          string        // the --maildir argument, if any
 	Log              *LockedBuffer // serve's stderr (its log), as it grows
 	Cmd              *exec.Cmd
@@ -61,7 +62,7 @@ func StartServeWith(t testing.TB, o ServeOptions, args ...string) *Serve {
 			continue
 		}
 		switch name {
-		case "qmqp", "qmtp", "smtp", "maildir":
+		case "qmqp", "qmtp", "smtp", "qmqps", "qmtps", "maildir":
 		default:
 			continue
 		}
@@ -127,6 +128,7 @@ func StartServeWith(t testing.TB, o ServeOptions, args ...string) *Serve {
 		}
 		if done {
 			s.QMQP, s.QMTP, s.SMTP = addrs["qmqp"], addrs["qmtp"], addrs["smtp"]
+			s.QMQPS, s.QMTPS = addrs["qmqps"], addrs["qmtps"]
 			return s
 		}
 		select {
