@@ -27,6 +27,7 @@ import (
 	"qbox/commands/exitcode"
 	"qbox/proto/probe"
 	"qbox/proto/qmail/control"
+	"qbox/proto/relay"
 )
 
 // Config is one run of probe.
@@ -42,6 +43,10 @@ type Config struct {
 	Color    bool
 	// Dial overrides connections (tests); nil uses Source.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS: handshake first and report the certificate (--tls), verified
+	// against TLSCA (a PEM file; "": the system roots).
+	TLS   bool
+	TLSCA string
 	// Lookup resolves host names; nil means the system resolver.
 	Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
@@ -72,7 +77,15 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (probe.Verdict, error) {
 	if err != nil {
 		return probe.OK, err
 	}
-	p := &probe.Prober{Dial: cfg.Dial, Source: cfg.Source, ConnectTimeout: cfg.Timeout, Wait: cfg.Wait}
+	p := &probe.Prober{Dial: cfg.Dial, Source: cfg.Source, ConnectTimeout: cfg.Timeout, Wait: cfg.Wait, TLS: cfg.TLS}
+	if cfg.TLSCA != "" {
+		if p.TLSRoots, err = relay.LoadCAFile(cfg.TLSCA); err != nil {
+			return probe.OK, err
+		}
+	}
+	if cfg.TLS && cfg.SendTo != "" {
+		return probe.OK, fmt.Errorf("--tls reports the handshake and certificate; --send does not go over TLS yet")
+	}
 	if cfg.SendTo != "" {
 		// SMTP's EHLO name, as qmail-remote chooses it.
 		if p.Helo, err = control.Helo(os.Getenv); err != nil {
@@ -279,6 +292,12 @@ netstring (Postfix qmqpd's "D... not authorized" to a refused client), or
 silence, which is what a QMQP or QMTP server says. Harmless: it sends no mail
 and leaves before any data (an SMTP server gets QUIT).
 
+--tls starts with a TLS handshake (QMQPS on 6628, QMTPS on 6209, SMTPS on
+465) and reports the version, cipher and certificate (subject, issuer, names,
+expiry) and whether it verifies for the host against the system roots (--tls-ca
+FILE for a private CA); a port that does not speak TLS, or whose certificate
+does not verify, is "unexpected" (exit 1).
+
 --send RCPT submits one small test message over the chosen protocol and
 reports the K/Z/D reply (SMTP: the dialogue) with its timings.
 
@@ -295,6 +314,8 @@ and silent; with --send, a K), 1 something else answered (an SMTP banner on
 			&cli.StringFlag{Name: "source", Usage: "connect from this local `IP` address"},
 			&cli.StringFlag{Name: "send", Usage: "submit one test message to `RCPT` and report the reply"},
 			&cli.StringFlag{Name: "from", Usage: "envelope sender `ADDR` for --send (default: qbox-probe@HOSTNAME; '' is the null sender)"},
+			&cli.BoolFlag{Name: "tls", Usage: "start with a TLS handshake (QMQPS, QMTPS, SMTPS) and report the version and the certificate, verified for the host"},
+			&cli.StringFlag{Name: "tls-ca", Usage: "with --tls: verify against the PEM CA `FILE` instead of the system roots"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg := Config{
@@ -304,6 +325,8 @@ and silent; with --send, a K), 1 something else answered (an SMTP banner on
 				Source:  c.String("source"),
 				SendTo:  c.String("send"),
 				JSON:    c.Bool("json"),
+				TLS:     c.Bool("tls"),
+				TLSCA:   c.String("tls-ca"),
 			}
 			for _, a := range cfg.Targets {
 				if strings.HasPrefix(a, "-") {

@@ -15,6 +15,7 @@ package probe
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -232,8 +233,10 @@ type PortResult struct {
 	ConnectMS float64  `json:"connect_ms"`
 	Error     string   `json:"error,omitempty"`
 	Greeting
-	Verdict Verdict `json:"verdict"`
-	Note    string  `json:"note"`
+	// TLS is what the TLS handshake showed, when the Prober speaks TLS.
+	TLS     *TLSInfo `json:"tls,omitempty"`
+	Verdict Verdict  `json:"verdict"`
+	Note    string   `json:"note"`
 }
 
 // Prober makes connections for probes.
@@ -250,6 +253,13 @@ type Prober struct {
 	// Helo is the name an SMTP Send says EHLO with; "" means this
 	// machine's host name (smtp.Client's default).
 	Helo string
+	// TLS: Port starts with a TLS handshake (QMQPS, QMTPS, SMTPS) and
+	// reports it (PortResult.TLS); the certificate is verified for
+	// ServerName (default: the address's host) against TLSRoots (nil:
+	// the system roots). A port that does not speak TLS is Unexpected.
+	TLS        bool
+	TLSRoots   *x509.CertPool
+	ServerName string
 }
 
 // Connect dials addr with the connect timeout and returns the time it
@@ -298,6 +308,24 @@ func (p *Prober) Port(ctx context.Context, addr string, expect Protocol) PortRes
 	if wait <= 0 {
 		wait = 2 * time.Second
 	}
+	if p.TLS {
+		name := p.ServerName
+		if name == "" {
+			name, _, _ = net.SplitHostPort(addr)
+		}
+		timeout := p.ConnectTimeout
+		if timeout <= 0 {
+			timeout = 5 * time.Second
+		}
+		tc, info := handshake(ctx, conn, name, p.TLSRoots, timeout)
+		res.TLS = info
+		if tc == nil {
+			res.Verdict, res.Note = Unexpected, "does not speak TLS: "+info.Error
+			return res
+		}
+		defer tc.Close()
+		conn = tc
+	}
 	res.Greeting = Listen(conn, wait)
 	if res.Heard == SMTPBanner {
 		// Say goodbye rather than drop the line (smtpd logs a lost
@@ -306,6 +334,12 @@ func (p *Prober) Port(ctx context.Context, addr string, expect Protocol) PortRes
 		io.WriteString(conn, "QUIT\r\n")
 	}
 	res.Verdict, res.Note = judge(expect, res.Greeting)
+	if res.TLS != nil {
+		res.Note = "TLS: " + res.TLS.String() + "; " + res.Note
+		if !res.TLS.Verified && res.Verdict == OK {
+			res.Verdict = Unexpected
+		}
+	}
 	return res
 }
 
