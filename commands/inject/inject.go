@@ -152,6 +152,19 @@ func action(c *cli.Context) error {
 		f := c.String("from")
 		cfg.Sender = &f
 	}
+	if !cfg.Raw && message.IsSystemUser(os.Getuid()) {
+		// The one rewriting setting for relays that insist: mail from a
+		// system user goes out as $QBOX_SYSTEM_FROM / control/systemfrom.
+		addr, err := message.SystemFrom(os.Getenv)
+		if err != nil {
+			return exitcode.Configuration(err)
+		}
+		if addr != "" {
+			opts := message.Options{Sender: cfg.Sender}
+			message.ApplySystemFrom(&cfg.Message, &opts, addr)
+			cfg.Sender = opts.Sender
+		}
+	}
 	stdin := c.App.Reader
 	if stdin == nil {
 		stdin = os.Stdin

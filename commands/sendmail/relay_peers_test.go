@@ -45,15 +45,6 @@ func writeNetrcFile(t *testing.T, qmailhome, host, password string) {
 	}
 }
 
-func envValue(env []string, key string) string {
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, key+"="); ok {
-			return v
-		}
-	}
-	return ""
-}
-
 // noSecret fails the test when a password shows in any file under the
 // directories or in the texts.
 func noSecret(t *testing.T, dirs []string, texts ...string) {

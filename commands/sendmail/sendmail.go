@@ -194,6 +194,9 @@ func Sendmail(ctx context.Context, p *Process) error {
 		s := o.Sender
 		mopts.Sender = &s
 	}
+	if err := systemFrom(p, &cfg, &mopts); err != nil {
+		return exitcode.Temp(err)
+	}
 	m, err := message.Prepare(p.Stdin, cfg, mopts)
 	if err != nil {
 		err = fmt.Errorf("%w; nothing sent", err)
@@ -339,6 +342,9 @@ func qmailInject(ctx context.Context, p *Process) error {
 	if o.SenderSet {
 		s := o.Sender
 		mopts.Sender = &s
+	}
+	if err := systemFrom(p, &cfg, &mopts); err != nil {
+		return exitcode.Temp(err)
 	}
 	m, err := message.Prepare(p.Stdin, cfg, mopts)
 	if err != nil {
@@ -620,5 +626,21 @@ func checkRecipientLimit(p *Process, flag, n int) error {
 		return exitcode.Usage("%d recipients, more than the %d one message may have (-O MaxRecipientsPerMessage=N or %s raise it); nothing sent",
 			n, limit, spool.MaxRecipientsPath(p.Getenv))
 	}
+	return nil
+}
+
+// systemFrom applies the one rewriting setting for relays that insist
+// ($QBOX_SYSTEM_FROM or control/systemfrom): mail from a system user
+// (root, cron's jobs, www-data: uid below 1000) goes out with that
+// address as envelope sender and From.
+func systemFrom(p *Process, cfg *message.Config, mopts *message.Options) error {
+	if !message.IsSystemUser(os.Getuid()) {
+		return nil
+	}
+	addr, err := message.SystemFrom(p.Getenv)
+	if err != nil || addr == "" {
+		return err
+	}
+	message.ApplySystemFrom(cfg, mopts, addr)
 	return nil
 }

@@ -8,7 +8,7 @@ import (
 	"net"
 	"os"
 
-	"qbox/proto"
+	"qbox/proto/server"
 )
 
 // Protocol names of the TLS listeners: QMQP and QMTP inside TLS from the
@@ -98,7 +98,7 @@ func ListenTLS(qmqpsAddr, qmtpsAddr string, cfg *tls.Config) ([]Listener, error)
 // relayByCertificate reports whether a QMTP session's client showed a
 // certificate verified against --tls-client-ca: it may then relay past
 // --rcpthosts, as s/qmail's qmail-qmtpd lets it.
-func relayByCertificate(conn proto.Conn) bool {
+func relayByCertificate(conn server.Conn) bool {
 	for {
 		switch c := conn.(type) {
 		case *tls.Conn:

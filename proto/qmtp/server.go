@@ -91,7 +91,7 @@ type Server struct {
 	// session's client may send past RecipientAllowed to any domain
 	// (serve: a TLS client certificate verified against --tls-client-ca,
 	// as s/qmail's QMTPS). conn is the connection the session was given.
-	RelayClient func(conn proto.Conn) bool
+	RelayClient func(conn server.Conn) bool
 	// Parallel is how many packages of one session are committed at
 	// once while the session reads on; 0 means DefaultParallel, 1 commits
 	// each package before reading the next, as qmail-qmtpd does (for a
@@ -492,7 +492,7 @@ type serverSession struct {
 	replier  *serverReplier
 	res      Result         // Bytes; the replier counts the rest
 	delivery proto.Delivery // open between Begin and Commit/Abort
-	conn     proto.Conn     // as given to ServeConn, for RelayClient
+	conn     server.Conn    // as given to ServeConn, for RelayClient
 }
 
 // Reply writers are pooled: a busy server runs many sessions.
