@@ -48,9 +48,9 @@ func TestSystemFromRewritesSenderAndFrom(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("sendmail: exit %d, %q", code, stderr)
 	}
-	list, err := (&spool.Spool{Dir: spoolDir}).List()
-	if err != nil || len(list.Entries) != 1 || list.Entries[0].Sender != "ops@provider.example" {
-		t.Fatalf("queued %+v, %v", list, err)
+	q, _, err := (&spool.Spool{Dir: spoolDir}).Queued()
+	if err != nil || len(q) != 1 || q[0].Message.Sender != "ops@provider.example" {
+		t.Fatalf("queued %+v, %v", q, err)
 	}
 	// A bad setting is refused, not guessed at.
 	env3, _ := mailEnv(t, "", "QBOX_SYSTEM_FROM=not an address")
