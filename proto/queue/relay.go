@@ -21,13 +21,13 @@ var _ RecipientSender = (*relay.Client)(nil)
 
 // sendEach is QMQP.Deliver's step for a RecipientSender: the results of
 // package i, and whether no relay could be reached.
-func (t *QMQP) sendEach(ctx context.Context, rs RecipientSender, i int, p *Package, st *Stats, onResult func(Result)) (unreachable error) {
+func (t *QMQP) sendEach(ctx context.Context, rs RecipientSender, i int, p *proto.Message, st *Stats, onResult func(proto.Result)) (unreachable error) {
 	env := proto.Envelope{Sender: p.Sender, Recipients: p.Recipients}
 	o, err := rs.SendEach(ctx, env, p.Size, p.Open)
 	var ce *proto.ConnectError
 	if errors.As(err, &ce) || err != nil {
 		for j := range p.Recipients {
-			onResult(Result{Package: i, Recipient: j, Reply: proto.Z(err.Error()), Protocol: "QMQP"})
+			onResult(proto.Result{Message: i, Recipient: j, Reply: proto.Z(err.Error()), Protocol: "QMQP"})
 		}
 		if errors.As(err, &ce) {
 			return err
@@ -41,7 +41,7 @@ func (t *QMQP) sendEach(ctx context.Context, rs RecipientSender, i int, p *Packa
 		if o.FromServer[j] {
 			replied = true
 		}
-		onResult(Result{Package: i, Recipient: j, Reply: o.Replies[j], FromServer: o.FromServer[j], Server: o.Relay, Protocol: "QMQP"})
+		onResult(proto.Result{Message: i, Recipient: j, Reply: o.Replies[j], FromServer: o.FromServer[j], Server: o.Relay, Protocol: "QMQP"})
 	}
 	if replied {
 		st.Replies++

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 
@@ -93,7 +94,7 @@ func (t *MXPS) Deliver(ctx context.Context, pkgs []proto.Message, onResult func(
 				// No plaintext fallback: every recipient gets a Z saying why.
 				for i, p := range pkgs {
 					for j := range p.Recipients {
-						onResult(Result{Package: i, Recipient: j, Reply: proto.Z(err.Error()), Server: server, Protocol: "QMTP"})
+						onResult(proto.Result{Message: i, Recipient: j, Reply: proto.Z(err.Error()), Server: server, Protocol: "QMTP"})
 					}
 				}
 				sessErr = err

@@ -325,9 +325,9 @@ func (c *Client) session(ctx context.Context, conn net.Conn, r Relay, auth *smtp
 		all(reply, true)
 	case QMTP:
 		qc := qmtp.Client{ReadTimeout: c.Timeout, WriteTimeout: c.Timeout}
-		pkg := qmtp.Package{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open}
+		pkg := proto.Message{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open}
 		all(proto.Z(r.String()+": no reply"), false)
-		qc.Send(ctx, conn, []qmtp.Package{pkg}, func(res qmtp.RecipientResult) {
+		qc.Send(ctx, conn, []proto.Message{pkg}, func(res proto.Result) {
 			o.Replies[res.Recipient], o.FromServer[res.Recipient] = res.Reply, res.FromServer
 		})
 	case SMTP:
@@ -340,9 +340,9 @@ func (c *Client) session(ctx context.Context, conn net.Conn, r Relay, auth *smtp
 			}
 			sc.TLS, sc.TLSConfig = smtp.TLSRequire, cfg
 		}
-		msg := smtp.Message{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open}
+		msg := proto.Message{Sender: env.Sender, Recipients: env.Recipients, Size: size, Open: open}
 		all(proto.Z(r.String()+": no reply"), false)
-		sc.Send(ctx, conn, r.Host, []smtp.Message{msg}, func(res smtp.RecipientResult) {
+		sc.Send(ctx, conn, r.Host, []proto.Message{msg}, func(res proto.Result) {
 			o.Replies[res.Recipient], o.FromServer[res.Recipient] = res.Reply, res.FromServer
 		})
 	}
