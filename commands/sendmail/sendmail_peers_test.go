@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"qbox/proto/queue/spool"
 	"qbox/proto/testkit/testpeer"
 )
 
@@ -493,7 +494,18 @@ func TestSuccessDrainsSpool(t *testing.T) {
 	}
 	pf.WaitFor(t, "Subject: first "+tok, 1, 30*time.Second)
 	deadline := time.Now().Add(60 * time.Second) // a guard, not a measure
-	for queuedFiles(t, spoolDir) != 0 {
+	// The detached flush is done with the spool once it has recorded its
+	// delivery stamp (after its run, lock released): only then may the
+	// test's TempDir go, or its cleanup races the child's last writes.
+	sp := &spool.Spool{Dir: spoolDir}
+	for {
+		stamp, err := sp.LastStamp(spool.StampDelivery)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if queuedFiles(t, spoolDir) == 0 && !stamp.IsZero() {
+			break
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("spool not emptied by the background flush")
 		}
