@@ -18,7 +18,7 @@ import (
 
 	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
-	"qbox/proto/testkit/tlstest"
+	"qbox/proto/testkit/testtls"
 )
 
 // swaks runs swaks against addr and returns its transcript.
@@ -286,4 +286,4 @@ func TestSMTPSocketActivation(t *testing.T) {
 }
 
 // selfSigned writes a certificate and key for localhost.
-func selfSigned(t *testing.T) (certFile, keyFile string) { return tlstest.New(t).Files(t) }
+func selfSigned(t *testing.T) (certFile, keyFile string) { return testtls.New(t).Files(t) }

@@ -11,14 +11,14 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/testkit/tlstest"
+	"qbox/proto/testkit/testtls"
 )
 
 // tlsListener listens on 127.0.0.1:0 behind TLS with a fresh self-signed
 // certificate, and returns a client configuration that trusts it.
 func tlsListener(t *testing.T) (net.Listener, *tls.Config) {
 	t.Helper()
-	cert := tlstest.New(t, "mx.test")
+	cert := testtls.New(t, "mx.test")
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"qbox/proto"
-	"qbox/proto/testkit/tlstest"
+	"qbox/proto/testkit/testtls"
 )
 
 // peer is the server's side of one connection.
@@ -426,7 +426,7 @@ func TestTricklingServer(t *testing.T) {
 // selfSigned returns a server certificate for 127.0.0.1 and a pool
 // trusting it.
 func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	c := tlstest.New(t)
+	c := testtls.New(t)
 	return c.TLS, c.Pool
 }
 

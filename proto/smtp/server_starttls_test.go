@@ -15,11 +15,11 @@ import (
 
 	"qbox/proto/smtp"
 	"qbox/proto/testkit/servetest"
-	"qbox/proto/testkit/tlstest"
+	"qbox/proto/testkit/testtls"
 )
 
 // serverCert is a self-signed certificate for 127.0.0.1.
-func serverCert(t *testing.T) tls.Certificate { return tlstest.New(t).TLS }
+func serverCert(t *testing.T) tls.Certificate { return testtls.New(t).TLS }
 
 const injected = "MAIL FROM:<evil@example.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\n" +
 	"Subject: injected\r\n\r\nplain text behind STARTTLS\r\n.\r\n"
