@@ -192,10 +192,17 @@ func submitSMTP(ctx context.Context, p *Process, cfg message.Config, env proto.E
 	sender := env.Sender
 	// A missing From names the envelope sender, as -f does.
 	applySenderOptions(&cfg, &Options{Sender: sender, SenderSet: true})
-	m, err := message.Prepare(data.Reader(), cfg, message.Options{Sender: &sender})
+	mopts := message.Options{Sender: &sender}
+	// control/systemfrom rewrites a system user's mail here too, sender
+	// and From both, as for sendmail's other ways in.
+	if err := systemFrom(p, &cfg, &mopts); err != nil {
+		return proto.Z(oneLine(err.Error()) + " (#4.3.0)")
+	}
+	m, err := message.Prepare(data.Reader(), cfg, mopts)
 	if err != nil {
 		return proto.D(oneLine(err.Error()) + " (#5.6.0)")
 	}
+	env.Sender = m.Sender
 	var buf spill.Buffer
 	defer buf.Close()
 	if _, err := io.Copy(&buf, m.Reader()); err != nil {

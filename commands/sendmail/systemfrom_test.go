@@ -52,6 +52,17 @@ func TestSystemFromRewritesSenderAndFrom(t *testing.T) {
 	if err != nil || len(q) != 1 || q[0].Message.Sender != "ops@provider.example" {
 		t.Fatalf("queued %+v, %v", q, err)
 	}
+	// sendmail -bs (an SMTP conversation on stdin) rewrites the same way.
+	env4, spoolDir4 := mailEnv(t, "", "QBOX_SYSTEM_FROM=ops@provider.example")
+	bs := "HELO localhost\r\nMAIL FROM:<root@localhost>\r\nRCPT TO:<admin@example.test>\r\nDATA\r\n" +
+		"From: root\r\nSubject: bs\r\n\r\nx\r\n.\r\nQUIT\r\n"
+	if code, stdout, stderr := run(t, sendmail, env4, bs, "-bs"); code != 0 || !strings.Contains(stdout, "Ok: queued in the local spool") {
+		t.Fatalf("sendmail -bs: exit %d, %q, %q", code, stdout, stderr)
+	}
+	q, _, err = (&spool.Spool{Dir: spoolDir4}).Queued()
+	if err != nil || len(q) != 1 || q[0].Message.Sender != "ops@provider.example" {
+		t.Fatalf("-bs queued %+v, %v", q, err)
+	}
 	// A bad setting is refused, not guessed at.
 	env3, _ := mailEnv(t, "", "QBOX_SYSTEM_FROM=not an address")
 	if code, _, stderr := run(t, sendmail, env3, cron, "-t"); code == 0 || !strings.Contains(stderr, "not an address like") {
