@@ -30,7 +30,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -448,69 +447,16 @@ func pickOne(sp *Spool, drop, name string, now time.Time, maxRcpt int) (Picked, 
 // readDropEnvelope reads a drop file's envelope lines, each at most
 // maildir.MaxEnvelopeLine bytes, and returns where the message starts.
 func readDropEnvelope(f io.Reader) (proto.Envelope, time.Time, string, int64, error) {
-	var env proto.Envelope
-	var lastErr string
+	e, err := readEnvelopeLines(bufio.NewReaderSize(f, 4096), dropMagic, maxDropEnvelope,
+		fmt.Errorf("the envelope is longer than %d bytes", maxDropEnvelope), errors.New("no drop file header"), true)
+	if err != nil {
+		return proto.Envelope{}, time.Time{}, "", 0, err
+	}
 	var submitted time.Time
-	br := bufio.NewReaderSize(f, 4096)
-	var offset int64
-	line := func() (string, error) {
-		var b []byte
-		for {
-			chunk, err := br.ReadSlice('\n')
-			b = append(b, chunk...)
-			if len(b) > maildir.MaxEnvelopeLine+1 {
-				return "", errors.New("an envelope line is too long")
-			}
-			if err == bufio.ErrBufferFull {
-				continue
-			}
-			if err != nil {
-				return "", errors.New("the envelope ends early")
-			}
-			offset += int64(len(b))
-			if offset > maxDropEnvelope {
-				return "", fmt.Errorf("the envelope is longer than %d bytes", maxDropEnvelope)
-			}
-			return string(b[:len(b)-1]), nil
-		}
+	if e.hasSubmitted {
+		submitted = time.Unix(0, e.submitted)
 	}
-	first, err := line()
-	if err != nil || first+"\n" != dropMagic {
-		return env, time.Time{}, "", 0, errors.New("no drop file header")
-	}
-	sender := false
-	for {
-		l, err := line()
-		if err != nil {
-			return env, time.Time{}, "", 0, err
-		}
-		if l == "" {
-			break
-		}
-		switch l[0] {
-		case 'F':
-			if sender {
-				return env, time.Time{}, "", 0, errors.New("two senders")
-			}
-			env.Sender, sender = l[1:], true
-		case 'T':
-			env.Recipients = append(env.Recipients, l[1:])
-		case 'E':
-			lastErr = l[1:]
-		case 'S':
-			ns, err := strconv.ParseInt(l[1:], 10, 64)
-			if err != nil || ns <= 0 {
-				return env, time.Time{}, "", 0, errors.New("a bad submission time")
-			}
-			submitted = time.Unix(0, ns)
-		default:
-			return env, time.Time{}, "", 0, fmt.Errorf("unknown envelope line %q", proto.Printable(l, 40))
-		}
-	}
-	if !sender || len(env.Recipients) == 0 {
-		return env, time.Time{}, "", 0, errors.New("no sender or no recipients")
-	}
-	return env, submitted, lastErr, offset, nil
+	return proto.Envelope{Sender: e.sender, Recipients: e.rcpts}, submitted, e.lastErr, e.offset, nil
 }
 
 // prefixedReaderAt reads head, then rest.

@@ -244,65 +244,16 @@ func readStored(path string) (*stored, error) {
 // path, size bytes, modified at modTime).
 func parseStored(r io.Reader, path string, size int64, modTime time.Time) (*stored, error) {
 	m := &stored{id: filepath.Base(path), path: path, modTime: modTime}
-	br := bufio.NewReaderSize(r, 64<<10)
-	var off int64
-	line := func() (string, error) {
-		var b []byte
-		for {
-			chunk, err := br.ReadSlice('\n')
-			b = append(b, chunk...)
-			if len(b) > maildir.MaxEnvelopeLine+1 {
-				return "", errors.New("an envelope line is too long")
-			}
-			if err == bufio.ErrBufferFull {
-				continue
-			}
-			if err != nil {
-				return "", errors.New("the envelope ends early")
-			}
-			off += int64(len(b))
-			if off > maxStoredEnvelope {
-				return "", errors.New("the envelope is too long")
-			}
-			return string(b[:len(b)-1]), nil
-		}
+	e, err := readEnvelopeLines(bufio.NewReaderSize(r, 64<<10), storeMagic, maxStoredEnvelope,
+		errors.New("the envelope is too long"), errors.New("no queue file header"), false)
+	if err != nil {
+		return nil, err
 	}
-	first, err := line()
-	if err != nil || first+"\n" != storeMagic {
-		return nil, errors.New("no queue file header")
+	m.sender, m.rcpts, m.queuedErr = e.sender, e.rcpts, e.lastErr
+	if e.hasSubmitted {
+		m.submitted = time.Unix(0, e.submitted)
 	}
-	sender := false
-	for {
-		l, err := line()
-		if err != nil {
-			return nil, err
-		}
-		if l == "" {
-			break
-		}
-		switch l[0] {
-		case 'F':
-			if sender {
-				return nil, errors.New("two senders")
-			}
-			m.sender, sender = l[1:], true
-		case 'S':
-			ns, err := strconv.ParseInt(l[1:], 10, 64)
-			if err != nil {
-				return nil, errors.New("a bad submission time")
-			}
-			m.submitted = time.Unix(0, ns)
-		case 'E':
-			m.queuedErr = l[1:]
-		case 'T':
-			m.rcpts = append(m.rcpts, l[1:])
-		default:
-			return nil, fmt.Errorf("unknown envelope line %q", proto.Printable(l, 40))
-		}
-	}
-	if !sender || len(m.rcpts) == 0 {
-		return nil, errors.New("no sender or no recipients")
-	}
+	off := e.offset
 	if m.submitted.IsZero() {
 		m.submitted = m.modTime
 	}
