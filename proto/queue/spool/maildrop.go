@@ -101,16 +101,11 @@ var ErrNoSystemQueue = errors.New("spool: no system queue")
 // or replace another's message), or one reached through directories a
 // user other than root could change.
 func CheckDropDir(dir string) error {
-	st, err := os.Lstat(dir)
+	st, err := lstatRealDir(dir)
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return err
 	}
-	switch {
-	case st.Mode()&os.ModeSymlink != 0:
-		return unsafeDir(dir, "is a symbolic link")
-	case !st.IsDir():
-		return unsafeDir(dir, "is not a directory")
-	case st.Mode()&os.ModeSticky == 0:
+	if st.Mode()&os.ModeSticky == 0 {
 		return unsafeDir(dir, fmt.Sprintf("lacks the sticky bit (mode %04o; want 1733)", st.Mode().Perm()))
 	}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {

@@ -141,6 +141,22 @@ func checkMaildirTree(dir string, tighten bool) error {
 	return nil
 }
 
+// lstatRealDir returns dir's own status (links not followed), refusing a
+// symbolic link or anything else that is not a directory.
+func lstatRealDir(dir string) (os.FileInfo, error) {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	switch {
+	case st.Mode()&os.ModeSymlink != 0:
+		return nil, unsafeDir(dir, "is a symbolic link")
+	case !st.IsDir():
+		return nil, unsafeDir(dir, "is not a directory")
+	}
+	return st, nil
+}
+
 func unsafeDir(dir, problem string) error {
 	return fmt.Errorf("spool: %s %s: %w; nothing is queued there", dir, problem, ErrUnsafe)
 }
@@ -150,15 +166,9 @@ func unsafeDir(dir, problem string) error {
 // tighten is set, a spool readable by others (made by hand) is made
 // 0700, so other users cannot read queued mail.
 func checkDir(dir string, tighten bool) error {
-	st, err := os.Lstat(dir)
+	st, err := lstatRealDir(dir)
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	switch {
-	case st.Mode()&os.ModeSymlink != 0:
-		return unsafeDir(dir, "is a symbolic link")
-	case !st.IsDir():
-		return unsafeDir(dir, "is not a directory")
+		return err
 	}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		if euid := os.Geteuid(); int(sys.Uid) != euid {
