@@ -215,15 +215,10 @@ func Sendmail(ctx context.Context, p *Process) error {
 		}
 		return exitcode.Usage("no recipients given (use -t to take them from the header); nothing sent")
 	}
-	if err := checkRecipientLimit(p, o.MaxRecipients, len(m.Recipients)); err != nil {
+	res, err := submitMessage(ctx, p, o.MaxRecipients, m)
+	if err != nil {
 		return err
 	}
-	var buf spill.Buffer
-	defer buf.Close()
-	if _, err := io.Copy(&buf, m.Reader()); err != nil {
-		return exitcode.Input(fmt.Errorf("reading the message: %w", err))
-	}
-	res := submit(ctx, p, proto.Envelope{Sender: m.Sender, Recipients: m.Recipients}, &buf)
 	switch res.kind {
 	case sent:
 		if o.Verbose {
@@ -365,15 +360,10 @@ func qmailInject(ctx context.Context, p *Process) error {
 	if len(m.Recipients) == 0 {
 		return exitcode.Data(errors.New("no recipients; nothing sent (qmail-inject would have lost this message)"))
 	}
-	if err := checkRecipientLimit(p, 0, len(m.Recipients)); err != nil {
+	res, err := submitMessage(ctx, p, 0, m)
+	if err != nil {
 		return err
 	}
-	var buf spill.Buffer
-	defer buf.Close()
-	if _, err := io.Copy(&buf, m.Reader()); err != nil {
-		return exitcode.Input(fmt.Errorf("reading the message: %w", err))
-	}
-	res := submit(ctx, p, proto.Envelope{Sender: m.Sender, Recipients: m.Recipients}, &buf)
 	switch res.kind {
 	case sent:
 		drainInBackground(p)
@@ -468,6 +458,21 @@ func client(p *Process) (*relay.Client, error) {
 		c.Helo = helo
 	}
 	return c, nil
+}
+
+// submitMessage checks m's recipient count (checkRecipientLimit with
+// maxRcpt, the flag's value or 0), reads the rest of the message and
+// submits it.
+func submitMessage(ctx context.Context, p *Process, maxRcpt int, m *message.Message) (outcome, error) {
+	if err := checkRecipientLimit(p, maxRcpt, len(m.Recipients)); err != nil {
+		return outcome{}, err
+	}
+	var buf spill.Buffer
+	defer buf.Close()
+	if _, err := io.Copy(&buf, m.Reader()); err != nil {
+		return outcome{}, exitcode.Input(fmt.Errorf("reading the message: %w", err))
+	}
+	return submit(ctx, p, proto.Envelope{Sender: m.Sender, Recipients: m.Recipients}, &buf), nil
 }
 
 // submit sends one message over QMQP; on any temporary failure it puts
