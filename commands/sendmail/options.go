@@ -83,14 +83,10 @@ func ParseOptions(args []string) *Options {
 		for j := 1; j < len(arg); j++ {
 			c := arg[j]
 			if strings.IndexByte(withArgument, c) >= 0 {
-				val := arg[j+1:]
-				if val == "" {
-					if i+1 >= len(args) {
-						o.warn("option -%c needs an argument; ignored", c)
-						break letters
-					}
-					i++
-					val = args[i]
+				val, ok := optionValue(args, &i, j)
+				if !ok {
+					o.warn("option -%c needs an argument; ignored", c)
+					break letters
 				}
 				o.option(c, val)
 				break letters
@@ -124,6 +120,20 @@ func ParseOptions(args []string) *Options {
 	}
 	o.Recipients = append(o.Recipients, args[i:]...)
 	return o
+}
+
+// optionValue returns the argument of the option letter at args[*i][j],
+// as getopt reads it: the rest of the word when there is one, else the
+// next word (advancing *i past it); false when there is neither.
+func optionValue(args []string, i *int, j int) (string, bool) {
+	if val := args[*i][j+1:]; val != "" {
+		return val, true
+	}
+	if *i+1 >= len(args) {
+		return "", false
+	}
+	*i++
+	return args[*i], true
 }
 
 func (o *Options) option(c byte, val string) {
@@ -305,13 +315,9 @@ func ParseInjectOptions(args []string) (*InjectOptions, error) {
 			case 'N':
 				o.Print = false
 			case 'f':
-				val := arg[j+1:]
-				if val == "" {
-					if i+1 >= len(args) {
-						return nil, fmt.Errorf("option -f needs an argument")
-					}
-					i++
-					val = args[i]
+				val, ok := optionValue(args, &i, j)
+				if !ok {
+					return nil, fmt.Errorf("option -f needs an argument")
 				}
 				o.Sender, o.SenderSet = unbracket(val), true
 				break letters
