@@ -17,6 +17,7 @@ import (
 
 	"qbox/commands/exitcode"
 	"qbox/proto"
+	"qbox/proto/server"
 )
 
 // Metrics are serve's Prometheus metrics (serve --metrics ADDR): sessions
@@ -250,7 +251,7 @@ func (m *Metrics) ServeMetrics(ctx context.Context, l net.Listener, allow []neti
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ap, err := netip.ParseAddrPort(r.RemoteAddr)
-			if err != nil || !allowed(allow, ap.Addr()) {
+			if err != nil || !server.Allowed(allow, ap.Addr()) {
 				http.Error(w, "not authorized", http.StatusForbidden)
 				return
 			}
@@ -271,19 +272,4 @@ func (m *Metrics) ServeMetrics(ctx context.Context, l net.Listener, allow []neti
 		return err
 	}
 	return nil
-}
-
-// allowed applies an access list as the mail ports do: loopback only
-// when it is empty.
-func allowed(list []netip.Prefix, ip netip.Addr) bool {
-	ip = ip.Unmap()
-	if len(list) == 0 {
-		return ip.IsLoopback()
-	}
-	for _, p := range list {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
