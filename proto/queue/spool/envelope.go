@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 
 	"qbox/proto"
@@ -86,4 +88,21 @@ func readEnvelopeLines(br *bufio.Reader, magic string, limit int64, tooLong, noH
 		return envelopeLines{}, errors.New("no sender or no recipients")
 	}
 	return e, nil
+}
+
+// copyMessageSync writes the message (size bytes of msg) after the
+// envelope buffered in w, flushes w and syncs f: the file is durable
+// when it returns nil.
+func copyMessageSync(w *bufio.Writer, f *os.File, msg io.ReaderAt, size int64) error {
+	n, err := io.Copy(w, io.NewSectionReader(msg, 0, size))
+	if err == nil && n != size {
+		err = fmt.Errorf("message is %d bytes, expected %d", n, size)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	return err
 }

@@ -196,17 +196,7 @@ func dropOne(dir string, env proto.Envelope, submitted time.Time, msg io.ReaderA
 		w.WriteString("E" + lastErr + "\n")
 	}
 	w.WriteString("\n")
-	n, err := io.Copy(w, io.NewSectionReader(msg, 0, size))
-	if err == nil && n != size {
-		err = fmt.Errorf("message is %d bytes, expected %d", n, size)
-	}
-	if err == nil {
-		err = w.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if err != nil {
+	if err := copyMessageSync(w, f, msg, size); err != nil {
 		return fail(err)
 	}
 	final := filepath.Join(dir, name)

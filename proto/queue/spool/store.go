@@ -185,17 +185,7 @@ func (s *Spool) store(env proto.Envelope, submitted time.Time, msg io.ReaderAt, 
 		w.WriteString("T" + r + "\n")
 	}
 	w.WriteString("\n")
-	n, err := io.Copy(w, io.NewSectionReader(msg, 0, size))
-	if err == nil && n != size {
-		err = fmt.Errorf("message is %d bytes, expected %d", n, size)
-	}
-	if err == nil {
-		err = w.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if err != nil {
+	if err := copyMessageSync(w, f, msg, size); err != nil {
 		return fail(err)
 	}
 	if err := f.Close(); err != nil {
