@@ -190,11 +190,7 @@ func Sendmail(ctx context.Context, p *Process) error {
 		return exitcode.Usage("%v", err)
 	}
 	mopts := message.Options{Recipients: rcpts, HeaderRecipients: o.ReadHeader}
-	if o.SenderSet {
-		s := o.Sender
-		mopts.Sender = &s
-	}
-	if err := systemFrom(p, &cfg, &mopts); err != nil {
+	if err := senderOptions(p, &cfg, &mopts, o.Sender, o.SenderSet); err != nil {
 		return exitcode.Temp(err)
 	}
 	m, err := message.Prepare(p.Stdin, cfg, mopts)
@@ -334,11 +330,7 @@ func qmailInject(ctx context.Context, p *Process) error {
 			mopts.HeaderRecipients = true
 		}
 	}
-	if o.SenderSet {
-		s := o.Sender
-		mopts.Sender = &s
-	}
-	if err := systemFrom(p, &cfg, &mopts); err != nil {
+	if err := senderOptions(p, &cfg, &mopts, o.Sender, o.SenderSet); err != nil {
 		return exitcode.Temp(err)
 	}
 	m, err := message.Prepare(p.Stdin, cfg, mopts)
@@ -458,6 +450,15 @@ func client(p *Process) (*relay.Client, error) {
 		c.Helo = helo
 	}
 	return c, nil
+}
+
+// senderOptions gives -f (sender, when set) to mopts and then applies
+// control/systemfrom (systemFrom).
+func senderOptions(p *Process, cfg *message.Config, mopts *message.Options, sender string, set bool) error {
+	if set {
+		mopts.Sender = &sender
+	}
+	return systemFrom(p, cfg, mopts)
 }
 
 // submitMessage checks m's recipient count (checkRecipientLimit with
