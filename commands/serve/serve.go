@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -105,12 +106,12 @@ running sessions finish within --grace.`,
 			&cli.StringFlag{Name: "qmqp", Value: "127.0.0.1:628", Usage: "QMQP listen `ADDR`; empty disables"},
 			&cli.StringFlag{Name: "qmtp", Value: "127.0.0.1:209", Usage: "QMTP listen `ADDR`; empty disables"},
 			&cli.StringFlag{Name: "smtp", Usage: "SMTP listen `ADDR` (MXPS wants port 25 beside QMTP's 209), with QMTP's access list, --rcpthosts and --relay; default off"},
-			&cli.StringFlag{Name: "smtp-cert", Usage: "with --smtp-key: offer STARTTLS with the PEM certificate (chain) in `FILE`"},
-			&cli.StringFlag{Name: "smtp-key", Usage: "the PEM private key of --smtp-cert in `FILE`"},
 			&cli.StringFlag{Name: "qmqps", Usage: "QMQPS (QMQP inside TLS from the first byte; port 6628) listen `ADDR`, with --tls-cert/--tls-key; default off"},
 			&cli.StringFlag{Name: "qmtps", Usage: "QMTPS (QMTP inside TLS from the first byte, s/qmail's; port 6209) listen `ADDR`, with --tls-cert/--tls-key; default off"},
-			&cli.StringFlag{Name: "tls-cert", Usage: "the PEM certificate (chain) `FILE` of --qmqps and --qmtps"},
-			&cli.StringFlag{Name: "tls-key", Usage: "the PEM private key `FILE` of --tls-cert"},
+			// One certificate for every TLS port; --smtp-cert/--smtp-key are
+			// the names STARTTLS's pair had before QMQPS and QMTPS came.
+			&cli.StringFlag{Name: "tls-cert", Aliases: []string{"smtp-cert"}, Usage: "the PEM certificate (chain) `FILE` of --qmqps and --qmtps, and of --smtp's STARTTLS (offered when given)"},
+			&cli.StringFlag{Name: "tls-key", Aliases: []string{"smtp-key"}, Usage: "the PEM private key `FILE` of --tls-cert"},
 			&cli.StringFlag{Name: "tls-client-ca", Usage: "ask QMQPS/QMTPS clients for a certificate and verify it against the PEM CA `FILE`: a QMTPS client with one may relay past --rcpthosts"},
 			&cli.StringFlag{Name: "stdio", Usage: "serve one connection on stdin/stdout in `PROTO` (qmqp, qmtp or smtp), under tcpserver or inetd"},
 			&cli.StringSliceFlag{Name: "allow", Usage: "serve clients from `CIDR` (repeatable; replaces the loopback-only default)"},
@@ -198,13 +199,14 @@ func action(c *cli.Context) error {
 		return exitcode.Usage("--relay only means something with --rcpthosts")
 	}
 	_, relayAll := os.LookupEnv("RELAYCLIENT")
-	smtpTLS, err := LoadSMTPTLS(c.String("smtp-cert"), c.String("smtp-key"))
-	if err != nil {
-		return exitcode.Usage("--smtp-cert/--smtp-key: %v", err)
-	}
 	serverTLS, err := LoadServerTLS(c.String("tls-cert"), c.String("tls-key"), c.String("tls-client-ca"))
 	if err != nil {
 		return exitcode.Usage("--tls-cert/--tls-key/--tls-client-ca: %v", err)
+	}
+	var smtpTLS *tls.Config // STARTTLS: the same certificate, no client's asked for
+	if serverTLS != nil {
+		smtpTLS = serverTLS.Clone()
+		smtpTLS.ClientCAs, smtpTLS.ClientAuth = nil, tls.NoClientCert
 	}
 	cfg := Config{
 		Backend:        backend,

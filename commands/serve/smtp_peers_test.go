@@ -58,7 +58,7 @@ func dataReply(transcript string) string {
 func TestSMTPSwaksDelivers(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := selfSigned(t)
-	s, addr := startSMTP(t, "--maildir", dir, "--smtp-cert", cert, "--smtp-key", key, "--max-size", "1M")
+	s, addr := startSMTP(t, "--maildir", dir, "--tls-cert", cert, "--tls-key", key, "--max-size", "1M")
 	cases := []struct {
 		name  string
 		args  []string
