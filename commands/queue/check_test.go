@@ -28,16 +28,8 @@ func systemQueue(t *testing.T) (spool.SystemQueue, []string) {
 		t.Fatal("needs root for a system queue (its maildrop is root's): run the tests as root, as CI does")
 	}
 	q := spool.SystemQueue{Root: filepath.Join(t.TempDir(), "qbox")}
-	for _, d := range []struct {
-		path string
-		mode os.FileMode
-	}{{q.Root, 0o755}, {q.DropDir(), 0o733 | os.ModeSticky}, {q.QueueDir(), 0o700}} {
-		if err := os.Mkdir(d.path, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(d.path, d.mode); err != nil {
-			t.Fatal(err)
-		}
+	if err := q.Create(); err != nil {
+		t.Fatal(err)
 	}
 	env := []string{"QBOX_SYSTEM_QUEUE=" + q.Root}
 	for _, kv := range os.Environ() {

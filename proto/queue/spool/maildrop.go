@@ -85,6 +85,26 @@ func (q SystemQueue) DropDir() string { return filepath.Join(q.Root, "maildrop")
 // QueueDir is the spool root's flush delivers.
 func (q SystemQueue) QueueDir() string { return filepath.Join(q.Root, "queue") }
 
+// Create lays the system queue out as make install does: ROOT 0755,
+// the maildrop 1733 (anyone may drop, nobody may list) and the queue
+// 0700, all owned by the caller, who is root for a real one. Tests and
+// throwaway roots use it; an existing directory is an error.
+func (q SystemQueue) Create() error {
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{q.Root, 0o755}, {q.DropDir(), 0o733 | os.ModeSticky}, {q.QueueDir(), 0o700}} {
+		// Mkdir's mode passes through the umask; Chmod sets it whole.
+		if err := os.Mkdir(d.path, 0o700); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+	}
+	return nil
+}
+
 // Exists reports whether the system queue has been set up (its drop
 // directory exists); whether it is safe is CheckDropDir's question.
 func (q SystemQueue) Exists() bool {

@@ -18,16 +18,8 @@ import (
 func systemQueue(t *testing.T) SystemQueue {
 	t.Helper()
 	q := SystemQueue{Root: filepath.Join(t.TempDir(), "sys")}
-	for _, d := range []struct {
-		path string
-		mode os.FileMode
-	}{{q.Root, 0o755}, {q.DropDir(), 0o733 | os.ModeSticky}, {q.QueueDir(), 0o700}} {
-		if err := os.Mkdir(d.path, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(d.path, d.mode); err != nil {
-			t.Fatal(err)
-		}
+	if err := q.Create(); err != nil {
+		t.Fatal(err)
 	}
 	return q
 }

@@ -50,14 +50,8 @@ func BenchmarkPickupOneDrop2000Recipients(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		q := SystemQueue{Root: filepath.Join(b.TempDir(), "sys")}
-		for _, d := range []struct {
-			path string
-			mode os.FileMode
-		}{{q.Root, 0o755}, {q.DropDir(), 0o733 | os.ModeSticky}, {q.QueueDir(), 0o700}} {
-			if err := os.Mkdir(d.path, 0o700); err != nil {
-				b.Fatal(err)
-			}
-			os.Chmod(d.path, d.mode)
+		if err := q.Create(); err != nil {
+			b.Fatal(err)
 		}
 		if _, err := Open(q.QueueDir()); err != nil {
 			b.Fatal(err)

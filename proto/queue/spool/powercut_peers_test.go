@@ -290,16 +290,8 @@ func TestPowerCutPickUp(t *testing.T) {
 	needRoot(t)
 	backing := t.TempDir()
 	q := SystemQueue{Root: filepath.Join(backing, "sys")}
-	for _, d := range []struct {
-		path string
-		mode os.FileMode
-	}{{q.Root, 0o755}, {q.DropDir(), 0o733 | os.ModeSticky}, {q.QueueDir(), 0o700}} {
-		if err := os.Mkdir(d.path, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(d.path, d.mode); err != nil {
-			t.Fatal(err)
-		}
+	if err := q.Create(); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := Open(q.QueueDir()); err != nil {
 		t.Fatal(err)
