@@ -56,6 +56,10 @@ type State struct {
 	DropDir                           string
 	Drops                             spool.DropStats
 	LastPickup, LastDelivery          time.Time // zero: never recorded
+	// LastError is the most recent error among the waiting messages (a
+	// refused password, a hub down), so the alert says why mail waits.
+	LastError   string
+	lastAttempt time.Time
 }
 
 // Waiting is the messages a flush would try (neither held nor malformed).
@@ -86,6 +90,9 @@ func Gather(sp *spool.Spool, getenv func(string) string) (State, error) {
 		}
 		if st.Oldest.IsZero() || m.Queued.Before(st.Oldest) {
 			st.Oldest = m.Queued
+		}
+		if m.LastError != "" && (st.LastError == "" || m.LastAttempt.After(st.lastAttempt)) {
+			st.LastError, st.lastAttempt = m.LastError, m.LastAttempt
 		}
 	}
 	st.Malformed = len(l.Malformed)
@@ -184,6 +191,9 @@ func Check(w io.Writer, st State, lim Limits, now time.Time) Verdict {
 	}
 	if len(why) > 0 {
 		text += ": " + strings.Join(why, ", ")
+	}
+	if count > 0 && st.LastError != "" {
+		text += "; last error: " + proto.Printable(strings.Join(strings.Fields(st.LastError), " "), 300)
 	}
 	perf := fmt.Sprintf("messages=%d;%s;%s;0 oldest=%ds;%s;%s;0 held=%d;;;0 malformed=%d;;;0",
 		count, limit(lim.WarnCount), limit(lim.CritCount),

@@ -246,3 +246,16 @@ func TestCheckStuckIsCritical(t *testing.T) {
 		t.Errorf("qbox_queue_messages{state=stuck} = %v (%v), want 1", got, ok)
 	}
 }
+
+// The alert says why mail waits: the latest error among the waiting
+// messages (a relay refusing the password keeps mail queued, and the
+// admin reads the reason in the check, not only in qbox queue show).
+func TestCheckSaysTheLastError(t *testing.T) {
+	now := time.Now()
+	st := State{Deferred: 1, Oldest: now.Add(-2 * time.Hour), LastError: "relay smtp://mailer@relay.example:587: authentication failed:\n535 5.7.8 bad"}
+	var out bytes.Buffer
+	if v := Check(&out, st, DefaultLimits, now); v != Warning ||
+		!strings.Contains(out.String(), "; last error: relay smtp://mailer@relay.example:587: authentication failed: 535 5.7.8 bad |") {
+		t.Errorf("verdict %v, %q; want WARNING with the last error on the status line", v, out.String())
+	}
+}

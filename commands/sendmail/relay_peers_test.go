@@ -114,6 +114,13 @@ func TestSubmissionWrongPasswordThenFixed(t *testing.T) {
 	if err != nil || !strings.Contains(string(sb), "authentication failed") || !strings.Contains(string(sb), "535") {
 		t.Fatalf("qbox queue show does not say why (%v):\n%s", err, sb)
 	}
+	// And the check, whatever its verdict, says why mail waits.
+	check := exec.Command(qbox, "queue", "check", "--dir", spoolDir)
+	check.Env = cleanEnv(env)
+	cb, _ := check.Output()
+	if !strings.Contains(string(cb), "last error: ") || !strings.Contains(string(cb), "authentication failed") {
+		t.Fatalf("qbox queue check does not say why:\n%s", cb)
+	}
 
 	writeNetrcFile(t, home, "127.0.0.4", rightPassword)
 	code, qout2, qerr2 := run(t, sendmail, env, "", "-q")
