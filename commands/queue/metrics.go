@@ -6,11 +6,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 	"github.com/urfave/cli/v2"
 
 	"qbox/commands/exitcode"
+	"qbox/commands/promtext"
 	"qbox/proto/queue/spool"
 )
 
@@ -18,22 +17,22 @@ import (
 // A time never recorded (no pickup, no delivery yet) is 0, as node
 // exporter's textfile collector and alert rules expect of a timestamp
 // metric; the maildrop's gauges are there only for the system queue.
-func Registry(st State, now time.Time) *prometheus.Registry {
-	reg := prometheus.NewPedanticRegistry()
+func Registry(st State, now time.Time) *promtext.Registry {
+	reg := &promtext.Registry{}
 	gauge := func(name, help string, v float64) {
-		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		g := promtext.NewGauge(name, help)
 		g.Set(v)
-		reg.MustRegister(g)
+		reg.Register(g)
 	}
-	msgs := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "qbox_queue_messages",
-		Help: "Messages in the queue by state: queued (never tried), deferred (tried, will be retried), held (kept out of every flush), malformed (files nobody can deliver), stuck (failed for good, and no bounce could be sent)."},
-		[]string{"state"})
-	msgs.WithLabelValues("queued").Set(float64(st.Queued))
-	msgs.WithLabelValues("deferred").Set(float64(st.Deferred))
-	msgs.WithLabelValues("held").Set(float64(st.Held))
-	msgs.WithLabelValues("malformed").Set(float64(st.Malformed))
-	msgs.WithLabelValues("stuck").Set(float64(st.Stuck))
-	reg.MustRegister(msgs)
+	msgs := promtext.NewGauge("qbox_queue_messages",
+		"Messages in the queue by state: queued (never tried), deferred (tried, will be retried), held (kept out of every flush), malformed (files nobody can deliver), stuck (failed for good, and no bounce could be sent).",
+		"state")
+	msgs.Set(float64(st.Queued), "queued")
+	msgs.Set(float64(st.Deferred), "deferred")
+	msgs.Set(float64(st.Held), "held")
+	msgs.Set(float64(st.Malformed), "malformed")
+	msgs.Set(float64(st.Stuck), "stuck")
+	reg.Register(msgs)
 	age := func(t time.Time) float64 {
 		if t.IsZero() {
 			return 0
@@ -57,18 +56,9 @@ func Registry(st State, now time.Time) *prometheus.Registry {
 }
 
 // WriteMetrics writes reg in Prometheus' text format.
-func WriteMetrics(w io.Writer, reg prometheus.Gatherer) error {
-	mfs, err := reg.Gather()
-	if err != nil {
-		return err
-	}
-	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			return err
-		}
-	}
-	return nil
+func WriteMetrics(w io.Writer, reg *promtext.Registry) error {
+	_, err := reg.WriteTo(w)
+	return err
 }
 
 // metricsCommand is `qbox queue metrics`.
@@ -93,7 +83,7 @@ func metricsCommand(dirFlag cli.Flag) *cli.Command {
 			}
 			reg := Registry(st, time.Now())
 			if out := c.String("output"); out != "" {
-				if err := prometheus.WriteToTextfile(out, reg); err != nil {
+				if err := promtext.WriteFile(out, reg); err != nil {
 					return exitcode.Temp(fmt.Errorf("writing %s: %w", out, err))
 				}
 				return nil

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,14 +9,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"qbox/commands/exitcode"
+	"qbox/commands/promtext"
 	"qbox/proto"
 	"qbox/proto/server"
 )
@@ -31,55 +32,72 @@ import (
 // reporting path. The store's latency is measured around the Backend
 // (Instrument).
 type Metrics struct {
-	reg        *prometheus.Registry
-	sessions   *prometheus.CounterVec
-	refused    *prometheus.CounterVec
-	messages   *prometheus.CounterVec
-	recipients *prometheus.CounterVec
-	bytes      *prometheus.CounterVec
-	store      prometheus.Histogram
+	reg        promtext.Registry
+	sessions   *promtext.Vec
+	refused    *promtext.Vec
+	messages   *promtext.Vec
+	recipients *promtext.Vec
+	bytes      *promtext.Vec
+	store      *promtext.Histogram
 }
 
-// NewMetrics makes serve's metrics, with the Go runtime's and the
-// process's (memory, descriptors, CPU) beside them.
+// NewMetrics makes serve's metrics, with a few of the Go runtime's and
+// the process's (goroutines, memory, descriptors, start time) beside them.
 func NewMetrics() *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
-		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_sessions_total",
-			Help: "Sessions served (connections admitted and run), by protocol."}, []string{"proto"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_refused_connections_total",
-			Help: "Connections refused: not_authorized (outside --allow) or busy (no session free: --max-conns, --max-waiting)."},
-			[]string{"proto", "reason"}),
-		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_messages_total",
-			Help: "Messages answered, by protocol and result: K every recipient accepted, Z any deferred, D otherwise."},
-			[]string{"proto", "result"}),
-		recipients: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_recipients_total",
-			Help: "Recipients of the messages answered, by protocol and their reply (SMTP: the message's final reply)."},
-			[]string{"proto", "result"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qbox_serve_received_bytes_total",
-			Help: "Bytes of the messages answered, by protocol."}, []string{"proto"}),
-		store: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "qbox_serve_store_seconds",
-			Help:    "Time the store took to answer a message once its last byte arrived (the fsyncs, or the queue program).",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}),
+		sessions: promtext.NewCounter("qbox_serve_sessions_total",
+			"Sessions served (connections admitted and run), by protocol.", "proto"),
+		refused: promtext.NewCounter("qbox_serve_refused_connections_total",
+			"Connections refused: not_authorized (outside --allow) or busy (no session free: --max-conns, --max-waiting).",
+			"proto", "reason"),
+		messages: promtext.NewCounter("qbox_serve_messages_total",
+			"Messages answered, by protocol and result: K every recipient accepted, Z any deferred, D otherwise.",
+			"proto", "result"),
+		recipients: promtext.NewCounter("qbox_serve_recipients_total",
+			"Recipients of the messages answered, by protocol and their reply (SMTP: the message's final reply).",
+			"proto", "result"),
+		bytes: promtext.NewCounter("qbox_serve_received_bytes_total",
+			"Bytes of the messages answered, by protocol.", "proto"),
+		store: promtext.NewHistogram("qbox_serve_store_seconds",
+			"Time the store took to answer a message once its last byte arrived (the fsyncs, or the queue program).",
+			promtext.ExponentialBuckets(0.0005, 2.5, 12)),
 	}
-	m.reg.MustRegister(m.sessions, m.refused, m.messages, m.recipients, m.bytes, m.store,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.Register(m.sessions, m.refused, m.messages, m.recipients, m.bytes, m.store, promtext.Func(processMetrics))
 	for _, p := range []string{QMQP, QMTP, SMTP} { // every series exists from the start, at 0
-		m.sessions.WithLabelValues(p)
-		m.bytes.WithLabelValues(p)
+		m.sessions.Add(0, p)
+		m.bytes.Add(0, p)
 		for _, r := range []string{"K", "Z", "D"} {
-			m.messages.WithLabelValues(p, r)
-			m.recipients.WithLabelValues(p, r)
+			m.messages.Add(0, p, r)
+			m.recipients.Add(0, p, r)
 		}
 		for _, r := range []string{"not_authorized", "busy"} {
-			m.refused.WithLabelValues(p, r)
+			m.refused.Add(0, p, r)
 		}
 	}
 	return m
 }
 
-// Registry is where the metrics are gathered from.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+// processStart is when this process started, near enough for
+// process_start_time_seconds (package initialisation).
+var processStart = time.Now()
+
+// processMetrics writes the Go runtime's and the process's few gauges
+// that tell a leak or a restart: goroutines, resident memory, open
+// descriptors, start time.
+func processMetrics(w *bufio.Writer) {
+	promtext.Gauge(w, "go_goroutines", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 1 {
+			if pages, err := strconv.ParseFloat(f[1], 64); err == nil {
+				promtext.Gauge(w, "process_resident_memory_bytes", "Resident memory size in bytes.", pages*float64(os.Getpagesize()))
+			}
+		}
+	}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		promtext.Gauge(w, "process_open_fds", "Number of open file descriptors.", float64(len(ents)))
+	}
+	promtext.Gauge(w, "process_start_time_seconds", "Start time of the process since the Unix epoch in seconds.", float64(processStart.UnixNano())/1e9)
+}
 
 // Tap returns a log handler that counts the servers' events, then passes
 // every record on to next as it is.
@@ -147,31 +165,31 @@ func (m *Metrics) count(r slog.Record, with []slog.Attr) {
 	}
 	switch r.Message {
 	case "client not authorized":
-		m.refused.WithLabelValues(p, "not_authorized").Inc()
+		m.refused.Add(1, p, "not_authorized")
 	case "connection refused: too many connections":
-		m.refused.WithLabelValues(p, "busy").Inc()
+		m.refused.Add(1, p, "busy")
 	case "connection", "connection ended", "connection ended without a reply":
-		m.sessions.WithLabelValues(p).Inc()
+		m.sessions.Add(1, p)
 	case "qmqp message", "qmqp message not accepted":
 		res := "Z" // not accepted: no reply reached the client, which sends again
 		if r.Message == "qmqp message" {
 			// One message per QMQP connection: its line stands for the
 			// session's (a failed one has its own connection line).
-			m.sessions.WithLabelValues(p).Inc()
+			m.sessions.Add(1, p)
 			if reply := a["reply"].String(); reply != "" && strings.IndexByte("KZD", reply[0]) >= 0 {
 				res = reply[:1]
 			}
 		}
-		m.messages.WithLabelValues(p, res).Inc()
-		m.recipients.WithLabelValues(p, res).Add(float64(num("recipients")))
-		m.bytes.WithLabelValues(p).Add(float64(num("size")))
+		m.messages.Add(1, p, res)
+		m.recipients.Add(float64(num("recipients")), p, res)
+		m.bytes.Add(float64(num("size")), p)
 	case "qmtp message":
 		k, z, d := num("accepted"), num("deferred"), num("rejected")
-		m.messages.WithLabelValues(p, judge(k, z, d)).Inc()
-		m.recipients.WithLabelValues(p, "K").Add(float64(k))
-		m.recipients.WithLabelValues(p, "Z").Add(float64(z))
-		m.recipients.WithLabelValues(p, "D").Add(float64(d))
-		m.bytes.WithLabelValues(p).Add(float64(num("size")))
+		m.messages.Add(1, p, judge(k, z, d))
+		m.recipients.Add(float64(k), p, "K")
+		m.recipients.Add(float64(z), p, "Z")
+		m.recipients.Add(float64(d), p, "D")
+		m.bytes.Add(float64(num("size")), p)
 	case "smtp message":
 		res := "D"
 		switch code := a["reply"].String(); {
@@ -180,9 +198,9 @@ func (m *Metrics) count(r slog.Record, with []slog.Attr) {
 		case strings.HasPrefix(code, "4"):
 			res = "Z"
 		}
-		m.messages.WithLabelValues(p, res).Inc()
-		m.recipients.WithLabelValues(p, res).Add(float64(num("recipients")))
-		m.bytes.WithLabelValues(p).Add(float64(num("size")))
+		m.messages.Add(1, p, res)
+		m.recipients.Add(float64(num("recipients")), p, res)
+		m.bytes.Add(float64(num("size")), p)
 	}
 }
 
@@ -206,7 +224,7 @@ func (m *Metrics) Instrument(b proto.Backend) proto.Backend { return &timedBacke
 
 type timedBackend struct {
 	b proto.Backend
-	h prometheus.Histogram
+	h *promtext.Histogram
 }
 
 func (t *timedBackend) Begin(ctx context.Context, peer proto.Peer, size int64) (proto.Delivery, error) {
@@ -219,7 +237,7 @@ func (t *timedBackend) Begin(ctx context.Context, peer proto.Peer, size int64) (
 
 type timedDelivery struct {
 	proto.Delivery
-	h prometheus.Histogram
+	h *promtext.Histogram
 }
 
 func (t *timedDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.Reply {
@@ -247,7 +265,10 @@ func ListenMetrics(addr string, allow []netip.Prefix) (net.Listener, error) {
 // others) until ctx is done.
 func (m *Metrics) ServeMetrics(ctx context.Context, l net.Listener, allow []netip.Prefix) error {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.reg.WriteTo(w)
+	})
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ap, err := netip.ParseAddrPort(r.RemoteAddr)
