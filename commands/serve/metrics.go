@@ -2,12 +2,13 @@ package serve
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -262,35 +263,109 @@ func ListenMetrics(addr string, allow []netip.Prefix) (net.Listener, error) {
 
 // ServeMetrics serves /metrics on l to the clients allow admits
 // (loopback only when it is empty, as for the mail ports; 403 for the
-// others) until ctx is done.
+// others) until ctx is done. It speaks the little HTTP/1.1 a scraper
+// needs over the mail servers' loop (proto/server: access check, slots,
+// accept backoff, linger), not net/http, whose package initialisers every
+// start of every personality paid: one request per connection, its head
+// at most metricsMaxHead bytes, each read and write within
+// metricsTimeout, the whole within metricsSession.
 func (m *Metrics) ServeMetrics(ctx context.Context, l net.Listener, allow []netip.Prefix) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		m.reg.WriteTo(w)
-	})
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ap, err := netip.ParseAddrPort(r.RemoteAddr)
-			if err != nil || !server.Allowed(allow, ap.Addr()) {
-				http.Error(w, "not authorized", http.StatusForbidden)
-				return
-			}
-			mux.ServeHTTP(w, r)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-	}
+	// The loop admits every client; the session reads the request
+	// before it answers 403, as HTTP clients expect.
+	anyAddress := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	lp := &server.Loop{Allow: anyAddress, Conns: server.NewConnLimit(metricsConns, 0, metricsTimeout)}
 	go func() {
 		<-ctx.Done()
 		shut, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(shut)
+		lp.Shutdown(shut)
 	}()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+	cfg := &server.Config{
+		Protocol: "metrics",
+		Timeout:  metricsTimeout,
+		Refuse:   func(w io.Writer) error { return writeHTTP(w, "403 Forbidden", []byte("not authorized\n"), true) },
+		Session: func(ctx context.Context, c server.Conn, peer proto.Peer) server.Outcome {
+			ip, _ := netip.ParseAddr(peer.RemoteIP)
+			return m.scrape(ctx, c, server.Allowed(allow, ip))
+		},
+	}
+	if err := lp.Serve(l, cfg); !errors.Is(err, server.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// The bounds of a /metrics connection.
+const (
+	metricsConns   = 16               // at once; more wait (metricsTimeout) or are closed
+	metricsMaxHead = 16 << 10         // request line and headers
+	metricsTimeout = 10 * time.Second // each read and write
+	metricsSession = 30 * time.Second // the whole connection
+)
+
+// scrape answers one HTTP request: 400 for what is not an HTTP/1
+// request head, 403 for a client not allowed, the metrics for /metrics
+// (any method, as net/http's ServeMux answered; HEAD without the body),
+// 404 for another path.
+func (m *Metrics) scrape(ctx context.Context, c server.Conn, allowed bool) server.Outcome {
+	tc := server.NewTimedConn(ctx, c, metricsTimeout, metricsSession)
+	defer tc.Close()
+	method, path, err := readRequestHead(bufio.NewReader(io.LimitReader(tc, metricsMaxHead)))
+	var werr error
+	switch {
+	case err != nil:
+		werr = writeHTTP(tc, "400 Bad Request", []byte("400 Bad Request\n"), true)
+	case !allowed:
+		werr = writeHTTP(tc, "403 Forbidden", []byte("not authorized\n"), method != "HEAD")
+	case path != "/metrics":
+		werr = writeHTTP(tc, "404 Not Found", []byte("404 page not found\n"), method != "HEAD")
+	default:
+		var body bytes.Buffer
+		m.reg.WriteTo(&body)
+		werr = writeHTTP(tc, "200 OK", body.Bytes(), method != "HEAD")
+	}
+	if err == nil {
+		err = werr
+	}
+	// The client may still be sending (a body): linger, so that closing
+	// does not reset the connection before the reply is read.
+	return server.Outcome{Linger: true, Err: err}
+}
+
+// readRequestHead reads an HTTP/1 request's line and headers (up to the
+// empty line) and returns its method and path (the target without its
+// query).
+func readRequestHead(r *bufio.Reader) (method, path string, err error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", "", err
+	}
+	f := strings.Fields(line)
+	if len(f) != 3 || !strings.HasPrefix(f[2], "HTTP/1.") {
+		return "", "", fmt.Errorf("not an HTTP/1 request line: %.40q", line)
+	}
+	for {
+		h, err := r.ReadString('\n')
+		if err != nil {
+			return "", "", err
+		}
+		if strings.TrimRight(h, "\r\n") == "" {
+			break
+		}
+	}
+	path, _, _ = strings.Cut(f[1], "?")
+	return f[0], path, nil
+}
+
+// writeHTTP writes an HTTP/1.1 response that closes the connection, with
+// body unless withBody is false (HEAD: its length only). Every body is
+// text: the metrics in Prometheus' text format (version 0.0.4), or a
+// line saying what went wrong.
+func writeHTTP(w io.Writer, status string, body []byte, withBody bool) error {
+	head := fmt.Sprintf("HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", status, len(body))
+	if !withBody {
+		body = nil
+	}
+	_, err := w.Write(append([]byte(head), body...))
+	return err
 }
