@@ -14,6 +14,14 @@ import (
 	"qbox/proto/server"
 )
 
+// listenConfig is the mail listeners': no TCP keep-alive. Go's default
+// turns it on for every accepted connection, four setsockopt calls each,
+// a third of a QMQP session's system calls; it would only notice a dead
+// peer after minutes, and every session is bounded already by its idle
+// timeout per read and write (--timeout) and its session limit
+// (--session-limit).
+var listenConfig = net.ListenConfig{KeepAlive: -1}
+
 // Listen opens a listener for each non-empty address.
 func Listen(qmqpAddr, qmtpAddr, smtpAddr string) ([]Listener, error) {
 	var ls []Listener
@@ -21,7 +29,7 @@ func Listen(qmqpAddr, qmtpAddr, smtpAddr string) ([]Listener, error) {
 		if a.addr == "" {
 			continue
 		}
-		l, err := net.Listen("tcp", a.addr)
+		l, err := listenConfig.Listen(context.Background(), "tcp", a.addr)
 		if err != nil {
 			for _, o := range ls {
 				o.Close()

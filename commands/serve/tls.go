@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -83,7 +84,7 @@ func ListenTLS(qmqpsAddr, qmtpsAddr string, cfg *tls.Config) ([]Listener, error)
 			}
 			return nil, fmt.Errorf("%ss needs --tls-cert and --tls-key", a.proto)
 		}
-		l, err := net.Listen("tcp", a.addr)
+		l, err := listenConfig.Listen(context.Background(), "tcp", a.addr)
 		if err != nil {
 			for _, o := range ls {
 				o.Close()

@@ -2,18 +2,21 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"qbox/proto"
 	"qbox/proto/server"
 	"qbox/proto/store/maildir"
+	"qbox/proto/testkit/testtls"
 )
 
 func TestParseSize(t *testing.T) {
@@ -179,5 +182,45 @@ func TestMaxConnsInProcess(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The mail listeners' connections carry no TCP keep-alive (idle timeout
+// and session limit bound them; keep-alive cost four system calls per
+// connection).
+func TestListenNoKeepAlive(t *testing.T) {
+	ls, err := Listen("127.0.0.1:0", "127.0.0.1:0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsLs, err := ListenTLS("127.0.0.1:0", "", testtls.New(t).Server())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range append(ls, tlsLs...) {
+		defer l.Close()
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		a, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if tc, ok := a.(*tls.Conn); ok {
+			a = tc.NetConn()
+		}
+		rc, err := a.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var on int
+		var serr error
+		rc.Control(func(fd uintptr) { on, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
+		if serr != nil || on != 0 {
+			t.Errorf("%s listener %s: SO_KEEPALIVE %d, %v; want 0", l.Protocol, l.Addr(), on, serr)
+		}
 	}
 }
