@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -181,10 +182,61 @@ const (
 // yet. So Linger half-closes conn when it can (CloseWrite), then reads and
 // discards what still arrives, for at most LingerTime and LingerBytes,
 // before the caller closes it.
+//
+// On a plain socket it looks first, without waiting (one read): a client
+// that has closed its side already (nothing unread, end of stream) or
+// whose connection is gone (reset) can send nothing more, so the close
+// resets nothing, and there is no need to half-close and wait. That is
+// the usual end of a QMQP session, whose client reads its reply and
+// closes at once.
 func Linger(conn Conn) {
+	conn.SetReadDeadline(time.Now().Add(LingerTime))
+	settled, n := peerDone(conn)
+	if settled {
+		return
+	}
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
-	conn.SetReadDeadline(time.Now().Add(LingerTime))
-	io.CopyN(io.Discard, conn, LingerBytes)
+	io.CopyN(io.Discard, conn, LingerBytes-int64(n))
+}
+
+// peerDone reads what is in conn's receive buffer without waiting, when
+// conn is a TCP or Unix socket (non-blocking, as Go keeps them; not a TLS
+// connection, whose bytes must go through it, nor a pipe, which may block).
+// It reports whether the peer can send nothing more: it closed its side
+// (end of stream, nothing left unread) or the connection is gone (a
+// reset). n is how many bytes it read and discarded.
+func peerDone(conn Conn) (done bool, n int) {
+	var rc syscall.RawConn
+	var err error
+	switch c := conn.(type) {
+	case *net.TCPConn:
+		rc, err = c.SyscallConn()
+	case *net.UnixConn:
+		rc, err = c.SyscallConn()
+	default:
+		return false, 0
+	}
+	if err != nil {
+		return false, 0
+	}
+	bp := GetCopyBuf()
+	defer PutCopyBuf(bp)
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), *bp)
+		return true // one try: never wait here
+	})
+	switch {
+	case err != nil: // the deadline passed, the connection closed
+		return false, 0
+	case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+		return false, 0 // nothing unread now; the peer may still send
+	case rerr != nil:
+		return true, 0 // reset, or not connected: nothing more comes
+	case n == 0:
+		return true, 0 // end of stream: the peer closed its side
+	}
+	return false, n // unread input: linger
 }
