@@ -139,7 +139,9 @@ func action(c *cli.Context) error {
 	if stderr == nil {
 		stderr = os.Stderr
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	logOut := newLogWriter(stderr) // lines logged at the same time go out in one write
+	defer logOut.Flush()
+	logger := slog.New(slog.NewTextHandler(logOut, nil))
 	var metrics *Metrics
 	if c.String("metrics") != "" {
 		if c.String("stdio") != "" {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -129,7 +130,10 @@ func TestSMTPSwaksDelivers(t *testing.T) {
 		}
 		delete(want, f.recipient)
 	}
-	if n := strings.Count(s.log.String(), `msg="smtp message" proto=SMTP remote=127.0.0.1`); n != len(cases)+1 {
+	// A line is logged before the reply, and written out a moment later.
+	line := `msg="smtp message" proto=SMTP remote=127.0.0.1`
+	waitLogFor(t, s, time.Minute, func(log string) bool { return strings.Count(log, line) >= len(cases)+1 })
+	if n := strings.Count(s.log.String(), line); n != len(cases)+1 {
 		t.Errorf("%d message log lines, want %d:\n%s", n, len(cases)+1, s.log.String())
 	}
 }
