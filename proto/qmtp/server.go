@@ -206,7 +206,7 @@ func (s *Server) ServeConn(ctx context.Context, conn server.Conn, peer proto.Pee
 		rp.log = ss.logMessage
 	}
 	ss.replier = rp
-	go rp.run()
+	server.Go(rp.run)
 	in.Reset(&serverCheckedReader{r: tc, rp: rp})
 	ss.in = in
 	ss.top = netstring.NewReader(ss.in)
@@ -658,7 +658,7 @@ func (ss *serverSession) onePackage() error {
 	p.done = make(chan struct{})
 	ss.replier.add(p)
 	env := proto.Envelope{Sender: sender, Recipients: valid}
-	go func() {
+	server.Go(func() {
 		got := d.Commit(ss.ctx, env)
 		j := 0
 		for i := range replies {
@@ -674,7 +674,7 @@ func (ss *serverSession) onePackage() error {
 		}
 		ss.replier.committed(p)
 		close(p.done)
-	}()
+	})
 	return nil
 }
 

@@ -189,7 +189,7 @@ func (lp *Loop) Serve(l net.Listener, cfg *Config) error {
 // arrive, what becomes of c: a client outside Allow is refused (lingering
 // in one of the limit's linger places, or at once when they are all
 // taken); another gets a ticket, a session slot or a place in the waiting
-// room, and its goroutine; with every slot and place taken it is refused
+// room, and its goroutine (Go's); with every slot and place taken it is refused
 // at once. Whatever is held is bounded by the limit, never by how many
 // clients come: a connection is closed before its place is given back.
 // It calls lp.active.Done when c is done with.
@@ -210,13 +210,13 @@ func (lp *Loop) admit(c net.Conn, cfg *Config) {
 			lp.active.Done()
 			return
 		}
-		go func() {
+		Go(func() {
 			defer lp.active.Done()
 			refuse(cfg, c, peer.RemoteIP, start, cfg.timeout())
 			Linger(c)
 			c.Close()
 			conns.EndLinger()
-		}()
+		})
 		return
 	}
 	ticket := conns.Enter()
@@ -226,10 +226,10 @@ func (lp *Loop) admit(c net.Conn, cfg *Config) {
 		lp.active.Done()
 		return
 	}
-	go func() {
+	Go(func() {
 		defer lp.active.Done()
 		lp.handle(c, cfg, conns, ticket, peer, start)
-	}()
+	})
 }
 
 // refuseNow bounds a refusal written in the accept loop: the write goes
