@@ -248,3 +248,31 @@ func TestServeClose(t *testing.T) {
 		t.Fatalf("a cut session replied %q", got)
 	}
 }
+
+// A client that sends more after its package (breaking the protocol)
+// still gets its reply whole, then the end of the stream: the server
+// sees the input left unread and lingers rather than close on it, which
+// would reset the connection.
+func TestServeLingersOnInputAfterPackage(t *testing.T) {
+	b := newGateBackend()
+	srv := &qmqp.Server{Backend: b}
+	addr, _ := servetest.Start(t, srv)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	// More than the server reads at once (32 KiB), less than it lets
+	// the client send unread: all sent before the reply.
+	extra := bytes.Repeat([]byte("x"), 48<<10)
+	if _, err := c.Write(append(serverPkg("Subject: x\n\nbody\n", "a@example.test", "b@example.test"), extra...)); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	close(b.release) // the reply goes out now
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, serverWire("Kok")) {
+		t.Fatalf("read %q, %v; want Kok and the end of stream", got, err)
+	}
+}

@@ -189,11 +189,12 @@ func (s *Server) config() *server.Config {
 
 // session runs ServeConn. The connection line is written only when no
 // message line was (one connection carries one message, and one event is
-// one line). It asks for a linger when a reply went out: it may have left
-// before the client finished sending (a refused size).
+// one line). When a reply went out the client has sent its whole package
+// (ServeConn lingered itself after an early one, a refused size), so the
+// loop lingers only if the client sent more all the same.
 func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer) server.Outcome {
 	res, err := s.ServeConn(ctx, c, peer)
-	o := server.Outcome{Linger: res.Replied, Err: err, Logged: err == nil && res.Size >= 0}
+	o := server.Outcome{LingerIfUnread: res.Replied, Err: err, Logged: err == nil && res.Size >= 0}
 	if res.Replied {
 		o.Attrs = []any{"reply", proto.Printable(res.Reply.String(), 200)}
 	}

@@ -183,16 +183,14 @@ const (
 // discards what still arrives, for at most LingerTime and LingerBytes,
 // before the caller closes it.
 //
-// On a plain socket it looks first, without waiting (one read): a client
-// that has closed its side already (nothing unread, end of stream) or
-// whose connection is gone (reset) can send nothing more, so the close
-// resets nothing, and there is no need to half-close and wait. That is
-// the usual end of a QMQP session, whose client reads its reply and
-// closes at once.
+// On a plain socket it looks first (one read that never waits): a client
+// that has closed its side already (end of stream) or whose connection is
+// gone (reset) can send nothing more, so the close resets nothing, and
+// Linger returns at once.
 func Linger(conn Conn) {
 	conn.SetReadDeadline(time.Now().Add(LingerTime))
-	settled, n := peerDone(conn)
-	if settled {
+	st, n := look(conn)
+	if st == peerClosed {
 		return
 	}
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
@@ -201,13 +199,33 @@ func Linger(conn Conn) {
 	io.CopyN(io.Discard, conn, LingerBytes-int64(n))
 }
 
-// peerDone reads what is in conn's receive buffer without waiting, when
+// inputLeft is for a server that replied after reading all its client
+// was to send (a QMQP package to its final comma): only a client that
+// broke the protocol leaves input unread then. It looks (one read that
+// never waits) and reports whether there is some, or whether it cannot
+// tell (a TLS connection): then the caller lingers. With none, closed or
+// not, the close sends an end of stream, not a reset, and the reply in
+// flight arrives.
+func inputLeft(conn Conn) bool {
+	st, _ := look(conn)
+	return st == peerSending || st == peerUnknown
+}
+
+// What look saw of the peer.
+type peerState int
+
+const (
+	peerUnknown peerState = iota // conn is not a socket look may read
+	peerClosed                   // end of stream or reset: nothing more comes
+	peerQuiet                    // nothing unread now; the peer may still send
+	peerSending                  // it read (and discarded) unread input
+)
+
+// look reads what is in conn's receive buffer without waiting, when
 // conn is a TCP or Unix socket (non-blocking, as Go keeps them; not a TLS
-// connection, whose bytes must go through it, nor a pipe, which may block).
-// It reports whether the peer can send nothing more: it closed its side
-// (end of stream, nothing left unread) or the connection is gone (a
-// reset). n is how many bytes it read and discarded.
-func peerDone(conn Conn) (done bool, n int) {
+// connection, whose bytes must go through it, nor a pipe, which may block),
+// and says what it saw; n is how many bytes it discarded.
+func look(conn Conn) (st peerState, n int) {
 	var rc syscall.RawConn
 	var err error
 	switch c := conn.(type) {
@@ -216,10 +234,10 @@ func peerDone(conn Conn) (done bool, n int) {
 	case *net.UnixConn:
 		rc, err = c.SyscallConn()
 	default:
-		return false, 0
+		return peerUnknown, 0
 	}
 	if err != nil {
-		return false, 0
+		return peerUnknown, 0
 	}
 	bp := GetCopyBuf()
 	defer PutCopyBuf(bp)
@@ -230,13 +248,13 @@ func peerDone(conn Conn) (done bool, n int) {
 	})
 	switch {
 	case err != nil: // the deadline passed, the connection closed
-		return false, 0
+		return peerUnknown, 0
 	case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
-		return false, 0 // nothing unread now; the peer may still send
+		return peerQuiet, 0
 	case rerr != nil:
-		return true, 0 // reset, or not connected: nothing more comes
+		return peerClosed, 0 // reset, or not connected
 	case n == 0:
-		return true, 0 // end of stream: the peer closed its side
+		return peerClosed, 0 // end of stream
 	}
-	return false, n // unread input: linger
+	return peerSending, n
 }

@@ -35,24 +35,35 @@ func tcpPair(t *testing.T) (client, srv *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// peerDone tells a peer that can send nothing more (end of stream, a
-// reset) from one that still can (nothing unread yet, or input unread),
-// without waiting.
-func TestPeerDone(t *testing.T) {
+// look tells a peer that can send nothing more (end of stream, a reset)
+// from one that still can (nothing unread yet, or input unread), without
+// waiting, and never reads beside a TLS connection.
+func TestLook(t *testing.T) {
 	t.Run("open, nothing unread", func(t *testing.T) {
 		_, s := tcpPair(t)
-		if done, n := peerDone(s); done || n != 0 {
-			t.Fatalf("peerDone = %v, %d; want false, 0", done, n)
+		if st, n := look(s); st != peerQuiet || n != 0 || inputLeft(s) {
+			t.Fatalf("look = %v, %d; want quiet", st, n)
 		}
 	})
 	t.Run("input unread", func(t *testing.T) {
 		c, s := tcpPair(t)
-		c.Write([]byte("abc")) // one segment on loopback
+		c.Write([]byte("abcd")) // one segment on loopback
 		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
 			t.Fatal(err)
 		}
-		if done, n := peerDone(s); done || n != 2 {
-			t.Fatalf("peerDone = %v, %d; want false, 2 (bc)", done, n)
+		if st, n := look(s); st != peerSending || n != 3 {
+			t.Fatalf("look = %v, %d; want sending, 3", st, n)
+		}
+		c.Write([]byte("e"))
+		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("fg"))
+		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if !inputLeft(s) {
+			t.Fatal("inputLeft = false with input unread")
 		}
 	})
 	t.Run("end of stream", func(t *testing.T) {
@@ -62,8 +73,8 @@ func TestPeerDone(t *testing.T) {
 		if got, err := io.ReadAll(s); err != nil || string(got) != "abc" {
 			t.Fatalf("read %q, %v", got, err)
 		}
-		if done, _ := peerDone(s); !done {
-			t.Fatal("peerDone = false after the end of stream")
+		if st, _ := look(s); st != peerClosed || inputLeft(s) {
+			t.Fatalf("look = %v after the end of stream, want closed", st)
 		}
 	})
 	t.Run("reset", func(t *testing.T) {
@@ -73,8 +84,8 @@ func TestPeerDone(t *testing.T) {
 		if _, err := io.ReadAll(s); !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("read after the reset: %v, want ECONNRESET", err)
 		}
-		if done, _ := peerDone(s); !done {
-			t.Fatal("peerDone = false after a reset")
+		if st, _ := look(s); st != peerClosed {
+			t.Fatalf("look = %v after a reset, want closed", st)
 		}
 	})
 	t.Run("TLS", func(t *testing.T) {
@@ -84,8 +95,9 @@ func TestPeerDone(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Its bytes are the TLS connection's: never read beside it.
-		if done, n := peerDone(tls.Server(s, &tls.Config{})); done || n != 0 {
-			t.Fatalf("peerDone(TLS) = %v, %d; want false, 0", done, n)
+		tc := tls.Server(s, &tls.Config{})
+		if st, n := look(tc); st != peerUnknown || n != 0 || !inputLeft(tc) {
+			t.Fatalf("look(TLS) = %v, %d; want unknown", st, n)
 		}
 	})
 }

@@ -42,6 +42,10 @@ type Outcome struct {
 	// Linger: the client may still be sending, so that closing now could
 	// reset the connection and destroy a reply; the loop lingers.
 	Linger bool
+	// LingerIfUnread: the session replied after reading all its client
+	// was to send; the loop lingers only if the client left input unread
+	// all the same (or it cannot tell: TLS), else closes at once.
+	LingerIfUnread bool
 	// Logged: the session's own lines (a message's) said all there is
 	// to say, so the loop writes no connection line.
 	Logged bool
@@ -55,10 +59,10 @@ type Outcome struct {
 
 // session runs c.Session and logs its connection line: "connection",
 // or "connection ended" with the error.
-func (c *Config) session(ctx context.Context, conn Conn, peer proto.Peer, start time.Time) (linger bool) {
+func (c *Config) session(ctx context.Context, conn Conn, peer proto.Peer, start time.Time) Outcome {
 	o := c.Session(ctx, conn, peer)
 	if o.Logged || c.Logger == nil {
-		return o.Linger
+		return o
 	}
 	attrs := append([]any{"proto", c.Protocol, "remote", peer.RemoteIP, "ms", time.Since(start).Milliseconds()}, o.Attrs...)
 	if o.Err != nil {
@@ -66,7 +70,7 @@ func (c *Config) session(ctx context.Context, conn Conn, peer proto.Peer, start 
 	} else {
 		c.Logger.Info("connection", attrs...)
 	}
-	return o.Linger
+	return o
 }
 
 func (c *Config) logger() *slog.Logger {
@@ -250,13 +254,14 @@ func (lp *Loop) handle(c net.Conn, cfg *Config, conns *ConnLimit, ticket *Ticket
 		busy(cfg, c, peer.RemoteIP, conns, "waited too long", start, cfg.timeout())
 		return
 	}
-	linger := func() bool {
+	o := func() Outcome {
 		defer ticket.Release() // whatever the session does, the slot comes back
 		if !handshake(lp.sessCtx, c, cfg, peer.RemoteIP, start) {
-			return false
+			return Outcome{}
 		}
 		return cfg.session(lp.sessCtx, c, peer, start)
 	}()
+	linger := o.Linger || o.LingerIfUnread && inputLeft(c)
 	// A lingering connection leaves its place in the waiting room (it
 	// is counted in the linger places instead): a client that read its
 	// reply and comes again at once finds it free.
