@@ -195,7 +195,7 @@ func (s *Server) config() *server.Config {
 func (s *Server) session(ctx context.Context, c server.Conn, peer proto.Peer) server.Outcome {
 	res, err := s.ServeConn(ctx, c, peer)
 	o := server.Outcome{LingerIfUnread: res.Replied, Err: err, Logged: err == nil && res.Size >= 0}
-	if res.Replied {
+	if res.Replied && !o.Logged {
 		o.Attrs = []any{"reply", proto.Printable(res.Reply.String(), 200)}
 	}
 	return o
@@ -205,7 +205,8 @@ func (s *Server) logMessage(ss *session, start time.Time, reply string, err erro
 	if s.Logger == nil || ss.res.Size < 0 {
 		return // nothing of a message arrived: the connection line says enough
 	}
-	attrs := []any{
+	attrs := make([]any, 0, 18) // room for reply and err
+	attrs = append(attrs,
 		"proto", "QMQP",
 		"remote", ss.peer.RemoteIP,
 		"sender", ss.res.Sender,
@@ -213,7 +214,7 @@ func (s *Server) logMessage(ss *session, start time.Time, reply string, err erro
 		"to", proto.LogRecipients(ss.rcpts),
 		"size", ss.res.Size,
 		"ms", time.Since(start).Milliseconds(),
-	}
+	)
 	if err != nil {
 		s.Logger.Warn("qmqp message not accepted", append(attrs, "reply", reply, "err", err.Error())...)
 		return

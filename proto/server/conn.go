@@ -50,7 +50,7 @@ type TimedConn struct {
 	stop     func() bool
 	boundary bool          // the session waits for a new unit of work
 	draining bool          // DrainOn's channel is closed
-	done     chan struct{} // closed by Close; ends DrainOn's watcher
+	done     chan struct{} // made by DrainOn, closed by Close: ends DrainOn's watchers
 }
 
 // DrainOn makes the session end when stop is closed, but only at a
@@ -58,6 +58,9 @@ type TimedConn struct {
 // once if one is blocked. Elsewhere reads go on, so a package under way is
 // finished and answered; ctx still cuts everything.
 func (t *TimedConn) DrainOn(stop <-chan struct{}) {
+	if t.done == nil {
+		t.done = make(chan struct{})
+	}
 	go func() {
 		select {
 		case <-stop:
@@ -90,7 +93,7 @@ func NewTimedConn(ctx context.Context, conn Conn, idle, session time.Duration) *
 	if session <= 0 {
 		session = DefaultSessionLimit
 	}
-	t := &TimedConn{conn: conn, ctx: ctx, idle: idle, end: time.Now().Add(session), done: make(chan struct{})}
+	t := &TimedConn{conn: conn, ctx: ctx, idle: idle, end: time.Now().Add(session)}
 	t.stop = context.AfterFunc(ctx, func() {
 		t.mu.Lock()
 		defer t.mu.Unlock()
@@ -103,7 +106,9 @@ func NewTimedConn(ctx context.Context, conn Conn, idle, session time.Duration) *
 // Close stops watching the context. It does not close the connection.
 func (t *TimedConn) Close() {
 	t.stop()
-	close(t.done)
+	if t.done != nil {
+		close(t.done)
+	}
 }
 
 // Read reads from the connection with the idle deadline, capped at the
