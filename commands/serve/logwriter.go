@@ -2,6 +2,7 @@ package serve
 
 import (
 	"io"
+	"runtime"
 	"sync"
 )
 
@@ -53,6 +54,9 @@ func (l *logWriter) Write(p []byte) (int, error) {
 // loses its lines, as it would have written directly (the handler
 // ignores the error).
 func (l *logWriter) drain() {
+	// Let the sessions that can run log their lines first: under load
+	// more go out in the one write; idle, this returns at once.
+	runtime.Gosched()
 	l.mu.Lock()
 	for len(l.buf) > 0 {
 		b := l.buf
