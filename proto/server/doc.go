@@ -3,7 +3,8 @@
 // HandleConn), the access check, the connection limit and its waiting
 // room (ConnLimit), the envelope memory shared by all sessions (Budget),
 // a server's size limits and time bounds (Limits, TimedConn), lingering
-// before a close (Linger), a session on stdin and stdout (StdioConn,
+// before a close (Linger), goroutines used again for sessions and commits
+// (Go), a session on stdin and stdout (StdioConn,
 // StdioPeer), the CR LF to LF conversion of stored messages, and what the
 // two netstring servers share (their common replies, reading an address
 // item, pooled buffers).
