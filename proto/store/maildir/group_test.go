@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"qbox/proto"
@@ -42,10 +43,11 @@ func (y *syncer) sync(dir string) error {
 	return nil
 }
 
-// groupStore is a Store whose fsync of new/ is y, and whose group
-// reports on queued each delivery that joined its queue.
+// groupStore is a Store committing per file whose fsync of new/ is y,
+// and whose group reports on queued each delivery that joined its queue.
 func groupStore(t *testing.T, y *syncer) (*Store, chan int) {
 	s := testStore(t, t.TempDir())
+	s.perFile = true
 	s.syncDir = y.sync
 	s.Logger = slog.New(slog.DiscardHandler)
 	queued := make(chan int, 1000)
@@ -134,8 +136,7 @@ func TestGroupSharesOneDirSync(t *testing.T) {
 	y := newSyncer(t)
 	s, queued := groupStore(t, y)
 	first := commitAsync(t, s, y, 0)
-	<-y.calls // the first delivery's fsync, held
-	<-queued
+	<-y.calls // the first delivery's fsync, held: it commits alone
 	const more = MaxGroup + 6
 	var waiting []chan committed
 	for i := 1; i <= more; i++ {
@@ -188,7 +189,6 @@ func TestGroupFailureFailsWholeGroup(t *testing.T) {
 	s, queued := groupStore(t, y)
 	first := commitAsync(t, s, y, 0)
 	<-y.calls
-	<-queued
 	const more = 5
 	var waiting []chan committed
 	for i := 1; i <= more; i++ {
@@ -218,11 +218,18 @@ func TestGroupFailureFailsWholeGroup(t *testing.T) {
 	}
 }
 
-// Many concurrent deliveries through the real fsync: every one K, every
+// Many concurrent deliveries through the real syncs, by syncfs(2) where
+// this machine's file system allows it and per file: every one K, every
 // file whole in new/ (run with -race: the group's hand-over between
 // goroutines).
 func TestGroupConcurrentDeliveries(t *testing.T) {
+	t.Run("syncfs", func(t *testing.T) { concurrentDeliveries(t, false) })
+	t.Run("per-file", func(t *testing.T) { concurrentDeliveries(t, true) })
+}
+
+func concurrentDeliveries(t *testing.T, perFile bool) {
 	s := testStore(t, t.TempDir())
+	s.perFile = perFile
 	const n = 200
 	var wg sync.WaitGroup
 	for i := range n {
@@ -242,5 +249,191 @@ func TestGroupConcurrentDeliveries(t *testing.T) {
 		if got := string(files[fmt.Sprintf("r%d@example.test", i)]); got != want {
 			t.Errorf("r%d: %q, want %q", i, got, want)
 		}
+	}
+}
+
+// fsSyncer is an injected syncfs(2): each call reports how many names
+// new/ holds and returns what the test sends.
+type fsSyncer struct {
+	calls chan int
+	ret   chan error
+}
+
+// syncfsStore is groupStore committing groups by syncfs, which is f.
+func syncfsStore(t *testing.T, y *syncer) (*Store, chan int, *fsSyncer) {
+	s, queued := groupStore(t, y)
+	s.perFile = false
+	f := &fsSyncer{calls: make(chan int, 100), ret: make(chan error, 100)}
+	s.syncFS = func() error {
+		entries, err := os.ReadDir(filepath.Join(s.Dir, "new"))
+		if err != nil {
+			return err
+		}
+		f.calls <- len(entries)
+		return <-f.ret
+	}
+	return s, queued, f
+}
+
+// queue starts n deliveries (numbered from first) while the store's
+// commit is held and waits until all have joined a group.
+func queue(t *testing.T, s *Store, y *syncer, queued chan int, first, n int) []chan committed {
+	var waiting []chan committed
+	for i := first; i < first+n; i++ {
+		waiting = append(waiting, commitAsync(t, s, y, i))
+	}
+	for got := 0; got != n; {
+		got = <-queued
+	}
+	return waiting
+}
+
+func countTmp(t *testing.T, s *Store) int {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(s.Dir, "tmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// Committing groups by syncfs: a lone delivery commits with its own
+// fsyncs (no syncfs); the deliveries queued behind it only write their
+// files, and no name of theirs is in new/ until the syncfs that covers
+// their data has returned; then one fsync of new/ covers their names,
+// and none gets K before it. Groups hold at most MaxGroup messages.
+func TestGroupSyncFSBeforeNames(t *testing.T) {
+	y := newSyncer(t)
+	s, queued, f := syncfsStore(t, y)
+	first := commitAsync(t, s, y, 0)
+	if n := <-y.calls; n != 1 {
+		t.Fatalf("lone delivery: fsync of new/ with %d names, want 1", n)
+	}
+	const more = MaxGroup + 6
+	waiting := queue(t, s, y, queued, 1, more)
+	y.ret <- nil
+	if c := <-first; c.synced != 1 {
+		t.Fatalf("first delivery: %v after %d fsyncs of new/, want 1", c.replies, c.synced)
+	}
+	for _, want := range []struct{ names, after int }{{1, 1 + MaxGroup}, {1 + MaxGroup, 1 + more}} {
+		if n := <-f.calls; n != want.names {
+			t.Fatalf("syncfs with %d names in new/, want %d (none of its group's)", n, want.names)
+		}
+		f.ret <- nil
+		if n := <-y.calls; n != want.after {
+			t.Fatalf("fsync of new/ with %d names, want %d", n, want.after)
+		}
+		y.ret <- nil
+	}
+	early := 0
+	for i, w := range waiting {
+		c := <-w
+		wantAll(t, c.replies, 1, proto.OK)
+		if c.synced < 2 {
+			t.Errorf("delivery %d: K after %d fsyncs of new/, want 2 or 3", i+1, c.synced)
+		}
+		if c.synced == 2 {
+			early++
+		}
+	}
+	if early != MaxGroup {
+		t.Errorf("%d deliveries released by the first group's fsync of new/, want %d", early, MaxGroup)
+	}
+	if got := len(filesByRecipient(t, s.Dir, "s@example.test", wantReceived)); got != 1+more {
+		t.Fatalf("%d distinct recipients in new/, want %d", got, 1+more)
+	}
+}
+
+// A failed syncfs fails its whole group: each gets Z, no name of theirs
+// reaches new/ and nothing is left in tmp/; new/ is not fsync'd for
+// them, and the store goes on committing afterwards.
+func TestGroupSyncFSFailureFailsWholeGroup(t *testing.T) {
+	y := newSyncer(t)
+	s, queued, f := syncfsStore(t, y)
+	first := commitAsync(t, s, y, 0)
+	<-y.calls
+	waiting := queue(t, s, y, queued, 1, 5)
+	y.ret <- nil
+	wantAll(t, (<-first).replies, 1, proto.OK)
+	<-f.calls
+	f.ret <- errors.New("injected syncfs failure")
+	for _, w := range waiting {
+		wantAll(t, (<-w).replies, 1, proto.Temporary)
+	}
+	if n := countNew(t, s); n != 1 {
+		t.Fatalf("%d files in new/ after the failed group, want the first one only", n)
+	}
+	if n := countTmp(t, s); n != 0 {
+		t.Fatalf("%d files left in tmp/", n)
+	}
+	again := commitAsync(t, s, y, 99)
+	<-y.calls
+	y.ret <- nil
+	wantAll(t, (<-again).replies, 1, proto.OK)
+	if n := countNew(t, s); n != 2 {
+		t.Fatalf("%d files in new/, want 2", n)
+	}
+}
+
+// syncfs reports a write-back error once, to whichever call comes
+// first. So a delivery that wrote its files before a syncfs that failed
+// for another group gets Z too, though its own group's syncfs succeeds:
+// the pages that failed may have been its own. One that started writing
+// after the failure gets K.
+func TestGroupSyncFSEarlierFailureFailsLaterGroup(t *testing.T) {
+	y := newSyncer(t)
+	s, queued, f := syncfsStore(t, y)
+	first := commitAsync(t, s, y, 0)
+	<-y.calls
+	// A full group, then one delivery in the group after it: all wrote
+	// their files before the first group's syncfs.
+	waiting := queue(t, s, y, queued, 1, MaxGroup+1)
+	y.ret <- nil
+	wantAll(t, (<-first).replies, 1, proto.OK)
+	<-f.calls
+	f.ret <- errors.New("injected write-back error")
+	<-f.calls
+	f.ret <- nil // the later group's own syncfs reports nothing
+	for _, w := range waiting { // which one was in the later group is the scheduler's choice
+		wantAll(t, (<-w).replies, 1, proto.Temporary)
+	}
+	if n := countNew(t, s); n != 1 {
+		t.Fatalf("%d files in new/, want the first one only", n)
+	}
+	again := commitAsync(t, s, y, 99)
+	<-y.calls
+	y.ret <- nil
+	wantAll(t, (<-again).replies, 1, proto.OK)
+}
+
+// This machine's temporary directory gets the syncfs group commit where
+// its file system is one syncfs is trusted on; a FUSE or NFS one (and
+// crashfs, which is FUSE) gets the per-file commit.
+func TestFileSystemSyncChosen(t *testing.T) {
+	dir := t.TempDir()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	got := fileSystemSync(dir) != nil
+	want := syncfsTrusted(int64(st.Type)) && kernelAtLeast(5, 8)
+	if got != want {
+		t.Fatalf("file system type %#x: syncfs group commit %v, want %v", st.Type, got, want)
+	}
+	if got {
+		if err := fileSystemSync(dir)(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		release string
+		want    bool
+	}{{"6.18.44-fc-v1272", true}, {"5.8.0", true}, {"5.7.19", false}, {"5.10-rc1", true}, {"4.19.0", false}, {"junk", false}} {
+		if got := releaseAtLeast(c.release, 5, 8); got != c.want {
+			t.Errorf("releaseAtLeast(%q, 5, 8) = %v, want %v", c.release, got, c.want)
+		}
+	}
+	if syncfsTrusted(0x65735546) { // FUSE
+		t.Error("syncfs trusted on FUSE")
 	}
 }

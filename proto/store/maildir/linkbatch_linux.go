@@ -27,12 +27,13 @@ import (
 // as Batch does. The common message, to a few recipients, never touches
 // tmp/.
 type linkBatch struct {
-	dir    string
-	files  []*os.File // open, unnamed
-	parked []string   // names in tmp/ of the files already closed
-	names  []string   // linked or renamed into new/ so far
-	done   bool       // Sync, Commit or Abort was called
-	linked bool       // Link or Abort was called, or Sync failed
+	dir     string
+	files   []*os.File // open, unnamed
+	parked  []string   // names in tmp/ of the files already closed
+	names   []string   // linked or renamed into new/ so far
+	done    bool       // Sync, Commit or Abort was called
+	written bool       // Written was called: Sync may follow
+	linked  bool       // Link or Abort was called, or Sync failed
 }
 
 // oTmpfile is O_TMPFILE: __O_TMPFILE (0x400000 on every architecture Go
@@ -109,12 +110,23 @@ func (b *linkBatch) Sync() error {
 	return nil
 }
 
+// Written is Sync without the fsyncs, for a caller that makes the files
+// durable itself (one syncfs(2) for a group): the files stay open, to be
+// linked.
+func (b *linkBatch) Written() error {
+	if b.done {
+		return errors.New("maildir: batch already finished")
+	}
+	b.written = true
+	return nil
+}
+
 // Link gives every file, already Sync'd, its name in new/ (the parked
 // ones renamed from tmp/) and closes them. On an error no name of the
 // batch is left in new/ or tmp/.
 func (b *linkBatch) Link() ([]string, error) {
-	if !b.done || b.linked {
-		return nil, errors.New("maildir: Link without a successful Sync")
+	if !(b.done || b.written) || b.linked {
+		return nil, errors.New("maildir: Link without a successful Sync or Written")
 	}
 	b.linked = true
 	defer b.closeAll()

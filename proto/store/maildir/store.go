@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,11 +33,11 @@ const DefaultSpoolInMemory = 64 << 10
 //	message...
 //
 // A recipient's K is given only after all files of the message are
-// fsync'd, named in new/ and new/ itself is fsync'd. Any failure
+// durable, named in new/ and new/ itself is fsync'd. Any failure
 // answers Z for every recipient and leaves nothing in new/. Concurrent
-// deliveries share the fsync of new/ (a group commit, see group): one
-// fsync covers the names of every message committed meanwhile, and a
-// failure of it answers Z for all of them.
+// deliveries share their syncs (a group commit, see group): one syncfs(2)
+// for the files and one fsync of new/ for the names of every message
+// committed meanwhile, and a failure of either answers Z for all of them.
 //
 // A Store must not be copied after first use.
 type Store struct {
@@ -52,10 +54,18 @@ type Store struct {
 	// Now is the clock for the Received line; nil means time.Now.
 	Now func() time.Time
 
-	// group shares the fsync of new/ among concurrent deliveries.
-	group group
+	// group shares syncs among concurrent deliveries, as prepare set
+	// up once.
+	group    group
+	prepared sync.Once
+	commits  groupSync
+	failures atomic.Uint64
 	// syncDir, when set, replaces SyncDir for new/ (tests).
 	syncDir func(string) error
+	// syncFS, when set, replaces syncfs(2) and makes the group commit use
+	// it; perFile makes the group commit per file (tests).
+	syncFS  func() error
+	perFile bool
 	// alone commits each delivery by itself, as before the group commit
 	// (the benchmark's comparison).
 	alone bool
@@ -263,11 +273,13 @@ var errTmpfileUnsupported = errors.New("maildir: O_TMPFILE not supported")
 
 // fileBatch is what deliver and the group commit need from Batch and
 // linkBatch: Commit is Sync, Link, the fsync of new/, and Unlink if that
-// failed; the group commit runs the steps itself.
+// failed; the group commit runs the steps itself, with Written in place
+// of Sync when one syncfs(2) makes the files of a whole group durable.
 type fileBatch interface {
 	Create() (*os.File, error)
 	Commit() ([]string, error)
 	Sync() error
+	Written() error
 	Link() ([]string, error)
 	Unlink()
 	Abort()
@@ -283,6 +295,10 @@ func (s *Store) deliver(ctx context.Context, d *storeDelivery, sender string, rc
 			return "", err
 		}
 	}
+	gs := s.prepare()
+	// Taken before the first file is created: a syncfs failure from now
+	// on may be this message's (see groupSync.failures).
+	failures := gs.failures.Load()
 	received := s.receivedLine(d.peer)
 	b := newFileBatch(s.Dir)
 	var head []byte
@@ -316,7 +332,7 @@ func (s *Store) deliver(ctx context.Context, d *storeDelivery, sender string, rc
 	if s.alone {
 		paths, err = commitAlone(b, s.Dir)
 	} else {
-		paths, err = s.group.commit(b, s.Dir, s.syncDirFunc())
+		paths, err = s.group.commit(b, failures, gs)
 	}
 	if err != nil {
 		return "", err
@@ -374,11 +390,25 @@ func (s *Store) now() time.Time {
 	return time.Now()
 }
 
-func (s *Store) syncDirFunc() func(string) error {
-	if s.syncDir != nil {
-		return s.syncDir
-	}
-	return SyncDir
+// prepare decides, at the first delivery, how the store's groups are
+// made durable: by one syncfs(2) where the file system is known to honour
+// it (see group), else by each delivery's own fsyncs. The descriptor
+// syncfs runs on is opened here, before any file of the store is
+// written, so it reports every write-back error from then on.
+func (s *Store) prepare() *groupSync {
+	s.prepared.Do(func() {
+		s.commits = groupSync{dir: s.Dir, syncDir: SyncDir, failures: &s.failures}
+		if s.syncDir != nil {
+			s.commits.syncDir = s.syncDir
+		}
+		switch {
+		case s.syncFS != nil:
+			s.commits.syncFS = s.syncFS
+		case !s.perFile:
+			s.commits.syncFS = fileSystemSync(s.Dir)
+		}
+	})
+	return &s.commits
 }
 
 func (s *Store) logger() *slog.Logger {

@@ -80,6 +80,9 @@ func MkdirDurable(dir string, mkdirs func() error) error {
 
 var (
 	counter atomic.Uint64
+	// keyPid is this process's ID, asked once: os.Getpid is a system
+	// call.
+	keyPid = sync.OnceValue(func() string { return strconv.Itoa(os.Getpid()) })
 	// keyHost is the host part of a maildir name, looked up at the first
 	// key rather than at start-up: every sendmail call links this package,
 	// few of them name a maildir file.
@@ -98,7 +101,7 @@ var (
 func NewKey() string {
 	var rnd [6]byte
 	rand.Read(rnd[:])
-	return strconv.FormatInt(time.Now().Unix(), 10) + ".P" + strconv.Itoa(os.Getpid()) +
+	return strconv.FormatInt(time.Now().Unix(), 10) + ".P" + keyPid() +
 		"Q" + strconv.FormatUint(counter.Add(1), 10) + "R" + hex.EncodeToString(rnd[:]) + "." + keyHost()
 }
 
@@ -115,13 +118,14 @@ const MaxOpenFiles = 4
 // renamed into new/, and new/ is fsync'd once for the whole batch. At most
 // MaxOpenFiles of them are open at a time.
 type Batch struct {
-	dir    string
-	open   []*os.File // the newest files, still open; the others are closed
-	keys   []string   // every file's name in tmp/
-	paths  []string   // the names Link gave in new/
-	err    error      // closing an older file failed
-	done   bool       // Sync (or Commit, or Abort) was called
-	linked bool       // Link (or Abort) was called
+	dir     string
+	open    []*os.File // the newest files, still open; the others are closed
+	keys    []string   // every file's name in tmp/
+	paths   []string   // the names Link gave in new/
+	err     error      // closing an older file failed
+	done    bool       // Sync (or Commit, or Abort) was called
+	written bool       // Written or Sync closed every file
+	linked  bool       // Link (or Abort) was called
 }
 
 // NewBatch starts a batch for the maildir dir (which must exist).
@@ -190,30 +194,38 @@ func commitAlone(b fileBatch, dir string) ([]string, error) {
 
 // Sync is the first step of Commit: every file fsync'd and closed. On an
 // error the batch is finished and nothing of it is left in tmp/.
-func (b *Batch) Sync() error {
+func (b *Batch) Sync() error { return b.finish(true) }
+
+// Written is Sync without the fsyncs, for a caller that makes the files
+// durable itself (one syncfs(2) for a group).
+func (b *Batch) Written() error { return b.finish(false) }
+
+func (b *Batch) finish(fsync bool) error {
 	if b.done {
 		return errors.New("maildir: batch already finished")
 	}
-	b.done = true
+	b.done = fsync // Written may be followed by Sync
 	err := b.err
 	closed := len(b.keys) - len(b.open)
 	for _, key := range b.keys[:closed] {
-		if err == nil {
+		if err == nil && fsync {
 			err = syncPath(filepath.Join(b.dir, "tmp", key))
 		}
 	}
 	for _, f := range b.open {
-		if e := f.Sync(); e != nil && err == nil {
-			err = fmt.Errorf("maildir: fsync %s: %w", f.Name(), e)
+		if fsync {
+			if e := f.Sync(); e != nil && err == nil {
+				err = fmt.Errorf("maildir: fsync %s: %w", f.Name(), e)
+			}
 		}
 		if e := f.Close(); e != nil && err == nil {
 			err = fmt.Errorf("maildir: close %s: %w", f.Name(), e)
 		}
 	}
-	b.open = nil
+	b.open, b.written = nil, true
 	if err != nil {
 		b.removeTmp()
-		b.keys, b.linked = nil, true // nothing left to link or abort
+		b.keys, b.done, b.linked = nil, true, true // nothing left to link or abort
 	}
 	return err
 }
@@ -222,8 +234,8 @@ func (b *Batch) Sync() error {
 // new/, which the caller then fsyncs (once for any number of batches).
 // It returns the paths in new/; on an error, none is left there.
 func (b *Batch) Link() ([]string, error) {
-	if !b.done || b.linked {
-		return nil, errors.New("maildir: Link without a successful Sync")
+	if !b.written || b.linked {
+		return nil, errors.New("maildir: Link without a successful Sync or Written")
 	}
 	b.linked = true
 	paths := make([]string, 0, len(b.keys))
@@ -272,13 +284,15 @@ func (b *Batch) removeTmp() {
 }
 
 // SyncDir fsyncs a directory, making renames and unlinks in it durable.
+// It works on the bare descriptor: an os.File would also try to register
+// it with the network poller, two more system calls for every group.
 func SyncDir(dir string) error {
-	d, err := os.Open(dir)
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	defer syscall.Close(fd)
+	if err := syscall.Fsync(fd); err != nil {
 		return fmt.Errorf("maildir: fsync %s: %w", dir, err)
 	}
 	return nil
