@@ -393,7 +393,7 @@ func TestGroupSyncFSEarlierFailureFailsLaterGroup(t *testing.T) {
 	<-f.calls
 	f.ret <- errors.New("injected write-back error")
 	<-f.calls
-	f.ret <- nil // the later group's own syncfs reports nothing
+	f.ret <- nil                // the later group's own syncfs reports nothing
 	for _, w := range waiting { // which one was in the later group is the scheduler's choice
 		wantAll(t, (<-w).replies, 1, proto.Temporary)
 	}
