@@ -82,7 +82,7 @@ awk '/^BenchmarkServeBesideDiskAndPostfix/ {
 # group commit beside the same store committing each message alone.
 awk '/^BenchmarkServeGroupCommit/ {
   split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
-  printf "group commit, serve durable into a maildir beside the per-file ceiling (%s files/s, 20 writers): QMQP (qmqp-source -s 20) %s msg/s = %.2f x, QMTP (flush-maildir) %s msg/s = %.2f x (target >= 1.5); one message connect to K: 1 client p50 %s ms, p99 %s ms; 20 clients p50 %s ms, p99 %s ms (%s msg/s = %.2f x)\n", f["disk-fsync-files/s"], f["qmqp-msgs/s"], f["qmqp/disk"], f["qmtp-msgs/s"], f["qmtp/disk"], f["1-client-p50-ms"], f["1-client-p99-ms"], f["20-clients-p50-ms"], f["20-clients-p99-ms"], f["20-clients-msgs/s"], f["20-clients/disk"]
+  printf "group commit, serve durable into a maildir beside the per-file ceiling (%s files/s, 20 writers): QMQP (qmqp-source -s 20) %s msg/s = %.2f x, QMTP (flush-maildir) %s msg/s = %.2f x (target >= 1.5); qmqp-sink, storing nothing, under the same load %s msg/s = %.2f x the ceiling (serve QMQP at %.2f x of it); one message connect to K: 1 client p50 %s ms, p99 %s ms; 20 clients p50 %s ms, p99 %s ms (%s msg/s = %.2f x)\n", f["disk-fsync-files/s"], f["qmqp-msgs/s"], f["qmqp/disk"], f["qmtp-msgs/s"], f["qmtp/disk"], f["qmqp-sink-msgs/s"], f["qmqp-sink/disk"], f["qmqp/qmqp-sink"], f["1-client-p50-ms"], f["1-client-p99-ms"], f["20-clients-p50-ms"], f["20-clients-p99-ms"], f["20-clients-msgs/s"], f["20-clients/disk"]
 }
 /^BenchmarkStoreGroupCommit/ {
   split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i

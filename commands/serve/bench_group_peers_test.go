@@ -84,7 +84,10 @@ func qmqpSourceN(b *testing.B, addr string, n, size int) float64 {
 // each file fsync'd, linked and new/ fsync'd by itself), in the same
 // run: QMQP from qmqp-source -s 20 and QMTP from flush-maildir (one
 // connection, packages committed in parallel), each as a ratio to the
-// ceiling (target >= 1.5), and one message's time (connect to K, median
+// ceiling (target >= 1.5); beside them Postfix's qmqp-sink, which stores
+// nothing, under the same qmqp-source load: what the load generator and
+// this machine's TCP reach at all, the bound on any QMQP server here.
+// And one message's time (connect to K, median
 // and 99th percentile) with 1 and with 20 Go QMQP clients at once. Three
 // rounds, medians; nothing deleted until the end (see
 // BenchmarkServeBesideDiskAndPostfix). proto/store/maildir's
@@ -95,13 +98,15 @@ func BenchmarkServeGroupCommit(b *testing.B) {
 	bin := testpeer.Binary(b)
 	dir := b.TempDir()
 	s := startServe(b, "--maildir", dir)
-	var disk, qmqpRates, qmtpRates, rate1, p50s1, p99s1, rate20, p50s20, p99s20 []float64
+	sink := testpeer.QmqpSink(b)
+	var disk, sinkRates, qmqpRates, qmtpRates, rate1, p50s1, p99s1, rate20, p50s20, p99s20 []float64
 	stored := 0
 	for b.Loop() {
 		for r := range rounds {
 			disk = append(disk, diskCeiling(b, b.TempDir(), n, size, true))
 			syscall.Sync()
 			src := fillFlushMaildir(b, n, size)
+			sinkRates = append(sinkRates, qmqpSourceN(b, sink, n, size))
 			qmqp := func() { qmqpRates = append(qmqpRates, qmqpSourceN(b, s.qmqp, n, size)) }
 			qmtp := func() { qmtpRates = append(qmtpRates, flushMaildirRate(b, bin, src, s.qmtp, n)) }
 			if r%2 == 0 {
@@ -125,6 +130,9 @@ func BenchmarkServeGroupCommit(b *testing.B) {
 	b.ReportMetric(d, "disk-fsync-files/s")
 	b.ReportMetric(median(qmqpRates), "qmqp-msgs/s")
 	b.ReportMetric(median(qmqpRates)/d, "qmqp/disk")
+	b.ReportMetric(median(sinkRates), "qmqp-sink-msgs/s")
+	b.ReportMetric(median(sinkRates)/d, "qmqp-sink/disk")
+	b.ReportMetric(median(qmqpRates)/median(sinkRates), "qmqp/qmqp-sink")
 	b.ReportMetric(median(qmtpRates), "qmtp-msgs/s")
 	b.ReportMetric(median(qmtpRates)/d, "qmtp/disk")
 	b.ReportMetric(median(rate1), "1-client-msgs/s")
