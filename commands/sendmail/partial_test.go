@@ -1,8 +1,6 @@
 package sendmail
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,12 +13,8 @@ import (
 // refused one is queued, so the retry (whose D then bounces) never sends
 // the message a second time to the recipient who has it.
 func TestPartialAcceptQueuesOnlyTheRest(t *testing.T) {
-	rcpthosts := filepath.Join(t.TempDir(), "rcpthosts")
-	if err := os.WriteFile(rcpthosts, []byte("example.test\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dest := filepath.Join(t.TempDir(), "dest")
-	s := testpeer.StartServe(t, "--qmqp", "", "--qmtp", "127.0.0.1:0", "--maildir", dest, "--rcpthosts", rcpthosts)
+	s := testpeer.StartPartialQMTP(t, "example.test")
+	dest := s.Maildir
 	sendmail := testpeer.Personality(t, "sendmail")
 	env, spoolDir := mailEnv(t, "", "QBOX_RELAYS=qmtp://"+s.QMTP)
 	code, _, stderr := run(t, sendmail, env, "Subject: partial\n\nx\n", "ok@example.test", "out@elsewhere.test")

@@ -489,22 +489,19 @@ func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spill.Buff
 		if err != nil {
 			sendErr = err // no relay answered: nothing was sent
 		} else {
-			left, allRefused := notAccepted(env.Recipients, o.Replies)
+			split := o.Split(env.Recipients)
 			switch {
-			case len(left) == 0:
+			case split.Err == nil:
 				return outcome{kind: sent, reply: o.Reply()}
-			case allRefused && len(left) == len(env.Recipients):
+			case split.Refused:
 				return outcome{kind: rejected, reply: o.Reply()}
 			}
 			// A QMTP or SMTP relay answers each recipient: only those it
 			// did not take are queued, so a retry never sends the
 			// message twice to one who has it. A D among them comes
 			// back as D from the flush, which bounces it to the sender.
-			sendErr = o.Reply().Err()
-			if len(left) < len(env.Recipients) {
-				sendErr = fmt.Errorf("taken for %d of %d recipients, not yet for the rest: %w", len(env.Recipients)-len(left), len(env.Recipients), sendErr)
-			}
-			env.Recipients = left
+			sendErr = split.Err
+			env.Recipients = split.Left
 		}
 	}
 	where, err := spool.Submit(p.Getenv, env, msg, msg.Size(), sendErr.Error())
@@ -512,25 +509,6 @@ func submit(ctx context.Context, p *Process, env proto.Envelope, msg *spill.Buff
 		return outcome{kind: failed, reason: fmt.Sprintf("%v; and it could not be queued: %v", sendErr, err)}
 	}
 	return outcome{kind: queued, reason: sendErr.Error(), where: where}
-}
-
-// notAccepted returns the recipients whose reply is not K (all of them
-// when the replies do not match the recipients one to one, which a
-// relay client never does, but a K must not be assumed) and whether
-// every one of those was refused for good.
-func notAccepted(rcpts []string, replies []proto.Reply) (left []string, allRefused bool) {
-	if len(replies) != len(rcpts) {
-		return rcpts, false
-	}
-	allRefused = true
-	for i, r := range replies {
-		if r.Status == proto.OK {
-			continue
-		}
-		left = append(left, rcpts[i])
-		allRefused = allRefused && r.Status == proto.Permanent
-	}
-	return left, allRefused
 }
 
 // flushSpool is sendmail -q: deliver what the spool holds (the messages

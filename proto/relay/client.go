@@ -59,6 +59,9 @@ type Outcome struct {
 	// reply (false: made up here because the session failed).
 	FromServer []bool
 	Relay      string // the relay that carried it
+	// PerRecipient says the relay answered each recipient on its own
+	// (QMTP, SMTP); QMQP answers the whole message once.
+	PerRecipient bool
 }
 
 // Reply folds the replies into one: K when all are K; otherwise the
@@ -87,6 +90,51 @@ func (o Outcome) Reply() proto.Reply {
 		return o.Replies[0]
 	}
 	return proto.Z("no reply")
+}
+
+// Split is what the replies of one Outcome leave to do: the recipients
+// the relay took (K) and the rest, which a caller keeps (queues) so a
+// retry never sends the message twice to one who has it.
+type Split struct {
+	Taken []string // recipients with a K, in order
+	Left  []string // the others, in order
+	// Refused: every recipient got a D (none K, none Z): a permanent
+	// failure of the whole message.
+	Refused bool
+	// Err is nil when every recipient got K; otherwise why Left were
+	// not taken (the folded Z or D), saying how many were taken when
+	// some were.
+	Err error
+}
+
+// Split matches the replies to rcpts (the envelope's recipients). When
+// they do not match one to one, which a Client never returns, no K is
+// assumed: every recipient is left.
+func (o Outcome) Split(rcpts []string) Split {
+	var s Split
+	if len(o.Replies) != len(rcpts) {
+		s.Left = rcpts
+		s.Err = proto.Z(fmt.Sprintf("%d replies for %d recipients", len(o.Replies), len(rcpts))).Err()
+		return s
+	}
+	s.Refused = len(rcpts) > 0
+	for i, r := range o.Replies {
+		if r.Status == proto.OK {
+			s.Taken = append(s.Taken, rcpts[i])
+			s.Refused = false
+			continue
+		}
+		s.Left = append(s.Left, rcpts[i])
+		s.Refused = s.Refused && r.Status == proto.Permanent
+	}
+	if len(s.Left) == 0 {
+		return s
+	}
+	s.Err = o.Reply().Err()
+	if len(s.Taken) > 0 {
+		s.Err = fmt.Errorf("taken for %d of %d recipients, not yet for the rest: %w", len(s.Taken), len(rcpts), s.Err)
+	}
+	return s
 }
 
 // Send delivers one message of size bytes read from msg (the
@@ -154,6 +202,7 @@ func (c *Client) SendEach(ctx context.Context, env proto.Envelope, size int64, o
 		o := c.session(ctx, conn, r, auth, env, size, open)
 		conn.Close()
 		o.Relay = r.String()
+		o.PerRecipient = r.Protocol != QMQP
 		return o, nil
 	}
 	if len(c.Relays) == 0 {

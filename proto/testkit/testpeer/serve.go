@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,4 +233,19 @@ func ClosedAddr(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
+}
+
+// StartPartialQMTP runs `qbox serve` with QMTP alone, storing into a new
+// maildir (the Serve's Maildir) and taking mail only for the domain
+// local: a recipient elsewhere gets a D per recipient, so a message to
+// one of each is taken for some recipients and not others.
+func StartPartialQMTP(t testing.TB, local string) *Serve {
+	t.Helper()
+	rcpthosts := filepath.Join(t.TempDir(), "rcpthosts")
+	if err := os.WriteFile(rcpthosts, []byte(local+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "dest")
+	s := StartServe(t, "--qmqp", "", "--qmtp", "127.0.0.1:0", "--maildir", dest, "--rcpthosts", rcpthosts)
+	return s
 }
