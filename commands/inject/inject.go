@@ -10,11 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"qbox/commands/exitcode"
+	"qbox/commands/spill"
 	"qbox/proto"
 	"qbox/proto/qmail/message"
 	"qbox/proto/queue/spool"
@@ -147,6 +149,7 @@ func action(c *cli.Context) error {
 		Timeout:          c.Duration("timeout"),
 		Message:          mcfg,
 		TLS:              tlsOptions(c),
+		Stderr:           c.App.ErrWriter,
 	}
 	if c.IsSet("from") {
 		f := c.String("from")
@@ -185,12 +188,23 @@ type Config struct {
 	Message          message.Config
 	SpillThreshold   int64 // 0 means DefaultSpillThreshold
 	TLS              relay.TLSOptions
+	// Stderr gets the note when part of the message was queued; nil:
+	// no note.
+	Stderr io.Writer
 }
 
 // Run prepares the message read from in and sends it. It returns the
-// server's reply; the error (nil only for K) carries the exit status
-// (exitcode.Code under exitcode.Qmail): 100 for D, bad input and no
-// server configured, 111 for Z and network failures.
+// folded reply; the error (nil when the message is delivered or safely
+// queued) carries the exit status (exitcode.Code under exitcode.Qmail):
+// 100 for a D to every recipient, bad input and no server configured,
+// 111 for Z and network failures.
+//
+// A QMTP or SMTP relay answers each recipient: when it takes some and
+// not all (or defers them all), the rest are queued in the sendmail spool
+// (spool.Submit) and Run succeeds with a note on cfg.Stderr, because a
+// retry of the whole message by the caller would deliver it twice to
+// the recipients that have it. A QMQP answer is one for the message:
+// Z is 111 as always.
 func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	if ctx == nil {
 		ctx = context.Background()
@@ -200,7 +214,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 		return proto.Reply{}, exitcode.Temp(err)
 	}
 	defer src.Close()
-	env, body, size, err := Prepare(src, cfg)
+	env, open, size, err := Prepare(src, cfg)
 	if err != nil {
 		return proto.Reply{}, err
 	}
@@ -208,25 +222,75 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	if err != nil {
 		return proto.Reply{}, exitcode.Configuration(err)
 	}
-	reply, err := client.Send(ctx, env, body, size)
-	var refused *proto.Error
+	o, err := client.SendEach(ctx, env, size, open)
 	switch {
-	case err == nil:
-		return reply, nil
-	case errors.As(err, &refused) && !refused.Temporary():
-		return reply, exitcode.Perm(err)
 	case errors.Is(err, proto.ErrNoServers):
-		return reply, ErrNoServers // the same fault, saying where to configure one
-	default:
-		return reply, exitcode.Temp(err)
+		return proto.Reply{}, ErrNoServers // the same fault, saying where to configure one
+	case err != nil:
+		return proto.Reply{}, exitcode.Temp(err) // no relay reached: nothing was sent
 	}
+	reply := o.Reply()
+	split := o.Split(env.Recipients)
+	switch {
+	case split.Err == nil:
+		return reply, nil
+	case split.Refused:
+		return reply, exitcode.Perm(split.Err)
+	case !o.PerRecipient:
+		return reply, exitcode.Temp(split.Err) // QMQP: one answer for the message
+	}
+	return reply, queueRest(cfg, env, split, open, size)
 }
 
-// Prepare turns a re-readable message into the envelope and the exact
-// bytes to send, with their size, without holding the body in memory: in
-// the default mode the header is completed and the body is read twice
-// (once to count it after CRLF conversion, once to send it).
-func Prepare(src *Source, cfg Config) (proto.Envelope, io.Reader, int64, error) {
+// queueRest puts the message in the sendmail spool for the recipients a
+// per-recipient relay did not take (split.Left), as sendmail does, and
+// says so on cfg.Stderr. When the spool cannot take it, the temporary
+// failure names the recipients that already have the message: the
+// caller's retry would send it to them again.
+func queueRest(cfg Config, env proto.Envelope, split relay.Split, open func() (io.ReadCloser, error), size int64) error {
+	rest := proto.Envelope{Sender: env.Sender, Recipients: split.Left}
+	where, err := submitRest(rest, open, size, split.Err.Error())
+	if err != nil {
+		if len(split.Taken) == 0 {
+			return exitcode.Temp(fmt.Errorf("%v; and it could not be queued: %v", split.Err, err))
+		}
+		return exitcode.Temp(fmt.Errorf("%v; and the rest could not be queued: %v; already taken for %s: a retry of the whole message sends it to them again",
+			split.Err, err, strings.Join(split.Taken, ", ")))
+	}
+	if cfg.Stderr != nil {
+		fmt.Fprintf(cfg.Stderr, "qbox inject: taken for %d of %d recipients; the other %d queued in %s: %v\n",
+			len(split.Taken), len(env.Recipients), len(rest.Recipients), where, split.Err)
+	}
+	return nil
+}
+
+// submitRest copies the prepared message (the bytes the relay was sent)
+// into a buffer spool.Submit can read at offsets, and queues it.
+func submitRest(env proto.Envelope, open func() (io.ReadCloser, error), size int64, lastErr string) (spool.Where, error) {
+	rc, err := open()
+	if err != nil {
+		return spool.Where{}, err
+	}
+	defer rc.Close()
+	var buf spill.Buffer
+	defer buf.Close()
+	n, err := buf.ReadFrom(rc)
+	if err != nil {
+		return spool.Where{}, err
+	}
+	if n != size {
+		return spool.Where{}, fmt.Errorf("the message changed size while queued (%d bytes, not %d)", n, size)
+	}
+	return spool.Submit(os.Getenv, env, &buf, n, lastErr)
+}
+
+// Prepare turns a re-readable message into the envelope, an opener of
+// the exact bytes to send (each call reads them again from the start:
+// SMTP reads them twice, a queued remainder once more) and their size,
+// without holding the body in memory: in the default mode the header is
+// completed and the body is read once more to count it after CRLF
+// conversion. One reader at a time: they share src.
+func Prepare(src *Source, cfg Config) (proto.Envelope, func() (io.ReadCloser, error), int64, error) {
 	r, err := src.At(0)
 	if err != nil {
 		return proto.Envelope{}, nil, 0, exitcode.Temp(err)
@@ -252,11 +316,14 @@ func Prepare(src *Source, cfg Config) (proto.Envelope, io.Reader, int64, error) 
 		return env, nil, 0, exitcode.Usage("no recipients: %s (a message for nobody would be lost)", hint)
 	}
 	if cfg.Raw {
-		body, err := src.At(0)
-		if err != nil {
-			return env, nil, 0, exitcode.Temp(err)
+		open := func() (io.ReadCloser, error) {
+			r, err := src.At(0)
+			if err != nil {
+				return nil, err
+			}
+			return io.NopCloser(r), nil
 		}
-		return env, body, src.Size(), nil
+		return env, open, src.Size(), nil
 	}
 	r, err = src.At(m.BodyOffset)
 	if err != nil {
@@ -266,10 +333,12 @@ func Prepare(src *Source, cfg Config) (proto.Envelope, io.Reader, int64, error) 
 	if err != nil {
 		return env, nil, 0, exitcode.Temp(fmt.Errorf("reading the message: %w", err))
 	}
-	r, err = src.At(m.BodyOffset)
-	if err != nil {
-		return env, nil, 0, exitcode.Temp(err)
+	open := func() (io.ReadCloser, error) {
+		r, err := src.At(m.BodyOffset)
+		if err != nil {
+			return nil, err
+		}
+		return io.NopCloser(io.MultiReader(bytes.NewReader(m.Header), message.NormalizeBody(r))), nil
 	}
-	body := io.MultiReader(bytes.NewReader(m.Header), message.NormalizeBody(r))
-	return env, body, int64(len(m.Header)) + n, nil
+	return env, open, int64(len(m.Header)) + n, nil
 }
