@@ -239,7 +239,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 	case !o.PerRecipient:
 		return reply, exitcode.Temp(split.Err) // QMQP: one answer for the message
 	}
-	return reply, queueRest(cfg, env, split, open, size)
+	return reply, queueRest(cfg, env, reply, split, open, size)
 }
 
 // queueRest puts the message in the sendmail spool for the recipients a
@@ -247,20 +247,27 @@ func Run(ctx context.Context, cfg Config, in io.Reader) (proto.Reply, error) {
 // says so on cfg.Stderr. When the spool cannot take it, the temporary
 // failure names the recipients that already have the message: the
 // caller's retry would send it to them again.
-func queueRest(cfg Config, env proto.Envelope, split relay.Split, open func() (io.ReadCloser, error), size int64) error {
+func queueRest(cfg Config, env proto.Envelope, reply proto.Reply, split relay.Split, open func() (io.ReadCloser, error), size int64) error {
 	rest := proto.Envelope{Sender: env.Sender, Recipients: split.Left}
+	why := reply.Err()
 	where, err := submitRest(rest, open, size, split.Err.Error())
 	if err != nil {
 		if len(split.Taken) == 0 {
-			return exitcode.Temp(fmt.Errorf("%v; and it could not be queued: %v", split.Err, err))
+			return exitcode.Temp(fmt.Errorf("%v; and it could not be queued: %v", why, err))
 		}
-		return exitcode.Temp(fmt.Errorf("%v; and the rest could not be queued: %v; already taken for %s: a retry of the whole message sends it to them again",
-			split.Err, err, strings.Join(split.Taken, ", ")))
+		taken := strings.Join(split.Taken, ", ")
+		return exitcode.Temp(fmt.Errorf("the relay took the message for %s but not for the rest (%v), and the rest could not be queued (%v): a retry of the whole message sends it again to %s",
+			taken, why, err, taken))
 	}
-	if cfg.Stderr != nil {
-		fmt.Fprintf(cfg.Stderr, "qbox inject: taken for %d of %d recipients; the other %d queued in %s: %v\n",
-			len(split.Taken), len(env.Recipients), len(rest.Recipients), where, split.Err)
+	if cfg.Stderr == nil {
+		return nil
 	}
+	if len(split.Taken) == 0 {
+		fmt.Fprintf(cfg.Stderr, "qbox inject: not sent now (%v); queued for its %d recipients in %s\n", why, len(rest.Recipients), where)
+		return nil
+	}
+	fmt.Fprintf(cfg.Stderr, "qbox inject: taken for %d of %d recipients; the other %d (%s) not taken (%v) and queued in %s\n",
+		len(split.Taken), len(env.Recipients), len(rest.Recipients), strings.Join(rest.Recipients, ", "), why, where)
 	return nil
 }
 

@@ -150,3 +150,23 @@ func TestQmailQueueNameIsQmqpc(t *testing.T) {
 		t.Fatalf("qmail-queue link, server refused: exit %d, want qmail-qmqpc's 73", code)
 	}
 }
+
+// qmail-qmqpc speaks QMQP only (one answer for the whole message, so no
+// answer can take some recipients and not others): $QBOX_RELAYS is not
+// its list, and a relay URL in $QMQPSERVERS is no server (exit 55).
+func TestQmqpcSpeaksQMQPOnly(t *testing.T) {
+	k := startScripted(t, ns("Kok"))
+	partial := testpeer.StartPartialQMTP(t, "example.test")
+	env, home := baseEnv(t)
+	setServers(t, home, k.addr)
+	good := envelope("s@example.test", "ok@example.test", "out@elsewhere.test")
+	msg := []byte("Subject: x\n\nbody\n")
+	code, stderr := qmqpc(t, append(env, "QBOX_RELAYS=qmtp://"+partial.QMTP), msg, good, false)
+	if code != 0 || k.conns.Load() != 1 {
+		t.Fatalf("with $QBOX_RELAYS set: exit %d, stderr %q, %d QMQP connections; want 0 through the QMQP server", code, stderr, k.conns.Load())
+	}
+	code, stderr = qmqpc(t, append(env, "QMQPSERVERS=qmtp://"+partial.QMTP), msg, good, false)
+	if code != 55 || !strings.Contains(stderr, "bad QMQP server") {
+		t.Fatalf("a QMTP URL in $QMQPSERVERS: exit %d, stderr %q; want 55", code, stderr)
+	}
+}
