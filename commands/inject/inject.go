@@ -65,6 +65,17 @@ and bytes were sent, any failure is final and no other server is tried: the
 first server may already have queued the message, and a retry elsewhere could
 deliver it twice. Retry later instead (exit 111).
 
+Some recipients taken, not all: a QMTP or SMTP relay answers each recipient.
+When it takes some and not the others (or defers them all), the recipients it
+did not take are queued in the sendmail spool ($QBOX_SPOOL, the system queue or
+~/.qbox/spool, as sendmail queues) and inject exits 0 with one line on stderr
+saying how many were taken, which were queued, where and why: exit 111 would
+make the caller send the whole message again, twice to those who have it.
+sendmail -q or qbox inject --flush delivers the rest; a refusal (D) among
+them then bounces to the sender. If the spool cannot take them, the exit is
+111 and the message names the recipients that already have it. QMQP answers
+for the whole message: its Z is exit 111, nothing queued.
+
 Recipients: the arguments, plus with -t those in To, Cc and Bcc (Resent-To,
 Resent-Cc and Resent-Bcc when the message has Resent- fields). A message with no
 recipient at all is refused (qmail-inject would silently lose it). An address
@@ -76,11 +87,13 @@ Memory stays small for any size: a file on stdin is streamed from disk; a pipe i
 held in memory up to 2 MiB, then spooled to a temporary file in $TMPDIR.
 
 Exit status:
-   0    the server accepted the message (K)
-   100  permanent: the server rejected it (D), no recipients, bad usage,
-        bad address or header, no server configured
+   0    the server accepted the message (K), or took it for some recipients
+        and the rest are queued (see above)
+   100  permanent: the server rejected it (D) for every recipient, no
+        recipients, bad usage, bad address or header, no server configured
    111  temporary: the server deferred it (Z), no server reachable, the
-        connection failed or timed out, or the reply was missing or malformed
+        connection failed or timed out, the reply was missing or malformed,
+        or recipients not taken could not be queued
 The server's reply text is printed on stderr unless it is K.
 
    qbox inject -s mx1.example.com -s mx2.example.com -f me@example.com you@example.org < msg

@@ -23,6 +23,11 @@ named by $QMAILQUEUE, or serve as qbox serve's
 --queue-program to relay to a cluster. Besides IPv4 addresses, qmqpservers
 may hold host names and HOST:PORT.
 
+It speaks QMQP only ($QBOX_RELAYS and control/relays are not its list; a relay
+URL in $QMQPSERVERS is no server): QMQP answers once for the whole message,
+so an answer never takes some recipients and not others, and the exit status
+is always the verdict on every recipient.
+
 The message is read completely before the envelope, because a caller such as
 qmail-inject writes the envelope only after closing the message pipe; a
 message on a regular file is measured, not read.
