@@ -133,3 +133,24 @@ func TestQMQPDeferralNotQueued(t *testing.T) {
 		t.Fatalf("queued %+v; want nothing", q)
 	}
 }
+
+// A per-recipient relay that defers every recipient (qbox serve over
+// QMTP, its queue program exiting 71, qmail-queue's Z): the message is
+// queued for all of them and inject exits 0 saying so.
+func TestPerRecipientRelayDeferringAllQueues(t *testing.T) {
+	prog := filepath.Join(t.TempDir(), "defer")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\ncat >/dev/null\nexit 71\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := testpeer.StartServe(t, "--qmqp", "", "--qmtp", "127.0.0.1:0", "--queue-program", prog)
+	env, _ := baseEnv(t)
+	dir := filepath.Join(t.TempDir(), "spool")
+	env = append(env, "QBOX_SPOOL="+dir)
+	code, stderr := inject(t, env, "Subject: later\n\nx\n", "-s", "qmtp://"+s.QMTP, "a@example.test", "b@example.test")
+	if code != 0 || !strings.Contains(stderr, "not sent now") || !strings.Contains(stderr, "queued for its 2 recipients in "+dir) {
+		t.Fatalf("exit %d, stderr %q; want 0 and the note that both were queued", code, stderr)
+	}
+	if q := queuedRecipients(t, dir); len(q) != 2 {
+		t.Fatalf("queued %+v; want both recipients", q)
+	}
+}
