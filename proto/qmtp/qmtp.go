@@ -15,7 +15,7 @@
 //   - On any protocol error every reply already owed is flushed before the
 //     connection is closed; qmail-qmtpd loses them and its clients then
 //     send mail that was already queued a second time.
-//   - A session commits up to Server.Parallel (16) pipelined packages at
+//   - A session commits up to Server.Parallel (64) pipelined packages at
 //     once while it reads the next ones (the store makes them durable
 //     together; qmail-qmtpd commits one at a time), and
 //     still replies in package order, each K only once its package is

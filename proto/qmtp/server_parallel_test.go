@@ -110,12 +110,12 @@ func (d *gateDelivery) Commit(ctx context.Context, env proto.Envelope) []proto.R
 	return d.Delivery.Commit(ctx, env)
 }
 
-// A session has at most 16 packages in flight: with 40 small packages
-// pipelined and every commit held, 16 commits wait and no further
-// package is begun until they are let go; then all 40 get their K, in
-// order.
+// A session has at most DefaultParallel packages in flight: with 24 small
+// packages more pipelined and every commit held, DefaultParallel commits
+// wait and no further package is begun until they are let go; then all
+// get their K, in order.
 func TestServerBoundsPackagesInFlight(t *testing.T) {
-	const packages, bound = 40, 16
+	const packages, bound = qmtp.DefaultParallel + 24, qmtp.DefaultParallel
 	b := &gateBackend{gate: make(chan struct{}), waiting: make(chan struct{}, packages)}
 	addr, out := serverStart(t, &qmtp.Server{Backend: b, Timeout: 30 * time.Second})
 	var send []byte
@@ -136,8 +136,8 @@ func TestServerBoundsPackagesInFlight(t *testing.T) {
 			t.Fatalf("only %d commits under way at once, want %d", i, bound)
 		}
 	}
-	// 16 commits wait at the gate: the session must not have begun a
-	// 17th package. (It could only have done so before the 16th Commit
+	// bound commits wait at the gate: the session must not have begun
+	// another package. (It could only have done so before the last Commit
 	// was called; if it did, Begin shows it now.)
 	if begun, _, _ := b.counts(); begun != bound {
 		t.Fatalf("%d packages begun with %d commits held, want %d", begun, bound, bound)
