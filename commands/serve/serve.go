@@ -102,6 +102,7 @@ packages and SMTP sessions that wait outside a mail transaction, and lets
 running sessions finish within --grace.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "maildir", Usage: "store mail in the maildir `DIR` (created if missing)"},
+			&cli.BoolFlag{Name: "syncfs", Value: true, Usage: "--maildir: make the files of messages committed together durable with one syncfs(2) where the kernel and file system allow it; --syncfs=false fsyncs each message's files (for a maildir on a file system other programs keep busy: syncfs waits for their writes too)"},
 			&cli.StringFlag{Name: "queue-program", Usage: "hand each message to the qmail-queue compatible program `PATH` (arguments after --)"},
 			&cli.StringFlag{Name: "qmqp", Value: "127.0.0.1:628", Usage: "QMQP listen `ADDR`; empty disables"},
 			&cli.StringFlag{Name: "qmtp", Value: "127.0.0.1:209", Usage: "QMTP listen `ADDR`; empty disables"},
@@ -307,6 +308,7 @@ func backendFromFlags(c *cli.Context, logger *slog.Logger) (proto.Backend, error
 			return nil, exitcode.Temp(err)
 		}
 		st.Logger = logger
+		st.PerFile = !c.Bool("syncfs")
 		return st, nil
 	}
 	if _, err := os.Stat(prog); err != nil {

@@ -481,3 +481,23 @@ func TestGracefulStopQMTP(t *testing.T) {
 		t.Fatalf("%d files after the stop, want 2", len(files))
 	}
 }
+
+// --syncfs=false makes the maildir store commit each message's files
+// with their own fsyncs (never a syncfs, which waits for whatever else
+// the file system holds unwritten), and serve says at the first message
+// which way it commits; the default is syncfs where the file system
+// allows it (maildir.TestFileSystemSyncChosen).
+func TestSyncfsFlag(t *testing.T) {
+	env := proto.Envelope{Sender: "s@example.test", Recipients: []string{"r@example.test"}}
+	msg := []byte("Subject: syncfs\n\nbody\n")
+	s := startServe(t, "--maildir", filepath.Join(t.TempDir(), "Maildir"), "--syncfs=false")
+	mustK(t, s.qmqp, env, msg)
+	if !waitLog(t, s, `msg="maildir group commit"`, `sync="per file"`) {
+		t.Fatalf("no per-file group commit line:\n%s", tail(s.log.String(), 2000))
+	}
+	s = startServe(t, "--maildir", filepath.Join(t.TempDir(), "Maildir"))
+	mustK(t, s.qmqp, env, msg)
+	if !waitLog(t, s, `msg="maildir group commit"`) {
+		t.Fatalf("no group commit line:\n%s", tail(s.log.String(), 2000))
+	}
+}

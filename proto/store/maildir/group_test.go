@@ -47,7 +47,7 @@ func (y *syncer) sync(dir string) error {
 // and whose group reports on queued each delivery that joined its queue.
 func groupStore(t *testing.T, y *syncer) (*Store, chan int) {
 	s := testStore(t, t.TempDir())
-	s.perFile = true
+	s.PerFile = true
 	s.syncDir = y.sync
 	s.Logger = slog.New(slog.DiscardHandler)
 	queued := make(chan int, 1000)
@@ -229,7 +229,7 @@ func TestGroupConcurrentDeliveries(t *testing.T) {
 
 func concurrentDeliveries(t *testing.T, perFile bool) {
 	s := testStore(t, t.TempDir())
-	s.perFile = perFile
+	s.PerFile = perFile
 	const n = 200
 	var wg sync.WaitGroup
 	for i := range n {
@@ -262,7 +262,7 @@ type fsSyncer struct {
 // syncfsStore is groupStore committing groups by syncfs, which is f.
 func syncfsStore(t *testing.T, y *syncer) (*Store, chan int, *fsSyncer) {
 	s, queued := groupStore(t, y)
-	s.perFile = false
+	s.PerFile = false
 	f := &fsSyncer{calls: make(chan int, 100), ret: make(chan error, 100)}
 	s.syncFS = func() error {
 		entries, err := os.ReadDir(filepath.Join(s.Dir, "new"))

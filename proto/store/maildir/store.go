@@ -62,10 +62,13 @@ type Store struct {
 	failures atomic.Uint64
 	// syncDir, when set, replaces SyncDir for new/ (tests).
 	syncDir func(string) error
+	// PerFile makes the group commit per file: each message's files
+	// fsync'd by their own delivery, never a syncfs(2) (which also waits
+	// for whatever else the file system holds unwritten).
+	PerFile bool
 	// syncFS, when set, replaces syncfs(2) and makes the group commit use
-	// it; perFile makes the group commit per file (tests).
-	syncFS  func() error
-	perFile bool
+	// it (tests).
+	syncFS func() error
 	// alone commits each delivery by itself, as before the group commit
 	// (the benchmark's comparison).
 	alone bool
@@ -404,9 +407,14 @@ func (s *Store) prepare() *groupSync {
 		switch {
 		case s.syncFS != nil:
 			s.commits.syncFS = s.syncFS
-		case !s.perFile:
+		case !s.PerFile:
 			s.commits.syncFS = fileSystemSync(s.Dir)
 		}
+		how := "syncfs"
+		if s.commits.syncFS == nil {
+			how = "per file"
+		}
+		s.logger().Info("maildir group commit", "dir", s.Dir, "sync", how)
 	})
 	return &s.commits
 }
