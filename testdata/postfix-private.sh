@@ -21,14 +21,15 @@
 #     DIR/mail/inbox/; nothing ever leaves (default and relay transports are
 #     error:); the log in DIR/maillog.
 # With $QBOX_PF_TLS_DIR set (a directory holding cert.pem, key.pem and
-# sasl-password, made by the test with its own CA), four submission
+# sasl-password, made by the test with its own CA), five submission
 # listeners more, each on an address of its own, all with Cyrus SASL
 # (sasldb, PLAIN and LOGIN) for the user $QBOX_PF_SASL_USER, whose password
 # is read from that file (never on a command line):
 #   127.0.0.4:0 STARTTLS required, AUTH inside TLS (port 587's setup);
 #   127.0.0.5:0 TLS from the first byte, AUTH (port 465's);
 #   127.0.0.6:0 no STARTTLS, AUTH offered in plain text (STARTTLS stripped);
-#   127.0.0.7:0 STARTTLS, no AUTH offered.
+#   127.0.0.7:0 STARTTLS, no AUTH offered;
+#   127.0.0.8:0 as 127.0.0.4, but offering AUTH LOGIN only.
 # Each relays only for an authenticated client (the last refuses all).
 # Once the instance listens it prints "master PID" on stdout, then waits for
 # EOF on stdin: the test process holds the other end, so however that
@@ -95,6 +96,7 @@ if [ -n "${QBOX_PF_TLS_DIR:-}" ]; then
     "127.0.0.5:0 inet n - n - - smtpd -o syslog_name=postfix/submissions -o smtpd_tls_wrappermode=yes $sub" \
     "127.0.0.6:0 inet n - n - - smtpd -o syslog_name=postfix/stripped -o smtpd_tls_security_level=none -o smtpd_tls_auth_only=no $sub" \
     "127.0.0.7:0 inet n - n - - smtpd -o syslog_name=postfix/noauth -o smtpd_tls_security_level=may -o smtpd_recipient_restrictions=reject" \
+    "127.0.0.8:0 inet n - n - - smtpd -o syslog_name=postfix/login -o smtpd_tls_security_level=encrypt -o smtpd_tls_auth_only=yes -o smtpd_sasl_mechanism_filter=login $sub" \
     >>"$etc/master.cf"
 fi
 

@@ -28,7 +28,7 @@ func submissionPeer(t *testing.T) (*testpeer.Postfix, string) {
 	t.Helper()
 	ca := testtls.NewCA(t, "qbox test CA")
 	dir := t.TempDir()
-	caFile, certFile, keyFile := ca.Files(t, dir, "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7")
+	caFile, certFile, keyFile := ca.Files(t, dir, "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8")
 	pw := filepath.Join(dir, "password")
 	if err := os.WriteFile(pw, []byte(rightPassword), 0o600); err != nil {
 		t.Fatal(err)
@@ -135,6 +135,31 @@ func TestSubmissionWrongPasswordThenFixed(t *testing.T) {
 		t.Fatalf("%d files still queued", n)
 	}
 	noSecret(t, []string{spoolDir, filepath.Join(home, "control")}, out, stderr, qout, qerr, string(lb), string(sb), qout2, qerr2)
+}
+
+// A submission server offering AUTH LOGIN only (Postfix with Cyrus,
+// which prompts "Username:" and "Password:"): sendmail authenticates
+// and delivers at once, and no password appears in any output or file.
+func TestSubmissionLoginOnly(t *testing.T) {
+	pf, caFile := submissionPeer(t)
+	sendmail := testpeer.Personality(t, "sendmail")
+	token := testpeer.Token(t)
+	env, spoolDir := mailEnv(t, "", "QBOX_RELAYS=smtp://mailer@"+pf.LoginOnlyAddr+"?ca="+caFile)
+	home := envValue(env, "QMAILHOME")
+	writeNetrcFile(t, home, "127.0.0.8", rightPassword)
+	code, out, stderr := run(t, sendmail, env, "Subject: "+token+"\n\nbody\n", "someone@example.test")
+	if code != 0 {
+		t.Fatalf("sendmail through AUTH LOGIN: exit %d\n%s%s", code, out, stderr)
+	}
+	got := pf.WaitFor(t, token, 1, time.Minute)
+	if !strings.Contains(string(got[0]), "with ESMTPSA") {
+		t.Errorf("Postfix did not take it over TLS with AUTH (ESMTPSA):\n%s", got[0])
+	}
+	pf.WaitLog(t, time.Minute, "postfix/login/smtpd", "sasl_method=LOGIN", "sasl_username=mailer")
+	if n := queuedFiles(t, spoolDir); n != 0 {
+		t.Fatalf("%d files queued", n)
+	}
+	noSecret(t, []string{spoolDir, filepath.Join(home, "control")}, out, stderr)
 }
 
 // Implicit TLS (465's setup) delivers at once; a server that drops

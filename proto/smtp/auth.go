@@ -67,7 +67,7 @@ func (s *session) authenticate(offered bool, ext string) error {
 	case sasl.Plain:
 		c = sasl.NewPlainClient("", a.User, a.Password)
 	case sasl.Login:
-		c = sasl.NewLoginClient(a.User, a.Password)
+		c = &loginClient{user: a.User, password: a.Password}
 	default:
 		return &authError{text: fmt.Sprintf("%s offers AUTH %s, and qbox speaks only PLAIN and LOGIN", s.host, printableExt(ext))}
 	}
@@ -110,6 +110,30 @@ func (s *session) authenticate(offered bool, ext string) error {
 			return &authError{text: fmt.Sprintf("%s refused AUTH %s as %s: %s", s.host, mech, a.User, r.text)}
 		}
 	}
+}
+
+// loginClient is AUTH LOGIN's client side. It sends no initial response
+// and answers the server's prompts in order, the user name to the first
+// and the password to the second, whatever their words, as mail clients
+// commonly do. go-sasl's client sends the user name as an initial
+// response and then accepts only a "Password:" prompt, so it fails
+// against a server that prompts "Username:" all the same.
+type loginClient struct {
+	user, password string
+	step           int
+}
+
+func (c *loginClient) Start() (string, []byte, error) { return sasl.Login, nil, nil }
+
+func (c *loginClient) Next(challenge []byte) ([]byte, error) {
+	c.step++
+	switch c.step {
+	case 1:
+		return []byte(c.user), nil
+	case 2:
+		return []byte(c.password), nil
+	}
+	return nil, errors.New("the server prompted AUTH LOGIN for more than a user name and a password")
 }
 
 func printableExt(s string) string {

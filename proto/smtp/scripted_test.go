@@ -10,10 +10,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -89,6 +91,9 @@ type scriptServer struct {
 	holdUntilData bool // answer MAIL and RCPT only when DATA arrives
 	rcpt          func(addr string) string
 	data          func(body []byte) string // final reply; default 250
+	// auth, when set, runs AUTH: it may read more lines from p (the
+	// exchange after the command) and returns the final reply.
+	auth func(p *peer, command string) string
 
 	mu       sync.Mutex
 	commands []string // every command line, in order
@@ -194,6 +199,8 @@ func (s *scriptServer) handle(p *peer) {
 				r = s.data(body)
 			}
 			err = reply(r)
+		case verb == "AUTH" && s.auth != nil:
+			err = reply(s.auth(p, l))
 		case verb == "RSET":
 			err = hold("250 2.0.0 reset")
 		case verb == "QUIT":
@@ -742,5 +749,44 @@ func TestCancel(t *testing.T) {
 	checkOrder(t, msgs, results)
 	if !errors.Is(err, context.Canceled) || statuses(results) != "ZZ" {
 		t.Fatalf("err %v, results %+v", err, results)
+	}
+}
+
+// AUTH LOGIN sends no initial response and answers the server's prompts
+// in order, the user name first: a server that prompts "Username:"
+// whatever follows the command is served too (go-sasl's LOGIN client sent
+// the user name as an initial response, then refused that prompt, and the
+// mail stayed queued).
+func TestAuthLoginAnswersPrompts(t *testing.T) {
+	cert, pool := selfSigned(t)
+	b64 := base64.StdEncoding.EncodeToString
+	var exchange []string
+	srv := &scriptServer{ehlo: []string{"AUTH LOGIN"}, tls: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	srv.auth = func(p *peer, command string) string {
+		exchange = append(exchange, command)
+		for _, prompt := range []string{"Username:", "Password:"} {
+			if p.send("334 "+b64([]byte(prompt))+"\r\n") != nil {
+				return "454 gone"
+			}
+			l, err := p.line()
+			if err != nil {
+				return "454 gone"
+			}
+			exchange = append(exchange, l)
+		}
+		if exchange[1] == b64([]byte("mailer")) && exchange[2] == b64([]byte("s3cret")) {
+			return "235 2.7.0 ok"
+		}
+		return "535 5.7.8 no"
+	}
+	addr := startServer(t, srv.handle)
+	c := &Client{TLS: TLSRequire, TLSConfig: &tls.Config{RootCAs: pool}, Auth: &Auth{User: "mailer", Password: "s3cret"}}
+	results, err := deliver(t, c, addr, []proto.Message{bytesMessage("s@example.test", []byte("hi\n"), "a@example.test")})
+	if got := statuses(results); got != "K" {
+		t.Fatalf("%s, err %v; AUTH exchange %q", got, err, exchange)
+	}
+	want := []string{"AUTH LOGIN", b64([]byte("mailer")), b64([]byte("s3cret"))}
+	if !slices.Equal(exchange, want) {
+		t.Fatalf("AUTH exchange %q, want %q", exchange, want)
 	}
 }

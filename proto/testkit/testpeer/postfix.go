@@ -33,8 +33,9 @@ type Postfix struct {
 	// The submission listeners of StartPostfixSubmission (else ""):
 	// STARTTLS required with AUTH (as port 587), TLS from the first byte
 	// with AUTH (as 465), AUTH offered without STARTTLS (as a STARTTLS
-	// stripped by a man in the middle), STARTTLS without AUTH.
-	SubmissionAddr, SubmissionsAddr, StrippedAddr, NoAuthAddr string
+	// stripped by a man in the middle), STARTTLS without AUTH, and as
+	// the first but offering AUTH LOGIN only.
+	SubmissionAddr, SubmissionsAddr, StrippedAddr, NoAuthAddr, LoginOnlyAddr string
 
 	dir       string // the instance's directory: etc, spool, lib, mail, logs
 	masterPID int
@@ -220,7 +221,7 @@ func startPrivatePostfix(env ...string) (*Postfix, error) {
 	submission := len(env) > 0
 	ready2 := func() bool {
 		return p.SMTPAddr != "" && p.QMQPAddr != "" &&
-			(!submission || p.SubmissionAddr != "" && p.SubmissionsAddr != "" && p.StrippedAddr != "" && p.NoAuthAddr != "")
+			(!submission || p.SubmissionAddr != "" && p.SubmissionsAddr != "" && p.StrippedAddr != "" && p.NoAuthAddr != "" && p.LoginOnlyAddr != "")
 	}
 	for !ready2() {
 		for _, a := range procListeners(pid) {
@@ -237,6 +238,8 @@ func startPrivatePostfix(env ...string) (*Postfix, error) {
 				p.StrippedAddr = a.String()
 			case "127.0.0.7":
 				p.NoAuthAddr = a.String()
+			case "127.0.0.8":
+				p.LoginOnlyAddr = a.String()
 			}
 		}
 		if ready2() {
@@ -315,6 +318,30 @@ func (p *Postfix) WaitFor(t testing.TB, token string, n int, within time.Duratio
 				t.Fatalf("Postfix delivered %d messages containing %q within %v, want %d\n%s", len(found), token, within, n, p.logs())
 			}
 			return found
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WaitLog waits until the instance's log (maillog) holds a line with
+// every one of subs and returns that line; within is a guard, not a
+// measure (Postfix's log daemon writes a moment after the event).
+func (p *Postfix) WaitLog(t testing.TB, within time.Duration, subs ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		data, _ := os.ReadFile(filepath.Join(p.dir, "maillog"))
+		for _, line := range strings.Split(string(data), "\n") {
+			all := true
+			for _, sub := range subs {
+				all = all && strings.Contains(line, sub)
+			}
+			if all {
+				return line
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postfix logged no line with %q within %v\n%s", subs, within, p.logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
