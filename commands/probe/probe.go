@@ -83,9 +83,6 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (probe.Verdict, error) {
 			return probe.OK, err
 		}
 	}
-	if cfg.TLS && cfg.SendTo != "" {
-		return probe.OK, fmt.Errorf("--tls reports the handshake and certificate; --send does not go over TLS yet")
-	}
 	if cfg.SendTo != "" {
 		// SMTP's EHLO name, as qmail-remote chooses it.
 		if p.Helo, err = control.Helo(os.Getenv); err != nil {
@@ -134,10 +131,12 @@ func run(ctx context.Context, p *probe.Prober, cfg Config, j job) Result {
 	}
 	s := p.Send(ctx, j.addr, j.expect, cfg.From, cfg.SendTo, cfg.Timeout)
 	r.Send = &s
-	r.State, r.ConnectMS, r.Verdict, r.Error = s.State, s.ConnectMS, s.Verdict, s.Error
+	r.State, r.ConnectMS, r.Verdict, r.Error, r.TLS = s.State, s.ConnectMS, s.Verdict, s.Error, s.TLS
 	switch {
 	case s.Reply != nil:
 		r.Note = fmt.Sprintf("%s reply %s %q", strings.ToUpper(string(j.expect)), s.Reply.Status, s.Reply.Text)
+	case s.TLS != nil && !s.TLS.Verified:
+		r.Note = "TLS: " + s.TLS.String() + "; nothing sent"
 	case s.State == probe.Open:
 		r.Note = "no reply: " + s.Error
 	default:
@@ -265,6 +264,9 @@ func writeTable(w io.Writer, results []Result, cfg Config) error {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s %s: message %s, from <%s> to <%s>\n", s.Addr, strings.ToUpper(string(s.Protocol)), s.MessageID, cfg.From, cfg.SendTo)
+		if s.TLS != nil {
+			fmt.Fprintf(w, "  TLS: %s\n", s.TLS)
+		}
 		for _, l := range s.SMTP {
 			fmt.Fprintf(w, "  %s\n", l)
 		}
@@ -296,7 +298,8 @@ and leaves before any data (an SMTP server gets QUIT).
 465) and reports the version, cipher and certificate (subject, issuer, names,
 expiry) and whether it verifies for the host against the system roots (--tls-ca
 FILE for a private CA); a port that does not speak TLS, or whose certificate
-does not verify, is "unexpected" (exit 1).
+does not verify, is "unexpected" (exit 1). With --send the message goes inside
+that TLS, and only when the certificate verifies.
 
 --send RCPT submits one small test message over the chosen protocol and
 reports the K/Z/D reply (SMTP: the dialogue) with its timings.

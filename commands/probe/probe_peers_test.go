@@ -8,12 +8,15 @@ package probe
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"qbox/proto/probe"
+	"qbox/proto/testkit/counting"
 	"qbox/proto/testkit/testpeer"
+	"qbox/proto/testkit/testtls"
 )
 
 // greetWait is how long a probe waits for a real peer's greeting: Postfix
@@ -168,5 +171,41 @@ func TestBinaryExitCodesPostfix(t *testing.T) {
 		{[]string{"--json", "--smtp", "--wait", "5s", pf.SMTPAddr}, 0, `"banner": "220 `},
 	} {
 		runBinary(t, c.args, c.code, c.out)
+	}
+}
+
+// --tls --send: the test message goes inside TLS, to qbox serve's QMQPS
+// and QMTPS ports, and only when the certificate verifies; against the
+// system roots (which do not hold the test's CA) nothing is sent.
+func TestSendInsideTLS(t *testing.T) {
+	ca := testtls.NewCA(t, "probe send CA")
+	dir := t.TempDir()
+	caFile, certFile, keyFile := ca.Files(t, dir, "127.0.0.1")
+	maildir := filepath.Join(dir, "Maildir")
+	s := testpeer.StartServe(t, "--maildir", maildir, "--qmqp", "", "--qmtp", "",
+		"--qmqps", "127.0.0.1:0", "--qmtps", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile)
+	for _, c := range []struct {
+		addr     string
+		protocol probe.Protocol
+	}{{s.QMQPS, probe.QMQP}, {s.QMTPS, probe.QMTP}} {
+		code, r, table := one(t, Config{Targets: []string{c.addr}, Protocol: c.protocol, TLS: true, TLSCA: caFile,
+			SendTo: "probe@example.test", From: "probe@example.test"})
+		if code != probe.OK || r.Send == nil || r.Send.Reply == nil || r.Send.Reply.Status != "K" || r.TLS == nil || !r.TLS.Verified {
+			t.Fatalf("%s inside TLS: verdict %v, %+v %+v", c.protocol, code, r, r.Send)
+		}
+		if !strings.Contains(table, "TLS: TLS 1.3") || !strings.Contains(table, "reply: K ok") {
+			t.Fatalf("table:\n%s", table)
+		}
+	}
+	// Two runs each (table and JSON): four messages.
+	if n := counting.Files(t, filepath.Join(maildir, "new")); n != 4 {
+		t.Fatalf("%d messages stored, want 4", n)
+	}
+	code, r, table := one(t, Config{Targets: []string{s.QMQPS}, Protocol: probe.QMQP, TLS: true, SendTo: "probe@example.test"})
+	if code != probe.Unexpected || r.Send == nil || r.Send.Reply != nil || !strings.Contains(r.Note, "NOT verified") {
+		t.Fatalf("unverified: verdict %v, %+v %+v\n%s", code, r, r.Send, table)
+	}
+	if n := counting.Files(t, filepath.Join(maildir, "new")); n != 4 {
+		t.Fatalf("%d messages stored after the unverified runs, want still 4", n)
 	}
 }

@@ -15,6 +15,7 @@ package probe
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -262,6 +263,22 @@ type Prober struct {
 	ServerName string
 }
 
+// startTLS is the handshake that --tls starts with on a connection to
+// addr, bounded by the connect timeout: the certificate is checked for
+// ServerName (default: addr's host) against TLSRoots; nil and the reason
+// in the info when the port does not speak TLS.
+func (p *Prober) startTLS(ctx context.Context, conn net.Conn, addr string) (*tls.Conn, *TLSInfo) {
+	name := p.ServerName
+	if name == "" {
+		name, _, _ = net.SplitHostPort(addr)
+	}
+	timeout := p.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return handshake(ctx, conn, name, p.TLSRoots, timeout)
+}
+
 // Connect dials addr with the connect timeout and returns the time it
 // took.
 func (p *Prober) Connect(ctx context.Context, addr string) (net.Conn, time.Duration, error) {
@@ -309,15 +326,7 @@ func (p *Prober) Port(ctx context.Context, addr string, expect Protocol) PortRes
 		wait = 2 * time.Second
 	}
 	if p.TLS {
-		name := p.ServerName
-		if name == "" {
-			name, _, _ = net.SplitHostPort(addr)
-		}
-		timeout := p.ConnectTimeout
-		if timeout <= 0 {
-			timeout = 5 * time.Second
-		}
-		tc, info := handshake(ctx, conn, name, p.TLSRoots, timeout)
+		tc, info := p.startTLS(ctx, conn, addr)
 		res.TLS = info
 		if tc == nil {
 			res.Verdict, res.Note = Unexpected, "does not speak TLS: "+info.Error

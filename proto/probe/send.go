@@ -40,6 +40,9 @@ type SendResult struct {
 	ReplyMS   float64 `json:"first_reply_byte_ms"`
 	TotalMS   float64 `json:"total_ms"`
 	Verdict   Verdict `json:"verdict"`
+	// TLS is the handshake the message went inside (Prober.TLS): it is
+	// sent only when the certificate verifies.
+	TLS *TLSInfo `json:"tls,omitempty"`
 }
 
 // TestMessage builds the small message --send submits, LF line ends.
@@ -131,6 +134,23 @@ func (p *Prober) Send(ctx context.Context, addr string, protocol Protocol, from,
 		return res
 	}
 	res.State = Open
+	if p.TLS {
+		tc, info := p.startTLS(ctx, raw, addr)
+		res.TLS = info
+		switch {
+		case tc == nil:
+			raw.Close()
+			res.Error, res.Verdict = "does not speak TLS: "+info.Error, Unexpected
+			return res
+		case !info.Verified:
+			// A test message goes to a server whose certificate
+			// verifies, as mail would; this one is only shown.
+			tc.Close()
+			res.Error, res.Verdict = "nothing sent: the certificate is NOT verified: "+info.VerifyError, Unexpected
+			return res
+		}
+		raw = tc
+	}
 	conn := &timingConn{Conn: raw}
 	defer conn.Close()
 	connected := time.Now()
