@@ -27,9 +27,7 @@ func queuedRecipients(t *testing.T, dir string) []spool.QueuedRecipient {
 // that recipient alone, never a second time to the one who has it.
 func TestPartialAcceptQueuesOnlyTheRest(t *testing.T) {
 	s := testpeer.StartPartialQMTP(t, "example.test")
-	env, _ := baseEnv(t)
-	dir := filepath.Join(t.TempDir(), "spool")
-	env = append(env, "QBOX_SPOOL="+dir)
+	env, dir := spoolEnv(t)
 	code, stderr := inject(t, env, "Subject: partial\n\nx\n", "-s", "qmtp://"+s.QMTP, "ok@example.test", "out@elsewhere.test")
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
@@ -67,9 +65,7 @@ func TestPartialAcceptQueuesOnlyTheRest(t *testing.T) {
 // second copy.
 func TestPartialRefusedRestBounces(t *testing.T) {
 	s := testpeer.StartPartialQMTP(t, "example.test")
-	env, _ := baseEnv(t)
-	dir := filepath.Join(t.TempDir(), "spool")
-	env = append(env, "QBOX_SPOOL="+dir)
+	env, _ := spoolEnv(t)
 	relay := "qmtp://" + s.QMTP
 	if code, stderr := inject(t, env, "Subject: partial\n\nx\n", "-s", relay, "-f", "me@example.test", "ok@example.test", "out@elsewhere.test"); code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
@@ -88,9 +84,7 @@ func TestPartialRefusedRestBounces(t *testing.T) {
 // queued.
 func TestAllRefusedIsPermanent(t *testing.T) {
 	s := testpeer.StartPartialQMTP(t, "example.test")
-	env, _ := baseEnv(t)
-	dir := filepath.Join(t.TempDir(), "spool")
-	env = append(env, "QBOX_SPOOL="+dir)
+	env, dir := spoolEnv(t)
 	code, stderr := inject(t, env, "Subject: no\n\nx\n", "-s", "qmtp://"+s.QMTP, "a@elsewhere.test", "b@elsewhere.test")
 	if code != 100 {
 		t.Fatalf("exit %d, stderr %q; want 100", code, stderr)
@@ -122,9 +116,7 @@ func TestPartialWithoutSpoolNamesTheTaken(t *testing.T) {
 // QMQP answers the whole message: a Z stays exit 111, nothing queued.
 func TestQMQPDeferralNotQueued(t *testing.T) {
 	z := startScripted(t, ns("Zlater"))
-	env, _ := baseEnv(t)
-	dir := filepath.Join(t.TempDir(), "spool")
-	env = append(env, "QBOX_SPOOL="+dir)
+	env, dir := spoolEnv(t)
 	code, stderr := inject(t, env, "Subject: z\n\nx\n", "-s", z.addr, "a@example.test", "b@example.test")
 	if code != 111 || !strings.Contains(stderr, "later") {
 		t.Fatalf("exit %d, stderr %q; want 111 with the reply", code, stderr)
@@ -143,9 +135,7 @@ func TestPerRecipientRelayDeferringAllQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := testpeer.StartServe(t, "--qmqp", "", "--qmtp", "127.0.0.1:0", "--queue-program", prog)
-	env, _ := baseEnv(t)
-	dir := filepath.Join(t.TempDir(), "spool")
-	env = append(env, "QBOX_SPOOL="+dir)
+	env, dir := spoolEnv(t)
 	code, stderr := inject(t, env, "Subject: later\n\nx\n", "-s", "qmtp://"+s.QMTP, "a@example.test", "b@example.test")
 	if code != 0 || !strings.Contains(stderr, "not sent now") || !strings.Contains(stderr, "queued for its 2 recipients in "+dir) {
 		t.Fatalf("exit %d, stderr %q; want 0 and the note that both were queued", code, stderr)
@@ -153,4 +143,12 @@ func TestPerRecipientRelayDeferringAllQueues(t *testing.T) {
 	if q := queuedRecipients(t, dir); len(q) != 2 {
 		t.Fatalf("queued %+v; want both recipients", q)
 	}
+}
+
+// spoolEnv is baseEnv with a spool of the test's own ($QBOX_SPOOL), which
+// it returns.
+func spoolEnv(t *testing.T) ([]string, string) {
+	env, _ := baseEnv(t)
+	dir := filepath.Join(t.TempDir(), "spool")
+	return append(env, "QBOX_SPOOL="+dir), dir
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"qbox/proto"
+	"qbox/proto/testkit/counting"
 )
 
 // syncer is an injected fsync of new/: each call reports how many names
@@ -85,15 +86,6 @@ func commitAsync(t *testing.T, s *Store, y *syncer, i int) chan committed {
 	return out
 }
 
-func countNew(t *testing.T, s *Store) int {
-	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(s.Dir, "new"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 // No K before the fsync of new/ has returned: the fsync is called with
 // the message's name in new/, and Commit returns K only after that fsync
 // has returned (checked when Commit returns, so a K given early is
@@ -123,7 +115,7 @@ func TestGroupNoKBeforeDirSync(t *testing.T) {
 	if synced := <-out; synced != 1 {
 		t.Fatalf("Commit returned K when %d fsyncs of new/ had returned, want 1", synced)
 	}
-	if n := countNew(t, s); n != 1 {
+	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 1 {
 		t.Fatalf("%d files in new/, want 1", n)
 	}
 }
@@ -173,7 +165,7 @@ func TestGroupSharesOneDirSync(t *testing.T) {
 	if early > MaxGroup {
 		t.Errorf("%d deliveries released by one fsync of new/, want at most %d", early, MaxGroup)
 	}
-	if n := countNew(t, s); n != 1+more {
+	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 1+more {
 		t.Fatalf("%d files in new/, want %d", n, 1+more)
 	}
 	if got := len(filesByRecipient(t, s.Dir, "s@example.test", wantReceived)); got != 1+more {
@@ -206,14 +198,14 @@ func TestGroupFailureFailsWholeGroup(t *testing.T) {
 	for _, w := range waiting {
 		wantAll(t, (<-w).replies, 1, proto.Temporary)
 	}
-	if n := countNew(t, s); n != 1 {
+	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 1 {
 		t.Fatalf("%d files in new/ after the failed group, want the first one only", n)
 	}
 	again := commitAsync(t, s, y, 99)
 	<-y.calls
 	y.ret <- nil
 	wantAll(t, (<-again).replies, 1, proto.OK)
-	if n := countNew(t, s); n != 2 {
+	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 2 {
 		t.Fatalf("%d files in new/, want 2", n)
 	}
 }
@@ -288,15 +280,6 @@ func queue(t *testing.T, s *Store, y *syncer, queued chan int, first, n int) []c
 	return waiting
 }
 
-func countTmp(t *testing.T, s *Store) int {
-	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(s.Dir, "tmp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 // Committing groups by syncfs: a lone delivery commits with its own
 // fsyncs (no syncfs); the deliveries queued behind it only write their
 // files, and no name of theirs is in new/ until the syncfs that covers
@@ -360,17 +343,17 @@ func TestGroupSyncFSFailureFailsWholeGroup(t *testing.T) {
 	for _, w := range waiting {
 		wantAll(t, (<-w).replies, 1, proto.Temporary)
 	}
-	if n := countNew(t, s); n != 1 {
+	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 1 {
 		t.Fatalf("%d files in new/ after the failed group, want the first one only", n)
 	}
-	if n := countTmp(t, s); n != 0 {
+	if n := counting.Files(t, filepath.Join(s.Dir, "tmp")); n != 0 {
 		t.Fatalf("%d files left in tmp/", n)
 	}
 	again := commitAsync(t, s, y, 99)
 	<-y.calls
 	y.ret <- nil
 	wantAll(t, (<-again).replies, 1, proto.OK)
-	if n := countNew(t, s); n != 2 {
+	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 2 {
 		t.Fatalf("%d files in new/, want 2", n)
 	}
 }
@@ -397,7 +380,7 @@ func TestGroupSyncFSEarlierFailureFailsLaterGroup(t *testing.T) {
 	for _, w := range waiting { // which one was in the later group is the scheduler's choice
 		wantAll(t, (<-w).replies, 1, proto.Temporary)
 	}
-	if n := countNew(t, s); n != 1 {
+	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 1 {
 		t.Fatalf("%d files in new/, want the first one only", n)
 	}
 	again := commitAsync(t, s, y, 99)
