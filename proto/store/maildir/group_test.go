@@ -130,13 +130,7 @@ func TestGroupSharesOneDirSync(t *testing.T) {
 	first := commitAsync(t, s, y, 0)
 	<-y.calls // the first delivery's fsync, held: it commits alone
 	const more = MaxGroup + 6
-	var waiting []chan committed
-	for i := 1; i <= more; i++ {
-		waiting = append(waiting, commitAsync(t, s, y, i))
-	}
-	for n := 0; n != more; {
-		n = <-queued
-	}
+	waiting := queue(t, s, y, queued, 1, more)
 	y.ret <- nil
 	if c := <-first; c.synced != 1 {
 		t.Fatalf("first delivery: %v after %d fsyncs of new/, want 1", c.replies, c.synced)
@@ -182,13 +176,7 @@ func TestGroupFailureFailsWholeGroup(t *testing.T) {
 	first := commitAsync(t, s, y, 0)
 	<-y.calls
 	const more = 5
-	var waiting []chan committed
-	for i := 1; i <= more; i++ {
-		waiting = append(waiting, commitAsync(t, s, y, i))
-	}
-	for n := 0; n != more; {
-		n = <-queued
-	}
+	waiting := queue(t, s, y, queued, 1, more)
 	y.ret <- nil
 	wantAll(t, (<-first).replies, 1, proto.OK)
 	if n := <-y.calls; n != 1+more {
@@ -201,10 +189,7 @@ func TestGroupFailureFailsWholeGroup(t *testing.T) {
 	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 1 {
 		t.Fatalf("%d files in new/ after the failed group, want the first one only", n)
 	}
-	again := commitAsync(t, s, y, 99)
-	<-y.calls
-	y.ret <- nil
-	wantAll(t, (<-again).replies, 1, proto.OK)
+	commitsAgain(t, s, y)
 	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 2 {
 		t.Fatalf("%d files in new/, want 2", n)
 	}
@@ -280,6 +265,16 @@ func queue(t *testing.T, s *Store, y *syncer, queued chan int, first, n int) []c
 	return waiting
 }
 
+// commitsAgain checks that the store still commits after a failed
+// group: one more delivery, alone, gets K.
+func commitsAgain(t *testing.T, s *Store, y *syncer) {
+	t.Helper()
+	again := commitAsync(t, s, y, 99)
+	<-y.calls
+	y.ret <- nil
+	wantAll(t, (<-again).replies, 1, proto.OK)
+}
+
 // Committing groups by syncfs: a lone delivery commits with its own
 // fsyncs (no syncfs); the deliveries queued behind it only write their
 // files, and no name of theirs is in new/ until the syncfs that covers
@@ -349,10 +344,7 @@ func TestGroupSyncFSFailureFailsWholeGroup(t *testing.T) {
 	if n := counting.Files(t, filepath.Join(s.Dir, "tmp")); n != 0 {
 		t.Fatalf("%d files left in tmp/", n)
 	}
-	again := commitAsync(t, s, y, 99)
-	<-y.calls
-	y.ret <- nil
-	wantAll(t, (<-again).replies, 1, proto.OK)
+	commitsAgain(t, s, y)
 	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 2 {
 		t.Fatalf("%d files in new/, want 2", n)
 	}
@@ -383,10 +375,7 @@ func TestGroupSyncFSEarlierFailureFailsLaterGroup(t *testing.T) {
 	if n := counting.Files(t, filepath.Join(s.Dir, "new")); n != 1 {
 		t.Fatalf("%d files in new/, want the first one only", n)
 	}
-	again := commitAsync(t, s, y, 99)
-	<-y.calls
-	y.ret <- nil
-	wantAll(t, (<-again).replies, 1, proto.OK)
+	commitsAgain(t, s, y)
 }
 
 // This machine's temporary directory gets the syncfs group commit where
