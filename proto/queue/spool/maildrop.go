@@ -225,7 +225,7 @@ func dropOne(dir string, env proto.Envelope, submitted time.Time, msg io.ReaderA
 	}
 	// A user may not open the drop directory to fsync it (it is not
 	// readable); syncing the file system makes the new name durable.
-	if err := syncFS(f); err != nil {
+	if err := maildir.SyncFS(f); err != nil {
 		return "", fmt.Errorf("spool: making %s durable: %w", final, err)
 	}
 	return final, nil

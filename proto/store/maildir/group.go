@@ -26,7 +26,9 @@ const MaxGroup = 64
 // Store.prepare):
 //
 //   - syncfs: the deliveries of the group only wrote their files. One
-//     syncfs(2) makes the data of all of them durable at once; only then
+//     syncfs(2), and an fsync for the cache flush it leaves out on a file
+//     system without a journal (syncThenFlush), makes the data and inodes
+//     of all of them durable at once; only then
 //     are their names given in new/ (so no name is ever there before its
 //     data is on disk), and one fsync of new/ makes the names durable.
 //     Used where syncfs(2) is known to be a full, error-reporting sync:
