@@ -18,8 +18,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,8 +78,8 @@ func (e *Entry) MessageSize() int64 { return e.Size - e.Offset }
 // recipient); that is refused with a Malformed error (errors.As) naming
 // the file, and nothing of it is read. A file gone since the scan gives an
 // error satisfying errors.Is(err, os.ErrNotExist).
-func (e *Entry) OpenMessage() (io.Reader, *os.File, error) {
-	f, st, err := openRegular(e.Path, nil)
+func (e *Entry) OpenMessage() (io.Reader, io.Closer, error) {
+	f, st, err := openMessageFile(e.Path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil, err
@@ -131,11 +133,11 @@ func (m Malformed) Error() string { return m.Name + ": " + m.Reason }
 // report before it is removed), the same way OpenMessage does: only when
 // the scan found a regular file and it is still that file, unchanged in
 // size. A symlink, FIFO or file replaced since the scan is never opened.
-func (m *Malformed) Open() (io.Reader, *os.File, error) {
+func (m *Malformed) Open() (io.Reader, io.Closer, error) {
 	if m.id == (fileID{}) {
 		return nil, nil, errors.New(m.Name + ": not a file the scan saw; not opened")
 	}
-	f, st, err := openRegular(m.Path, nil)
+	f, st, err := openMessageFile(m.Path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", m.Name, err)
 	}
@@ -164,20 +166,20 @@ func removeScanned(path string, id fileID) error {
 	if id == (fileID{}) {
 		return fmt.Errorf("maildir: %s: not a file the scan saw; not removed", path)
 	}
-	d, err := openDir(filepath.Dir(path))
+	d, err := openDirFD(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer syscall.Close(d)
 	base := filepath.Base(path)
-	st, err := statAt(d, base)
+	st, err := statAtFD(d, base)
 	if err != nil {
 		return &os.PathError{Op: "remove", Path: path, Err: err}
 	}
 	if st.id != id {
 		return fmt.Errorf("maildir: %s was replaced since the scan; not removed", path)
 	}
-	if err := syscall.Unlinkat(int(d.Fd()), base); err != nil {
+	if err := syscall.Unlinkat(d, base); err != nil {
 		return &os.PathError{Op: "remove", Path: path, Err: err}
 	}
 	return nil
@@ -192,7 +194,12 @@ const oPath = 0x200000
 // statAt is fstatat(dir, name, AT_SYMLINK_NOFOLLOW): what the name is in
 // that directory, a symlink not followed.
 func statAt(dir *os.File, name string) (fileStat, error) {
-	fd, err := syscall.Openat(int(dir.Fd()), name, oPath|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	return statAtFD(int(dir.Fd()), name)
+}
+
+// statAtFD is statAt on a directory descriptor.
+func statAtFD(dir int, name string) (fileStat, error) {
+	fd, err := syscall.Openat(dir, name, oPath|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return fileStat{}, err
 	}
@@ -277,7 +284,7 @@ func Scan(dir string, opt ScanOptions) (*ScanResult, error) {
 			}
 			name := sub + "/" + base
 			path := filepath.Join(dir, name)
-			f, st, err := openRegular(base, d)
+			fd, st, err := openRegular(base, d)
 			if errors.Is(err, os.ErrNotExist) {
 				continue // delivered by another reader meanwhile
 			}
@@ -289,8 +296,8 @@ func Scan(dir string, opt ScanOptions) (*ScanResult, error) {
 				res.Malformed = append(res.Malformed, m)
 				continue
 			}
-			env, err := readEnvelope(f, opt.Prefix, buf)
-			f.Close()
+			env, err := readEnvelope(fd, st.size, opt.Prefix, buf)
+			syscall.Close(fd)
 			switch {
 			case errors.Is(err, errForeign):
 				skips = append(skips, skipped{name, st.mtime})
@@ -332,14 +339,32 @@ func Scan(dir string, opt ScanOptions) (*ScanResult, error) {
 // openDir opens a maildir subdirectory for reading its names and opening
 // files relative to it; a symlink there is refused, not followed.
 func openDir(path string) (*os.File, error) {
-	d, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	fd, err := openDirFD(path)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// openDirFD is openDir's descriptor, for a caller that only opens,
+// stats and unlinks relative to it (Remove, once per delivered file:
+// os.OpenFile would add four fcntl and epoll calls to each).
+func openDirFD(path string) (int, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			break
+		}
+	}
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
-			return nil, fmt.Errorf("maildir: %s is not a directory (a symlink is not followed)", path)
+			return -1, fmt.Errorf("maildir: %s is not a directory (a symlink is not followed)", path)
 		}
-		return nil, fmt.Errorf("maildir: %w", err)
+		return -1, fmt.Errorf("maildir: %w", &os.PathError{Op: "open", Path: path, Err: err})
 	}
-	return d, nil
+	return fd, nil
 }
 
 // fileStat is what fstat said about an opened file.
@@ -351,15 +376,71 @@ type fileStat struct {
 	mode  uint32    // statAt only
 }
 
+// messageFile is a queued file opened by openMessageFile and read with
+// pread. Not an *os.File: making one costs three fcntl calls, for every
+// message a flush sends.
+type messageFile struct {
+	fd      atomic.Int64 // -1 once closed
+	cleanup runtime.Cleanup
+}
+
+// openMessageFile opens the regular file at path (openRegular). A
+// messageFile nobody closed is closed when it is collected.
+func openMessageFile(path string) (*messageFile, fileStat, error) {
+	fd, st, err := openRegular(path, nil)
+	if err != nil {
+		return nil, st, err
+	}
+	f := &messageFile{}
+	f.fd.Store(int64(fd))
+	f.cleanup = runtime.AddCleanup(f, func(fd int) { syscall.Close(fd) }, fd)
+	return f, st, nil
+}
+
+// ReadAt fills p from offset off; it returns io.EOF only when the file
+// ends first.
+func (f *messageFile) ReadAt(p []byte, off int64) (int, error) {
+	fd := int(f.fd.Load())
+	if fd < 0 {
+		return 0, os.ErrClosed
+	}
+	n := 0
+	for n < len(p) {
+		m, err := syscall.Pread(fd, p[n:], off+int64(n))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			return n, io.EOF
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// Close closes the file; closing it again does nothing.
+func (f *messageFile) Close() error {
+	fd := f.fd.Swap(-1)
+	if fd < 0 {
+		return nil
+	}
+	f.cleanup.Stop()
+	return syscall.Close(int(fd))
+}
+
 // openRegular opens name for reading, relative to dir when dir is not
 // nil, and returns it only when it is a regular file. It never follows a
 // symlink in the last component (O_NOFOLLOW) and never waits for a FIFO's
 // writer (O_NONBLOCK, a no-op for regular files); the type is checked on
 // the opened descriptor, so nothing swapped in between a check and the
-// open is read. A missing file gives an error satisfying
-// errors.Is(err, os.ErrNotExist); any other error says, in words, what
-// the file is instead.
-func openRegular(name string, dir *os.File) (*os.File, fileStat, error) {
+// open is read. It returns a bare descriptor, read with pread (no
+// *os.File, whose making costs three fcntl calls). A missing file gives
+// an error satisfying errors.Is(err, os.ErrNotExist); any other error
+// says, in words, what the file is instead.
+func openRegular(name string, dir *os.File) (int, fileStat, error) {
 	const flags = syscall.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_NONBLOCK | syscall.O_NOCTTY | syscall.O_CLOEXEC
 	var fd int
 	var err error
@@ -376,32 +457,29 @@ func openRegular(name string, dir *os.File) (*os.File, fileStat, error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, syscall.ENOENT):
-		return nil, fileStat{}, &os.PathError{Op: "open", Path: name, Err: err}
+		return -1, fileStat{}, &os.PathError{Op: "open", Path: name, Err: err}
 	case errors.Is(err, syscall.ELOOP):
-		return nil, fileStat{}, errors.New("a symbolic link: not followed, not sent")
+		return -1, fileStat{}, errors.New("a symbolic link: not followed, not sent")
 	case errors.Is(err, syscall.ENXIO):
-		return nil, fileStat{}, errors.New("a socket or device: not read, not sent")
+		return -1, fileStat{}, errors.New("a socket or device: not read, not sent")
 	default:
-		return nil, fileStat{}, fmt.Errorf("cannot open: %v", err)
+		return -1, fileStat{}, fmt.Errorf("cannot open: %v", err)
 	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		syscall.Close(fd)
-		return nil, fileStat{}, fmt.Errorf("cannot stat: %v", err)
+		return -1, fileStat{}, fmt.Errorf("cannot stat: %v", err)
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		syscall.Close(fd)
-		return nil, fileStat{}, fmt.Errorf("%s: not read, not sent", fileType(st.Mode))
+		return -1, fileStat{}, fmt.Errorf("%s: not read, not sent", fileType(st.Mode))
 	}
-	// A regular file ignores O_NONBLOCK; clearing it keeps the
-	// descriptor an ordinary blocking one for the os package.
-	syscall.SetNonblock(fd, false)
 	fs := fileStat{
 		id:    fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)},
 		size:  st.Size,
 		mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
 	}
-	return os.NewFile(uintptr(fd), name), fs, nil
+	return fd, fs, nil
 }
 
 func fileType(mode uint32) string {
@@ -431,12 +509,25 @@ type envelope struct {
 // prefix: someone else's mail, left alone.
 var errForeign = errors.New("Delivered-To without the prefix")
 
-// readEnvelope reads the envelope lines from the start of r, using buf
-// (at least headSize bytes), and parses them with parseEnvelope.
-func readEnvelope(r io.Reader, prefix string, buf []byte) (envelope, error) {
-	n, err := io.ReadFull(r, buf[:headSize])
-	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-		return envelope{}, fmt.Errorf("cannot read: %v", err)
+// readEnvelope reads the envelope lines from the start of the file fd,
+// whose size fstat gave, into buf (at least headSize bytes), and parses
+// them with parseEnvelope. One pread reads a file shorter than headSize
+// whole; reading stops early only at the end of the file.
+func readEnvelope(fd int, size int64, prefix string, buf []byte) (envelope, error) {
+	want := int(min(size, headSize))
+	n := 0
+	for n < headSize {
+		m, err := syscall.Pread(fd, buf[n:headSize], int64(n))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return envelope{}, fmt.Errorf("cannot read: %v", err)
+		}
+		n += m
+		if m == 0 || n >= want {
+			break
+		}
 	}
 	return parseEnvelope(buf[:n], prefix)
 }

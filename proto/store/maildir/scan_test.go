@@ -1,12 +1,12 @@
 package maildir
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -209,7 +209,7 @@ func FuzzScanEnvelope(f *testing.F) {
 	}
 	buf := make([]byte, headSize)
 	f.Fuzz(func(t *testing.T, content []byte) {
-		env, err := readEnvelope(bytes.NewReader(content), "p-", buf)
+		env, err := parseEnvelope(content[:min(len(content), len(buf))], "p-")
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("an error without a reason")
@@ -226,4 +226,81 @@ func FuzzScanEnvelope(f *testing.F) {
 			t.Fatalf("envelope %q %q passed a file but not the address checks", env.sender, env.recipient)
 		}
 	})
+}
+
+// readEnvelope reads the head of the file with pread, whatever the size
+// fstat gave: a file that grew or shrank since then, or one longer than
+// the head, is read as far as the head or the file's end goes.
+func TestReadEnvelopeSizes(t *testing.T) {
+	env := "Return-Path: <s@example.test>\nDelivered-To: p-r@example.test\n"
+	long := env + strings.Repeat("x", 3*headSize)
+	for _, c := range []struct {
+		name    string
+		content string
+		size    int64 // what fstat said
+	}{
+		{"as fstat said", env + "body\n", int64(len(env) + 5)},
+		{"grew since fstat", env + "body\n", 10},
+		{"shrank since fstat", env, int64(len(env) + 100)},
+		{"longer than the head", long, int64(len(long))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "f")
+			if err := os.WriteFile(path, []byte(c.content), 0600); err != nil {
+				t.Fatal(err)
+			}
+			fd, err := syscall.Open(path, syscall.O_RDONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Close(fd)
+			got, err := readEnvelope(fd, c.size, "p-", make([]byte, headSize))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.sender != "s@example.test" || got.recipient != "r@example.test" || got.offset != int64(len(env)) {
+				t.Fatalf("got %+v", got)
+			}
+		})
+	}
+	path := filepath.Join(t.TempDir(), "short")
+	os.WriteFile(path, []byte("Return-Path: <s@example.test>\nDeliv"), 0600)
+	fd, err := syscall.Open(path, syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if _, err := readEnvelope(fd, 1000, "p-", make([]byte, headSize)); err == nil || !strings.Contains(err.Error(), "ends inside envelope line 2") {
+		t.Fatalf("a file ending inside line 2: %v", err)
+	}
+}
+
+// A message file reads with pread to the file's end, says io.EOF only
+// there, and closes once: a second Close does nothing, a read after it
+// fails.
+func TestMessageFileReadAndClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m")
+	if err := os.WriteFile(path, []byte("0123456789"), 0600); err != nil {
+		t.Fatal(err)
+	}
+	f, st, err := openMessageFile(path)
+	if err != nil || st.size != 10 {
+		t.Fatalf("open: %v, size %d", err, st.size)
+	}
+	p := make([]byte, 4)
+	if n, err := f.ReadAt(p, 3); n != 4 || err != nil || string(p) != "3456" {
+		t.Fatalf("ReadAt(4 at 3) = %d %v %q", n, err, p[:n])
+	}
+	if n, err := f.ReadAt(p, 8); n != 2 || err != io.EOF || string(p[:n]) != "89" {
+		t.Fatalf("ReadAt(4 at 8) = %d %v %q, want 2, io.EOF", n, err, p[:n])
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := f.ReadAt(p, 0); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("ReadAt after Close: %v, want os.ErrClosed", err)
+	}
 }
