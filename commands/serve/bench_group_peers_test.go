@@ -5,6 +5,7 @@ package serve_test
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -96,7 +97,10 @@ func qmqpSourceN(b *testing.B, addr string, n, size int) float64 {
 // by the ceiling measured just before and just after it (their mean),
 // the ceiling, QMQP, the ceiling, QMTP, the ceiling, qmqp-sink, the
 // ceiling in every round, and the ratios are the medians of five rounds'
-// ratios (the order of QMQP and QMTP alternates). Nothing is deleted until
+// ratios (the order of QMQP and QMTP alternates). And the same serve
+// storing into a maildir in memory (tmpfs), under the same two loads:
+// everything serve does but the disk's work, so the most a durable store
+// can reach on this machine. Nothing is deleted until
 // the end (see BenchmarkServeBesideDiskAndPostfix). proto/store/maildir's
 // BenchmarkStoreGroupCommit sets the store's group commit beside the
 // same store committing alone, the way before it.
@@ -105,9 +109,12 @@ func BenchmarkServeGroupCommit(b *testing.B) {
 	bin := testpeer.Binary(b)
 	dir := b.TempDir()
 	s := startServe(b, "--maildir", dir)
+	// The same serve into a maildir in memory: every step but the disk's
+	// work, the bound on what any durable store reaches here.
+	mem := startServe(b, "--maildir", memoryDir(b))
 	sink := testpeer.QmqpSink(b)
 	var disk, sinkRates, qmqpRates, qmtpRates, rate1, p50s1, p99s1, rate20, p50s20, p99s20 []float64
-	var sinkRatios, qmqpRatios, qmtpRatios []float64
+	var sinkRatios, qmqpRatios, qmtpRatios, memQmqpRatios, memQmtpRatios, memQmqpRates, memQmtpRates []float64
 	stored := 0
 	ceiling := func() float64 {
 		c := diskCeiling(b, b.TempDir(), n, size, true)
@@ -137,7 +144,10 @@ func BenchmarkServeGroupCommit(b *testing.B) {
 				c = paired(c, &qmtpRates, &qmtpRatios, qmtp)
 				c = paired(c, &qmqpRates, &qmqpRatios, qmqp)
 			}
-			paired(c, &sinkRates, &sinkRatios, func() float64 { return qmqpSourceN(b, sink, n, size) })
+			c = paired(c, &sinkRates, &sinkRatios, func() float64 { return qmqpSourceN(b, sink, n, size) })
+			c = paired(c, &memQmqpRates, &memQmqpRatios, func() float64 { return qmqpSourceN(b, mem.qmqp, n, size) })
+			memSrc := fillFlushMaildir(b, n, size)
+			paired(c, &memQmtpRates, &memQmtpRatios, func() float64 { return flushMaildirRate(b, bin, memSrc, mem.qmtp, n) })
 			rt, p50, p99 := qmqpLatency(b, s.qmqp, 1, n/10, size)
 			rate1, p50s1, p99s1 = append(rate1, rt), append(p50s1, p50), append(p99s1, p99)
 			rt, p50, p99 = qmqpLatency(b, s.qmqp, 20, n, size)
@@ -157,6 +167,10 @@ func BenchmarkServeGroupCommit(b *testing.B) {
 	b.ReportMetric(median(qmqpRates)/median(sinkRates), "qmqp/qmqp-sink")
 	b.ReportMetric(median(qmtpRates), "qmtp-msgs/s")
 	b.ReportMetric(median(qmtpRatios), "qmtp/disk")
+	b.ReportMetric(median(memQmqpRates), "memory-qmqp-msgs/s")
+	b.ReportMetric(median(memQmqpRatios), "memory-qmqp/disk")
+	b.ReportMetric(median(memQmtpRates), "memory-qmtp-msgs/s")
+	b.ReportMetric(median(memQmtpRatios), "memory-qmtp/disk")
 	b.ReportMetric(median(rate1), "1-client-msgs/s")
 	b.ReportMetric(median(p50s1), "1-client-p50-ms")
 	b.ReportMetric(median(p99s1), "1-client-p99-ms")
@@ -164,4 +178,15 @@ func BenchmarkServeGroupCommit(b *testing.B) {
 	b.ReportMetric(median(rate20)/d, "20-clients/disk")
 	b.ReportMetric(median(p50s20), "20-clients-p50-ms")
 	b.ReportMetric(median(p99s20), "20-clients-p99-ms")
+}
+
+// memoryDir is a directory on tmpfs (/dev/shm), removed at the end.
+func memoryDir(b *testing.B) string {
+	b.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "qbox-bench-mem-")
+	if err != nil {
+		b.Fatalf("a maildir in memory: %v", err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
