@@ -75,7 +75,7 @@ awk '/^BenchmarkServeBesideDiskAndPostfix/ {
 }
 /^BenchmarkInjectOneMessage/ {
   split("", f); for (i = 3; i + 1 <= NF; i += 2) f[$(i+1)] = $i
-  printf "one message per process (median of 30): qmail-qmqpc %s ms = %.2f x the Go floor (testdata/qmqpfloor, %s ms; target <= 1.15) = %.2f x qmqp-source -m 1 (%s ms); inject %s ms = %.2f x qmqp-source\n", f["qmail-qmqpc-ms"], f["qmail-qmqpc/floor"], f["floor-ms"], f["qmail-qmqpc/qmqp-source"], f["qmqp-source-ms"], f["inject-ms"], f["inject/qmqp-source"]
+  printf "one message per process (median of 30): qmail-qmqpc %s ms = %.2f x the Go floor (testdata/qmqpfloor, %s ms; target <= 1.15) = %.2f x qmqp-source -m 1 (%s ms); inject %s ms = %.2f x qmqp-source; the floor with the design card'"'"'s libraries linked (-tags libfloor) %s ms = %.2f x the floor, qmail-qmqpc %.2f x of it\n", f["qmail-qmqpc-ms"], f["qmail-qmqpc/floor"], f["floor-ms"], f["qmail-qmqpc/qmqp-source"], f["qmqp-source-ms"], f["inject-ms"], f["inject/qmqp-source"], f["library-floor-ms"], f["library-floor/floor"], f["qmail-qmqpc/library-floor"]
 }' "$raw"
 # Issue 26, point 2: serve's group commit beside the disk's per-file
 # durable ceiling, one message's time at 1 and 20 clients, and the store's

@@ -29,13 +29,18 @@ const invocations = 30
 // same machine; the figures are medians. x/qmqp-source below 1 means qbox
 // is the quicker; qmail-qmqpc/floor is what qbox's size (every command's
 // packages initialised at each start) costs over the language's own
-// start (target: at most 1.15).
+// start (target: at most 1.15). Beside them the library floor: the same
+// floor with the design card's libraries (urfave/cli, go-maildir,
+// go-isatty, go-smtp, miekg/dns) and crypto/tls, log/slog, log/syslog
+// linked for their initialisation alone, what any one binary built on
+// them pays at each start.
 func BenchmarkInjectOneMessage(b *testing.B) {
 	const size = 2048
 	sink := testpeer.QmqpSink(b)
 	bin := testpeer.Binary(b)
 	qmqpc := testpeer.Personality(b, "qmail-qmqpc")
-	floor := floorBinary(b)
+	floor := floorBinary(b, "floor")
+	libFloor := floorBinary(b, "libfloor")
 	source := testpeer.Require(b, "qmqp-source", "postfix")
 	dir := b.TempDir()
 	msg := writeFile(b, dir, "msg", append([]byte("Subject: one message\nTo: r@example.test\n\n"), body2K(size)...))
@@ -62,9 +67,10 @@ func BenchmarkInjectOneMessage(b *testing.B) {
 	run(b, msg, injectArgv...)
 	runQmqpc(qmqpc)
 	runQmqpc(floor)
+	runQmqpc(libFloor)
 	run(b, "", peerArgv...)
 	b.ResetTimer()
-	var inject, qmail, peer, floors []time.Duration
+	var inject, qmail, peer, floors, libFloors []time.Duration
 	var injectRSS, qmqpcRSS, peerRSS, floorRSS float64
 	for i := 0; i < b.N; i++ {
 		for j := 0; j < invocations; j++ {
@@ -77,6 +83,8 @@ func BenchmarkInjectOneMessage(b *testing.B) {
 			r = runQmqpc(floor)
 			floors = append(floors, r.elapsed)
 			floorRSS = max(floorRSS, r.peakRSS)
+			r = runQmqpc(libFloor)
+			libFloors = append(libFloors, r.elapsed)
 			r = run(b, "", peerArgv...)
 			peer = append(peer, r.elapsed)
 			peerRSS = max(peerRSS, r.peakRSS)
@@ -84,6 +92,10 @@ func BenchmarkInjectOneMessage(b *testing.B) {
 	}
 	ms := func(d time.Duration) float64 { return d.Seconds() * 1000 }
 	mi, mq, mp, mf := medianDuration(inject), medianDuration(qmail), medianDuration(peer), medianDuration(floors)
+	ml := medianDuration(libFloors)
+	b.ReportMetric(ms(ml), "library-floor-ms")
+	b.ReportMetric(ms(ml)/ms(mf), "library-floor/floor")
+	b.ReportMetric(ms(mq)/ms(ml), "qmail-qmqpc/library-floor")
 	b.ReportMetric(ms(mi), "inject-ms")
 	b.ReportMetric(ms(mq), "qmail-qmqpc-ms")
 	b.ReportMetric(ms(mp), "qmqp-source-ms")
@@ -99,11 +111,13 @@ func BenchmarkInjectOneMessage(b *testing.B) {
 }
 
 // floorBinary builds testdata/qmqpfloor as `make build` builds qbox
-// (static, CGO_ENABLED=0).
-func floorBinary(b *testing.B) string {
+// (static, CGO_ENABLED=0): variant "floor" alone, "libfloor" with the
+// design card's libraries linked for their initialisation (the tag
+// libfloor).
+func floorBinary(b *testing.B, variant string) string {
 	b.Helper()
-	out := filepath.Join(b.TempDir(), "qmqpfloor")
-	cmd := exec.Command("go", "build", "-o", out, "./testdata/qmqpfloor")
+	out := filepath.Join(b.TempDir(), variant)
+	cmd := exec.Command("go", "build", "-tags", variant+",urfave_cli_no_docs", "-o", out, "./testdata/qmqpfloor")
 	cmd.Dir = testpeer.Root()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {
