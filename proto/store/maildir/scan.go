@@ -21,7 +21,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -378,9 +378,12 @@ type fileStat struct {
 
 // messageFile is a queued file opened by openMessageFile and read with
 // pread. Not an *os.File: making one costs three fcntl calls, for every
-// message a flush sends.
+// message a flush sends. Like an *os.File, it closes its descriptor only
+// once no read is using it: a read racing Close never reads from a
+// descriptor number reused by another file.
 type messageFile struct {
-	fd      atomic.Int64 // -1 once closed
+	mu      sync.RWMutex // held shared by reads, exclusively by Close
+	fd      int          // -1 once closed
 	cleanup runtime.Cleanup
 }
 
@@ -391,8 +394,7 @@ func openMessageFile(path string) (*messageFile, fileStat, error) {
 	if err != nil {
 		return nil, st, err
 	}
-	f := &messageFile{}
-	f.fd.Store(int64(fd))
+	f := &messageFile{fd: fd}
 	f.cleanup = runtime.AddCleanup(f, func(fd int) { syscall.Close(fd) }, fd)
 	return f, st, nil
 }
@@ -400,13 +402,14 @@ func openMessageFile(path string) (*messageFile, fileStat, error) {
 // ReadAt fills p from offset off; it returns io.EOF only when the file
 // ends first.
 func (f *messageFile) ReadAt(p []byte, off int64) (int, error) {
-	fd := int(f.fd.Load())
-	if fd < 0 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.fd < 0 {
 		return 0, os.ErrClosed
 	}
 	n := 0
 	for n < len(p) {
-		m, err := syscall.Pread(fd, p[n:], off+int64(n))
+		m, err := syscall.Pread(f.fd, p[n:], off+int64(n))
 		if err == syscall.EINTR {
 			continue
 		}
@@ -421,14 +424,18 @@ func (f *messageFile) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// Close closes the file; closing it again does nothing.
+// Close closes the file once no read is using it; closing it again does
+// nothing.
 func (f *messageFile) Close() error {
-	fd := f.fd.Swap(-1)
-	if fd < 0 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fd < 0 {
 		return nil
 	}
 	f.cleanup.Stop()
-	return syscall.Close(int(fd))
+	err := syscall.Close(f.fd)
+	f.fd = -1
+	return err
 }
 
 // openRegular opens name for reading, relative to dir when dir is not

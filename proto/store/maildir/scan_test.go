@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -302,5 +303,47 @@ func TestMessageFileReadAndClose(t *testing.T) {
 	}
 	if _, err := f.ReadAt(p, 0); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("ReadAt after Close: %v, want os.ErrClosed", err)
+	}
+}
+
+// Reads racing Close never read another file through a reused
+// descriptor number: each read gets the file's own bytes or
+// os.ErrClosed (run with -race).
+func TestMessageFileCloseRacesReads(t *testing.T) {
+	dir := t.TempDir()
+	mine, other := filepath.Join(dir, "mine"), filepath.Join(dir, "other")
+	os.WriteFile(mine, []byte("mine"), 0600)
+	os.WriteFile(other, []byte("XXXX"), 0600)
+	for range 50 {
+		f, _, err := openMessageFile(mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := make([]byte, 4)
+				for range 200 {
+					n, err := f.ReadAt(p, 0)
+					if errors.Is(err, os.ErrClosed) {
+						return
+					}
+					if string(p[:n]) != "mine" {
+						t.Errorf("read %q through a closed file's descriptor", p[:n])
+						return
+					}
+				}
+			}()
+		}
+		f.Close()
+		// Reuse the descriptor number at once.
+		g, err := os.Open(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		g.Close()
 	}
 }
