@@ -145,17 +145,7 @@ func TestGroupSharesOneDirSync(t *testing.T) {
 		t.Fatalf("third fsync of new/ with %d names in it, want %d", n, 1+more)
 	}
 	y.ret <- nil
-	early := 0 // released by the second fsync: at most MaxGroup
-	for i, w := range waiting {
-		c := <-w
-		wantAll(t, c.replies, 1, proto.OK)
-		if c.synced < 2 {
-			t.Errorf("delivery %d: K after %d fsyncs of new/, want 2 or 3", i+1, c.synced)
-		}
-		if c.synced == 2 {
-			early++
-		}
-	}
+	early := releasedBySecondSync(t, waiting) // at most MaxGroup
 	if early > MaxGroup {
 		t.Errorf("%d deliveries released by one fsync of new/, want at most %d", early, MaxGroup)
 	}
@@ -259,6 +249,25 @@ func queue(t *testing.T, s *Store, y *syncer, queued chan int, first, n int) []c
 	return waiting
 }
 
+// releasedBySecondSync waits for every queued delivery, checks that each
+// got K after the second or third fsync of new/ (the first was the lone
+// delivery's), and returns how many the second released.
+func releasedBySecondSync(t *testing.T, waiting []chan committed) int {
+	t.Helper()
+	early := 0
+	for i, w := range waiting {
+		c := <-w
+		wantAll(t, c.replies, 1, proto.OK)
+		if c.synced < 2 {
+			t.Errorf("delivery %d: K after %d fsyncs of new/, want 2 or 3", i+1, c.synced)
+		}
+		if c.synced == 2 {
+			early++
+		}
+	}
+	return early
+}
+
 // commitsAgain checks what a failed group leaves: only the first
 // delivery's file in new/, and a store that still commits (one more
 // delivery, alone, gets K and is the second file).
@@ -304,17 +313,7 @@ func TestGroupSyncFSBeforeNames(t *testing.T) {
 		}
 		y.ret <- nil
 	}
-	early := 0
-	for i, w := range waiting {
-		c := <-w
-		wantAll(t, c.replies, 1, proto.OK)
-		if c.synced < 2 {
-			t.Errorf("delivery %d: K after %d fsyncs of new/, want 2 or 3", i+1, c.synced)
-		}
-		if c.synced == 2 {
-			early++
-		}
-	}
+	early := releasedBySecondSync(t, waiting)
 	if early != MaxGroup {
 		t.Errorf("%d deliveries released by the first group's fsync of new/, want %d", early, MaxGroup)
 	}
